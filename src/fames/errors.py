@@ -1,0 +1,13 @@
+"""Exception types shared by every part of fames."""
+
+
+class FamesError(Exception):
+    """Base class of the errors fames raises for bad input; the message names the problem and the fix."""
+
+
+class AppMulError(FamesError, ValueError):
+    """An approximate multiplier (or a library of them) is malformed."""
+
+
+class HardwareError(FamesError, RuntimeError):
+    """Synthesis, liberty or costing failed."""
