@@ -1,0 +1,319 @@
+"""Importers: EvoApproxLib (shared tables or a user's checkout), plain-text LUTs, Verilog/BLIF designs."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fames.appmul.core import AppMul, Cost, operand_values, sanitize_name
+from fames.errors import AppMulError
+
+EVO_CITE = (
+    "V. Mrazek, R. Hrbacek, Z. Vasicek, L. Sekanina, EvoApprox8b: Library of approximate adders and "
+    "multipliers for circuit design and benchmarking of approximation methods, DATE 2017"
+)
+EVO_LIBERTY = "EvoApproxLib published PDK45"
+
+
+def default_evoapprox_dir() -> Path | None:
+    """``../shared/evoapproxlib`` next to the repository or the working directory, if present."""
+    env = os.environ.get("FAMES_EVOAPPROX")
+    cands = [Path(env)] if env else []
+    here = Path(__file__).resolve()
+    cands += [p.parent / "shared" / "evoapproxlib" for p in here.parents[:6]]
+    cands += [Path.cwd().parent / "shared" / "evoapproxlib", Path.cwd() / "shared" / "evoapproxlib"]
+    for c in cands:
+        if (c / "index.csv").is_file() and (c / "luts.npz").is_file():
+            return c
+    return None
+
+
+def _published_cost(pwr_mw: float, area: float, delay: float) -> Cost:
+    return Cost(
+        area_um2=area,
+        delay_ns=delay,
+        power_uw=pwr_mw * 1e3,
+        pdp_fj=pwr_mw * delay * 1e3,  # mW x ns = pJ
+        source="published",
+        liberty=EVO_LIBERTY,
+    )
+
+
+def _set_relative(ms: list[AppMul]) -> None:
+    """Fill ``cost.relative`` against the exact member of each widths group (published figures)."""
+    groups: dict[tuple, list[AppMul]] = {}
+    for m in ms:
+        groups.setdefault(m.widths, []).append(m)
+    for members in groups.values():
+        ref = next((m for m in members if m.is_exact() and m.cost is not None), None)
+        if ref is None:
+            continue
+        for m in members:
+            if m.cost is None:
+                continue
+            rel = {}
+            for key, attr in (("area", "area_um2"), ("delay", "delay_ns"), ("power", "power_uw"), ("pdp", "pdp_fj")):
+                a, b = getattr(m.cost, attr), getattr(ref.cost, attr)
+                if a is not None and b:
+                    rel[key] = a / b
+            m.cost.relative = rel
+
+
+def import_evoapprox_tables(src: str | Path | None = None) -> list[AppMul]:
+    """Load EvoApproxLib from a folder holding ``index.csv`` + ``luts.npz`` (the layout of ../shared/evoapproxlib).
+
+    Costs are the published PDK45 figures (power mW -> uW, PDP = power x delay).
+    """
+    src = Path(src) if src is not None else default_evoapprox_dir()
+    if src is None:
+        raise AppMulError(
+            "EvoApproxLib tables not found: pass --src PATH (a folder with index.csv + luts.npz, or an "
+            "EvoApproxLib git checkout), or set FAMES_EVOAPPROX"
+        )
+    index, npz = src / "index.csv", src / "luts.npz"
+    for f in (index, npz):
+        if not f.is_file():
+            raise AppMulError(f"{f} is missing: an EvoApproxLib table folder holds index.csv and luts.npz")
+    luts = np.load(npz, allow_pickle=False)
+    out = []
+    with open(index, newline="") as fh:
+        for row in csv.DictReader(fh):
+            signed = row["signed"].strip().lower() == "true"
+            key = row["lut_key"]
+            if key not in luts.files:
+                raise AppMulError(f"{npz}: no LUT {key!r} listed in {index}")
+            m = AppMul(
+                name=row["name"],
+                a_bits=int(row["bits_a"]),
+                w_bits=int(row["bits_b"]),
+                a_signed=signed,
+                w_signed=signed,
+                lut=luts[key],
+                structural=False,
+                cost=_published_cost(float(row["pwr_mW"]), float(row["area_um2"]), float(row["delay_ns"])),
+                provenance={
+                    "family": "evoapproxlib",
+                    "source": str(row["folder"]),
+                    "axis0": row.get("axis0_c_arg", ""),
+                    "axis1": row.get("axis1_c_arg", ""),
+                    "cite": row.get("cite") or EVO_CITE,
+                    "license": "MIT, Copyright 2018 EHW@FIT, Brno University of Technology",
+                },
+            )
+            out.append(m)
+    _set_relative(out)
+    return out
+
+
+# --------------------------------------------------------------------------- C checkout
+_FOLDER_RE = re.compile(r"(\d+)x(\d+)_(un)?signed")
+_SIG_RE = re.compile(r"^\s*(?:static\s+)?([a-z0-9_]+)\s+(mul\w+)\s*\(([^)]*)\)\s*\{?", re.M)
+_PDK = {k: re.compile(rf"PDK45_{k}\s*=\s*([0-9.eE+-]+)") for k in ("PWR", "AREA", "DELAY")}
+
+
+def _c_value(var: str, bits: int) -> str:
+    """C expression: the two's-complement value of the index ``var``."""
+    return f"({var} < {1 << (bits - 1)} ? {var} : {var} - {1 << bits})"
+
+
+def _compile_and_tabulate(cfile: Path, a_bits: int, w_bits: int, signed: bool, cc: str, work: Path) -> np.ndarray:
+    text = cfile.read_text(errors="replace")
+    sig = _SIG_RE.search(text)
+    if sig is None:
+        raise AppMulError(f"{cfile}: no multiplier function `<type> mul...(..., ...)` found")
+    ret, fname = sig.group(1), sig.group(2)
+    arg_t = "int64_t" if signed else "uint64_t"
+    # The driver passes operand values (signed: the value of the bit pattern); reads the result
+    # as a two's-complement word of a_bits + w_bits bits when signed.
+    nout = a_bits + w_bits
+    driver = f"""
+#include <stdint.h>
+#include <stdio.h>
+{text}
+int main(void) {{
+  for (long i = 0; i < {1 << a_bits}; ++i) for (long j = 0; j < {1 << w_bits}; ++j) {{
+    {arg_t} x = {_c_value("i", a_bits) if signed else "i"};
+    {arg_t} y = {_c_value("j", w_bits) if signed else "j"};
+    uint64_t r = (uint64_t)({ret})({fname}(x, y));
+    int64_t v = (int64_t)(r & ((1ULL << {nout}) - 1));
+    {f"if (v >= (1LL << {nout - 1})) v -= (1LL << {nout});" if signed else ""}
+    int32_t o = (int32_t)v; fwrite(&o, 4, 1, stdout);
+  }}
+  return 0;
+}}
+"""
+    src = work / f"{fname}_drv.c"
+    exe = work / f"{fname}_drv"
+    src.write_text(driver)
+    r = subprocess.run([cc, "-O1", "-w", "-o", str(exe), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AppMulError(f"{cfile}: C compiler {cc!r} failed: {r.stderr.strip().splitlines()[:3]}")
+    r2 = subprocess.run([str(exe)], capture_output=True, timeout=60)
+    if r2.returncode != 0:
+        raise AppMulError(f"{cfile}: compiled model exited with status {r2.returncode}")
+    lut = np.frombuffer(r2.stdout, dtype=np.int32)
+    if lut.size != (1 << (a_bits + w_bits)):
+        raise AppMulError(f"{cfile}: model printed {lut.size} products, expected {1 << (a_bits + w_bits)}")
+    return lut.reshape(1 << a_bits, 1 << w_bits).copy()
+
+
+def import_evoapprox_checkout(root: str | Path, cc: str | None = None, jobs: int | None = None) -> list[AppMul]:
+    """Import the multipliers of a user's EvoApproxLib git checkout.
+
+    Every ``multiplers/<N>x<M>_(un)signed/**/*.c`` model (deduplicated by name) is compiled with the
+    system C compiler and evaluated on all input pairs; the first C argument is axis 0. The published
+    PDK45 power/area/delay are read from the header comments.
+    """
+    root = Path(root)
+    cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise AppMulError("no C compiler found: install gcc or set CC to import an EvoApproxLib checkout")
+    files: dict[str, tuple[Path, int, int, bool]] = {}
+    for cfile in sorted(root.rglob("*.c")):
+        m = next((_FOLDER_RE.fullmatch(p) for p in cfile.parts if _FOLDER_RE.fullmatch(p)), None)
+        if m is None or not cfile.stem.startswith("mul"):
+            continue
+        files.setdefault(cfile.stem, (cfile, int(m.group(1)), int(m.group(2)), m.group(3) is None))
+    if not files:
+        raise AppMulError(
+            f"{root}: no EvoApproxLib multiplier C models found (expected multiplers/<N>x<M>_unsigned/.../mul*.c)"
+        )
+    out: list[AppMul] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="fames-evo-") as work,
+        cf.ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex,
+    ):
+        futs = {
+            name: ex.submit(_compile_and_tabulate, f, a, w, s, cc, Path(work)) for name, (f, a, w, s) in files.items()
+        }
+        for name, (cfile, a_bits, w_bits, signed) in files.items():
+            lut = futs[name].result()
+            text = cfile.read_text(errors="replace")
+            vals = {k: rx.search(text) for k, rx in _PDK.items()}
+            cost = None
+            if all(vals.values()):
+                cost = _published_cost(*(float(vals[k].group(1)) for k in ("PWR", "AREA", "DELAY")))
+            out.append(
+                AppMul(
+                    name=name,
+                    a_bits=a_bits,
+                    w_bits=w_bits,
+                    a_signed=signed,
+                    w_signed=signed,
+                    lut=lut,
+                    structural=False,
+                    cost=cost,
+                    provenance={"family": "evoapproxlib", "source": str(cfile.relative_to(root)), "cite": EVO_CITE},
+                )
+            )
+    _set_relative(out)
+    return out
+
+
+def import_evoapprox(src: str | Path | None = None) -> list[AppMul]:
+    """EvoApproxLib from a table folder (index.csv + luts.npz) or from a git checkout (C models)."""
+    if src is not None and not (Path(src) / "index.csv").is_file():
+        if not Path(src).is_dir():
+            raise AppMulError(f"{src}: no such directory (an EvoApproxLib table folder or git checkout)")
+        return import_evoapprox_checkout(src)
+    return import_evoapprox_tables(src)
+
+
+# --------------------------------------------------------------------------- text LUT
+def _infer_width(vals: np.ndarray, signed: bool) -> int:
+    if signed:
+        m = max(int(vals.max()), -int(vals.min()) - 1, 1)
+        return int(m).bit_length() + 1
+    return max(int(vals.max()).bit_length(), 1)
+
+
+def read_text_lut(
+    path: str | Path,
+    name: str | None = None,
+    a_bits: int | None = None,
+    w_bits: int | None = None,
+    signed: bool | None = None,
+) -> AppMul:
+    """Read a LUT given as ``a b product`` per line (spaces or commas; ``#`` comments; a header allowed).
+
+    Operands are values (negative for signed). Widths and signedness are inferred when not given:
+    signed if any operand is negative, widths the smallest that hold the operands. Every operand pair
+    must appear exactly once.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AppMulError(f"{path}: no such LUT file")
+    rows = []
+    for ln, line in enumerate(path.read_text().splitlines(), 1):
+        s = line.split("#", 1)[0].strip()
+        if not s:
+            continue
+        parts = re.split(r"[,\s;]+", s)
+        if len(parts) != 3:
+            raise AppMulError(f"{path}:{ln}: expected 3 fields `a b product`, got {len(parts)}: {line!r}")
+        try:
+            rows.append([int(p) for p in parts])
+        except ValueError:
+            if not rows:  # header line
+                continue
+            raise AppMulError(f"{path}:{ln}: non-integer field in {line!r}") from None
+    if not rows:
+        raise AppMulError(f"{path}: no `a b product` lines found")
+    arr = np.asarray(rows, dtype=np.int64)
+    if signed is None:
+        signed = bool((arr[:, :2] < 0).any())
+    a_bits = a_bits or _infer_width(arr[:, 0], signed)
+    w_bits = w_bits or _infer_width(arr[:, 1], signed)
+    a_bits, w_bits = max(a_bits, 2), max(w_bits, 2)
+    av, wv = operand_values(a_bits, signed), operand_values(w_bits, signed)
+    for col, vals, bits in ((0, av, a_bits), (1, wv, w_bits)):
+        bad = (arr[:, col] < vals.min()) | (arr[:, col] > vals.max())
+        if bad.any():
+            raise AppMulError(
+                f"{path}: operand {'ab'[col]}={arr[bad][0, col]} does not fit {bits} "
+                f"{'signed' if signed else 'unsigned'} bits"
+            )
+    ai = arr[:, 0] % (1 << a_bits)
+    wi = arr[:, 1] % (1 << w_bits)
+    seen = np.zeros((1 << a_bits, 1 << w_bits), dtype=np.int64)
+    np.add.at(seen, (ai, wi), 1)
+    if (seen > 1).any():
+        i, j = np.argwhere(seen > 1)[0]
+        raise AppMulError(f"{path}: operand pair ({av[i]}, {wv[j]}) appears {seen[i, j]} times")
+    if (seen == 0).any():
+        i, j = np.argwhere(seen == 0)[0]
+        raise AppMulError(
+            f"{path}: {(seen == 0).sum()} operand pairs missing, e.g. ({av[i]}, {wv[j]}); "
+            f"a {a_bits}x{w_bits} LUT needs all {seen.size} pairs"
+        )
+    lut = np.zeros_like(seen)
+    lut[ai, wi] = arr[:, 2]
+    return AppMul(
+        name=name or sanitize_name(path.stem),
+        a_bits=a_bits,
+        w_bits=w_bits,
+        a_signed=signed,
+        w_signed=signed,
+        lut=lut,
+        structural=False,
+        provenance={"family": "text", "source": str(path)},
+    )
+
+
+def write_text_lut(m: AppMul, path: str | Path) -> Path:
+    """Write ``m`` in the ``a b product`` text format (values, not indices)."""
+    from fames.io import atomic_write_text
+
+    av, wv = operand_values(m.a_bits, m.a_signed), operand_values(m.w_bits, m.w_signed)
+    lines = [f"# {m.name} {m.signature()}: a w product"]
+    for i, a in enumerate(av):
+        lines.extend(f"{a} {w} {m.lut[i, j]}" for j, w in enumerate(wv))
+    return atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,175 @@
+"""A library of AppMuls on disk: ``index.json`` + ``luts.npz`` + ``verilog/<top>.v``.
+
+``index.json`` holds ``{"format": "fames-appmul-library", "version": 1, "appmuls": [entry, ...]}`` where each
+entry has ``name, a_bits, w_bits, a_signed, w_signed, top, structural, verilog (relative path or null), cost,
+provenance``. ``luts.npz`` holds one int32 array per name. Saving is atomic: a failure leaves any previous
+library untouched and never a half-written directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fames.appmul.core import AppMul, Cost
+from fames.errors import AppMulError
+from fames.io import atomic_directory
+
+FORMAT = "fames-appmul-library"
+VERSION = 1
+
+
+class Library:
+    """An ordered collection of uniquely named AppMuls."""
+
+    def __init__(self, appmuls: Iterable[AppMul] = ()) -> None:
+        self._items: dict[str, AppMul] = {}
+        for m in appmuls:
+            self.add(m)
+
+    def add(self, m: AppMul) -> None:
+        if m.name in self._items:
+            raise AppMulError(f"duplicate AppMul name {m.name!r}: names in a library must be unique")
+        self._items[m.name] = m
+
+    def extend(self, ms: Iterable[AppMul]) -> None:
+        for m in ms:
+            self.add(m)
+
+    def __iter__(self) -> Iterator[AppMul]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, name: str) -> AppMul:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise KeyError(f"no AppMul named {name!r} in the library ({len(self)} entries)") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def select(self, a_bits: int, w_bits: int, a_signed: bool, w_signed: bool) -> list[AppMul]:
+        """AppMuls whose widths and signedness equal the given ones."""
+        key = (a_bits, w_bits, a_signed, w_signed)
+        return [m for m in self if m.widths == key]
+
+    # ------------------------------------------------------------------ disk
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the library directory atomically; returns its path."""
+        path = Path(path)
+        entries = []
+        tops: dict[str, str] = {}
+        for m in self:
+            vfile = None
+            if m.verilog is not None:
+                if m.top in tops:
+                    raise AppMulError(
+                        f"AppMuls {tops[m.top]!r} and {m.name!r} share the Verilog module name {m.top!r}; "
+                        "rename one of them"
+                    )
+                tops[m.top] = m.name
+                vfile = f"verilog/{m.top}.v"
+            entries.append(
+                {
+                    "name": m.name,
+                    "a_bits": int(m.a_bits),
+                    "w_bits": int(m.w_bits),
+                    "a_signed": bool(m.a_signed),
+                    "w_signed": bool(m.w_signed),
+                    "top": m.top,
+                    "structural": bool(m.structural),
+                    "verilog": vfile,
+                    "cost": m.cost.to_dict() if m.cost is not None else None,
+                    "provenance": m.provenance,
+                }
+            )
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            (tmp / "verilog").mkdir()
+            for m, e in zip(self, entries, strict=True):
+                if e["verilog"]:
+                    (tmp / e["verilog"]).write_text(m.verilog)
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **{m.name: m.lut.astype(np.int32) for m in self})
+            (tmp / "luts.npz").write_bytes(buf.getvalue())
+            index = {"format": FORMAT, "version": VERSION, "appmuls": entries}
+            (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Library:
+        """Read and validate a library directory; errors name the file and the problem."""
+        path = Path(path)
+        index_file, lut_file = path / "index.json", path / "luts.npz"
+        if not path.is_dir():
+            raise AppMulError(
+                f"{path} is not a library directory; build one with `fames lib build` or `fames lib import-evoapprox`"
+            )
+        for f in (index_file, lut_file):
+            if not f.is_file():
+                raise AppMulError(f"{f} is missing: a library directory holds index.json and luts.npz")
+        try:
+            index = json.loads(index_file.read_text())
+        except json.JSONDecodeError as e:
+            raise AppMulError(f"{index_file}: not valid JSON ({e})") from None
+        if not isinstance(index, dict) or index.get("format") != FORMAT or "appmuls" not in index:
+            raise AppMulError(f"{index_file}: not a fames AppMul library index (format {FORMAT!r} expected)")
+        try:
+            luts = np.load(lut_file, allow_pickle=False)
+            lut_keys = set(luts.files)
+        except (zipfile.BadZipFile, ValueError, OSError) as e:
+            raise AppMulError(f"{lut_file}: cannot be read as a numpy .npz archive ({e})") from None
+        lib = cls()
+        required = ("name", "a_bits", "w_bits", "a_signed", "w_signed")
+        for k, e in enumerate(index["appmuls"]):
+            missing = [r for r in required if r not in e]
+            if missing:
+                raise AppMulError(f"{index_file}: entry #{k} lacks the keys {missing}")
+            name = e["name"]
+            if name not in lut_keys:
+                raise AppMulError(f"{lut_file}: no LUT for AppMul {name!r} listed in index.json")
+            verilog = None
+            if e.get("verilog"):
+                vf = path / e["verilog"]
+                if not vf.is_file():
+                    raise AppMulError(f"{vf}: Verilog of AppMul {name!r} is missing")
+                verilog = vf.read_text()
+            m = AppMul(
+                name=name,
+                a_bits=e["a_bits"],
+                w_bits=e["w_bits"],
+                a_signed=bool(e["a_signed"]),
+                w_signed=bool(e["w_signed"]),
+                lut=_checked_lut(luts[name], name, lut_file),
+                verilog=verilog,
+                top=e.get("top"),
+                structural=bool(e.get("structural", verilog is not None)),
+                cost=Cost.from_dict(e["cost"]) if e.get("cost") else None,
+                provenance=e.get("provenance") or {},
+            )
+            if name in lib:
+                raise AppMulError(f"{index_file}: duplicate AppMul name {name!r}")
+            lib.add(m)
+        return lib
+
+
+def _checked_lut(arr: np.ndarray, name: str, where: Path) -> np.ndarray:
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise AppMulError(f"{where}: LUT of {name!r} has dtype {arr.dtype}; an integer type is required")
+    return arr
+
+
+def load_library(path: str | Path) -> Library:
+    """Load a library directory (see :class:`Library`)."""
+    return Library.load(path)

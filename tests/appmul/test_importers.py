@@ -1,0 +1,84 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from fames.appmul.core import AppMul, exact_lut
+from fames.appmul.importers import (
+    import_evoapprox_checkout,
+    import_evoapprox_tables,
+    read_text_lut,
+    write_text_lut,
+)
+from fames.errors import AppMulError
+from tests.conftest import shared_path
+
+
+def test_evoapprox_tables_load_all_and_exact_is_exact():
+    src = shared_path("evoapproxlib")
+    ms = import_evoapprox_tables(src)
+    assert len(ms) == 246 and len({m.name for m in ms}) == 246
+    exact = [m for m in ms if m.is_exact()]
+    assert {m.name for m in exact} >= {"mul8u_1JJQ", "mul8s_1KV6", "mul7u_003", "mul8x4u_2DB"}
+    m = next(m for m in ms if m.name == "mul8u_1JJQ")
+    assert np.array_equal(m.lut, exact_lut(8, 8))
+    s = next(m for m in ms if m.name == "mul8s_1KV6")
+    assert s.lut[255, 128] == 128 and s.signed
+    # published cost: PDP = power x delay, relative to the exact member of the same folder
+    a = next(m for m in ms if m.name == "mul8u_12KA")
+    assert a.cost.pdp_fj == pytest.approx(0.388 * 1.35 * 1e3)
+    assert a.cost.relative["pdp"] == pytest.approx(a.cost.pdp_fj / m.cost.pdp_fj)
+    assert m.cost.relative["pdp"] == pytest.approx(1.0)
+    assert {(m.a_bits, m.w_bits) for m in ms} >= {(8, 2), (8, 7), (7, 7)}
+
+
+HEADER = """/***
+* This code is a part of EvoApproxLib library (ehw.fit.vutbr.cz/approxlib) distributed under The MIT License.
+* PDK45_PWR = 0.100 mW
+* PDK45_AREA = 50.5 um2
+* PDK45_DELAY = 0.50 ns
+***/
+#include <stdint.h>
+#include <stdlib.h>
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_evoapprox_checkout_compiles_c_models(tmp_path):
+    d = tmp_path / "evo" / "multiplers" / "4x4_unsigned" / "pareto_pwr_mae"
+    d.mkdir(parents=True)
+    (d / "mul4u_EX.c").write_text(HEADER + "uint64_t mul4u_EX(const uint64_t A, const uint64_t B) { return A*B; }\n")
+    (d / "mul4u_TR.c").write_text(
+        HEADER + "uint64_t mul4u_TR(const uint64_t A, const uint64_t B) { return (A*B) & ~3ULL; }\n"
+    )
+    s = tmp_path / "evo" / "multiplers" / "4x4_signed"
+    s.mkdir(parents=True)
+    (s / "mul4s_EX.c").write_text(HEADER + "int16_t mul4s_EX(int8_t A, int8_t B) { return A*(B+1); }\n")
+    ms = {m.name: m for m in import_evoapprox_checkout(tmp_path / "evo")}
+    assert np.array_equal(ms["mul4u_EX"].lut, exact_lut(4, 4))
+    assert np.array_equal(ms["mul4u_TR"].lut, exact_lut(4, 4) & ~3)
+    # the signed one computes A*(B+1): wraps into the 8-bit two's-complement output word
+    v = np.arange(16)
+    v = np.where(v < 8, v, v - 16)
+    want = np.outer(v, v + 1)
+    want = ((want + 128) % 256) - 128
+    assert np.array_equal(ms["mul4s_EX"].lut, want)
+    assert ms["mul4u_TR"].cost.area_um2 == 50.5 and ms["mul4u_TR"].cost.relative["pdp"] == 1.0
+
+
+def test_text_lut_round_trip_and_errors(tmp_path):
+    ex = exact_lut(3, 4, True, True)
+    m = AppMul("s3x4", 3, 4, True, True, ex - (ex & 1))
+    p = write_text_lut(m, tmp_path / "s.txt")
+    back = read_text_lut(p)
+    assert back.widths == (3, 4, True, True) and np.array_equal(back.lut, m.lut)
+    lines = p.read_text().splitlines()
+    (tmp_path / "dup.txt").write_text("\n".join(lines + [lines[-1]]))
+    with pytest.raises(AppMulError, match="appears 2 times"):
+        read_text_lut(tmp_path / "dup.txt")
+    (tmp_path / "miss.txt").write_text("\n".join(lines[:-1]))
+    with pytest.raises(AppMulError, match="missing"):
+        read_text_lut(tmp_path / "miss.txt")
+    (tmp_path / "bad.txt").write_text("a,b,p\n1,2\n")
+    with pytest.raises(AppMulError, match="bad.txt:2"):
+        read_text_lut(tmp_path / "bad.txt")
