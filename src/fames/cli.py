@@ -224,8 +224,7 @@ def cmd_lib_families(args: argparse.Namespace) -> int:
     from fames.appmul.families import FAMILIES
 
     for name, f in FAMILIES.items():
-        doc = (f.__doc__ or "").strip().splitlines()
-        print(f"{name:10s} {doc[0] if doc else ''}")
+        print(f"{name:10s} {f.definition}  (parameters: {', '.join(f.params)})")
     return 0
 
 
