@@ -1,0 +1,190 @@
+"""Hardware cost of AppMuls: synthesis -> area (um^2), delay (ns), energy/op (fJ), power (uW), PDP (fJ).
+
+Recipe (versioned by :data:`COST_VERSION`): :func:`fames.hw.synth.synthesize` with the liberty, static
+timing by :func:`fames.hw.timing.analyze` (BUF_X1-like input drivers, 3.9 fF output loads), zero-delay
+energy by :func:`fames.hw.energy.energy_per_op` under a seeded operand stream, leakage over ``clock_ns``.
+``power_uw = energy_fj / clock_ns`` (fJ/ns = uW), ``pdp_fj = power_uw x delay_ns``.
+
+Results are cached on disk under ``cache_dir()/hw/`` keyed by the content hash of (Verilog, top,
+liberty file bytes, recipe version, stream parameters), written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fames.appmul.core import AppMul, Cost
+from fames.errors import HardwareError
+from fames.hw.energy import DEFAULT_VECTORS, energy_per_op, make_stream
+from fames.hw.netlist import simulate_lut
+from fames.hw.synth import RECIPE_VERSION, lut_to_verilog, synthesize
+from fames.hw.timing import OUTPUT_LOAD_FF, analyze
+from fames.io import atomic_write_json, cache_dir, content_hash
+
+COST_VERSION = f"{RECIPE_VERSION}/sta-1/energy-zd-1/load{OUTPUT_LOAD_FF}"
+RELATIVE_KEYS = {"area": "area_um2", "delay": "delay_ns", "energy": "energy_fj", "power": "power_uw",
+                 "pdp": "pdp_fj"}
+_TABLE_COMPARABLE_MAX_BITS = 4
+
+
+@lru_cache(maxsize=32)
+def _file_hash(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def liberty_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a liberty file's bytes (memoised per path, size and mtime)."""
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise HardwareError(f"liberty file {path} does not exist; pass the path of a .lib or .lib.gz file")
+    st = p.stat()
+    return _file_hash(str(p), st.st_mtime_ns, st.st_size)
+
+
+def design_of(appmul: AppMul) -> tuple[str, str, bool, str]:
+    """``(verilog, top, comparable, note)`` used to cost ``appmul``."""
+    from fames.appmul.core import sanitize_name
+
+    if appmul.verilog is not None:
+        top = appmul.top or sanitize_name(appmul.name)
+        verilog, structural = appmul.verilog, appmul.structural
+    else:
+        top = sanitize_name(appmul.name)
+        verilog, structural = lut_to_verilog(appmul, top), False
+    wide = max(appmul.a_bits, appmul.w_bits) > _TABLE_COMPARABLE_MAX_BITS
+    if not structural and wide:
+        return verilog, top, False, "from truth table, not comparable"
+    return verilog, top, True, "" if structural else "from truth table"
+
+
+def cost_appmul(
+    appmul: AppMul,
+    liberty_path: str | os.PathLike,
+    *,
+    stream: str = "uniform",
+    hold: int = 1,
+    n_vectors: int = DEFAULT_VECTORS,
+    seed: int = 0,
+    clock_ns: float = 1.0,
+    hist: np.ndarray | None = None,
+    check: bool = True,
+    cache: bool = True,
+) -> Cost:
+    """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
+
+    ``stream``/``hold``/``n_vectors``/``seed``/``hist`` choose the operand stream for energy
+    (:func:`fames.hw.energy.make_stream`). With ``check`` the synthesised netlist must reproduce
+    ``appmul.lut`` exactly (else :class:`HardwareError`).
+    """
+    if clock_ns <= 0:
+        raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
+    lib_hash = liberty_hash(liberty_path)
+    verilog, top, comparable, note = design_of(appmul)
+    params = {
+        "widths": list(appmul.widths), "stream": stream, "hold": int(hold), "n_vectors": int(n_vectors),
+        "seed": int(seed), "clock_ns": float(clock_ns), "check": bool(check),
+        "hist": None if hist is None else content_hash(np.ascontiguousarray(hist, dtype=np.float64).tobytes()),
+        "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
+    }
+    key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
+    path = cache_dir() / "hw" / f"{key}.json"
+    if cache and path.is_file():
+        try:
+            return Cost.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            pass  # unreadable cache entry: recompute
+    netlist = synthesize(verilog, top, liberty_path)
+    if check:
+        got = simulate_lut(netlist, *appmul.widths)
+        if not np.array_equal(got, appmul.lut.astype(np.int64)):
+            bad = int(np.count_nonzero(got != appmul.lut))
+            raise HardwareError(
+                f"AppMul {appmul.name!r}: the synthesised Verilog (module {top}) disagrees with its LUT in {bad} "
+                "of the entries; check the Verilog, the port convention and the signedness flags"
+            )
+    timing = analyze(netlist)
+    a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist)
+    e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing)
+    power = e.total_fj / clock_ns
+    lib = netlist.liberty
+    cost = Cost(
+        area_um2=netlist.area(),
+        delay_ns=timing.delay_ns,
+        energy_fj=e.total_fj,
+        power_uw=power,
+        pdp_fj=power * timing.delay_ns,
+        clock_ns=clock_ns,
+        source="synthesis",
+        liberty=lib.name if lib is not None else None,
+        comparable=comparable,
+        note=note,
+        cells=len(netlist.cells),
+    )
+    if cache:
+        atomic_write_json(path, cost.to_dict())
+    return cost
+
+
+def relative_cost(cost: Cost, ref: Cost) -> dict[str, float]:
+    """Ratios ``cost / ref`` for area, delay, energy, power and PDP (NaN when the reference is 0)."""
+    out: dict[str, float] = {}
+    for k, attr in RELATIVE_KEYS.items():
+        x, r = getattr(cost, attr), getattr(ref, attr)
+        if x is not None and r is not None:
+            out[k] = float(x) / float(r) if r else float("nan")
+    return out
+
+
+def _default_reference(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool) -> AppMul:
+    try:
+        from fames.appmul import families
+    except ImportError as e:  # pragma: no cover - depends on the colleague's module
+        raise HardwareError(
+            "no exact reference design: fames.appmul.families is not available; pass reference=callable"
+        ) from e
+    return families.build("exact", a_bits, w_bits, a_signed, w_signed)
+
+
+def cost_library(
+    appmuls: list[AppMul],
+    liberty_path: str | os.PathLike,
+    reference: Callable[[int, int, bool, bool], AppMul] | None = None,
+    progress: bool = True,
+    **kw: Any,
+) -> list[AppMul]:
+    """Cost every AppMul and the exact multiplier of each distinct widths key; fill ``cost.relative``.
+
+    ``reference(a_bits, w_bits, a_signed, w_signed) -> AppMul`` gives the exact design (default:
+    ``fames.appmul.families.build("exact", ...)``); it is costed by the same recipe and keyword
+    arguments ``kw`` (those of :func:`cost_appmul`). Returns new AppMul objects, in the input order.
+    """
+    from tqdm.auto import tqdm
+
+    ref_fn = reference or _default_reference
+    refs: dict[tuple, Cost] = {}
+    keys = list(dict.fromkeys(m.widths for m in appmuls))
+    out: list[AppMul] = []
+    with tqdm(total=len(keys) + len(appmuls), desc="hardware cost", unit="design", disable=not progress) as bar:
+        for k in keys:
+            bar.set_postfix_str(f"exact {k[0]}x{k[1]}")
+            refs[k] = cost_appmul(ref_fn(*k), liberty_path, **kw)
+            bar.update()
+        for m in appmuls:
+            bar.set_postfix_str(m.name[:30])
+            c = cost_appmul(m, liberty_path, **kw)
+            c.relative = relative_cost(c, refs[m.widths])
+            out.append(m.with_cost(c))
+            bar.update()
+    return out

@@ -1,0 +1,124 @@
+"""Synthesis with Yosys (pyosys) + ABC: ONE fixed recipe, versioned by :data:`RECIPE_VERSION`.
+
+With a liberty::
+
+    read_verilog -sv design.v          (or: read_blif -wideports design.blif)
+    synth -flatten -top TOP
+    abc -liberty LIB                   (a .lib.gz is uncompressed to a scratch file first)
+    opt_clean
+    write_json netlist.json
+
+Constant outputs are not mapped to tie cells: they stay constant nets (0/1) of the :class:`Netlist` and
+cost nothing. Without a liberty the recipe stops after ``synth -flatten -top TOP; opt_clean`` and the
+netlist holds Yosys internal gates (``$_AND_``, ``$_XOR_``, ``$_MUX_``, ...): good for simulating a
+design to a LUT, not for costing.
+
+Yosys terminates its process on any error, so every run happens in a child Python process (about
+0.2 s for an 8x8 multiplier) inside its own scratch directory; its log is kept for error messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from fames.errors import HardwareError
+from fames.hw.liberty import read_liberty
+from fames.hw.netlist import Netlist
+
+RECIPE_VERSION = "yosys-abc-1"
+_WORKER = Path(__file__).with_name("_yosys_worker.py")
+
+
+def recipe(top: str, liberty_file: str | None, fmt: str = "verilog") -> list[str]:
+    """The Yosys commands of the fixed recipe (file names relative to the scratch directory)."""
+    read = "read_verilog -sv design.v" if fmt == "verilog" else "read_blif -wideports design.blif"
+    cmds = [read, f"synth -flatten -top {top}"]
+    if liberty_file is not None:
+        cmds.append(f"abc -liberty {liberty_file}")
+    cmds += ["opt_clean", "write_json netlist.json"]
+    return cmds
+
+
+def run_yosys(commands: list[str], workdir: Path, what: str, timeout_s: float = 900.0) -> str:
+    """Run Yosys ``commands`` in ``workdir`` in a child process; return the log.
+
+    Raises :class:`HardwareError` quoting the first Yosys ``ERROR`` line when it fails.
+    """
+    script = workdir / "commands.ys"
+    script.write_text("\n".join(commands) + "\n", encoding="utf-8")
+    try:
+        r = subprocess.run(
+            [sys.executable, str(_WORKER), script.name],
+            cwd=workdir, capture_output=True, text=True, timeout=timeout_s,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        )
+    except subprocess.TimeoutExpired as e:
+        raise HardwareError(f"synthesis of {what} took more than {timeout_s:.0f} s and was stopped") from e
+    log = (r.stdout or "") + (r.stderr or "")
+    if r.returncode != 0:
+        lines = [ln.strip() for ln in log.splitlines() if "ERROR" in ln]
+        msg = lines[0] if lines else (log.strip().splitlines() or ["(no output)"])[-1]
+        raise HardwareError(f"synthesis of {what} failed: {msg}")
+    return log
+
+
+def synthesize(
+    source: str,
+    top: str,
+    liberty: str | os.PathLike | None = None,
+    fmt: Literal["verilog", "blif"] = "verilog",
+) -> Netlist:
+    """Synthesise ``source`` (Verilog or BLIF text) with top module ``top`` by the fixed recipe.
+
+    With ``liberty`` (a .lib or .lib.gz path) the netlist is mapped to its cells; without, to Yosys
+    internal gates. Raises :class:`HardwareError` naming the module for unparsable/unsynthesisable input.
+    """
+    if fmt not in ("verilog", "blif"):
+        raise HardwareError(f"unknown design format {fmt!r}; use 'verilog' or 'blif'")
+    lib = read_liberty(liberty) if liberty is not None else None
+    with tempfile.TemporaryDirectory(prefix="fames-synth-") as tmp:
+        work = Path(tmp)
+        (work / ("design.v" if fmt == "verilog" else "design.blif")).write_text(source, encoding="utf-8")
+        lib_file = None
+        if liberty is not None:
+            raw = Path(liberty).read_bytes()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            (work / "cells.lib").write_bytes(raw)
+            lib_file = "cells.lib"
+        run_yosys(recipe(top, lib_file, fmt), work, f"module {top!r}")
+        data = json.loads((work / "netlist.json").read_text(encoding="utf-8"))
+    return Netlist.from_yosys_json(data, top, lib)
+
+
+def lut_to_verilog(appmul, top: str | None = None) -> str:
+    """Truth-table Verilog (one ``case`` statement) of an AppMul known only by its LUT.
+
+    Port convention: ``module TOP(input [a_bits-1:0] a, input [w_bits-1:0] w, output [n-1:0] y)``,
+    ``y`` two's complement (as a bit pattern) when an operand is signed.
+    """
+    from fames.appmul.core import sanitize_name
+
+    top = top or appmul.top or sanitize_name(appmul.name)
+    a, w = appmul.a_bits, appmul.w_bits
+    n = a + w
+    lut = np.asarray(appmul.lut, dtype=np.int64) & ((1 << n) - 1)
+    lines = [
+        f"module {top}(input [{a - 1}:0] a, input [{w - 1}:0] w, output reg [{n - 1}:0] y);",
+        "  always @* begin",
+        "    case ({a, w})",
+    ]
+    flat = lut.reshape(-1)
+    for idx in np.nonzero(flat)[0]:
+        lines.append(f"      {n}'d{int(idx)}: y = {n}'d{int(flat[idx])};")
+    lines += [f"      default: y = {n}'d0;", "    endcase", "  end", "endmodule", ""]
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hw_helpers import mult_verilog
+
+from fames.appmul.core import AppMul, exact_lut
+from fames.errors import HardwareError
+from fames.hw.cost import cost_appmul, cost_library
+from fames.io import cache_dir
+
+
+def exact(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool) -> AppMul:
+    return AppMul("exact", a_bits, w_bits, a_signed, w_signed, exact_lut(a_bits, w_bits, a_signed, w_signed),
+                  verilog=mult_verilog(a_bits, w_bits, a_signed, w_signed, "exact_ref"), top="exact_ref")
+
+
+def test_cost_fields_and_cache_hit(synth_lib):
+    m = exact(3, 3, False, False)
+    c1 = cost_appmul(m, synth_lib, n_vectors=512, clock_ns=2.0)
+    assert c1.area_um2 > 0 and c1.delay_ns > 0 and c1.energy_fj > 0 and c1.cells > 0
+    assert c1.power_uw == pytest.approx(c1.energy_fj / 2.0)
+    assert c1.pdp_fj == pytest.approx(c1.power_uw * c1.delay_ns)
+    assert c1.liberty == "fames_synth45" and c1.comparable and c1.clock_ns == 2.0
+    files = list((cache_dir() / "hw").glob("*.json"))
+    assert len(files) == 1
+    c2 = cost_appmul(m, synth_lib, n_vectors=512, clock_ns=2.0)
+    assert c2 == c1
+    c3 = cost_appmul(m, synth_lib, n_vectors=512, clock_ns=2.0, hold=8)  # other stream: new entry
+    assert c3.energy_fj < c1.energy_fj and len(list((cache_dir() / "hw").glob("*.json"))) == 2
+
+
+def test_missing_liberty_names_path(tmp_path):
+    with pytest.raises(HardwareError, match="absent.lib"):
+        cost_appmul(exact(2, 2, False, False), tmp_path / "absent.lib")
+
+
+def test_verilog_disagreeing_with_lut_is_reported(synth_lib):
+    m = exact(3, 3, False, False)
+    m.lut = m.lut.copy()
+    m.lut[1, 1] = 2
+    with pytest.raises(HardwareError, match="disagrees"):
+        cost_appmul(m, synth_lib, n_vectors=64, cache=False)
+
+
+def test_library_relative_costs(synth_lib):
+    lut = exact_lut(3, 3) >> 2 << 2  # truncated: LUT-only design
+    trunc = AppMul("trunc", 3, 3, False, False, lut)
+    signed = AppMul("s_exact", 3, 3, True, True, exact_lut(3, 3, True, True),
+                    verilog=mult_verilog(3, 3, True, True, "s_exact"), top="s_exact")
+    out = cost_library([trunc, exact(3, 3, False, False), signed], synth_lib, reference=exact,
+                       progress=False, n_vectors=256)
+    assert [m.name for m in out] == ["trunc", "exact", "s_exact"]
+    assert out[1].cost.relative == pytest.approx({k: 1.0 for k in ("area", "delay", "energy", "power", "pdp")})
+    assert out[2].cost.relative["area"] == pytest.approx(1.0)  # same design as its signed reference
+    ref = out[1].cost
+    assert out[0].cost.relative["area"] == pytest.approx(out[0].cost.area_um2 / ref.area_um2)
+    assert out[0].cost.relative["pdp"] == pytest.approx(out[0].cost.pdp_fj / ref.pdp_fj)
+    assert out[0].cost.note == "from truth table" and out[0].cost.comparable
+    assert np.array_equal(out[0].lut, lut) and trunc.cost is None  # inputs untouched
+
+
+def test_wide_table_only_design_not_comparable(synth_lib):
+    lut = exact_lut(5, 2)
+    m = AppMul("t52", 5, 2, False, False, lut)
+    c = cost_appmul(m, synth_lib, n_vectors=64)
+    assert not c.comparable and c.note == "from truth table, not comparable"

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hw_helpers import mult_verilog
+
+from fames.appmul.core import AppMul, exact_lut
+from fames.errors import HardwareError
+from fames.hw.netlist import Netlist, simulate_lut
+from fames.hw.synth import lut_to_verilog, synthesize
+
+
+@pytest.mark.parametrize("signs", [(False, False), (True, True), (False, True)])
+def test_multiplier_lut_matches_behaviour(synth_lib, signs):
+    nl = synthesize(mult_verilog(3, 3, *signs), "mul", synth_lib)
+    assert {c.type for c in nl.cells} <= set(nl.liberty.cells)
+    assert np.array_equal(simulate_lut(nl, 3, 3, *signs), exact_lut(3, 3, *signs))
+
+
+def test_signed_verilog_needs_signed_reading(synth_lib):
+    nl = synthesize(mult_verilog(3, 3, True, True), "mul", synth_lib)
+    assert not np.array_equal(simulate_lut(nl, 3, 3, False, False), exact_lut(3, 3, True, True))
+
+
+def test_without_liberty_internal_gates_8x8():
+    nl = synthesize(mult_verilog(8, 8, False, False), "mul", None)
+    assert all(c.type.startswith("$_") for c in nl.cells)
+    assert np.array_equal(simulate_lut(nl, 8, 8, False, False), exact_lut(8, 8))
+
+
+def test_lut_to_verilog_roundtrip():
+    rng = np.random.default_rng(1)
+    lut = exact_lut(3, 2, True, False) + rng.integers(-2, 3, (8, 4))
+    m = AppMul("rand lut", 3, 2, True, False, lut)
+    nl = synthesize(lut_to_verilog(m), "rand_lut", None)
+    assert np.array_equal(simulate_lut(nl, 3, 2, True, False), lut)
+
+
+def test_blif_input(synth_lib):
+    blif = """.model andor
+.inputs a[0] a[1] w[0] w[1]
+.outputs y[0] y[1] y[2] y[3]
+.names a[0] w[0] y[0]
+11 1
+.names a[1] w[1] y[1]
+1- 1
+-1 1
+.names y[2]
+.names y[3]
+1
+.end
+"""
+    nl = synthesize(blif, "andor", synth_lib, fmt="blif")
+    a, w = np.meshgrid(np.arange(4), np.arange(4), indexing="ij")
+    y = nl.simulate({"a": a.ravel(), "w": w.ravel()})["y"]
+    want = (a & w & 1) | ((((a | w) >> 1) & 1) << 1) | 8
+    assert np.array_equal(y, want.ravel())
+
+
+def test_constant_outputs_need_no_tie_cells(synth_lib):
+    v = "module k(input [1:0] a, input [1:0] w, output [3:0] y); assign y = {2'b10, a[0] & w[0], 1'b0}; endmodule"
+    nl = synthesize(v, "k", synth_lib)
+    assert len(nl.cells) == 1  # only the AND; constants stay constant nets
+    assert nl.outputs["y"][0] == 0 and nl.outputs["y"][3] == 1
+
+
+def test_bad_verilog_names_module(synth_lib):
+    with pytest.raises(HardwareError, match=r"'broken'.*ERROR"):
+        synthesize("module broken(input a, output y); assign y = a +* ; endmodule", "broken", synth_lib)
+    with pytest.raises(HardwareError, match="'missing_top'"):
+        synthesize(mult_verilog(2, 2, False, False), "missing_top", synth_lib)
+
+
+def test_missing_liberty_names_path(tmp_path):
+    with pytest.raises(HardwareError, match="no_such.lib"):
+        synthesize(mult_verilog(2, 2, False, False), "mul", tmp_path / "no_such.lib")
+
+
+def test_sequential_and_loops_rejected():
+    data = {"modules": {"t": {"ports": {"a": {"direction": "input", "bits": [2]},
+                                        "y": {"direction": "output", "bits": [3]}},
+                              "cells": {"g1": {"type": "$_AND_", "connections": {"A": [2], "B": [4], "Y": [3]}},
+                                        "g2": {"type": "$_NOT_", "connections": {"A": [3], "Y": [4]}}}}}}
+    with pytest.raises(HardwareError, match="loop"):
+        Netlist.from_yosys_json(data, "t")
+    data["modules"]["t"]["cells"]["g2"]["type"] = "$_DFF_P_"
+    with pytest.raises(HardwareError, match="sequential"):
+        Netlist.from_yosys_json(data, "t")
+
+
+def test_toggle_counts():
+    data = {"modules": {"t": {"ports": {"a": {"direction": "input", "bits": [2, 3]},
+                                        "y": {"direction": "output", "bits": [4]}},
+                              "cells": {"g": {"type": "$_XOR_", "connections": {"A": [2], "B": [3], "Y": [4]}}}}}}
+    nl = Netlist.from_yosys_json(data, "t")
+    seq = np.array([0, 1, 3, 2, 2, 0])
+    t = nl.toggle_counts({"a": seq})
+    assert t[nl.inputs["a"][0]] == 2 and t[nl.inputs["a"][1]] == 2 and t[nl.outputs["y"][0]] == 4

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hw_helpers import mult_verilog
+
+from fames.hw import synthetic
+from fames.hw.energy import energy_per_op, histogram_stream, make_stream, weight_stationary
+from fames.hw.liberty import read_liberty
+from fames.hw.netlist import Netlist
+from fames.hw.synth import synthesize
+from fames.hw.timing import OUTPUT_LOAD_FF, analyze
+
+
+def _chain(n: int, lib) -> Netlist:
+    cells = {f"i{k}": {"type": "INV_X1", "connections": {"A": [2 + k], "ZN": [3 + k]}} for k in range(n)}
+    data = {"modules": {"chain": {"ports": {"a": {"direction": "input", "bits": [2]},
+                                            "y": {"direction": "output", "bits": [2 + n]}},
+                                  "cells": cells}}}
+    return Netlist.from_yosys_json(data, "chain", lib)
+
+
+def test_inverter_chain_sta_equals_hand_sum(synth_lib):
+    lib = read_liberty(synth_lib)
+    inv = synthetic.spec("INV_X1")
+    n, s0 = 3, 0.02
+    rep = analyze(_chain(n, lib), input_slew_ns=s0)
+    best = 0.0
+    for first_fall in (True, False):  # input rises -> first output falls, and the opposite edge
+        t, s, fall = 0.0, s0, first_fall
+        for k in range(n):
+            load = OUTPUT_LOAD_FF if k == n - 1 else 1.6
+            t += synthetic.delay_ns(inv, s, load, fall)
+            s = synthetic.transition_ns(inv, s, load, fall)
+            fall = not fall
+        best = max(best, t)
+    assert rep.delay_ns == pytest.approx(best, abs=1e-5)
+    assert [p.cell_type for p in rep.path[1:]] == ["INV_X1"] * n
+    assert rep.path[-1].arrival_ns == pytest.approx(rep.delay_ns)
+
+
+def test_inverter_energy_by_hand(synth_lib):
+    lib = read_liberty(synth_lib)
+    nl = _chain(1, lib)
+    rep = analyze(nl, input_slew_ns=0.02)
+    a = np.array([0, 1] * 50)
+    e = energy_per_op(nl, lib, a, np.zeros_like(a), clock_ns=2.0, timing=rep)
+    inv = synthetic.spec("INV_X1")
+    v2 = 1.1 ** 2
+    assert e.switching_fj == pytest.approx(0.5 * v2 * (1.6 + OUTPUT_LOAD_FF), rel=1e-9)
+    # 99 transitions: input rises 50 times (output falls), falls 49 times (output rises)
+    e_fall, e_rise = (synthetic.energy_fj(inv, 0.02, OUTPUT_LOAD_FF, fall) for fall in (True, False))
+    assert e.internal_fj == pytest.approx((50 * e_fall + 49 * e_rise) / 99, abs=1e-5)
+    assert e.leakage_fj == pytest.approx(14.0 * 2.0 * 1e-3)
+
+
+def test_constant_operands_cost_only_leakage(synth_lib):
+    nl = synthesize(mult_verilog(3, 3, False, False), "mul", synth_lib)
+    a = np.full(64, 5)
+    e = energy_per_op(nl, None, a, np.full(64, 3), clock_ns=1.5)
+    assert e.switching_fj == 0 and e.internal_fj == 0
+    assert e.total_fj == pytest.approx(nl.leakage_nw() * 1.5e-3)
+
+
+def test_weight_stationary_cheaper_than_uniform(synth_lib):
+    nl = synthesize(mult_verilog(4, 4, False, False), "mul", synth_lib)
+    e_uni = energy_per_op(nl, None, *make_stream("uniform", 4, 4, 2048, seed=0))
+    e_ws = energy_per_op(nl, None, *make_stream("uniform", 4, 4, 2048, seed=0, hold=16))
+    assert e_ws.total_fj < 0.9 * e_uni.total_fj
+    assert e_uni.switching_fj > 0 and e_uni.internal_fj > 0
+
+
+def test_streams():
+    a, w = weight_stationary(np.arange(10), np.arange(10), 4)
+    assert list(w) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2] and list(a) == list(range(10))
+    hist = np.zeros((4, 8))
+    hist[2, 5] = 1.0
+    a, w = histogram_stream(hist, 100, seed=3)
+    assert set(a) == {2} and set(w) == {5}
+    a1, w1 = make_stream("uniform", 3, 5, 500, seed=7)
+    a2, w2 = make_stream("uniform", 3, 5, 500, seed=7)
+    assert np.array_equal(a1, a2) and np.array_equal(w1, w2) and w1.max() < 32 and a1.max() < 8
