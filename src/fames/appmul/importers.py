@@ -317,3 +317,65 @@ def write_text_lut(m: AppMul, path: str | Path) -> Path:
     for i, a in enumerate(av):
         lines.extend(f"{a} {w} {m.lut[i, j]}" for j, w in enumerate(wv))
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- Verilog / BLIF
+def import_design(
+    path: str | Path,
+    a_bits: int,
+    w_bits: int,
+    signed: bool = False,
+    top: str | None = None,
+    ports: tuple[str, str, str] = ("a", "w", "y"),
+    name: str | None = None,
+) -> AppMul:
+    """Import a combinational multiplier from Verilog (``.v``/``.sv``) or BLIF (``.blif``).
+
+    The design is synthesized to generic gates, simulated on all input pairs to obtain its LUT, and
+    re-emitted as structural Verilog with the fames port convention, so that it can be costed by
+    synthesis. ``ports`` names the activation, weight and product ports of the design.
+    """
+    from fames.hw.netlist import netlist_to_verilog
+    from fames.hw.synth import synthesize
+
+    path = Path(path)
+    if not path.is_file():
+        raise AppMulError(f"{path}: no such design file")
+    fmt = "blif" if path.suffix.lower() == ".blif" else "verilog"
+    top = top or path.stem
+    netlist = synthesize(path.read_text(), top, None, fmt=fmt)
+    pa, pw, py = ports
+    for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
+        if p not in group:
+            raise AppMulError(f"{path}: module {top!r} has no input port {p!r} (ports: {sorted(group)}); pass --ports")
+        if len(group[p]) != width:
+            raise AppMulError(f"{path}: port {p!r} is {len(group[p])} bits wide, but --bits asks for {width}")
+    if py not in netlist.outputs:
+        raise AppMulError(f"{path}: module {top!r} has no output port {py!r} (outputs: {sorted(netlist.outputs)})")
+    if len(netlist.outputs[py]) != a_bits + w_bits:
+        raise AppMulError(
+            f"{path}: product port {py!r} is {len(netlist.outputs[py])} bits wide; a {a_bits}x{w_bits} multiplier "
+            f"has a {a_bits + w_bits}-bit product"
+        )
+    av = np.arange(1 << a_bits).repeat(1 << w_bits)
+    wv = np.tile(np.arange(1 << w_bits), 1 << a_bits)
+    y = netlist.simulate({pa: av, pw: wv})[py]
+    n = a_bits + w_bits
+    y = y & ((1 << n) - 1)
+    if signed:
+        y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
+    name = name or sanitize_name(path.stem)
+    tname = sanitize_name(name)
+    verilog = netlist_to_verilog(netlist, tname, {pa: "a", pw: "w", py: "y"})
+    return AppMul(
+        name=name,
+        a_bits=a_bits,
+        w_bits=w_bits,
+        a_signed=signed,
+        w_signed=signed,
+        lut=y.reshape(1 << a_bits, 1 << w_bits),
+        verilog=verilog,
+        top=tname,
+        structural=True,
+        provenance={"family": "imported", "source": str(path), "format": fmt},
+    )

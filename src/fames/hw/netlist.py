@@ -97,6 +97,8 @@ class Netlist:
         cells: list[NCell] = []
         for cname, c in mod.get("cells", {}).items():
             ctype = c["type"]
+            if ctype == "$scopeinfo":  # hierarchy annotation left by flattening; no logic
+                continue
             if liberty is not None and ctype in liberty.cells:
                 lc = liberty.cells[ctype]
                 in_pins, out_pins = set(lc.inputs), set(lc.outputs)
@@ -268,8 +270,11 @@ def simulate_lut(netlist: Netlist, a_bits: int, w_bits: int, a_signed: bool, w_s
 
     ``y`` is read as two's complement when either operand is signed; indices follow the AppMul convention.
     """
-    for port, width, group in (("a", a_bits, netlist.inputs), ("w", w_bits, netlist.inputs),
-                               ("y", a_bits + w_bits, netlist.outputs)):
+    for port, width, group in (
+        ("a", a_bits, netlist.inputs),
+        ("w", w_bits, netlist.inputs),
+        ("y", a_bits + w_bits, netlist.outputs),
+    ):
         if port not in group or len(group[port]) != width:
             got = len(group[port]) if port in group else "missing"
             raise HardwareError(
@@ -283,3 +288,45 @@ def simulate_lut(netlist: Netlist, a_bits: int, w_bits: int, a_signed: bool, w_s
     if a_signed or w_signed:
         y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
     return y.reshape(1 << a_bits, 1 << w_bits).astype(np.int64)
+
+
+def netlist_to_verilog(netlist: Netlist, top: str, ports: Mapping[str, str] | None = None) -> str:
+    """Structural Verilog of a netlist of Yosys internal gates (one ``assign`` per gate).
+
+    ``ports`` renames ports (old name -> new name), e.g. ``{"A": "a", "B": "w", "O": "y"}``.
+    """
+    import re
+
+    ports = dict(ports or {})
+    wire = {CONST0: "1'b0", CONST1: "1'b1"}
+    decl = []
+    for kind, group in (("input", netlist.inputs), ("output", netlist.outputs)):
+        for p, bits in group.items():
+            name = ports.get(p, p)
+            decl.append(f"{kind} [{len(bits) - 1}:0] {name}")
+            if kind == "input":
+                for k, n in enumerate(bits):
+                    wire.setdefault(n, f"{name}[{k}]")
+    body = []
+    for idx in netlist.order:
+        c = netlist.cells[idx]
+        if c.type not in INTERNAL_GATES:
+            raise HardwareError(f"netlist_to_verilog: cell type {c.type!r} is not a Yosys internal gate")
+        pins, funcs = INTERNAL_GATES[c.type]
+        for out_pin, fn in funcs.items():
+            n = c.outputs.get(out_pin)
+            if n is None:
+                continue
+            name = wire.setdefault(n, f"n{n}")
+            expr = re.sub(
+                r"\b([A-D]|S)\b", lambda m, c=c: wire.get(c.inputs[m.group(1)], f"n{c.inputs[m.group(1)]}"), fn
+            )
+            body.append(f"  assign {name} = {expr.replace('!', '~')};")
+    wires = sorted({w for w in wire.values() if w.startswith("n") and "[" not in w}, key=lambda s: int(s[1:]))
+    outs = []
+    for p, bits in netlist.outputs.items():
+        concat = ", ".join(wire.get(n, "1'b0") for n in reversed(bits))
+        outs.append(f"  assign {ports.get(p, p)} = {{{concat}}};")
+    lines = [f"module {top}({', '.join(decl)});"]
+    lines += [f"  wire {w};" for w in wires] + body + outs + ["endmodule"]
+    return "\n".join(lines) + "\n"

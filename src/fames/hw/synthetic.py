@@ -168,3 +168,14 @@ def liberty_text() -> str:
 def write_synthetic_liberty(path: str | os.PathLike) -> Path:
     """Write the synthetic liberty to ``path`` (atomically) and return the path."""
     return atomic_write_text(path, liberty_text())
+
+
+def default_synthetic_liberty() -> Path:
+    """The synthetic liberty under the fames cache (written on first use, rewritten if it changed)."""
+    from fames.io import cache_dir
+
+    text = liberty_text()
+    path = cache_dir() / "liberty" / "fames_synth45.lib"
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return path
