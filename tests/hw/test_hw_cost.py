@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hw_helpers import mult_verilog
 
 from fames.appmul.core import AppMul, exact_lut
 from fames.errors import HardwareError
 from fames.hw.cost import cost_appmul, cost_library
 from fames.io import cache_dir
+from tests.hw.hw_helpers import mult_verilog
 
 
 def exact(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool) -> AppMul:

@@ -4,11 +4,11 @@ import gzip
 import itertools
 
 import pytest
-from hw_helpers import shared_liberty
 
 from fames.errors import HardwareError
 from fames.hw import synthetic
 from fames.hw.liberty import parse_liberty, read_liberty, truth_table
+from tests.hw.hw_helpers import shared_liberty
 
 
 def test_synthetic_units_area_and_skips(synth_lib):

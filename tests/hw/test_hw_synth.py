@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hw_helpers import mult_verilog
 
 from fames.appmul.core import AppMul, exact_lut
 from fames.errors import HardwareError
 from fames.hw.netlist import Netlist, simulate_lut
 from fames.hw.synth import lut_to_verilog, synthesize
+from tests.hw.hw_helpers import mult_verilog
 
 
 @pytest.mark.parametrize("signs", [(False, False), (True, True), (False, True)])

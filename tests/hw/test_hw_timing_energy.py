@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hw_helpers import mult_verilog
 
 from fames.hw import synthetic
 from fames.hw.energy import energy_per_op, histogram_stream, make_stream, weight_stationary
@@ -10,6 +9,7 @@ from fames.hw.liberty import read_liberty
 from fames.hw.netlist import Netlist
 from fames.hw.synth import synthesize
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
+from tests.hw.hw_helpers import mult_verilog
 
 
 def _chain(n: int, lib) -> Netlist:

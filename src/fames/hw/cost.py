@@ -162,29 +162,38 @@ def cost_library(
     liberty_path: str | os.PathLike,
     reference: Callable[[int, int, bool, bool], AppMul] | None = None,
     progress: bool = True,
+    jobs: int | None = None,
     **kw: Any,
 ) -> list[AppMul]:
     """Cost every AppMul and the exact multiplier of each distinct widths key; fill ``cost.relative``.
 
     ``reference(a_bits, w_bits, a_signed, w_signed) -> AppMul`` gives the exact design (default:
     ``fames.appmul.families.build("exact", ...)``); it is costed by the same recipe and keyword
-    arguments ``kw`` (those of :func:`cost_appmul`). Returns new AppMul objects, in the input order.
+    arguments ``kw`` (those of :func:`cost_appmul`); ``jobs`` designs are costed at once (default: CPU count).
+    Returns new AppMul objects, in the input order.
     """
+    import concurrent.futures as cf
+
     from tqdm.auto import tqdm
 
     ref_fn = reference or _default_reference
-    refs: dict[tuple, Cost] = {}
     keys = list(dict.fromkeys(m.widths for m in appmuls))
+    designs = [ref_fn(*k) for k in keys] + list(appmuls)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    costs: list[Cost | None] = [None] * len(designs)
+    # Synthesis runs in a child process per design, so threads overlap the work of several designs.
+    with (
+        tqdm(total=len(designs), desc="hardware cost", unit="design", disable=not progress) as bar,
+        cf.ThreadPoolExecutor(max_workers=jobs) as ex,
+    ):
+        futs = {ex.submit(cost_appmul, d, liberty_path, **kw): i for i, d in enumerate(designs)}
+        for f in cf.as_completed(futs):
+            costs[futs[f]] = f.result()
+            bar.set_postfix_str(designs[futs[f]].name[:30])
+            bar.update()
+    refs = dict(zip(keys, costs[: len(keys)], strict=True))
     out: list[AppMul] = []
-    with tqdm(total=len(keys) + len(appmuls), desc="hardware cost", unit="design", disable=not progress) as bar:
-        for k in keys:
-            bar.set_postfix_str(f"exact {k[0]}x{k[1]}")
-            refs[k] = cost_appmul(ref_fn(*k), liberty_path, **kw)
-            bar.update()
-        for m in appmuls:
-            bar.set_postfix_str(m.name[:30])
-            c = cost_appmul(m, liberty_path, **kw)
-            c.relative = relative_cost(c, refs[m.widths])
-            out.append(m.with_cost(c))
-            bar.update()
+    for m, c in zip(appmuls, costs[len(keys) :], strict=True):
+        c.relative = relative_cost(c, refs[m.widths])
+        out.append(m.with_cost(c))
     return out
