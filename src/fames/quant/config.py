@@ -1,0 +1,144 @@
+"""Quantization configuration: bit widths per layer, weight/activation schemes, first/last layer policy.
+
+A config is given uniformly (``QuantConfig(w_bits=4, a_bits=4)``) or per layer through ``layers``, a mapping
+from layer name (as in ``model.named_modules()``; ``fnmatch`` patterns allowed) to ``{"w_bits": W,
+"a_bits": A}`` or the string ``"W4A8"``; it can be read from a JSON/YAML file (:func:`load_config`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fames.errors import FamesError
+
+WEIGHT_SCHEMES = ("symmetric", "affine")
+CALIBRATIONS = ("minmax", "percentile", "mse")
+FIRST_LAST = ("same", "8bit", "float")
+
+
+@dataclass(frozen=True)
+class LayerBits:
+    w_bits: int
+    a_bits: int
+
+    def __str__(self) -> str:
+        return f"W{self.w_bits}A{self.a_bits}"
+
+
+@dataclass
+class QuantConfig:
+    """How to quantize a model.
+
+    * ``w_bits``/``a_bits``: default widths, 2..8.
+    * ``weight_scheme``: ``symmetric`` (signed codes, zero point 0; the layer's AppMul is signed x signed)
+      or ``affine`` (unsigned codes with a per-channel zero point; the AppMul is unsigned x unsigned).
+      Activations use the same code domain, per tensor, with their own zero point.
+    * ``layers``: per-layer overrides (name or pattern -> ``{"w_bits", "a_bits"}`` or ``"W4A8"``).
+    * ``first_last``: ``same`` (as configured), ``8bit`` (first and last layer at W8A8) or ``float``.
+    * ``calibration``: PTQ activation range method; ``percentile`` uses ``percentile`` (e.g. 99.99).
+    """
+
+    w_bits: int = 8
+    a_bits: int = 8
+    weight_scheme: str = "symmetric"
+    layers: dict[str, Any] = field(default_factory=dict)
+    first_last: str = "same"
+    calibration: str = "minmax"
+    percentile: float = 99.99
+    fold_bn: bool = True
+
+    def __post_init__(self) -> None:
+        _check_bits(self.w_bits, "w_bits")
+        _check_bits(self.a_bits, "a_bits")
+        for key, val, allowed in (
+            ("weight_scheme", self.weight_scheme, WEIGHT_SCHEMES),
+            ("first_last", self.first_last, FIRST_LAST),
+            ("calibration", self.calibration, CALIBRATIONS),
+        ):
+            if val not in allowed:
+                raise FamesError(f"quantization {key}={val!r} is not one of {list(allowed)}")
+        self.layers = {k: parse_layer_bits(v, k) for k, v in self.layers.items()}
+
+    @property
+    def signed(self) -> bool:
+        """Whether the layers' integer codes (and AppMuls) are two's-complement signed."""
+        return self.weight_scheme == "symmetric"
+
+    def bits_for(self, name: str, position: str = "middle") -> LayerBits | None:
+        """Widths of layer ``name``; ``position`` is ``first``, ``last`` or ``middle``. None means float."""
+        if position in ("first", "last"):
+            if self.first_last == "float":
+                return None
+            if self.first_last == "8bit":
+                return LayerBits(8, 8)
+        for pattern, bits in self.layers.items():
+            if pattern == name or fnmatch.fnmatchcase(name, pattern):
+                return bits
+        return LayerBits(self.w_bits, self.a_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = {k: str(v) for k, v in self.layers.items()}
+        return d
+
+    def label(self) -> str:
+        if not self.layers:
+            return f"W{self.w_bits}A{self.a_bits}"
+        return "mixed(" + ",".join(sorted({str(v) for v in self.layers.values()})) + ")"
+
+
+def _check_bits(b: Any, what: str) -> None:
+    if not isinstance(b, int) or isinstance(b, bool) or not 2 <= b <= 8:
+        raise FamesError(f"{what}={b!r}: bit widths must be integers from 2 to 8")
+
+
+_WA = re.compile(r"^W(\d)A(\d)$", re.I)
+
+
+def parse_layer_bits(v: Any, where: str = "") -> LayerBits:
+    """``"W4A8"``, ``{"w_bits": 4, "a_bits": 8}``, ``[4, 8]`` or a LayerBits -> LayerBits."""
+    if isinstance(v, LayerBits):
+        return v
+    if isinstance(v, str) and (m := _WA.match(v.strip())):
+        w, a = int(m.group(1)), int(m.group(2))
+    elif isinstance(v, dict) and {"w_bits", "a_bits"} <= set(v):
+        w, a = v["w_bits"], v["a_bits"]
+    elif isinstance(v, (list, tuple)) and len(v) == 2:
+        w, a = v
+    else:
+        raise FamesError(f"layer {where!r}: bit widths {v!r} not understood; use 'W4A8' or {{w_bits: 4, a_bits: 8}}")
+    _check_bits(w, f"{where}.w_bits")
+    _check_bits(a, f"{where}.a_bits")
+    return LayerBits(int(w), int(a))
+
+
+def load_config(source: str | Path | dict[str, Any] | QuantConfig) -> QuantConfig:
+    """Build a QuantConfig from a dict, a JSON/YAML file, or a ``W4A4``-style string."""
+    if isinstance(source, QuantConfig):
+        return source
+    if isinstance(source, str) and (m := _WA.match(source.strip())):
+        return QuantConfig(w_bits=int(m.group(1)), a_bits=int(m.group(2)))
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if not p.is_file():
+            raise FamesError(f"quantization config {p} not found (give a JSON/YAML file or e.g. 'W4A4')")
+        text = p.read_text()
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        source = data
+    if not isinstance(source, dict):
+        raise FamesError(f"quantization config must be a mapping, got {type(source).__name__}")
+    known = {f.name for f in fields(QuantConfig)}
+    unknown = set(source) - known
+    if unknown:
+        raise FamesError(f"unknown quantization config keys {sorted(unknown)}; known keys: {sorted(known)}")
+    return QuantConfig(**source)

@@ -1,0 +1,177 @@
+"""``fames.quantize``: rewrite a model's Conv2d/Linear layers into quantized layers, in place.
+
+Steps: fold BatchNorm into the preceding convolution (when ``fold_bn``), replace every ``nn.Conv2d`` and
+``nn.Linear`` with :class:`QConv2d` / :class:`QLinear` at the widths the config gives, initialize the weight
+quantizers, and warn (listing them) about layers with parameters that stay float.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fames.errors import FamesError
+from fames.quant.config import QuantConfig, load_config
+from fames.quant.layers import QConv2d, QLinear, QuantLayer
+
+SUPPORTED = (nn.Conv2d, nn.Linear)
+PARAMETER_FREE_OK = (nn.BatchNorm2d, nn.BatchNorm1d)
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, attr, new)
+
+
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode BatchNorm into ``conv`` (weight and bias rewritten)."""
+    inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    conv.weight.mul_(inv.view(-1, 1, 1, 1))
+    b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    new_b = (b - bn.running_mean) * inv + bn.bias
+    conv.bias = nn.Parameter(new_b)
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) module-name pairs where the BN consumes only that conv's output.
+
+    Found with torch.fx when the model traces; otherwise by registration order (a Conv2d immediately
+    followed by a BatchNorm2d of matching width in the same parent), which holds for the model zoo.
+    """
+    try:
+        from torch import fx
+
+        gm = fx.symbolic_trace(model)
+        mods = dict(gm.named_modules())
+        pairs = []
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and isinstance(mods.get(node.target), nn.BatchNorm2d):
+                src = node.args[0]
+                if (
+                    isinstance(src, fx.Node)
+                    and src.op == "call_module"
+                    and isinstance(mods.get(src.target), nn.Conv2d)
+                    and len(src.users) == 1
+                ):
+                    pairs.append((src.target, node.target))
+        return pairs
+    except Exception:  # noqa: BLE001 - untraceable models fall back to the registration order
+        pairs = []
+        for pname, parent in model.named_modules():
+            kids = list(parent.named_children())
+            for (n1, m1), (n2, m2) in zip(kids, kids[1:], strict=False):
+                if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d) and m1.out_channels == m2.num_features:
+                    pre = f"{pname}." if pname else ""
+                    pairs.append((pre + n1, pre + n2))
+        return pairs
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv2d/Linear (or already quantized) layers in registration order (= forward order in the zoo)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, SUPPORTED + (QuantLayer,))]
+
+
+def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path = "W8A8") -> nn.Module:
+    """Quantize ``model`` in place according to ``config`` and return it (eval mode).
+
+    Activation quantizers start uncalibrated: run :func:`fames.quant.calibrate_ptq` (PTQ) before use.
+    """
+    cfg = load_config(config)
+    model.eval()
+    if cfg.fold_bn:
+        for conv_name, bn_name in _conv_bn_pairs(model):
+            fold_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
+            _set_module(model, bn_name, nn.Identity())
+    layers = [(n, m) for n, m in quantizable_layers(model) if isinstance(m, SUPPORTED)]
+    if not layers:
+        raise FamesError("the model has no Conv2d or Linear layer to quantize")
+    unknown = [p for p in cfg.layers if not any(n == p or _match(n, p) for n, _ in layers)]
+    if unknown:
+        raise FamesError(
+            f"per-layer bit widths name layers the model does not have: {unknown}; layers are: {[n for n, _ in layers]}"
+        )
+    for k, (name, m) in enumerate(layers):
+        position = "first" if k == 0 else "last" if k == len(layers) - 1 else "middle"
+        bits = cfg.bits_for(name, position)
+        if bits is None:
+            continue
+        q = (QConv2d if isinstance(m, nn.Conv2d) else QLinear)(m, bits.w_bits, bits.a_bits, cfg.signed)
+        q.weight_quant.init_from_weight(q.weight, "mse" if cfg.calibration == "mse" else "minmax")
+        q.to(m.weight.device)
+        _set_module(model, name, q)
+    _warn_unsupported(model)
+    model.fames_quant_config = cfg.to_dict()
+    return model
+
+
+def _match(name: str, pattern: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _warn_unsupported(model: nn.Module) -> None:
+    left = [
+        f"{n} ({type(m).__name__})"
+        for n, m in model.named_modules()
+        if not isinstance(m, (QuantLayer, *SUPPORTED, *PARAMETER_FREE_OK))
+        and any(True for _ in m.parameters(recurse=False))
+        and not any(isinstance(p, QuantLayer) for p in [m])
+        and not n.endswith(("act_quant", "weight_quant"))
+    ]
+    if left:
+        warnings.warn(f"these layers stay in floating point (not supported by fames.quantize): {left}", stacklevel=3)
+
+
+def qlayers(model: nn.Module) -> list[tuple[str, QuantLayer]]:
+    """Quantized layers of a model, in forward (registration) order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayer)]
+
+
+def set_mode(model: nn.Module, mode: str, layers: Iterable[str] | None = None) -> None:
+    """Put quantized layers (all, or those named) into ``float``, ``exact`` or ``approx`` mode."""
+    names = set(layers) if layers is not None else None
+    for n, m in qlayers(model):
+        if names is None or n in names:
+            if mode == "approx" and m.assignment is None:
+                raise FamesError(f"layer {n} has no AppMul assignment; use fames.substitute first")
+            m.mode = mode
+
+
+@torch.no_grad()
+def calibrate_ptq(
+    model: nn.Module, batches: Iterable[torch.Tensor | tuple], num_batches: int | None = None, method: str | None = None
+) -> nn.Module:
+    """PTQ: observe activations on ``batches`` (images or ``(images, labels)``), then fix scales/zero points.
+
+    Layers are observed in float mode, so each activation range is that of the float model.
+    """
+    cfg = getattr(model, "fames_quant_config", {}) or {}
+    method = method or cfg.get("calibration", "minmax")
+    percentile = cfg.get("percentile", 99.99)
+    ql = qlayers(model)
+    if not ql:
+        raise FamesError("calibrate_ptq: the model has no quantized layers; call fames.quantize first")
+    model.eval()
+    for _, m in ql:
+        m.act_quant.observing = True
+    seen = 0
+    dev = next(model.parameters()).device
+    for k, b in enumerate(batches):
+        if num_batches is not None and k >= num_batches:
+            break
+        x = b[0] if isinstance(b, (tuple, list)) else b
+        model(x.to(dev))
+        seen += 1
+    if seen == 0:
+        raise FamesError("calibrate_ptq: no calibration batches")
+    for _, m in ql:
+        m.act_quant.finalize(method, percentile)
+    return model

@@ -1,0 +1,211 @@
+"""Quantized Conv2d / Linear layers with three modes: ``float``, ``exact`` (quantized) and ``approx`` (AppMuls).
+
+Integer model of one output (FAMES Eq. (4)-(5)): with activation codes q_x (zero point z_x, per tensor)
+and weight codes q_w (zero point z_w, per output channel),
+
+    y = s_x s_w [ sum_i AppMul(q_x,i, q_w,i) - z_w sum_i q_x,i - z_x sum_i q_w,i + K z_x z_w ] + b,
+
+where only the code products go through the AppMul; the zero-point terms are exact. Padding is applied in
+the code domain with the code of real zero (z_x), so a padded position is multiplied like any other, as in
+an accelerator that streams padded feature maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.emulate.kernels import approx_conv2d, approx_linear
+from fames.errors import AppMulError, FamesError
+from fames.quant.quantizer import Quantizer
+
+MODES = ("float", "exact", "approx")
+GRANULARITIES = ("layer", "filter", "kernel")
+
+
+@dataclass
+class Assignment:
+    """AppMuls of one layer: ``appmuls[index[g]]`` serves group ``g``.
+
+    ``index`` is a scalar (``layer``), ``(O,)`` (``filter``) or ``(O, C // groups)`` (``kernel``) long tensor.
+    """
+
+    appmuls: list[AppMul]
+    index: torch.Tensor
+    granularity: str = "layer"
+
+    def names(self) -> list[str]:
+        return [self.appmuls[i].name for i in self.index.flatten().tolist()]
+
+
+class QuantLayer(nn.Module):
+    """Shared machinery of :class:`QConv2d` and :class:`QLinear`."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_quant(self, w_bits: int, a_bits: int, signed: bool, out_channels: int) -> None:
+        self.w_bits, self.a_bits, self.signed = w_bits, a_bits, signed
+        self.act_quant = Quantizer(a_bits, signed, per_channel=False)
+        self.weight_quant = Quantizer(w_bits, signed, per_channel=True, channels=out_channels, symmetric=signed)
+        self.mode = "exact"
+        self.assignment: Assignment | None = None
+        self.emulation_dtype = torch.float32
+
+    def extra_repr(self) -> str:
+        a = self.assignment
+        what = "" if a is None else f", appmuls={sorted({m.name for m in a.appmuls})} per {a.granularity}"
+        return f"W{self.w_bits}A{self.a_bits}, {'signed' if self.signed else 'unsigned'}, mode={self.mode}{what}"
+
+    @property
+    def widths(self) -> tuple[int, int, bool, bool]:
+        """Widths an AppMul of this layer must have: ``(a_bits, w_bits, a_signed, w_signed)``."""
+        return (self.a_bits, self.w_bits, self.signed, self.signed)
+
+    def group_shape(self, granularity: str) -> tuple[int, ...]:
+        o = self.weight.shape[0]
+        return {"layer": (), "filter": (o,), "kernel": (o, self.weight.shape[1])}[granularity]
+
+    def set_assignment(
+        self, appmuls: AppMul | list[AppMul], index: torch.Tensor | None = None, granularity: str = "layer"
+    ) -> None:
+        """Use ``appmuls`` (one, or a list indexed by ``index`` per filter/kernel) and switch to ``approx``."""
+        if granularity not in GRANULARITIES:
+            raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
+        ms = [appmuls] if isinstance(appmuls, AppMul) else list(appmuls)
+        for m in ms:
+            if m.widths != self.widths:
+                raise AppMulError(
+                    f"AppMul {m.name!r} is {m.signature()} but this layer multiplies "
+                    f"{self.a_bits}-bit x {self.w_bits}-bit {'signed' if self.signed else 'unsigned'} codes; "
+                    f"choose an AppMul with a_bits={self.a_bits}, w_bits={self.w_bits}, signed={self.signed}"
+                )
+        shape = self.group_shape(granularity)
+        if index is None:
+            if len(ms) != 1:
+                raise FamesError("several AppMuls need an index tensor telling which group uses which")
+            index = torch.zeros(shape, dtype=torch.long)
+        index = torch.as_tensor(index, dtype=torch.long).cpu()
+        if tuple(index.shape) != shape:
+            raise FamesError(f"{granularity} assignment needs an index of shape {shape}, got {tuple(index.shape)}")
+        if index.numel() and (index.min() < 0 or index.max() >= len(ms)):
+            raise FamesError(f"assignment index out of range 0..{len(ms) - 1}")
+        self.assignment = Assignment(ms, index, granularity)
+        self.mode = "approx"
+
+    def clear_assignment(self) -> None:
+        self.assignment = None
+        self.mode = "exact"
+
+    # ------------------------------------------------------------------ integer pieces
+    def weight_codes(self) -> torch.Tensor:
+        return self.weight_quant.codes(self.weight)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight_quant.dequantize(self.weight_codes())
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not torch.isfinite(x).all():
+            raise FamesError(f"non-finite values (NaN/inf) reach quantized layer {self.__class__.__name__}")
+
+    def _combine(
+        self, acc: torch.Tensor, sum_x: torch.Tensor | None, qw: torch.Tensor, fan_in: int, view: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Dequantize an integer accumulator, adding the exact zero-point terms (see module docstring)."""
+        sx, zx = self.act_quant.params(0)
+        sw, zw = self.weight_quant.scale.abs().clamp_min(1e-12), self.weight_quant.zero_point
+        dt = acc.dtype
+        sum_w = qw.reshape(qw.shape[0], -1).sum(1).to(dt)
+        corr = -zx.to(dt) * sum_w + fan_in * zx.to(dt) * zw.to(dt)
+        out = acc + corr.view(view)
+        if sum_x is not None:
+            out = out - zw.to(dt).view(view) * sum_x
+        out = out * (sx.to(dt) * sw.to(dt)).view(view)
+        if self.bias is not None:
+            out = out + self.bias.to(dt).view(view)
+        return out
+
+
+class QConv2d(QuantLayer):
+    """Quantized ``Conv2d`` (any stride, padding, dilation, groups); input ``(N, C, H, W)``."""
+
+    def __init__(self, conv: nn.Conv2d, w_bits: int, a_bits: int, signed: bool) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise FamesError("QConv2d supports numeric zero padding only; pad explicitly before the conv")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation, self.groups = conv.padding, conv.dilation, conv.groups
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
+        self._init_quant(w_bits, a_bits, signed, conv.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        args = (self.stride, self.padding, self.dilation, self.groups)
+        if self.mode == "float" or self.act_quant.observing:
+            self.act_quant(x) if self.act_quant.observing else None
+            return F.conv2d(x, self.weight, self.bias, *args)
+        if self.mode == "exact":
+            return F.conv2d(self.act_quant(x), self.quantized_weight(), self.bias, *args)
+        return self._approx(x)
+
+    def _approx(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.assignment
+        if a is None:
+            raise FamesError("layer is in approx mode without an assignment; call set_assignment first")
+        qx = self.act_quant.codes(x)
+        qw = self.weight_codes()
+        ph, pw = self.padding
+        if ph or pw:  # pad with the code of real zero
+            zx = self.act_quant.zero_point.view(())
+            qx = F.pad(qx - zx, (pw, pw, ph, ph)) + zx
+        dt = self.emulation_dtype
+        idx = a.index.to(x.device)
+        acc = approx_conv2d(
+            qx,
+            qw,
+            a.appmuls,
+            self.stride,
+            0,
+            self.dilation,
+            self.groups,
+            assign=idx if a.granularity != "layer" else None,
+            dtype=dt,
+        )
+        sum_x = None
+        if bool((self.weight_quant.zero_point != 0).any()):
+            sum_x = F.conv2d(qx.to(dt), torch.ones_like(qw, dtype=dt), None, self.stride, 0, self.dilation, self.groups)
+        fan_in = qw[0].numel()
+        return self._combine(acc, sum_x, qw, fan_in, (1, -1, 1, 1)).to(x.dtype)
+
+
+class QLinear(QuantLayer):
+    """Quantized ``Linear``; input ``(..., in_features)``."""
+
+    def __init__(self, lin: nn.Linear, w_bits: int, a_bits: int, signed: bool) -> None:
+        super().__init__()
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        self.weight = nn.Parameter(lin.weight.detach().clone())
+        self.bias = nn.Parameter(lin.bias.detach().clone()) if lin.bias is not None else None
+        self._init_quant(w_bits, a_bits, signed, lin.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "float" or self.act_quant.observing:
+            self.act_quant(x) if self.act_quant.observing else None
+            return F.linear(x, self.weight, self.bias)
+        if self.mode == "exact":
+            return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)
+        a = self.assignment
+        if a is None:
+            raise FamesError("layer is in approx mode without an assignment; call set_assignment first")
+        qx, qw = self.act_quant.codes(x), self.weight_codes()
+        dt = self.emulation_dtype
+        acc = approx_linear(
+            qx, qw, a.appmuls, assign=a.index.to(x.device) if a.granularity != "layer" else None, dtype=dt
+        )
+        sum_x = qx.to(dt).sum(-1, keepdim=True) if bool((self.weight_quant.zero_point != 0).any()) else None
+        return self._combine(acc, sum_x, qw, qw.shape[1], (-1,)).to(x.dtype)

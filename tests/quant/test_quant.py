@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fames.appmul.core import AppMul, exact_lut
+from fames.errors import AppMulError, FamesError
+from fames.quant import QConv2d, QLinear, QuantConfig, calibrate_ptq, load_config, qlayers, quantize, set_mode
+from fames.quant.convert import fold_bn
+
+
+def _calibrated(layer, x):
+    layer.act_quant.observing = True
+    layer(x)
+    layer.act_quant.finalize("minmax")
+    layer.weight_quant.init_from_weight(layer.weight)
+    return layer
+
+
+def _random_appmul(a_bits, w_bits, signed, seed=0):
+    rng = np.random.default_rng(seed)
+    ex = exact_lut(a_bits, w_bits, signed, signed)
+    lut = ex + rng.integers(-3, 4, ex.shape) * (np.abs(ex) > 3)
+    return AppMul(f"rnd{seed}", a_bits, w_bits, signed, signed, lut)
+
+
+def _int_reference_conv(layer, x, lut):
+    """y = s_x s_w [sum LUT[qx, qw] - z_w sum qx - z_x sum qw + K z_x z_w] + b with explicit int64 loops."""
+    with torch.no_grad():
+        qx = layer.act_quant.codes(x).double()
+        qw = layer.weight_codes().double()
+        zx = layer.act_quant.zero_point.item()
+        ph, pw = layer.padding
+        qx = F.pad(qx - zx, (pw, pw, ph, ph)) + zx
+        N, C, H, W = qx.shape
+        O, Cg, kh, kw = qw.shape
+        cols = F.unfold(qx, (kh, kw), dilation=layer.dilation, stride=layer.stride).long()  # (N, C*kh*kw, L)
+        g = layer.groups
+        cols = cols.view(N, g, Cg * kh * kw, -1)
+        wq = qw.long().view(g, O // g, Cg * kh * kw)
+        a_bits, w_bits = layer.a_bits, layer.w_bits
+        T = torch.as_tensor(lut, dtype=torch.long)
+        acc = T[cols[:, :, None, :, :] % (1 << a_bits), wq[None, :, :, :, None] % (1 << w_bits)].sum(3)
+        acc = acc.reshape(N, O, -1).double()
+        sum_x = cols.sum(2).double().repeat_interleave(O // g, 1)
+        zw = layer.weight_quant.zero_point.double().view(1, O, 1)
+        sum_w = qw.view(O, -1).sum(1).view(1, O, 1)
+        K = Cg * kh * kw
+        out = acc - zw * sum_x - zx * sum_w + K * zx * zw
+        s = layer.act_quant.scale.abs().double() * layer.weight_quant.scale.abs().double().view(1, O, 1)
+        out = out * s + layer.bias.double().view(1, O, 1)
+        Ho = (H - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+        return out.view(N, O, Ho, -1)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("bits, groups, stride, pad", [((4, 4), 1, 1, 1), ((3, 6), 2, 2, 1), ((8, 2), 4, 1, 0)])
+def test_qconv_approx_matches_integer_reference(signed, bits, groups, stride, pad):
+    torch.manual_seed(0)
+    w_bits, a_bits = bits
+    conv = nn.Conv2d(8, 8, 3, stride=stride, padding=pad, groups=groups, bias=True)
+    layer = QConv2d(conv, w_bits, a_bits, signed)
+    x = torch.randn(2, 8, 7, 7) + 0.3
+    _calibrated(layer, x)
+    if not signed:  # affine weights: nonzero zero points exercise the exact correction terms
+        assert (layer.weight_quant.zero_point != 0).any()
+    m = _random_appmul(a_bits, w_bits, signed)
+    layer.set_assignment(m)
+    layer.emulation_dtype = torch.float64
+    got = layer(x).double()
+    want = _int_reference_conv(layer, x, m.lut)
+    assert torch.allclose(got.double(), want, rtol=0, atol=1e-5 * want.abs().max().item())
+    # with the exact multiplier, approx mode equals exact (fake-quant) mode
+    layer.set_assignment(AppMul("ex", a_bits, w_bits, signed, signed, exact_lut(a_bits, w_bits, signed, signed)))
+    approx = layer(x)
+    layer.mode = "exact"
+    assert torch.allclose(approx, layer(x), atol=1e-4)
+
+
+def test_qlinear_approx_and_width_mismatch():
+    torch.manual_seed(1)
+    lin = nn.Linear(12, 5)
+    layer = QLinear(lin, 4, 4, True)
+    x = torch.randn(3, 12)
+    _calibrated(layer, x)
+    ex = AppMul("ex", 4, 4, True, True, exact_lut(4, 4, True, True))
+    layer.set_assignment(ex)
+    a = layer(x)
+    layer.mode = "exact"
+    assert torch.allclose(a, layer(x), atol=1e-5)
+    with pytest.raises(AppMulError, match="a_bits=4, w_bits=4, signed=True"):
+        layer.set_assignment(AppMul("u", 4, 4, False, False, exact_lut(4, 4)))
+    with pytest.raises(FamesError, match="shape"):
+        layer.set_assignment([ex, ex], torch.zeros(3, dtype=torch.long), "filter")
+
+
+def test_per_filter_assignment_uses_each_filters_appmul():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    layer = _calibrated(QConv2d(conv, 4, 4, True), torch.randn(2, 4, 5, 5))
+    x = torch.randn(2, 4, 5, 5)
+    ms = [_random_appmul(4, 4, True, s) for s in range(3)]
+    idx = torch.tensor([0, 1, 2, 2, 1, 0])
+    layer.emulation_dtype = torch.float64
+    layer.set_assignment(ms, idx, "filter")
+    mixed = layer(x)
+    for k, m in enumerate(ms):
+        layer.set_assignment(m)
+        single = layer(x)
+        sel = idx == k
+        assert torch.equal(mixed[:, sel], single[:, sel])
+
+
+def test_fold_bn_is_exact_in_float():
+    torch.manual_seed(3)
+    conv, bn = nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.eval()
+    x = torch.randn(2, 3, 6, 6)
+    want = bn(conv(x))
+    fold_bn(conv, bn)
+    assert torch.allclose(conv(x), want, atol=1e-5)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.gru = nn.GRU(4, 4)  # unsupported: stays float, listed in a warning
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_quantize_model_w8a8_close_to_float_and_mixed_config(tmp_path):
+    torch.manual_seed(4)
+    net = _Net().eval()
+    x = torch.randn(16, 1, 8, 8)
+    ref = net(x)
+    with pytest.warns(UserWarning, match="gru"):
+        quantize(net, QuantConfig(w_bits=8, a_bits=8))
+    calibrate_ptq(net, [x])
+    names = [n for n, _ in qlayers(net)]
+    assert names == ["conv1", "conv2", "fc"] and isinstance(net.bn1, nn.Identity)
+    out = net(x)
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    set_mode(net, "float")
+    assert torch.allclose(net(x), ref, atol=1e-4)  # BN folding keeps the float function
+    cfgfile = tmp_path / "mixed.yaml"
+    cfgfile.write_text("w_bits: 4\na_bits: 4\nfirst_last: 8bit\nlayers:\n  conv2: W2A8\n")
+    cfg = load_config(cfgfile)
+    net2 = quantize(_Net().eval(), cfg)
+    bits = {n: (m.w_bits, m.a_bits) for n, m in qlayers(net2)}
+    assert bits == {"conv1": (8, 8), "conv2": (2, 8), "fc": (8, 8)}
+    with pytest.raises(FamesError, match="unknown quantization config keys"):
+        load_config({"w_bits": 4, "bogus": 1})
+    with pytest.raises(FamesError, match="2 to 8"):
+        QuantConfig(w_bits=9)
+    with pytest.raises(FamesError, match="does not have"):
+        quantize(_Net().eval(), {"layers": {"nope": "W4A4"}})
