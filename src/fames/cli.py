@@ -118,6 +118,110 @@ def cmd_hw_liberty(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- models
+def _setup_torch(threads: int | None) -> None:
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import time
+
+    import torch
+
+    from fames.data import dataset_hash, get_loader
+    from fames.models import save_checkpoint
+    from fames.quant import load_config
+    from fames.train import TrainConfig, command_line, evaluate, load_model, qat, train
+
+    _setup_torch(args.threads)
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, args.init)
+    model = model.to(memory_format=torch.channels_last)
+    tl = get_loader(
+        args.dataset, "train", args.batch_size, root=args.data_root, augment=True, seed=args.seed, channels_last=True
+    )
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        kd_alpha=args.kd if args.bits else 0.0,
+        scale_lr_mult=args.scale_lr_mult,
+    )
+    t0 = time.time()
+    if args.bits:
+        qcfg = load_config(args.bits)
+        qat(model, qcfg, tl, cfg, distill=args.kd > 0)
+        quant = qcfg.to_dict()
+    else:
+        train(model, tl, cfg)
+        quant = None
+    seconds = time.time() - t0
+    test = get_loader(args.dataset, "test", 500, root=args.data_root, channels_last=True)
+    acc = evaluate(model, test)
+    meta = {
+        "quant": quant,
+        "num_classes": 10,
+        "dataset": args.dataset,
+        "data_hash": dataset_hash(args.dataset, "train", root=args.data_root),
+        "test_hash": dataset_hash(args.dataset, "test", root=args.data_root),
+        "accuracy": acc["accuracy"],
+        "test_loss": acc["loss"],
+        "command": command_line(),
+        "date": dt.date.today().isoformat(),
+        "train_seconds": round(seconds, 1),
+        "epochs": args.epochs,
+    }
+    save_checkpoint(model, args.out, meta=meta)
+    print(f"test accuracy {acc['accuracy']:.2f}% on {acc['n']} {args.dataset} test images; saved {args.out}")
+    if args.manifest:
+        _update_manifest(Path(args.manifest), Path(args.out), getattr(model, "arch", args.model), meta)
+    return 0
+
+
+def _update_manifest(manifest: Path, ckpt: Path, arch: str, meta: dict) -> None:
+    from fames.io import atomic_write_json
+
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {"checkpoints": {}}
+    try:
+        rel = str(ckpt.resolve().relative_to(manifest.parent.resolve()))
+    except ValueError:
+        rel = str(ckpt)
+    data["checkpoints"][rel] = {"arch": arch, **meta}
+    atomic_write_json(manifest, data)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from fames.data import get_loader
+    from fames.train import evaluate, load_model
+
+    _setup_torch(args.threads)
+    model = load_model(args.model, args.checkpoint)
+    model = model.to(memory_format=torch.channels_last)
+    if args.assignment:
+        from fames.appmul.library import Library
+        from fames.substitute import load_assignment, substitute
+
+        if not args.library:
+            raise FamesError("--assignment needs --library DIR (the AppMul library it names)")
+        substitute(model, load_assignment(args.assignment), Library.load(args.library))
+    loader = get_loader(args.dataset, args.split, args.batch_size, root=args.data_root, channels_last=True)
+    r = evaluate(model, loader, max_batches=args.max_batches)
+    meta = getattr(model, "checkpoint_meta", {}) or {}
+    ref = f" (manifest: {meta['accuracy']:.2f}%)" if "accuracy" in meta else ""
+    print(f"accuracy {r['accuracy']:.2f}% loss {r['loss']:.4f} on {r['n']} {args.dataset} {args.split} images{ref}")
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def _bits(values: list[str]) -> tuple[int, int]:
     return int(values[0]), int(values[1])
@@ -212,6 +316,46 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", required=True, help="image file (.png, .pdf, .svg)")
     pl.set_defaults(func=cmd_lib_plot)
 
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune a float model, or quantization-aware training (LSQ + distillation) at given bits",
+        description="Python: fames.train.train / fames.train.qat",
+    )
+    tr.add_argument("--model", required=True, help="architecture (see fames.models.list_models())")
+    tr.add_argument("--init", default=None, help="initial weights: 'default' (zoo), a .pt checkpoint or a path")
+    tr.add_argument("--dataset", default="digits")
+    tr.add_argument("--data-root", default=None)
+    tr.add_argument("--bits", default=None, help="QAT: 'W4A4' or a JSON/YAML quantization config; omit for float")
+    tr.add_argument("--epochs", type=float, default=1.0)
+    tr.add_argument("--lr", type=float, default=0.01)
+    tr.add_argument("--weight-decay", type=float, default=5e-4)
+    tr.add_argument("--kd", type=float, default=0.5, help="distillation weight from the float model (QAT only)")
+    tr.add_argument("--scale-lr-mult", type=float, default=0.01, help="lr multiplier of quantizer step sizes")
+    tr.add_argument("--batch-size", type=int, default=128)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    tr.add_argument("--manifest", default=None, help="manifest JSON to add this checkpoint to")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="accuracy of a model/checkpoint, optionally with AppMuls substituted",
+        description="Python: fames.train.load_model + fames.train.evaluate",
+    )
+    ev.add_argument("--model", default=None)
+    ev.add_argument("--checkpoint", default=None, help="a .pt checkpoint, 'default' or a weights path")
+    ev.add_argument("--dataset", default="digits")
+    ev.add_argument("--data-root", default=None)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--assignment", default=None, help="assignment JSON (layer -> AppMul name)")
+    ev.add_argument("--library", default=None, help="AppMul library directory for --assignment")
+    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--max-batches", type=int, default=None)
+    ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
     hw = sub.add_parser("hw", help="hardware helpers")
     hs = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")
     wl = hs.add_parser("write-liberty", help="write the project's small synthetic liberty (for tests and demos)")
@@ -239,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"fames: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

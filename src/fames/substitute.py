@@ -1,0 +1,83 @@
+"""``fames.substitute``: put AppMuls into the quantized layers of a model according to an assignment.
+
+Assignment file (JSON): ``{"format": "fames-assignment", "layers": {layer_name: spec}}`` where ``spec`` is an
+AppMul name (the whole layer), or ``{"granularity": "filter"|"kernel", "appmuls": [names], "index":
+nested list}`` (``index`` has shape ``(O,)`` for filters and ``(O, C // groups)`` for kernels).
+Layers not listed keep their current mode.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fames.appmul.library import Library
+from fames.errors import FamesError
+from fames.io import atomic_write_json
+from fames.quant.convert import qlayers
+
+FORMAT = "fames-assignment"
+
+
+def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -> nn.Module:
+    """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``."""
+    layers = dict(qlayers(model))
+    spec = assignment.get("layers", assignment)
+    unknown = [n for n in spec if n not in layers]
+    if unknown:
+        raise FamesError(f"assignment names layers the model does not have: {unknown}; layers: {list(layers)}")
+    for name, s in spec.items():
+        layer = layers[name]
+        if isinstance(s, str):
+            layer.set_assignment(_lookup(library, s, name))
+        elif isinstance(s, dict):
+            ms = [_lookup(library, n, name) for n in s["appmuls"]]
+            layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), s.get("granularity", "filter"))
+        else:
+            raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
+    return model
+
+
+def _lookup(library: Library, name: str, layer: str) -> Any:
+    if name not in library:
+        raise FamesError(f"layer {layer}: AppMul {name!r} is not in the library ({len(library)} AppMuls)")
+    return library[name]
+
+
+def current_assignment(model: nn.Module) -> dict[str, Any]:
+    """The assignment held by a model's approx-mode layers, in the file format."""
+    out: dict[str, Any] = {}
+    for name, layer in qlayers(model):
+        a = layer.assignment
+        if a is None or layer.mode != "approx":
+            continue
+        if a.granularity == "layer":
+            out[name] = a.appmuls[0].name
+        else:
+            out[name] = {
+                "granularity": a.granularity,
+                "appmuls": [m.name for m in a.appmuls],
+                "index": a.index.tolist(),
+            }
+    return {"format": FORMAT, "layers": out}
+
+
+def save_assignment(assignment: dict[str, Any], path: str | Path) -> Path:
+    return atomic_write_json(path, assignment)
+
+
+def load_assignment(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FamesError(f"assignment file {p} not found")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise FamesError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "layers" not in data:
+        raise FamesError(f"{p}: an assignment file holds {{'format': '{FORMAT}', 'layers': {{...}}}}")
+    return data

@@ -1,0 +1,185 @@
+"""Evaluation, float fine-tuning and quantization-aware training (LSQ, optional distillation), checkpoints.
+
+Checkpoint format (``.pt``): ``{"arch": name, "state_dict": ..., "meta": {"quant": QuantConfig dict or None,
+"num_classes": int, "accuracy": float, "command": str, "dataset": str, "data_hash": str, ...}}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shlex
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fames.errors import FamesError
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable, progress: bool = True, desc: str = "eval", max_batches: int | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (eval mode)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    dev = next(model.parameters()).device
+    correct, total, loss = 0, 0, 0.0
+    total_batches = len(loader) if hasattr(loader, "__len__") else None
+    if max_batches is not None and total_batches is not None:
+        total_batches = min(total_batches, max_batches)
+    for k, (x, y) in enumerate(tqdm(loader, desc=desc, total=total_batches, disable=not progress, leave=False)):
+        if max_batches is not None and k >= max_batches:
+            break
+        x, y = x.to(dev), y.to(dev)
+        out = model(x)
+        if not torch.isfinite(out).all():
+            raise FamesError("the model produced NaN/inf outputs; check the checkpoint and quantization ranges")
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        total += y.numel()
+    if total == 0:
+        raise FamesError("evaluation loader is empty")
+    return {"accuracy": 100.0 * correct / total, "loss": loss / total, "n": total}
+
+
+@dataclass
+class TrainConfig:
+    """Training schedule: SGD with momentum, cosine learning rate, optional distillation from a teacher."""
+
+    epochs: float = 1.0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    kd_alpha: float = 0.0  # weight of the KL distillation loss (0 = no distillation)
+    kd_temperature: float = 4.0
+    scale_lr_mult: float = 0.01  # learning-rate multiplier of quantizer step sizes (LSQ is unstable at 1)
+    seed: int = 0
+
+
+def train(
+    model: nn.Module,
+    loader: Iterable,
+    cfg: TrainConfig,
+    teacher: nn.Module | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """Train ``model`` in place for ``cfg.epochs`` (fractions allowed) over ``loader``."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    dev = next(model.parameters()).device
+    scale_params = [p for n, p in model.named_parameters() if n.endswith("quant.scale")]
+    ids = {id(p) for p in scale_params}
+    decay = [p for p in model.parameters() if id(p) not in ids and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if id(p) not in ids and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if scale_params:
+        groups.append({"params": scale_params, "weight_decay": 0.0, "lr": cfg.lr * cfg.scale_lr_mult})
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    base_lrs = [g.get("lr", cfg.lr) for g in opt.param_groups]
+    steps_per_epoch = len(loader)
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    if teacher is not None:
+        teacher.eval()
+    step = 0
+    bar = tqdm(total=total, desc="train", disable=not progress, unit="batch")
+    while step < total:
+        model.train()
+        for x, y in loader:
+            if step >= total:
+                break
+            x, y = x.to(dev), y.to(dev)
+            for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                g["lr"] = 0.5 * base * (1 + math.cos(math.pi * step / total))
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            if teacher is not None and cfg.kd_alpha > 0:
+                with torch.no_grad():
+                    t = teacher(x)
+                T = cfg.kd_temperature
+                kd = F.kl_div(F.log_softmax(out / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T
+                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+            if not torch.isfinite(loss):
+                raise FamesError(f"training diverged (loss {loss.item()}) at step {step}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------- checkpoints
+def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int | None = None) -> nn.Module:
+    """Build a model from the zoo and load a float or quantized checkpoint (or the zoo's own weights).
+
+    A quantized checkpoint (``meta.quant`` set) is re-quantized with its config before loading, so the
+    returned model is ready to evaluate (exact mode).
+    """
+    from fames.models import create_model
+    from fames.quant import quantize
+
+    if checkpoint is None or str(checkpoint) == "default" or not str(checkpoint).endswith(".pt"):
+        if arch is None:
+            raise FamesError("give --model (architecture name) to load weights that are not a fames .pt checkpoint")
+        return create_model(arch, num_classes=num_classes or 10, pretrained=checkpoint)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FamesError(f"checkpoint {path} not found")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise FamesError(f"{path} is not a fames checkpoint (dict with arch/state_dict/meta)")
+    meta = ck.get("meta", {})
+    ck_arch = ck.get("arch")
+    if arch is not None and ck_arch is not None and arch != ck_arch:
+        raise FamesError(f"{path} holds a {ck_arch!r} model, not {arch!r}; use --model {ck_arch}")
+    model = create_model(ck_arch or arch, num_classes=num_classes or meta.get("num_classes", 10))
+    if meta.get("quant"):
+        quantize(model, meta["quant"])
+    missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
+    if missing or unexpected:
+        raise FamesError(
+            f"{path} does not match architecture {ck_arch or arch!r}: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}; is --model right?"
+        )
+    model.checkpoint_meta = meta
+    model.eval()
+    return model
+
+
+def command_line() -> str:
+    return "fames " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def qat(
+    model: nn.Module,
+    quant_config: Any,
+    train_loader: Iterable,
+    cfg: TrainConfig,
+    calib_batches: int = 8,
+    distill: bool = True,
+    progress: bool = True,
+) -> nn.Module:
+    """Quantize a float model, calibrate its activation ranges (PTQ), then fine-tune it with LSQ (+ KD)."""
+    from fames.quant import calibrate_ptq, quantize
+
+    teacher = copy.deepcopy(model).eval() if distill else None
+    quantize(model, quant_config)
+    calibrate_ptq(model, train_loader, num_batches=calib_batches)
+    if cfg.epochs > 0:
+        t0 = time.time()
+        train(model, train_loader, cfg, teacher=teacher, progress=progress)
+        model.train_seconds = time.time() - t0
+    return model
