@@ -450,3 +450,69 @@ def test_arith_helpers():
     for name, (bits, expected) in cases.items():
         c.set_output(bits)
         assert np.array_equal(c.simulate(), expected), name
+
+
+# ====================================================================== tests: final adders
+_ADDERS = [(net, split) for net in arith.PREFIX_NETWORKS for split in (0, 1, 3)] + [("fast", 0)]
+
+
+def _adder(c: Circuit, xs, ys, width: int, cin, net: str, split: int):
+    if net == "fast":
+        return arith.fast_add(c, xs, ys, width, cin)
+    return arith.prefix_add(c, xs, ys, width, cin, network=net, split=split)
+
+
+@pytest.mark.parametrize("nx,ny,width", [(1, 1, 2), (2, 3, 4), (4, 4, 5), (5, 3, 4), (3, 3, 6), (6, 1, 7)])
+def test_prefix_adders_exhaustive(nx, ny, width):
+    """Every network and split, with and without carry-in (the top bit of ``a``), on every input pair."""
+    c = Circuit(nx + 1, ny)
+    A, W = _operands(nx + 1, ny, False)
+    x, cin = A & ((1 << nx) - 1), A >> nx
+    for net, split in _ADDERS:
+        for with_cin in (False, True):
+            c.set_output(_adder(c, c.a[:nx], c.w, width, c.a[nx] if with_cin else ZERO, net, split))
+            expected = (x + W + (cin if with_cin else 0)) & ((1 << width) - 1)
+            assert np.array_equal(c.simulate(), expected), (net, split, with_cin)
+
+
+def test_prefix_adders_random_16_bits():
+    rng = np.random.default_rng(1)
+    c = Circuit(17, 16)
+    a = rng.integers(0, 1 << 17, 3000)
+    w = rng.integers(0, 1 << 16, 3000)
+    a[:4], w[:4] = [0, (1 << 17) - 1, (1 << 16) - 1, 1 << 16], [0, (1 << 16) - 1, 1, (1 << 16) - 1]
+    x, cin = a & 0xFFFF, a >> 16
+    for net, split in _ADDERS + [("sklansky", 9), ("brent_kung", 16)]:
+        c.set_output(_adder(c, c.a[:16], c.w, 17, c.a[16], net, split))
+        assert np.array_equal(c.evaluate(a, w), x + w + cin), (net, split)
+    with pytest.raises(AppMulError, match="unknown prefix network"):
+        arith.prefix_add(c, c.a, c.w, 8, network="carry_skip")
+
+
+def test_prefix_adders_are_logarithmic():
+    c = Circuit(16, 16)
+
+    def depth(net):
+        return max(c.arrival(s) for s in arith.prefix_add(c, c.a, c.w, 16, network=net))
+
+    ripple = max(c.arrival(s) for s in arith.ripple_add(c, c.a, c.w, 16))
+    assert depth("ripple") == ripple > 2 * depth("sklansky")
+    assert depth("kogge_stone") == depth("sklansky") < depth("brent_kung") < ripple
+    fast = max(c.arrival(s) for s in arith.fast_add(c, c.a, c.w, 16))
+    assert fast <= depth("sklansky") + 1.0
+    # a late carry-in: the fast adder stays within its slack of the best prefix adder
+    late = c.XOR(c.XOR(c.XOR(c.a[0], c.w[1]), c.XOR(c.a[2], c.w[3])), c.a[5])
+    best = min(max(c.arrival(s) for s in arith.prefix_add(c, c.a, c.w, 16, late, network=net, split=k))
+               for net in arith.PREFIX_NETWORKS for k in range(17))
+    assert max(c.arrival(s) for s in arith.fast_add(c, c.a, c.w, 16, late)) <= best + 1.0
+
+
+@pytest.mark.parametrize("adder", ["fast", "ripple", *arith.PREFIX_NETWORKS])
+@pytest.mark.parametrize("ab,wb,signed", [(5, 4, False), (4, 5, True), (3, 3, True)])
+def test_bit_matrix_final_adders_exact(adder, ab, wb, signed):
+    c = Circuit(ab, wb)
+    mat = arith.BitMatrix(c, c.out_bits)
+    arith.array_pp(c, mat, c.a, c.w, signed)
+    c.set_output(mat.reduce(adder=adder), signed=signed)
+    A, W = _operands(ab, wb, signed)
+    assert np.array_equal(c.simulate(signed), A * W)

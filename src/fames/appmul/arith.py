@@ -2,7 +2,8 @@
 
 Words are lists of signals, least-significant bit first. A signed word is two's complement (its last bit
 is the sign). :class:`BitMatrix` collects weighted bits (partial products, constants) and sums them
-modulo ``2**width`` with a Dadda tree and a ripple-carry adder; every multiplier family is built on it.
+modulo ``2**width`` with an arrival-ordered Dadda tree and an arrival-aware ripple/parallel-prefix final adder
+(:func:`fast_add`); every multiplier family is built on it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def full_adder(c: Circuit, x: Signal, y: Signal, z: Signal) -> tuple[Signal, Sig
     ins = [s for s in (x, y, z) if s != ZERO]
     ones = sum(1 for s in ins if s == ONE)
     var = [s for s in ins if s != ONE]
+    var.sort(key=c.arrival)  # latest input last: it only passes the final XOR and the carry AND-OR
     if ones == 0:
         if len(var) < 3:
             var += [ZERO] * (2 - len(var))
@@ -50,6 +52,107 @@ def ripple_add(c: Circuit, xs: Sequence[Signal], ys: Sequence[Signal], width: in
         s, carry = full_adder(c, x, y, carry)
         out.append(s)
     return out
+
+
+# ---------------------------------------------------------------------- parallel-prefix adders
+PREFIX_NETWORKS = ("ripple", "sklansky", "brent_kung", "kogge_stone")
+
+GP = tuple[Signal, Signal]  # (generate, propagate) of a bit group
+
+
+def _gp_combine(c: Circuit, hi: GP, lo: GP) -> GP:
+    """Prefix operator: group ``hi`` (more significant) followed by group ``lo``."""
+    return c.OR(hi[0], c.AND(hi[1], lo[0])), c.AND(hi[1], lo[1])
+
+
+def prefix_scan(c: Circuit, nodes: Sequence[GP], network: str = "sklansky") -> list[GP]:
+    """Inclusive prefix of ``nodes`` (LSB first): element ``i`` is the group ``(G, P)`` of ``nodes[0..i]``.
+
+    ``network``: ``ripple`` (serial, n-1 operators), ``sklansky`` (divide and conquer, log2 n levels,
+    fan-out up to n/2), ``brent_kung`` (2 log2 n - 1 levels, about 2n operators) or ``kogge_stone``
+    (log2 n levels, fan-out 2, n log2 n operators).
+    """
+    cur = list(nodes)
+    n = len(cur)
+    if network == "ripple":
+        for i in range(1, n):
+            cur[i] = _gp_combine(c, cur[i], cur[i - 1])
+    elif network == "sklansky":
+        d = 1
+        while d < n:
+            for i in range(n):
+                if i & d:
+                    cur[i] = _gp_combine(c, cur[i], cur[(i & ~(d - 1)) - 1])
+            d *= 2
+    elif network == "kogge_stone":
+        d = 1
+        while d < n:
+            cur = [_gp_combine(c, cur[i], cur[i - d]) if i >= d else cur[i] for i in range(n)]
+            d *= 2
+    elif network == "brent_kung":
+        d = 1
+        while d < n:
+            for i in range(2 * d - 1, n, 2 * d):
+                cur[i] = _gp_combine(c, cur[i], cur[i - d])
+            d *= 2
+        d //= 2
+        while d >= 1:
+            for i in range(3 * d - 1, n, 2 * d):
+                cur[i] = _gp_combine(c, cur[i], cur[i - d])
+            d //= 2
+    else:
+        raise AppMulError(f"unknown prefix network {network!r}; use one of {list(PREFIX_NETWORKS)}")
+    return cur
+
+
+def prefix_add(
+    c: Circuit,
+    xs: Sequence[Signal],
+    ys: Sequence[Signal],
+    width: int,
+    cin: Signal = ZERO,
+    network: str = "sklansky",
+    split: int = 0,
+) -> Word:
+    """``(xs + ys + cin) mod 2**width`` (inputs zero-extended): ripple-carry over bits ``[0, split)``, then a
+    parallel-prefix carry network of kind ``network`` (see :func:`prefix_scan`) over ``[split, width)``
+    whose carry-in is the ripple carry."""
+    x, y = extend(xs, width, False), extend(ys, width, False)
+    split = max(0, min(int(split), width))
+    out: Word = []
+    carry = cin
+    for i in range(split):
+        s, carry = full_adder(c, x[i], y[i], carry)
+        out.append(s)
+    if split == width:
+        return out
+    p = [c.XOR(x[i], y[i]) for i in range(split, width)]
+    g = [c.AND(x[i], y[i]) for i in range(split, width)]
+    # position -1 holds the carry-in (G = cin, P = 0): every prefix from it is a carry.
+    pref = prefix_scan(c, [(carry, ZERO)] + list(zip(g, p, strict=True))[:-1], network)
+    out += [c.XOR(p[k], pref[k][0]) for k in range(len(p))]
+    return out
+
+
+def fast_add(
+    c: Circuit, xs: Sequence[Signal], ys: Sequence[Signal], width: int, cin: Signal = ZERO, slack: float = 1.0
+) -> Word:
+    """Arrival-aware ``(xs + ys + cin) mod 2**width`` for the non-uniform arrival profile of a compressor
+    tree: the early low columns ripple, the late middle and high columns get a prefix network.
+
+    Every :func:`prefix_add` split point and prefix network (not pure ripple) is built; among those whose
+    latest sum bit (:meth:`Circuit.arrival`) is within ``slack`` unit delays of the fastest, the one with
+    the fewest new gates wins (then the lowest split). Rejected candidates stay as dead gates, which
+    :meth:`Circuit.to_verilog` and :meth:`Circuit.simulate` never emit or evaluate."""
+    base = c.cone([*xs, *ys, cin])
+    cands = []
+    for network in PREFIX_NETWORKS[1:]:
+        for split in range(width + 1):
+            out = prefix_add(c, xs, ys, width, cin, network, split)
+            t = max((c.arrival(s) for s in out), default=0.0)
+            cands.append((t, len(c.cone(out) - base), split, out))
+    tmin = min(x[0] for x in cands)
+    return min((x for x in cands if x[0] <= tmin + slack), key=lambda x: x[1:3])[3]
 
 
 def increment(c: Circuit, xs: Sequence[Signal], inc: Signal) -> Word:
@@ -104,6 +207,9 @@ def less_than(c: Circuit, xs: Sequence[Signal], ys: Sequence[Signal]) -> Signal:
 
 
 # ---------------------------------------------------------------------- bit matrix
+FINAL_ADDER = "fast"  # final carry-propagate adder of BitMatrix.reduce (shared by every tree multiplier)
+
+
 class BitMatrix:
     """Weighted bits summed modulo ``2**width``: ``sum(bit * 2**col) + const``."""
 
@@ -139,8 +245,12 @@ class BitMatrix:
     def heights(self) -> list[int]:
         return [len(col) for col in self.cols]
 
-    def reduce(self) -> Word:
-        """Sum everything: Dadda tree to two rows, then a ripple-carry adder. Returns ``width`` bits."""
+    def reduce(self, adder: str | None = None) -> Word:
+        """Sum everything: Dadda tree to two rows, then a carry-propagate adder. Returns ``width`` bits.
+
+        ``adder``: ``"fast"`` (:func:`fast_add`, arrival-aware ripple + prefix hybrid), ``"ripple"`` or a
+        prefix network name (:data:`PREFIX_NETWORKS`) over the full width; default :data:`FINAL_ADDER`.
+        """
         c, n = self.c, self.width
         cols = [list(col) for col in self.cols]
         k = self.const % (1 << n) if n else 0
@@ -148,17 +258,22 @@ class BitMatrix:
             if (k >> i) & 1:
                 cols[i].append(ONE)
         cols = dadda(c, cols)
-        out: Word = []
-        carry = ZERO
-        for i in range(n):
-            bits = cols[i] + [carry] + [ZERO] * 2
-            s, carry = full_adder(c, bits[0], bits[1], bits[2])
-            out.append(s)
-        return out
+        xs = [col[0] if col else ZERO for col in cols]
+        ys = [col[1] if len(col) > 1 else ZERO for col in cols]
+        adder = FINAL_ADDER if adder is None else adder
+        if adder == "fast":
+            return fast_add(c, xs, ys, n)
+        if adder == "ripple":
+            return ripple_add(c, xs, ys, n)
+        return prefix_add(c, xs, ys, n, network=adder)
 
 
 def dadda(c: Circuit, cols: list[Word]) -> list[Word]:
-    """Reduce a bit matrix (list of columns) to at most two bits per column (carries out of the top dropped)."""
+    """Reduce a bit matrix (list of columns) to at most two bits per column (carries out of the top dropped).
+
+    Dadda's stage heights and counter placement; within a column the earliest-arriving bits
+    (:meth:`Circuit.arrival`) feed the counters and the latest pass on, and each full adder takes its
+    latest input on the fast (carry-in) pin."""
     n = len(cols)
     seq = [2]
     while seq[-1] < max((len(col) for col in cols), default=0):
@@ -172,7 +287,7 @@ def dadda(c: Circuit, cols: list[Word]) -> list[Word]:
         d = targets.pop(0)
         new: list[Word] = [[] for _ in range(n)]
         for i in range(n):
-            pend = list(cols[i])
+            pend = sorted(cols[i], key=c.arrival)  # earliest bits into the compressors, late ones pass on
             while len(pend) + len(new[i]) > d and len(pend) >= 2:
                 if len(pend) + len(new[i]) - d >= 2 and len(pend) >= 3:
                     s, co = full_adder(c, pend[0], pend[1], pend[2])

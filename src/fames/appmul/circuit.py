@@ -23,6 +23,7 @@ ONE: Signal = 1
 
 _COMMUTATIVE = {"and", "or", "xor"}
 _VERILOG_OP = {"and": "&", "or": "|", "xor": "^"}
+_GATE_DELAY = {"not": 0.0, "and": 1.0, "or": 1.0, "xor": 1.5, "mux": 1.5}
 
 
 class Circuit:
@@ -36,6 +37,7 @@ class Circuit:
         self._nodes: list[tuple[str, tuple[int, ...]]] = [("const", (0,)), ("const", (1,))]
         self._hash: dict[tuple[str, tuple[int, ...]], Signal] = {}
         self._inv: dict[Signal, Signal] = {ZERO: ONE, ONE: ZERO}
+        self._arrival: dict[Signal, float] = {}
         self.a: list[Signal] = [self._new("a", (i,)) for i in range(self.a_bits)]
         self.w: list[Signal] = [self._new("w", (i,)) for i in range(self.w_bits)]
         self._out: list[Signal] | None = None
@@ -175,10 +177,18 @@ class Circuit:
             raise AppMulError(f"circuit {self.name!r} has no output; call set_output() first")
         return list(self._out)
 
+    def cone(self, signals: Iterable[Signal]) -> set[int]:
+        """Ids of the gate nodes (not inputs or constants) in the fan-in cones of ``signals``."""
+        seen = self._cone(signals)
+        return {s for s in seen if self._nodes[s][0] not in ("const", "a", "w")}
+
     def _live(self) -> list[int]:
         """Ids of gate nodes that feed the output, in topological (creation) order."""
+        return sorted(self.cone(self.output))
+
+    def _cone(self, signals: Iterable[Signal]) -> set[int]:
         seen: set[int] = set()
-        stack = [b for b in self.output]
+        stack = list(signals)
         while stack:
             s = stack.pop()
             if s in seen:
@@ -187,7 +197,35 @@ class Circuit:
             op, args = self._nodes[s]
             if op not in ("const", "a", "w"):
                 stack.extend(args)
-        return sorted(s for s in seen if self._nodes[s][0] not in ("const", "a", "w"))
+        return seen
+
+    def arrival(self, s: Signal) -> float:
+        """Estimated arrival time of ``s`` in unit gate delays (inputs and constants at 0).
+
+        AND/OR cost 1, XOR and MUX 1.5, NOT 0 (absorbed into the cells of a mapped netlist). Only a rough
+        guide for arrival-aware construction (e.g. of the final adder); the mapper restructures the logic.
+        """
+        memo = self._arrival
+        if s in memo:
+            return memo[s]
+        stack = [s]
+        while stack:
+            x = stack[-1]
+            if x in memo:
+                stack.pop()
+                continue
+            op, args = self._nodes[x]
+            if op in ("const", "a", "w"):
+                memo[x] = 0.0
+                stack.pop()
+                continue
+            todo = [y for y in args if y not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            memo[x] = max(memo[y] for y in args) + _GATE_DELAY[op]
+            stack.pop()
+        return memo[s]
 
     def gate_count(self) -> int:
         """Number of gates feeding the output (after folding and hashing)."""
@@ -231,6 +269,33 @@ class Circuit:
         if signed:
             word = np.where(word >= (1 << (n - 1)), word - (1 << n), word)
         return word.reshape(1 << na, 1 << nw)
+
+    def evaluate(self, a: Sequence[int] | np.ndarray, w: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Output words (unsigned bit patterns, int64) for operand bit patterns ``a[t]``, ``w[t]``: a
+        sampled alternative to :meth:`simulate` for circuits too wide to enumerate (outputs up to 62 bits)."""
+        if self.out_bits > 62:
+            raise AppMulError(f"circuit {self.name!r}: evaluate() supports outputs up to 62 bits")
+        av, wv = np.asarray(a, dtype=np.int64), np.asarray(w, dtype=np.int64)
+        vals: dict[int, np.ndarray] = {ZERO: np.zeros(av.shape, bool), ONE: np.ones(av.shape, bool)}
+        vals.update({s: ((av >> i) & 1).astype(bool) for i, s in enumerate(self.a)})
+        vals.update({s: ((wv >> i) & 1).astype(bool) for i, s in enumerate(self.w)})
+        for s in self._live():
+            op, args = self._nodes[s]
+            x = [vals[y] for y in args]
+            if op == "not":
+                vals[s] = ~x[0]
+            elif op == "and":
+                vals[s] = x[0] & x[1]
+            elif op == "or":
+                vals[s] = x[0] | x[1]
+            elif op == "xor":
+                vals[s] = x[0] ^ x[1]
+            else:  # mux
+                vals[s] = np.where(x[0], x[2], x[1])
+        word = np.zeros(av.shape, np.int64)
+        for k, s in enumerate(self.output):
+            word |= vals[s].astype(np.int64) << k
+        return word
 
     # ------------------------------------------------------------------ verilog
     def to_verilog(self, top: str) -> str:

@@ -27,7 +27,7 @@ __all__ = ["FAMILIES", "Family", "build", "build_family", "family_names"]
 
 
 def _exact(c: Circuit, signed: bool) -> Word:
-    """exact: unsigned = AND array + Dadda tree + ripple adder; signed = radix-4 Booth + Dadda + ripple."""
+    """exact: unsigned = AND array + Dadda tree + fast final adder; signed = radix-4 Booth + the same tree and adder."""
     n = c.out_bits
     if not signed:
         return arith.multiply_exact_array(c, c.a, c.w, n, False)
@@ -389,7 +389,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family(
             "exact",
-            "exact product; unsigned: AND array + Dadda tree + ripple adder; signed: radix-4 Booth",
+            "exact product; unsigned: AND array + Dadda tree + prefix/ripple final adder; signed: radix-4 Booth",
             lambda c, signed: _exact(c, signed),
             _grid_exact,
             lambda a, w, s, p: {},
