@@ -46,6 +46,21 @@ def main() -> int:
     exact = cost_appmul(build("exact", 8, 8, False, False), lib_path, cache=False)
     t_exact = time.perf_counter() - t0
     exact4 = cost_appmul(build("exact", 4, 4, False, False), lib_path, cache=False)
+    # Engine calibration: Yosys' own multiplier from `assign y = a * w;` (the DESIGN notes' reference point)
+    from fames.appmul.core import AppMul, exact_lut
+
+    behav = AppMul(
+        "yosys_mul8x8u",
+        8,
+        8,
+        False,
+        False,
+        exact_lut(8, 8),
+        top="yosys_mul8x8u",
+        verilog="module yosys_mul8x8u(input [7:0] a, input [7:0] w, output [15:0] y);\n"
+        "  assign y = a * w;\nendmodule\n",
+    )
+    yosys = cost_appmul(behav, lib_path, cache=False)
 
     designs = build_family("all", 8, 8, False) + build_family("all", 8, 8, True)
     forty = designs[:40]
@@ -73,6 +88,8 @@ def main() -> int:
         f"{exact.energy_fj:.1f} fJ |",
         f"| exact 4x4u area / delay / energy | {exact4.area_um2:.1f} um^2 / {exact4.delay_ns:.3f} ns / "
         f"{exact4.energy_fj:.1f} fJ |",
+        f"| Yosys `assign y = a*w` 8x8u (engine calibration) | {yosys.area_um2:.1f} um^2 / {yosys.delay_ns:.3f} ns / "
+        f"{yosys.energy_fj:.1f} fJ |",
         "",
         "| design | bits | MRED % | WCE | area um^2 | delay ns | energy fJ | PDP fJ | area/exact | delay/exact "
         "| PDP/exact |",
