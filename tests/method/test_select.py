@@ -1,0 +1,72 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from fames.errors import FamesError
+from fames.select import GreedySelector, ILPSelector, InfeasibleBudget, SelectionProblem, pareto_sweep, select
+
+
+def _problem(G=5, K=4, seed=0):
+    rng = np.random.default_rng(seed)
+    energy = np.sort(rng.uniform(0.2, 1.0, (G, K)), 1)[:, ::-1].copy()
+    energy[:, 0] = 1.0  # candidate 0 = exact
+    omega = np.cumsum(rng.uniform(0, 1, (G, K)), 1)
+    omega[:, 0] = 0.0
+    return SelectionProblem(omega, energy * rng.uniform(1, 5, (G, 1)), energy[:, 0] * 0 + 1)
+
+
+def _brute(p, ratio):
+    best = None
+    G, K = p.omega.shape
+    for ch in itertools.product(range(K), repeat=G):
+        ch = np.array(ch)
+        if not np.isfinite(p.omega[np.arange(G), ch]).all():
+            continue
+        o, r = p.evaluate(ch)
+        if r <= ratio + 1e-12 and (best is None or o < best):
+            best = o
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ilp_equals_brute_force(seed):
+    p = _problem(seed=seed)
+    p.exact_energy = p.energy[:, 0].copy()
+    p.omega[1, 2] = np.inf  # a candidate group 1 may not use
+    for ratio in (0.5, 0.7, 0.9, 1.0):
+        try:
+            s = select(p, ratio)
+        except InfeasibleBudget:
+            assert _brute(p, ratio) is None
+            continue
+        assert s.ratio <= ratio + 1e-9
+        assert s.omega == pytest.approx(_brute(p, ratio), abs=1e-9)
+        assert s.choice[1] != 2
+        g = GreedySelector().solve(p, ratio)
+        assert g.omega >= s.omega - 1e-9  # the exact ILP is never worse than greedy
+
+
+def test_infeasible_budget_reports_smallest_ratio():
+    p = _problem()
+    p.exact_energy = p.energy[:, 0].copy()
+    r_min = p.min_ratio()
+    with pytest.raises(InfeasibleBudget, match=f"R >= {r_min:.4f}"):
+        select(p, r_min * 0.99)
+    s = select(p, r_min)
+    assert s.ratio == pytest.approx(r_min)
+    with pytest.raises(FamesError, match=r"\(0, 1\]"):
+        select(p, 1.5)
+    res = pareto_sweep(p, [r_min * 0.5, 1.0])
+    assert isinstance(res[0], InfeasibleBudget) and res[1].omega == 0.0
+
+
+def test_ilp_many_groups_is_fast():
+    rng = np.random.default_rng(1)
+    G, K = 2000, 20
+    energy = rng.uniform(0.1, 1, (G, K))
+    energy[:, 0] = 1
+    omega = rng.uniform(0, 1, (G, K)) * (1 - energy)
+    p = SelectionProblem(omega, energy, np.ones(G))
+    s = ILPSelector().solve(p, 0.6)
+    assert s.ratio <= 0.6 + 1e-9 and s.status == "optimal"
