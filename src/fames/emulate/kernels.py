@@ -1,0 +1,544 @@
+"""Fast bit-exact AppMul convolution and linear kernels.
+
+The layer's accumulator for output ``o`` is ``sum_i LUT[x_i, w_i]`` over the products of a convolution (or
+a linear layer), where ``x_i``/``w_i`` are integer codes (operand *values*; a signed operand's table index is
+its value mod ``2**bits``). With an exact factorization ``T = U V^T`` (see :mod:`fames.emulate.decompose`) of
+either the error tables (plus the exact product as one extra term) or the LUTs themselves,
+
+    sum_i T[x_i, w_i] = sum_r conv(u_r(X), v_r(W)),
+
+and all ``r`` terms are stacked into ONE convolution with ``r`` times the input channels: channel
+``c * r_total + k`` holds ``u_k(x_c)``, so every group of a grouped/depthwise convolution keeps its channels
+together. The factor tensor is zero-padded *after* the lookup (a padded position is no product).
+Several AppMuls (per-layer, per-filter or per-kernel assignment) share the activation basis ``U`` (a
+factorization of the tables side by side), so mixed assignments are still one convolution.
+
+Backward is the straight-through estimator: the gradient of the exact convolution of the codes. With
+``error_table=`` a differentiable error table enters the graph instead, and one backward pass yields
+``dL/dE`` (the counting-matrix gradient, FAMES Eq. (10)).
+
+Precision: float64 results are bit-exact (integers below ``2**53``); float32 results are exact up to
+float32 accumulation rounding (exact whenever partial sums stay below ``2**24``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fames.appmul.core import AppMul, operand_values
+from fames.emulate.decompose import Factors, decompose_table
+
+__all__ = [
+    "EmulationPlan",
+    "approx_conv2d",
+    "approx_linear",
+    "choose_method",
+    "plan_layer",
+]
+
+IntPair = int | tuple[int, int]
+DEFAULT_CHUNK_BYTES = 1 << 28
+GATHER_MIN_R = 16  # above this many stacked terms the rank-independent gather path wins (measured, CPU)
+GATHER_MAX_TABLE_BYTES = 1 << 27
+
+
+@dataclass
+class EmulationPlan:
+    """Stacked factor tables for one layer: ``LUT_m[x, w] == sum_k U[x, k] * V[m * 2**w_bits + w, k]``.
+
+    ``U``: ``(2**a_bits, r)``, ``V``: ``(n_appmuls * 2**w_bits, r)`` float64 (exact on used weight values).
+    ``mode``: ``"err"`` (exact product term + factorization of the error tables) or ``"lut"`` (factorization
+    of the LUTs). ``integer``: the factors hold integers (no rounding needed).
+    """
+
+    a_bits: int
+    w_bits: int
+    a_signed: bool
+    w_signed: bool
+    n_appmuls: int
+    U: np.ndarray
+    V: np.ndarray
+    mode: str
+    kind: str
+    integer: bool
+    exact_only: bool = False
+    luts: np.ndarray | None = field(default=None, repr=False)  # (2**a_bits, n_appmuls * 2**w_bits) int64
+    _torch: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def r(self) -> int:
+        """Number of stacked terms (input-channel multiplier of the emulating convolution)."""
+        return int(self.U.shape[1])
+
+    def tables(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U, V)`` as tensors on ``device`` in ``dtype`` (cached)."""
+        key = (str(device), dtype)
+        hit = self._torch.get(key)
+        if hit is None:
+            hit = (
+                torch.as_tensor(self.U, dtype=dtype, device=device),
+                torch.as_tensor(self.V, dtype=dtype, device=device),
+            )
+            self._torch[key] = hit
+        return hit
+
+    def lut_table(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The LUTs side by side, ``(2**a_bits, n_appmuls * 2**w_bits)`` tensor (cached)."""
+        if self.luts is None:
+            raise ValueError("this plan holds no LUTs (build it with plan_layer)")
+        key = ("lut", str(device), dtype)
+        hit = self._torch.get(key)
+        if hit is None:
+            hit = self._torch[key] = torch.as_tensor(self.luts, dtype=dtype, device=device)
+        return hit
+
+
+def _as_appmuls(appmul: AppMul | Sequence[AppMul]) -> list[AppMul]:
+    ams = [appmul] if isinstance(appmul, AppMul) else list(appmul)
+    if not ams:
+        raise ValueError("need at least one AppMul")
+    w0 = ams[0].widths
+    for m in ams[1:]:
+        if m.widths != w0:
+            raise ValueError(
+                "AppMuls of one layer must share widths and signedness: "
+                f"{ams[0].name} is {ams[0].signature()}, "
+                f"{m.name} is {m.signature()}"
+            )
+    return ams
+
+
+def plan_layer(
+    appmul: AppMul | Sequence[AppMul], used: np.ndarray | None = None, allow_float_lut: bool = True
+) -> EmulationPlan:
+    """Choose the cheapest exact stacked factorization for a layer's AppMul(s).
+
+    ``used``: optional bool ``(n_appmuls * 2**w_bits,)``: which (AppMul, weight index) pairs occur; tables
+    need only be exact there. Compares factoring the error tables (+1 exact term) with factoring the LUTs;
+    ``allow_float_lut=False`` rejects a non-integer (SVD) factorization of the LUTs, whose large entries
+    would cost float32 precision (the error tables are much smaller).
+    """
+    ams = _as_appmuls(appmul)
+    a_bits, w_bits = ams[0].a_bits, ams[0].w_bits
+    M = len(ams)
+    E = np.concatenate([m.error() for m in ams], axis=1)  # (2**a, M * 2**w)
+    L = np.concatenate([m.lut.astype(np.int64) for m in ams], axis=1)
+    sig = (ams[0].a_signed, ams[0].w_signed)
+    f_err = decompose_table(E, used)
+    av = operand_values(a_bits, ams[0].a_signed).astype(np.float64)[:, None]
+    wv = np.tile(operand_values(w_bits, ams[0].w_signed), M).astype(np.float64)[:, None]
+    if f_err.r == 0:
+        return EmulationPlan(a_bits, w_bits, *sig, M, av, wv, "err", "zero", True, exact_only=True, luts=L)
+    f_lut: Factors = decompose_table(L, used)
+    if f_lut.r < f_err.r + 1 and (f_lut.integer or allow_float_lut):
+        return EmulationPlan(
+            a_bits, w_bits, *sig, M, f_lut.U, f_lut.V, "lut", f_lut.kind, f_lut.integer, luts=L
+        )
+    U = np.concatenate([av, f_err.U], axis=1)
+    V = np.concatenate([wv, f_err.V], axis=1)
+    return EmulationPlan(a_bits, w_bits, *sig, M, U, V, "err", f_err.kind, f_err.integer, luts=L)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _pair(v: IntPair) -> tuple[int, int]:
+    if isinstance(v, str):
+        raise ValueError("padding must be an int or a pair of ints (string modes are not supported)")
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _indices(codes: torch.Tensor, bits: int, signed: bool, exact_round: bool = False) -> torch.Tensor:
+    """Table index (two's-complement bit pattern) of integer codes stored as float: ``value mod 2**bits``.
+
+    int32, same shape and memory format. Codes must be integer-valued (``exact_round`` rounds first).
+    """
+    c = codes.detach()
+    if exact_round:
+        c = torch.round(c)
+    idx = c.to(torch.int32)
+    return torch.bitwise_and(idx, (1 << bits) - 1) if signed else idx
+
+
+def _weight_keys(
+    w_idx: torch.Tensor, assign: torch.Tensor | int | None, n_appmuls: int, w_bits: int
+) -> torch.Tensor:
+    """Row of the stacked ``V`` for each weight: ``m * 2**w_bits + w_index``, shape of ``w_idx``.
+
+    ``assign``: None / scalar (per layer), ``(O,)`` (per filter) or ``(O, C_in_per_group)`` (per kernel).
+    """
+    if assign is None:
+        if n_appmuls != 1:
+            raise ValueError(f"{n_appmuls} AppMuls given but no assignment: pass assign=")
+        return w_idx
+    a = torch.as_tensor(assign, device=w_idx.device).to(torch.int64)
+    if a.numel() and (int(a.min()) < 0 or int(a.max()) >= n_appmuls):
+        raise ValueError(f"assignment indices must lie in 0..{n_appmuls - 1}")
+    O = w_idx.shape[0]
+    if a.dim() == 0:
+        a = a.expand(O)
+    if a.dim() == 1:
+        if a.shape[0] != O:
+            raise ValueError(f"per-filter assignment has {a.shape[0]} entries for {O} output channels")
+        a = a.view(O, *([1] * (w_idx.dim() - 1)))
+    elif a.dim() == 2:
+        if tuple(a.shape) != tuple(w_idx.shape[:2]):
+            raise ValueError(
+                f"per-kernel assignment shape {tuple(a.shape)} != weight {tuple(w_idx.shape[:2])}"
+            )
+        a = a.view(*a.shape, *([1] * (w_idx.dim() - 2)))
+    else:
+        raise ValueError(f"assignment must be 0-, 1- or 2-D, got shape {tuple(a.shape)}")
+    return w_idx + (a << w_bits)
+
+
+def _used(wkey: torch.Tensor, n: int) -> np.ndarray:
+    return (torch.bincount(wkey.reshape(-1).long(), minlength=n) > 0).cpu().numpy()
+
+
+def _chunks(n: int, per_sample_bytes: int, max_bytes: int) -> list[tuple[int, int]]:
+    step = max(1, min(n, max_bytes // max(per_sample_bytes, 1)))
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _stacked_conv(
+    x_idx: torch.Tensor,
+    wkey: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    max_bytes: int,
+) -> torch.Tensor:
+    """``sum_k conv(U[X, k], V[W, k])`` as one convolution -> ``(N, O, H', W')``.
+
+    ``x_idx``: ``(N, C, H, W)`` activation indices, ``wkey``: ``(O, Cg, kh, kw)`` rows of ``V``.
+
+    Differentiable w.r.t. ``U`` and ``V`` (used for the counting-matrix gradient).
+    """
+    N, C, H, W = x_idx.shape
+    O, Cg, kh, kw = wkey.shape
+    R = U.shape[1]
+    ws = F.embedding(wkey, V).permute(0, 1, 4, 2, 3).reshape(O, Cg * R, kh, kw)
+    ws = ws.contiguous(memory_format=torch.channels_last)
+    xi = x_idx.permute(0, 2, 3, 1)  # (N, H, W, C)
+    outs = []
+    for s, e in _chunks(N, H * W * C * R * U.element_size(), max_bytes):
+        xs = U.reshape(-1)[xi[s:e]] if R == 1 else F.embedding(xi[s:e], U)
+        xs = xs.reshape(e - s, H, W, C * R).permute(0, 3, 1, 2)  # channels_last view
+        outs.append(F.conv2d(xs, ws, None, stride, padding, dilation, groups))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+
+def _stacked_linear(
+    x_idx: torch.Tensor, wkey: torch.Tensor, U: torch.Tensor, V: torch.Tensor, max_bytes: int
+):
+    """``sum_k U[X, k] @ V[W, k].T``; ``x_idx`` ``(N, K)``, ``wkey`` ``(O, K)`` -> ``(N, O)``."""
+    N, K = x_idx.shape
+    O = wkey.shape[0]
+    R = U.shape[1]
+    ws = F.embedding(wkey, V).reshape(O, K * R)
+    outs = []
+    for s, e in _chunks(N, K * R * U.element_size(), max_bytes):
+        outs.append(F.embedding(x_idx[s:e], U).reshape(e - s, K * R) @ ws.t())
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+
+class _SteConvFn(torch.autograd.Function):
+    """Forward: ``compute()`` (the emulation); backward: gradient of the exact convolution (STE)."""
+
+    @staticmethod
+    def forward(ctx, x, w, compute, conv_args, dtype):  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.conv_args = conv_args
+        ctx.dtype = dtype
+        return compute()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv_args
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = gw = None
+        if need_x or need_w:
+            dt = ctx.dtype
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                g.to(dt),
+                x.to(dt),
+                w.to(dt),
+                None,
+                list(stride),
+                list(padding),
+                list(dilation),
+                False,
+                [0, 0],
+                groups,
+                [need_x, need_w, False],
+            )
+            gx = gx.to(x.dtype) if need_x else None
+            gw = gw.to(w.dtype) if need_w else None
+        return gx, gw, None, None, None
+
+
+class _SteLinearFn(torch.autograd.Function):
+    """Forward: ``compute()`` (the emulation); backward: gradient of the exact product (STE)."""
+
+    @staticmethod
+    def forward(ctx, x, w, compute, dtype):  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.dtype = dtype
+        return compute()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        dt = ctx.dtype
+        g = g.to(dt)
+        gx = (g @ w.to(dt)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gw = (g.t() @ x.to(dt)).to(w.dtype) if ctx.needs_input_grad[1] else None
+        return gx, gw, None, None
+
+
+def _gather_conv(
+    x_idx: torch.Tensor,
+    wkey: torch.Tensor,
+    L: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    max_bytes: int,
+) -> torch.Tensor:
+    """``sum_i L[x_i, w_i]`` by one ``embedding_bag`` (cost independent of the factor rank).
+
+    ``L``: LUTs side by side ``(2**a_bits, n_appmuls * 2**w_bits)``. Table row ``(c * kk + k) * (A + 1) + x``
+    holds ``L[x, wkey[o, c, k]]`` for the ``Og`` outputs of the group of input channel ``c``; row ``A`` of
+    each block is zero and serves padded positions. Returns ``(N, O, H', W')`` (channels_last).
+    """
+    N, C, H, W = x_idx.shape
+    O, Cg, kh, kw = wkey.shape
+    G, A, KK = groups, L.shape[0], kh * kw
+    Og = O // G
+    dev = x_idx.device
+    T = L[:, wkey.reshape(O, Cg * KK)]  # (A, O, Cg*KK)
+    T = T.reshape(A, G, Og, Cg * KK).permute(1, 3, 0, 2)  # (G, Cg*KK, A, Og)
+    T = F.pad(T, (0, 0, 0, 1)).reshape(G * Cg * KK * (A + 1), Og)
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    blk = A + 1
+    c_off = torch.arange(C, device=dev, dtype=torch.int32) * (KK * blk)  # (C,)
+    k_off = (torch.arange(KK, device=dev, dtype=torch.int32) * blk).view(kh, kw, 1)
+    outs = []
+    for s, e in _chunks(N, Ho * Wo * C * KK * 4, max_bytes):
+        n = e - s
+        # padded NHWC indices with the channel block offset folded in; pads point at the zero row
+        xp = torch.full((n, H + 2 * ph, W + 2 * pw, C), A, dtype=torch.int32, device=dev)
+        xp[:, ph : ph + H, pw : pw + W] = x_idx[s:e].permute(0, 2, 3, 1)
+        xp += c_off
+        win = xp.unfold(1, dh * (kh - 1) + 1, sh).unfold(2, dw * (kw - 1) + 1, sw)[..., ::dh, ::dw]
+        win = win.reshape(n, Ho, Wo, G, Cg, kh, kw).permute(0, 1, 2, 3, 5, 6, 4)  # (n, Ho, Wo, G, kh, kw, Cg)
+        idx = torch.empty((n, Ho, Wo, G, kh, kw, Cg), dtype=torch.int32, device=dev)
+        idx.copy_(win)
+        idx += k_off
+        y = F.embedding_bag(idx.view(n * Ho * Wo * G, KK * Cg), T, mode="sum")  # (n*Ho*Wo*G, Og)
+        outs.append(y.view(n, Ho, Wo, O).permute(0, 3, 1, 2))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+
+def _error_tables(error_table: torch.Tensor | Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(error_table, torch.Tensor):
+        E = error_table if error_table.dim() == 3 else error_table.unsqueeze(0)
+    else:
+        E = torch.stack(list(error_table))
+    return E.to(dtype)
+
+
+def _counting_tables(
+    E: torch.Tensor, x_idx: torch.Tensor, wkey: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable ``(U, V)`` with ``sum_k U[x, k] V[m * 2**w + w, k] = E[m, x, w]`` on the codes present.
+
+    One-hot on whichever side has fewer distinct codes present: activation values (``V`` gathers
+    ``E[m, a, w]``) or (AppMul, weight value) pairs (``U`` gathers the columns ``E[m, :, w]``).
+    """
+    M, A, Wn = E.shape
+    dev = E.device
+    a_present = torch.unique(x_idx).long()
+    w_present = torch.unique(wkey)
+    if a_present.numel() <= w_present.numel():
+        Ra = a_present.numel()
+        U = torch.zeros(A, Ra, dtype=E.dtype, device=dev)
+        U[a_present, torch.arange(Ra, device=dev)] = 1.0
+        V = E[:, a_present, :].permute(0, 2, 1).reshape(M * Wn, Ra)
+    else:
+        Rw = w_present.numel()
+        U = E.permute(1, 0, 2).reshape(A, M * Wn)[:, w_present]
+        V = torch.zeros(M * Wn, Rw, dtype=E.dtype, device=dev)
+        V[w_present, torch.arange(Rw, device=dev)] = 1.0
+    return U, V
+
+
+def _prepare(
+    x_codes: torch.Tensor,
+    w_codes: torch.Tensor,
+    appmul: AppMul | Sequence[AppMul] | EmulationPlan,
+    assign: torch.Tensor | int | None,
+    dtype: torch.dtype,
+    need_plan: bool,
+) -> tuple[torch.Tensor, torch.Tensor, EmulationPlan | None, int, int, int]:
+    if isinstance(appmul, EmulationPlan):
+        plan: EmulationPlan | None = appmul
+        ams = None
+        a_bits, w_bits, M = appmul.a_bits, appmul.w_bits, appmul.n_appmuls
+        sa, sw = appmul.a_signed, appmul.w_signed
+    else:
+        ams = _as_appmuls(appmul)
+        plan = None
+        a_bits, w_bits, sa, sw = ams[0].widths
+        M = len(ams)
+    x_idx = _indices(x_codes, a_bits, sa)
+    wkey = _weight_keys(_indices(w_codes, w_bits, sw, exact_round=True).long(), assign, M, w_bits)
+    if need_plan and plan is None and ams is not None:
+        plan = plan_layer(ams, _used(wkey, M << w_bits), allow_float_lut=dtype == torch.float64)
+    return x_idx, wkey, plan, a_bits, w_bits, M
+
+
+def _check_error_table(error_table, dtype, M, a_bits, w_bits) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    E = _error_tables(error_table, dtype)
+    if tuple(E.shape) != (M, 1 << a_bits, 1 << w_bits):
+        raise ValueError(f"error_table shape {tuple(E.shape)} != {(M, 1 << a_bits, 1 << w_bits)}")
+    return E
+
+
+def choose_method(
+    plan: EmulationPlan, x_shape: Sequence[int], w_shape: Sequence[int], groups: int = 1
+) -> str:
+    """``"conv"`` (stacked factors, cost ~ ``r`` exact convolutions) or ``"gather"`` (one ``embedding_bag``
+    over the LUTs, cost independent of ``r``, ~``GATHER_COST`` exact convolutions) for a convolution."""
+    if plan.luts is None or plan.r <= GATHER_MIN_R:
+        return "conv"
+    O, Cg, kh, kw = w_shape
+    table_bytes = Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * (O // groups) * 8
+    return "gather" if table_bytes <= GATHER_MAX_TABLE_BYTES else "conv"
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def approx_conv2d(
+    x_codes: torch.Tensor,
+    w_codes: torch.Tensor,
+    appmul: AppMul | Sequence[AppMul] | EmulationPlan,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    assign: torch.Tensor | int | None = None,
+    dtype: torch.dtype = torch.float32,
+    error_table: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    method: str = "auto",
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Emulated integer convolution ``sum_i LUT[x_i, w_i]``, shape ``(N, O, H', W')`` in ``dtype``.
+
+    ``x_codes``: ``(N, C, H, W)`` activation codes, ``w_codes``: ``(O, C // groups, kh, kw)`` weight codes
+    (integer-valued operand values stored as float; a signed operand's index is its value mod ``2**bits``).
+    ``appmul``: one AppMul, a list of AppMuls of equal widths (with ``assign``: scalar, ``(O,)`` per filter
+    or ``(O, C // groups)`` per kernel), or a prebuilt :class:`EmulationPlan`. Padded positions contribute
+    nothing. Gradients w.r.t. the codes are those of the exact convolution (straight-through).
+    ``method``: ``"conv"`` (stacked factor convolution), ``"gather"`` (``embedding_bag`` over the LUTs) or
+    ``"auto"`` (:func:`choose_method`). The output is channels_last in memory.
+
+    ``error_table``: a float tensor ``(2**a_bits, 2**w_bits)`` (or ``(M, 2**a_bits, 2**w_bits)`` with
+    ``assign``) used as the error table instead of the AppMul's; the output is
+    ``conv(X, W) + sum_i E[x_i, w_i]`` and is differentiable w.r.t. ``error_table`` (the counting-matrix
+    gradient) as well as (straight-through) the codes.
+    """
+    if x_codes.dim() != 4 or w_codes.dim() != 4:
+        raise ValueError(
+            f"expected x (N, C, H, W) and w (O, C/groups, kh, kw), got {x_codes.shape}, {w_codes.shape}"
+        )
+    if x_codes.shape[1] != w_codes.shape[1] * groups:
+        raise ValueError(
+            f"input has {x_codes.shape[1]} channels; weight expects {w_codes.shape[1]} x {groups} groups"
+        )
+    if method not in ("auto", "conv", "gather"):
+        raise ValueError(f"method must be 'auto', 'conv' or 'gather', not {method!r}")
+    conv_args = (_pair(stride), _pair(padding), _pair(dilation), int(groups))
+    x_idx, wkey, plan, a_bits, w_bits, M = _prepare(
+        x_codes, w_codes, appmul, assign, dtype, need_plan=error_table is None
+    )
+    if error_table is not None:
+        E = _check_error_table(error_table, dtype, M, a_bits, w_bits)
+        U, V = _counting_tables(E, x_idx, wkey)
+        exact = F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
+        return exact + _stacked_conv(x_idx, wkey, U, V, *conv_args, max_chunk_bytes)
+    assert plan is not None
+    if plan.exact_only:
+        return F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
+    if plan.r == 0:  # every product is 0
+        y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
+        return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
+    if method == "auto":
+        method = choose_method(plan, x_codes.shape, w_codes.shape, groups)
+    if method == "gather":
+        L = plan.lut_table(x_codes.device, dtype)
+
+        def compute() -> torch.Tensor:
+            return _gather_conv(x_idx, wkey, L, *conv_args, max_chunk_bytes)
+    else:
+        U, V = plan.tables(x_codes.device, dtype)
+
+        def compute() -> torch.Tensor:
+            y = _stacked_conv(x_idx, wkey, U, V, *conv_args, max_chunk_bytes)
+            return y if plan.integer else torch.round(y)
+
+    return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
+
+
+def approx_linear(
+    x_codes: torch.Tensor,
+    w_codes: torch.Tensor,
+    appmul: AppMul | Sequence[AppMul] | EmulationPlan,
+    *,
+    assign: torch.Tensor | int | None = None,
+    dtype: torch.dtype = torch.float32,
+    error_table: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Emulated integer matrix product ``sum_k LUT[x[n, k], w[o, k]]``, shape ``(..., O)`` in ``dtype``.
+
+    ``x_codes``: ``(..., K)``, ``w_codes``: ``(O, K)``; ``assign``: scalar, ``(O,)`` or ``(O, K)``. Other
+    arguments as :func:`approx_conv2d`.
+    """
+    if w_codes.dim() != 2 or x_codes.shape[-1] != w_codes.shape[1]:
+        raise ValueError(
+            f"expected x (..., K) and w (O, K), got {tuple(x_codes.shape)}, {tuple(w_codes.shape)}"
+        )
+    lead = x_codes.shape[:-1]
+    x2 = x_codes.reshape(-1, x_codes.shape[-1])
+    x_idx, wkey, plan, a_bits, w_bits, M = _prepare(
+        x2, w_codes, appmul, assign, dtype, need_plan=error_table is None
+    )
+    if error_table is not None:
+        E = _check_error_table(error_table, dtype, M, a_bits, w_bits)
+        U, V = _counting_tables(E, x_idx, wkey)
+        y = x2.to(dtype) @ w_codes.to(dtype).t() + _stacked_linear(x_idx, wkey, U, V, max_chunk_bytes)
+    else:
+        assert plan is not None
+        if plan.exact_only:
+            y = x2.to(dtype) @ w_codes.to(dtype).t()
+        else:
+            U, V = plan.tables(x_codes.device, dtype)
+
+            def compute() -> torch.Tensor:
+                y = _stacked_linear(x_idx, wkey, U, V, max_chunk_bytes)
+                return y if plan.integer else torch.round(y)
+
+            y = _SteLinearFn.apply(x2, w_codes, compute, dtype)
+    return y.reshape(*lead, w_codes.shape[0])

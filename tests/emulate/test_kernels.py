@@ -1,0 +1,305 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fames.appmul.core import AppMul
+from fames.emulate import approx_conv2d, approx_linear, plan_layer
+from fames.emulate.reference import product_counts_grad, reference_conv2d, reference_linear
+
+from .conftest_shared import evo_appmul
+from .helpers import codes, operand_trunc_appmul, pp_trunc_appmul, random_appmul
+
+WIDTHS = [
+    (2, 2, False, False),
+    (3, 5, True, True),
+    (4, 4, False, False),
+    (4, 4, True, True),
+    (4, 8, False, True),
+    (8, 2, True, False),
+    (6, 7, False, False),
+    (8, 8, False, False),
+    (8, 8, True, True),
+]
+
+GEOMS = [  # (C, O, k, stride, padding, dilation, groups)
+    (3, 4, 3, 1, 1, 1, 1),
+    (4, 6, 3, 2, 1, 1, 2),
+    (4, 4, 3, 1, 2, 2, 4),  # depthwise, dilated
+    (2, 3, (1, 3), (2, 1), (0, 1), 1, 1),
+]
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_conv(am, x, w, stride, padding, dilation, groups, assign=None, methods=("conv", "gather")):
+    ref = reference_conv2d(x, w, am, stride, padding, dilation, groups, assign=assign)
+    for method in methods:
+        y = approx_conv2d(
+            x, w, am, stride, padding, dilation, groups, assign=assign, dtype=torch.float64, method=method
+        )
+        assert y.dtype == torch.float64 and y.shape == ref.shape
+        assert torch.equal(y, ref.double()), f"{method}: max diff {(y - ref.double()).abs().max().item()}"
+    return ref
+
+
+@pytest.mark.parametrize("a,wb,sa,sw", WIDTHS)
+@pytest.mark.parametrize("gi", range(len(GEOMS)))
+def test_conv_random_lut_bit_exact_float64(a, wb, sa, sw, gi):
+    C, O, k, st, pd, dl, g = GEOMS[gi]
+    kh, kw = (k, k) if isinstance(k, int) else k
+    gen = _gen(gi * 100 + a * 10 + wb)
+    am = random_appmul(a, wb, sa, sw, seed=gi + a + wb)
+    x = codes(a, sa, (2, C, 7, 6), gen)
+    w = codes(wb, sw, (O, C // g, kh, kw), gen)
+    ref = _check_conv(am, x, w, st, pd, dl, g)
+    # the test can fail: exact conv differs from the approximate reference
+    exact = F.conv2d(x, w, None, st, pd, dl, g)
+    assert not torch.equal(exact, ref.double())
+
+
+@pytest.mark.parametrize("maker", ["optr_s", "optr_u", "pptr"])
+@pytest.mark.parametrize("gi", [0, 1, 2])
+def test_conv_structured_low_rank_bit_exact(maker, gi):
+    C, O, k, st, pd, dl, g = GEOMS[gi]
+    if maker == "optr_s":
+        am, sa, sw = operand_trunc_appmul(8, 8, True, True, k=3), True, True
+    elif maker == "optr_u":
+        am, sa, sw = operand_trunc_appmul(4, 4, False, False, k=1), False, False
+    else:
+        am, sa, sw = pp_trunc_appmul(8, 8, k=6), False, False
+    gen = _gen(gi)
+    x = codes(am.a_bits, sa, (2, C, 8, 8), gen)
+    w = codes(am.w_bits, sw, (O, C // g, k, k), gen)
+    assert plan_layer(am).r <= 8
+    _check_conv(am, x, w, st, pd, dl, g)
+
+
+def test_conv_exact_appmul_is_plain_conv():
+    am = operand_trunc_appmul(4, 4, True, True, k=0)
+    gen = _gen(5)
+    x, w = codes(4, True, (2, 3, 5, 5), gen), codes(4, True, (2, 3, 3, 3), gen)
+    ref = _check_conv(am, x, w, 1, 1, 1, 1)
+    assert torch.equal(ref.double(), F.conv2d(x, w, padding=1))
+
+
+def test_padding_is_no_product():
+    # LUT[0, w] != 0: a zero-padded code would wrongly contribute LUT[0, w]
+    lut = np.full((4, 4), 3, dtype=np.int64)
+    am = AppMul("const3", 2, 2, False, False, lut)
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    w = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    y = approx_conv2d(x, w, am, padding=1, dtype=torch.float64)
+    assert torch.equal(y, torch.full((1, 1, 2, 2), 12.0, dtype=torch.float64))  # 4 real products each
+
+
+@pytest.mark.parametrize("gran", ["layer", "filter", "kernel"])
+@pytest.mark.parametrize(
+    "a,wb,sa,sw", [(4, 4, False, False), (8, 8, True, True), (3, 6, False, True), (8, 8, False, False)]
+)
+def test_conv_assignments_bit_exact(gran, a, wb, sa, sw):
+    ams = [
+        random_appmul(a, wb, sa, sw, seed=1),
+        operand_trunc_appmul(a, wb, sa, sw, k=1),
+        random_appmul(a, wb, sa, sw, seed=2),
+    ]
+    if not (sa or sw):
+        ams.append(pp_trunc_appmul(a, wb, k=3))
+    gen = _gen(a * wb)
+    for C, O, k, st, pd, dl, g in GEOMS[:3]:
+        Cg = C // g
+        x = codes(a, sa, (2, C, 6, 6), gen)
+        w = codes(wb, sw, (O, Cg, k, k), gen)
+        if gran == "layer":
+            assign = torch.tensor(1)
+        elif gran == "filter":
+            assign = torch.randint(0, len(ams), (O,), generator=gen)
+        else:
+            assign = torch.randint(0, len(ams), (O, Cg), generator=gen)
+        _check_conv(ams, x, w, st, pd, dl, g, assign=assign)
+
+
+def test_assignment_actually_used():
+    ams = [random_appmul(4, 4, False, False, seed=1), random_appmul(4, 4, False, False, seed=2)]
+    gen = _gen(0)
+    x, w = codes(4, False, (1, 2, 5, 5), gen), codes(4, False, (2, 2, 3, 3), gen)
+    y0 = approx_conv2d(x, w, ams, assign=torch.tensor([0, 0]), dtype=torch.float64)
+    y1 = approx_conv2d(x, w, ams, assign=torch.tensor([0, 1]), dtype=torch.float64)
+    assert torch.equal(y0[:, 0], y1[:, 0]) and not torch.equal(y0[:, 1], y1[:, 1])
+    assert torch.equal(y1, reference_conv2d(x, w, ams, assign=torch.tensor([0, 1])).double())
+
+
+@pytest.mark.parametrize(
+    "a,wb,sa,sw", [(2, 2, False, False), (4, 8, False, True), (8, 2, True, False), (8, 8, True, True)]
+)
+@pytest.mark.parametrize("gran", ["layer", "filter", "kernel"])
+def test_linear_bit_exact(a, wb, sa, sw, gran):
+    ams = [random_appmul(a, wb, sa, sw, seed=7), operand_trunc_appmul(a, wb, sa, sw, k=1)]
+    gen = _gen(a + wb)
+    x, w = codes(a, sa, (5, 11), gen), codes(wb, sw, (3, 11), gen)
+    assign = {
+        "layer": 0,
+        "filter": torch.tensor([0, 1, 0]),
+        "kernel": torch.randint(0, 2, (3, 11), generator=gen),
+    }[gran]
+    ref = reference_linear(x, w, ams, assign=assign)
+    y = approx_linear(x, w, ams, assign=assign, dtype=torch.float64)
+    assert torch.equal(y, ref.double())
+    # leading dims are kept
+    y3 = approx_linear(x.reshape(5, 1, 11), w, ams, assign=assign, dtype=torch.float64)
+    assert y3.shape == (5, 1, 3) and torch.equal(y3.reshape(5, 3), y)
+
+
+@pytest.mark.parametrize(
+    "am",
+    [
+        random_appmul(8, 8, False, False, seed=9),
+        pp_trunc_appmul(8, 8, k=6),
+        random_appmul(4, 4, True, True, seed=9),
+    ],
+)
+def test_float32_close_to_exact(am):
+    gen = _gen(3)
+    x = codes(am.a_bits, am.a_signed, (2, 8, 8, 8), gen)
+    w = codes(am.w_bits, am.w_signed, (4, 8, 3, 3), gen)
+    ref = reference_conv2d(x, w, am, padding=1).double()
+    y = approx_conv2d(x.float(), w.float(), am, padding=1, dtype=torch.float32)
+    assert y.dtype == torch.float32
+    bound = 2 * (2.0**-23) * (8 * 9) * float(np.abs(am.lut).max()) + 0.5
+    assert (y.double() - ref).abs().max().item() <= bound
+    if am.a_bits == 4:  # small sums: exact in float32
+        assert torch.equal(y.double(), ref)
+
+
+def test_chunking_and_channels_last_agree():
+    am = random_appmul(4, 4, False, False, seed=11)
+    gen = _gen(11)
+    x, w = codes(4, False, (5, 4, 6, 6), gen), codes(4, False, (3, 4, 3, 3), gen)
+    ref = reference_conv2d(x, w, am, padding=1).double()
+    y = approx_conv2d(x, w, am, padding=1, dtype=torch.float64, max_chunk_bytes=1)
+    assert torch.equal(y, ref)
+    y2 = approx_conv2d(x.contiguous(memory_format=torch.channels_last), w, am, padding=1, dtype=torch.float64)
+    assert torch.equal(y2, ref)
+
+
+@pytest.mark.parametrize("am", [random_appmul(4, 4, False, False, seed=12), pp_trunc_appmul(8, 8, k=5)])
+def test_ste_gradient_is_exact_conv_gradient(am):
+    gen = _gen(12)
+    x = codes(am.a_bits, False, (2, 4, 6, 6), gen).float().requires_grad_()
+    w = codes(am.w_bits, False, (6, 2, 3, 3), gen).float().requires_grad_()
+    g = torch.randn(2, 6, 3, 3, generator=gen)
+    y = approx_conv2d(x, w, am, stride=2, padding=1, groups=2)
+    (y * g).sum().backward()
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    (F.conv2d(x2, w2, None, 2, 1, 1, 2) * g).sum().backward()
+    assert torch.allclose(x.grad, x2.grad) and torch.allclose(w.grad, w2.grad)
+    # linear
+    xl = codes(am.a_bits, False, (3, 7), gen).requires_grad_()
+    wl = codes(am.w_bits, False, (2, 7), gen).requires_grad_()
+    gl = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    (approx_linear(xl, wl, am, dtype=torch.float64) * gl).sum().backward()
+    assert torch.allclose(xl.grad, gl @ wl.detach()) and torch.allclose(wl.grad, gl.t() @ xl.detach())
+
+
+@pytest.mark.parametrize("a,wb,sa,sw", [(4, 4, False, False), (8, 2, True, False), (2, 8, False, True)])
+@pytest.mark.parametrize("gran", ["layer", "filter", "kernel"])
+def test_counting_matrix_gradient_closed_form(a, wb, sa, sw, gran):
+    gen = _gen(a * 7 + wb)
+    M = 1 if gran == "layer" else 2
+    C, O, g = 4, 6, 2
+    x = codes(a, sa, (2, C, 6, 6), gen)
+    w = codes(wb, sw, (O, C // g, 3, 3), gen)
+    assign = {
+        "layer": None,
+        "filter": torch.tensor([0, 1, 1, 0, 1, 0]),
+        "kernel": torch.randint(0, 2, (O, C // g), generator=gen),
+    }[gran]
+    ams = [random_appmul(a, wb, sa, sw, seed=s) for s in range(M)]
+    E = torch.tensor(np.stack([m.error() for m in ams]), dtype=torch.float64, requires_grad=True)
+    y = approx_conv2d(x, w, ams, 2, 1, 1, g, assign=assign, dtype=torch.float64, error_table=E)
+    # forward value: the AppMul output
+    assert torch.equal(y.detach(), reference_conv2d(x, w, ams, 2, 1, 1, g, assign=assign).double())
+    G = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    (y * G).sum().backward()
+    want = product_counts_grad(x, w, G, M, a, wb, 2, 1, 1, g, assign=assign)
+    assert torch.allclose(E.grad, want, atol=1e-9)
+    assert E.grad.abs().sum() > 0
+
+
+def test_counting_gradient_at_zero_error_and_linear():
+    gen = _gen(21)
+    am = operand_trunc_appmul(4, 4, False, False, k=0)  # exact
+    x, w = codes(4, False, (6, 9), gen), codes(4, False, (3, 9), gen)
+    E = torch.zeros(16, 16, dtype=torch.float64, requires_grad=True)
+    y = approx_linear(x, w, am, dtype=torch.float64, error_table=E)
+    assert torch.equal(y.detach(), x @ w.t())
+    G = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    (y * G).sum().backward()
+    want = torch.zeros(16, 16, dtype=torch.float64)
+    for n in range(6):
+        for o in range(3):
+            for k in range(9):
+                want[int(x[n, k]), int(w[o, k])] += G[n, o]
+    assert torch.allclose(E.grad, want)
+    # finite difference on one entry (the output is linear in E)
+    a0, b0 = int(x[0, 0]), int(w[0, 0])
+    E2 = torch.zeros(16, 16, dtype=torch.float64)
+    E2[a0, b0] = 1.0
+    y2 = approx_linear(x, w, am, dtype=torch.float64, error_table=E2)
+    assert torch.allclose(((y2 - y.detach()) * G).sum(), E.grad[a0, b0])
+
+
+def test_evoapproxlib_designs_bit_exact():
+    gen = _gen(30)
+    for name in ["mul8u_DG8", "mul8u_L93", "mul8s_1L2J"]:
+        am = evo_appmul(name)
+        x = codes(8, am.a_signed, (2, 4, 6, 6), gen)
+        w = codes(8, am.w_signed, (4, 4, 3, 3), gen)
+        _check_conv(am, x, w, 1, 1, 1, 1)
+
+
+def test_gather_path_float32_chunked_and_auto_choice():
+    from fames.emulate.kernels import choose_method
+
+    am = random_appmul(8, 8, True, True, seed=40)
+    gen = _gen(40)
+    x = codes(8, True, (3, 6, 7, 7), gen)
+    w = codes(8, True, (4, 3, 3, 3), gen)
+    ref = reference_conv2d(x, w, am, 2, 1, 2, 2).double()
+    y = approx_conv2d(x.float(), w.float(), am, 2, 1, 2, 2, method="gather", max_chunk_bytes=1)
+    assert y.dtype == torch.float32 and torch.equal(y.double(), ref)  # sums < 2**24: exact
+    plan = plan_layer(am)
+    assert plan.r == 256 and choose_method(plan, x.shape, w.shape, 2) == "gather"
+    assert choose_method(plan_layer(pp_trunc_appmul(8, 8, k=4)), x.shape, w.shape, 2) == "conv"
+    with pytest.raises(ValueError):
+        approx_conv2d(x, w, am, method="fast")
+
+
+def test_prebuilt_plan_and_bad_inputs():
+    am = random_appmul(4, 4, False, False, seed=41)
+    gen = _gen(41)
+    x, w = codes(4, False, (2, 3, 5, 5), gen), codes(4, False, (2, 3, 3, 3), gen)
+    plan = plan_layer(am)
+    y = approx_conv2d(x, w, plan, padding=1, dtype=torch.float64)
+    assert torch.equal(y, reference_conv2d(x, w, am, padding=1).double())
+    with pytest.raises(ValueError):  # two AppMuls need an assignment
+        approx_conv2d(x, w, [am, am])
+    with pytest.raises(ValueError):  # assignment index out of range
+        approx_conv2d(x, w, [am, am], assign=torch.tensor([0, 2]))
+    with pytest.raises(ValueError):  # mixed widths
+        approx_conv2d(x, w, [am, random_appmul(4, 4, True, True)], assign=0)
+
+
+def test_all_zero_lut():
+    am = AppMul("zero", 4, 4, False, False, np.zeros((16, 16), dtype=np.int64))
+    gen = _gen(42)
+    x, w = codes(4, False, (2, 3, 5, 5), gen).requires_grad_(), codes(4, False, (2, 3, 3, 3), gen)
+    y = approx_conv2d(x, w, am, padding=1, dtype=torch.float64)
+    assert y.shape == (2, 2, 5, 5) and not y.detach().any()
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # STE still passes the exact gradient
+    assert not approx_linear(x[:, :, 0, 0], w[:, :, 0, 0], am, dtype=torch.float64).any()
