@@ -12,6 +12,7 @@ an accelerator that streams padded feature maps.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,8 @@ class QuantLayer(nn.Module):
         self.mode = "exact"
         self.assignment: Assignment | None = None
         self.emulation_dtype = torch.float32
+        # Estimation hook: a (differentiable) error table used instead of the assignment (counting gradient).
+        self.error_probe: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         a = self.assignment
@@ -108,9 +111,43 @@ class QuantLayer(nn.Module):
     def quantized_weight(self) -> torch.Tensor:
         return self.weight_quant.dequantize(self.weight_codes())
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not torch.isfinite(x).all():
-            raise FamesError(f"non-finite values (NaN/inf) reach quantized layer {self.__class__.__name__}")
+    # The subclasses provide: _operands(x) -> (qx, qw) codes (activation codes padded in the code domain),
+    # _integer(qx, qw, **emulation args) -> approximate accumulator, _exact_integer(qx, qw), _sum_x(qx, qw),
+    # and VIEW, the broadcast shape of a per-output-channel vector.
+    VIEW: tuple[int, ...] = (-1,)
+
+    def _approx(self, x: torch.Tensor) -> torch.Tensor:
+        qx, qw = self._operands(x)
+        acc = self._integer(qx, qw, **self._emulation_args(x.device))
+        sum_x = self._sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
+        return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(x.dtype)
+
+    @torch.no_grad()
+    def error_contributions(self, x: torch.Tensor, appmuls: list[AppMul]) -> Iterator[torch.Tensor | None]:
+        """For each AppMul A: ``dY_A = s_x s_w sum_i E_A[x_i, w_i]``, the change of this layer's output when it
+        uses A instead of the exact multiplier (float64; None for an exact A). Codes are computed once."""
+        qx, qw = self._operands(x)
+        dt = self.emulation_dtype
+        exact = self._exact_integer(qx, qw)
+        scale = self._error_scale(self.VIEW, dt)
+        for m in appmuls:
+            if m.widths != self.widths:
+                raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
+            yield None if m.is_exact() else (self._integer(qx, qw, appmul=m, assign=None) - exact) * scale
+
+    def _emulation_args(self, device: torch.device) -> dict:
+        """AppMuls, assignment index and error table for the emulation kernels."""
+        if self.error_probe is not None:
+            return {"appmul": _exact_appmul(self.widths), "assign": None, "error_table": self.error_probe}
+        a = self.assignment
+        if a is None:
+            raise FamesError("layer is in approx mode without an assignment; call set_assignment first")
+        idx = a.index.to(device) if a.granularity != "layer" else None
+        return {"appmul": a.appmuls, "assign": idx, "error_table": None}
+
+    def _error_scale(self, view: tuple[int, ...], dt: torch.dtype) -> torch.Tensor:
+        sx, _ = self.act_quant.params(0)
+        return (sx.to(dt) * self.weight_quant.scale.abs().clamp_min(1e-12).to(dt)).view(view)
 
     def _combine(
         self, acc: torch.Tensor, sum_x: torch.Tensor | None, qw: torch.Tensor, fan_in: int, view: tuple[int, ...]
@@ -130,8 +167,23 @@ class QuantLayer(nn.Module):
         return out
 
 
+_EXACT: dict[tuple, AppMul] = {}
+
+
+def _exact_appmul(widths: tuple[int, int, bool, bool]) -> AppMul:
+    """The exact multiplier of the given widths (LUT only), cached."""
+    if widths not in _EXACT:
+        from fames.appmul.core import exact_lut
+
+        a, w, sa, sw = widths
+        _EXACT[widths] = AppMul(f"exact_{a}x{w}", a, w, sa, sw, exact_lut(a, w, sa, sw), provenance={"family": "exact"})
+    return _EXACT[widths]
+
+
 class QConv2d(QuantLayer):
     """Quantized ``Conv2d`` (any stride, padding, dilation, groups); input ``(N, C, H, W)``."""
+
+    VIEW = (1, -1, 1, 1)
 
     def __init__(self, conv: nn.Conv2d, w_bits: int, a_bits: int, signed: bool) -> None:
         super().__init__()
@@ -153,38 +205,34 @@ class QConv2d(QuantLayer):
             return F.conv2d(self.act_quant(x), self.quantized_weight(), self.bias, *args)
         return self._approx(x)
 
-    def _approx(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.assignment
-        if a is None:
-            raise FamesError("layer is in approx mode without an assignment; call set_assignment first")
+    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         qx = self.act_quant.codes(x)
-        qw = self.weight_codes()
         ph, pw = self.padding
         if ph or pw:  # pad with the code of real zero
             zx = self.act_quant.zero_point.view(())
             qx = F.pad(qx - zx, (pw, pw, ph, ph)) + zx
-        dt = self.emulation_dtype
-        idx = a.index.to(x.device)
-        acc = approx_conv2d(
-            qx,
-            qw,
-            a.appmuls,
-            self.stride,
-            0,
-            self.dilation,
-            self.groups,
-            assign=idx if a.granularity != "layer" else None,
-            dtype=dt,
+        return qx, self.weight_codes()
+
+    def _integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
+        return approx_conv2d(
+            qx, qw, stride=self.stride, dilation=self.dilation, groups=self.groups, dtype=self.emulation_dtype, **emu
         )
-        sum_x = None
-        if bool((self.weight_quant.zero_point != 0).any()):
-            sum_x = F.conv2d(qx.to(dt), torch.ones_like(qw, dtype=dt), None, self.stride, 0, self.dilation, self.groups)
-        fan_in = qw[0].numel()
-        return self._combine(acc, sum_x, qw, fan_in, (1, -1, 1, 1)).to(x.dtype)
+
+    def _conv(self, qx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        dt = self.emulation_dtype
+        return F.conv2d(qx.to(dt), w.to(dt), None, self.stride, 0, self.dilation, self.groups)
+
+    def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        return self._conv(qx, qw)
+
+    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        return self._conv(qx, torch.ones_like(qw))
 
 
 class QLinear(QuantLayer):
     """Quantized ``Linear``; input ``(..., in_features)``."""
+
+    VIEW = (-1,)
 
     def __init__(self, lin: nn.Linear, w_bits: int, a_bits: int, signed: bool) -> None:
         super().__init__()
@@ -199,13 +247,17 @@ class QLinear(QuantLayer):
             return F.linear(x, self.weight, self.bias)
         if self.mode == "exact":
             return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)
-        a = self.assignment
-        if a is None:
-            raise FamesError("layer is in approx mode without an assignment; call set_assignment first")
-        qx, qw = self.act_quant.codes(x), self.weight_codes()
+        return self._approx(x)
+
+    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.act_quant.codes(x), self.weight_codes()
+
+    def _integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
+        return approx_linear(qx, qw, dtype=self.emulation_dtype, **emu)
+
+    def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         dt = self.emulation_dtype
-        acc = approx_linear(
-            qx, qw, a.appmuls, assign=a.index.to(x.device) if a.granularity != "layer" else None, dtype=dt
-        )
-        sum_x = qx.to(dt).sum(-1, keepdim=True) if bool((self.weight_quant.zero_point != 0).any()) else None
-        return self._combine(acc, sum_x, qw, qw.shape[1], (-1,)).to(x.dtype)
+        return F.linear(qx.to(dt), qw.to(dt))
+
+    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        return qx.to(self.emulation_dtype).sum(-1, keepdim=True)

@@ -1,0 +1,245 @@
+"""Loss-perturbation estimates Omega[group, AppMul] (FAMES Section IV-C) and their validation.
+
+For layer k with candidate AppMul A, the layer output changes by the exact linear term
+dY_A = Y(A) - Y(exact) = s_x s_w sum_i E_A[x_i, w_i], so the logits change to first order by J dY_A and
+
+    Omega[k, A] = g_k . e_A + 1/2 mean_s (J_s e_A)^T H_L(z_s) (J_s e_A),   H_L(z) = diag(p) - p p^T.
+
+* ``g_k = dL/dE`` (the counting-matrix gradient, a ``(2^a, 2^w)`` table) comes from ONE backward pass with a
+  zero, differentiable error table in every layer; every candidate is then a dot product.
+* The Gauss-Newton term needs ``J_s e_A``. Samples are independent in eval mode, so one backward pass from
+  ``sum_s z_{s,c}`` gives every sample's ``dz_{s,c}/dY_k`` for every layer k at once (C passes, C = classes);
+  ``(J_s e_A)_c = <dz_{s,c}/dY_k, dY_A[s]>``. This is the exact Gauss-Newton quadratic form, computed
+  without building the Hessian. The rank-1 variant replaces ``H_L(z_s)`` by ``lambda_s v_s v_s^T`` (its
+  top eigenpair, by power iteration) and needs one backward pass from ``sum_s v_s . z_s`` instead of C.
+* At filter granularity the same contractions are kept per output channel, giving Omega per filter.
+
+Estimators are swappable objects with ``estimate(model, batch, candidates, granularity)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from fames.appmul.core import AppMul
+from fames.errors import FamesError
+from fames.quant.convert import qlayers
+from fames.quant.layers import QuantLayer
+
+HESSIANS = ("none", "rank1", "full")
+
+
+@dataclass
+class Estimate:
+    """Omega per layer: ``omega[name]`` has shape ``(groups, K)`` (groups = 1 at layer granularity).
+
+    ``first`` and ``second`` hold the two terms separately; ``candidates[name]`` the K AppMuls.
+    """
+
+    omega: dict[str, np.ndarray]
+    first: dict[str, np.ndarray]
+    second: dict[str, np.ndarray]
+    candidates: dict[str, list[AppMul]]
+    granularity: str
+    hessian: str
+    seconds: float
+    gradients: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
+    """Run with every quantized layer in exact mode (e = 0) and float64 emulation; restore afterwards."""
+    ql = qlayers(model)
+    saved = [(m.mode, m.assignment, m.emulation_dtype) for _, m in ql]
+    was_training = model.training
+    model.eval()
+    try:
+        for _, m in ql:
+            m.mode, m.emulation_dtype = "exact", torch.float64
+        yield ql
+    finally:
+        for (_, m), (mode, a, dt) in zip(ql, saved, strict=True):
+            m.mode, m.assignment, m.emulation_dtype = mode, a, dt
+            m.error_probe = None
+        model.train(was_training)
+
+
+def _check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, list[AppMul]]) -> None:
+    names = dict(ql)
+    for n, ms in candidates.items():
+        if n not in names:
+            raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
+        if not ms:
+            raise FamesError(f"layer {n}: no candidate AppMuls (the library has none of widths {names[n].widths})")
+        for m in ms:
+            if m.widths != names[n].widths:
+                raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, the layer needs {names[n].widths}")
+
+
+def counting_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
+    """``dL/dE`` per quantized layer (``(2^a, 2^w)`` float64) from one backward pass; L = mean cross-entropy."""
+    with _layer_states(model) as ql:
+        probes = {}
+        for n, m in ql:
+            m.error_probe = torch.zeros(1 << m.a_bits, 1 << m.w_bits, dtype=torch.float64, requires_grad=True)
+            m.mode = "approx"
+            probes[n] = m.error_probe
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x), y)
+            grads = torch.autograd.grad(loss, list(probes.values()))
+    return {n: g.detach().numpy() for n, g in zip(probes, grads, strict=True)}
+
+
+def _capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor):
+    """Forward with hooks: logits, and per layer its input and output (output kept in the graph)."""
+    ins: dict[str, torch.Tensor] = {}
+    outs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for n, m in ql:
+
+        def hook(mod, inp, out, n=n):
+            ins[n] = inp[0].detach()
+            outs[n] = out
+
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        z = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return z, ins, outs
+
+
+class TaylorEstimator:
+    """FAMES estimator: ``hessian`` = ``full`` (exact Gauss-Newton), ``rank1`` or ``none`` (first order)."""
+
+    def __init__(self, hessian: str = "rank1", chunk: int = 64, power_iters: int = 30, progress: bool = True):
+        if hessian not in HESSIANS:
+            raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
+        self.hessian, self.chunk, self.power_iters, self.progress = hessian, chunk, power_iters, progress
+        self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
+
+    def estimate(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        candidates: dict[str, list[AppMul]],
+        granularity: str = "layer",
+    ) -> Estimate:
+        """Omega for every (layer, candidate) on the sample batch ``x (S, ...)``, labels ``y (S,)``."""
+        if granularity not in ("layer", "filter"):
+            raise FamesError(f"granularity {granularity!r}: the Taylor estimator supports layer and filter")
+        t0 = time.perf_counter()
+        grads = counting_gradients(model, x, y)
+        first = {}
+        for n, ms in candidates.items():
+            g = grads[n]
+            first[n] = np.array([[float((g * m.error()).sum()) for m in ms]])
+        second = {n: np.zeros((1, len(ms))) for n, ms in candidates.items()}
+        if self.hessian != "none" or granularity == "filter":
+            second, first_g = self._second_order(model, x, y, candidates, granularity)
+            if granularity == "filter":
+                first = first_g
+        omega = {n: first[n] + 0.5 * second[n] for n in candidates}
+        return Estimate(omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0, grads)
+
+    def _second_order(self, model, x, y, candidates, granularity):
+        S = x.shape[0]
+        with _layer_states(model) as ql:
+            _check_candidates(ql, candidates)
+            layers = dict(ql)
+            G = {n: (layers[n].weight.shape[0] if granularity == "filter" else 1) for n in candidates}
+            sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
+            fst = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
+            total = sum(len(ms) for ms in candidates.values()) * ((S + self.chunk - 1) // self.chunk)
+            bar = tqdm(total=total, desc=f"estimate ({self.name})", disable=not self.progress, unit="cand")
+            for s0 in range(0, S, self.chunk):
+                xb, yb = x[s0 : s0 + self.chunk], y[s0 : s0 + self.chunk]
+                with torch.enable_grad():
+                    z, ins, outs = _capture(model, ql, xb)
+                    names = list(candidates)
+                    tensors = [outs[n] for n in names]
+                    p = F.softmax(z.detach().double(), 1)
+                    # dL/dY for the first-order term at filter granularity (L = mean CE over the whole batch)
+                    gl = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum") / S, tensors, retain_graph=True)
+                    if self.hessian == "full":
+                        C = z.shape[1]
+                        Gc = [torch.autograd.grad(z[:, c].sum(), tensors, retain_graph=c < C - 1) for c in range(C)]
+                        lam = vec = None
+                    elif self.hessian == "rank1":
+                        lam, vec = _top_eig(p, self.power_iters)
+                        Gc = [torch.autograd.grad((z * vec.to(z.dtype)).sum(), tensors)]
+                    else:
+                        Gc, lam, vec = [], None, None
+                for k, n in enumerate(names):
+                    layer = layers[n]
+                    for j, d in enumerate(layer.error_contributions(ins[n], candidates[n])):
+                        bar.update()
+                        if d is None:
+                            continue
+                        f = _contract(gl[k], d)  # (s, O)
+                        fst[n][:, j] += (f.sum(0) if granularity == "filter" else f.sum()).reshape(-1).numpy()
+                        if not Gc:
+                            continue
+                        q = torch.stack([_contract(g[k], d) for g in Gc], 1)  # (s, C or 1, O)
+                        if granularity == "layer":
+                            q = q.sum(2, keepdim=True)
+                        if self.hessian == "full":
+                            pb = p[:, :, None]
+                            quad = (pb * q * q).sum(1) - (pb * q).sum(1) ** 2  # (s, groups)
+                        else:
+                            quad = lam[:, None] * q[:, 0] ** 2
+                        sec[n][:, j] += (quad.sum(0) / S).numpy()
+            bar.close()
+        return sec, fst
+
+
+def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-output-channel inner product of two layer outputs ``(S, O, ...)`` -> ``(S, O)``."""
+    prod = g.double() * d
+    return prod.sum((2, 3)) if prod.dim() == 4 else prod
+
+
+def _top_eig(p: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top eigenpair of H_L = diag(p) - p p^T for every row of ``p (S, C)`` by power iteration."""
+    v = torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(0))
+    for _ in range(iters):
+        hv = p * v - p * (p * v).sum(1, keepdim=True)
+        v = hv / hv.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    hv = p * v - p * (p * v).sum(1, keepdim=True)
+    lam = (v * hv).sum(1)
+    return lam, v
+
+
+@torch.no_grad()
+def true_loss_changes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: dict[str, list[AppMul]], progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Measured loss change when ONLY layer k uses AppMul A (all others exact): ``(1, K)`` per layer."""
+    out: dict[str, np.ndarray] = {}
+    with _layer_states(model) as ql:
+        for _, m in ql:
+            m.emulation_dtype = torch.float32
+        layers = dict(ql)
+        base = F.cross_entropy(model(x), y).item()
+        bar = tqdm(total=sum(len(v) for v in candidates.values()), desc="true loss change", disable=not progress)
+        for n, ms in candidates.items():
+            vals = []
+            for m in ms:
+                layers[n].set_assignment(m)
+                vals.append(F.cross_entropy(model(x), y).item() - base)
+                bar.update()
+            layers[n].mode = "exact"
+            out[n] = np.array([vals])
+        bar.close()
+    return out
