@@ -1,0 +1,110 @@
+"""Multiplier energy of a quantized model: sum over layers (or groups) of MACs x energy per operation.
+
+Energy per operation of an AppMul is its PDP by default (as the FAMES paper), or the simulated energy per
+operation (``metric="energy"``). The exact multiplier of each layer's widths is the reference: its energy per
+operation is known from any costed AppMul of the same widths as ``cost / cost.relative`` (same recipe).
+Units: MACs per inference (one sample); energies in fJ per inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.errors import FamesError
+from fames.quant.convert import qlayers
+from fames.quant.layers import QuantLayer
+
+METRICS = {"pdp": ("pdp_fj", "pdp"), "energy": ("energy_fj", "energy")}
+
+
+@torch.no_grad()
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates per inference of every quantized layer, for one input of shape ``(C, H, W)``."""
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, m in qlayers(model):
+        def hook(mod, inp, out, name=name):
+            per_output = mod.weight[0].numel()  # fan-in of one output = products per output element
+            macs[name] = int(out[0].numel() * per_output)
+        hooks.append(m.register_forward_hook(hook))
+    modes = [(m, m.mode) for _, m in qlayers(model)]
+    try:
+        for m, _ in modes:
+            m.mode = "float"
+        dev = next(model.parameters()).device
+        model.eval()
+        model(torch.zeros((1, *input_shape), device=dev))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes:
+            m.mode = mode
+    return macs
+
+
+def group_macs(layer: QuantLayer, macs: int, granularity: str) -> int:
+    """MACs of one group (all groups of a layer have the same count)."""
+    o = layer.weight.shape[0]
+    if granularity == "layer":
+        return macs
+    if granularity == "filter":
+        return macs // o
+    if granularity == "kernel":
+        return macs // (o * layer.weight.shape[1])
+    raise FamesError(f"unknown granularity {granularity!r}")
+
+
+def energy_per_op(m: AppMul, metric: str = "pdp") -> tuple[float, float]:
+    """``(energy per op of m, energy per op of the exact multiplier of its widths)`` in fJ."""
+    if metric not in METRICS:
+        raise FamesError(f"energy metric {metric!r} is not one of {list(METRICS)}")
+    attr, rel_key = METRICS[metric]
+    c = m.cost
+    if c is None or getattr(c, attr) is None:
+        raise FamesError(
+            f"AppMul {m.name!r} has no {attr} cost: cost the library first (`fames lib cost DIR --liberty LIB`)"
+        )
+    value = float(getattr(c, attr))
+    rel = c.relative.get(rel_key)
+    if not rel:
+        if m.is_exact():
+            return value, value
+        raise FamesError(f"AppMul {m.name!r} has no cost relative to the exact multiplier of its widths")
+    return value, value / rel
+
+
+def exact_costs(appmuls: list[AppMul], metric: str = "pdp") -> dict[tuple[int, int, bool, bool], float]:
+    """Energy per op (fJ) of the exact multiplier of every widths key present among ``appmuls``."""
+    out: dict[tuple[int, int, bool, bool], float] = {}
+    for m in appmuls:
+        if m.cost is not None and m.widths not in out:
+            out[m.widths] = energy_per_op(m, metric)[1]
+    return out
+
+
+def model_energy(
+    model: nn.Module, macs: dict[str, int], exact: dict[tuple[int, int, bool, bool], float], metric: str = "pdp"
+) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """``(energy, exact energy, per layer (energy, exact))`` in fJ per inference for the current assignment.
+
+    Layers in exact mode use the exact multiplier (energy per op from ``exact``, see :func:`exact_costs`);
+    approx layers their assigned AppMul(s) per group.
+    """
+    total = exact_total = 0.0
+    per: dict[str, tuple[float, float]] = {}
+    for name, layer in qlayers(model):
+        if layer.widths not in exact:
+            raise FamesError(f"layer {name}: no costed AppMul of widths {layer.widths} to take the exact cost from")
+        ex = macs[name] * exact[layer.widths]
+        a = layer.assignment
+        if layer.mode != "approx" or a is None:
+            e = ex
+        else:
+            idx = a.index.flatten().tolist() or [0]
+            e = sum(macs[name] / len(idx) * energy_per_op(a.appmuls[k], metric)[0] for k in idx)
+        per[name] = (e, ex)
+        total += e
+        exact_total += ex
+    return total, exact_total, per
