@@ -222,6 +222,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- FAMES
+def cmd_run(args: argparse.Namespace) -> int:
+    from fames.pipeline import RunConfig, run
+
+    _setup_torch(args.threads)
+    cfg = RunConfig.from_file(args.config)
+    if args.output:
+        cfg.output = args.output
+    r = run(cfg)
+    print(
+        f"energy reduction {100 * r['energy_reduction']:.2f}% at accuracy {r['accuracy']['approx']:.2f}% "
+        f"(exact quantized {r['accuracy']['exact_quant']:.2f}%); report: {Path(cfg.output) / 'report.md'}"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fames.demo import run_demo
+
+    _setup_torch(args.threads)
+    res = run_demo(args.out)
+    print(Path(res["summary"]).read_text())
+    print(f"demo report: {res['summary']} (per configuration: {args.out}/<config>/report.md and fig_*.png)")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def _bits(values: list[str]) -> tuple[int, int]:
     return int(values[0]), int(values[1])
@@ -355,6 +381,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=None)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    rn = sub.add_parser(
+        "run",
+        help="FAMES end to end from a YAML config: estimate, ILP selection, calibration, report",
+        description="Python: fames.pipeline.run(RunConfig(...)). Keys: see fames.pipeline.RunConfig.",
+    )
+    rn.add_argument("config", help="YAML run configuration")
+    rn.add_argument("--output", default=None, help="override the config's output directory")
+    rn.add_argument("--threads", type=int, default=None)
+    rn.set_defaults(func=cmd_run)
+
+    dm = sub.add_parser(
+        "demo",
+        help="the whole flow on embedded digits data (a few minutes, no files needed)",
+        description="Python: fames.demo.run_demo(out)",
+    )
+    dm.add_argument("--out", default="fames-demo")
+    dm.add_argument("--threads", type=int, default=None)
+    dm.set_defaults(func=cmd_demo)
 
     hw = sub.add_parser("hw", help="hardware helpers")
     hs = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")

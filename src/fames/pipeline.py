@@ -1,0 +1,380 @@
+"""``fames run``: quantized model -> costed AppMul library -> estimate -> ILP selection -> calibration -> report.
+
+Every stage writes its result into ``<output>/stages/`` (atomically, keyed by a hash of the configuration it
+depends on), so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.errors import FamesError
+from fames.io import atomic_write_bytes, atomic_write_json, content_hash
+
+ESTIMATORS = {"taylor-rank1": "rank1", "taylor-full": "full", "first-order": "none"}
+
+
+@dataclass
+class RunConfig:
+    """Configuration of one ``fames run`` (YAML keys are these field names)."""
+
+    model: str = "digits_cnn"
+    checkpoint: str | None = None  # fames .pt (float or quantized), 'default' (zoo weights) or a weights path
+    float_checkpoint: str | None = None  # float model for accuracy.float when checkpoint is quantized
+    dataset: str = "digits"
+    data_root: str | None = None
+    quant: Any = None  # quantize a float checkpoint (PTQ): 'W4A4', a dict or a YAML/JSON file
+    library: str = "generate"  # a library directory, 'generate' (our families) or 'evoapprox'
+    families: list[str] = field(default_factory=lambda: ["all"])
+    liberty: str = "synthetic"
+    budgets: list[float] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
+    max_accuracy_loss: float = 1.0  # points; the headline run is the cheapest within this loss
+    estimator: str = "taylor-rank1"
+    samples: int = 256
+    validate_estimator: bool = True
+    granularity: str = "layer"
+    energy_metric: str = "pdp"
+    calibrate: bool = True
+    calib_samples: int = 1024
+    calib_epochs: float = 5
+    calib_lr: float = 0.1
+    eval_batches: int | None = None
+    batch_size: int = 500
+    output: str = "fames-out"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise FamesError(f"estimator {self.estimator!r} is not one of {list(ESTIMATORS)}")
+        if not self.budgets:
+            raise FamesError("budgets: give at least one energy ratio in (0, 1]")
+        for r in self.budgets:
+            if not isinstance(r, (int, float)) or not 0 < r <= 1:
+                raise FamesError(f"energy budget {r!r} must lie in (0, 1] (fraction of the exact energy)")
+        if self.granularity not in ("layer", "filter"):
+            raise FamesError(f"granularity {self.granularity!r}: use 'layer' or 'filter'")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise FamesError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise FamesError(f"run config {p} not found")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise FamesError(f"{p}: a run config is a mapping of keys to values")
+        return cls.from_dict(data)
+
+
+class Stages:
+    """Resumable stage results under ``<output>/stages``: JSON or npz files keyed by a content hash."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "stages"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str, key: str, ext: str) -> Path:
+        return self.root / f"{name}-{key}.{ext}"
+
+    def json(self, name: str, key: str, fn):  # type: ignore[no-untyped-def]
+        p = self.path(name, key, "json")
+        if p.is_file():
+            return json.loads(p.read_text())
+        val = fn()
+        atomic_write_json(p, val)
+        return val
+
+
+def _loader(cfg: RunConfig, split: str, batch: int, **kw):  # type: ignore[no-untyped-def]
+    from fames.data import get_loader
+
+    return get_loader(cfg.dataset, split, batch, root=cfg.data_root, channels_last=True, seed=cfg.seed, **kw)
+
+
+def _sample_batch(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from fames.data import get_dataset
+
+    ds = get_dataset(cfg.dataset, "train", root=cfg.data_root)
+    if n > len(ds):
+        raise FamesError(
+            f"{n} samples requested but the {cfg.dataset} train split has only {len(ds)}; lower 'samples' / "
+            "'calib_samples'"
+        )
+    loader = _loader(cfg, "train", n, shuffle=True)
+    return next(iter(loader))
+
+
+def prepare_model(cfg: RunConfig, progress: bool = True) -> tuple[nn.Module, float | None]:
+    """The exact quantized model (and the float accuracy when the float model is at hand)."""
+    from fames.quant import calibrate_ptq, qlayers, quantize
+    from fames.train import evaluate, load_model
+
+    model = load_model(cfg.model, cfg.checkpoint)
+    test = _loader(cfg, "test", cfg.batch_size)
+    float_acc = None
+    if not qlayers(model):
+        if cfg.quant is None:
+            raise FamesError("the checkpoint is a float model: give 'quant' (e.g. W8A8) to quantize it (PTQ)")
+        float_acc = evaluate(model, test, progress, "eval float", cfg.eval_batches)["accuracy"]
+        quantize(model, cfg.quant)
+        calibrate_ptq(model, _loader(cfg, "train", 128, shuffle=True), num_batches=8)
+    elif cfg.float_checkpoint:
+        fm = load_model(cfg.model, cfg.float_checkpoint)
+        float_acc = evaluate(fm, test, progress, "eval float", cfg.eval_batches)["accuracy"]
+    model.eval()
+    return model, float_acc
+
+
+def prepare_library(cfg: RunConfig, widths: set[tuple[int, int, bool, bool]], progress: bool = True) -> list[AppMul]:
+    """Costed candidate AppMuls for the given widths (plus an exact one per widths)."""
+    from fames.appmul.families import build, build_family
+    from fames.appmul.importers import import_evoapprox
+    from fames.appmul.library import Library
+    from fames.cli import _liberty_arg
+    from fames.hw.cost import cost_library
+
+    if cfg.library == "generate":
+        ms = []
+        for a, w, sa, _sw in sorted(widths):
+            for fam in cfg.families:
+                ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
+    elif cfg.library == "evoapprox":
+        ms = [m for m in import_evoapprox() if m.widths in widths]
+    else:
+        ms = [m for m in Library.load(cfg.library) if m.widths in widths]
+    have = {m.widths for m in ms if m.is_exact()}
+    for key in sorted(widths - have):
+        ms.insert(0, build("exact", *key))
+    missing = widths - {m.widths for m in ms}
+    if missing:
+        raise FamesError(f"the library has no AppMul for the layer widths {sorted(missing)}")
+    if any(m.cost is None for m in ms) or cfg.library == "generate":
+        need = [m for m in ms if m.cost is None or m.cost.source != "published"]
+        done = {m.name: m for m in cost_library(need, _liberty_arg(cfg.liberty), progress=progress)} if need else {}
+        ms = [done.get(m.name, m) for m in ms]
+    return ms
+
+
+def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run the whole FAMES flow; returns the report dict (also written to ``<output>/report.json``)."""
+    from scipy.stats import spearmanr
+
+    from fames.energy import energy_per_op, exact_costs, layer_macs, model_energy
+    from fames.estimate import TaylorEstimator, true_loss_changes
+    from fames.quant import qlayers
+    from fames.report import write_report
+    from fames.select import ILPSelector, InfeasibleBudget, SelectionProblem
+    from fames.substitute import current_assignment, save_assignment
+    from fames.train import evaluate
+
+    if not isinstance(cfg, RunConfig):
+        cfg = RunConfig.from_file(cfg) if isinstance(cfg, (str, Path)) else RunConfig.from_dict(cfg)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
+    stages = Stages(out)
+    t_all = time.perf_counter()
+    key = content_hash(json.dumps(asdict(cfg), sort_keys=True, default=str))
+
+    model, float_acc = prepare_model(cfg, progress)
+    test = _loader(cfg, "test", cfg.batch_size)
+    exact_acc = stages.json("exact", key, lambda: evaluate(model, test, progress, "eval exact", cfg.eval_batches))
+    layers = qlayers(model)
+    lib = prepare_library(cfg, {m.widths for _, m in layers}, progress)
+    exact_cost = exact_costs(lib, cfg.energy_metric)
+    sample_shape = tuple(next(iter(test))[0].shape[1:])
+    macs = layer_macs(model, sample_shape)
+
+    # ------------------------------------------------------------------ estimate
+    x, y = _sample_batch(cfg, cfg.samples)
+    cands = {n: [m for m in lib if m.widths == layer.widths] for n, layer in layers}
+    est_file = stages.path("estimate", key, "npz")
+    t0 = time.perf_counter()
+    if est_file.is_file():
+        npz = np.load(est_file)
+        omega = {n: npz[n] for n in cands}
+        est_seconds = float(npz["__seconds__"])
+    else:
+        estimator = TaylorEstimator(ESTIMATORS[cfg.estimator], progress=progress)
+        est = estimator.estimate(model, x, y, cands, granularity=cfg.granularity)
+        omega, est_seconds = est.omega, est.seconds
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, __seconds__=np.array(est_seconds), **omega)
+        atomic_write_bytes(est_file, buf.getvalue())
+    del t0
+    spearman, scatter = None, None
+    if cfg.validate_estimator:
+        true = stages.json(
+            "true_loss",
+            key,
+            lambda: {n: v.tolist() for n, v in true_loss_changes(model, x, y, cands, progress).items()},
+        )
+        est_v = np.concatenate([omega[n].sum(0).ravel() for n in cands])
+        tru_v = np.concatenate([np.asarray(true[n]).ravel() for n in cands])
+        keep = np.isfinite(est_v) & np.isfinite(tru_v)
+        spearman = float(spearmanr(est_v[keep], tru_v[keep])[0])
+        scatter = {"estimated": est_v.tolist(), "true": tru_v.tolist(), "layer": [n for n in cands for _ in cands[n]]}
+
+    # ------------------------------------------------------------------ selection problem
+    groups, om_rows, en_rows, ex_rows = [], [], [], []
+    K = max(len(v) for v in cands.values())
+    for n, layer in layers:
+        ms = cands[n]
+        o = omega[n]  # (G, k)
+        G = o.shape[0]
+        gm = macs[n] / G
+        for g in range(G):
+            row_o = np.full(K, np.inf)
+            row_e = np.full(K, np.inf)
+            row_o[: len(ms)] = o[g]
+            row_e[: len(ms)] = [gm * energy_per_op(m, cfg.energy_metric)[0] for m in ms]
+            om_rows.append(row_o)
+            en_rows.append(row_e)
+            ex_rows.append(gm * exact_cost[layer.widths])
+            groups.append((n, g))
+    problem = SelectionProblem(np.array(om_rows), np.array(en_rows), np.array(ex_rows))
+
+    # ------------------------------------------------------------------ per budget
+    runs: list[dict[str, Any]] = []
+    for ratio in cfg.budgets:
+        rkey = content_hash(key, str(ratio))
+
+        def one(ratio: float = ratio) -> dict[str, Any]:
+            try:
+                sel = ILPSelector().solve(problem, ratio)
+            except InfeasibleBudget as e:
+                return {"budget": ratio, "infeasible": True, "min_ratio": e.min_ratio, "message": str(e)}
+            m = copy.deepcopy(model)
+            ql = dict(qlayers(m))
+            by_layer: dict[str, list[int]] = {}
+            for (n, _g), k in zip(groups, sel.choice, strict=True):
+                by_layer.setdefault(n, []).append(int(k))
+            for n, ks in by_layer.items():
+                ms = cands[n]
+                if cfg.granularity == "layer":
+                    ql[n].set_assignment(ms[ks[0]])
+                else:
+                    used = sorted(set(ks))
+                    ql[n].set_assignment([ms[k] for k in used], torch.tensor([used.index(k) for k in ks]), "filter")
+            e, e_exact, per_layer = model_energy(m, macs, exact_cost, cfg.energy_metric)
+            acc_u = evaluate(m, test, progress, f"eval R={ratio}", cfg.eval_batches)["accuracy"]
+            z_exact, z_unc = _logits(model, m, test)
+            acc_c, calib_s, z_cal = acc_u, 0.0, None
+            if cfg.calibrate:
+                from fames.calibrate import CalibrationConfig, calibrate
+
+                t1 = time.perf_counter()
+                cx, cy = _sample_batch(cfg, min(cfg.calib_samples, _train_len(cfg)))
+                calibrate(
+                    m,
+                    (cx, cy),
+                    CalibrationConfig(
+                        epochs=cfg.calib_epochs, lr=cfg.calib_lr, samples=len(cx), seed=cfg.seed, progress=progress
+                    ),
+                )
+                calib_s = time.perf_counter() - t1
+                acc_c = evaluate(m, test, progress, f"eval R={ratio} calibrated", cfg.eval_batches)["accuracy"]
+                z_cal = _logits(model, m, test)[1]
+            assignment = current_assignment(m)
+            save_assignment(assignment, out / f"assignment_R{ratio:g}.json")
+            diffs = {"uncalibrated": _hist(z_unc - z_exact)}
+            if z_cal is not None:
+                diffs["calibrated"] = _hist(z_cal - z_exact)
+            return {
+                "budget": ratio,
+                "infeasible": False,
+                "relative_energy": e / e_exact,
+                "energy_reduction": 1 - e / e_exact,
+                "energy_fj": e,
+                "exact_energy_fj": e_exact,
+                "accuracy_uncalibrated": acc_u,
+                "accuracy": acc_c,
+                "select_s": sel.seconds,
+                "calibrate_s": calib_s,
+                "ilp_status": sel.status,
+                "assignment": assignment["layers"],
+                "per_layer_energy": {n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
+                "output_difference": diffs,
+            }
+
+        runs.append(stages.json("budget", rkey, one))
+
+    feasible = [r for r in runs if not r["infeasible"]]
+    if not feasible:
+        raise FamesError(f"every budget was infeasible; smallest feasible ratio {runs[0]['min_ratio']:.4f}")
+    within = [r for r in feasible if exact_acc["accuracy"] - r["accuracy"] <= cfg.max_accuracy_loss]
+    best = min(within, key=lambda r: r["relative_energy"]) if within else feasible[0]
+    report = {
+        "config": asdict(cfg),
+        "model": cfg.model,
+        "quant": getattr(model, "fames_quant_config", None),
+        "layers": [{"name": n, "widths": list(layer.widths), "macs": macs[n]} for n, layer in layers],
+        "library": {"size": len(lib), "liberty": cfg.liberty, "energy_metric": cfg.energy_metric},
+        "accuracy": {
+            "float": float_acc,
+            "exact_quant": exact_acc["accuracy"],
+            "approx_uncalibrated": best["accuracy_uncalibrated"],
+            "approx": best["accuracy"],
+        },
+        "relative_energy": best["relative_energy"],
+        "energy_reduction": best["energy_reduction"],
+        "budget": best["budget"],
+        "estimator": cfg.estimator,
+        "estimator_spearman": spearman,
+        "timing": {
+            "estimate_s": est_seconds,
+            "select_s": best["select_s"],
+            "calibrate_s": best["calibrate_s"],
+            "total_s": time.perf_counter() - t_all,
+        },
+        "assignment": best["assignment"],
+        "runs": runs,
+        "estimator_scatter": scatter,
+    }
+    save_assignment({"format": "fames-assignment", "layers": best["assignment"]}, out / "assignment.json")
+    write_report(report, out)
+    return report
+
+
+def _train_len(cfg: RunConfig) -> int:
+    from fames.data import get_dataset
+
+    return len(get_dataset(cfg.dataset, "train", root=cfg.data_root))
+
+
+@torch.no_grad()
+def _logits(ref: nn.Module, model: nn.Module, loader, batches: int = 2) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Logits of the exact reference and of ``model`` on the first test batches (flattened)."""
+    za, zb = [], []
+    for k, (x, _) in enumerate(loader):
+        if k >= batches:
+            break
+        za.append(ref(x).flatten())
+        zb.append(model(x).flatten())
+    return torch.cat(za).numpy(), torch.cat(zb).numpy()
+
+
+def _hist(d: np.ndarray, bins: int = 60) -> dict[str, Any]:
+    lim = float(np.abs(d).max()) or 1.0
+    h, edges = np.histogram(d, bins=bins, range=(-lim, lim))
+    return {"counts": h.tolist(), "edges": edges.tolist(), "mean_abs": float(np.abs(d).mean()), "std": float(d.std())}

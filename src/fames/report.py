@@ -1,0 +1,163 @@
+"""Run reports: ``report.json``, ``report.md`` (a table like FAMES' Table III) and plots (PNG)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fames.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per feasible budget: bits, multipliers, accuracy, relative accuracy, energy."""
+    exact = report["accuracy"]["exact_quant"]
+    q = report.get("quant") or {}
+    bits = f"W{q.get('w_bits')}A{q.get('a_bits')}" + ("+mixed" if q.get("layers") else "") if q else "?"
+    rows = []
+    for r in report["runs"]:
+        if r["infeasible"]:
+            continue
+        names = sorted({v if isinstance(v, str) else "/".join(v["appmuls"]) for v in r["assignment"].values()})
+        rows.append(
+            {
+                "bits": bits,
+                "budget": r["budget"],
+                "multipliers": ", ".join(names),
+                "accuracy": r["accuracy"],
+                "accuracy_uncalibrated": r["accuracy_uncalibrated"],
+                "relative_accuracy": r["accuracy"] / exact if exact else None,
+                "relative_energy": r["relative_energy"],
+                "energy_reduction": r["energy_reduction"],
+            }
+        )
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    acc = report["accuracy"]
+    t = report["timing"]
+    lines = [
+        f"# fames run: {report['model']}",
+        "",
+        f"Headline (cheapest budget within {report['config']['max_accuracy_loss']} point(s) of the exact quantized "
+        f"model): budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
+        f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, float {_fmt(acc['float'])}%, "
+        f"before calibration {acc['approx_uncalibrated']:.2f}%).",
+        "",
+        f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
+        f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
+        f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s, total {t['total_s']:.1f} s.",
+        "",
+        "| bits | R | multipliers | accuracy % | before calib. % | rel. accuracy | rel. energy | reduced energy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table3_rows(report):
+        lines.append(
+            f"| {r['bits']} | {r['budget']:g} | {r['multipliers']} | {r['accuracy']:.2f} | "
+            f"{r['accuracy_uncalibrated']:.2f} | {_fmt(r['relative_accuracy'], '.4f')} | {r['relative_energy']:.4f} "
+            f"| {100 * r['energy_reduction']:.2f}% |"
+        )
+    for r in report["runs"]:
+        if r["infeasible"]:
+            lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")
+    lines += ["", "## Assignment of the headline run", "", "| layer | AppMul |", "|---|---|"]
+    for n, v in report["assignment"].items():
+        lines.append(f"| {n} | {v if isinstance(v, str) else v} |")
+    lines += ["", "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """Fig. 4-, 3-, 2-like plots and the per-layer assignment; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    sc = report.get("estimator_scatter")
+    if sc:
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        layers = sorted(set(sc["layer"]), key=sc["layer"].index)
+        est, tru = np.array(sc["estimated"]), np.array(sc["true"])
+        for n in layers:
+            sel = np.array([x == n for x in sc["layer"]])
+            ax.scatter(tru[sel], est[sel], s=14, label=n, alpha=0.8)
+        lim = [min(est.min(), tru.min()), max(est.max(), tru.max())]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("true loss change")
+        ax.set_ylabel("estimated loss change")
+        ax.set_title(f"{report['estimator']}: Spearman {report['estimator_spearman']:.3f}")
+        if len(layers) <= 12:
+            ax.legend(fontsize=7)
+        _save(fig, out / "fig_estimator.png")
+        written.append(out / "fig_estimator.png")
+    runs = [r for r in report["runs"] if not r["infeasible"]]
+    if runs:
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        e = [r["relative_energy"] for r in runs]
+        ax.plot(e, [r["accuracy"] for r in runs], "o-", label="FAMES (calibrated)")
+        ax.plot(e, [r["accuracy_uncalibrated"] for r in runs], "s--", label="before calibration")
+        ax.axhline(report["accuracy"]["exact_quant"], color="k", lw=0.8, label="exact quantized")
+        ax.set_xlabel("relative multiplier energy")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        _save(fig, out / "fig_pareto.png")
+        written.append(out / "fig_pareto.png")
+        best = next(r for r in runs if r["budget"] == report["budget"])
+        names = list(best["per_layer_energy"])
+        rel = [best["per_layer_energy"][n]["energy_fj"] / best["per_layer_energy"][n]["exact_fj"] for n in names]
+        fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 4))
+        ax.bar(range(len(names)), rel, color="tab:green")
+        for i, n in enumerate(names):
+            v = best["assignment"].get(n, "exact")
+            label = v if isinstance(v, str) else f"{len(v['appmuls'])} AppMuls"
+            ax.text(i, rel[i], label, rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_ylim(0, 1.6)
+        ax.set_ylabel("layer energy / exact")
+        ax.set_title(f"chosen AppMul per layer (R = {best['budget']:g})")
+        _save(fig, out / "fig_assignment.png")
+        written.append(out / "fig_assignment.png")
+        d = best["output_difference"]
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for k, style in (("uncalibrated", "tab:red"), ("calibrated", "tab:blue")):
+            if k in d:
+                h = d[k]
+                centers = 0.5 * (np.array(h["edges"][1:]) + np.array(h["edges"][:-1]))
+                ax.plot(centers, h["counts"], color=style, label=f"{k} (mean |d| {h['mean_abs']:.3f})")
+        ax.set_xlabel("logit difference, approximate - exact quantized")
+        ax.set_ylabel("count")
+        ax.set_title("output difference before / after calibration")
+        ax.legend(fontsize=8)
+        _save(fig, out / "fig_calibration.png")
+        written.append(out / "fig_calibration.png")
+    return written
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> Path:
+    """Write report.json, report.md and the plots into ``out``; returns the Markdown path."""
+    out = Path(out)
+    atomic_write_json(out / "report.json", report)
+    plots(report, out)
+    return atomic_write_text(out / "report.md", markdown(report))
