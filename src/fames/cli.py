@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=0.01)
     tr.add_argument("--weight-decay", type=float, default=5e-4)
     tr.add_argument("--kd", type=float, default=0.5, help="distillation weight from the float model (QAT only)")
-    tr.add_argument("--scale-lr-mult", type=float, default=0.01, help="lr multiplier of quantizer step sizes")
+    tr.add_argument("--scale-lr-mult", type=float, default=1.0, help="lr multiplier of quantizer step sizes")
     tr.add_argument("--batch-size", type=int, default=128)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=None)

@@ -199,6 +199,9 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
     exact_acc = stages.json("exact", key, lambda: evaluate(model, test, progress, "eval exact", cfg.eval_batches))
     layers = qlayers(model)
     lib = prepare_library(cfg, {m.widths for _, m in layers}, progress)
+    from fames.appmul.library import Library
+
+    Library(lib).save(out / "library")
     exact_cost = exact_costs(lib, cfg.energy_metric)
     sample_shape = tuple(next(iter(test))[0].shape[1:])
     macs = layer_macs(model, sample_shape)
@@ -297,6 +300,18 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                 z_cal = _logits(model, m, test)[1]
             assignment = current_assignment(m)
             save_assignment(assignment, out / f"assignment_R{ratio:g}.json")
+            from fames.models import save_checkpoint
+
+            save_checkpoint(
+                m,
+                out / f"model_R{ratio:g}.pt",
+                meta={
+                    "quant": getattr(m, "fames_quant_config", None),
+                    "accuracy": acc_c,
+                    "dataset": cfg.dataset,
+                    "assignment": f"assignment_R{ratio:g}.json",
+                },
+            )
             diffs = {"uncalibrated": _hist(z_unc - z_exact)}
             if z_cal is not None:
                 diffs["calibrated"] = _hist(z_cal - z_exact)
@@ -352,6 +367,9 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         "estimator_scatter": scatter,
     }
     save_assignment({"format": "fames-assignment", "layers": best["assignment"]}, out / "assignment.json")
+    import shutil
+
+    shutil.copyfile(out / f"model_R{best['budget']:g}.pt", out / "model.pt")
     write_report(report, out)
     return report
 

@@ -70,7 +70,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Assignment of the headline run", "", "| layer | AppMul |", "|---|---|"]
     for n, v in report["assignment"].items():
         lines.append(f"| {n} | {v if isinstance(v, str) else v} |")
-    lines += ["", "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`."]
+    lines += [
+        "",
+        "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`.",
+        "Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
+        f"--library library --dataset {report['config']['dataset']}` (from this folder).",
+    ]
     return "\n".join(lines) + "\n"
 
 

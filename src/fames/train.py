@@ -61,7 +61,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     kd_alpha: float = 0.0  # weight of the KL distillation loss (0 = no distillation)
     kd_temperature: float = 4.0
-    scale_lr_mult: float = 0.01  # learning-rate multiplier of quantizer step sizes (LSQ is unstable at 1)
+    max_grad_norm: float = 5.0  # gradient clipping (0 = off); BN-folded QAT models are sensitive
+    scale_lr_mult: float = 1.0  # learning-rate multiplier of quantizer step sizes (log-domain updates)
     seed: int = 0
 
 
@@ -112,6 +113,13 @@ def train(
                 raise FamesError(f"training diverged (loss {loss.item()}) at step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # Step sizes move in the log domain: d(log s) = -lr s dL/ds, i.e. ds = -lr s^2 dL/ds. Multiplicative
+            # steps stay stable when a folded layer's raw LSQ gradient is large relative to its step size.
+            for p in scale_params:
+                if p.grad is not None:
+                    p.grad.mul_(p.detach() ** 2)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             step += 1
             bar.update()
