@@ -274,7 +274,8 @@ def test_gather_path_float32_chunked_and_auto_choice():
     assert y.dtype == torch.float32 and torch.equal(y.double(), ref)  # sums < 2**24: exact
     plan = plan_layer(am)
     assert plan.r == 256 and choose_method(plan, x.shape, w.shape, 2) == "gather"
-    assert choose_method(plan_layer(pp_trunc_appmul(8, 8, k=4)), x.shape, w.shape, 2) == "conv"
+    assert choose_method(plan_layer(pp_trunc_appmul(8, 8, k=8)), x.shape, w.shape, 2) == "conv"  # bit planes
+    assert choose_method(plan_layer(operand_trunc_appmul(8, 8, True, True)), x.shape, w.shape, 2) == "conv"
     with pytest.raises(ValueError):
         approx_conv2d(x, w, am, method="fast")
 
@@ -303,3 +304,27 @@ def test_all_zero_lut():
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0  # STE still passes the exact gradient
     assert not approx_linear(x[:, :, 0, 0], w[:, :, 0, 0], am, dtype=torch.float64).any()
+
+
+@pytest.mark.parametrize("widths", [(2, 2, True, True), (4, 4, True, True), (8, 8, True, True), (4, 8, False, False)])
+def test_bit_plane_plans_are_exact(widths):
+    """Truncation-like tables use the bit-plane activation basis (shifts, no lookup) and stay bit-exact."""
+    from fames.appmul.families import build
+
+    a, wb, sa, sw = widths
+    am = build("trunc", a, wb, sa, sw, k=max(a, wb))
+    plan = plan_layer(am)
+    assert plan.shifts is not None and plan.r <= a + 1
+    xv = np.arange(1 << a)[:, None]
+    assert np.array_equal(plan.U, ((xv | (1 << a)) >> plan.shifts[None, :]) & 1)
+    assert np.array_equal(plan.U @ plan.V.T, am.lut.astype(np.float64))
+    g = _gen(11)
+    for C, O, k, stride, padding, dilation, groups in GEOMS:
+        x = codes(a, sa, (2, C, 7, 6), g)
+        w = codes(wb, sw, (O, C // groups, *((k, k) if isinstance(k, int) else k)), g)
+        ref = reference_conv2d(x, w, am, stride, padding, dilation, groups).double()
+        for dtype in (torch.float32, torch.float64):
+            y = approx_conv2d(x, w, am, stride, padding, dilation, groups, dtype=dtype, method="conv")
+            assert torch.equal(y.double(), ref)
+    x, w = codes(a, sa, (5, 13), g), codes(wb, sw, (7, 13), g)
+    assert torch.equal(approx_linear(x, w, am).double(), reference_linear(x, w, am).double())

@@ -43,7 +43,7 @@ __all__ = [
 
 IntPair = int | tuple[int, int]
 DEFAULT_CHUNK_BYTES = 1 << 28
-GATHER_MIN_R = 16  # above this many stacked terms the rank-independent gather path wins (measured, CPU)
+GATHER_MIN_R = 2  # above this many looked-up terms the rank-independent gather path wins (measured, CPU)
 GATHER_MAX_TABLE_BYTES = 1 << 27
 
 
@@ -68,6 +68,9 @@ class EmulationPlan:
     integer: bool
     exact_only: bool = False
     luts: np.ndarray | None = field(default=None, repr=False)  # (2**a_bits, n_appmuls * 2**w_bits) int64
+    # Bit-plane activation basis: ``U[x, k] == (x | 2**a_bits) >> shifts[k] & 1`` (shift ``a_bits`` is the
+    # constant 1), so the stacked activations come from shifts instead of table lookups.
+    shifts: np.ndarray | None = None
     _torch: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -85,6 +88,15 @@ class EmulationPlan:
                 torch.as_tensor(self.V, dtype=dtype, device=device),
             )
             self._torch[key] = hit
+        return hit
+
+    def shift_table(self, device: torch.device) -> torch.Tensor:
+        """``shifts`` as an int16 tensor (cached); only for a bit-plane plan."""
+        assert self.shifts is not None
+        key = ("shifts", str(device))
+        hit = self._torch.get(key)
+        if hit is None:
+            hit = self._torch[key] = torch.as_tensor(self.shifts, dtype=torch.int16, device=device)
         return hit
 
     def lut_table(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -136,12 +148,48 @@ def plan_layer(
         return EmulationPlan(a_bits, w_bits, *sig, M, av, wv, "err", "zero", True, exact_only=True, luts=L)
     f_lut: Factors = decompose_table(L, used)
     if f_lut.r < f_err.r + 1 and (f_lut.integer or allow_float_lut):
-        return EmulationPlan(
-            a_bits, w_bits, *sig, M, f_lut.U, f_lut.V, "lut", f_lut.kind, f_lut.integer, luts=L
-        )
-    U = np.concatenate([av, f_err.U], axis=1)
-    V = np.concatenate([wv, f_err.V], axis=1)
-    return EmulationPlan(a_bits, w_bits, *sig, M, U, V, "err", f_err.kind, f_err.integer, luts=L)
+        plan = EmulationPlan(a_bits, w_bits, *sig, M, f_lut.U, f_lut.V, "lut", f_lut.kind, f_lut.integer, luts=L)
+    else:
+        U = np.concatenate([av, f_err.U], axis=1)
+        V = np.concatenate([wv, f_err.V], axis=1)
+        plan = EmulationPlan(a_bits, w_bits, *sig, M, U, V, "err", f_err.kind, f_err.integer, luts=L)
+    return _to_bit_planes(plan)
+
+
+BIT_PLANE_EXTRA_TERMS = 1  # bit planes cost no lookup: accept up to this many more terms than the factor rank
+
+
+def _to_bit_planes(plan: EmulationPlan) -> EmulationPlan:
+    """Re-express an integer plan in the bit-plane activation basis if ``U``'s columns are affine in the bits
+    of the activation index (truncation-like errors, exact products): ``U = P B`` with ``P[x] = [1, bits(x)]``,
+    so ``U V^T = P (V B^T)^T`` and the activation terms are shifts of the codes instead of table lookups."""
+    if not plan.integer:
+        return plan
+    a = plan.a_bits
+    x = np.arange(1 << a)
+    P = np.stack([np.ones_like(x)] + [(x >> b) & 1 for b in range(a)], axis=1).astype(np.float64)  # (A, a+1)
+    B = np.concatenate([plan.U[:1], plan.U[1 << np.arange(a)] - plan.U[:1]], axis=0)  # (a+1, r), integer
+    if not np.array_equal(P @ B, plan.U):
+        return plan
+    keep = np.flatnonzero(np.any(B != 0, axis=1))
+    if keep.size > plan.r + BIT_PLANE_EXTRA_TERMS:
+        return plan
+    Vb = plan.V @ B[keep].T  # integer: exact in float64
+    shifts = np.where(keep == 0, a, keep - 1).astype(np.int64)
+    return EmulationPlan(
+        plan.a_bits,
+        plan.w_bits,
+        plan.a_signed,
+        plan.w_signed,
+        plan.n_appmuls,
+        P[:, keep],
+        Vb,
+        plan.mode,
+        plan.kind,
+        True,
+        luts=plan.luts,
+        shifts=shifts,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -163,9 +211,7 @@ def _indices(codes: torch.Tensor, bits: int, signed: bool, exact_round: bool = F
     return torch.bitwise_and(idx, (1 << bits) - 1) if signed else idx
 
 
-def _weight_keys(
-    w_idx: torch.Tensor, assign: torch.Tensor | int | None, n_appmuls: int, w_bits: int
-) -> torch.Tensor:
+def _weight_keys(w_idx: torch.Tensor, assign: torch.Tensor | int | None, n_appmuls: int, w_bits: int) -> torch.Tensor:
     """Row of the stacked ``V`` for each weight: ``m * 2**w_bits + w_index``, shape of ``w_idx``.
 
     ``assign``: None / scalar (per layer), ``(O,)`` (per filter) or ``(O, C_in_per_group)`` (per kernel).
@@ -186,9 +232,7 @@ def _weight_keys(
         a = a.view(O, *([1] * (w_idx.dim() - 1)))
     elif a.dim() == 2:
         if tuple(a.shape) != tuple(w_idx.shape[:2]):
-            raise ValueError(
-                f"per-kernel assignment shape {tuple(a.shape)} != weight {tuple(w_idx.shape[:2])}"
-            )
+            raise ValueError(f"per-kernel assignment shape {tuple(a.shape)} != weight {tuple(w_idx.shape[:2])}")
         a = a.view(*a.shape, *([1] * (w_idx.dim() - 2)))
     else:
         raise ValueError(f"assignment must be 0-, 1- or 2-D, got shape {tuple(a.shape)}")
@@ -214,12 +258,15 @@ def _stacked_conv(
     dilation: tuple[int, int],
     groups: int,
     max_bytes: int,
+    shifts: torch.Tensor | None = None,
+    a_bits: int = 0,
 ) -> torch.Tensor:
     """``sum_k conv(U[X, k], V[W, k])`` as one convolution -> ``(N, O, H', W')``.
 
     ``x_idx``: ``(N, C, H, W)`` activation indices, ``wkey``: ``(O, Cg, kh, kw)`` rows of ``V``.
 
-    Differentiable w.r.t. ``U`` and ``V`` (used for the counting-matrix gradient).
+    Differentiable w.r.t. ``U`` and ``V`` (used for the counting-matrix gradient). With ``shifts`` (a bit-plane
+    plan) the activation terms are computed by shifts of the indices instead of lookups in ``U``.
     """
     N, C, H, W = x_idx.shape
     O, Cg, kh, kw = wkey.shape
@@ -229,14 +276,29 @@ def _stacked_conv(
     xi = x_idx.permute(0, 2, 3, 1)  # (N, H, W, C)
     outs = []
     for s, e in _chunks(N, H * W * C * R * U.element_size(), max_bytes):
-        xs = U.reshape(-1)[xi[s:e]] if R == 1 else F.embedding(xi[s:e], U)
+        xs = _act_terms(xi[s:e], U, shifts, a_bits)
         xs = xs.reshape(e - s, H, W, C * R).permute(0, 3, 1, 2)  # channels_last view
         outs.append(F.conv2d(xs, ws, None, stride, padding, dilation, groups))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
+def _act_terms(xi: torch.Tensor, U: torch.Tensor, shifts: torch.Tensor | None, a_bits: int) -> torch.Tensor:
+    """``U[xi]`` of shape ``(*xi.shape, r)`` in ``U.dtype``; by shifts for a bit-plane plan."""
+    if shifts is None:
+        return U.reshape(-1)[xi] if U.shape[1] == 1 else F.embedding(xi, U)
+    # int16 holds ``x | 2**a_bits`` for a_bits <= 14 and halves the traffic of the broadcast shift
+    t = torch.bitwise_or(xi.to(torch.int16), 1 << a_bits).unsqueeze(-1)
+    return torch.bitwise_right_shift(t, shifts).bitwise_and_(1).to(U.dtype)
+
+
 def _stacked_linear(
-    x_idx: torch.Tensor, wkey: torch.Tensor, U: torch.Tensor, V: torch.Tensor, max_bytes: int
+    x_idx: torch.Tensor,
+    wkey: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    max_bytes: int,
+    shifts: torch.Tensor | None = None,
+    a_bits: int = 0,
 ):
     """``sum_k U[X, k] @ V[W, k].T``; ``x_idx`` ``(N, K)``, ``wkey`` ``(O, K)`` -> ``(N, O)``."""
     N, K = x_idx.shape
@@ -245,7 +307,7 @@ def _stacked_linear(
     ws = F.embedding(wkey, V).reshape(O, K * R)
     outs = []
     for s, e in _chunks(N, K * R * U.element_size(), max_bytes):
-        outs.append(F.embedding(x_idx[s:e], U).reshape(e - s, K * R) @ ws.t())
+        outs.append(_act_terms(x_idx[s:e], U, shifts, a_bits).reshape(e - s, K * R) @ ws.t())
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
@@ -359,9 +421,7 @@ def _error_tables(error_table: torch.Tensor | Sequence[torch.Tensor], dtype: tor
     return E.to(dtype)
 
 
-def _counting_tables(
-    E: torch.Tensor, x_idx: torch.Tensor, wkey: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _counting_tables(E: torch.Tensor, x_idx: torch.Tensor, wkey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable ``(U, V)`` with ``sum_k U[x, k] V[m * 2**w + w, k] = E[m, x, w]`` on the codes present.
 
     One-hot on whichever side has fewer distinct codes present: activation values (``V`` gathers
@@ -416,12 +476,17 @@ def _check_error_table(error_table, dtype, M, a_bits, w_bits) -> torch.Tensor:  
     return E
 
 
-def choose_method(
-    plan: EmulationPlan, x_shape: Sequence[int], w_shape: Sequence[int], groups: int = 1
-) -> str:
-    """``"conv"`` (stacked factors, cost ~ ``r`` exact convolutions) or ``"gather"`` (one ``embedding_bag``
-    over the LUTs, cost independent of ``r``, ~``GATHER_COST`` exact convolutions) for a convolution."""
-    if plan.luts is None or plan.r <= GATHER_MIN_R:
+def choose_method(plan: EmulationPlan, x_shape: Sequence[int], w_shape: Sequence[int], groups: int = 1) -> str:
+    """``"conv"`` (stacked factors, cost ~ ``r`` exact convolutions plus, unless the plan uses bit planes,
+    one table lookup per activation and term) or ``"gather"`` (one ``embedding_bag`` over the LUTs, cost
+    independent of ``r``) for a convolution.
+
+    Measured on CPU (ResNet-20, 8-bit EvoApproxLib tables): the per-term activation lookup is memory bound and
+    costs more than the stacked convolution itself, so a lookup-based plan with ``r > GATHER_MIN_R`` goes to
+    the gather path (~8x an exact conv at any ``r``; rank 4 by lookups was ~12x). Bit-plane plans (no lookups)
+    always use the convolution.
+    """
+    if plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         return "conv"
     O, Cg, kh, kw = w_shape
     table_bytes = Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * (O // groups) * 8
@@ -460,13 +525,9 @@ def approx_conv2d(
     gradient) as well as (straight-through) the codes.
     """
     if x_codes.dim() != 4 or w_codes.dim() != 4:
-        raise ValueError(
-            f"expected x (N, C, H, W) and w (O, C/groups, kh, kw), got {x_codes.shape}, {w_codes.shape}"
-        )
+        raise ValueError(f"expected x (N, C, H, W) and w (O, C/groups, kh, kw), got {x_codes.shape}, {w_codes.shape}")
     if x_codes.shape[1] != w_codes.shape[1] * groups:
-        raise ValueError(
-            f"input has {x_codes.shape[1]} channels; weight expects {w_codes.shape[1]} x {groups} groups"
-        )
+        raise ValueError(f"input has {x_codes.shape[1]} channels; weight expects {w_codes.shape[1]} x {groups} groups")
     if method not in ("auto", "conv", "gather"):
         raise ValueError(f"method must be 'auto', 'conv' or 'gather', not {method!r}")
     conv_args = (_pair(stride), _pair(padding), _pair(dilation), int(groups))
@@ -493,9 +554,10 @@ def approx_conv2d(
             return _gather_conv(x_idx, wkey, L, *conv_args, max_chunk_bytes)
     else:
         U, V = plan.tables(x_codes.device, dtype)
+        sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
 
         def compute() -> torch.Tensor:
-            y = _stacked_conv(x_idx, wkey, U, V, *conv_args, max_chunk_bytes)
+            y = _stacked_conv(x_idx, wkey, U, V, *conv_args, max_chunk_bytes, sh, a_bits)
             return y if plan.integer else torch.round(y)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
@@ -517,14 +579,10 @@ def approx_linear(
     arguments as :func:`approx_conv2d`.
     """
     if w_codes.dim() != 2 or x_codes.shape[-1] != w_codes.shape[1]:
-        raise ValueError(
-            f"expected x (..., K) and w (O, K), got {tuple(x_codes.shape)}, {tuple(w_codes.shape)}"
-        )
+        raise ValueError(f"expected x (..., K) and w (O, K), got {tuple(x_codes.shape)}, {tuple(w_codes.shape)}")
     lead = x_codes.shape[:-1]
     x2 = x_codes.reshape(-1, x_codes.shape[-1])
-    x_idx, wkey, plan, a_bits, w_bits, M = _prepare(
-        x2, w_codes, appmul, assign, dtype, need_plan=error_table is None
-    )
+    x_idx, wkey, plan, a_bits, w_bits, M = _prepare(x2, w_codes, appmul, assign, dtype, need_plan=error_table is None)
     if error_table is not None:
         E = _check_error_table(error_table, dtype, M, a_bits, w_bits)
         U, V = _counting_tables(E, x_idx, wkey)
@@ -535,9 +593,10 @@ def approx_linear(
             y = x2.to(dtype) @ w_codes.to(dtype).t()
         else:
             U, V = plan.tables(x_codes.device, dtype)
+            sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
 
             def compute() -> torch.Tensor:
-                y = _stacked_linear(x_idx, wkey, U, V, max_chunk_bytes)
+                y = _stacked_linear(x_idx, wkey, U, V, max_chunk_bytes, sh, a_bits)
                 return y if plan.integer else torch.round(y)
 
             y = _SteLinearFn.apply(x2, w_codes, compute, dtype)
