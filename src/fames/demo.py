@@ -33,7 +33,7 @@ def train_digits(out: Path, progress: bool = True) -> dict[str, Path]:
     paths = {"float": out / "digits_float.pt"}
     if not paths["float"].is_file():
         model = create_model("digits_cnn")
-        train(model, tl, TrainConfig(epochs=15, lr=0.05, seed=0), progress=progress)
+        train(model, tl, TrainConfig(epochs=10, lr=0.05, seed=0), progress=progress)
         acc = evaluate(model, test, progress=False)["accuracy"]
         save_checkpoint(model, paths["float"], meta={"quant": None, "accuracy": acc, "dataset": "digits"})
     for label, qcfg in CONFIGS.items():
@@ -44,7 +44,7 @@ def train_digits(out: Path, progress: bool = True) -> dict[str, Path]:
         from fames.train import load_model
 
         model = load_model("digits_cnn", paths["float"])
-        qat(model, qcfg, tl, TrainConfig(epochs=6, lr=0.01, seed=0), progress=progress)
+        qat(model, qcfg, tl, TrainConfig(epochs=4, lr=0.01, seed=0), progress=progress)
         acc = evaluate(model, test, progress=False)["accuracy"]
         save_checkpoint(model, p, meta={"quant": model.fames_quant_config, "accuracy": acc, "dataset": "digits"})
     return paths
@@ -67,11 +67,13 @@ def run_demo(out: str | Path = "fames-demo", progress: bool = True) -> dict[str,
             dataset="digits",
             library="generate",
             liberty="synthetic",
-            budgets=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            budgets=[0.9, 0.75, 0.6, 0.45],
             estimator="taylor-rank1",
             samples=256,
-            calib_samples=1024,
-            calib_epochs=5,
+            calib_samples=512,  # demo-sized calibration (paper: 1,024 samples, 5 epochs, q step 0.01 up to 0.5)
+            calib_epochs=3,
+            calib_quantile_step=0.02,
+            calib_quantile_max=0.3,
             output=str(out / label),
         )
         reports[label] = run(cfg, progress=progress)

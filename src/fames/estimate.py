@@ -122,7 +122,7 @@ def _capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor
 class TaylorEstimator:
     """FAMES estimator: ``hessian`` = ``full`` (exact Gauss-Newton), ``rank1`` or ``none`` (first order)."""
 
-    def __init__(self, hessian: str = "rank1", chunk: int = 64, power_iters: int = 30, progress: bool = True):
+    def __init__(self, hessian: str = "rank1", chunk: int = 128, power_iters: int = 30, progress: bool = True):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
         self.hessian, self.chunk, self.power_iters, self.progress = hessian, chunk, power_iters, progress

@@ -46,8 +46,10 @@ class RunConfig:
     energy_metric: str = "pdp"
     calibrate: bool = True
     calib_samples: int = 1024
-    calib_epochs: float = 5
+    calib_epochs: int = 5
     calib_lr: float = 0.1
+    calib_quantile_step: float = 0.01
+    calib_quantile_max: float = 0.5
     eval_batches: int | None = None
     batch_size: int = 500
     output: str = "fames-out"
