@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Trains the committed checkpoints on the JPEG CIFAR-10 train split (../shared/data/cifar10), 2 CPU cores.
+# ResNet-8 takes raw 0-255 pixels (scaled inside the model), so its QAT needs a 10x smaller lr.
 # Each command's line, accuracy and data hash land in manifest.json. Existing checkpoints are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,7 +8,7 @@ run() { local out=$1; shift; [ -f "$out" ] && { echo "have $out"; return; }; ech
 run checkpoints/resnet20_float.pt --model resnet20 --init default --dataset cifar10 --epochs 2 --lr 0.02
 run checkpoints/resnet20_w8a8.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits W8A8 --epochs 0.3 --lr 0.0005
 run checkpoints/resnet20_w4a4.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w4a4.yaml --epochs 1 --lr 0.002
-run checkpoints/resnet8_w8a8.pt --model resnet8 --init default --dataset cifar10 --bits W8A8 --epochs 1 --lr 0.002
+run checkpoints/resnet8_w8a8.pt --model resnet8 --init default --dataset cifar10 --bits W8A8 --epochs 1 --lr 0.0002
 run checkpoints/resnet20_mixed48.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/mixed48.yaml --epochs 1 --lr 0.002
 run checkpoints/resnet20_w3a3.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w3a3.yaml --epochs 1.5 --lr 0.002
 run checkpoints/resnet20_w2a2.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w2a2.yaml --epochs 3 --lr 0.003
