@@ -107,10 +107,7 @@ class ILPSelector:
         from scipy.optimize import Bounds, LinearConstraint, milp
         from scipy.sparse import coo_matrix
 
-        _check_ratio(ratio)
-        min_r = problem.min_ratio()
-        if ratio < min_r - 1e-12:
-            raise InfeasibleBudget(ratio, min_r)
+        _check_budget(problem, ratio)
         t0 = time.perf_counter()
         allowed = problem.allowed
         gi, ki = np.nonzero(allowed)  # one variable per allowed (group, candidate)
@@ -151,10 +148,7 @@ class GreedySelector:
     name = "greedy"
 
     def solve(self, problem: SelectionProblem, ratio: float) -> Selection:
-        _check_ratio(ratio)
-        min_r = problem.min_ratio()
-        if ratio < min_r - 1e-12:
-            raise InfeasibleBudget(ratio, min_r)
+        _check_budget(problem, ratio)
         t0 = time.perf_counter()
         om = np.where(problem.allowed, problem.omega, np.inf)
         en = np.where(problem.allowed, problem.energy, np.inf)
@@ -178,9 +172,13 @@ class GreedySelector:
         )
 
 
-def _check_ratio(ratio: float) -> None:
+def _check_budget(problem: SelectionProblem, ratio: float) -> None:
+    """Raise for a ratio outside (0, 1] or below the smallest feasible one."""
     if not (0 < ratio <= 1):
         raise FamesError(f"energy budget ratio R={ratio} must lie in (0, 1] (fraction of the exact energy)")
+    min_r = problem.min_ratio()
+    if ratio < min_r - 1e-12:
+        raise InfeasibleBudget(ratio, min_r)
 
 
 def select(problem: SelectionProblem, ratio: float, selector: Selector | None = None) -> Selection:
