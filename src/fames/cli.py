@@ -256,7 +256,8 @@ def _bits(values: list[str]) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fames",
-        description="Approximate multipliers for quantized neural networks: build and cost AppMul libraries.",
+        description="Approximate multipliers for quantized neural networks: AppMul libraries with hardware cost, "
+        "quantization and bit-exact emulation, FAMES selection and calibration. Start with `fames demo`.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
