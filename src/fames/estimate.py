@@ -69,7 +69,7 @@ def _layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
     finally:
         for (_, m), (mode, a, dt) in zip(ql, saved, strict=True):
             m.mode, m.assignment, m.emulation_dtype = mode, a, dt
-            m.error_probe = None
+            m.error_probe, m.gather_only = None, False
         model.train(was_training)
 
 
@@ -229,7 +229,7 @@ def true_loss_changes(
     out: dict[str, np.ndarray] = {}
     with _layer_states(model) as ql:
         for _, m in ql:
-            m.emulation_dtype = torch.float32
+            m.emulation_dtype, m.gather_only = torch.float32, True
         layers = dict(ql)
         base = F.cross_entropy(model(x), y).item()
         bar = tqdm(total=sum(len(v) for v in candidates.values()), desc="true loss change", disable=not progress)

@@ -165,3 +165,32 @@ def test_quantize_model_w8a8_close_to_float_and_mixed_config(tmp_path):
         QuantConfig(w_bits=9)
     with pytest.raises(FamesError, match="does not have"):
         quantize(_Net().eval(), {"layers": {"nope": "W4A4"}})
+
+
+def test_error_contributions_equal_output_differences():
+    torch.manual_seed(5)
+    layer = _calibrated(QConv2d(nn.Conv2d(4, 6, 3, padding=1, stride=2), 6, 5, True), torch.randn(2, 4, 9, 9))
+    layer.emulation_dtype = torch.float64
+    x = torch.randn(2, 4, 9, 9)
+    ms = [_random_appmul(5, 6, True, s) for s in range(2)]
+    with torch.no_grad():
+        base = layer(x).double()
+        for m, d in zip(ms, layer.error_contributions(x, ms), strict=True):
+            layer.set_assignment(m)
+            diff = layer(x).double() - base  # float32 outputs: compare to float32 rounding
+            assert d.abs().max() > 0 and torch.allclose(d, diff, atol=1e-5 * base.abs().max().item())
+            layer.mode = "exact"
+
+
+def test_error_contributions_linear():
+    torch.manual_seed(6)
+    layer = _calibrated(QLinear(nn.Linear(20, 7), 8, 8, False), torch.randn(5, 20))
+    layer.emulation_dtype = torch.float64
+    x = torch.randn(5, 20)
+    m = _random_appmul(8, 8, False, 3)
+    with torch.no_grad():
+        base = layer(x).double()
+        d = next(layer.error_contributions(x, [m]))
+        layer.set_assignment(m)
+        diff = layer(x).double() - base
+    assert d.abs().max() > 0 and torch.allclose(d, diff, atol=1e-5 * base.abs().max().item())

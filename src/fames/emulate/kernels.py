@@ -156,6 +156,22 @@ def plan_layer(
     return _to_bit_planes(plan)
 
 
+def lut_plan(appmul: AppMul | Sequence[AppMul]) -> EmulationPlan:
+    """A plan for the gather backend only: the LUTs side by side, no factorization (no SVD/QR cost).
+
+    Exact for any LUT; used where many AppMuls are each evaluated a few times (estimation), so planning
+    would dominate. ``approx_conv2d`` and ``approx_linear`` gather directly from the LUTs for it.
+    """
+    ams = _as_appmuls(appmul)
+    a_bits, w_bits, sa, sw = ams[0].widths
+    L = np.concatenate([m.lut.astype(np.int64) for m in ams], axis=1)
+    empty_u, empty_v = np.zeros((1 << a_bits, 0)), np.zeros((len(ams) << w_bits, 0))
+    exact = all(m.is_exact() for m in ams)
+    return EmulationPlan(
+        a_bits, w_bits, sa, sw, len(ams), empty_u, empty_v, "lut", "gather-only", True, exact_only=exact, luts=L
+    )
+
+
 BIT_PLANE_EXTRA_TERMS = 1  # bit planes cost no lookup: accept up to this many more terms than the factor rank
 
 
@@ -542,7 +558,9 @@ def approx_conv2d(
     assert plan is not None
     if plan.exact_only:
         return F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
-    if plan.r == 0:  # every product is 0
+    if plan.kind == "gather-only":
+        method = "gather"
+    elif plan.r == 0:  # every product is 0
         y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     if method == "auto":
@@ -561,6 +579,20 @@ def approx_conv2d(
             return y if plan.integer else torch.round(y)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
+
+
+def _gather_linear(x_idx: torch.Tensor, wkey: torch.Tensor, L: torch.Tensor, max_bytes: int) -> torch.Tensor:
+    """``y[n, o] = sum_k L[x_idx[n, k], wkey[o, k]]`` by direct gathers, chunked over n: ``(N, O)``."""
+    T = L[:, wkey].permute(1, 2, 0).contiguous()  # (O, K, A)
+    O, K, _ = T.shape
+    N = x_idx.shape[0]
+    out = torch.empty(N, O, dtype=L.dtype, device=L.device)
+    step = max(1, max_bytes // max(1, O * K * L.element_size()))
+    for n0 in range(0, N, step):
+        idx = x_idx[n0 : n0 + step].long().t()  # (K, n)
+        g = torch.gather(T, 2, idx.unsqueeze(0).expand(O, K, idx.shape[1]))  # (O, K, n)
+        out[n0 : n0 + step] = g.sum(1).t()
+    return out
 
 
 def approx_linear(
@@ -591,6 +623,9 @@ def approx_linear(
         assert plan is not None
         if plan.exact_only:
             y = x2.to(dtype) @ w_codes.to(dtype).t()
+        elif plan.kind == "gather-only":
+            L = plan.lut_table(x_codes.device, dtype)
+            y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx, wkey, L, max_chunk_bytes), dtype)
         else:
             U, V = plan.tables(x_codes.device, dtype)
             sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None

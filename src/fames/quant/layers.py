@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fames.appmul.core import AppMul
-from fames.emulate.kernels import approx_conv2d, approx_linear
+from fames.emulate.kernels import approx_conv2d, approx_linear, lut_plan
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
 
@@ -58,6 +58,9 @@ class QuantLayer(nn.Module):
         self.emulation_dtype = torch.float32
         # Estimation hook: a (differentiable) error table used instead of the assignment (counting gradient).
         self.error_probe: torch.Tensor | None = None
+        # Emulate by gathering from the LUTs instead of a factorized plan: for AppMuls used for only a few
+        # forward passes (estimate validation), where planning would cost more than it saves.
+        self.gather_only = False
 
     def extra_repr(self) -> str:
         a = self.assignment
@@ -133,7 +136,15 @@ class QuantLayer(nn.Module):
         for m in appmuls:
             if m.widths != self.widths:
                 raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
-            yield None if m.is_exact() else (self._integer(qx, qw, appmul=m, assign=None) - exact) * scale
+            yield (
+                None
+                if m.is_exact()
+                else (self._integer(qx, qw, appmul=self._once_plan(m), assign=None) - exact) * scale
+            )
+
+    def _once_plan(self, m: AppMul) -> object:
+        """An AppMul used only a few times is emulated by gathering from its LUT: no factorization cost."""
+        return lut_plan(m)
 
     def _emulation_args(self, device: torch.device) -> dict:
         """AppMuls, assignment index and error table for the emulation kernels."""
@@ -143,7 +154,7 @@ class QuantLayer(nn.Module):
         if a is None:
             raise FamesError("layer is in approx mode without an assignment; call set_assignment first")
         idx = a.index.to(device) if a.granularity != "layer" else None
-        return {"appmul": a.appmuls, "assign": idx, "error_table": None}
+        return {"appmul": lut_plan(a.appmuls) if self.gather_only else a.appmuls, "assign": idx, "error_table": None}
 
     def _error_scale(self, view: tuple[int, ...], dt: torch.dtype) -> torch.Tensor:
         sx, _ = self.act_quant.params(0)
