@@ -163,12 +163,16 @@ def prepare_library(cfg: RunConfig, widths: set[tuple[int, int, bool, bool]], pr
         ms = [m for m in import_evoapprox() if m.widths in widths]
     else:
         ms = [m for m in Library.load(cfg.library) if m.widths in widths]
-    have = {m.widths for m in ms if m.is_exact()}
-    for key in sorted(widths - have):
-        ms.insert(0, build("exact", *key))
     missing = widths - {m.widths for m in ms}
     if missing:
-        raise FamesError(f"the library has no AppMul for the layer widths {sorted(missing)}")
+        shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in sorted(missing)]
+        raise FamesError(
+            f"library {cfg.library!r} has no AppMul for the layer widths {shown}; add designs of these widths "
+            "(fames lib build --bits A W) or use library: generate"
+        )
+    have = {m.widths for m in ms if m.is_exact()}
+    for key in sorted(widths - have):  # the exact multiplier is always a candidate (the budget's reference)
+        ms.insert(0, build("exact", *key))
     if any(m.cost is None for m in ms) or cfg.library == "generate":
         need = [m for m in ms if m.cost is None or m.cost.source != "published"]
         done = {m.name: m for m in cost_library(need, _liberty_arg(cfg.liberty), progress=progress)} if need else {}

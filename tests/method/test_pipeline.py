@@ -60,3 +60,7 @@ def test_bad_run_configs(float_ckpt, tmp_path):
         run(_cfg(float_ckpt, tmp_path / "x", samples=5000), progress=False)
     with pytest.raises(FamesError, match="quant"):
         run(_cfg(float_ckpt, tmp_path / "y", quant=None), progress=False)
+    lib = tmp_path / "lib8"
+    assert main(["lib", "build", "--family", "exact", "--bits", "8", "8", "--signed", "--out", str(lib)]) == 0
+    with pytest.raises(FamesError, match="no AppMul for the layer widths.*4x4 signed"):
+        run(_cfg(float_ckpt, tmp_path / "z", library=str(lib)), progress=False)
