@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--max-loss", type=float, default=1.0)
     ap.add_argument("--calib-step", type=float, default=0.01, help="activation quantile search step (paper 0.01)")
     ap.add_argument("--calib-max", type=float, default=0.5, help="largest clipping quantile searched (paper 0.5)")
+    ap.add_argument("--search-samples", type=int, default=None, help="samples for the quantile search's error")
     ap.add_argument("--work", default=str(REPO / "out" / "table3"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "table3.md"))
     args = ap.parse_args()
@@ -91,7 +92,7 @@ def main() -> int:
         f"# Table III (ours): ResNet-20, JPEG CIFAR-10, energy reduction at <= {args.max_loss:g}% accuracy loss",
         "",
         f"Command: `python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} "
-        f"--calib-step {args.calib_step:g} --calib-max {args.calib_max:g}`  ",
+        f"--calib-step {args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples}`  ",
         f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores; liberty for our library: "
         f"{Path(liberty).name}; EvoApproxLib: published PDK45 power x delay. Energy = multiplier energy "
         "(MACs x PDP per op) relative to the exact multiplier of the same widths.",

@@ -89,6 +89,7 @@ class CalibrationConfig:
 
     quantile_step: float = 0.01
     quantile_max: float = 0.5
+    search_samples: int | None = None  # samples the search's MRE is measured on (None = all calibration samples)
     search: bool = True  # activation quantile search
     search_exact_layers: bool = True  # also search layers without AppMuls (they see drifted inputs)
     reference: str = "exact"  # reference outputs: "exact" (quantized, pre-calibration) or "float"
@@ -186,11 +187,15 @@ class CalibrationReport:
         for lc in self.layers:
             q = "kept" if lc.q is None else f"{lc.q:.2f}"
             clip = "-" if lc.clip is None else f"{lc.clip:.3f}"
-            rows.append(f"| {lc.name} | {'yes' if lc.approx else 'no'} | {q} | {lc.mre_before:.4f} | "
-                        f"{lc.mre_after:.4f} | {clip} |")
-        rows.append(f"\ncalibration loss {self.loss_before:.4f} -> {self.loss_after_search:.4f} (search) -> "
-                    f"{self.loss_after:.4f} (LWC); accuracy {self.accuracy_before:.2f}% -> "
-                    f"{self.accuracy_after:.2f}%; {self.samples} samples, {self.seconds:.1f} s")
+            rows.append(
+                f"| {lc.name} | {'yes' if lc.approx else 'no'} | {q} | {lc.mre_before:.4f} | "
+                f"{lc.mre_after:.4f} | {clip} |"
+            )
+        rows.append(
+            f"\ncalibration loss {self.loss_before:.4f} -> {self.loss_after_search:.4f} (search) -> "
+            f"{self.loss_after:.4f} (LWC); accuracy {self.accuracy_before:.2f}% -> "
+            f"{self.accuracy_after:.2f}%; {self.samples} samples, {self.seconds:.1f} s"
+        )
         return "\n".join(rows)
 
 
@@ -240,15 +245,22 @@ def calibration_data(data: Any, samples: int, device: torch.device | str = "cpu"
     if y is not None and y.shape[0] != x.shape[0]:
         raise FamesError(f"calibration data: {x.shape[0]} inputs but {y.shape[0]} labels")
     if x.shape[0] < samples:
-        warnings.warn(f"calibration asked for {samples} samples but the data holds {x.shape[0]}; using them all",
-                      stacklevel=3)
+        warnings.warn(
+            f"calibration asked for {samples} samples but the data holds {x.shape[0]}; using them all", stacklevel=3
+        )
     return CalibrationData(x, y)
 
 
 def _is_pair(data: Any) -> bool:
     """``(x (S, ...), y (S,) integer)``, as opposed to a list of input batches."""
-    return (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
-            and data[1].dim() == 1 and not data[1].is_floating_point() and data[1].shape[0] == data[0].shape[0])
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+        and data[1].dim() == 1
+        and not data[1].is_floating_point()
+        and data[1].shape[0] == data[0].shape[0]
+    )
 
 
 # ====================================================================== reference model state
@@ -284,8 +296,7 @@ class ReferenceState:
 
 def _layer_state(m: QuantLayer) -> tuple:
     aq, wq = m.act_quant, m.weight_quant
-    return (m.mode, aq.scale.detach().clone(), aq.zero_point.clone(), wq.scale.detach().clone(),
-            wq.zero_point.clone())
+    return (m.mode, aq.scale.detach().clone(), aq.zero_point.clone(), wq.scale.detach().clone(), wq.zero_point.clone())
 
 
 @torch.no_grad()
@@ -306,8 +317,10 @@ def _check_model(model: nn.Module) -> list[tuple[str, QuantLayer]]:
     if not ql:
         raise FamesError("calibrate: the model has no quantized layers; call fames.quantize first")
     if not any(_is_approx(m) for _, m in ql):
-        raise FamesError("calibrate: no layer of the model is in approx mode with AppMuls; assign AppMuls first "
-                         "(fames.substitute or layer.set_assignment) - calibration recovers the AppMuls' error")
+        raise FamesError(
+            "calibrate: no layer of the model is in approx mode with AppMuls; assign AppMuls first "
+            "(fames.substitute or layer.set_assignment) - calibration recovers the AppMuls' error"
+        )
     for n, m in ql:
         if not bool(m.act_quant.calibrated):
             raise FamesError(f"calibrate: layer {n} has no activation range; run fames.quant.calibrate_ptq first")
@@ -359,14 +372,25 @@ def _quantile_grid(step: float, q_max: float) -> torch.Tensor:
 class QuantileSearch:
     """Activation clipping-quantile search, layer by layer (see the module docstring for the criterion)."""
 
-    def __init__(self, step: float = 0.01, q_max: float = 0.5, reference: str = "exact",
-                 search_exact_layers: bool = True, keep_if_worse: bool = True, batch_size: int = 128,
-                 max_values: int = 1 << 20, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        step: float = 0.01,
+        q_max: float = 0.5,
+        reference: str = "exact",
+        search_exact_layers: bool = True,
+        keep_if_worse: bool = True,
+        batch_size: int = 128,
+        max_values: int = 1 << 20,
+        seed: int = 0,
+        progress: bool = True,
+        search_samples: int | None = None,
+    ) -> None:
         if reference not in REFERENCES:
             raise FamesError(f"reference={reference!r} is not one of {REFERENCES}")
         self.qs = _quantile_grid(step, q_max)
         self.reference, self.search_exact_layers, self.keep_if_worse = reference, search_exact_layers, keep_if_worse
         self.batch_size, self.max_values, self.seed, self.progress = batch_size, max_values, seed, progress
+        self.search_samples = search_samples
 
     def search(
         self, model: nn.Module, data: CalibrationData, ref: ReferenceState | None = None
@@ -377,15 +401,28 @@ class QuantileSearch:
         model.eval()
         todo = [(n, m) for n, m in ql if self.search_exact_layers or _is_approx(m)]
         out = []
-        bar = tqdm(total=len(todo) * len(self.qs), desc="calibrate: quantiles", disable=not self.progress,
-                   unit="q", leave=False)
+        bar = tqdm(
+            total=len(todo) * len(self.qs),
+            desc="calibrate: quantiles",
+            disable=not self.progress,
+            unit="q",
+            leave=False,
+        )
         for k, (name, layer) in enumerate(todo):
             out.append(self._layer(model, name, layer, data, ref, k, bar))
         bar.close()
         return out
 
-    def _layer(self, model: nn.Module, name: str, layer: QuantLayer, data: CalibrationData, ref: ReferenceState,
-               k: int, bar: Any) -> LayerCalibration:
+    def _layer(
+        self,
+        model: nn.Module,
+        name: str,
+        layer: QuantLayer,
+        data: CalibrationData,
+        ref: ReferenceState,
+        k: int,
+        bar: Any,
+    ) -> LayerCalibration:
         t0 = time.perf_counter()
         xs = _capture(model, layer, data, self.batch_size, "input")
         with ref.active(self.reference):
@@ -394,8 +431,11 @@ class QuantileSearch:
         saved = (aq.scale.detach().clone(), aq.zero_point.clone())
         range_before = _act_range(aq)
         lc = LayerCalibration(name, _is_approx(layer), range_before=range_before, range_after=range_before)
-        lc.mre_before = _mre(layer, xs, refs)
         vals = torch.cat([x.flatten() for x in xs]).float()
+        if self.search_samples:  # measure the MRE of each candidate range on the first batches only
+            nb = max(1, -(-self.search_samples // self.batch_size))
+            xs, refs = xs[:nb], refs[:nb]
+        lc.mre_before = _mre(layer, xs, refs)
         if vals.numel() > self.max_values:
             g = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + k)
             vals = vals[torch.randint(vals.numel(), (self.max_values,), generator=g).to(vals.device)]
@@ -514,8 +554,10 @@ class LearnableWeightClipping:
     def clip_factors(self) -> dict[str, float]:
         """Mean over channels of (clipped scale / initial scale), per layer."""
         with torch.no_grad():
-            return {n: float((self.clips[n.replace(".", "/")].qparams()[0] / self.clips[n.replace(".", "/")].s0)
-                             .mean()) for n in self.names}
+            return {
+                n: float((self.clips[n.replace(".", "/")].qparams()[0] / self.clips[n.replace(".", "/")].s0).mean())
+                for n in self.names
+            }
 
     @torch.no_grad()
     def bake(self) -> None:
@@ -528,10 +570,22 @@ class LearnableWeightClipping:
         self.clips = nn.ModuleDict()
         self.baked = True
 
-    def train(self, data: CalibrationData, epochs: int = 5, lr: float = 0.1, optimizer: str = "adam",
-              batch_size: int = 128, teacher: torch.Tensor | None = None, kd_alpha: float = 0.0,
-              kd_temperature: float = 1.0, act_scales: bool = False, act_scale_lr: float = 1e-3,
-              keep_best: bool = True, seed: int = 0, progress: bool = True) -> tuple[list[float], int]:
+    def train(
+        self,
+        data: CalibrationData,
+        epochs: int = 5,
+        lr: float = 0.1,
+        optimizer: str = "adam",
+        batch_size: int = 128,
+        teacher: torch.Tensor | None = None,
+        kd_alpha: float = 0.0,
+        kd_temperature: float = 1.0,
+        act_scales: bool = False,
+        act_scale_lr: float = 1e-3,
+        keep_best: bool = True,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> tuple[list[float], int]:
         """Train the clip logits (model weights frozen) on ``data``; returns (objective per epoch, best epoch).
 
         Objective: ``(1 - kd_alpha) CE + kd_alpha T^2 KL(teacher || model)`` (``kd_alpha`` = 1 without labels).
@@ -549,8 +603,7 @@ class LearnableWeightClipping:
         groups: list[dict[str, Any]] = [{"params": self.parameters(), "lr": lr}]
         if scales:
             groups.append({"params": scales, "lr": act_scale_lr})
-        opt = (torch.optim.Adam(groups, lr=lr) if optimizer == "adam"
-               else torch.optim.SGD(groups, lr=lr, momentum=0.9))
+        opt = torch.optim.Adam(groups, lr=lr) if optimizer == "adam" else torch.optim.SGD(groups, lr=lr, momentum=0.9)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         n = len(data)
         steps = epochs * ((n + batch_size - 1) // batch_size)
@@ -651,8 +704,18 @@ class FamesCalibrator:
                 teacher = ref.logits(model, cd, cfg.batch_size, cfg.reference)
             t1 = time.perf_counter()
             if cfg.search:
-                qs = QuantileSearch(cfg.quantile_step, cfg.quantile_max, cfg.reference, cfg.search_exact_layers,
-                                    cfg.keep_if_worse, cfg.batch_size, cfg.max_values, cfg.seed, cfg.progress)
+                qs = QuantileSearch(
+                    cfg.quantile_step,
+                    cfg.quantile_max,
+                    cfg.reference,
+                    cfg.search_exact_layers,
+                    cfg.keep_if_worse,
+                    cfg.batch_size,
+                    cfg.max_values,
+                    cfg.seed,
+                    cfg.progress,
+                    cfg.search_samples,
+                )
                 searched = {lc.name: lc for lc in qs.search(model, cd, ref)}
             else:
                 searched = {}
@@ -663,8 +726,20 @@ class FamesCalibrator:
             if cfg.lwc:
                 lwc = LearnableWeightClipping(model, cfg.init_logit)
                 history, best_epoch = lwc.train(
-                    cd, cfg.epochs, cfg.lr, cfg.optimizer, cfg.batch_size, teacher, cfg.kd_alpha, cfg.kd_temperature,
-                    cfg.learn_act_scale, cfg.act_scale_lr, cfg.keep_best, cfg.seed, cfg.progress)
+                    cd,
+                    cfg.epochs,
+                    cfg.lr,
+                    cfg.optimizer,
+                    cfg.batch_size,
+                    teacher,
+                    cfg.kd_alpha,
+                    cfg.kd_temperature,
+                    cfg.learn_act_scale,
+                    cfg.act_scale_lr,
+                    cfg.keep_best,
+                    cfg.seed,
+                    cfg.progress,
+                )
                 factors = lwc.clip_factors()
                 lwc.bake()
                 for lc in layers:
@@ -674,13 +749,24 @@ class FamesCalibrator:
         finally:
             model.train(was_training)
         return CalibrationReport(
-            layers=layers, samples=len(cd), loss_before=loss0, loss_after_search=loss1, loss_after=loss2,
-            accuracy_before=acc0, accuracy_after=acc2, lwc_history=history, lwc_best_epoch=best_epoch,
-            seconds=time.perf_counter() - t0, seconds_search=t2 - t1, seconds_lwc=t3 - t2, config=asdict(cfg),
+            layers=layers,
+            samples=len(cd),
+            loss_before=loss0,
+            loss_after_search=loss1,
+            loss_after=loss2,
+            accuracy_before=acc0,
+            accuracy_after=acc2,
+            lwc_history=history,
+            lwc_best_epoch=best_epoch,
+            seconds=time.perf_counter() - t0,
+            seconds_search=t2 - t1,
+            seconds_lwc=t3 - t2,
+            config=asdict(cfg),
         )
 
 
-def calibrate(model: nn.Module, data: Any, config: CalibrationConfig | None = None, **overrides: Any
-              ) -> CalibrationReport:
+def calibrate(
+    model: nn.Module, data: Any, config: CalibrationConfig | None = None, **overrides: Any
+) -> CalibrationReport:
     """FAMES calibration of ``model`` (in place) on ``data``; keyword overrides patch ``config``."""
     return FamesCalibrator(config, **overrides).calibrate(model, data)

@@ -74,6 +74,7 @@ def run_demo(out: str | Path = "fames-demo", progress: bool = True) -> dict[str,
             calib_epochs=3,
             calib_quantile_step=0.02,
             calib_quantile_max=0.3,
+            calib_search_samples=256,
             output=str(out / label),
         )
         reports[label] = run(cfg, progress=progress)

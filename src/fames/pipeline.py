@@ -50,6 +50,7 @@ class RunConfig:
     calib_lr: float = 0.1
     calib_quantile_step: float = 0.01
     calib_quantile_max: float = 0.5
+    calib_search_samples: int | None = None  # samples for the quantile search's error (None = all)
     eval_batches: int | None = None
     batch_size: int = 500
     output: str = "fames-out"
