@@ -72,7 +72,7 @@ def main() -> int:
     lines = [
         "# Hardware cost of the generated 8x8 AppMuls",
         "",
-        f"Command: `python bench/hw_cost.py --liberty {args.liberty}`  ",
+        f"Command: `python bench/hw_cost.py --liberty {os.path.relpath(args.liberty, REPO)}`  ",
         f"Date: {dt.date.today().isoformat()}; machine: {os.cpu_count()} CPU cores; liberty: {lib_path.name}",
         "",
         "Recipe: Yosys (pyosys) `synth -flatten` + `abc -liberty`, inputs driven by the smallest buffer, 3.9 fF "
