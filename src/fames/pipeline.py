@@ -217,7 +217,6 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
     x, y = _sample_batch(cfg, cfg.samples)
     cands = {n: [m for m in lib if m.widths == layer.widths] for n, layer in layers}
     est_file = stages.path("estimate", key, "npz")
-    t0 = time.perf_counter()
     if est_file.is_file():
         npz = np.load(est_file)
         omega = {n: npz[n] for n in cands}
@@ -231,7 +230,6 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         buf = io.BytesIO()
         np.savez(buf, __seconds__=np.array(est_seconds), **omega)
         atomic_write_bytes(est_file, buf.getvalue())
-    del t0
     spearman, scatter = None, None
     if cfg.validate_estimator:
         true = stages.json(
