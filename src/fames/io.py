@@ -64,6 +64,17 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
         raise
 
 
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """Parse a JSON file; a missing file or invalid JSON raises ``error`` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p} not found")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{p}: not valid JSON ({e})") from None
+
+
 def content_hash(*parts: bytes | str, length: int = 16) -> str:
     """Hex SHA-256 of the concatenated parts (strings UTF-8 encoded, each length-prefixed)."""
     h = hashlib.sha256()

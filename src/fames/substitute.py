@@ -8,7 +8,6 @@ Layers not listed keep their current mode.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from torch import nn
 
 from fames.appmul.library import Library
 from fames.errors import FamesError
-from fames.io import atomic_write_json
+from fames.io import atomic_write_json, read_json
 from fames.quant.convert import qlayers
 
 FORMAT = "fames-assignment"
@@ -72,12 +71,7 @@ def save_assignment(assignment: dict[str, Any], path: str | Path) -> Path:
 
 def load_assignment(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise FamesError(f"assignment file {p} not found")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise FamesError(f"{p}: not valid JSON ({e})") from None
+    data = read_json(p, FamesError)
     if not isinstance(data, dict) or "layers" not in data:
         raise FamesError(f"{p}: an assignment file holds {{'format': '{FORMAT}', 'layers': {{...}}}}")
     return data

@@ -18,7 +18,7 @@ import numpy as np
 
 from fames.appmul.core import AppMul, Cost
 from fames.errors import AppMulError
-from fames.io import atomic_directory
+from fames.io import atomic_directory, read_json
 
 FORMAT = "fames-appmul-library"
 VERSION = 1
@@ -119,10 +119,7 @@ class Library:
         for f in (index_file, lut_file):
             if not f.is_file():
                 raise AppMulError(f"{f} is missing: a library directory holds index.json and luts.npz")
-        try:
-            index = json.loads(index_file.read_text())
-        except json.JSONDecodeError as e:
-            raise AppMulError(f"{index_file}: not valid JSON ({e})") from None
+        index = read_json(index_file, AppMulError)
         if not isinstance(index, dict) or index.get("format") != FORMAT or "appmuls" not in index:
             raise AppMulError(f"{index_file}: not a fames AppMul library index (format {FORMAT!r} expected)")
         try:

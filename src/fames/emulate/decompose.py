@@ -161,30 +161,29 @@ def _bitplane_columns(M: np.ndarray, r: int) -> np.ndarray | None:
     return None
 
 
-def _act_onehot(H: np.ndarray) -> Factors:
-    rows, inv = np.unique(H, axis=0, return_inverse=True)
+def _distinct_nonzero(T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct non-zero rows of ``T`` ``(k, n)``, the row-to-class indicator ``(m, k)`` and the class of each
+    row ``(m,)`` (-1 for all-zero rows): ``T == indicator @ reps``."""
+    rows, inv = np.unique(T, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     keep = np.flatnonzero(np.any(rows != 0, axis=1))
     remap = np.full(rows.shape[0], -1, dtype=np.int64)
     remap[keep] = np.arange(keep.size)
     cls = remap[inv]
-    U = np.zeros((H.shape[0], keep.size))
+    ind = np.zeros((T.shape[0], keep.size))
     sel = cls >= 0
-    U[np.flatnonzero(sel), cls[sel]] = 1.0
-    return Factors(U, rows[keep].T.astype(np.float64), int(keep.size), "act_onehot", True)
+    ind[np.flatnonzero(sel), cls[sel]] = 1.0
+    return rows[keep], ind, cls
+
+
+def _act_onehot(H: np.ndarray) -> Factors:
+    reps, ind, _ = _distinct_nonzero(H)
+    return Factors(ind, reps.T.astype(np.float64), ind.shape[1], "act_onehot", True)
 
 
 def _wt_onehot(H: np.ndarray) -> Factors:
-    cols, inv = np.unique(H.T, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    keep = np.flatnonzero(np.any(cols != 0, axis=1))
-    remap = np.full(cols.shape[0], -1, dtype=np.int64)
-    remap[keep] = np.arange(keep.size)
-    cls = remap[inv]
-    V = np.zeros((H.shape[1], keep.size))
-    sel = cls >= 0
-    V[np.flatnonzero(sel), cls[sel]] = 1.0
-    return Factors(cols[keep].T.astype(np.float64), V, int(keep.size), "wt_onehot", True, col_class=cls)
+    reps, ind, cls = _distinct_nonzero(H.T)
+    return Factors(reps.T.astype(np.float64), ind, ind.shape[1], "wt_onehot", True, col_class=cls)
 
 
 def restrict_columns(f: Factors, used: np.ndarray) -> Factors:
