@@ -23,6 +23,7 @@ def _liberty_arg(value: str) -> Path:
 
 # --------------------------------------------------------------------------- lib
 def cmd_lib_build(args: argparse.Namespace) -> int:
+    from fames.appmul.arith import structure
     from fames.appmul.families import FAMILIES, build_family
     from fames.appmul.library import Library
 
@@ -30,9 +31,10 @@ def cmd_lib_build(args: argparse.Namespace) -> int:
         raise FamesError(f"unknown family {args.family!r}; choose one of: all, {', '.join(FAMILIES)}")
     signs = (True,) if args.signed else SIGNEDNESS[args.signedness]
     lib = Library()
-    for a_bits, w_bits in args.bits or [(8, 8)]:
-        for s in signs:
-            lib.extend(build_family(args.family, a_bits, w_bits, s))
+    with structure(args.structure):
+        for a_bits, w_bits in args.bits or [(8, 8)]:
+            for s in signs:
+                lib.extend(build_family(args.family, a_bits, w_bits, s))
     lib.save(args.out)
     print(f"wrote {len(lib)} AppMuls to {args.out}")
     return 0
@@ -270,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Python: fames.appmul.families.build_family(family, a_bits, w_bits, signed)",
     )
     b.add_argument("--family", default="all", help="family name or 'all' (see `fames lib families`)")
+    b.add_argument(
+        "--structure",
+        default="textbook",
+        choices=["textbook", "fast"],
+        help="multiplier structure: textbook (Dadda tree + ripple-carry adder, as the literature's baselines) "
+        "or fast (arrival-ordered tree + prefix adder)",
+    )
     b.add_argument(
         "--bits",
         nargs=2,

@@ -374,6 +374,7 @@ class Family:
                 "generator": "fames",
                 "definition": self.definition,
                 "gates": c.gate_count(),
+                "structure": arith.current_structure(),
             },
         )
 
