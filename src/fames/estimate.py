@@ -120,13 +120,33 @@ def _capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor
 
 
 class TaylorEstimator:
-    """FAMES estimator: ``hessian`` = ``full`` (exact Gauss-Newton), ``rank1`` or ``none`` (first order)."""
+    """FAMES estimator: ``hessian`` = ``full`` (exact Gauss-Newton), ``rank1`` or ``none`` (first order).
 
-    def __init__(self, hessian: str = "rank1", chunk: int = 128, power_iters: int = 30, progress: bool = True):
+    ``linearized`` (with ``full``): Omega = mean_s CE(z_s + J_s e_A) - CE(z_s), the loss evaluated exactly at
+    the first-order logits instead of its quadratic model; it saturates like the true loss for large errors.
+    """
+
+    # Per-sample counting tables cost ~2^min(a, w) output-gradient contractions, the per-candidate path ~K
+    # layer emulations: tables are used when 2^min(a, w) <= TABLE_FACTOR * K (layer granularity).
+    TABLE_FACTOR = 4
+
+    def __init__(
+        self,
+        hessian: str = "rank1",
+        chunk: int = 128,
+        power_iters: int = 30,
+        progress: bool = True,
+        linearized: bool = False,
+    ):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
+        if linearized and hessian != "full":
+            raise FamesError("linearized=True evaluates the loss at the linearized logits: it needs hessian='full'")
         self.hessian, self.chunk, self.power_iters, self.progress = hessian, chunk, power_iters, progress
+        self.linearized = linearized
         self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
+        if linearized:
+            self.name = "linearized-logits"
 
     def estimate(
         self,
@@ -140,6 +160,7 @@ class TaylorEstimator:
         if granularity not in ("layer", "filter"):
             raise FamesError(f"granularity {granularity!r}: the Taylor estimator supports layer and filter")
         t0 = time.perf_counter()
+        _check_candidates(qlayers(model), candidates)
         grads = counting_gradients(model, x, y)
         first = {}
         for n, ms in candidates.items():
@@ -161,8 +182,8 @@ class TaylorEstimator:
             G = {n: (layers[n].weight.shape[0] if granularity == "filter" else 1) for n in candidates}
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             fst = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
-            total = sum(len(ms) for ms in candidates.values()) * ((S + self.chunk - 1) // self.chunk)
-            bar = tqdm(total=total, desc=f"estimate ({self.name})", disable=not self.progress, unit="cand")
+            chunks = (S + self.chunk - 1) // self.chunk
+            bar = tqdm(total=len(candidates) * chunks, desc=f"estimate ({self.name})", disable=not self.progress)
             for s0 in range(0, S, self.chunk):
                 xb, yb = x[s0 : s0 + self.chunk], y[s0 : s0 + self.chunk]
                 with torch.enable_grad():
@@ -170,38 +191,61 @@ class TaylorEstimator:
                     names = list(candidates)
                     tensors = [outs[n] for n in names]
                     p = F.softmax(z.detach().double(), 1)
-                    # dL/dY for the first-order term at filter granularity (L = mean CE over the whole batch)
+                    # dL/dY for the first-order term (L = mean CE over the whole batch)
                     gl = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum") / S, tensors, retain_graph=True)
                     if self.hessian == "full":
                         C = z.shape[1]
                         Gc = [torch.autograd.grad(z[:, c].sum(), tensors, retain_graph=c < C - 1) for c in range(C)]
-                        lam = vec = None
+                        lam = None
                     elif self.hessian == "rank1":
                         lam, vec = _top_eig(p, self.power_iters)
                         Gc = [torch.autograd.grad((z * vec.to(z.dtype)).sum(), tensors)]
                     else:
-                        Gc, lam, vec = [], None, None
+                        Gc, lam = [], None
                 for k, n in enumerate(names):
-                    layer = layers[n]
-                    for j, d in enumerate(layer.error_contributions(ins[n], candidates[n])):
-                        bar.update()
-                        if d is None:
-                            continue
-                        f = _contract(gl[k], d)  # (s, O)
-                        fst[n][:, j] += (f.sum(0) if granularity == "filter" else f.sum()).reshape(-1).numpy()
-                        if not Gc:
-                            continue
-                        q = torch.stack([_contract(g[k], d) for g in Gc], 1)  # (s, C or 1, O)
-                        if granularity == "layer":
-                            q = q.sum(2, keepdim=True)
-                        if self.hessian == "full":
-                            pb = p[:, :, None]
-                            quad = (pb * q * q).sum(1) - (pb * q).sum(1) ** 2  # (s, groups)
-                        else:
-                            quad = lam[:, None] * q[:, 0] ** 2
-                        sec[n][:, j] += (quad.sum(0) / S).numpy()
+                    grads = [gl[k]] + [g[k] for g in Gc]
+                    f, q = self._projections(layers[n], ins[n], grads, candidates[n], granularity)  # (S,G,K), (S,C,G,K)
+                    fst[n] += f.sum(0).numpy()
+                    if Gc:
+                        sec[n] += (self._curvature(z.detach().double(), yb, p, lam, q).sum(0) / S).numpy()
+                    bar.update()
             bar.close()
         return sec, fst
+
+    def _projections(self, layer: QuantLayer, x, grads, cands, granularity):
+        """``<G, dY_A>`` per sample, group and candidate for every gradient G: ``(S, G, K)`` for the loss
+        gradient and ``(S, C, G, K)`` for the logit directions. Per-sample counting tables when they are
+        cheaper (layer granularity, narrow operands), else one layer-output error per candidate."""
+        K = len(cands)
+        if granularity == "layer" and (1 << min(layer.a_bits, layer.w_bits)) <= self.TABLE_FACTOR * K:
+            U = layer.counting_tables(x, grads)  # (1 + C, S, 2^a, 2^w)
+            E = torch.from_numpy(np.stack([m.error().ravel() for m in cands], 1).astype(np.float64))
+            proj = U.flatten(2) @ E  # (1 + C, S, K)
+            return proj[0][:, None], proj[1:].transpose(0, 1)[:, :, None]
+        f = torch.zeros(x.shape[0], layer.weight.shape[0] if granularity == "filter" else 1, K, dtype=torch.float64)
+        q = torch.zeros(x.shape[0], len(grads) - 1, f.shape[1], K, dtype=torch.float64)
+        for j, d in enumerate(layer.error_contributions(x, cands)):
+            if d is None:
+                continue
+            pr = torch.stack([_contract(g, d) for g in grads], 1)  # (S, 1 + C, O)
+            if granularity == "layer":
+                pr = pr.sum(2, keepdim=True)
+            f[:, :, j], q[:, :, :, j] = pr[:, 0], pr[:, 1:]
+        return f, q
+
+    def _curvature(self, z, y, p, lam, q):
+        """Second-order term per sample ``(S, G, K)`` from the logit changes ``q = J_s e_A``, or with
+        ``linearized`` twice the exact loss change at the linearized logits minus its first-order part."""
+        if self.linearized:
+            zq = z[:, :, None, None] + q  # (S, C, G, K)
+            ce = torch.logsumexp(zq, 1) - zq.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *zq.shape[2:]))[:, 0]
+            ce0 = (torch.logsumexp(z, 1) - z.gather(1, y.view(-1, 1))[:, 0])[:, None, None]
+            first = ((p - F.one_hot(y, z.shape[1]).double())[:, :, None, None] * q).sum(1)
+            return 2 * (ce - ce0 - first)
+        if lam is None:
+            pb = p[:, :, None, None]
+            return (pb * q * q).sum(1) - (pb * q).sum(1) ** 2
+        return lam[:, None, None] * q[:, 0] ** 2
 
 
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -116,7 +116,8 @@ class QuantLayer(nn.Module):
 
     # The subclasses provide: _operands(x) -> (qx, qw) codes (activation codes padded in the code domain),
     # _integer(qx, qw, **emulation args) -> approximate accumulator, _exact_integer(qx, qw), _sum_x(qx, qw),
-    # and VIEW, the broadcast shape of a per-output-channel vector.
+    # _patches(qx) / _kernel_rows(qw) / _output_rows(y) (the (groups, rows, taps, positions) views used by
+    # counting_tables), and VIEW, the broadcast shape of a per-output-channel vector.
     VIEW: tuple[int, ...] = (-1,)
 
     def _approx(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +142,45 @@ class QuantLayer(nn.Module):
                 if m.is_exact()
                 else (self._integer(qx, qw, appmul=self._once_plan(m), assign=None) - exact) * scale
             )
+
+    @torch.no_grad()
+    def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+        """Per-sample counting matrices weighted by output gradients: ``(len(grads), S, 2^a, 2^w)`` float64.
+
+        ``U[k, s, a, b] = s_x s_w sum_{o, i} G_k[s, o] [q_x,i = a] [q_w,o,i = b]`` for layer input ``x (S, ...)``
+        and gradients ``G_k`` shaped like the layer output ``(S, O, ...)``, so that for any error table E the
+        inner product ``<G_k[s], dY_E[s]> = sum_{a,b} U[k, s, a, b] E[a, b]``. Cost: ``2^min(a, w)`` products of
+        the size of one weight-gradient computation per gradient; codes index the LUT (two's-complement bits).
+        """
+        qx, qw = self._operands(x)
+        na, nw = 1 << self.a_bits, 1 << self.w_bits
+        px = self._patches(qx) & (na - 1)  # (S, g, CK, L) activation codes per kernel tap and position
+        pw = self._kernel_rows(qw) & (nw - 1)  # (g, Og, CK) weight codes
+        S, g, _, L = px.shape
+        scale = self._error_scale(self.VIEW, torch.float64)
+        G = torch.stack([self._output_rows(gk.double() * scale) for gk in grads]).float()  # (k, S, g, Og, L)
+        out = torch.zeros(len(grads), S, na, nw, dtype=torch.float64)
+        if na <= nw:  # loop over activation values: T[k, s, o, i] = sum_l G[k, s, o, l] [px[s, i, l] = a]
+            idx = pw.reshape(1, -1).expand(len(grads) * S, -1)
+            for a in range(na):
+                t = G @ (px == a).float().transpose(-1, -2).unsqueeze(0)  # (k, S, g, Og, CK)
+                flat = t.reshape(len(grads) * S, -1).double()
+                out[:, :, a, :] = (
+                    torch.zeros(len(grads) * S, nw, dtype=torch.float64)
+                    .scatter_add_(1, idx, flat)
+                    .view(len(grads), S, nw)
+                )
+        else:  # loop over weight values: H[k, s, i, l] = sum_o [pw[o, i] = b] G[k, s, o, l]
+            idx = px.reshape(1, S, -1).expand(len(grads), -1, -1).reshape(len(grads) * S, -1)
+            for b in range(nw):
+                h = (pw == b).float().transpose(-1, -2) @ G  # (k, S, g, CK, L)
+                flat = h.reshape(len(grads) * S, -1).double()
+                out[:, :, :, b] = (
+                    torch.zeros(len(grads) * S, na, dtype=torch.float64)
+                    .scatter_add_(1, idx, flat)
+                    .view(len(grads), S, na)
+                )
+        return out
 
     def _once_plan(self, m: AppMul) -> object:
         """An AppMul used only a few times is emulated by gathering from its LUT: no factorization cost."""
@@ -236,6 +276,19 @@ class QConv2d(QuantLayer):
     def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return self._conv(qx, qw)
 
+    def _patches(self, qx: torch.Tensor) -> torch.Tensor:
+        """Padded activation codes ``(N, C, H, W)`` -> ``(N, groups, C/groups * kh * kw, positions)`` long."""
+        cols = F.unfold(qx.float(), self.kernel_size, self.dilation, 0, self.stride)
+        return cols.round().long().view(qx.shape[0], self.groups, -1, cols.shape[-1])
+
+    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
+        """Weight codes ``(O, C/groups, kh, kw)`` -> ``(groups, O/groups, C/groups * kh * kw)``."""
+        return qw.long().reshape(self.groups, qw.shape[0] // self.groups, -1)
+
+    def _output_rows(self, y: torch.Tensor) -> torch.Tensor:
+        """Output-shaped ``(N, O, Ho, Wo)`` -> ``(N, groups, O/groups, positions)``."""
+        return y.reshape(y.shape[0], self.groups, -1, y.shape[2] * y.shape[3])
+
     def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return self._conv(qx, torch.ones_like(qw))
 
@@ -269,6 +322,18 @@ class QLinear(QuantLayer):
     def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         dt = self.emulation_dtype
         return F.linear(qx.to(dt), qw.to(dt))
+
+    def _patches(self, qx: torch.Tensor) -> torch.Tensor:
+        """Activation codes ``(N, ..., in)`` -> ``(N, 1, in, positions)`` long (positions = the middle dims)."""
+        q = qx.long().reshape(qx.shape[0], -1, qx.shape[-1])
+        return q.transpose(1, 2).unsqueeze(1)
+
+    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
+        return qw.long().unsqueeze(0)
+
+    def _output_rows(self, y: torch.Tensor) -> torch.Tensor:
+        """Output-shaped ``(N, ..., O)`` -> ``(N, 1, O, positions)``."""
+        return y.reshape(y.shape[0], -1, y.shape[-1]).transpose(1, 2).unsqueeze(1)
 
     def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return qx.to(self.emulation_dtype).sum(-1, keepdim=True)
