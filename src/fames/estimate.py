@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,7 +52,6 @@ class Estimate:
     granularity: str
     hessian: str
     seconds: float
-    gradients: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -160,21 +159,12 @@ class TaylorEstimator:
         if granularity not in ("layer", "filter"):
             raise FamesError(f"granularity {granularity!r}: the Taylor estimator supports layer and filter")
         t0 = time.perf_counter()
-        _check_candidates(qlayers(model), candidates)
-        grads = counting_gradients(model, x, y)
-        first = {}
-        for n, ms in candidates.items():
-            g = grads[n]
-            first[n] = np.array([[float((g * m.error()).sum()) for m in ms]])
-        second = {n: np.zeros((1, len(ms))) for n, ms in candidates.items()}
-        if self.hessian != "none" or granularity == "filter":
-            second, first_g = self._second_order(model, x, y, candidates, granularity)
-            if granularity == "filter":
-                first = first_g
+        second, first = self._terms(model, x, y, candidates, granularity)
         omega = {n: first[n] + 0.5 * second[n] for n in candidates}
-        return Estimate(omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0, grads)
+        return Estimate(omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0)
 
-    def _second_order(self, model, x, y, candidates, granularity):
+    def _terms(self, model, x, y, candidates, granularity):
+        """Second- and first-order terms per layer, each ``(groups, K)``, from chunked forward/backward passes."""
         S = x.shape[0]
         with _layer_states(model) as ql:
             _check_candidates(ql, candidates)

@@ -61,6 +61,8 @@ class QuantLayer(nn.Module):
         # Emulate by gathering from the LUTs instead of a factorized plan: for AppMuls used for only a few
         # forward passes (estimate validation), where planning would cost more than it saves.
         self.gather_only = False
+        # Control-variate correction (fames.compensate.Compensation) subtracted from the approximate accumulator.
+        self.compensation = None
 
     def extra_repr(self) -> str:
         a = self.assignment
@@ -116,13 +118,16 @@ class QuantLayer(nn.Module):
 
     # The subclasses provide: _operands(x) -> (qx, qw) codes (activation codes padded in the code domain),
     # _integer(qx, qw, **emulation args) -> approximate accumulator, _exact_integer(qx, qw), _sum_x(qx, qw),
-    # _patches(qx) / _kernel_rows(qw) / _output_rows(y) (the (groups, rows, taps, positions) views used by
-    # counting_tables), and VIEW, the broadcast shape of a per-output-channel vector.
+    # _patches(qx) / _output_rows(y) / _kernel_rows(qw) (unfolded (groups, rows, taps, positions) views),
+    # _weight_code_sums(G, w1h, in_shape) (used by counting_tables), and VIEW, the broadcast shape of a
+    # per-output-channel vector.
     VIEW: tuple[int, ...] = (-1,)
 
     def _approx(self, x: torch.Tensor) -> torch.Tensor:
         qx, qw = self._operands(x)
         acc = self._integer(qx, qw, **self._emulation_args(x.device))
+        if self.compensation is not None and self.error_probe is None:
+            acc = acc - self.compensation.correction(self, qx, qw).to(acc.dtype)
         sum_x = self._sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
         return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(x.dtype)
 
@@ -144,42 +149,29 @@ class QuantLayer(nn.Module):
             )
 
     @torch.no_grad()
-    def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor], max_elems: int = 1 << 25) -> torch.Tensor:
         """Per-sample counting matrices weighted by output gradients: ``(len(grads), S, 2^a, 2^w)`` float64.
 
         ``U[k, s, a, b] = s_x s_w sum_{o, i} G_k[s, o] [q_x,i = a] [q_w,o,i = b]`` for layer input ``x (S, ...)``
         and gradients ``G_k`` shaped like the layer output ``(S, O, ...)``, so that for any error table E the
-        inner product ``<G_k[s], dY_E[s]> = sum_{a,b} U[k, s, a, b] E[a, b]``. Cost: ``2^min(a, w)`` products of
-        the size of one weight-gradient computation per gradient; codes index the LUT (two's-complement bits).
+        inner product ``<G_k[s], dY_E[s]> = sum_{a,b} U[k, s, a, b] E[a, b]``. Per block of samples: the input
+        gradient of the layer with the one-hot weight codes as weights (``2^w`` channels per input channel),
+        then a per-sample product with the one-hot activation codes. ``max_elems`` bounds the block's
+        intermediate tensors (float32 elements). Codes index the LUT (two's-complement bit patterns).
         """
         qx, qw = self._operands(x)
         na, nw = 1 << self.a_bits, 1 << self.w_bits
-        px = self._patches(qx) & (na - 1)  # (S, g, CK, L) activation codes per kernel tap and position
-        pw = self._kernel_rows(qw) & (nw - 1)  # (g, Og, CK) weight codes
-        S, g, _, L = px.shape
+        w1h = F.one_hot(qw.long() & (nw - 1), nw).float()  # (O, ..., nw)
+        k, S = len(grads), qx.shape[0]
         scale = self._error_scale(self.VIEW, torch.float64)
-        G = torch.stack([self._output_rows(gk.double() * scale) for gk in grads]).float()  # (k, S, g, Og, L)
-        out = torch.zeros(len(grads), S, na, nw, dtype=torch.float64)
-        if na <= nw:  # loop over activation values: T[k, s, o, i] = sum_l G[k, s, o, l] [px[s, i, l] = a]
-            idx = pw.reshape(1, -1).expand(len(grads) * S, -1)
-            for a in range(na):
-                t = G @ (px == a).float().transpose(-1, -2).unsqueeze(0)  # (k, S, g, Og, CK)
-                flat = t.reshape(len(grads) * S, -1).double()
-                out[:, :, a, :] = (
-                    torch.zeros(len(grads) * S, nw, dtype=torch.float64)
-                    .scatter_add_(1, idx, flat)
-                    .view(len(grads), S, nw)
-                )
-        else:  # loop over weight values: H[k, s, i, l] = sum_o [pw[o, i] = b] G[k, s, o, l]
-            idx = px.reshape(1, S, -1).expand(len(grads), -1, -1).reshape(len(grads) * S, -1)
-            for b in range(nw):
-                h = (pw == b).float().transpose(-1, -2) @ G  # (k, S, g, CK, L)
-                flat = h.reshape(len(grads) * S, -1).double()
-                out[:, :, :, b] = (
-                    torch.zeros(len(grads) * S, na, dtype=torch.float64)
-                    .scatter_add_(1, idx, flat)
-                    .view(len(grads), S, na)
-                )
+        G = torch.stack([(gk.double() * scale).float() for gk in grads], 1)  # (S, k, *output)
+        out = torch.empty(k, S, na, nw, dtype=torch.float64)
+        step = max(1, max_elems // (qx[0].numel() * max(na, k * nw)))
+        for s0 in range(0, S, step):
+            s1 = min(S, s0 + step)
+            d = self._weight_code_sums(G[s0:s1], w1h, qx.shape[1:])  # (s, k, nw, P): P = activation positions
+            x1h = F.one_hot(qx[s0:s1].long().reshape(s1 - s0, -1) & (na - 1), na).float()  # (s, P, na)
+            out[:, s0:s1] = (d.flatten(1, 2) @ x1h).view(s1 - s0, k, nw, na).permute(1, 0, 3, 2).double()
         return out
 
     def _once_plan(self, m: AppMul) -> object:
@@ -281,16 +273,28 @@ class QConv2d(QuantLayer):
         cols = F.unfold(qx.float(), self.kernel_size, self.dilation, 0, self.stride)
         return cols.round().long().view(qx.shape[0], self.groups, -1, cols.shape[-1])
 
-    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
-        """Weight codes ``(O, C/groups, kh, kw)`` -> ``(groups, O/groups, C/groups * kh * kw)``."""
-        return qw.long().reshape(self.groups, qw.shape[0] // self.groups, -1)
-
     def _output_rows(self, y: torch.Tensor) -> torch.Tensor:
         """Output-shaped ``(N, O, Ho, Wo)`` -> ``(N, groups, O/groups, positions)``."""
         return y.reshape(y.shape[0], self.groups, -1, y.shape[2] * y.shape[3])
 
-    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
-        return self._conv(qx, torch.ones_like(qw))
+    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
+        """Weight codes ``(O, C/groups, kh, kw)`` -> ``(groups, O/groups, C/groups * kh * kw)``."""
+        return qw.long().reshape(self.groups, qw.shape[0] // self.groups, -1)
+
+    def _weight_code_sums(self, G: torch.Tensor, w1h: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
+        """``d[s, k, b, p] = sum over (o, tap) reading input position p of G[s, k, o] [q_w,o,tap = b]``.
+
+        ``G (s, k, O, Ho, Wo)``, one-hot weight codes ``w1h (O, C/groups, kh, kw, nw)``, padded input shape
+        ``(C, H, W)``: the input gradient of this convolution with ``w1h`` as its weights.
+        """
+        s, k, O = G.shape[:3]
+        C, H, W = in_shape
+        nw = w1h.shape[-1]
+        wt = w1h.permute(0, 1, 4, 2, 3).reshape(O, -1, *self.kernel_size)  # channel order (c, b) per group
+        d = torch.nn.grad.conv2d_input(
+            (s * k, C * nw, H, W), wt, G.reshape(s * k, O, *G.shape[3:]), self.stride, 0, self.dilation, self.groups
+        )
+        return d.view(s, k, C, nw, H * W).transpose(2, 3).reshape(s, k, nw, C * H * W)
 
 
 class QLinear(QuantLayer):
@@ -325,15 +329,18 @@ class QLinear(QuantLayer):
 
     def _patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Activation codes ``(N, ..., in)`` -> ``(N, 1, in, positions)`` long (positions = the middle dims)."""
-        q = qx.long().reshape(qx.shape[0], -1, qx.shape[-1])
-        return q.transpose(1, 2).unsqueeze(1)
-
-    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
-        return qw.long().unsqueeze(0)
+        return qx.long().reshape(qx.shape[0], -1, qx.shape[-1]).transpose(1, 2).unsqueeze(1)
 
     def _output_rows(self, y: torch.Tensor) -> torch.Tensor:
         """Output-shaped ``(N, ..., O)`` -> ``(N, 1, O, positions)``."""
         return y.reshape(y.shape[0], -1, y.shape[-1]).transpose(1, 2).unsqueeze(1)
 
-    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
-        return qx.to(self.emulation_dtype).sum(-1, keepdim=True)
+    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
+        return qw.long().unsqueeze(0)
+
+    def _weight_code_sums(self, G: torch.Tensor, w1h: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
+        """``d[s, k, b, (l, i)] = sum_o G[s, k, l, o] [q_w,o,i = b]``; ``G (s, k, ..., O)``, ``w1h (O, in, nw)``."""
+        s, k, O = G.shape[0], G.shape[1], G.shape[-1]
+        n_in, nw = w1h.shape[1:]
+        d = G.reshape(-1, O) @ w1h.reshape(O, -1)  # (s * k * L, in * nw)
+        return d.view(s, k, -1, n_in, nw).permute(0, 1, 4, 2, 3).reshape(s, k, nw, -1)
