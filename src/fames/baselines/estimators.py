@@ -1,0 +1,104 @@
+"""Estimators to compare with the Taylor estimate (FAMES Fig. 5), behind the same interface:
+``estimate(model, x, y, candidates, granularity) -> fames.estimate.Estimate``.
+
+* :class:`L2Estimator`: Omega[k, A] = ||E_A||_2, the Frobenius norm of the AppMul's error table
+  ``E = LUT - exact`` (integer-code units), the same for every layer;
+* :class:`MREEstimator`: Omega[k, A] = MRED of the AppMul under uniform operands
+  (:func:`fames.appmul.metrics.error_metrics`), the same for every layer;
+* first order, rank-1 and full Gauss-Newton Hessian: :class:`fames.estimate.TaylorEstimator`.
+
+``scale="macs"`` multiplies a layer's value by the MACs of the group (the error a layer accumulates grows
+with its products), which lets a data-free metric tell layers apart; the default ``"none"`` is the plain
+metric, as in the paper's comparison. Both ignore the data ``x``, ``y`` (except for the MAC count).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.appmul.metrics import error_metrics
+from fames.energy import group_macs, layer_macs
+from fames.errors import FamesError
+from fames.estimate import Estimate, TaylorEstimator, _check_candidates
+from fames.quant.convert import qlayers
+
+SCALES = ("none", "macs")
+
+
+class _MetricEstimator:
+    """Data-free estimate: one number per AppMul (``metric``), optionally scaled by a group's MACs."""
+
+    name = "metric"
+
+    def __init__(self, scale: str = "none") -> None:
+        if scale not in SCALES:
+            raise FamesError(f"scale {scale!r} is not one of {SCALES}")
+        self.scale = scale
+
+    def metric(self, m: AppMul) -> float:
+        raise NotImplementedError
+
+    def estimate(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        candidates: dict[str, list[AppMul]],
+        granularity: str = "layer",
+    ) -> Estimate:
+        """Omega ``(groups, K)`` per layer; ``x (S, ...)`` is used only for its input shape."""
+        if granularity not in ("layer", "filter"):
+            raise FamesError(f"granularity {granularity!r}: use 'layer' or 'filter'")
+        t0 = time.perf_counter()
+        ql = qlayers(model)
+        _check_candidates(ql, candidates)
+        layers = dict(ql)
+        macs = layer_macs(model, tuple(x.shape[1:])) if self.scale == "macs" else {}
+        value = {m.name: self.metric(m) for ms in candidates.values() for m in ms}  # once per AppMul
+        omega = {}
+        for n, ms in candidates.items():
+            groups = layers[n].weight.shape[0] if granularity == "filter" else 1
+            w = group_macs(layers[n], macs[n], granularity) if self.scale == "macs" else 1.0
+            omega[n] = np.tile(np.array([w * value[m.name] for m in ms], dtype=np.float64), (groups, 1))
+        zeros = {n: np.zeros_like(o) for n, o in omega.items()}
+        return Estimate(omega, omega, zeros, candidates, granularity, "none", time.perf_counter() - t0)
+
+
+class L2Estimator(_MetricEstimator):
+    """Frobenius norm of the error table, ``sqrt(sum_{a,w} E[a, w]^2)``."""
+
+    name = "l2"
+
+    def metric(self, m: AppMul) -> float:
+        return float(np.sqrt((m.error().astype(np.float64) ** 2).sum()))
+
+
+class MREEstimator(_MetricEstimator):
+    """Mean relative error distance of the AppMul under uniform operands."""
+
+    name = "mre"
+
+    def metric(self, m: AppMul) -> float:
+        return error_metrics(m).mred
+
+
+ESTIMATOR_NAMES = ("l2", "mre", "first-order", "taylor-rank1", "taylor-full")
+
+
+def make_estimator(
+    name: str, progress: bool = True, scale: str = "none"
+) -> L2Estimator | MREEstimator | TaylorEstimator:
+    """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``."""
+    if name == "l2":
+        return L2Estimator(scale)
+    if name == "mre":
+        return MREEstimator(scale)
+    hessian = {"first-order": "none", "taylor-rank1": "rank1", "taylor-full": "full"}.get(name)
+    if hessian is None:
+        raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
+    return TaylorEstimator(hessian, progress=progress)

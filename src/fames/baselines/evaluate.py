@@ -1,0 +1,324 @@
+"""Shared pieces of the baselines: a model's selection problem, applying a choice vector to a model, and the
+validation accuracy of choice vectors with bit-exact emulation (serially, in worker processes on one machine,
+or as Ray tasks on a cluster).
+
+A *choice vector* ``c`` of shape ``(G,)`` gives, for every group g of a :class:`ModelProblem` (a layer, or a
+filter of a layer), the index of its candidate AppMul in ``candidates[layer]``, exactly as
+:class:`fames.select.Selection.choice` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.energy import energy_per_op
+from fames.errors import FamesError
+from fames.quant.convert import qlayers
+from fames.select import Selection, SelectionProblem
+
+START_METHODS = ("spawn", "fork", "forkserver")
+
+
+@dataclass
+class ModelProblem:
+    """A :class:`SelectionProblem` with what is needed to turn a choice back into a model assignment.
+
+    ``groups[g] = (layer name, group index within the layer)``; ``candidates[layer]`` lists the layer's K_l
+    AppMuls (columns ``K_l..K-1`` of the problem are padding with ``omega = inf``).
+    """
+
+    problem: SelectionProblem
+    groups: list[tuple[str, int]]
+    candidates: dict[str, list[AppMul]]
+    granularity: str = "layer"
+
+    def appmul(self, g: int, k: int) -> AppMul:
+        return self.candidates[self.groups[g][0]][k]
+
+
+@dataclass
+class SearchSelection(Selection):
+    """A :class:`Selection` found by a search that measured accuracy (``accuracy`` in % on its validation
+    set; None when it searched on the estimate) after ``evaluations`` distinct candidate evaluations."""
+
+    accuracy: float | None = None
+    evaluations: int = 0
+
+
+class Evaluator(Protocol):
+    """Maps choice vectors ``(N, G)`` to validation accuracies ``(N,)`` in %."""
+
+    def __call__(self, choices: np.ndarray) -> np.ndarray: ...
+
+
+def build_problem(
+    model: nn.Module,
+    omega: dict[str, np.ndarray],
+    candidates: dict[str, list[AppMul]],
+    macs: dict[str, int],
+    exact_cost: dict[tuple[int, int, bool, bool], float],
+    metric: str = "pdp",
+    granularity: str = "layer",
+) -> ModelProblem:
+    """The selection problem of ``model`` (every quantized layer listed in ``candidates``), as ``fames run``
+    builds it: ``omega[layer]`` is ``(groups, K_l)``; energies in fJ per inference (MACs x energy per op)."""
+    if granularity not in ("layer", "filter"):
+        raise FamesError(f"granularity {granularity!r}: use 'layer' or 'filter'")
+    K = max(len(v) for v in candidates.values())
+    groups, om_rows, en_rows, ex_rows = [], [], [], []
+    for n, layer in qlayers(model):
+        if n not in candidates:
+            continue
+        ms = candidates[n]
+        o = np.asarray(omega[n], dtype=np.float64)
+        if o.ndim != 2 or o.shape[1] != len(ms):
+            raise FamesError(f"layer {n}: omega has shape {o.shape}, expected (groups, {len(ms)})")
+        per_op = [energy_per_op(m, metric)[0] for m in ms]
+        gm = macs[n] / o.shape[0]
+        for g in range(o.shape[0]):
+            row_o, row_e = np.full(K, np.inf), np.full(K, np.inf)
+            row_o[: len(ms)] = o[g]
+            row_e[: len(ms)] = np.multiply(gm, per_op)
+            om_rows.append(row_o)
+            en_rows.append(row_e)
+            ex_rows.append(gm * exact_cost[layer.widths])
+            groups.append((n, g))
+    names = [f"{n}[{g}]" if granularity == "filter" else n for n, g in groups]
+    problem = SelectionProblem(np.array(om_rows), np.array(en_rows), np.array(ex_rows), group_names=names)
+    return ModelProblem(problem, groups, candidates, granularity)
+
+
+def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.Module:
+    """Put the AppMuls of ``choice (G,)`` into ``model`` in place; a layer whose choice is exact everywhere
+    runs in exact mode (same integers as emulating the exact LUT, without the emulation cost)."""
+    choice = np.asarray(choice)
+    if choice.shape != (len(mp.groups),):
+        raise FamesError(f"choice has shape {choice.shape}, the problem has {len(mp.groups)} groups")
+    layers = dict(qlayers(model))
+    by_layer: dict[str, list[int]] = {}
+    for (n, _g), k in zip(mp.groups, choice.tolist(), strict=True):
+        by_layer.setdefault(n, []).append(int(k))
+    for n, ks in by_layer.items():
+        ms = mp.candidates[n]
+        if any(k < 0 or k >= len(ms) for k in ks):
+            raise FamesError(f"layer {n}: choice {ks} outside its {len(ms)} candidates")
+        if all(ms[k].is_exact() for k in ks):
+            layers[n].clear_assignment()
+        elif mp.granularity == "layer":
+            layers[n].set_assignment(ms[ks[0]])
+        else:
+            used = sorted(set(ks))
+            layers[n].set_assignment([ms[k] for k in used], torch.tensor([used.index(k) for k in ks]), "filter")
+    return model
+
+
+def member_labels(mp: ModelProblem) -> np.ndarray:
+    """``(G, K)`` object array: the family member of every candidate, independent of its widths (family and
+    parameters from its provenance, else its name without the ``_AxWs`` suffix); ``None`` for padding."""
+    G, K = mp.problem.omega.shape
+    out = np.full((G, K), None, dtype=object)
+    for g, (n, _) in enumerate(mp.groups):
+        for k, m in enumerate(mp.candidates[n]):
+            out[g, k] = _member(m)
+    return out
+
+
+def _member(m: AppMul) -> str:
+    if m.is_exact():
+        return "exact"
+    prov = getattr(m, "provenance", None) or {}
+    if "family" in prov and "params" in prov:
+        return prov["family"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(prov["params"].items())) + ")"
+    return re.sub(r"_\d+x\d+[su]*$", "", m.name)
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
+class CandidateWorker:
+    """Accuracy (%) of one choice on a fixed validation set ``x (N, C, H, W)``, ``y (N,)``.
+
+    With ``retrain`` (MARLIN style), a copy of the model is first fine-tuned with :func:`fames.train.train`
+    on ``retrain_data`` (a list of ``(x, y)`` batches) with its AppMuls in the loop. Without retraining the
+    layers emulate by gathering from the LUTs (``gather_only``): a candidate is used for one evaluation, so
+    factorizing its tables would cost more than it saves (~5x for 8-bit tables). Picklable: this is what
+    worker processes and Ray tasks receive.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mp: ModelProblem,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int = 500,
+        retrain: Any = None,
+        retrain_data: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
+        if len(x) != len(y) or len(x) == 0:
+            raise FamesError(f"validation set: {len(x)} images and {len(y)} labels (need equal, non-zero counts)")
+        if retrain is not None and not retrain_data:
+            raise FamesError("retraining each candidate (MARLIN style) needs retrain_data: a list of (x, y) batches")
+        self.model, self.mp, self.x, self.y, self.batch_size = model, mp, x, y, batch_size
+        self.retrain, self.retrain_data = retrain, list(retrain_data or [])
+
+    def accuracy(self, choice: np.ndarray) -> tuple[float, float]:
+        """``(accuracy %, seconds)`` of ``choice (G,)``."""
+        from fames.train import evaluate, train
+
+        t0 = time.perf_counter()
+        model = copy.deepcopy(self.model) if self.retrain is not None else self.model
+        apply_choice(model, self.mp, choice)
+        if self.retrain is not None:
+            train(model, self.retrain_data, self.retrain, progress=False)
+        layers = [m for _, m in qlayers(model)]
+        saved = [m.gather_only for m in layers]
+        bs = self.batch_size
+        batches = [(self.x[i : i + bs], self.y[i : i + bs]) for i in range(0, len(self.x), bs)]
+        try:
+            for m in layers:
+                m.gather_only = self.retrain is None
+            acc = evaluate(model, batches, progress=False)["accuracy"]
+        finally:
+            for m, g in zip(layers, saved, strict=True):
+                m.gather_only = g
+        return acc, time.perf_counter() - t0
+
+
+_WORKER: CandidateWorker | None = None
+
+
+def _init_worker(worker: CandidateWorker, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = worker
+
+
+def _worker_accuracy(choice: np.ndarray) -> tuple[float, float]:
+    assert _WORKER is not None, "worker process not initialized"
+    return _WORKER.accuracy(choice)
+
+
+def _ray_accuracy(worker: CandidateWorker, choice: np.ndarray, threads: int) -> tuple[float, float]:
+    torch.set_num_threads(threads)
+    return worker.accuracy(choice)
+
+
+@dataclass
+class AccuracyEvaluator:
+    """Validation accuracy of choice vectors, memoized by choice (a search never pays twice for one).
+
+    ``workers`` > 1 evaluates in that many local processes (``start_method``; ``threads`` torch threads
+    each); ``ray_address`` (``"auto"``, ``"local"`` or ``host:port``) sends each evaluation to Ray as a task
+    instead, so the same command scales out to a cluster (needs ``pip install 'fames[ray]'``).
+    ``seconds`` sums the per-evaluation times measured inside the workers (CPU-bound seconds of work).
+    """
+
+    worker: CandidateWorker
+    workers: int = 1
+    threads: int = 1
+    start_method: str = "spawn"
+    ray_address: str | None = None
+    cache: dict[tuple[int, ...], float] = field(default_factory=dict)
+    seconds: float = 0.0
+    _pool: Any = field(default=None, repr=False)
+    _ray: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise FamesError(f"workers={self.workers}: need at least 1")
+        if self.start_method not in START_METHODS:
+            raise FamesError(f"start_method {self.start_method!r} is not one of {START_METHODS}")
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.cache)
+
+    def __call__(self, choices: np.ndarray) -> np.ndarray:
+        """Accuracies (%) ``(N,)`` of ``choices (N, G)``."""
+        choices = np.atleast_2d(np.asarray(choices, dtype=np.int64))
+        keys = [tuple(c.tolist()) for c in choices]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if todo:
+            for k, (acc, secs) in zip(todo, self._map([np.array(k) for k in todo]), strict=True):
+                self.cache[k] = acc
+                self.seconds += secs
+        return np.array([self.cache[k] for k in keys])
+
+    def _map(self, choices: list[np.ndarray]) -> list[tuple[float, float]]:
+        if self.ray_address is not None:
+            return self._map_ray(choices)
+        if self.workers == 1 or len(choices) == 1:
+            return [self.worker.accuracy(c) for c in choices]
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=mp.get_context(self.start_method),
+                initializer=_init_worker,
+                initargs=(self.worker, self.threads),
+            )
+        return list(self._pool.map(_worker_accuracy, choices))
+
+    def _map_ray(self, choices: list[np.ndarray]) -> list[tuple[float, float]]:
+        if self._ray is None:
+            ray = import_ray()
+            if not ray.is_initialized():
+                ray.init(address=None if self.ray_address == "local" else self.ray_address)
+            task = ray.remote(num_cpus=self.threads)(_ray_accuracy)
+            self._ray = (ray, task, ray.put(self.worker))
+        ray, task, ref = self._ray
+        return ray.get([task.remote(ref, c, self.threads) for c in choices])
+
+    def close(self) -> None:
+        """Stop the worker processes (the Ray connection is left to its owner)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> AccuracyEvaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a FamesError saying how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise FamesError("--ray-address needs Ray: pip install 'fames[ray]' (or pip install 'ray>=2')") from e
+    return ray
+
+
+def choose_best(
+    problem: SelectionProblem,
+    choices: np.ndarray,
+    score: np.ndarray,
+    ratio: float,
+    solver: str,
+    seconds: float,
+    accuracy: np.ndarray | None = None,
+    evaluations: int = 0,
+) -> SearchSelection | None:
+    """Among ``choices (N, G)`` within energy ratio ``ratio``, the one with the highest ``score (N,)``
+    (ties: the lowest energy); None when none is within the budget."""
+    ratios = np.array([problem.evaluate(c)[1] for c in choices])
+    ok = np.where(ratios <= ratio + 1e-9)[0]
+    if not len(ok):
+        return None
+    best = ok[np.lexsort((ratios[ok], -np.asarray(score)[ok]))[0]]
+    om, r = problem.evaluate(choices[best])
+    acc = None if accuracy is None else float(accuracy[best])
+    return SearchSelection(choices[best].copy(), r, ratio, om, seconds, solver, "feasible", acc, evaluations)
