@@ -38,6 +38,9 @@ def main() -> int:
     ap.add_argument("--calib-step", type=float, default=0.01, help="activation quantile search step (paper 0.01)")
     ap.add_argument("--calib-max", type=float, default=0.5, help="largest clipping quantile searched (paper 0.5)")
     ap.add_argument("--search-samples", type=int, default=None, help="samples for the quantile search's error")
+    ap.add_argument(
+        "--eval-images", type=int, default=None, help="class-stratified test subset for every evaluation (default: all)"
+    )
     ap.add_argument("--work", default=str(REPO / "out" / "table3"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "table3.md"))
     args = ap.parse_args()
@@ -74,6 +77,9 @@ def main() -> int:
                 validate_estimator=False,
                 calib_quantile_step=args.calib_step,
                 calib_quantile_max=args.calib_max,
+                calib_search_samples=args.search_samples,
+                stop_at_loss=True,
+                eval_images=args.eval_images,
                 output=str(Path(args.work) / name),
             )
         )
@@ -92,8 +98,10 @@ def main() -> int:
         f"# Table III (ours): ResNet-20, JPEG CIFAR-10, energy reduction at <= {args.max_loss:g}% accuracy loss",
         "",
         f"Command: `python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} "
-        f"--calib-step {args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples}`  ",
-        f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores; liberty for our library: "
+        f"--calib-step {args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
+        f"--eval-images {args.eval_images}`  ",
+        f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores; test images per evaluation: "
+        f"{args.eval_images or 'all 10,000'} (class-stratified); liberty for our library: "
         f"{Path(liberty).name}; EvoApproxLib: published PDK45 power x delay. Energy = multiplier energy "
         "(MACs x PDP per op) relative to the exact multiplier of the same widths.",
         "",
