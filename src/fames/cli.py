@@ -158,6 +158,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.time()
     if args.bits:
         qcfg = load_config(args.bits)
+        if args.act_qat:
+            qcfg.act_qat = args.act_qat
+            qcfg.__post_init__()
         qat(model, qcfg, tl, cfg, distill=args.kd > 0)
         quant = qcfg.to_dict()
     else:
@@ -362,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", default="digits")
     tr.add_argument("--data-root", default=None)
     tr.add_argument("--bits", default=None, help="QAT: 'W4A4' or a JSON/YAML quantization config; omit for float")
+    tr.add_argument(
+        "--act-qat",
+        choices=["lsq", "pact"],
+        default=None,
+        help="QAT of activation ranges: lsq (learned step size, default) or pact (learned clipping bounds)",
+    )
     tr.add_argument("--epochs", type=float, default=1.0)
     tr.add_argument("--lr", type=float, default=0.01)
     tr.add_argument("--weight-decay", type=float, default=5e-4)

@@ -194,3 +194,36 @@ def test_error_contributions_linear():
         layer.set_assignment(m)
         diff = layer(x).double() - base
     assert d.abs().max() > 0 and torch.allclose(d, diff, atol=1e-5 * base.abs().max().item())
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_pact_gradients_come_from_clipped_values_only(signed):
+    """PACT: same forward as LSQ; d/dscale = (qmax - z) per value clipped high, (qmin - z) per value clipped low,
+    0 inside; d/dx = 1 inside the range, 0 outside. LSQ moves the scale from interior values too."""
+    from fames.quant.quantizer import Quantizer
+
+    q = Quantizer(4, signed, per_channel=False)
+    q.set_range(torch.tensor([-1.6 if signed else 0.0]), torch.tensor([1.4 if signed else 1.5]))
+    q.train()
+    x = torch.tensor([-3.0, -0.31, 0.07, 0.52, 1.2, 2.0, 5.0], requires_grad=True)
+    s, z = q.params(1)
+    qmin, qmax = q.qrange
+    lo, hi = float(s * (qmin - z)), float(s * (qmax - z))
+    y_lsq = q(x)
+    g_lsq = torch.autograd.grad(y_lsq.sum(), q.scale)[0]
+    q.learning = "pact"
+    y = q(x)
+    y.sum().backward()
+    assert torch.equal(y.detach(), y_lsq.detach())
+    n_hi, n_lo = int((x > hi).sum()), int((x < lo).sum())
+    assert q.scale.grad.item() == pytest.approx(n_hi * (qmax - float(z)) + n_lo * (qmin - float(z)))
+    assert torch.equal(x.grad, ((x >= lo) & (x <= hi)).float())
+    assert g_lsq.item() != pytest.approx(q.scale.grad.item())
+
+
+def test_pact_is_a_config_option():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    quantize(model, {"w_bits": 4, "a_bits": 4, "act_qat": "pact"})
+    assert all(m.act_quant.learning == "pact" for _, m in qlayers(model))
+    with pytest.raises(FamesError, match="act_qat"):
+        QuantConfig(act_qat="dorefa")

@@ -19,6 +19,7 @@ from fames.errors import FamesError
 WEIGHT_SCHEMES = ("symmetric", "affine")
 CALIBRATIONS = ("minmax", "percentile", "mse")
 FIRST_LAST = ("same", "8bit", "float")
+ACT_QAT = ("lsq", "pact")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class QuantConfig:
     * ``layers``: per-layer overrides (name or pattern -> ``{"w_bits", "a_bits"}`` or ``"W4A8"``).
     * ``first_last``: ``same`` (as configured), ``8bit`` (first and last layer at W8A8) or ``float``.
     * ``calibration``: PTQ activation range method; ``percentile`` uses ``percentile`` (e.g. 99.99).
+    * ``act_qat``: how QAT learns activation ranges: ``lsq`` (learned step size) or ``pact`` (learned clipping
+      bounds that get gradient only from clipped values, Choi et al. 2018).
     """
 
     w_bits: int = 8
@@ -51,6 +54,7 @@ class QuantConfig:
     calibration: str = "minmax"
     percentile: float = 99.99
     fold_bn: bool = True
+    act_qat: str = "lsq"
 
     def __post_init__(self) -> None:
         _check_bits(self.w_bits, "w_bits")
@@ -59,6 +63,7 @@ class QuantConfig:
             ("weight_scheme", self.weight_scheme, WEIGHT_SCHEMES),
             ("first_last", self.first_last, FIRST_LAST),
             ("calibration", self.calibration, CALIBRATIONS),
+            ("act_qat", self.act_qat, ACT_QAT),
         ):
             if val not in allowed:
                 raise FamesError(f"quantization {key}={val!r} is not one of {list(allowed)}")

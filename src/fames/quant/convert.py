@@ -104,6 +104,7 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
             continue
         q = (QConv2d if isinstance(m, nn.Conv2d) else QLinear)(m, bits.w_bits, bits.a_bits, cfg.signed)
         q.weight_quant.init_from_weight(q.weight, "mse" if cfg.calibration == "mse" else "minmax")
+        q.act_quant.learning = cfg.act_qat
         q.to(m.weight.device)
         _set_module(model, name, q)
     _warn_unsupported(model)

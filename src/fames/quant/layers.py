@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fames.appmul.core import AppMul
+from fames.emulate.decompose import decompose_table
 from fames.emulate.kernels import approx_conv2d, approx_linear, lut_plan
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
@@ -172,6 +174,47 @@ class QuantLayer(nn.Module):
             d = self._weight_code_sums(G[s0:s1], w1h, qx.shape[1:])  # (s, k, nw, P): P = activation positions
             x1h = F.one_hot(qx[s0:s1].long().reshape(s1 - s0, -1) & (na - 1), na).float()  # (s, P, na)
             out[:, s0:s1] = (d.flatten(1, 2) @ x1h).view(s1 - s0, k, nw, na).permute(1, 0, 3, 2).double()
+        return out
+
+    @torch.no_grad()
+    def kernel_projections(
+        self, x: torch.Tensor, grads: list[torch.Tensor], appmuls: list[AppMul], max_elems: int = 1 << 23
+    ) -> torch.Tensor:
+        """``<G_k[s], dY_A[s]>`` restricted to the products of each kernel: ``(len(grads), S, O, C/groups, K)``.
+
+        Kernel ``(o, c)`` holds the products of output channel o with input channel c (for a Linear layer, the
+        single weight ``(o, i)``). With one exact factorization of all K error tables side by side,
+        ``E_A = sum_r u_r v_{A,r}^T``, the restricted inner product is ``sum_r sum_tap v_{A,r}(w[o,c,tap])
+        T_r[s,o,c,tap]``, where ``T_r[s]`` is the weight gradient of the layer for input ``u_r(X_s)`` and output
+        gradient ``s_x s_w G_k[s]``: r batched matmuls per gradient, for every kernel and candidate at once.
+        ``grads`` are shaped like the layer output ``(S, O, ...)``; ``max_elems`` bounds the unfolded input of a
+        block of samples (float64 elements).
+        """
+        for m in appmuls:
+            if m.widths != self.widths:
+                raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
+        qx, qw = self._operands(x)
+        na, nw = 1 << self.a_bits, 1 << self.w_bits
+        K, S = len(appmuls), qx.shape[0]
+        f = decompose_table(np.concatenate([m.error() for m in appmuls], 1))  # U (na, r), V (K * nw, r)
+        U = torch.from_numpy(f.U)
+        rows = self._kernel_rows(qw) & (nw - 1)  # (groups, O/groups, C/groups * taps)
+        O, Cg = qw.shape[0], qw.shape[1]
+        V = torch.from_numpy(f.V).view(K, nw, f.r)[:, rows.reshape(O, Cg, -1)]  # (K, O, C/groups, taps, r)
+        scale = self._error_scale(self.VIEW, torch.float64)
+        out = torch.zeros(len(grads), S, O, Cg, K, dtype=torch.float64)
+        if f.r == 0:
+            return out
+        step = max(1, max_elems // (qx[0].numel() * (rows.shape[-1] // Cg)))
+        for s0 in range(0, S, step):
+            s1 = min(S, s0 + step)
+            codes = self._patches(qx[s0:s1]) & (na - 1)  # (s, groups, C/groups * taps, positions)
+            gk = [self._output_rows(g[s0:s1].double() * scale) for g in grads]  # (s, groups, O/groups, positions)
+            for r in range(f.r):
+                u = U[:, r][codes].transpose(-1, -2)  # (s, groups, positions, C/groups * taps)
+                for k, g in enumerate(gk):
+                    t = (g @ u).view(s1 - s0, O, Cg, -1)  # (s, O, C/groups, taps)
+                    out[k, s0:s1] += torch.einsum("soct,koct->sock", t, V[..., r])
         return out
 
     def _once_plan(self, m: AppMul) -> object:

@@ -3,7 +3,9 @@
 A real value x maps to the integer code q = clamp(round(x / s) + z, qmin, qmax) and back to
 s (q - z). Codes live in the layer's code domain: unsigned ``0 .. 2^b - 1`` or signed
 ``-2^(b-1) .. 2^(b-1) - 1``. Rounding uses the straight-through estimator, so the step ``s`` is learnable
-(LSQ, Esser et al. 2020) and gradients pass to ``x`` inside the clipping range.
+(LSQ, Esser et al. 2020) and gradients pass to ``x`` inside the clipping range. With ``learning = "pact"``
+training learns the clipping bounds instead (PACT, Choi et al. 2018): same forward values, but the step
+size gets gradient only from the values clipped at the bounds.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Quantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros(n))
         self.register_buffer("calibrated", torch.tensor(False))
         self.observing = False
+        self.learning = "lsq"  # how training moves the scale: "lsq" or "pact"
         self._samples: list[torch.Tensor] = []
         self._lo: torch.Tensor | None = None
         self._hi: torch.Tensor | None = None
@@ -93,7 +96,20 @@ class Quantizer(nn.Module):
             return x
         if not bool(self.calibrated):
             raise FamesError("quantizer used before calibration: run fames.quant.calibrate_ptq(model, loader) first")
+        if self.learning == "pact" and self.training and self.scale.requires_grad:
+            return self._pact(x)
         return self.dequantize(self.codes(x))
+
+    def _pact(self, x: torch.Tensor) -> torch.Tensor:
+        """Dequantized ``x`` whose gradient is PACT's: 1 w.r.t. ``x`` inside the clipping range ``[lo, hi]``,
+        1 w.r.t. the bound that clips it (``hi = s (qmax - z)``, so ``d/ds = qmax - z``); rounding is
+        straight-through."""
+        s, z = self.params(x.dim())
+        qmin, qmax = self.qrange
+        xc = torch.minimum(torch.maximum(x, s * (qmin - z)), s * (qmax - z))
+        with torch.no_grad():
+            yq = self.dequantize(quantize_codes(x, s, z, qmin, qmax))
+        return xc + (yq - xc).detach()
 
     # ------------------------------------------------------------------ calibration
     @torch.no_grad()
