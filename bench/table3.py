@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument(
         "--eval-images", type=int, default=None, help="class-stratified test subset for every evaluation (default: all)"
     )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--work", default=str(REPO / "out" / "table3"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "table3.md"))
     args = ap.parse_args()
@@ -54,7 +55,7 @@ def main() -> int:
     from fames.io import atomic_write_text
     from fames.pipeline import RunConfig, run
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     rows = []
     for name in args.configs:
         ck, library = CONFIGS[name]
