@@ -12,7 +12,10 @@ dY_A = Y(A) - Y(exact) = s_x s_w sum_i E_A[x_i, w_i], so the logits change to fi
   ``(J_s e_A)_c = <dz_{s,c}/dY_k, dY_A[s]>``. This is the exact Gauss-Newton quadratic form, computed
   without building the Hessian. The rank-1 variant replaces ``H_L(z_s)`` by ``lambda_s v_s v_s^T`` (its
   top eigenpair, by power iteration) and needs one backward pass from ``sum_s v_s . z_s`` instead of C.
-* At filter granularity the same contractions are kept per output channel, giving Omega per filter.
+* At kernel granularity (output x input channel pairs) the same contractions are kept per kernel without any
+  per-group forward pass: one exact factorization of all candidates' error tables turns them into r weight
+  gradients of the layer per output gradient (:meth:`fames.quant.layers.QuantLayer.kernel_projections`);
+  filters sum their kernels. How the second-order term is split over groups: ``curvature`` below.
 
 Estimators are swappable objects with ``estimate(model, batch, candidates, granularity)``.
 """
@@ -33,9 +36,10 @@ from tqdm.auto import tqdm
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
 from fames.quant.convert import qlayers
-from fames.quant.layers import QuantLayer
+from fames.quant.layers import GRANULARITIES, QuantLayer
 
 HESSIANS = ("none", "rank1", "full")
+CURVATURES = ("own", "bound")
 
 
 @dataclass
@@ -123,6 +127,20 @@ class TaylorEstimator:
 
     ``linearized`` (with ``full``): Omega = mean_s CE(z_s + J_s e_A) - CE(z_s), the loss evaluated exactly at
     the first-order logits instead of its quadratic model; it saturates like the true loss for large errors.
+
+    ``first_order``: ``clip`` (default) counts a negative first-order term as 0, ``signed`` keeps it. A trained
+    model sits near a minimum, so a negative g . e_A on a sample batch is mostly sampling and rounding noise
+    (measured: bench/estimator.py); kept signed, the ILP takes such "free improvements" in every layer even at
+    mild budgets and the errors add up. Clipped, Omega is the non-negative curvature cost plus any predicted
+    increase.
+
+    ``curvature`` (filter and kernel granularity) is how the second-order term is split over the groups of a
+    layer: ``"own"`` takes each group alone, ``c_g = (J e_g)^T H (J e_g)`` per sample, and misses the cross
+    terms between groups: errors of one candidate in many groups of a layer add up coherently (biased errors),
+    so for a whole layer of G groups it gives about G times too little curvature, which a selection exploits.
+    ``"bound"`` takes ``sqrt(c_g) sum_h sqrt(c_h)`` (h over the layer's groups, same candidate): by the
+    triangle inequality in the H-norm, summed over any subset of groups it bounds that subset's quadratic
+    form from above, with equality for a whole layer of aligned errors.
     """
 
     # Per-sample counting tables cost ~2^min(a, w) output-gradient contractions, the per-candidate path ~K
@@ -136,13 +154,21 @@ class TaylorEstimator:
         power_iters: int = 30,
         progress: bool = True,
         linearized: bool = False,
+        curvature: str = "own",
+        first_order: str = "clip",
     ):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
         if linearized and hessian != "full":
             raise FamesError("linearized=True evaluates the loss at the linearized logits: it needs hessian='full'")
         self.hessian, self.chunk, self.power_iters, self.progress = hessian, chunk, power_iters, progress
-        self.linearized = linearized
+        if curvature not in CURVATURES:
+            raise FamesError(f"curvature={curvature!r} is not one of {CURVATURES}")
+        if linearized and curvature != "own":
+            raise FamesError("linearized=True evaluates each group's own loss change: it needs curvature='own'")
+        if first_order not in ("clip", "signed"):
+            raise FamesError(f"first_order={first_order!r}: use 'clip' or 'signed'")
+        self.linearized, self.curvature, self.first_order = linearized, curvature, first_order
         self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
         if linearized:
             self.name = "linearized-logits"
@@ -156,11 +182,12 @@ class TaylorEstimator:
         granularity: str = "layer",
     ) -> Estimate:
         """Omega for every (layer, candidate) on the sample batch ``x (S, ...)``, labels ``y (S,)``."""
-        if granularity not in ("layer", "filter"):
-            raise FamesError(f"granularity {granularity!r}: the Taylor estimator supports layer and filter")
+        if granularity not in GRANULARITIES:
+            raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         t0 = time.perf_counter()
         second, first = self._terms(model, x, y, candidates, granularity)
-        omega = {n: first[n] + 0.5 * second[n] for n in candidates}
+        lin = {n: np.maximum(f, 0.0) for n, f in first.items()} if self.first_order == "clip" else first
+        omega = {n: lin[n] + 0.5 * second[n] for n in candidates}
         return Estimate(omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0)
 
     def _terms(self, model, x, y, candidates, granularity):
@@ -169,7 +196,7 @@ class TaylorEstimator:
         with _layer_states(model) as ql:
             _check_candidates(ql, candidates)
             layers = dict(ql)
-            G = {n: (layers[n].weight.shape[0] if granularity == "filter" else 1) for n in candidates}
+            G = {n: int(np.prod(layers[n].group_shape(granularity))) for n in candidates}
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             fst = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             chunks = (S + self.chunk - 1) // self.chunk
@@ -204,28 +231,33 @@ class TaylorEstimator:
 
     def _projections(self, layer: QuantLayer, x, grads, cands, granularity):
         """``<G, dY_A>`` per sample, group and candidate for every gradient G: ``(S, G, K)`` for the loss
-        gradient and ``(S, C, G, K)`` for the logit directions. Per-sample counting tables when they are
-        cheaper (layer granularity, narrow operands), else one layer-output error per candidate."""
+        gradient and ``(S, C, G, K)`` for the logit directions. Kernels and filters from the layer's kernel
+        projections (one factorization of all candidates: never more work than a layer emulation per
+        candidate); layers from per-sample counting tables when they are cheaper (narrow operands), else
+        from one layer-output error per candidate."""
         K = len(cands)
+        if granularity != "layer":
+            P = layer.kernel_projections(x, grads, cands)  # (1 + C, S, O, C/groups, K)
+            P = P.sum(3) if granularity == "filter" else P.flatten(2, 3)
+            return P[0], P[1:].transpose(0, 1)
         if granularity == "layer" and (1 << min(layer.a_bits, layer.w_bits)) <= self.TABLE_FACTOR * K:
             U = layer.counting_tables(x, grads)  # (1 + C, S, 2^a, 2^w)
             E = torch.from_numpy(np.stack([m.error().ravel() for m in cands], 1).astype(np.float64))
             proj = U.flatten(2) @ E  # (1 + C, S, K)
             return proj[0][:, None], proj[1:].transpose(0, 1)[:, :, None]
-        f = torch.zeros(x.shape[0], layer.weight.shape[0] if granularity == "filter" else 1, K, dtype=torch.float64)
-        q = torch.zeros(x.shape[0], len(grads) - 1, f.shape[1], K, dtype=torch.float64)
+        f = torch.zeros(x.shape[0], 1, K, dtype=torch.float64)
+        q = torch.zeros(x.shape[0], len(grads) - 1, 1, K, dtype=torch.float64)
         for j, d in enumerate(layer.error_contributions(x, cands)):
             if d is None:
                 continue
-            pr = torch.stack([_contract(g, d) for g in grads], 1)  # (S, 1 + C, O)
-            if granularity == "layer":
-                pr = pr.sum(2, keepdim=True)
+            pr = torch.stack([_contract(g, d) for g in grads], 1).sum(2, keepdim=True)  # (S, 1 + C, 1)
             f[:, :, j], q[:, :, :, j] = pr[:, 0], pr[:, 1:]
         return f, q
 
     def _curvature(self, z, y, p, lam, q):
-        """Second-order term per sample ``(S, G, K)`` from the logit changes ``q = J_s e_A``, or with
-        ``linearized`` twice the exact loss change at the linearized logits minus its first-order part."""
+        """Second-order term per sample ``(S, G, K)`` from the logit changes ``q = J_s e_A`` ``(S, C, G, K)``
+        (per group, or bounded over the layer's groups with ``curvature="bound"``), or with ``linearized``
+        twice the exact loss change at the linearized logits minus its first-order part."""
         if self.linearized:
             zq = z[:, :, None, None] + q  # (S, C, G, K)
             ce = torch.logsumexp(zq, 1) - zq.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *zq.shape[2:]))[:, 0]
@@ -234,8 +266,13 @@ class TaylorEstimator:
             return 2 * (ce - ce0 - first)
         if lam is None:
             pb = p[:, :, None, None]
-            return (pb * q * q).sum(1) - (pb * q).sum(1) ** 2
-        return lam[:, None, None] * q[:, 0] ** 2
+            own = (pb * q * q).sum(1) - (pb * q).sum(1) ** 2
+        else:
+            own = lam[:, None, None] * q[:, 0] ** 2
+        if self.curvature == "own":
+            return own
+        root = own.clamp_min(0).sqrt()
+        return root * root.sum(1, keepdim=True)
 
 
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

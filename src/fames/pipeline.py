@@ -39,10 +39,12 @@ class RunConfig:
     liberty: str = "synthetic"
     budgets: list[float] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
     max_accuracy_loss: float = 1.0  # points; the headline run is the cheapest within this loss
+    stop_at_loss: bool = False  # sweep budgets from the largest down; stop after the first beyond max_accuracy_loss
     estimator: str = "taylor-rank1"
     samples: int = 256
     validate_estimator: bool = True
-    granularity: str = "layer"
+    granularity: str = "layer"  # layer | filter | kernel (output x input channel pair)
+    curvature: str = "bound"  # second-order term of a filter/kernel: 'bound' (cross terms bounded) or 'own'
     energy_metric: str = "pdp"
     calibrate: bool = True
     calib_samples: int = 1024
@@ -51,8 +53,9 @@ class RunConfig:
     calib_quantile_step: float = 0.01
     calib_quantile_max: float = 0.5
     calib_search_samples: int | None = None  # samples for the quantile search's error (None = all)
-    eval_batches: int | None = None
+    eval_images: int | None = None  # evaluate on a class-stratified subset of the test split (None = all of it)
     batch_size: int = 500
+    compensation: str = "none"  # none | control_variate (every approximate layer) | auto (ILP decides per layer)
     output: str = "fames-out"
     seed: int = 0
 
@@ -64,8 +67,14 @@ class RunConfig:
         for r in self.budgets:
             if not isinstance(r, (int, float)) or not 0 < r <= 1:
                 raise FamesError(f"energy budget {r!r} must lie in (0, 1] (fraction of the exact energy)")
-        if self.granularity not in ("layer", "filter"):
-            raise FamesError(f"granularity {self.granularity!r}: use 'layer' or 'filter'")
+        if self.granularity not in ("layer", "filter", "kernel"):
+            raise FamesError(f"granularity {self.granularity!r}: use 'layer', 'filter' or 'kernel'")
+        if self.curvature not in ("bound", "own"):
+            raise FamesError(f"curvature {self.curvature!r}: use 'bound' or 'own'")
+        if self.compensation not in ("none", "control_variate", "auto"):
+            raise FamesError(f"compensation {self.compensation!r}: use 'none', 'control_variate' or 'auto'")
+        if self.compensation != "none" and self.granularity != "layer":
+            raise FamesError("compensation shares one control variate per layer: it needs granularity 'layer'")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -113,6 +122,18 @@ def _loader(cfg: RunConfig, split: str, batch: int, **kw):  # type: ignore[no-un
     return get_loader(cfg.dataset, split, batch, root=cfg.data_root, channels_last=True, seed=cfg.seed, **kw)
 
 
+def _test_loader(cfg: RunConfig, n: int | None = None):  # type: ignore[no-untyped-def]
+    """Test batches: all of the split, or ``n`` images with equal counts per class (sources may be class-sorted)."""
+    from fames.data import get_dataset, get_loader, stratified_indices
+
+    ds = get_dataset(cfg.dataset, "test", root=cfg.data_root)
+    if n is not None and n < len(ds):
+        if not hasattr(ds, "subset"):
+            raise FamesError(f"eval_images: the {cfg.dataset} test split cannot be subset; leave eval_images unset")
+        ds = ds.subset(stratified_indices(ds.labels, n))
+    return get_loader(ds, "test", cfg.batch_size, channels_last=True, seed=cfg.seed)
+
+
 def _sample_batch(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     from fames.data import get_dataset
 
@@ -132,17 +153,17 @@ def prepare_model(cfg: RunConfig, progress: bool = True) -> tuple[nn.Module, flo
     from fames.train import evaluate, load_model
 
     model = load_model(cfg.model, cfg.checkpoint)
-    test = _loader(cfg, "test", cfg.batch_size)
+    test = _test_loader(cfg, cfg.eval_images)
     float_acc = None
     if not qlayers(model):
         if cfg.quant is None:
             raise FamesError("the checkpoint is a float model: give 'quant' (e.g. W8A8) to quantize it (PTQ)")
-        float_acc = evaluate(model, test, progress, "eval float", cfg.eval_batches)["accuracy"]
+        float_acc = evaluate(model, test, progress, "eval float")["accuracy"]
         quantize(model, cfg.quant)
         calibrate_ptq(model, _loader(cfg, "train", 128, shuffle=True), num_batches=8)
     elif cfg.float_checkpoint:
         fm = load_model(cfg.model, cfg.float_checkpoint)
-        float_acc = evaluate(fm, test, progress, "eval float", cfg.eval_batches)["accuracy"]
+        float_acc = evaluate(fm, test, progress, "eval float")["accuracy"]
     model.eval()
     return model, float_acc
 
@@ -202,8 +223,9 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
     key = content_hash(json.dumps(asdict(cfg), sort_keys=True, default=str))
 
     model, float_acc = prepare_model(cfg, progress)
-    test = _loader(cfg, "test", cfg.batch_size)
-    exact_acc = stages.json("exact", key, lambda: evaluate(model, test, progress, "eval exact", cfg.eval_batches))
+    test = _test_loader(cfg, cfg.eval_images)
+    probe = _test_loader(cfg, 1000)  # logit differences for the report's histograms
+    exact_acc = stages.json("exact", key, lambda: evaluate(model, test, progress, "eval exact"))
     layers = qlayers(model)
     lib = prepare_library(cfg, {m.widths for _, m in layers}, progress)
     from fames.appmul.library import Library
@@ -222,7 +244,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         omega = {n: npz[n] for n in cands}
         est_seconds = float(npz["__seconds__"])
     else:
-        estimator = TaylorEstimator(ESTIMATORS[cfg.estimator], progress=progress)
+        estimator = TaylorEstimator(ESTIMATORS[cfg.estimator], progress=progress, curvature=cfg.curvature)
         est = estimator.estimate(model, x, y, cands, granularity=cfg.granularity)
         omega, est_seconds = est.omega, est.seconds
         import io
@@ -243,9 +265,22 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         spearman = float(spearmanr(est_v[keep], tru_v[keep])[0])
         scatter = {"estimated": est_v.tolist(), "true": tru_v.tolist(), "layer": [n for n in cands for _ in cands[n]]}
 
+    # ------------------------------------------------------------------ compensated candidates (auto)
+    from fames.cli import _liberty_arg
+
+    liberty = str(_liberty_arg(cfg.liberty))
+    pairs: dict[str, list] = {n: [] for n in cands}
+    if cfg.compensation == "auto":
+        from fames.compensate import compensated_candidates
+
+        pairs, c_omega, c_over = compensated_candidates(
+            model, x, y, cands, ESTIMATORS[cfg.estimator], liberty, macs, cfg.energy_metric
+        )
+        omega = {n: np.concatenate([omega[n], c_omega[n]], 1) for n in cands}
+
     # ------------------------------------------------------------------ selection problem
     groups, om_rows, en_rows, ex_rows = [], [], [], []
-    K = max(len(v) for v in cands.values())
+    K = max(len(v) + len(pairs[n]) for n, v in cands.items())
     for n, layer in layers:
         ms = cands[n]
         o = omega[n]  # (G, k)
@@ -254,8 +289,14 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         for g in range(G):
             row_o = np.full(K, np.inf)
             row_e = np.full(K, np.inf)
-            row_o[: len(ms)] = o[g]
+            row_o[: len(ms)] = o[g, : len(ms)]
             row_e[: len(ms)] = [gm * energy_per_op(m, cfg.energy_metric)[0] for m in ms]
+            if pairs[n]:
+                row_o[len(ms) : len(ms) + len(pairs[n])] = o[g, len(ms) :]
+                row_e[len(ms) : len(ms) + len(pairs[n])] = [
+                    gm * energy_per_op(m, cfg.energy_metric)[0] + oh
+                    for (m, _), oh in zip(pairs[n], c_over[n], strict=True)
+                ]
             om_rows.append(row_o)
             en_rows.append(row_e)
             ex_rows.append(gm * exact_cost[layer.widths])
@@ -264,7 +305,11 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
 
     # ------------------------------------------------------------------ per budget
     runs: list[dict[str, Any]] = []
-    for ratio in cfg.budgets:
+    for ratio in sorted(cfg.budgets, reverse=True) if cfg.stop_at_loss else cfg.budgets:
+        if cfg.stop_at_loss and any(
+            not r["infeasible"] and exact_acc["accuracy"] - r["accuracy"] > cfg.max_accuracy_loss for r in runs
+        ):
+            break
         rkey = content_hash(key, str(ratio))
 
         def one(ratio: float = ratio) -> dict[str, Any]:
@@ -277,16 +322,21 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
             by_layer: dict[str, list[int]] = {}
             for (n, _g), k in zip(groups, sel.choice, strict=True):
                 by_layer.setdefault(n, []).append(int(k))
+            to_compensate = []
             for n, ks in by_layer.items():
                 ms = cands[n]
-                if cfg.granularity == "layer":
+                if cfg.granularity == "layer" and ks[0] >= len(ms):  # a compensated candidate (auto)
+                    ql[n].set_assignment(pairs[n][ks[0] - len(ms)][0])
+                    to_compensate.append(n)
+                elif cfg.granularity == "layer":
                     ql[n].set_assignment(ms[ks[0]])
                 else:
-                    used = sorted(set(ks))
-                    ql[n].set_assignment([ms[k] for k in used], torch.tensor([used.index(k) for k in ks]), "filter")
+                    used, idx = np.unique(ks, return_inverse=True)
+                    shape = ql[n].group_shape(cfg.granularity)
+                    ql[n].set_assignment([ms[k] for k in used], torch.from_numpy(idx).view(shape), cfg.granularity)
             e, e_exact, per_layer = model_energy(m, macs, exact_cost, cfg.energy_metric)
-            acc_u = evaluate(m, test, progress, f"eval R={ratio}", cfg.eval_batches)["accuracy"]
-            z_exact, z_unc = _logits(model, m, test)
+            acc_u = evaluate(m, test, progress, f"eval R={ratio}")["accuracy"]
+            z_exact, z_unc = _logits(model, m, probe)
             acc_c, calib_s, z_cal = acc_u, 0.0, None
             if cfg.calibrate:
                 from fames.calibrate import CalibrationConfig, calibrate
@@ -297,12 +347,32 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                     m,
                     (cx, cy),
                     CalibrationConfig(
-                        epochs=cfg.calib_epochs, lr=cfg.calib_lr, samples=len(cx), seed=cfg.seed, progress=progress
+                        quantile_step=cfg.calib_quantile_step,
+                        quantile_max=cfg.calib_quantile_max,
+                        search_samples=cfg.calib_search_samples,
+                        epochs=cfg.calib_epochs,
+                        lr=cfg.calib_lr,
+                        samples=len(cx),
+                        seed=cfg.seed,
+                        progress=progress,
                     ),
                 )
                 calib_s = time.perf_counter() - t1
-                acc_c = evaluate(m, test, progress, f"eval R={ratio} calibrated", cfg.eval_batches)["accuracy"]
-                z_cal = _logits(model, m, test)[1]
+                acc_c = evaluate(m, test, progress, f"eval R={ratio} calibrated")["accuracy"]
+                z_cal = _logits(model, m, probe)[1]
+            overhead: dict[str, float] = {}
+            acc_before_comp = acc_c
+            if cfg.compensation != "none":
+                from fames.compensate import compensate_model, model_overhead
+
+                cx, _ = _sample_batch(cfg, min(cfg.calib_samples, _train_len(cfg)))
+                names = to_compensate if cfg.compensation == "auto" else None
+                if names is None or names:
+                    compensate_model(m, cx, calibrated=True, layers=names)
+                    overhead = model_overhead(m, macs, liberty, cx, cfg.energy_metric)
+                    acc_c = evaluate(m, test, progress, f"eval R={ratio} compensated")["accuracy"]
+                    z_cal = _logits(model, m, probe)[1]
+                e += sum(overhead.values())
             assignment = current_assignment(m)
             save_assignment(assignment, out / f"assignment_R{ratio:g}.json")
             from fames.models import save_checkpoint
@@ -328,7 +398,10 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                 "energy_fj": e,
                 "exact_energy_fj": e_exact,
                 "accuracy_uncalibrated": acc_u,
+                "accuracy_before_compensation": acc_before_comp,
                 "accuracy": acc_c,
+                "compensated_layers": sorted(overhead),
+                "compensation_overhead_fj": sum(overhead.values()),
                 "select_s": sel.seconds,
                 "calibrate_s": calib_s,
                 "ilp_status": sel.status,
@@ -386,12 +459,10 @@ def _train_len(cfg: RunConfig) -> int:
 
 
 @torch.no_grad()
-def _logits(ref: nn.Module, model: nn.Module, loader, batches: int = 2) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    """Logits of the exact reference and of ``model`` on the first test batches (flattened)."""
+def _logits(ref: nn.Module, model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Logits of the exact reference and of ``model`` over ``loader`` (flattened)."""
     za, zb = [], []
-    for k, (x, _) in enumerate(loader):
-        if k >= batches:
-            break
+    for x, _ in loader:
         za.append(ref(x).flatten())
         zb.append(model(x).flatten())
     return torch.cat(za).numpy(), torch.cat(zb).numpy()

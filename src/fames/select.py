@@ -109,8 +109,8 @@ class ILPSelector:
 
         _check_budget(problem, ratio)
         t0 = time.perf_counter()
-        allowed = problem.allowed
-        gi, ki = np.nonzero(allowed)  # one variable per allowed (group, candidate)
+        allowed = problem.allowed & ~dominated(problem)
+        gi, ki = np.nonzero(allowed)  # one variable per allowed, undominated (group, candidate)
         n, G = len(gi), allowed.shape[0]
         c = problem.omega[gi, ki]
         c = c - c.min() if n else c  # shift keeps the argmin (one candidate per group) and helps HiGHS scaling
@@ -170,6 +170,21 @@ class GreedySelector:
         return Selection(
             choice, r, ratio, o, time.perf_counter() - t0, self.name, "feasible" if r <= ratio + 1e-9 else "infeasible"
         )
+
+
+def dominated(problem: SelectionProblem) -> np.ndarray:
+    """``(G, K)`` bool: candidates another allowed candidate of the same group matches or beats in both omega and
+    energy (strictly in one, or equal in both with a lower index). Removing them keeps every optimum's value:
+    a dominated choice can be swapped for its dominator without raising energy or omega."""
+    om = np.where(problem.allowed, problem.omega, np.inf)
+    en = np.where(problem.allowed, problem.energy, np.inf)
+    o_le = om[:, :, None] <= om[:, None, :]  # [g, j, k]: j no worse than k in omega
+    e_le = en[:, :, None] <= en[:, None, :]
+    strict = (om[:, :, None] < om[:, None, :]) | (en[:, :, None] < en[:, None, :])
+    K = om.shape[1]
+    lower = np.arange(K)[:, None] < np.arange(K)[None, :]  # j < k
+    beats = o_le & e_le & (strict | lower) & problem.allowed[:, :, None]
+    return beats.any(1) & problem.allowed
 
 
 def _check_budget(problem: SelectionProblem, ratio: float) -> None:

@@ -16,17 +16,20 @@ from fames.baselines import (
     AccuracyEvaluator,
     CandidateWorker,
     L2Estimator,
+    MaxDNNSelector,
     MREEstimator,
     NSGASelector,
     RandomSearchSelector,
     UniformSelector,
     apply_choice,
+    approximation_levels,
     build_problem,
     make_estimator,
     member_labels,
     repair_to_budget,
     retrain,
 )
+from fames.baselines.search import random_choices
 from fames.energy import exact_costs, layer_macs, model_energy
 from fames.errors import FamesError
 from fames.quant import calibrate_ptq, qlayers, quantize
@@ -215,6 +218,47 @@ def test_build_problem_and_apply_choice_agree_with_model_energy():
     assert labels[0, 0] == "exact" and labels[0, 1].startswith("trunc(")
     with pytest.raises(FamesError, match="groups"):
         apply_choice(model, mp, np.zeros(2, int))
+
+
+def test_kernel_problem_and_apply_choice():
+    """Kernel groups: one row per (o, c) pair with its share of the MACs; the chosen AppMul lands on that kernel."""
+    model, x, y, _, macs, lib = _tiny()
+    cands = {n: lib for n, _ in qlayers(model)}
+    est = L2Estimator().estimate(model, x, y, cands, granularity="kernel")
+    mp = build_problem(model, est.omega, cands, macs, exact_costs(lib), granularity="kernel")
+    layers = dict(qlayers(model))
+    assert len(mp.groups) == sum(int(np.prod(m.group_shape("kernel"))) for m in layers.values())
+    c = random_choices(mp.problem, 1, np.random.default_rng(1))[0]
+    apply_choice(model, mp, c)
+    e, e_exact, _ = model_energy(model, macs, exact_costs(lib))
+    assert e / e_exact == pytest.approx(mp.problem.evaluate(c)[1])
+    for g, (n, j) in enumerate(mp.groups):
+        a = layers[n].assignment
+        assert a.granularity == "kernel"
+        o, ci = divmod(j, a.index.shape[1])
+        assert a.appmuls[a.index[o, ci]] is mp.appmul(g, c[g])
+
+
+def test_maxdnn_levels_and_least_sensitive_first():
+    problem = _problem(G=8, K=5, seed=3)
+    levels = approximation_levels(problem)
+    for g, lv in enumerate(levels):
+        assert (np.diff(problem.energy[g, lv]) < 0).all() and (np.diff(problem.omega[g, lv]) > 0).all()
+        assert problem.energy[g, lv[-1]] == problem.energy[g].min()
+    sel = MaxDNNSelector()
+    first = sel.solve(problem, 0.999)  # a small saving: one group takes one step, the least sensitive one
+    moved = np.flatnonzero(first.choice != np.array([lv[0] for lv in levels]))
+    sens = [
+        (problem.omega[g, lv[-1]] - problem.omega[g, lv[0]]) / (problem.energy[g, lv[0]] - problem.energy[g, lv[-1]])
+        for g, lv in enumerate(levels)
+    ]
+    assert moved.tolist() == [int(np.argmin(sens))]
+    for r in (0.9, 0.7, 0.5, problem.min_ratio()):
+        h, opt = sel.solve(problem, r), ILPSelector().solve(problem, r)
+        assert h.ratio <= r + 1e-9
+        assert opt.omega <= h.omega + 1e-9  # the heuristic never beats the exact optimum
+    with pytest.raises(InfeasibleBudget):
+        sel.solve(problem, 0.5 * problem.min_ratio())
 
 
 def test_parallel_evaluator_matches_serial():

@@ -1,11 +1,14 @@
 """Estimator properties that hold exactly: linear models, rank-1 curvature of two classes, path agreement."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from fames.appmul.families import build_family
+from fames.appmul.families import build, build_family
 from fames.errors import FamesError
 from fames.estimate import TaylorEstimator, counting_gradients, true_loss_changes
 from fames.quant import calibrate_ptq, qlayers, quantize
@@ -27,7 +30,7 @@ def _model(classes: int, conv: bool = True, seed: int = 0):
 def test_linearized_is_exact_for_a_linear_model():
     """One linear layer: the logits are linear in the error table, so CE at the linearized logits is the truth."""
     model, x, y, cands = _model(5, conv=False)
-    est = TaylorEstimator("full", linearized=True, progress=False).estimate(model, x, y, cands)
+    est = TaylorEstimator("full", linearized=True, first_order="signed", progress=False).estimate(model, x, y, cands)
     true = true_loss_changes(model, x, y, cands, progress=False)
     for n in cands:
         np.testing.assert_allclose(est.omega[n], true[n], rtol=1e-4, atol=1e-6)
@@ -101,3 +104,112 @@ def test_counting_tables_give_every_candidates_output_change(a_bits, w_bits, sch
             for k, g in enumerate(grads):
                 ref = (g.double() * d).reshape(len(x), -1).sum(1)
                 np.testing.assert_allclose((U[k] * E).sum((1, 2)), ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "a_bits, w_bits, scheme, groups, dilation",
+    [(4, 4, "symmetric", 1, 1), (3, 5, "affine", 2, 1), (8, 4, "symmetric", 1, 2), (4, 8, "affine", 4, 1)],
+)
+def test_kernel_projections_match_kernel_assignments(a_bits, w_bits, scheme, groups, dilation):
+    """Per-kernel <G, dY> equals the contraction with the output change of a layer where only that kernel uses
+    the AppMul (emulated with a kernel assignment); summed over input channels it is the per-filter value."""
+    torch.manual_seed(2)
+    conv = nn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=dilation, groups=groups)
+    for base, x in ((conv, torch.randn(5, 4, 9, 9)), (nn.Linear(6, 5), torch.randn(5, 3, 6))):
+        model = nn.Sequential(base)
+        quantize(model, {"w_bits": w_bits, "a_bits": a_bits, "weight_scheme": scheme})
+        calibrate_ptq(model, [(x, None)], num_batches=1)
+        layer = qlayers(model)[0][1]
+        layer.emulation_dtype = torch.float64
+        grads = [torch.randn_like(layer(x)) for _ in range(2)]
+        sg = layer.signed
+        cands = build_family("roup", a_bits, w_bits, sg)[:2] + build_family("all", a_bits, w_bits, sg)[3:5]
+        P = layer.kernel_projections(x, grads, cands, max_elems=500)  # (2, S, O, C/groups, K), small sample blocks
+        O, Cg = layer.group_shape("kernel")
+        assert P.shape == (2, len(x), O, Cg, len(cands))
+        for j, d in enumerate(layer.error_contributions(x, cands)):
+            for k, g in enumerate(grads):
+                prod = g.double() * (d if d is not None else 0.0)
+                ref = prod.sum((2, 3)) if prod.dim() == 4 else prod.sum(1)  # (S, O)
+                np.testing.assert_allclose(P[k, :, :, :, j].sum(-1), ref, rtol=1e-6, atol=1e-9 * float(ref.abs().max()))
+        exact = build("exact", a_bits, w_bits, layer.signed, layer.signed)
+        layer.set_assignment(exact)
+        y0 = layer(x).detach()
+        for o, c in ((1, 0), (O - 1, Cg - 1)):
+            idx = torch.zeros(O, Cg, dtype=torch.long)
+            idx[o, c] = 1
+            for j, m in enumerate(cands):
+                layer.set_assignment([exact, m], idx, "kernel")
+                d = layer(x).detach() - y0
+                for k, g in enumerate(grads):
+                    ref = (g.double() * d).reshape(len(x), -1).sum(1)
+                    np.testing.assert_allclose(P[k, :, o, c, j], ref, rtol=1e-5, atol=1e-6)  # float32 outputs
+
+
+def test_kernel_estimate_matches_finite_perturbation_reference():
+    """First-order and Gauss-Newton terms of one kernel equal those of the model's response to that kernel's
+    output change dY, with the logit change J_s dY_s taken by differentiating through the rest of the model."""
+    model, x, y, cands = _model(5)
+    est = TaylorEstimator("full", chunk=10, progress=False).estimate(model, x, y, cands, granularity="kernel")
+    layers = dict(qlayers(model))
+    for n, (o, c) in zip(cands, ((2, 1), (3, 17)), strict=True):
+        layer = layers[n]
+        O, Cg = layer.group_shape("kernel")
+        assert est.omega[n].shape == (O * Cg, len(cands[n]))
+        ins = _layer_inputs(model, x)
+        exact = build("exact", *layer.widths)
+        idx = torch.zeros(O, Cg, dtype=torch.long)
+        idx[o, c] = 1
+        for j, m in enumerate(cands[n]):
+            with torch.no_grad():
+                layer.emulation_dtype = torch.float64
+                layer.set_assignment(exact)
+                y0 = layer(ins[n])
+                layer.set_assignment([exact, m], idx, "kernel")
+                d = (layer(ins[n]) - y0).float()
+                layer.clear_assignment()
+            t = torch.zeros(len(x), requires_grad=True)
+            h = layer.register_forward_hook(partial(_add_direction, t=t, d=d))
+            z = model(x)
+            first = torch.autograd.grad(F.cross_entropy(z, y), t, retain_graph=True)[0].sum().item()
+            q = torch.stack([torch.autograd.grad(z[:, k].sum(), t, retain_graph=True)[0] for k in range(5)], 1)
+            h.remove()
+            p = F.softmax(z.detach(), 1)
+            second = ((p * q * q).sum(1) - (p * q).sum(1) ** 2).mean().item()
+            g = o * Cg + c
+            np.testing.assert_allclose(est.first[n][g, j], first, rtol=1e-3, atol=1e-7)
+            np.testing.assert_allclose(est.second[n][g, j], second, rtol=1e-3, atol=1e-9)
+
+
+def _layer_inputs(model, x):
+    ins = {}
+    hooks = [
+        m.register_forward_pre_hook(partial(lambda mod, inp, n: ins.update({n: inp[0].detach()}), n=n))
+        for n, m in qlayers(model)
+    ]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return ins
+
+
+def _add_direction(mod, inp, out, t, d):
+    """Layer output moved by ``t_s d_s`` per sample (a forward hook)."""
+    return out + t.view(-1, *[1] * (out.dim() - 1)) * d
+
+
+def test_kernel_first_order_sums_to_layer_and_bound_curvature():
+    """Kernel terms summed over a layer give the layer's first order (computed by another path); the bounded
+    curvature is non-negative, no smaller than each kernel's own, and sums to at least the layer's."""
+    model, x, y, cands = _model(4)
+    lay = TaylorEstimator("rank1", progress=False).estimate(model, x, y, cands)
+    own = TaylorEstimator("rank1", progress=False).estimate(model, x, y, cands, granularity="kernel")
+    bound = TaylorEstimator("rank1", progress=False, curvature="bound").estimate(model, x, y, cands, "kernel")
+    for n in cands:
+        np.testing.assert_allclose(own.first[n].sum(0), lay.first[n][0], rtol=1e-5, atol=1e-10)
+        np.testing.assert_array_equal(bound.first[n], own.first[n])
+        assert (own.second[n] >= 0).all()  # rank-1 curvature lam_s q_s^2 with lam_s >= 0
+        assert (bound.second[n] >= own.second[n] * (1 - 1e-9)).all()
+        assert (bound.second[n].sum(0) >= lay.second[n][0] * (1 - 1e-6)).all()
+    with pytest.raises(FamesError, match="curvature"):
+        TaylorEstimator("full", curvature="bound", linearized=True)

@@ -64,3 +64,20 @@ def test_bad_run_configs(float_ckpt, tmp_path):
     assert main(["lib", "build", "--family", "exact", "--bits", "8", "8", "--signed", "--out", str(lib)]) == 0
     with pytest.raises(FamesError, match="no AppMul for the layer widths.*4x4 signed"):
         run(_cfg(float_ckpt, tmp_path / "z", library=str(lib)), progress=False)
+
+
+@pytest.mark.slow
+def test_run_kernel_granularity(float_ckpt, tmp_path):
+    """`granularity: kernel` estimates, selects and assigns per (output, input) channel pair."""
+    out = tmp_path / "kernel"
+    r = run(
+        _cfg(float_ckpt, out, granularity="kernel", budgets=[0.7], calibrate=False, validate_estimator=False),
+        progress=False,
+    )
+    assert r["relative_energy"] <= 0.7 + 1e-9
+    conv2 = r["assignment"]["conv2"]
+    assert conv2["granularity"] == "kernel" and len(conv2["index"]) > 1 and len(conv2["index"][0]) > 1
+    with pytest.raises(FamesError, match="granularity"):
+        RunConfig(granularity="channel")
+    with pytest.raises(FamesError, match="curvature"):
+        RunConfig(curvature="diag")

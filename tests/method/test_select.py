@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from fames.errors import FamesError
-from fames.select import GreedySelector, ILPSelector, InfeasibleBudget, SelectionProblem, pareto_sweep, select
+from fames.select import (
+    GreedySelector,
+    ILPSelector,
+    InfeasibleBudget,
+    SelectionProblem,
+    dominated,
+    pareto_sweep,
+    select,
+)
 
 
 def _problem(G=5, K=4, seed=0):
@@ -70,3 +78,13 @@ def test_ilp_many_groups_is_fast():
     p = SelectionProblem(omega, energy, np.ones(G))
     s = ILPSelector().solve(p, 0.6)
     assert s.ratio <= 0.6 + 1e-9 and s.status == "optimal"
+
+
+def test_dominated_candidates():
+    omega = np.array([[0.0, 1.0, 2.0, 1.0, np.inf], [0.0, 3.0, 3.0, 1.0, 0.5]])
+    energy = np.array([[1.0, 0.5, 0.6, 0.5, 0.1], [1.0, 0.5, 0.5, 0.4, 0.9]])
+    p = SelectionProblem(omega, energy, energy[:, 0].copy())
+    # row 0: 2 loses to 1 in both; 3 ties 1 exactly (higher index); 4 is not allowed
+    # row 1: 1 and 2 lose to 3; 4 is cheaper than 0 at a higher omega, so both stay
+    expected = [[False, False, True, True, False], [False, True, True, False, False]]
+    np.testing.assert_array_equal(dominated(p), expected)

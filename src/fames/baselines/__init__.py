@@ -2,7 +2,7 @@
 
 * selection (:class:`fames.select.Selector` interface): NSGA-II with measured accuracy, ALWANN / MARLIN
   style (:mod:`.nsga`), uniform selection and random search (:mod:`.search`), greedy by estimated sensitivity
-  (:class:`fames.select.GreedySelector`);
+  (:class:`fames.select.GreedySelector`), MAx-DNN-style least-sensitive-first approximation (:mod:`.maxdnn`);
 * estimators (:class:`fames.estimate.TaylorEstimator` interface): L2 norm of the error table and MRE
   (:mod:`.estimators`);
 * retraining instead of calibration (:mod:`.retrain`);
@@ -19,6 +19,7 @@ from fames.baselines.evaluate import (
     build_problem,
     member_labels,
 )
+from fames.baselines.maxdnn import MaxDNNSelector, approximation_levels
 from fames.baselines.nsga import NSGAResult, NSGASelector, paper_evaluations
 from fames.baselines.retrain import RetrainReport, retrain
 from fames.baselines.search import RandomSearchSelector, UniformSelector, repair_to_budget
@@ -30,6 +31,7 @@ __all__ = [
     "CandidateWorker",
     "GreedySelector",
     "L2Estimator",
+    "MaxDNNSelector",
     "MREEstimator",
     "ModelProblem",
     "NSGAResult",
@@ -39,6 +41,7 @@ __all__ = [
     "SearchSelection",
     "UniformSelector",
     "apply_choice",
+    "approximation_levels",
     "build_problem",
     "make_estimator",
     "member_labels",

@@ -26,6 +26,7 @@ from fames.energy import group_macs, layer_macs
 from fames.errors import FamesError
 from fames.estimate import Estimate, TaylorEstimator, _check_candidates
 from fames.quant.convert import qlayers
+from fames.quant.layers import GRANULARITIES
 
 SCALES = ("none", "macs")
 
@@ -52,8 +53,8 @@ class _MetricEstimator:
         granularity: str = "layer",
     ) -> Estimate:
         """Omega ``(groups, K)`` per layer; ``x (S, ...)`` is used only for its input shape."""
-        if granularity not in ("layer", "filter"):
-            raise FamesError(f"granularity {granularity!r}: use 'layer' or 'filter'")
+        if granularity not in GRANULARITIES:
+            raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         t0 = time.perf_counter()
         ql = qlayers(model)
         _check_candidates(ql, candidates)
@@ -62,7 +63,7 @@ class _MetricEstimator:
         value = {m.name: self.metric(m) for ms in candidates.values() for m in ms}  # once per AppMul
         omega = {}
         for n, ms in candidates.items():
-            groups = layers[n].weight.shape[0] if granularity == "filter" else 1
+            groups = int(np.prod(layers[n].group_shape(granularity)))
             w = group_macs(layers[n], macs[n], granularity) if self.scale == "macs" else 1.0
             omega[n] = np.tile(np.array([w * value[m.name] for m in ms], dtype=np.float64), (groups, 1))
         zeros = {n: np.zeros_like(o) for n, o in omega.items()}

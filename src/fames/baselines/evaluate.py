@@ -3,7 +3,7 @@ validation accuracy of choice vectors with bit-exact emulation (serially, in wor
 or as Ray tasks on a cluster).
 
 A *choice vector* ``c`` of shape ``(G,)`` gives, for every group g of a :class:`ModelProblem` (a layer, or a
-filter of a layer), the index of its candidate AppMul in ``candidates[layer]``, exactly as
+filter or kernel of a layer), the index of its candidate AppMul in ``candidates[layer]``, exactly as
 :class:`fames.select.Selection.choice` does.
 """
 
@@ -24,6 +24,7 @@ from fames.appmul.core import AppMul
 from fames.energy import energy_per_op
 from fames.errors import FamesError
 from fames.quant.convert import qlayers
+from fames.quant.layers import GRANULARITIES
 from fames.select import Selection, SelectionProblem
 
 START_METHODS = ("spawn", "fork", "forkserver")
@@ -33,8 +34,9 @@ START_METHODS = ("spawn", "fork", "forkserver")
 class ModelProblem:
     """A :class:`SelectionProblem` with what is needed to turn a choice back into a model assignment.
 
-    ``groups[g] = (layer name, group index within the layer)``; ``candidates[layer]`` lists the layer's K_l
-    AppMuls (columns ``K_l..K-1`` of the problem are padding with ``omega = inf``).
+    ``groups[g] = (layer name, group index within the layer; kernel (o, c) is o * C/groups + c)``;
+    ``candidates[layer]`` lists the layer's K_l AppMuls (columns ``K_l..K-1`` of the problem are padding with
+    ``omega = inf``).
     """
 
     problem: SelectionProblem
@@ -72,8 +74,8 @@ def build_problem(
 ) -> ModelProblem:
     """The selection problem of ``model`` (every quantized layer listed in ``candidates``), as ``fames run``
     builds it: ``omega[layer]`` is ``(groups, K_l)``; energies in fJ per inference (MACs x energy per op)."""
-    if granularity not in ("layer", "filter"):
-        raise FamesError(f"granularity {granularity!r}: use 'layer' or 'filter'")
+    if granularity not in GRANULARITIES:
+        raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
     K = max(len(v) for v in candidates.values())
     groups, om_rows, en_rows, ex_rows = [], [], [], []
     for n, layer in qlayers(model):
@@ -93,7 +95,7 @@ def build_problem(
             en_rows.append(row_e)
             ex_rows.append(gm * exact_cost[layer.widths])
             groups.append((n, g))
-    names = [f"{n}[{g}]" if granularity == "filter" else n for n, g in groups]
+    names = [n if granularity == "layer" else f"{n}[{g}]" for n, g in groups]
     problem = SelectionProblem(np.array(om_rows), np.array(en_rows), np.array(ex_rows), group_names=names)
     return ModelProblem(problem, groups, candidates, granularity)
 
@@ -117,8 +119,9 @@ def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.M
         elif mp.granularity == "layer":
             layers[n].set_assignment(ms[ks[0]])
         else:
-            used = sorted(set(ks))
-            layers[n].set_assignment([ms[k] for k in used], torch.tensor([used.index(k) for k in ks]), "filter")
+            used, idx = np.unique(ks, return_inverse=True)
+            shape = layers[n].group_shape(mp.granularity)
+            layers[n].set_assignment([ms[k] for k in used], torch.from_numpy(idx).view(shape), mp.granularity)
     return model
 
 

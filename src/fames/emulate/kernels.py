@@ -156,17 +156,18 @@ def plan_layer(
     return _to_bit_planes(plan)
 
 
-def lut_plan(appmul: AppMul | Sequence[AppMul]) -> EmulationPlan:
+def lut_plan(appmul: AppMul | Sequence[AppMul], error: bool = False) -> EmulationPlan:
     """A plan for the gather backend only: the LUTs side by side, no factorization (no SVD/QR cost).
 
     Exact for any LUT; used where many AppMuls are each evaluated a few times (estimation), so planning
-    would dominate. ``approx_conv2d`` and ``approx_linear`` gather directly from the LUTs for it.
+    would dominate. ``approx_conv2d`` and ``approx_linear`` gather directly from the LUTs for it. With
+    ``error`` the tables are the error tables ``LUT - a*w``: the kernels then return ``sum_i E[x_i, w_i]``.
     """
     ams = _as_appmuls(appmul)
     a_bits, w_bits, sa, sw = ams[0].widths
-    L = np.concatenate([m.lut.astype(np.int64) for m in ams], axis=1)
+    L = np.concatenate([(m.error() if error else m.lut).astype(np.int64) for m in ams], axis=1)
     empty_u, empty_v = np.zeros((1 << a_bits, 0)), np.zeros((len(ams) << w_bits, 0))
-    exact = all(m.is_exact() for m in ams)
+    exact = not error and all(m.is_exact() for m in ams)
     return EmulationPlan(
         a_bits, w_bits, sa, sw, len(ams), empty_u, empty_v, "lut", "gather-only", True, exact_only=exact, luts=L
     )

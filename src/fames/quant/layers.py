@@ -136,19 +136,20 @@ class QuantLayer(nn.Module):
     @torch.no_grad()
     def error_contributions(self, x: torch.Tensor, appmuls: list[AppMul]) -> Iterator[torch.Tensor | None]:
         """For each AppMul A: ``dY_A = s_x s_w sum_i E_A[x_i, w_i]``, the change of this layer's output when it
-        uses A instead of the exact multiplier (float64; None for an exact A). Codes are computed once."""
+        uses A instead of the exact multiplier (float64; None for an exact A). Codes are computed once; each
+        error sum is gathered from the error table (float32 when every partial sum is an exact float32 integer).
+        """
         qx, qw = self._operands(x)
-        dt = self.emulation_dtype
-        exact = self._exact_integer(qx, qw)
-        scale = self._error_scale(self.VIEW, dt)
+        scale = self._error_scale(self.VIEW, torch.float64)
+        fan_in = qw[0].numel()
         for m in appmuls:
             if m.widths != self.widths:
                 raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
-            yield (
-                None
-                if m.is_exact()
-                else (self._integer(qx, qw, appmul=self._once_plan(m), assign=None) - exact) * scale
-            )
+            if m.is_exact():
+                yield None
+                continue
+            dt = torch.float32 if int(np.abs(m.error()).max()) * fan_in < 1 << 24 else torch.float64
+            yield self._integer(qx, qw, appmul=lut_plan(m, error=True), assign=None, dtype=dt).double() * scale
 
     @torch.no_grad()
     def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor], max_elems: int = 1 << 25) -> torch.Tensor:
@@ -217,10 +218,6 @@ class QuantLayer(nn.Module):
                     out[k, s0:s1] += torch.einsum("soct,koct->sock", t, V[..., r])
         return out
 
-    def _once_plan(self, m: AppMul) -> object:
-        """An AppMul used only a few times is emulated by gathering from its LUT: no factorization cost."""
-        return lut_plan(m)
-
     def _emulation_args(self, device: torch.device) -> dict:
         """AppMuls, assignment index and error table for the emulation kernels."""
         if self.error_probe is not None:
@@ -238,18 +235,20 @@ class QuantLayer(nn.Module):
     def _combine(
         self, acc: torch.Tensor, sum_x: torch.Tensor | None, qw: torch.Tensor, fan_in: int, view: tuple[int, ...]
     ) -> torch.Tensor:
-        """Dequantize an integer accumulator, adding the exact zero-point terms (see module docstring)."""
+        """Dequantize an integer accumulator, adding the exact zero-point terms (see module docstring).
+
+        ``y = s (acc + corr - z_w sum_x) + b``, computed as one fused multiply-add on the accumulator."""
         sx, zx = self.act_quant.params(0)
         sw, zw = self.weight_quant.scale.abs().clamp_min(1e-12), self.weight_quant.zero_point
         dt = acc.dtype
-        sum_w = qw.reshape(qw.shape[0], -1).sum(1).to(dt)
-        corr = -zx.to(dt) * sum_w + fan_in * zx.to(dt) * zw.to(dt)
-        out = acc + corr.view(view)
+        scale = sx.to(dt) * sw.to(dt)
+        shift = torch.zeros_like(scale) if self.bias is None else self.bias.to(dt)
+        if bool(zx != 0):
+            sum_w = qw.reshape(qw.shape[0], -1).sum(1).to(dt)
+            shift = shift + scale * (-zx.to(dt) * sum_w + fan_in * zx.to(dt) * zw.to(dt))
+        out = torch.addcmul(shift.view(view), acc, scale.view(view))
         if sum_x is not None:
-            out = out - zw.to(dt).view(view) * sum_x
-        out = out * (sx.to(dt) * sw.to(dt)).view(view)
-        if self.bias is not None:
-            out = out + self.bias.to(dt).view(view)
+            out = torch.addcmul(out, sum_x, (-zw.to(dt) * scale).view(view))
         return out
 
 
@@ -295,14 +294,12 @@ class QConv2d(QuantLayer):
         qx = self.act_quant.codes(x)
         ph, pw = self.padding
         if ph or pw:  # pad with the code of real zero
-            zx = self.act_quant.zero_point.view(())
-            qx = F.pad(qx - zx, (pw, pw, ph, ph)) + zx
+            qx = F.pad(qx, (pw, pw, ph, ph), value=float(self.act_quant.zero_point))
         return qx, self.weight_codes()
 
     def _integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
-        return approx_conv2d(
-            qx, qw, stride=self.stride, dilation=self.dilation, groups=self.groups, dtype=self.emulation_dtype, **emu
-        )
+        emu.setdefault("dtype", self.emulation_dtype)
+        return approx_conv2d(qx, qw, stride=self.stride, dilation=self.dilation, groups=self.groups, **emu)
 
     def _conv(self, qx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         dt = self.emulation_dtype
@@ -310,6 +307,9 @@ class QConv2d(QuantLayer):
 
     def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return self._conv(qx, qw)
+
+    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        return self._conv(qx, torch.ones_like(qw))
 
     def _patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Padded activation codes ``(N, C, H, W)`` -> ``(N, groups, C/groups * kh * kw, positions)`` long."""
@@ -364,11 +364,15 @@ class QLinear(QuantLayer):
         return self.act_quant.codes(x), self.weight_codes()
 
     def _integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
-        return approx_linear(qx, qw, dtype=self.emulation_dtype, **emu)
+        emu.setdefault("dtype", self.emulation_dtype)
+        return approx_linear(qx, qw, **emu)
 
     def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         dt = self.emulation_dtype
         return F.linear(qx.to(dt), qw.to(dt))
+
+    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        return qx.to(self.emulation_dtype).sum(-1, keepdim=True)
 
     def _patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Activation codes ``(N, ..., in)`` -> ``(N, 1, in, positions)`` long (positions = the middle dims)."""

@@ -24,6 +24,9 @@ def code_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` with the straight-through gradient (plain rounding when no gradient is needed)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return torch.round(x)
     return x + (torch.round(x) - x).detach()
 
 

@@ -1,0 +1,632 @@
+"""Control-variate compensation of accumulated AppMul error (Zervakis et al., DAC 2021), for any AppMul.
+
+One output of a layer accumulates the error ``eps_f = sum_i E[x_i, w_f,i]`` over its ``K`` taps. Beside the dot
+product the accelerator accumulates a control variate ``V = sum_i phi(x_i)`` (one extra accumulator shared by all
+filters of a group: ``phi`` depends on the activation only) and every output subtracts ``alpha_f + beta_f V``
+(one multiply-add per output). How ``phi``, ``beta`` and ``alpha`` are obtained:
+
+* Per-product model. Every variant below writes the error of one product as
+  ``E[x, w] ~= ebar(w) + v(w) (phi(x) - m)`` with ``ebar(w) = E_p[E(., w)]`` and ``m = E_p[phi]`` under the
+  layer's activation distribution ``p``. With ``beta_f = mean_i v(w_f,i)`` and
+  ``alpha_f = sum_i ebar(w_f,i) - K m beta_f`` (both from the weights, offline) the corrected error has zero
+  mean whenever the activations of a window are identically distributed with law ``p``, and ``beta_f`` is the
+  variance-minimising coefficient when they are also independent (``Cov(eps, V) / Var(V)``).
+* ``perforation`` (the paper's case). Our ``perf`` family clears weight bits ``s .. s+p-1``, so
+  ``E[x, w] = -x d(w)`` with ``d(w) = w - w'`` the perforated part of the weight. The model is exact:
+  ``phi(x) = x`` (the activation code itself), ``v(w) = -d(w)``, ``beta_f = -mean_i d(w_f,i)`` and ``alpha_f = 0``.
+  The paper perforates the partial products of one operand and tracks that operand's perforated part; here the
+  perforated operand is the weight, fixed per filter, so its perforated parts enter ``beta_f`` offline and the
+  shared accumulator sums the activation codes (a sum an affine-weight layer already needs for its zero point;
+  it is costed anyway). ``alpha_f`` folds into the bias in hardware.
+* ``rank1`` (any LUT). ``phi`` is the best rank-1 factor of the centred table ``E - ebar`` weighted by the
+  layer's operand distribution (weighted SVD: ``sqrt(p) (E - ebar) sqrt(q)``), quantized to ``phi_bits``
+  signed integers; ``v(w)`` is then the least-squares coefficient of every weight column on the quantized
+  ``phi``. For a truly rank-1 ``E`` (and ``phi`` exact in ``phi_bits``) the model reproduces every entry.
+* ``calibrated`` fit (``fit_calibrated``): keep ``phi``, set ``beta_f = Cov(eps_f, V) / Var(V)`` and
+  ``alpha_f = mean(eps_f) - beta_f mean(V)`` over every output position of calibration inputs.
+
+Integer definition (what the emulation reproduces bit for bit, float64): ``phi`` is a table of signed integers
+(``phi_bits``); ``V`` is exact in a ``v_bits`` two's-complement accumulator (wide enough never to wrap);
+``beta_q``, ``alpha_q`` are integers with ``frac`` fractional bits (``beta_q`` fits ``coef_bits`` signed bits);
+the accumulator of output ``f`` becomes ``acc_f - floor((beta_q,f V + alpha_q,f + 2^(frac-1)) / 2^frac)``
+(round half up), before the exact zero-point terms and dequantization of :class:`fames.quant.layers.QuantLayer`.
+
+Hardware overhead (:func:`overhead_costs`): the ``phi``-lookup-and-accumulate unit (an adder of ``v_bits``), one
+``v_bits x coef_bits`` multiplier and one subtraction of the accumulator width per output, each synthesized and
+costed on the same liberty by the recipe of :mod:`fames.hw.cost`.
+
+Selection (:func:`estimate_with_compensation`): every AppMul of a layer is a candidate with and without
+compensation; the estimate uses the residual error of a compensated candidate (exact linear term
+``dY = s_x s_w (sum_i E[x_i, w_i] - alpha_f - beta_f V)``) in the FAMES Taylor expansion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fames.appmul.core import AppMul, Cost, operand_values
+from fames.errors import FamesError
+from fames.quant.layers import QuantLayer
+
+METHODS = ("perforation", "rank1")
+
+
+@dataclass
+class Compensation:
+    """Integer control-variate correction of one layer (see the module docstring for the definition).
+
+    ``phi``: ``(2^a_bits,)`` int64, indexed by the activation code's bit pattern; ``beta``, ``alpha``: ``(O,)``
+    int64 with ``frac`` fractional bits; ``fan_in`` = taps per output ``K``; ``v_bits``: width of the V
+    accumulator; ``appmul``: name of the AppMul compensated; ``method``/``fit``: how it was obtained.
+    """
+
+    appmul: str
+    method: str
+    fit: str
+    phi: torch.Tensor
+    beta: torch.Tensor
+    alpha: torch.Tensor
+    frac: int
+    fan_in: int
+    phi_bits: int
+    v_bits: int
+    coef_bits: int
+
+    def check(self, layer: QuantLayer) -> None:
+        """Raise :class:`FamesError` if this correction does not fit ``layer``."""
+        o = layer.weight.shape[0]
+        if tuple(self.phi.shape) != (1 << layer.a_bits,):
+            raise FamesError(
+                f"compensation phi has shape {tuple(self.phi.shape)}; an A{layer.a_bits} layer needs "
+                f"({1 << layer.a_bits},) (one entry per activation code)"
+            )
+        for label, t in (("beta", self.beta), ("alpha", self.alpha)):
+            if tuple(t.shape) != (o,):
+                raise FamesError(f"compensation {label} has shape {tuple(t.shape)}; this layer has {o} filters")
+        if self.fan_in != layer.weight[0].numel():
+            raise FamesError(f"compensation fitted for fan-in {self.fan_in}, the layer has {layer.weight[0].numel()}")
+        a = layer.assignment
+        if a is None or {m.name for m in a.appmuls} != {self.appmul}:
+            raise FamesError(
+                f"compensation was fitted for AppMul {self.appmul!r} but the layer uses "
+                f"{None if a is None else sorted({m.name for m in a.appmuls})}; refit after changing the assignment"
+            )
+
+    def variate(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        """``V`` per output (float64 integers, equal for all filters of a group), shaped like the layer output."""
+        idx = qx.long() & ((1 << layer.a_bits) - 1)
+        saved = layer.emulation_dtype
+        layer.emulation_dtype = torch.float64
+        try:  # an exact integer pass with all-ones weights sums phi over every output's window
+            return layer._exact_integer(self.phi.to(qx.device)[idx].double(), torch.ones_like(qw))
+        finally:
+            layer.emulation_dtype = saved
+
+    def correction(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+        """Integer correction subtracted from the accumulator (float64, shaped like the layer output)."""
+        view = layer.VIEW
+        num = self.beta.double().to(qx.device).view(view) * self.variate(layer, qx, qw)
+        num = num + self.alpha.double().to(qx.device).view(view)
+        return torch.floor((num + (0.5 if self.frac else 0.0) * 2.0**self.frac) * 2.0**-self.frac)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "appmul": self.appmul, "method": self.method, "fit": self.fit, "phi": self.phi.tolist(),
+            "beta": self.beta.tolist(), "alpha": self.alpha.tolist(), "frac": self.frac, "fan_in": self.fan_in,
+            "phi_bits": self.phi_bits, "v_bits": self.v_bits, "coef_bits": self.coef_bits,
+        }
+
+
+@dataclass
+class ProductModel:
+    """Per-product error model ``E[x, w] ~= ebar(w) + v(w) (phi(x) - m)``; ``phi`` ``(2^a,)`` integers,
+    ``v``/``ebar`` ``(2^w,)`` float64 (indexed by code bit pattern), ``m = E_p[phi]``."""
+
+    method: str
+    phi: np.ndarray
+    v: np.ndarray
+    ebar: np.ndarray
+    m: float
+    phi_bits: int
+
+
+def _distribution(hist: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    if hist is None:
+        return np.full(n, 1.0 / n)
+    h = np.asarray(hist, dtype=np.float64)
+    if h.shape != (n,) or (h < 0).any() or h.sum() <= 0:
+        raise FamesError(f"{what} histogram must be non-negative, non-zero and of shape ({n},), got {h.shape}")
+    return h / h.sum()
+
+
+def perforation_model(appmul: AppMul, act_hist: np.ndarray | None = None) -> ProductModel:
+    """The exact model of a ``perf`` AppMul: ``phi(x) = x``, ``v(w) = -d(w)`` (perforated part of ``w``)."""
+    fam = appmul.provenance.get("family")
+    params = appmul.provenance.get("params", {})
+    if fam != "perf" or "p" not in params:
+        raise FamesError(
+            f"AppMul {appmul.name!r} is not a partial-product perforation (family {fam!r}); use method='rank1'"
+        )
+    p, s = int(params["p"]), int(params.get("s", 0))
+    if p == 0:
+        raise FamesError(f"AppMul {appmul.name!r} perforates no row: it is exact and needs no compensation")
+    a_vals = operand_values(appmul.a_bits, appmul.a_signed)
+    w_vals = operand_values(appmul.w_bits, appmul.w_signed)
+    mask = ((1 << p) - 1) << s
+    d = w_vals - w_vals[np.arange(1 << appmul.w_bits) & ~mask]
+    if not np.array_equal(appmul.error(), -np.multiply.outer(a_vals, d)):
+        raise FamesError(f"AppMul {appmul.name!r}: its LUT is not a * w' with w bits {s}..{s + p - 1} cleared")
+    px = _distribution(act_hist, 1 << appmul.a_bits, "activation")
+    m = float(px @ a_vals)
+    return ProductModel("perforation", a_vals, -d.astype(np.float64), -m * d, m, appmul.a_bits + (not appmul.a_signed))
+
+
+def rank1_model(
+    appmul: AppMul, act_hist: np.ndarray | None = None, w_hist: np.ndarray | None = None, phi_bits: int | None = None
+) -> ProductModel:
+    """Best rank-1 model of any LUT under the operand distribution (histograms over code bit patterns;
+    uniform when None); ``phi`` quantized to ``phi_bits`` (default ``a_bits``) signed integers."""
+    if appmul.is_exact():
+        raise FamesError(f"AppMul {appmul.name!r} is exact: there is no error to compensate")
+    na, nw = 1 << appmul.a_bits, 1 << appmul.w_bits
+    pb = phi_bits or appmul.a_bits
+    if not 2 <= pb <= 16:
+        raise FamesError(f"phi_bits={pb} must lie in 2..16")
+    px, qw = _distribution(act_hist, na, "activation"), _distribution(w_hist, nw, "weight")
+    E = appmul.error().astype(np.float64)
+    ebar = px @ E
+    Ec = E - ebar
+    _, _, vt = np.linalg.svd(np.sqrt(px)[:, None] * Ec * np.sqrt(qw)[None, :])
+    live = qw > 0
+    v0 = np.zeros(nw)
+    v0[live] = vt[0, live] / np.sqrt(qw[live])
+    u = Ec @ (qw * v0) / max(float(qw @ v0**2), 1e-300)  # defined for every code, also unseen ones
+    top = float(np.abs(u).max())
+    if top == 0:
+        raise FamesError(f"AppMul {appmul.name!r}: its error does not vary with the activation; nothing to track")
+    phi = np.rint(u * ((1 << (pb - 1)) - 1) / top).astype(np.int64)
+    m = float(px @ phi)
+    c = phi - m
+    var = float(px @ c**2)
+    v = (px * c) @ Ec / var
+    return ProductModel("rank1", phi, v, ebar, m, pb)
+
+
+def product_model(
+    appmul: AppMul, act_hist: np.ndarray | None = None, w_hist: np.ndarray | None = None, method: str = "auto"
+) -> ProductModel:
+    """``perforation`` for ``perf`` AppMuls, else ``rank1`` (``method='auto'``), or the method named."""
+    if method == "auto":
+        method = "perforation" if appmul.provenance.get("family") == "perf" else "rank1"
+    if method not in METHODS:
+        raise FamesError(f"compensation method {method!r} is not one of {METHODS} or 'auto'")
+    return perforation_model(appmul, act_hist) if method == "perforation" else rank1_model(appmul, act_hist, w_hist)
+
+
+def _single_appmul(layer: QuantLayer) -> AppMul:
+    a = layer.assignment
+    if a is None or layer.mode != "approx":
+        raise FamesError("compensation needs a layer in approx mode with an assignment; call set_assignment first")
+    if len({m.name for m in a.appmuls}) != 1:
+        raise FamesError(
+            "compensation shares one variate V among all filters: the layer must use one AppMul "
+            f"(got {sorted({m.name for m in a.appmuls})})"
+        )
+    m = a.appmuls[0]
+    if m.is_exact():
+        raise FamesError(f"the layer's AppMul {m.name!r} is exact: compensation has nothing to correct")
+    return m
+
+
+def _quantize(layer: QuantLayer, am: AppMul, method: str, phi: np.ndarray, phi_bits: int, beta: np.ndarray,
+              alpha: np.ndarray, fit: str, coef_bits: int) -> Compensation:
+    """Fixed-point ``beta``/``alpha`` (``coef_bits`` signed, shared ``frac``) and the V accumulator width."""
+    K = layer.weight[0].numel()
+    lo, hi = min(int(phi.min()), 0) * K, max(int(phi.max()), 0) * K
+    v_bits = max((-lo - 1).bit_length(), hi.bit_length()) + 1
+    top = float(np.abs(beta).max())
+    if top >= 2.0 ** (coef_bits - 2):
+        raise FamesError(f"|beta| up to {top:.3g} does not fit {coef_bits}-bit coefficients; raise coef_bits")
+    frac = 0 if top == 0 else min(coef_bits - 2 - math.floor(math.log2(top)), 40)
+    bq = np.clip(np.rint(beta * 2.0**frac), -(1 << (coef_bits - 1)), (1 << (coef_bits - 1)) - 1)
+    aq = np.rint(alpha * 2.0**frac)
+    if v_bits + coef_bits + 1 > 52 or np.abs(aq).max(initial=0) >= 2.0**52:
+        raise FamesError(f"correction words too wide for exact float64 emulation (v_bits={v_bits}, frac={frac})")
+    return Compensation(
+        am.name, method, fit, torch.from_numpy(phi.astype(np.int64)), torch.from_numpy(bq.astype(np.int64)),
+        torch.from_numpy(aq.astype(np.int64)), frac, K, phi_bits, v_bits, coef_bits,
+    )
+
+
+def activation_histogram(layer: QuantLayer, x: torch.Tensor) -> np.ndarray:
+    """Counts of the layer's (padded) activation codes for input ``x``, indexed by bit pattern."""
+    qx, _ = layer._operands(x)
+    idx = (qx.long() & ((1 << layer.a_bits) - 1)).flatten()
+    return torch.bincount(idx, minlength=1 << layer.a_bits).double().numpy()
+
+
+def weight_histogram(layer: QuantLayer) -> np.ndarray:
+    idx = (layer.weight_codes().detach().long() & ((1 << layer.w_bits) - 1)).flatten()
+    return torch.bincount(idx, minlength=1 << layer.w_bits).double().numpy()
+
+
+@torch.no_grad()
+def fit_offline(
+    layer: QuantLayer,
+    act_hist: np.ndarray | None = None,
+    method: str = "auto",
+    coef_bits: int = 16,
+    appmul: AppMul | None = None,
+) -> Compensation:
+    """Correction from the weights and the activation distribution only (no calibration of ``beta``).
+
+    ``appmul`` defaults to the layer's (single) assigned AppMul; ``act_hist`` to a uniform distribution.
+    """
+    am = appmul or _single_appmul(layer)
+    if am.widths != layer.widths:
+        raise FamesError(f"AppMul {am.name} is {am.signature()}; the layer needs {layer.widths}")
+    if am.is_exact():
+        raise FamesError(f"AppMul {am.name!r} is exact: compensation has nothing to correct")
+    pm = product_model(am, act_hist, weight_histogram(layer), method)
+    rows = layer.weight_codes().detach().long().reshape(layer.weight.shape[0], -1) & ((1 << layer.w_bits) - 1)
+    v = torch.from_numpy(pm.v)[rows]  # (O, K)
+    beta = v.mean(1).numpy()
+    alpha = torch.from_numpy(pm.ebar)[rows].sum(1).numpy() - rows.shape[1] * pm.m * beta
+    return _quantize(layer, am, pm.method, pm.phi, pm.phi_bits, beta, alpha, "offline", coef_bits)
+
+
+@torch.no_grad()
+def fit_calibrated(layer: QuantLayer, x: torch.Tensor, base: Compensation) -> Compensation:
+    """Refit ``beta_f = Cov(eps_f, V) / Var(V)`` and ``alpha_f = mean(eps_f - beta_f V)`` on layer inputs ``x``
+    (every output position of every sample), keeping ``base.phi`` (and ``base.beta`` where V is constant)."""
+    am = _single_appmul(layer)
+    qx, qw = layer._operands(x)
+    saved = layer.emulation_dtype
+    layer.emulation_dtype = torch.float64
+    try:
+        eps = layer._integer(qx, qw, **layer._emulation_args(qx.device)) - layer._exact_integer(qx, qw)
+    finally:
+        layer.emulation_dtype = saved
+    V = base.variate(layer, qx, qw).expand_as(eps)
+    o = layer.weight.shape[0]
+    e = layer._output_rows(eps).reshape(eps.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
+    v = layer._output_rows(V).reshape(V.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
+    vc = v - v.mean(1, keepdim=True)
+    var = (vc * vc).sum(1)
+    cov = ((e - e.mean(1, keepdim=True)) * vc).sum(1)
+    # a variate constant on the data leaves beta undetermined: keep the offline one, fit alpha only
+    beta = torch.where(var > 0, cov / var.clamp_min(1e-300), base.beta.double() * 2.0**-base.frac)
+    alpha = e.mean(1) - beta * v.mean(1)
+    return _quantize(layer, am, base.method, base.phi.numpy(), base.phi_bits, beta.numpy(), alpha.numpy(),
+                     "calibrated", base.coef_bits)
+
+
+def attach(layer: QuantLayer, comp: Compensation | None) -> None:
+    """Apply ``comp`` in the layer's approximate forward (None removes it)."""
+    if comp is not None:
+        comp.check(layer)
+    layer.compensation = comp
+
+
+class _Reached(Exception):
+    """Raised by a forward pre-hook to stop a forward pass once a layer's input is captured."""
+
+
+def _stop(_module: nn.Module, _inputs: tuple) -> None:
+    raise _Reached
+
+
+def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
+    """Inputs of the named quantized layers when ``model`` (current state, eval mode) runs on ``x``."""
+    from fames.quant.convert import qlayers
+
+    mods = dict(qlayers(model))
+    got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    hooks = [mods[n].register_forward_pre_hook(lambda _m, inp, n=n: got[n].append(inp[0].detach())) for n in names]
+    last = names[-1] if names else None
+    if last is not None:  # nothing after the last named layer is needed
+        hooks.append(mods[last].register_forward_pre_hook(_stop))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, x.shape[0], batch):
+                with contextlib.suppress(_Reached):
+                    model(x[s : s + batch])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {n: torch.cat(v) for n, v in got.items()}
+
+
+def compensate_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    calibrated: bool = False,
+    layers: list[str] | None = None,
+    method: str = "auto",
+    coef_bits: int = 16,
+) -> dict[str, Compensation]:
+    """Fit and attach a correction to every approximate layer (or those named) of ``model``, in forward order.
+
+    ``x`` (unlabelled inputs) gives each layer's activation distribution, captured with the layers before it
+    already compensated; with ``calibrated`` ``beta``/``alpha`` are then refitted by :func:`fit_calibrated` on
+    the same layer inputs. Layers whose AppMuls are all exact are skipped. Cost: about half a forward pass of
+    ``x`` per compensated layer.
+    """
+    from fames.quant.convert import qlayers
+
+    ql = dict(qlayers(model))
+    if layers is None:
+        names = [n for n, m in ql.items() if m.mode == "approx" and m.assignment is not None]
+        names = [n for n in names if not all(a.is_exact() for a in ql[n].assignment.appmuls)]
+    else:
+        names = [n for n in ql if n in set(layers)]
+    for n in names:
+        ql[n].compensation = None
+    out: dict[str, Compensation] = {}
+    for n in names:
+        inp = layer_inputs(model, [n], x)[n]
+        comp = fit_offline(ql[n], activation_histogram(ql[n], inp), method, coef_bits)
+        if calibrated:
+            comp = fit_calibrated(ql[n], inp, comp)
+        attach(ql[n], comp)
+        out[n] = comp
+    return out
+
+
+# ================================================================================== hardware overhead
+
+
+def _acc_verilog(phi: np.ndarray, a_bits: int, phi_bits: int, v_bits: int) -> str:
+    """``y = w + phi(a)``: the phi look-up and the V accumulator adder (``v_bits`` two's complement)."""
+    lines = [f"module cv_acc(input [{a_bits - 1}:0] a, input [{v_bits - 1}:0] w, output [{v_bits - 1}:0] y);",
+             f"  reg signed [{phi_bits - 1}:0] phi;", "  always @* begin", "    case (a)"]
+    for i, val in enumerate(phi.tolist()):
+        if val:
+            lines.append(f"      {a_bits}'d{i}: phi = {phi_bits}'d{int(val) & ((1 << phi_bits) - 1)};")
+    lines += [f"      default: phi = {phi_bits}'d0;", "    endcase", "  end",
+              f"  wire signed [{v_bits - 1}:0] ws = w;", "  assign y = ws + phi;", "endmodule", ""]
+    return "\n".join(lines)
+
+
+def _mul_verilog(v_bits: int, c_bits: int) -> str:
+    return (f"module cv_mul(input [{v_bits - 1}:0] a, input [{c_bits - 1}:0] w, output [{v_bits + c_bits - 1}:0] y);\n"
+            "  assign y = $signed(a) * $signed(w);\nendmodule\n")
+
+
+def _sub_verilog(n: int) -> str:
+    return (f"module cv_sub(input [{n - 1}:0] a, input [{n - 1}:0] w, output [{n - 1}:0] y);\n"
+            "  assign y = a - w;\nendmodule\n")
+
+
+def _cost_unit(verilog: str, top: str, liberty: str, a: np.ndarray, w: np.ndarray, clock_ns: float = 1.0) -> Cost:
+    """Cost one overhead unit by the recipe of :mod:`fames.hw.cost` (cached on disk by content hash)."""
+    from fames.hw.cost import COST_VERSION, liberty_hash
+    from fames.hw.energy import energy_per_op
+    from fames.hw.synth import synthesize
+    from fames.hw.timing import analyze
+    from fames.io import atomic_write_json, cache_dir, content_hash
+
+    key = content_hash(verilog, top, liberty_hash(liberty), COST_VERSION, a.tobytes(), w.tobytes(), str(clock_ns))
+    path = cache_dir() / "hw" / f"cv-{key}.json"
+    if path.is_file():
+        return Cost.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    net = synthesize(verilog, top, liberty)
+    timing = analyze(net)
+    e = energy_per_op(net, net.liberty, a, w, clock_ns=clock_ns, timing=timing)
+    power = e.total_fj / clock_ns
+    cost = Cost(area_um2=net.area(), delay_ns=timing.delay_ns, energy_fj=e.total_fj, power_uw=power,
+                pdp_fj=power * timing.delay_ns, clock_ns=clock_ns, cells=len(net.cells), note=top)
+    atomic_write_json(path, cost.to_dict())
+    return cost
+
+
+@dataclass
+class Overhead:
+    """Costs of the three overhead units of one compensated layer and how often each runs per inference."""
+
+    acc: Cost
+    mul: Cost
+    sub: Cost
+    acc_ops: int  # V accumulations (phi look-up + add) per inference
+    outputs: int  # multiply + subtract per inference
+
+    def energy(self, metric: str = "pdp") -> float:
+        """Overhead energy per inference, fJ (``metric``: ``pdp`` or ``energy`` per op, as the multipliers)."""
+        attr = {"pdp": "pdp_fj", "energy": "energy_fj"}[metric]
+        per_output = getattr(self.mul, attr) + getattr(self.sub, attr)
+        return self.acc_ops * getattr(self.acc, attr) + self.outputs * per_output
+
+
+def overhead_costs(
+    layer: QuantLayer,
+    comp: Compensation,
+    macs: int,
+    liberty: str,
+    act_hist: np.ndarray | None = None,
+    n_vectors: int = 2048,
+    seed: int = 0,
+) -> Overhead:
+    """Synthesize and cost the overhead units of ``comp`` on ``liberty`` for a layer doing ``macs`` per inference.
+
+    V is shared by the ``O / groups`` filters of a group, so it is accumulated ``macs * groups / O`` times; every
+    output (``macs / K``) does one multiply and one subtraction of the accumulator width. Operand streams:
+    activation codes drawn from ``act_hist`` (uniform when None) accumulated over windows of ``K`` taps; the
+    multiplier sees V uniform over half its range and a coefficient held for 16 outputs (weight-stationary).
+    """
+    rng = np.random.default_rng(seed)
+    na, K = 1 << layer.a_bits, comp.fan_in
+    a = rng.choice(na, size=n_vectors, p=_distribution(act_hist, na, "activation"))
+    phi = comp.phi.numpy()
+    run = np.zeros(n_vectors, dtype=np.int64)
+    acc = 0
+    for t in range(n_vectors):  # running partial sums, reset every K taps
+        acc = 0 if t % K == 0 else acc
+        run[t] = acc
+        acc += int(phi[a[t]])
+    vmask = (1 << comp.v_bits) - 1
+    acc_cost = _cost_unit(_acc_verilog(phi, layer.a_bits, comp.phi_bits, comp.v_bits), "cv_acc", liberty, a,
+                          run & vmask)
+    # multiplier and subtractor: streams that depend on their widths only (one costing per width pair)
+    g = np.random.default_rng(seed)
+    cb = comp.coef_bits
+    vs = g.integers(-(1 << (comp.v_bits - 2)), 1 << (comp.v_bits - 2), n_vectors) & vmask
+    bw = np.repeat(g.integers(-(1 << (cb - 2)), 1 << (cb - 2), n_vectors // 16 + 1), 16)[:n_vectors] & ((1 << cb) - 1)
+    mul_cost = _cost_unit(_mul_verilog(comp.v_bits, cb), "cv_mul", liberty, vs, bw)
+    n = layer.a_bits + layer.w_bits + max(K - 1, 1).bit_length() + 1  # accumulator width of the dot product
+    sub_cost = _cost_unit(_sub_verilog(n), "cv_sub", liberty, g.integers(0, 1 << n, n_vectors),
+                          g.integers(0, 1 << min(n, comp.v_bits), n_vectors))
+    o, groups = layer.weight.shape[0], getattr(layer, "groups", 1)
+    return Overhead(acc_cost, mul_cost, sub_cost, macs * groups // o, macs // K)
+
+
+# ================================================================================== estimate with compensation
+
+
+@torch.no_grad()
+def _base_projections(layer: QuantLayer, x: torch.Tensor, grads: list[torch.Tensor], ams: list[AppMul]) -> torch.Tensor:
+    """``<G_k[s], dY_A[s]>`` for every gradient k, sample s and AppMul A: ``(k, S, A)`` float64."""
+    if (1 << min(layer.a_bits, layer.w_bits)) <= 4 * len(ams):
+        U = layer.counting_tables(x, grads)  # (k, S, 2^a, 2^w)
+        E = torch.from_numpy(np.stack([m.error().ravel() for m in ams], 1).astype(np.float64))
+        return U.flatten(2) @ E
+    out = torch.zeros(len(grads), x.shape[0], len(ams), dtype=torch.float64)
+    for j, d in enumerate(layer.error_contributions(x, ams)):
+        if d is not None:
+            out[:, :, j] = torch.stack([(g.double() * d).reshape(g.shape[0], -1).sum(1) for g in grads])
+    return out
+
+
+@torch.no_grad()
+def _correction_projections(layer: QuantLayer, x: torch.Tensor, grads: list[torch.Tensor], comps: list[Compensation]
+                            ) -> torch.Tensor:
+    """``<G_k[s], s_x s_w (beta V + alpha) / 2^frac>`` (unrounded correction) per gradient, sample, correction."""
+    qx, qw = layer._operands(x)
+    scale = layer._error_scale(layer.VIEW, torch.float64)
+    o = layer.weight.shape[0]
+    out = torch.zeros(len(grads), x.shape[0], len(comps), dtype=torch.float64)
+    rows = [layer._output_rows(g.double() * scale).reshape(g.shape[0], o, -1) for g in grads]  # (S, O, L)
+    p0 = torch.stack([r.sum(2) for r in rows])  # (k, S, O)
+    cache: dict[int, torch.Tensor] = {}
+    for j, c in enumerate(comps):
+        key = hash(c.phi.numpy().tobytes())
+        if key not in cache:
+            V = layer._output_rows(c.variate(layer, qx, qw).expand(grads[0].shape)).reshape(x.shape[0], o, -1)
+            cache[key] = torch.stack([(r * V).sum(2) for r in rows])  # (k, S, O)
+        p1 = cache[key]
+        out[:, :, j] = (p1 @ c.beta.double() + p0 @ c.alpha.double()) * 2.0**-c.frac
+    return out
+
+
+def estimate_with_compensation(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    candidates: dict[str, list[tuple[AppMul, Compensation | None]]],
+    hessian: str = "rank1",
+    chunk: int = 128,
+) -> dict[str, np.ndarray]:
+    """Omega ``(1, K)`` per layer for candidates (AppMul, correction or None), layer granularity.
+
+    Same Taylor model as :class:`fames.estimate.TaylorEstimator` (first order + Gauss-Newton, full or rank-1, or
+    ``none``), applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of a compensated candidate.
+    """
+    from fames.estimate import _capture, _layer_states, _top_eig
+
+    if hessian not in ("none", "rank1", "full"):
+        raise FamesError(f"hessian={hessian!r} is not one of none, rank1, full")
+    S = x.shape[0]
+    first = {n: np.zeros(len(c)) for n, c in candidates.items()}
+    second = {n: np.zeros(len(c)) for n, c in candidates.items()}
+    with _layer_states(model) as ql:
+        layers = dict(ql)
+        for n, cs in candidates.items():
+            if n not in layers:
+                raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
+            for m, c in cs:
+                if m.widths != layers[n].widths:
+                    raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, needs {layers[n].widths}")
+                if c is not None and c.appmul != m.name:
+                    raise FamesError(f"layer {n}: correction fitted for {c.appmul!r} paired with AppMul {m.name!r}")
+        names = list(candidates)
+        for s0 in range(0, S, chunk):
+            xb, yb = x[s0 : s0 + chunk], y[s0 : s0 + chunk]
+            with torch.enable_grad():
+                z, ins, outs = _capture(model, ql, xb)
+                tensors = [outs[n] for n in names]
+                p = F.softmax(z.detach().double(), 1)
+                gl = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum") / S, tensors, retain_graph=True)
+                lam = None
+                if hessian == "full":
+                    C = z.shape[1]
+                    Gc = [torch.autograd.grad(z[:, c].sum(), tensors, retain_graph=c < C - 1) for c in range(C)]
+                elif hessian == "rank1":
+                    lam, vec = _top_eig(p, 30)
+                    Gc = [torch.autograd.grad((z * vec.to(z.dtype)).sum(), tensors)]
+                else:
+                    Gc = []
+            for k, n in enumerate(names):
+                layer, cs = layers[n], candidates[n]
+                grads = [gl[k]] + [g[k] for g in Gc]
+                ams = list({m.name: m for m, _ in cs}.values())
+                base = _base_projections(layer, ins[n], grads, ams)
+                pos = {m.name: i for i, m in enumerate(ams)}
+                proj = base[:, :, [pos[m.name] for m, _ in cs]]
+                ci = [i for i, (_, c) in enumerate(cs) if c is not None]
+                if ci:
+                    proj[:, :, ci] -= _correction_projections(layer, ins[n], grads, [cs[i][1] for i in ci])
+                first[n] += proj[0].sum(0).numpy()
+                q = proj[1:]  # (C', S, K)
+                if lam is not None:
+                    second[n] += (lam[:, None] * q[0] ** 2).sum(0).numpy() / S
+                elif Gc:
+                    pq = p.T[:, :, None]
+                    second[n] += ((pq * q * q).sum(0) - (pq * q).sum(0) ** 2).sum(0).numpy() / S
+    # negative first-order terms count as 0, as in TaylorEstimator's default (first_order="clip")
+    return {n: (np.maximum(first[n], 0.0) + 0.5 * second[n])[None, :] for n in candidates}
+
+
+# ================================================================================== pipeline helpers
+
+
+def compensated_candidates(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cands: dict[str, list[AppMul]], hessian: str, liberty: str,
+    macs: dict[str, int], metric: str = "pdp",
+) -> tuple[dict[str, list[tuple[AppMul, Compensation]]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Compensated twin of every non-exact candidate of every layer (offline fit on the exact model's activation
+    histograms of ``x``): ``(pairs, omega (1, K') per layer, overhead fJ per inference (K',) per layer)``."""
+    from fames.quant.convert import qlayers
+
+    ql = dict(qlayers(model))
+    ins = layer_inputs(model, list(cands), x)
+    pairs: dict[str, list[tuple[AppMul, Compensation]]] = {}
+    over: dict[str, np.ndarray] = {}
+    for n, ms in cands.items():
+        h = activation_histogram(ql[n], ins[n])
+        pairs[n] = [(m, fit_offline(ql[n], h, appmul=m)) for m in ms if not m.is_exact()]
+        over[n] = np.array([overhead_costs(ql[n], c, macs[n], liberty, h).energy(metric) for _, c in pairs[n]])
+    omega = estimate_with_compensation(model, x, y, {n: list(p) for n, p in pairs.items()}, hessian)
+    return pairs, omega, over
+
+
+def model_overhead(model: nn.Module, macs: dict[str, int], liberty: str, x: torch.Tensor, metric: str = "pdp"
+                   ) -> dict[str, float]:
+    """Overhead energy (fJ per inference) of every compensated layer of ``model`` (histograms from ``x``)."""
+    from fames.quant.convert import qlayers
+
+    ql = dict(qlayers(model))
+    names = [n for n, m in ql.items() if m.compensation is not None]
+    ins = layer_inputs(model, names, x)
+    return {n: overhead_costs(ql[n], ql[n].compensation, macs[n], liberty, activation_histogram(ql[n], ins[n]))
+            .energy(metric) for n in names}

@@ -1,0 +1,265 @@
+"""Control-variate compensation: exact models, zero-mean residual, bit-exact emulation, Cov/Var fit, estimate."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fames.appmul.core import AppMul, exact_lut, operand_values
+from fames.appmul.families import build
+from fames.compensate import (
+    attach,
+    compensate_model,
+    estimate_with_compensation,
+    fit_calibrated,
+    fit_offline,
+    overhead_costs,
+    perforation_model,
+    rank1_model,
+)
+from fames.errors import FamesError
+from fames.estimate import TaylorEstimator
+from fames.quant import QConv2d, QLinear, calibrate_ptq, qlayers, quantize
+
+
+def _codes_layer(layer, w_codes: torch.Tensor, zx: float = 0.0, zw: float = 0.0):
+    """A quantized layer whose weight codes are ``w_codes`` and whose activation codes equal its input (+ zx)."""
+    with torch.no_grad():
+        layer.weight.copy_(w_codes.float() - zw)
+        layer.act_quant.scale.fill_(1.0)
+        layer.act_quant.zero_point.fill_(zx)
+        layer.weight_quant.scale.fill_(1.0)
+        layer.weight_quant.zero_point.fill_(zw)
+        if layer.bias is not None:
+            layer.bias.copy_(torch.arange(layer.bias.numel()) - 2.0)
+    layer.act_quant.calibrated.fill_(True)
+    layer.weight_quant.calibrated.fill_(True)
+    layer.emulation_dtype = torch.float64
+    return layer.eval()
+
+
+def _rank1_lut() -> AppMul:
+    """Signed 3x4 AppMul whose error is exactly u(x) v(w) (u centred under uniform activations)."""
+    u = np.array([0, 1, 2, 3, -3, -2, -1, 0])  # by bit pattern of x
+    v = operand_values(4, True) % 3 - 1
+    lut = exact_lut(3, 4, True, True) + np.multiply.outer(u, v)
+    return AppMul("rank1_test", 3, 4, True, True, lut, provenance={"family": "test"})
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_perforation_model_reproduces_every_entry(signed):
+    m = build("perf", 4, 4, signed, signed, p=2, s=1)
+    pm = perforation_model(m, np.arange(1, 17.0))
+    model = pm.ebar[None, :] + pm.v[None, :] * (pm.phi[:, None] - pm.m)
+    np.testing.assert_allclose(model, m.error(), atol=1e-9)
+    assert np.array_equal(pm.phi, operand_values(4, signed))  # phi = the activation code itself
+
+
+@torch.no_grad()
+def test_rank1_exact_for_a_rank1_table():
+    m = _rank1_lut()
+    pm = rank1_model(m)
+    model = pm.ebar[None, :] + pm.v[None, :] * (pm.phi[:, None] - pm.m)
+    np.testing.assert_allclose(model, m.error(), atol=1e-9)
+    # equal weights in a filter: the per-product model is exact, so the compensated output is the exact one
+    lin = _codes_layer(QLinear(nn.Linear(5, 2), 4, 3, True), torch.full((2, 5), 3.0))
+    lin.set_assignment(m)
+    x = torch.randint(-4, 4, (50, 5)).double()
+    attach(lin, fit_offline(lin))
+    y = lin(x)
+    attach(lin, None)
+    lin.set_assignment(build("exact", 3, 4, True, True))
+    assert torch.equal(y, lin(x))
+
+
+@torch.no_grad()
+def test_perforation_correction_cancels_the_expectation():
+    """Averaged over every activation combination (i.i.d. uniform taps) the corrected error is exactly zero."""
+    m = build("perf", 2, 4, False, False, p=3)
+    wc = torch.tensor([[3, 14, 7, 9], [15, 2, 0, 11]])
+    lin = _codes_layer(QLinear(nn.Linear(4, 2), 4, 2, False), wc)
+    lin.set_assignment(m)
+    comp = fit_offline(lin)
+    x = torch.tensor(list(itertools.product(range(4), repeat=4))).double()  # all 256 windows
+    qx, qw = lin._operands(x)
+    eps = lin._integer(qx, qw, **lin._emulation_args(x.device)) - lin._exact_integer(qx, qw)
+    V = comp.variate(lin, qx, qw)
+    resid = eps - (comp.beta.double() * V + comp.alpha.double()) * 2.0**-comp.frac
+    assert eps.mean(0).abs().min() > 5  # perforation error is biased ...
+    np.testing.assert_allclose(resid.mean(0).numpy(), 0.0, atol=1e-9)  # ... the correction removes it exactly
+    rounded = eps - comp.correction(lin, qx, qw)
+    assert (rounded - resid).abs().max() <= 0.5  # the integer correction rounds half up
+
+
+@torch.no_grad()
+def _naive(layer, x, am, comp):
+    """Integer reference of the whole compensated layer with unit scales and an integer bias (so every float64
+    operation of the emulation is exact): sum of LUT entries - correction - zero-point terms + bias."""
+    qx, qw = layer._operands(x)
+    px = layer._patches(qx)  # (N, g, CK, L) codes
+    pw = layer._kernel_rows(qw)  # (g, Og, CK)
+    na, nw = 1 << layer.a_bits, 1 << layer.w_bits
+    lut = torch.from_numpy(am.lut.astype(np.int64))
+    zx, zw = int(layer.act_quant.zero_point), int(layer.weight_quant.zero_point[0])
+    N, g, CK, L = px.shape
+    out = torch.zeros(N, g, pw.shape[1], L, dtype=torch.int64)
+    for gi in range(g):
+        V = sum(comp.phi[px[:, gi, i] & (na - 1)] for i in range(CK))  # (N, L)
+        sum_x = px[:, gi].sum(1)
+        for o in range(pw.shape[1]):
+            f = gi * pw.shape[1] + o
+            acc = sum(lut[px[:, gi, i] & (na - 1), pw[gi, o, i] & (nw - 1)] for i in range(CK))
+            half = 1 << (comp.frac - 1) if comp.frac else 0
+            corr = (int(comp.beta[f]) * V + int(comp.alpha[f]) + half) >> comp.frac  # floor: round half up
+            zp = -zw * sum_x - zx * int(pw[gi, o].sum()) + CK * zx * zw
+            out[:, gi, o] = acc - corr + zp + int(layer.bias[f])
+    return out.double()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("calibrated", [False, True])
+@pytest.mark.parametrize("zw", [0.0, 5.0])
+def test_compensated_conv_is_bit_exact(calibrated, zw):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2)
+    layer = _codes_layer(QConv2d(conv, 4, 4, False), torch.randint(0, 16, (6, 2, 3, 3)), zx=3.0, zw=zw)
+    am = build("trunc", 4, 4, False, False, k=4)
+    layer.set_assignment(am)
+    x = torch.randint(-3, 13, (3, 4, 7, 7)).double()
+    comp = fit_offline(layer, np.arange(16.0) + 1)
+    if calibrated:
+        comp = fit_calibrated(layer, x, comp)
+    attach(layer, comp)
+    got = layer(x)
+    assert torch.equal(layer._output_rows(got), _naive(layer, x, am, comp))
+    assert comp.fit == ("calibrated" if calibrated else "offline") and comp.method == "rank1"
+
+
+def test_cov_var_fit_recovers_beta():
+    """Synthetic error eps_f = b_f V + a_f exactly: the calibrated fit returns b_f, a_f."""
+    torch.manual_seed(1)
+    m = build("perf", 4, 4, True, True, p=2)
+    lin = _codes_layer(QLinear(nn.Linear(6, 3), 4, 4, True), torch.tensor([[5] * 6, [-6] * 6, [2] * 6]))
+    lin.set_assignment(m)
+    comp = fit_calibrated(lin, torch.randint(-8, 8, (400, 6)).double(), fit_offline(lin))
+    d = operand_values(4, True) - operand_values(4, True)[np.arange(16) & ~3]  # perforated part of w
+    # constant weights in a filter: eps_f = -d(w_f) * sum_i x_i = -d(w_f) V exactly
+    expect = -np.array([d[5], d[(-6) & 15], d[2]], dtype=np.float64)
+    np.testing.assert_allclose(comp.beta.numpy() * 2.0**-comp.frac, expect, atol=2.0**-comp.frac)
+    np.testing.assert_allclose(comp.alpha.numpy(), 0, atol=1)
+
+
+def test_bad_input_is_rejected():
+    lin = _codes_layer(QLinear(nn.Linear(4, 2), 4, 4, True), torch.zeros(2, 4))
+    with pytest.raises(FamesError, match="approx mode"):
+        fit_offline(lin)
+    lin.set_assignment(build("exact", 4, 4, True, True))
+    with pytest.raises(FamesError, match="exact"):
+        fit_offline(lin)
+    lin.set_assignment(build("perf", 4, 4, True, True, p=1))
+    comp = fit_offline(lin)
+    comp.beta = comp.beta[:1]
+    with pytest.raises(FamesError, match="beta has shape"):
+        attach(lin, comp)
+    with pytest.raises(FamesError, match="not a partial-product perforation"):
+        perforation_model(build("trunc", 4, 4, True, True, k=3))
+    lin.set_assignment(build("trunc", 4, 4, True, True, k=3))
+    with pytest.raises(FamesError, match="refit"):
+        attach(lin, fit_offline(lin, appmul=build("perf", 4, 4, True, True, p=1)))
+
+
+def _small_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    quantize(model, {"w_bits": 4, "a_bits": 4, "first_last": "same"})
+    x = torch.randn(40, 3, 6, 6)
+    calibrate_ptq(model, [(x, None)], num_batches=1)
+    return model, x, torch.randint(0, 5, (40,))
+
+
+def test_estimate_matches_taylor_and_sees_the_correction():
+    model, x, y = _small_model()
+    ql = qlayers(model)
+    ms = [build("perf", 4, 4, True, True, p=3), build("trunc", 4, 4, True, True, k=4)]
+    cands = {}
+    for n, layer in ql:
+        pairs = [(m, None) for m in ms]
+        for m in ms:
+            layer.set_assignment(m)
+            pairs.append((m, fit_offline(layer)))
+        layer.clear_assignment()
+        cands[n] = pairs
+    for hessian in ("rank1", "full"):
+        ours = estimate_with_compensation(model, x, y, cands, hessian)  # same chunks: same power-iteration start
+        ref = TaylorEstimator(hessian, progress=False).estimate(model, x, y, {n: ms for n in cands})
+        for n in cands:
+            np.testing.assert_allclose(ours[n][0, :2], ref.omega[n][0], rtol=1e-4, atol=1e-9)
+    # a zero correction gives the uncompensated estimate; the fitted one changes it
+    n0 = ql[0][0]
+    zero = cands[n0][2][1]
+    zero = type(zero)(**{**zero.__dict__, "beta": zero.beta * 0, "alpha": zero.alpha * 0})
+    got = estimate_with_compensation(model, x, y, {n0: [cands[n0][0], (ms[0], zero), cands[n0][2]]}, "rank1")[n0]
+    assert got[0, 0] == pytest.approx(got[0, 1], rel=1e-12)
+    assert got[0, 2] != pytest.approx(got[0, 0], rel=1e-3)
+
+
+def test_compensation_reduces_output_error_of_a_model():
+    model, x, _ = _small_model()
+    ref = model(x)
+    for _, layer in qlayers(model):
+        layer.set_assignment(build("perf", 4, 4, True, True, p=3))
+    err0 = F.mse_loss(model(x), ref).item()
+    comps = compensate_model(model, x, calibrated=True)
+    assert set(comps) == {n for n, _ in qlayers(model)}
+    assert F.mse_loss(model(x), ref).item() < 0.5 * err0
+
+
+def test_overhead_is_costed_on_the_liberty():
+    from fames.hw.synthetic import default_synthetic_liberty
+
+    lin = _codes_layer(QLinear(nn.Linear(9, 4), 4, 4, True), torch.randint(-8, 8, (4, 9)))
+    lin.set_assignment(build("trunc", 4, 4, True, True, k=3))
+    comp = fit_offline(lin)
+    oh = overhead_costs(lin, comp, macs=9 * 4 * 10, liberty=str(default_synthetic_liberty()), n_vectors=256)
+    assert oh.acc_ops == 9 * 10 and oh.outputs == 40  # V shared by the 4 filters
+    assert 0 < oh.acc.area_um2 < oh.mul.area_um2  # a v_bits adder is smaller than a v_bits x coef_bits multiplier
+    assert oh.energy("pdp") == pytest.approx(90 * oh.acc.pdp_fj + 40 * (oh.mul.pdp_fj + oh.sub.pdp_fj))
+
+
+def test_run_config_accepts_compensation_modes():
+    from fames.pipeline import RunConfig
+
+    assert RunConfig(compensation="auto").compensation == "auto"
+    with pytest.raises(FamesError, match="compensation"):
+        RunConfig(compensation="yes")
+    with pytest.raises(FamesError, match="granularity 'layer'"):
+        RunConfig(compensation="control_variate", granularity="filter")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["control_variate", "auto"])
+def test_run_with_compensation(tmp_path, mode):
+    from fames.data import get_loader
+    from fames.models import create_model, save_checkpoint
+    from fames.pipeline import RunConfig, run
+    from fames.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    net = create_model("digits_cnn")
+    train(net, get_loader("digits", "train", 64, augment=True), TrainConfig(epochs=2, lr=0.05), progress=False)
+    ck = save_checkpoint(net, tmp_path / "f.pt", meta={"quant": None})
+    cfg = RunConfig(model="digits_cnn", checkpoint=str(ck), quant="W4A4", dataset="digits", families=["perf", "trunc"],
+                    budgets=[0.6], samples=64, calib_samples=128, calibrate=False, validate_estimator=False,
+                    compensation=mode, output=str(tmp_path / "out"))
+    r = run(cfg, progress=False)
+    (one,) = r["runs"]
+    e_mult = one["energy_fj"] - one["compensation_overhead_fj"]
+    if mode == "auto":  # the ILP saw the overhead: the budget holds with it included
+        assert one["relative_energy"] <= 0.6 + 1e-9
+    else:  # every approximate layer compensated after selection: the overhead comes on top of the budget
+        assert one["compensated_layers"] and one["compensation_overhead_fj"] > 0
+        assert e_mult / one["exact_energy_fj"] <= 0.6 + 1e-9
+    assert one["accuracy_before_compensation"] >= 0 and 0 <= one["accuracy"] <= 100
