@@ -208,7 +208,7 @@ def test_pact_gradients_come_from_clipped_values_only(signed):
     x = torch.tensor([-3.0, -0.31, 0.07, 0.52, 1.2, 2.0, 5.0], requires_grad=True)
     s, z = q.params(1)
     qmin, qmax = q.qrange
-    lo, hi = (s * (qmin - z)).item(), (s * (qmax - z)).item()
+    lo, hi = (s * (qmin - z)).detach().item(), (s * (qmax - z)).detach().item()
     y_lsq = q(x)
     g_lsq = torch.autograd.grad(y_lsq.sum(), q.scale)[0]
     q.learning = "pact"
