@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fames.appmul.core import AppMul
@@ -132,6 +133,26 @@ def _test_loader(cfg: RunConfig, n: int | None = None):  # type: ignore[no-untyp
             raise FamesError(f"eval_images: the {cfg.dataset} test split cannot be subset; leave eval_images unset")
         ds = ds.subset(stratified_indices(ds.labels, n))
     return get_loader(ds, "test", cfg.batch_size, channels_last=True, seed=cfg.seed)
+
+
+def _held_out_batch(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training samples drawn with another seed than :func:`_sample_batch` (to judge a calibration)."""
+    from fames.data import get_loader
+
+    loader = get_loader(
+        cfg.dataset, "train", n, root=cfg.data_root, channels_last=True, seed=cfg.seed + 1, shuffle=True
+    )
+    return next(iter(loader))
+
+
+@torch.no_grad()
+def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Mean cross-entropy of ``model`` on ``(x, y)``."""
+    model.eval()
+    return sum(
+        F.cross_entropy(model(x[i : i + batch]), y[i : i + batch], reduction="sum").item()
+        for i in range(0, len(x), batch)
+    ) / len(x)
 
 
 def _sample_batch(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,12 +358,14 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
             e, e_exact, per_layer = model_energy(m, macs, exact_cost, cfg.energy_metric)
             acc_u = evaluate(m, test, progress, f"eval R={ratio}")["accuracy"]
             z_exact, z_unc = _logits(model, m, probe)
-            acc_c, calib_s, z_cal = acc_u, 0.0, None
+            acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
             if cfg.calibrate:
                 from fames.calibrate import CalibrationConfig, calibrate
 
                 t1 = time.perf_counter()
                 cx, cy = _sample_batch(cfg, min(cfg.calib_samples, _train_len(cfg)))
+                hx, hy = _held_out_batch(cfg, min(cfg.calib_samples, _train_len(cfg)))
+                before, ce_before = copy.deepcopy(m.state_dict()), _ce(m, hx, hy)
                 calibrate(
                     m,
                     (cx, cy),
@@ -357,8 +380,12 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                         progress=progress,
                     ),
                 )
+                ce_after = _ce(m, hx, hy)
+                calib_kept = ce_after <= ce_before  # a calibration that raises held-out training loss is undone
+                if not calib_kept:
+                    m.load_state_dict(before)
                 calib_s = time.perf_counter() - t1
-                acc_c = evaluate(m, test, progress, f"eval R={ratio} calibrated")["accuracy"]
+                acc_c = evaluate(m, test, progress, f"eval R={ratio} calibrated")["accuracy"] if calib_kept else acc_u
                 z_cal = _logits(model, m, probe)[1]
             overhead: dict[str, float] = {}
             acc_before_comp = acc_c
@@ -404,6 +431,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                 "compensation_overhead_fj": sum(overhead.values()),
                 "select_s": sel.seconds,
                 "calibrate_s": calib_s,
+                "calibration_kept": calib_kept,
                 "ilp_status": sel.status,
                 "assignment": assignment["layers"],
                 "per_layer_energy": {n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
