@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fames.appmul.core import AppMul
@@ -146,13 +145,11 @@ def _held_out_batch(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
-def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
-    """Mean cross-entropy of ``model`` on ``(x, y)``."""
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Top-1 accuracy (fraction) of ``model`` on ``(x, y)``."""
     model.eval()
-    return sum(
-        F.cross_entropy(model(x[i : i + batch]), y[i : i + batch], reduction="sum").item()
-        for i in range(0, len(x), batch)
-    ) / len(x)
+    hits = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
+    return hits / len(x)
 
 
 def _sample_batch(cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,7 +362,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                 t1 = time.perf_counter()
                 cx, cy = _sample_batch(cfg, min(cfg.calib_samples, _train_len(cfg)))
                 hx, hy = _held_out_batch(cfg, min(cfg.calib_samples, _train_len(cfg)))
-                before, ce_before = copy.deepcopy(m.state_dict()), _ce(m, hx, hy)
+                before, acc_before = copy.deepcopy(m.state_dict()), _accuracy(m, hx, hy)
                 calibrate(
                     m,
                     (cx, cy),
@@ -380,8 +377,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                         progress=progress,
                     ),
                 )
-                ce_after = _ce(m, hx, hy)
-                calib_kept = ce_after <= ce_before  # a calibration that raises held-out training loss is undone
+                calib_kept = _accuracy(m, hx, hy) >= acc_before  # undo a calibration that loses held-out accuracy
                 if not calib_kept:
                     m.load_state_dict(before)
                 calib_s = time.perf_counter() - t1
