@@ -82,6 +82,18 @@ def test_bad_input():
         TaylorEstimator("rank1", progress=False).estimate(model, x, y, wrong)
 
 
+def _single_layers(a_bits, w_bits, scheme, groups, dilation, n_in):
+    """A quantized Conv2d and a Linear (``n_in`` features), float64 emulation: ``(layer, x, two gradients)``."""
+    conv = nn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=dilation, groups=groups)
+    for base, x in ((conv, torch.randn(5, 4, 9, 9)), (nn.Linear(n_in, 5), torch.randn(5, 3, n_in))):
+        model = nn.Sequential(base)
+        quantize(model, {"w_bits": w_bits, "a_bits": a_bits, "weight_scheme": scheme})
+        calibrate_ptq(model, [(x, None)], num_batches=1)
+        layer = qlayers(model)[0][1]
+        layer.emulation_dtype = torch.float64
+        yield layer, x, [torch.randn_like(layer(x)) for _ in range(2)]
+
+
 @pytest.mark.parametrize(
     "a_bits, w_bits, scheme, groups, dilation",
     [(4, 4, "symmetric", 1, 1), (3, 5, "affine", 2, 1), (8, 4, "symmetric", 1, 2), (2, 8, "affine", 4, 1)],
@@ -89,14 +101,7 @@ def test_bad_input():
 def test_counting_tables_give_every_candidates_output_change(a_bits, w_bits, scheme, groups, dilation):
     """<G, dY_A> per sample from the tables equals the contraction with the emulated output change."""
     torch.manual_seed(1)
-    conv = nn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=dilation, groups=groups)
-    for base, x in ((conv, torch.randn(5, 4, 9, 9)), (nn.Linear(12, 5), torch.randn(5, 3, 12))):
-        model = nn.Sequential(base)
-        quantize(model, {"w_bits": w_bits, "a_bits": a_bits, "weight_scheme": scheme})
-        calibrate_ptq(model, [(x, None)], num_batches=1)
-        layer = qlayers(model)[0][1]
-        layer.emulation_dtype = torch.float64
-        grads = [torch.randn_like(layer(x)) for _ in range(2)]
+    for layer, x, grads in _single_layers(a_bits, w_bits, scheme, groups, dilation, 12):
         U = layer.counting_tables(x, grads, max_elems=2000)  # small blocks: exercises the sample loop
         cands = build_family("all", a_bits, w_bits, layer.signed)[1:6]
         for m, d in zip(cands, layer.error_contributions(x, cands), strict=True):
@@ -114,14 +119,7 @@ def test_kernel_projections_match_kernel_assignments(a_bits, w_bits, scheme, gro
     """Per-kernel <G, dY> equals the contraction with the output change of a layer where only that kernel uses
     the AppMul (emulated with a kernel assignment); summed over input channels it is the per-filter value."""
     torch.manual_seed(2)
-    conv = nn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=dilation, groups=groups)
-    for base, x in ((conv, torch.randn(5, 4, 9, 9)), (nn.Linear(6, 5), torch.randn(5, 3, 6))):
-        model = nn.Sequential(base)
-        quantize(model, {"w_bits": w_bits, "a_bits": a_bits, "weight_scheme": scheme})
-        calibrate_ptq(model, [(x, None)], num_batches=1)
-        layer = qlayers(model)[0][1]
-        layer.emulation_dtype = torch.float64
-        grads = [torch.randn_like(layer(x)) for _ in range(2)]
+    for layer, x, grads in _single_layers(a_bits, w_bits, scheme, groups, dilation, 6):
         sg = layer.signed
         cands = build_family("roup", a_bits, w_bits, sg)[:2] + build_family("all", a_bits, w_bits, sg)[3:5]
         P = layer.kernel_projections(x, grads, cands, max_elems=500)  # (2, S, O, C/groups, K), small sample blocks
