@@ -125,6 +125,16 @@ class Compensation:
             "phi_bits": self.phi_bits, "v_bits": self.v_bits, "coef_bits": self.coef_bits,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Compensation:
+        """Inverse of :meth:`to_dict` (integer tensors rebuilt exactly); a missing key is a clear error."""
+        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        if missing:
+            raise FamesError(f"compensation record lacks {missing}; it needs {list(cls.__dataclass_fields__)}")
+        ints = {k: torch.as_tensor(d[k], dtype=torch.int64) for k in ("phi", "beta", "alpha")}
+        rest = {k: d[k] for k in cls.__dataclass_fields__ if k not in ints}
+        return cls(**rest, **ints)
+
 
 @dataclass
 class ProductModel:

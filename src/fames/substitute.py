@@ -2,7 +2,9 @@
 
 Assignment file (JSON): ``{"format": "fames-assignment", "layers": {layer_name: spec}}`` where ``spec`` is an
 AppMul name (the whole layer), or ``{"granularity": "filter"|"kernel", "appmuls": [names], "index":
-nested list}`` (``index`` has shape ``(O,)`` for filters and ``(O, C // groups)`` for kernels).
+nested list}`` (``index`` has shape ``(O,)`` for filters and ``(O, C // groups)`` for kernels), or
+``{"granularity": "layer", "appmuls": [name], "compensation": {...}}`` for a layer whose accumulated error is
+corrected by a control variate (:class:`fames.compensate.Compensation`, integers stored exactly).
 Layers not listed keep their current mode.
 """
 
@@ -34,8 +36,21 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
         if isinstance(s, str):
             layer.set_assignment(_lookup(library, s, name))
         elif isinstance(s, dict):
-            ms = [_lookup(library, n, name) for n in s["appmuls"]]
-            layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), s.get("granularity", "filter"))
+            ms = [_lookup(library, n, name) for n in s.get("appmuls", [])]
+            gran = s.get("granularity", "filter")
+            if gran == "layer" and len(ms) == 1:
+                layer.set_assignment(ms[0])
+            elif gran in ("filter", "kernel") and "index" in s:
+                layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), gran)
+            else:
+                raise FamesError(
+                    f"assignment of layer {name}: {s!r} is neither {{'granularity': 'layer', 'appmuls': [one name]}} "
+                    "nor {'granularity': 'filter'|'kernel', 'appmuls': [...], 'index': [...]}"
+                )
+            if s.get("compensation") is not None:
+                from fames.compensate import Compensation, attach
+
+                attach(layer, Compensation.from_dict(s["compensation"]))
         else:
             raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
     return model
@@ -54,7 +69,10 @@ def current_assignment(model: nn.Module) -> dict[str, Any]:
         a = layer.assignment
         if a is None or layer.mode != "approx":
             continue
-        if a.granularity == "layer":
+        comp = getattr(layer, "compensation", None)
+        if a.granularity == "layer" and comp is not None:
+            out[name] = {"granularity": "layer", "appmuls": [a.appmuls[0].name], "compensation": comp.to_dict()}
+        elif a.granularity == "layer":
             out[name] = a.appmuls[0].name
         else:
             out[name] = {

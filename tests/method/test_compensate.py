@@ -217,6 +217,30 @@ def test_compensation_reduces_output_error_of_a_model():
     assert F.mse_loss(model(x), ref).item() < 0.5 * err0
 
 
+@torch.no_grad()
+def test_compensation_round_trips_through_the_assignment_file(tmp_path):
+    """A compensated model saved as an assignment file and loaded into a fresh copy gives the same outputs."""
+    import copy
+
+    from fames.appmul.library import Library
+    from fames.substitute import current_assignment, load_assignment, save_assignment, substitute
+
+    model, x, _ = _small_model()
+    fresh = copy.deepcopy(model)
+    am = build("perf", 4, 4, True, True, p=3)
+    for _, layer in qlayers(model):
+        layer.set_assignment(am)
+    compensate_model(model, x, calibrated=True)
+    path = save_assignment(current_assignment(model), tmp_path / "a.json")
+    substitute(fresh, load_assignment(path), Library([am]))
+    assert all(layer.compensation is not None for _, layer in qlayers(fresh))
+    assert torch.equal(fresh(x), model(x))
+    # a new AppMul drops the correction fitted to the old one
+    layer = next(iter(qlayers(fresh)))[1]
+    layer.set_assignment(build("trunc", 4, 4, True, True, k=3))
+    assert layer.compensation is None
+
+
 def test_overhead_is_costed_on_the_liberty():
     from fames.hw.synthetic import default_synthetic_liberty
 
@@ -263,3 +287,12 @@ def test_run_with_compensation(tmp_path, mode):
         assert one["compensated_layers"] and one["compensation_overhead_fj"] > 0
         assert e_mult / one["exact_energy_fj"] <= 0.6 + 1e-9
     assert one["accuracy_before_compensation"] >= 0 and 0 <= one["accuracy"] <= 100
+    # the saved model + assignment (with its corrections) reproduce the reported accuracy, as `fames eval` does
+    from fames.appmul.library import Library
+    from fames.substitute import load_assignment, substitute
+    from fames.train import evaluate, load_model
+
+    out = tmp_path / "out"
+    m = load_model("digits_cnn", out / "model.pt")
+    substitute(m, load_assignment(out / "assignment.json"), Library.load(out / "library"))
+    assert evaluate(m, get_loader("digits", "test", 256))["accuracy"] == pytest.approx(one["accuracy"])

@@ -106,10 +106,12 @@ class QuantLayer(nn.Module):
             raise FamesError(f"assignment index out of range 0..{len(ms) - 1}")
         self.assignment = Assignment(ms, index, granularity)
         self.mode = "approx"
+        self.compensation = None  # a correction is fitted to one AppMul: never carry it over to another
 
     def clear_assignment(self) -> None:
         self.assignment = None
         self.mode = "exact"
+        self.compensation = None
 
     # ------------------------------------------------------------------ integer pieces
     def weight_codes(self) -> torch.Tensor:
