@@ -212,7 +212,8 @@ def main() -> int:
         "Timings: exact (mode `exact`, fake-quantized float conv) and approx (mode `approx`, float32 emulation) "
         "forwards interleaved; each time is the minimum over the repetitions; the first approx call (planning and "
         "factorization, on 8 images) is excluded and shown separately. r = largest number of stacked terms of a "
-        "layer's plan. The CPU was shared with another job, so absolute times are noisy; ratios are what counts.",
+        "layer's plan. Absolute times move with the load of this 2-core machine; the ratios, measured in one run "
+        "with interleaved forwards, are what counts.",
         "",
         "## Truncation AppMul in every layer (signed symmetric quantization, first/last layers same bits)",
         "",
