@@ -224,11 +224,11 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
     """Run the whole FAMES flow; returns the report dict (also written to ``<output>/report.json``)."""
     from scipy.stats import spearmanr
 
-    from fames.energy import energy_per_op, exact_costs, layer_macs, model_energy
+    from fames.energy import exact_costs, layer_macs, model_energy
     from fames.estimate import TaylorEstimator, true_loss_changes
     from fames.quant import qlayers
     from fames.report import write_report
-    from fames.select import ILPSelector, InfeasibleBudget, SelectionProblem
+    from fames.select import ILPSelector, InfeasibleBudget
     from fames.substitute import current_assignment, save_assignment
     from fames.train import evaluate
 
@@ -297,29 +297,15 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         omega = {n: np.concatenate([omega[n], c_omega[n]], 1) for n in cands}
 
     # ------------------------------------------------------------------ selection problem
-    groups, om_rows, en_rows, ex_rows = [], [], [], []
-    K = max(len(v) + len(pairs[n]) for n, v in cands.items())
-    for n, layer in layers:
-        ms = cands[n]
-        o = omega[n]  # (G, k)
-        G = o.shape[0]
-        gm = macs[n] / G
-        for g in range(G):
-            row_o = np.full(K, np.inf)
-            row_e = np.full(K, np.inf)
-            row_o[: len(ms)] = o[g, : len(ms)]
-            row_e[: len(ms)] = [gm * energy_per_op(m, cfg.energy_metric)[0] for m in ms]
-            if pairs[n]:
-                row_o[len(ms) : len(ms) + len(pairs[n])] = o[g, len(ms) :]
-                row_e[len(ms) : len(ms) + len(pairs[n])] = [
-                    gm * energy_per_op(m, cfg.energy_metric)[0] + oh
-                    for (m, _), oh in zip(pairs[n], c_over[n], strict=True)
-                ]
-            om_rows.append(row_o)
-            en_rows.append(row_e)
-            ex_rows.append(gm * exact_cost[layer.widths])
-            groups.append((n, g))
-    problem = SelectionProblem(np.array(om_rows), np.array(en_rows), np.array(ex_rows))
+    from fames.problem import apply_choice, build_problem
+
+    if cfg.compensation == "auto":  # candidates k >= K_l: the layer's AppMuls with their corrections
+        all_cands = {n: cands[n] + [m for m, _ in pairs[n]] for n in cands}
+        comps = {n: [None] * len(cands[n]) + [c for _, c in pairs[n]] for n in cands}
+        extra = {n: np.concatenate([np.zeros(len(cands[n])), c_over[n]]) for n in cands}
+    else:
+        all_cands, comps, extra = cands, None, None
+    mp = build_problem(model, omega, all_cands, macs, exact_cost, cfg.energy_metric, cfg.granularity, comps, extra)
 
     # ------------------------------------------------------------------ per budget
     runs: list[dict[str, Any]] = []
@@ -332,26 +318,11 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
 
         def one(ratio: float = ratio) -> dict[str, Any]:
             try:
-                sel = ILPSelector().solve(problem, ratio)
+                sel = ILPSelector().solve(mp.problem, ratio)
             except InfeasibleBudget as e:
                 return {"budget": ratio, "infeasible": True, "min_ratio": e.min_ratio, "message": str(e)}
-            m = copy.deepcopy(model)
-            ql = dict(qlayers(m))
-            by_layer: dict[str, list[int]] = {}
-            for (n, _g), k in zip(groups, sel.choice, strict=True):
-                by_layer.setdefault(n, []).append(int(k))
-            to_compensate = []
-            for n, ks in by_layer.items():
-                ms = cands[n]
-                if cfg.granularity == "layer" and ks[0] >= len(ms):  # a compensated candidate (auto)
-                    ql[n].set_assignment(pairs[n][ks[0] - len(ms)][0])
-                    to_compensate.append(n)
-                elif cfg.granularity == "layer":
-                    ql[n].set_assignment(ms[ks[0]])
-                else:
-                    used, idx = np.unique(ks, return_inverse=True)
-                    shape = ql[n].group_shape(cfg.granularity)
-                    ql[n].set_assignment([ms[k] for k in used], torch.from_numpy(idx).view(shape), cfg.granularity)
+            m = apply_choice(copy.deepcopy(model), mp, sel.choice)
+            to_compensate = [n for n, q in qlayers(m) if q.compensation is not None]
             e, e_exact, per_layer = model_energy(m, macs, exact_cost, cfg.energy_metric)
             acc_u = evaluate(m, test, progress, f"eval R={ratio}")["accuracy"]
             z_exact, z_unc = _logits(model, m, probe)
@@ -397,6 +368,10 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
                     z_cal = _logits(model, m, probe)[1]
                 e += sum(overhead.values())
             assignment = current_assignment(m)
+            # layers whose choice is the exact multiplier run in exact mode; list them by name all the same
+            chosen = {n: mp.candidates[n][k].name for (n, _g), k in zip(mp.groups, sel.choice.tolist(), strict=True)}
+            held = assignment["layers"]
+            assignment["layers"] = {n: held.get(n, chosen[n]) for n, _ in layers if n in chosen}
             save_assignment(assignment, out / f"assignment_R{ratio:g}.json")
             from fames.models import save_checkpoint
 

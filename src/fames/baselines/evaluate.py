@@ -2,9 +2,7 @@
 validation accuracy of choice vectors with bit-exact emulation (serially, in worker processes on one machine,
 or as Ray tasks on a cluster).
 
-A *choice vector* ``c`` of shape ``(G,)`` gives, for every group g of a :class:`ModelProblem` (a layer, or a
-filter or kernel of a layer), the index of its candidate AppMul in ``candidates[layer]``, exactly as
-:class:`fames.select.Selection.choice` does.
+Choice vectors and :class:`~fames.problem.ModelProblem` are those of :mod:`fames.problem` (re-exported here).
 """
 
 from __future__ import annotations
@@ -21,31 +19,12 @@ import torch
 from torch import nn
 
 from fames.appmul.core import AppMul
-from fames.energy import energy_per_op
 from fames.errors import FamesError
+from fames.problem import ModelProblem, apply_choice, build_problem  # noqa: F401 (re-exported)
 from fames.quant.convert import qlayers
-from fames.quant.layers import GRANULARITIES
 from fames.select import Selection, SelectionProblem
 
 START_METHODS = ("spawn", "fork", "forkserver")
-
-
-@dataclass
-class ModelProblem:
-    """A :class:`SelectionProblem` with what is needed to turn a choice back into a model assignment.
-
-    ``groups[g] = (layer name, group index within the layer; kernel (o, c) is o * C/groups + c)``;
-    ``candidates[layer]`` lists the layer's K_l AppMuls (columns ``K_l..K-1`` of the problem are padding with
-    ``omega = inf``).
-    """
-
-    problem: SelectionProblem
-    groups: list[tuple[str, int]]
-    candidates: dict[str, list[AppMul]]
-    granularity: str = "layer"
-
-    def appmul(self, g: int, k: int) -> AppMul:
-        return self.candidates[self.groups[g][0]][k]
 
 
 @dataclass
@@ -61,68 +40,6 @@ class Evaluator(Protocol):
     """Maps choice vectors ``(N, G)`` to validation accuracies ``(N,)`` in %."""
 
     def __call__(self, choices: np.ndarray) -> np.ndarray: ...
-
-
-def build_problem(
-    model: nn.Module,
-    omega: dict[str, np.ndarray],
-    candidates: dict[str, list[AppMul]],
-    macs: dict[str, int],
-    exact_cost: dict[tuple[int, int, bool, bool], float],
-    metric: str = "pdp",
-    granularity: str = "layer",
-) -> ModelProblem:
-    """The selection problem of ``model`` (every quantized layer listed in ``candidates``), as ``fames run``
-    builds it: ``omega[layer]`` is ``(groups, K_l)``; energies in fJ per inference (MACs x energy per op)."""
-    if granularity not in GRANULARITIES:
-        raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
-    K = max(len(v) for v in candidates.values())
-    groups, om_rows, en_rows, ex_rows = [], [], [], []
-    for n, layer in qlayers(model):
-        if n not in candidates:
-            continue
-        ms = candidates[n]
-        o = np.asarray(omega[n], dtype=np.float64)
-        if o.ndim != 2 or o.shape[1] != len(ms):
-            raise FamesError(f"layer {n}: omega has shape {o.shape}, expected (groups, {len(ms)})")
-        per_op = [energy_per_op(m, metric)[0] for m in ms]
-        gm = macs[n] / o.shape[0]
-        for g in range(o.shape[0]):
-            row_o, row_e = np.full(K, np.inf), np.full(K, np.inf)
-            row_o[: len(ms)] = o[g]
-            row_e[: len(ms)] = np.multiply(gm, per_op)
-            om_rows.append(row_o)
-            en_rows.append(row_e)
-            ex_rows.append(gm * exact_cost[layer.widths])
-            groups.append((n, g))
-    names = [n if granularity == "layer" else f"{n}[{g}]" for n, g in groups]
-    problem = SelectionProblem(np.array(om_rows), np.array(en_rows), np.array(ex_rows), group_names=names)
-    return ModelProblem(problem, groups, candidates, granularity)
-
-
-def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.Module:
-    """Put the AppMuls of ``choice (G,)`` into ``model`` in place; a layer whose choice is exact everywhere
-    runs in exact mode (same integers as emulating the exact LUT, without the emulation cost)."""
-    choice = np.asarray(choice)
-    if choice.shape != (len(mp.groups),):
-        raise FamesError(f"choice has shape {choice.shape}, the problem has {len(mp.groups)} groups")
-    layers = dict(qlayers(model))
-    by_layer: dict[str, list[int]] = {}
-    for (n, _g), k in zip(mp.groups, choice.tolist(), strict=True):
-        by_layer.setdefault(n, []).append(int(k))
-    for n, ks in by_layer.items():
-        ms = mp.candidates[n]
-        if any(k < 0 or k >= len(ms) for k in ks):
-            raise FamesError(f"layer {n}: choice {ks} outside its {len(ms)} candidates")
-        if all(ms[k].is_exact() for k in ks):
-            layers[n].clear_assignment()
-        elif mp.granularity == "layer":
-            layers[n].set_assignment(ms[ks[0]])
-        else:
-            used, idx = np.unique(ks, return_inverse=True)
-            shape = layers[n].group_shape(mp.granularity)
-            layers[n].set_assignment([ms[k] for k in used], torch.from_numpy(idx).view(shape), mp.granularity)
-    return model
 
 
 def member_labels(mp: ModelProblem) -> np.ndarray:
