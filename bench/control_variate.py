@@ -183,7 +183,7 @@ def main() -> int:
         setups.append(sweep("W8A8", w8, gen8))
         write(setups, None)
     if "w4" in args.parts:
-        w4 = load_model("resnet20", str(REPO / "checkpoints" / "resnet20_w4a4.pt")).eval()
+        w4 = load_model("resnet20", str(REPO / "checkpoints" / "resnet20_w4a4_symmetric.pt")).eval()
         gen4 = costed([build("perf", 4, 4, True, True, p=p) for p in (2, 3)]
                       + [build("trunc", 4, 4, True, True, k=4)]
                       + [build("bam", 4, 4, True, True, vbl=4, hbl=2)])

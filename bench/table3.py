@@ -6,13 +6,15 @@ Each configuration runs the whole flow (``fames.pipeline.run``: rank-1 Taylor es
 energy budgets, calibration) from the committed checkpoint; the headline of each is the cheapest budget whose
 accuracy is within ``--max-loss`` points of the exact quantized model of the same widths. ``w8a8-evo`` uses
 EvoApproxLib's signed 8x8 designs (published PDK45 power x delay) instead of our generated library.
-Writes docs/results/table3.md (+ one run folder per configuration under --work).
+Writes docs/results/table3.md and table3.json (+ one run folder per configuration under --work). Rows of
+configurations not run this time are kept from table3.json, each with the command and date that measured it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -56,7 +58,16 @@ def main() -> int:
     from fames.pipeline import RunConfig, run
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    rows = []
+    store = Path(args.out).with_suffix(".json")
+    kept = json.loads(store.read_text()) if store.is_file() else {}
+    rows: dict[str, dict] = kept.get("rows", {})
+    notes: list[str] = kept.get("notes", [])  # hand-written remarks on earlier rows, kept with them
+    budgets = " ".join(f"{b:g}" for b in args.budgets)
+    cmd = (
+        f"python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} --calib-step "
+        f"{args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
+        f"--eval-images {args.eval_images}"
+    )
     for name in args.configs:
         ck, library = CONFIGS[name]
         path = REPO / "checkpoints" / ck
@@ -89,35 +100,48 @@ def main() -> int:
             for x in r["runs"]
             if not x["infeasible"] and r["accuracy"]["exact_quant"] - x["accuracy"] <= args.max_loss
         ]
-        rows.append((name, library, r, bool(within), time.perf_counter() - t0))
+        a = r["accuracy"]
+        rows[name] = {
+            "library": library, "checkpoint": ck, "float": a["float"], "exact_quant": a["exact_quant"],
+            "approx": a["approx"], "approx_uncalibrated": a["approx_uncalibrated"],
+            "relative_energy": r["relative_energy"], "energy_reduction": r["energy_reduction"],
+            "within": bool(within), "seconds": time.perf_counter() - t0, "command": cmd,
+            "date": dt.date.today().isoformat(), "eval_images": args.eval_images,
+        }
         print(
-            f"{name}: energy reduction {100 * r['energy_reduction']:.2f}% at {r['accuracy']['approx']:.2f}% "
-            f"(exact {r['accuracy']['exact_quant']:.2f}%)"
+            f"{name}: energy reduction {100 * r['energy_reduction']:.2f}% at {a['approx']:.2f}% "
+            f"(exact {a['exact_quant']:.2f}%)"
         )
-    budgets = " ".join(f"{b:g}" for b in args.budgets)
+        atomic_write_text(store, json.dumps({"rows": rows, "notes": notes}, indent=1))
+    if not rows:
+        return 0
     lines = [
         f"# Table III (ours): ResNet-20, JPEG CIFAR-10, energy reduction at <= {args.max_loss:g}% accuracy loss",
         "",
-        f"Command: `python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} "
-        f"--calib-step {args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
-        f"--eval-images {args.eval_images}`  ",
-        f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores; test images per evaluation: "
-        f"{args.eval_images or 'all 10,000'} (class-stratified); liberty for our library: "
-        f"{Path(liberty).name}; EvoApproxLib: published PDK45 power x delay. Energy = multiplier energy "
-        "(MACs x PDP per op) relative to the exact multiplier of the same widths.",
+        "Commands (each row names the one that measured it):",
         "",
-        "| config | library | float % | exact quant % | FAMES % | before calib. % | relative energy | reduced energy "
-        "| within loss | run s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, library, r, ok, secs in rows:
-        a = r["accuracy"]
+    commands = sorted({(r["command"], r["date"]) for r in rows.values()})
+    lines += [f"{i + 1}. `{c}` ({d})" for i, (c, d) in enumerate(commands)]
+    lines += [
+        "",
+        f"{os.cpu_count()} CPU cores; test images per evaluation: {args.eval_images or 'all 10,000'} "
+        f"(class-stratified); liberty for our library: {Path(liberty).name}; EvoApproxLib: published PDK45 power x "
+        "delay. Energy = multiplier energy (MACs x PDP per op) relative to the exact multiplier of the same widths.",
+        "",
+        "| config | library | checkpoint | float % | exact quant % | FAMES % | before calib. % | relative energy "
+        "| reduced energy | within loss | run s | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in [c for c in CONFIGS if c in rows]:
+        r = rows[name]
         lines.append(
-            f"| {name} | {library} | {a['float']:.2f} | {a['exact_quant']:.2f} | {a['approx']:.2f} | "
-            f"{a['approx_uncalibrated']:.2f} | {r['relative_energy']:.4f} | {100 * r['energy_reduction']:.2f}% | "
-            f"{'yes' if ok else 'NO'} | {secs:.0f} |"
+            f"| {name} | {r['library']} | {r['checkpoint']} | {r['float']:.2f} | {r['exact_quant']:.2f} | "
+            f"{r['approx']:.2f} | {r['approx_uncalibrated']:.2f} | {r['relative_energy']:.4f} | "
+            f"{100 * r['energy_reduction']:.2f}% | {'yes' if r['within'] else 'NO'} | {r['seconds']:.0f} | "
+            f"{1 + [c for c, _ in commands].index(r['command'])} |"
         )
-    done = [100 * r["energy_reduction"] for _, _, r, ok, _ in rows if ok]
+    done = [100 * r["energy_reduction"] for r in rows.values() if r["within"]]
     if done:
         lines.append(
             f"\nMean energy reduction over configurations within the loss bound: {sum(done) / len(done):.2f}%; "
@@ -129,6 +153,7 @@ def main() -> int:
         "bound; the headline is the cheapest budget within it. Runs resume from their cached stages "
         "(`--work`), so `run s` is the time of the last invocation, not of the whole sweep."
     )
+    lines += [f"\n{n}" for n in notes]
     text = "\n".join(lines) + "\n"
     print(text)
     atomic_write_text(args.out, text)
