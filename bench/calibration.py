@@ -42,6 +42,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=256, help="images for the Taylor estimate")
     ap.add_argument("--calib-samples", type=int, default=1024)
     ap.add_argument("--calib-epochs", type=int, default=5)
+    ap.add_argument("--calib-step", type=float, default=0.01, help="activation quantile search step (paper 0.01)")
+    ap.add_argument("--calib-max", type=float, default=0.5, help="largest clipping quantile searched (paper 0.5)")
+    ap.add_argument("--search-samples", type=int, default=None, help="samples for the quantile search's error")
     ap.add_argument("--retrain-epochs", type=float, default=5.0)
     ap.add_argument("--retrain-images", type=int, default=TRAIN_SPLIT)
     ap.add_argument("--retrain-lr", type=float, default=0.002)
@@ -84,7 +87,15 @@ def main() -> int:
         cal = copy.deepcopy(start)
         cx, cy = s.train_images(args.calib_samples, seed_offset=3)
         t0 = time.perf_counter()
-        calibrate(cal, (cx, cy), CalibrationConfig(epochs=args.calib_epochs, samples=len(cx), progress=True))
+        ccfg = CalibrationConfig(
+            epochs=args.calib_epochs,
+            samples=len(cx),
+            quantile_step=args.calib_step,
+            quantile_max=args.calib_max,
+            search_samples=args.search_samples,
+            progress=True,
+        )
+        calibrate(cal, (cx, cy), ccfg)
         cal_s = time.perf_counter() - t0
         cal_acc = evaluate(cal, test, False)["accuracy"]
 
@@ -98,12 +109,18 @@ def main() -> int:
         ret_acc = evaluate(ret, test, False)["accuracy"]
         full_s = rep.seconds * TRAIN_SPLIT / min(args.retrain_images, TRAIN_SPLIT)
         rows.append((name, exact, sel.ratio, before, cal_acc, cal_s, ret_acc, rep.seconds, full_s))
+        atomic_write_text(args.out, _render(args, rows))  # after every configuration: an interrupted run keeps them
         print(
             f"{name}: R={sel.ratio:.3f} exact {exact:.2f} approx {before:.2f} calibrated {cal_acc:.2f} "
             f"({cal_s:.0f} s) retrained {ret_acc:.2f} ({rep.seconds:.0f} s; full epochs ~{full_s:.0f} s)"
         )
-    if not rows:
-        return 0
+    if rows:
+        print(_render(args, rows))
+    return 0
+
+
+def _render(args: argparse.Namespace, rows: list[tuple]) -> str:
+    """The Markdown table of the configurations measured so far."""
     cmd = "python bench/calibration.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     sub = args.retrain_images < TRAIN_SPLIT
     lines = [
@@ -112,7 +129,8 @@ def main() -> int:
         f"Command: `{cmd}`  ",
         f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores (shared with other jobs), 1 torch thread; "
         f"ILP at R = {args.budget:g} on a rank-1 estimate ({args.samples} images); calibration: {args.calib_samples} "
-        f"images, {args.calib_epochs} epochs; retraining: {args.retrain_epochs:g} epochs over "
+        f"images, quantiles 0..{args.calib_max:g} step {args.calib_step:g} (error on {args.search_samples or 'all'} "
+        f"images), {args.calib_epochs} epochs of LWC; retraining: {args.retrain_epochs:g} epochs over "
         f"{min(args.retrain_images, TRAIN_SPLIT)} training images, lr {args.retrain_lr:g}; accuracy on "
         f"{args.test_images} test images (fixed random subset).",
         "",
@@ -124,11 +142,7 @@ def main() -> int:
         lines.append(
             f"| {name} | {r:.4f} | {exact:.2f} | {before:.2f} | {ca:.2f} | {cs:.0f} | {ra:.2f} | {rs:.0f} | {fs:.0f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
