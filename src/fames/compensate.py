@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fames.appmul.core import AppMul, Cost, operand_values
@@ -505,22 +504,9 @@ def overhead_costs(
 
 
 @torch.no_grad()
-def _base_projections(layer: QuantLayer, x: torch.Tensor, grads: list[torch.Tensor], ams: list[AppMul]) -> torch.Tensor:
-    """``<G_k[s], dY_A[s]>`` for every gradient k, sample s and AppMul A: ``(k, S, A)`` float64."""
-    if (1 << min(layer.a_bits, layer.w_bits)) <= 4 * len(ams):
-        U = layer.counting_tables(x, grads)  # (k, S, 2^a, 2^w)
-        E = torch.from_numpy(np.stack([m.error().ravel() for m in ams], 1).astype(np.float64))
-        return U.flatten(2) @ E
-    out = torch.zeros(len(grads), x.shape[0], len(ams), dtype=torch.float64)
-    for j, d in enumerate(layer.error_contributions(x, ams)):
-        if d is not None:
-            out[:, :, j] = torch.stack([(g.double() * d).reshape(g.shape[0], -1).sum(1) for g in grads])
-    return out
-
-
-@torch.no_grad()
-def _correction_projections(layer: QuantLayer, x: torch.Tensor, grads: list[torch.Tensor], comps: list[Compensation]
-                            ) -> torch.Tensor:
+def correction_projections(
+    layer: QuantLayer, x: torch.Tensor, grads: list[torch.Tensor], comps: list[Compensation]
+) -> torch.Tensor:
     """``<G_k[s], s_x s_w (beta V + alpha) / 2^frac>`` (unrounded correction) per gradient, sample, correction."""
     qx, qw = layer._operands(x)
     scale = layer._error_scale(layer.VIEW, torch.float64)
@@ -547,64 +533,12 @@ def estimate_with_compensation(
     hessian: str = "rank1",
     chunk: int = 128,
 ) -> dict[str, np.ndarray]:
-    """Omega ``(1, K)`` per layer for candidates (AppMul, correction or None), layer granularity.
+    """Omega ``(1, K)`` per layer for candidates (AppMul, correction or None), layer granularity: the
+    :class:`fames.estimate.TaylorEstimator` (first order clipped + Gauss-Newton, full or rank-1, or ``none``)
+    applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of a compensated candidate."""
+    from fames.estimate import TaylorEstimator
 
-    Same Taylor model as :class:`fames.estimate.TaylorEstimator` (first order + Gauss-Newton, full or rank-1, or
-    ``none``), applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of a compensated candidate.
-    """
-    from fames.estimate import _capture, _layer_states, _top_eig
-
-    if hessian not in ("none", "rank1", "full"):
-        raise FamesError(f"hessian={hessian!r} is not one of none, rank1, full")
-    S = x.shape[0]
-    first = {n: np.zeros(len(c)) for n, c in candidates.items()}
-    second = {n: np.zeros(len(c)) for n, c in candidates.items()}
-    with _layer_states(model) as ql:
-        layers = dict(ql)
-        for n, cs in candidates.items():
-            if n not in layers:
-                raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
-            for m, c in cs:
-                if m.widths != layers[n].widths:
-                    raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, needs {layers[n].widths}")
-                if c is not None and c.appmul != m.name:
-                    raise FamesError(f"layer {n}: correction fitted for {c.appmul!r} paired with AppMul {m.name!r}")
-        names = list(candidates)
-        for s0 in range(0, S, chunk):
-            xb, yb = x[s0 : s0 + chunk], y[s0 : s0 + chunk]
-            with torch.enable_grad():
-                z, ins, outs = _capture(model, ql, xb)
-                tensors = [outs[n] for n in names]
-                p = F.softmax(z.detach().double(), 1)
-                gl = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum") / S, tensors, retain_graph=True)
-                lam = None
-                if hessian == "full":
-                    C = z.shape[1]
-                    Gc = [torch.autograd.grad(z[:, c].sum(), tensors, retain_graph=c < C - 1) for c in range(C)]
-                elif hessian == "rank1":
-                    lam, vec = _top_eig(p, 30)
-                    Gc = [torch.autograd.grad((z * vec.to(z.dtype)).sum(), tensors)]
-                else:
-                    Gc = []
-            for k, n in enumerate(names):
-                layer, cs = layers[n], candidates[n]
-                grads = [gl[k]] + [g[k] for g in Gc]
-                ams = list({m.name: m for m, _ in cs}.values())
-                base = _base_projections(layer, ins[n], grads, ams)
-                pos = {m.name: i for i, m in enumerate(ams)}
-                proj = base[:, :, [pos[m.name] for m, _ in cs]]
-                ci = [i for i, (_, c) in enumerate(cs) if c is not None]
-                if ci:
-                    proj[:, :, ci] -= _correction_projections(layer, ins[n], grads, [cs[i][1] for i in ci])
-                first[n] += proj[0].sum(0).numpy()
-                q = proj[1:]  # (C', S, K)
-                if lam is not None:
-                    second[n] += (lam[:, None] * q[0] ** 2).sum(0).numpy() / S
-                elif Gc:
-                    pq = p.T[:, :, None]
-                    second[n] += ((pq * q * q).sum(0) - (pq * q).sum(0) ** 2).sum(0).numpy() / S
-    # negative first-order terms count as 0, as in TaylorEstimator's default (first_order="clip")
-    return {n: (np.maximum(first[n], 0.0) + 0.5 * second[n])[None, :] for n in candidates}
+    return TaylorEstimator(hessian, chunk=chunk, progress=False).estimate(model, x, y, candidates).omega
 
 
 # ================================================================================== pipeline helpers

@@ -76,16 +76,21 @@ def _layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
         model.train(was_training)
 
 
-def _check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, list[AppMul]]) -> None:
+def _check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, list], granularity: str) -> None:
     names = dict(ql)
     for n, ms in candidates.items():
         if n not in names:
             raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
         if not ms:
             raise FamesError(f"layer {n}: no candidate AppMuls (the library has none of widths {names[n].widths})")
-        for m in ms:
+        for c in ms:
+            m, comp = c if isinstance(c, tuple) else (c, None)
             if m.widths != names[n].widths:
                 raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, the layer needs {names[n].widths}")
+            if isinstance(c, tuple) and granularity != "layer":
+                raise FamesError("compensated candidates share one control variate per layer: use granularity 'layer'")
+            if comp is not None and comp.appmul != m.name:
+                raise FamesError(f"layer {n}: correction fitted for {comp.appmul!r} paired with AppMul {m.name!r}")
 
 
 def counting_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
@@ -181,7 +186,11 @@ class TaylorEstimator:
         candidates: dict[str, list[AppMul]],
         granularity: str = "layer",
     ) -> Estimate:
-        """Omega for every (layer, candidate) on the sample batch ``x (S, ...)``, labels ``y (S,)``."""
+        """Omega for every (layer, candidate) on the sample batch ``x (S, ...)``, labels ``y (S,)``.
+
+        A candidate may also be a pair ``(AppMul, Compensation or None)`` (layer granularity): the Taylor model
+        is then applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of the control-variate correction
+        (:mod:`fames.compensate`)."""
         if granularity not in GRANULARITIES:
             raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         t0 = time.perf_counter()
@@ -194,7 +203,7 @@ class TaylorEstimator:
         """Second- and first-order terms per layer, each ``(groups, K)``, from chunked forward/backward passes."""
         S = x.shape[0]
         with _layer_states(model) as ql:
-            _check_candidates(ql, candidates)
+            _check_candidates(ql, candidates, granularity)
             layers = dict(ql)
             G = {n: int(np.prod(layers[n].group_shape(granularity))) for n in candidates}
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
@@ -236,6 +245,20 @@ class TaylorEstimator:
         candidate); layers from per-sample counting tables when they are cheaper (narrow operands), else
         from one layer-output error per candidate."""
         K = len(cands)
+        if any(isinstance(c, tuple) for c in cands):  # (AppMul, correction) pairs: base terms minus the corrections
+            from fames.compensate import correction_projections
+
+            pairs = [c if isinstance(c, tuple) else (c, None) for c in cands]
+            ams = list({m.name: m for m, _ in pairs}.values())
+            f, q = self._projections(layer, x, grads, ams, granularity)
+            cols = [[m.name for m in ams].index(m.name) for m, _ in pairs]
+            f, q = f[..., cols], q[..., cols]
+            ci = [i for i, (_, c) in enumerate(pairs) if c is not None]
+            if ci:
+                corr = correction_projections(layer, x, grads, [pairs[i][1] for i in ci])  # (1 + C, S, n)
+                f[:, 0, ci] -= corr[0]
+                q[:, :, 0, ci] -= corr[1:].transpose(0, 1)
+            return f, q
         if granularity != "layer":
             P = layer.kernel_projections(x, grads, cands)  # (1 + C, S, O, C/groups, K)
             P = P.sum(3) if granularity == "filter" else P.flatten(2, 3)
