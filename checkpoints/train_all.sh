@@ -12,5 +12,6 @@ run checkpoints/resnet20_w4a4.pt --model resnet20 --init checkpoints/resnet20_fl
 run checkpoints/resnet20_w4a4_symmetric.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w4a4_symmetric.yaml --epochs 1 --lr 0.002
 run checkpoints/resnet8_w8a8.pt --model resnet8 --init default --dataset cifar10 --bits W8A8 --epochs 1 --lr 0.0002
 run checkpoints/resnet20_mixed48.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/mixed48.yaml --epochs 1 --lr 0.002
-run checkpoints/resnet20_w3a3.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w3a3.yaml --epochs 1.5 --lr 0.002
+run checkpoints/resnet20_w3a3.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w3a3.yaml --epochs 1.5 --lr 0.002 --threads 1
+run checkpoints/resnet20_w3a3_symmetric.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w3a3_symmetric.yaml --epochs 1.5 --lr 0.002
 run checkpoints/resnet20_w2a2.pt --model resnet20 --init checkpoints/resnet20_float.pt --dataset cifar10 --bits checkpoints/configs/w2a2.yaml --epochs 2.5 --lr 0.002 --threads 1
