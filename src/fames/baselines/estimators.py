@@ -57,7 +57,7 @@ class _MetricEstimator:
             raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         t0 = time.perf_counter()
         ql = qlayers(model)
-        _check_candidates(ql, candidates)
+        _check_candidates(ql, candidates, granularity)
         layers = dict(ql)
         macs = layer_macs(model, tuple(x.shape[1:])) if self.scale == "macs" else {}
         value = {m.name: self.metric(m) for ms in candidates.values() for m in ms}  # once per AppMul
