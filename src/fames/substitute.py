@@ -44,7 +44,8 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
                 layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), gran)
             else:
                 raise FamesError(
-                    f"assignment of layer {name}: {s!r} is neither {{'granularity': 'layer', 'appmuls': [one name]}} "
+                    f"assignment of layer {name}: keys {sorted(s)} with granularity {gran!r} and {len(ms)} AppMul(s) is"
+                    " neither {'granularity': 'layer', 'appmuls': [one name]} "
                     "nor {'granularity': 'filter'|'kernel', 'appmuls': [...], 'index': [...]}"
                 )
             if s.get("compensation") is not None:
