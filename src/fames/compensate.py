@@ -46,7 +46,7 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from torch import nn
 from fames.appmul.core import AppMul, Cost, operand_values
 from fames.errors import FamesError
 from fames.quant.layers import QuantLayer
+
+if TYPE_CHECKING:
+    from fames.estimate import TaylorEstimator
 
 METHODS = ("perforation", "rank1")
 
@@ -525,6 +528,20 @@ def correction_projections(
     return out
 
 
+@torch.no_grad()
+def correction_means(layer: QuantLayer, x: torch.Tensor, comps: list[Compensation]) -> torch.Tensor:
+    """Mean over the batch ``x`` of each unrounded correction ``s_x s_w (beta V + alpha) / 2^frac``:
+    ``(len(comps), *output[1:])`` float64 (what :meth:`QuantLayer.mean_errors` is reduced by)."""
+    qx, qw = layer._operands(x)
+    scale = layer._error_scale(layer.VIEW, torch.float64)
+    out = []
+    for c in comps:
+        v = c.variate(layer, qx, qw).mean(0, keepdim=True)
+        num = c.beta.double().view(layer.VIEW) * v + c.alpha.double().view(layer.VIEW)
+        out.append((num * 2.0**-c.frac * scale)[0])
+    return torch.stack(out)
+
+
 def estimate_with_compensation(
     model: nn.Module,
     x: torch.Tensor,
@@ -545,11 +562,12 @@ def estimate_with_compensation(
 
 
 def compensated_candidates(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cands: dict[str, list[AppMul]], hessian: str, liberty: str,
-    macs: dict[str, int], metric: str = "pdp",
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cands: dict[str, list[AppMul]], estimator: TaylorEstimator,
+    liberty: str, macs: dict[str, int], metric: str = "pdp",
 ) -> tuple[dict[str, list[tuple[AppMul, Compensation]]], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Compensated twin of every non-exact candidate of every layer (offline fit on the exact model's activation
-    histograms of ``x``): ``(pairs, omega (1, K') per layer, overhead fJ per inference (K',) per layer)``."""
+    histograms of ``x``): ``(pairs, omega (1, K') per layer, overhead fJ per inference (K',) per layer)``; Omega
+    from ``estimator`` (a :class:`fames.estimate.TaylorEstimator`, layer granularity)."""
     from fames.quant.convert import qlayers
 
     ql = dict(qlayers(model))
@@ -560,7 +578,7 @@ def compensated_candidates(
         h = activation_histogram(ql[n], ins[n])
         pairs[n] = [(m, fit_offline(ql[n], h, appmul=m)) for m in ms if not m.is_exact()]
         over[n] = np.array([overhead_costs(ql[n], c, macs[n], liberty, h).energy(metric) for _, c in pairs[n]])
-    omega = estimate_with_compensation(model, x, y, {n: list(p) for n, p in pairs.items()}, hessian)
+    omega = estimator.estimate(model, x, y, {n: list(p) for n, p in pairs.items()}).omega
     return pairs, omega, over
 
 

@@ -12,6 +12,11 @@ dY_A = Y(A) - Y(exact) = s_x s_w sum_i E_A[x_i, w_i], so the logits change to fi
   ``(J_s e_A)_c = <dz_{s,c}/dY_k, dY_A[s]>``. This is the exact Gauss-Newton quadratic form, computed
   without building the Hessian. The rank-1 variant replaces ``H_L(z_s)`` by ``lambda_s v_s v_s^T`` (its
   top eigenpair, by power iteration) and needs one backward pass from ``sum_s v_s . z_s`` instead of C.
+* ``mean="forward"`` (our extension, layer granularity): the sample mean ``mu_A`` of ``dY_A`` at every output
+  position (the AppMul's bias on this layer's data, e.g. truncation's downward bias) is propagated by a forward
+  pass of the rest of the network, giving its exact loss change; the Taylor model covers only the zero-mean
+  remainder ``dY_A - mu_A``. The mean error drives most of the loss change of strong approximations, where
+  the quadratic model extrapolates far beyond the saturating true loss (bench/estimator.py).
 * At kernel granularity (output x input channel pairs) the same contractions are kept per kernel without any
   per-group forward pass: one exact factorization of all candidates' error tables turns them into r weight
   gradients of the layer per output gradient (:meth:`fames.quant.layers.QuantLayer.kernel_projections`);
@@ -40,13 +45,15 @@ from fames.quant.layers import GRANULARITIES, QuantLayer
 
 HESSIANS = ("none", "rank1", "full")
 CURVATURES = ("own", "bound")
+MEANS = ("taylor", "forward")
 
 
 @dataclass
 class Estimate:
     """Omega per layer: ``omega[name]`` has shape ``(groups, K)`` (groups = 1 at layer granularity).
 
-    ``first`` and ``second`` hold the two terms separately; ``candidates[name]`` the K AppMuls.
+    ``first`` and ``second`` hold the two terms separately; ``candidates[name]`` the K AppMuls; ``shift`` (with
+    ``mean="forward"``) the loss change caused by each candidate's mean output error alone, by forward passes.
     """
 
     omega: dict[str, np.ndarray]
@@ -56,6 +63,7 @@ class Estimate:
     granularity: str
     hessian: str
     seconds: float
+    shift: dict[str, np.ndarray] | None = None
 
 
 @contextlib.contextmanager
@@ -146,6 +154,11 @@ class TaylorEstimator:
     ``"bound"`` takes ``sqrt(c_g) sum_h sqrt(c_h)`` (h over the layer's groups, same candidate): by the
     triangle inequality in the H-norm, summed over any subset of groups it bounds that subset's quadratic
     form from above, with equality for a whole layer of aligned errors.
+
+    ``mean``: ``"taylor"`` (the paper) puts the whole output error into the Taylor model; ``"forward"`` (layer
+    granularity) measures the loss change of each candidate's mean output error over the sample batch by a
+    forward pass of the layers after it (one per layer and candidate; earlier layers replay their recorded
+    outputs) and applies the Taylor model to the zero-mean remainder only (clipped like the first order).
     """
 
     # Per-sample counting tables cost ~2^min(a, w) output-gradient contractions, the per-candidate path ~K
@@ -161,6 +174,7 @@ class TaylorEstimator:
         linearized: bool = False,
         curvature: str = "own",
         first_order: str = "clip",
+        mean: str = "taylor",
     ):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
@@ -173,10 +187,14 @@ class TaylorEstimator:
             raise FamesError("linearized=True evaluates each group's own loss change: it needs curvature='own'")
         if first_order not in ("clip", "signed"):
             raise FamesError(f"first_order={first_order!r}: use 'clip' or 'signed'")
-        self.linearized, self.curvature, self.first_order = linearized, curvature, first_order
+        if mean not in MEANS:
+            raise FamesError(f"mean={mean!r} is not one of {MEANS}")
+        self.linearized, self.curvature, self.first_order, self.mean = linearized, curvature, first_order, mean
         self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
         if linearized:
             self.name = "linearized-logits"
+        if mean == "forward":
+            self.name += "+mean-forward"
 
     def estimate(
         self,
@@ -194,13 +212,46 @@ class TaylorEstimator:
         if granularity not in GRANULARITIES:
             raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         t0 = time.perf_counter()
-        second, first = self._terms(model, x, y, candidates, granularity)
-        lin = {n: np.maximum(f, 0.0) for n, f in first.items()} if self.first_order == "clip" else first
-        omega = {n: lin[n] + 0.5 * second[n] for n in candidates}
-        return Estimate(omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0)
+        mu = shift = None
+        if self.mean == "forward":
+            if granularity != "layer":
+                raise FamesError("mean='forward' runs a forward pass per layer and candidate: use granularity 'layer'")
+            mu, shift = self._mean_shifts(model, x, y, candidates)
+        second, first = self._terms(model, x, y, candidates, granularity, mu)
+        clip = (lambda v: np.maximum(v, 0.0)) if self.first_order == "clip" else (lambda v: v)
+        omega = {n: clip(first[n]) + 0.5 * second[n] + (0.0 if shift is None else clip(shift[n])) for n in candidates}
+        return Estimate(
+            omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0, shift
+        )
 
-    def _terms(self, model, x, y, candidates, granularity):
-        """Second- and first-order terms per layer, each ``(groups, K)``, from chunked forward/backward passes."""
+    @torch.no_grad()
+    def _mean_shifts(self, model, x, y, candidates):
+        """Per layer: the mean output error of every candidate over the batch, ``(K, *output[1:])``, and the
+        loss change ``(1, K)`` when only that layer's output is shifted by it (all layers exact)."""
+        from fames.compensate import correction_means
+
+        S = x.shape[0]
+        with _layer_states(model) as ql:
+            _check_candidates(ql, candidates, "layer")
+            layers = dict(ql)
+            mu: dict[str, torch.Tensor] = {}
+            for s0 in range(0, S, self.chunk):  # sample-weighted means over chunks
+                _, ins, _ = _capture(model, ql, x[s0 : s0 + self.chunk])
+                w = min(self.chunk, S - s0) / S
+                for n, cs in candidates.items():
+                    pairs = [c if isinstance(c, tuple) else (c, None) for c in cs]
+                    m = layers[n].mean_errors(ins[n], [a for a, _ in pairs])
+                    ci = [i for i, (_, c) in enumerate(pairs) if c is not None]
+                    if ci:
+                        m[ci] -= correction_means(layers[n], ins[n], [pairs[i][1] for i in ci])
+                    mu[n] = mu[n] + w * m if n in mu else w * m
+            shift = _shifted_losses(model, ql, x, y, mu, self.chunk, self.progress)
+        return mu, shift
+
+    def _terms(self, model, x, y, candidates, granularity, mu=None):
+        """Second- and first-order terms per layer, each ``(groups, K)``, from chunked forward/backward passes;
+        of the remainder ``dY_A - mu[name][A]`` when the mean output errors ``mu`` are given (layer granularity).
+        """
         S = x.shape[0]
         with _layer_states(model) as ql:
             _check_candidates(ql, candidates, granularity)
@@ -231,6 +282,9 @@ class TaylorEstimator:
                 for k, n in enumerate(names):
                     grads = [gl[k]] + [g[k] for g in Gc]
                     f, q = self._projections(layers[n], ins[n], grads, candidates[n], granularity)  # (S,G,K), (S,C,G,K)
+                    if mu is not None:  # project out the mean error: <G[s], mu_A> per gradient, sample, candidate
+                        pm = torch.stack([g.double().flatten(1) @ mu[n].flatten(1).T for g in grads])  # (1 + C, S, K)
+                        f, q = f - pm[0][:, None], q - pm[1:].transpose(0, 1)[:, :, None]
                     fst[n] += f.sum(0).numpy()
                     if Gc:
                         sec[n] += (self._curvature(z.detach().double(), yb, p, lam, q).sum(0) / S).numpy()
@@ -296,6 +350,54 @@ class TaylorEstimator:
             return own
         root = own.clamp_min(0).sqrt()
         return root * root.sum(1, keepdim=True)
+
+
+@torch.no_grad()
+def _shifted_losses(
+    model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor, y: torch.Tensor,
+    shifts: dict[str, torch.Tensor], chunk: int, progress: bool,
+) -> dict[str, np.ndarray]:
+    """Mean CE change ``(1, K)`` per layer when only that layer's output is shifted by ``shifts[name][j]``.
+
+    The layers that run before it replay their outputs recorded in an unshifted pass (same numbers, no
+    compute), so each shift costs the forward of the rest of the network. Each quantized layer must run
+    once per forward pass (no weight sharing between calls)."""
+    S = x.shape[0]
+    layers = dict(ql)
+    out = {n: np.zeros(len(v)) for n, v in shifts.items()}
+    bar = tqdm(
+        total=sum(len(v) for v in shifts.values()) * ((S + chunk - 1) // chunk), desc="mean-error forwards",
+        disable=not progress,
+    )
+    for s0 in range(0, S, chunk):
+        xb, yb = x[s0 : s0 + chunk], y[s0 : s0 + chunk]
+        calls: list[str] = []
+        hooks = [m.register_forward_hook(lambda *_, n=n, c=calls: c.append(n)) for n, m in ql]
+        try:
+            z, _, outs = _capture(model, ql, xb)
+        finally:
+            for h in hooks:
+                h.remove()
+        if len(calls) != len(set(calls)):
+            raise FamesError("mean='forward' needs every quantized layer to run once per forward pass (shared layers)")
+        base = F.cross_entropy(z, yb, reduction="sum").item()
+        for n, mu in shifts.items():
+            before = calls[: calls.index(n)]
+            for j in range(len(mu)):
+                bar.update()
+                if not bool(mu[j].any()):
+                    continue
+                shifted = outs[n] + mu[j].to(outs[n].dtype)
+                replay = {**{b: outs[b] for b in before}, n: shifted}
+                for b, t in replay.items():
+                    layers[b].forward = lambda *_, t=t: t  # instance attribute: nn.Module.__call__ uses it
+                try:
+                    out[n][j] += F.cross_entropy(model(xb), yb, reduction="sum").item() - base
+                finally:
+                    for b in replay:
+                        del layers[b].forward
+    bar.close()
+    return {n: v[None] / S for n, v in out.items()}
 
 
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ class RunConfig:
     max_accuracy_loss: float = 1.0  # points; the headline run is the cheapest within this loss
     stop_at_loss: bool = False  # sweep budgets from the largest down; stop after the first beyond max_accuracy_loss
     estimator: str = "taylor-rank1"
+    estimator_mean: str | None = None  # 'forward' | 'taylor'; None: 'forward' at layer granularity, else 'taylor'
     samples: int = 256
     validate_estimator: bool = True
     granularity: str = "layer"  # layer | filter | kernel (output x input channel pair)
@@ -69,6 +70,13 @@ class RunConfig:
                 raise FamesError(f"energy budget {r!r} must lie in (0, 1] (fraction of the exact energy)")
         if self.granularity not in ("layer", "filter", "kernel"):
             raise FamesError(f"granularity {self.granularity!r}: use 'layer', 'filter' or 'kernel'")
+        if self.estimator_mean is None:
+            self.estimator_mean = "forward" if self.granularity == "layer" else "taylor"
+        if self.estimator_mean not in ("forward", "taylor"):
+            raise FamesError(f"estimator_mean {self.estimator_mean!r}: use 'forward' or 'taylor'")
+        if self.estimator_mean == "forward" and self.granularity != "layer":
+            raise FamesError("estimator_mean 'forward' runs a forward pass per layer and candidate: it needs "
+                             "granularity 'layer' (use estimator_mean: taylor for filters or kernels)")
         if self.curvature not in ("bound", "own"):
             raise FamesError(f"curvature {self.curvature!r}: use 'bound' or 'own'")
         if self.compensation not in ("none", "control_variate", "auto"):
@@ -256,13 +264,15 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
     # ------------------------------------------------------------------ estimate
     x, y = _sample_batch(cfg, cfg.samples)
     cands = {n: [m for m in lib if m.widths == layer.widths] for n, layer in layers}
+    estimator = TaylorEstimator(
+        ESTIMATORS[cfg.estimator], progress=progress, curvature=cfg.curvature, mean=cfg.estimator_mean
+    )
     est_file = stages.path("estimate", key, "npz")
     if est_file.is_file():
         npz = np.load(est_file)
         omega = {n: npz[n] for n in cands}
         est_seconds = float(npz["__seconds__"])
     else:
-        estimator = TaylorEstimator(ESTIMATORS[cfg.estimator], progress=progress, curvature=cfg.curvature)
         est = estimator.estimate(model, x, y, cands, granularity=cfg.granularity)
         omega, est_seconds = est.omega, est.seconds
         import io
@@ -292,7 +302,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
         from fames.compensate import compensated_candidates
 
         pairs, c_omega, c_over = compensated_candidates(
-            model, x, y, cands, ESTIMATORS[cfg.estimator], liberty, macs, cfg.energy_metric
+            model, x, y, cands, estimator, liberty, macs, cfg.energy_metric
         )
         omega = {n: np.concatenate([omega[n], c_omega[n]], 1) for n in cands}
 

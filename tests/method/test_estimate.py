@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fames.appmul.core import AppMul, exact_lut
 from fames.appmul.families import build, build_family
 from fames.errors import FamesError
 from fames.estimate import TaylorEstimator, counting_gradients, true_loss_changes
@@ -70,12 +71,41 @@ def test_filter_first_order_sums_to_layer():
         np.testing.assert_allclose(fil.first[n].sum(0), lay.first[n][0], rtol=1e-4, atol=1e-9)
 
 
+def _constant_error(layer, c: int) -> AppMul:
+    """Every product off by ``c``: the output error is the same for every sample (its own mean)."""
+    ex = exact_lut(layer.a_bits, layer.w_bits, layer.signed, layer.signed)
+    return AppMul(f"const{c}", layer.a_bits, layer.w_bits, layer.signed, layer.signed, ex + c)
+
+
+@pytest.mark.parametrize("hessian", ["rank1", "full"])
+def test_mean_forward_is_exact_for_a_constant_error(hessian):
+    """A constant error table shifts the output by the same amount for every sample: the remainder is zero, so
+    the estimate with mean="forward" is the measured loss change (layers before the shifted one replayed)."""
+    model, x, y, cands = _model(5)
+    for n, layer in qlayers(model):
+        cands[n] = cands[n][:3] + [_constant_error(layer, c) for c in (-2, 1, 3)]
+    est = TaylorEstimator(hessian, chunk=10, first_order="signed", mean="forward", progress=False)
+    got = est.estimate(model, x, y, cands)
+    true = true_loss_changes(model, x, y, cands, progress=False)
+    for n in cands:
+        np.testing.assert_allclose(got.omega[n][0, 3:], true[n][0, 3:], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.first[n][0, 3:], 0.0, atol=1e-7)  # float32 gradients
+        np.testing.assert_allclose(got.second[n][0, 3:], 0.0, atol=1e-10)
+        assert np.abs(true[n][0, 3:]).min() > 1e-4  # the shifts do change the loss (100x the tolerance)
+        # the random designs keep a zero-mean remainder: first + second order of it, plus the measured shift
+        assert (got.second[n][0, :3] >= 0).all() and np.isfinite(got.omega[n]).all()
+
+
 def test_bad_input():
     model, x, y, cands = _model(3)
     with pytest.raises(FamesError, match="hessian"):
         TaylorEstimator("diag")
     with pytest.raises(FamesError, match="needs hessian='full'"):
         TaylorEstimator("rank1", linearized=True)
+    with pytest.raises(FamesError, match="mean='median' is not one of"):
+        TaylorEstimator("rank1", mean="median")
+    with pytest.raises(FamesError, match="use granularity 'layer'"):
+        TaylorEstimator("rank1", mean="forward", progress=False).estimate(model, x, y, cands, granularity="filter")
     name = next(iter(cands))
     wrong = {name: build_family("exact", 8, 8, True)}
     with pytest.raises(FamesError, match="the layer needs"):
@@ -109,6 +139,25 @@ def test_counting_tables_give_every_candidates_output_change(a_bits, w_bits, sch
             for k, g in enumerate(grads):
                 ref = (g.double() * d).reshape(len(x), -1).sum(1)
                 np.testing.assert_allclose((U[k] * E).sum((1, 2)), ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "a_bits, w_bits, scheme, groups, dilation",
+    [(4, 4, "symmetric", 1, 1), (3, 5, "affine", 2, 1), (8, 4, "symmetric", 1, 2), (2, 8, "affine", 4, 1)],
+)
+def test_mean_errors_are_the_batch_mean_of_the_output_changes(a_bits, w_bits, scheme, groups, dilation):
+    """The histogram path gives mean_s dY_A[s] at every output position (padding, stride, groups, 3-D Linear)."""
+    torch.manual_seed(3)
+    for layer, x, _ in _single_layers(a_bits, w_bits, scheme, groups, dilation, 12):
+        cands = build_family("all", a_bits, w_bits, layer.signed)[:6]  # [0] is exact
+        mu = layer.mean_errors(x, cands, max_elems=300)  # small blocks: exercises the sample loop
+        assert mu.shape == (len(cands), *layer(x).shape[1:])
+        assert mu[0].abs().max() == 0
+        for j, d in enumerate(layer.error_contributions(x, cands)):
+            if d is not None:
+                ref = d.mean(0)
+                assert ref.abs().max() > 0
+                np.testing.assert_allclose(mu[j], ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
 
 
 @pytest.mark.parametrize(

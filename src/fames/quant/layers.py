@@ -122,7 +122,8 @@ class QuantLayer(nn.Module):
 
     # The subclasses provide: _operands(x) -> (qx, qw) codes (activation codes padded in the code domain),
     # _integer(qx, qw, **emulation args) -> approximate accumulator, _exact_integer(qx, qw), _sum_x(qx, qw),
-    # _patches(qx) / _output_rows(y) / _kernel_rows(qw) (unfolded (groups, rows, taps, positions) views),
+    # _patches(qx) / _output_rows(y) / _kernel_rows(qw) (unfolded (groups, rows, taps, positions) views) and
+    # _rows_to_output (one sample's rows back to the output shape),
     # _weight_code_sums(G, w1h, in_shape) (used by counting_tables), and VIEW, the broadcast shape of a
     # per-output-channel vector.
     VIEW: tuple[int, ...] = (-1,)
@@ -152,6 +153,36 @@ class QuantLayer(nn.Module):
                 continue
             dt = torch.float32 if int(np.abs(m.error()).max()) * fan_in < 1 << 24 else torch.float64
             yield self._integer(qx, qw, appmul=lut_plan(m, error=True), assign=None, dtype=dt).double() * scale
+
+    @torch.no_grad()
+    def mean_errors(self, x: torch.Tensor, appmuls: list[AppMul], max_elems: int = 1 << 24) -> torch.Tensor:
+        """``mean_s dY_A[s]`` for each AppMul A: ``(K, *output.shape[1:])`` float64, the expected output error over
+        the batch ``x (S, ...)`` at every output position (zero for an exact A).
+
+        From the histogram of activation codes per (tap, output position) over the batch, contracted with each
+        error table read at the weight codes: no emulation. ``max_elems`` bounds a block of samples' codes.
+        """
+        qx, qw = self._operands(x)
+        na, nw = 1 << self.a_bits, 1 << self.w_bits
+        S = qx.shape[0]
+        hist = None
+        step = max(1, max_elems // max(1, self._patches(qx[:1]).numel()))
+        for s0 in range(0, S, step):
+            codes = self._patches(qx[s0 : s0 + step]) & (na - 1)  # (s, groups, taps, positions)
+            base = torch.arange(codes[0].numel()).view(codes.shape[1:]) * na
+            h = torch.bincount((base + codes).flatten(), minlength=codes[0].numel() * na)
+            hist = h if hist is None else hist + h
+        hist = hist.view(*codes.shape[1:], na).double() / S  # (groups, taps, positions, na)
+        w1h = F.one_hot(self._kernel_rows(qw) & (nw - 1), nw).double()  # (groups, O/groups, taps, nw)
+        scale = self._error_scale(self.VIEW, torch.float64)
+        out = []
+        for m in appmuls:
+            if m.widths != self.widths:
+                raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
+            M = hist @ torch.from_numpy(m.error().astype(np.float64))  # (groups, taps, positions, nw)
+            rows = torch.einsum("gotb,gtpb->gop", w1h, M)
+            out.append((self._rows_to_output(rows, qx)[None] * scale)[0])  # scale broadcasts over a batch
+        return torch.stack(out)
 
     @torch.no_grad()
     def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor], max_elems: int = 1 << 25) -> torch.Tensor:
@@ -326,6 +357,14 @@ class QConv2d(QuantLayer):
         """Weight codes ``(O, C/groups, kh, kw)`` -> ``(groups, O/groups, C/groups * kh * kw)``."""
         return qw.long().reshape(self.groups, qw.shape[0] // self.groups, -1)
 
+    def _rows_to_output(self, rows: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+        """One sample's ``(groups, O/groups, positions)`` -> ``(O, Ho, Wo)`` for padded codes ``qx (N, C, H, W)``."""
+        ho, wo = (
+            (n - d * (k - 1) - 1) // s + 1
+            for n, d, k, s in zip(qx.shape[2:], self.dilation, self.kernel_size, self.stride, strict=True)
+        )
+        return rows.reshape(-1, ho, wo)
+
     def _weight_code_sums(self, G: torch.Tensor, w1h: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
         """``d[s, k, b, p] = sum over (o, tap) reading input position p of G[s, k, o] [q_w,o,tap = b]``.
 
@@ -386,6 +425,10 @@ class QLinear(QuantLayer):
 
     def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
         return qw.long().unsqueeze(0)
+
+    def _rows_to_output(self, rows: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+        """One sample's ``(1, O, positions)`` -> ``(..., O)`` (the middle dims of ``qx (N, ..., in)``)."""
+        return rows[0].T.reshape(*qx.shape[1:-1], -1)
 
     def _weight_code_sums(self, G: torch.Tensor, w1h: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
         """``d[s, k, b, (l, i)] = sum_o G[s, k, l, o] [q_w,o,i = b]``; ``G (s, k, ..., O)``, ``w1h (O, in, nw)``."""
