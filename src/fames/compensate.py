@@ -549,13 +549,14 @@ def estimate_with_compensation(
     candidates: dict[str, list[tuple[AppMul, Compensation | None]]],
     hessian: str = "rank1",
     chunk: int = 128,
+    mean: str = "taylor",
 ) -> dict[str, np.ndarray]:
     """Omega ``(1, K)`` per layer for candidates (AppMul, correction or None), layer granularity: the
     :class:`fames.estimate.TaylorEstimator` (first order clipped + Gauss-Newton, full or rank-1, or ``none``)
-    applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of a compensated candidate."""
+    applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of a compensated candidate (``mean``: see there)."""
     from fames.estimate import TaylorEstimator
 
-    return TaylorEstimator(hessian, chunk=chunk, progress=False).estimate(model, x, y, candidates).omega
+    return TaylorEstimator(hessian, chunk=chunk, progress=False, mean=mean).estimate(model, x, y, candidates).omega
 
 
 # ================================================================================== pipeline helpers

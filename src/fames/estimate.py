@@ -234,17 +234,25 @@ class TaylorEstimator:
         with _layer_states(model) as ql:
             _check_candidates(ql, candidates, "layer")
             layers = dict(ql)
-            mu: dict[str, torch.Tensor] = {}
-            for s0 in range(0, S, self.chunk):  # sample-weighted means over chunks
-                _, ins, _ = _capture(model, ql, x[s0 : s0 + self.chunk])
-                w = min(self.chunk, S - s0) / S
-                for n, cs in candidates.items():
-                    pairs = [c if isinstance(c, tuple) else (c, None) for c in cs]
-                    m = layers[n].mean_errors(ins[n], [a for a, _ in pairs])
-                    ci = [i for i, (_, c) in enumerate(pairs) if c is not None]
+            counts: dict[str, torch.Tensor] = {}
+            corr: dict[str, torch.Tensor] = {}
+            shapes: dict[str, tuple[int, ...]] = {}
+            pairs = {n: [c if isinstance(c, tuple) else (c, None) for c in cs] for n, cs in candidates.items()}
+            for s0 in range(0, S, self.chunk):  # code histograms (and mean corrections) summed over chunks
+                _, ins, outs = _capture(model, ql, x[s0 : s0 + self.chunk])
+                for n, ps in pairs.items():
+                    h = layers[n].code_histogram(ins[n])
+                    counts[n] = counts[n] + h if n in counts else h
+                    shapes[n] = tuple(outs[n].shape[1:])
+                    ci = [i for i, (_, c) in enumerate(ps) if c is not None]
                     if ci:
-                        m[ci] -= correction_means(layers[n], ins[n], [pairs[i][1] for i in ci])
-                    mu[n] = mu[n] + w * m if n in mu else w * m
+                        c = torch.zeros(len(ps), *shapes[n], dtype=torch.float64)
+                        c[ci] = correction_means(layers[n], ins[n], [ps[i][1] for i in ci]) * len(ins[n]) / S
+                        corr[n] = corr[n] + c if n in corr else c
+            mu = {
+                n: layers[n].histogram_errors(counts[n], S, [a for a, _ in ps], shapes[n]) - corr.get(n, 0.0)
+                for n, ps in pairs.items()
+            }
             shift = _shifted_losses(model, ql, x, y, mu, self.chunk, self.progress)
         return mu, shift
 

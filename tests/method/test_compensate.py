@@ -201,9 +201,19 @@ def test_estimate_matches_taylor_and_sees_the_correction():
     n0 = ql[0][0]
     zero = cands[n0][2][1]
     zero = type(zero)(**{**zero.__dict__, "beta": zero.beta * 0, "alpha": zero.alpha * 0})
-    got = estimate_with_compensation(model, x, y, {n0: [cands[n0][0], (ms[0], zero), cands[n0][2]]}, "rank1")[n0]
-    assert got[0, 0] == pytest.approx(got[0, 1], rel=1e-12)
-    assert got[0, 2] != pytest.approx(got[0, 0], rel=1e-3)
+    for mean in ("taylor", "forward"):
+        trio = {n0: [cands[n0][0], (ms[0], zero), cands[n0][2]]}
+        got = estimate_with_compensation(model, x, y, trio, "rank1", mean=mean)[n0]
+        assert got[0, 0] == pytest.approx(got[0, 1], rel=1e-12)
+        assert got[0, 2] != pytest.approx(got[0, 0], rel=1e-3)
+    # a constant error (every product off by 3) is cancelled exactly by alpha = 3 * fan-in (beta = 0)
+    layer0 = ql[0][1]
+    const = AppMul("const3", 4, 4, True, True, exact_lut(4, 4, True, True) + 3)
+    fan_in = layer0.weight[0].numel()
+    cancel = type(zero)(**{**zero.__dict__, "appmul": "const3", "alpha": zero.alpha * 0 + 3 * fan_in * 2**zero.frac})
+    for mean in ("taylor", "forward"):
+        got = estimate_with_compensation(model, x, y, {n0: [const, (const, cancel)]}, "full", mean=mean)[n0]
+        assert got[0, 0] > 1e-4 and got[0, 1] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_compensation_reduces_output_error_of_a_model():

@@ -123,7 +123,7 @@ class QuantLayer(nn.Module):
     # The subclasses provide: _operands(x) -> (qx, qw) codes (activation codes padded in the code domain),
     # _integer(qx, qw, **emulation args) -> approximate accumulator, _exact_integer(qx, qw), _sum_x(qx, qw),
     # _patches(qx) / _output_rows(y) / _kernel_rows(qw) (unfolded (groups, rows, taps, positions) views) and
-    # _rows_to_output (one sample's rows back to the output shape),
+    # _output_shape(in_shape) / _rows_to_output(rows, out_shape) (one sample's rows back to the output shape),
     # _weight_code_sums(G, w1h, in_shape) (used by counting_tables), and VIEW, the broadcast shape of a
     # per-output-channel vector.
     VIEW: tuple[int, ...] = (-1,)
@@ -155,37 +155,59 @@ class QuantLayer(nn.Module):
             yield self._integer(qx, qw, appmul=lut_plan(m, error=True), assign=None, dtype=dt).double() * scale
 
     @torch.no_grad()
-    def mean_errors(self, x: torch.Tensor, appmuls: list[AppMul], max_elems: int = 1 << 24) -> torch.Tensor:
-        """``mean_s dY_A[s]`` for each AppMul A: ``(K, *output.shape[1:])`` float64, the expected output error over
-        the batch ``x (S, ...)`` at every output position (zero for an exact A).
-
-        From the histogram of activation codes per (tap, output position) over the batch, contracted with each
-        error table read at the weight codes: no emulation. ``max_elems`` bounds a block of samples' codes.
-        """
-        qx, qw = self._operands(x)
-        na, nw = 1 << self.a_bits, 1 << self.w_bits
-        S = qx.shape[0]
+    def code_histogram(self, x: torch.Tensor, max_elems: int = 1 << 21) -> torch.Tensor:
+        """Counts of the activation codes read at every (group, tap, output position) over the batch ``x (S, ...)``:
+        ``(groups, taps, positions, 2^a)`` int64 (padding reads the code of real zero). ``max_elems`` bounds the
+        codes of a block of samples."""
+        qx, _ = self._operands(x)
+        na = 1 << self.a_bits
         hist = None
         step = max(1, max_elems // max(1, self._patches(qx[:1]).numel()))
-        for s0 in range(0, S, step):
+        for s0 in range(0, qx.shape[0], step):
             codes = self._patches(qx[s0 : s0 + step]) & (na - 1)  # (s, groups, taps, positions)
             base = torch.arange(codes[0].numel()).view(codes.shape[1:]) * na
             h = torch.bincount((base + codes).flatten(), minlength=codes[0].numel() * na)
             hist = h if hist is None else hist + h
-        hist = hist.view(*codes.shape[1:], na).double() / S  # (groups, taps, positions, na)
-        w1h = F.one_hot(self._kernel_rows(qw) & (nw - 1), nw).double()  # (groups, O/groups, taps, nw)
+        return hist.view(*codes.shape[1:], na)
+
+    @torch.no_grad()
+    def histogram_errors(
+        self, counts: torch.Tensor, n: int, appmuls: list[AppMul], out_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Mean output error of each AppMul over ``n`` samples whose :meth:`code_histogram` is ``counts``:
+        ``(K, *out_shape)`` float64, ``out_shape`` one sample's output shape. Each error table is read at the
+        weight codes, ``E[a, w[o, tap]]``, and contracted with the counts over (tap, a): one batched matmul per
+        AppMul (float32 while every partial sum is an exact integer)."""
+        nw = 1 << self.w_bits
         scale = self._error_scale(self.VIEW, torch.float64)
+        rows_w = self._kernel_rows(self.weight_codes()) & (nw - 1)  # (groups, O/groups, taps)
+        g, t, p, na = counts.shape
+        hist = counts.permute(0, 1, 3, 2).reshape(g, t * na, p)  # (groups, taps * 2^a, positions)
+        h32 = hist.float() if n * t <= 1 << 24 else None
+        h64 = None
         out = []
         for m in appmuls:
             if m.widths != self.widths:
                 raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
-            M = hist @ torch.from_numpy(m.error().astype(np.float64))  # (groups, taps, positions, nw)
-            rows = torch.einsum("gotb,gtpb->gop", w1h, M)
-            out.append((self._rows_to_output(rows, qx)[None] * scale)[0])  # scale broadcasts over a batch
+            E = torch.from_numpy(m.error().T.copy())  # (2^w, 2^a)
+            exact32 = h32 is not None and n * t * int(E.abs().max()) < 1 << 24
+            if not exact32 and h64 is None:
+                h64 = hist.double()
+            h, dt = (h32, torch.float32) if exact32 else (h64, torch.float64)
+            Ew = E.to(dt)[rows_w].reshape(g, rows_w.shape[1], t * na)  # (groups, O/groups, taps * 2^a)
+            rows = torch.bmm(Ew, h).double() / n  # (groups, O/groups, positions)
+            out.append((self._rows_to_output(rows, out_shape)[None] * scale)[0])  # scale broadcasts over a batch
         return torch.stack(out)
 
+    def mean_errors(self, x: torch.Tensor, appmuls: list[AppMul], max_elems: int = 1 << 21) -> torch.Tensor:
+        """``mean_s dY_A[s]`` for each AppMul A: ``(K, *output.shape[1:])`` float64, the expected output error over
+        the batch ``x (S, ...)`` at every output position (zero for an exact A), from the code histogram: no
+        emulation."""
+        counts = self.code_histogram(x, max_elems)
+        return self.histogram_errors(counts, x.shape[0], appmuls, self._output_shape(x.shape))
+
     @torch.no_grad()
-    def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor], max_elems: int = 1 << 25) -> torch.Tensor:
+    def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor], max_elems: int = 1 << 21) -> torch.Tensor:
         """Per-sample counting matrices weighted by output gradients: ``(len(grads), S, 2^a, 2^w)`` float64.
 
         ``U[k, s, a, b] = s_x s_w sum_{o, i} G_k[s, o] [q_x,i = a] [q_w,o,i = b]`` for layer input ``x (S, ...)``
@@ -212,7 +234,7 @@ class QuantLayer(nn.Module):
 
     @torch.no_grad()
     def kernel_projections(
-        self, x: torch.Tensor, grads: list[torch.Tensor], appmuls: list[AppMul], max_elems: int = 1 << 23
+        self, x: torch.Tensor, grads: list[torch.Tensor], appmuls: list[AppMul], max_elems: int = 1 << 21
     ) -> torch.Tensor:
         """``<G_k[s], dY_A[s]>`` restricted to the products of each kernel: ``(len(grads), S, O, C/groups, K)``.
 
@@ -357,13 +379,15 @@ class QConv2d(QuantLayer):
         """Weight codes ``(O, C/groups, kh, kw)`` -> ``(groups, O/groups, C/groups * kh * kw)``."""
         return qw.long().reshape(self.groups, qw.shape[0] // self.groups, -1)
 
-    def _rows_to_output(self, rows: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
-        """One sample's ``(groups, O/groups, positions)`` -> ``(O, Ho, Wo)`` for padded codes ``qx (N, C, H, W)``."""
-        ho, wo = (
-            (n - d * (k - 1) - 1) // s + 1
-            for n, d, k, s in zip(qx.shape[2:], self.dilation, self.kernel_size, self.stride, strict=True)
-        )
-        return rows.reshape(-1, ho, wo)
+    def _output_shape(self, in_shape: torch.Size) -> tuple[int, ...]:
+        """One sample's output shape ``(O, Ho, Wo)`` for an input ``(N, C, H, W)``."""
+        geometry = zip(in_shape[2:], self.padding, self.dilation, self.kernel_size, self.stride, strict=True)
+        hw = ((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in geometry)
+        return (self.weight.shape[0], *hw)
+
+    def _rows_to_output(self, rows: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+        """One sample's ``(groups, O/groups, positions)`` -> ``out_shape`` ``(O, Ho, Wo)``."""
+        return rows.reshape(out_shape)
 
     def _weight_code_sums(self, G: torch.Tensor, w1h: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
         """``d[s, k, b, p] = sum over (o, tap) reading input position p of G[s, k, o] [q_w,o,tap = b]``.
@@ -426,9 +450,13 @@ class QLinear(QuantLayer):
     def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
         return qw.long().unsqueeze(0)
 
-    def _rows_to_output(self, rows: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
-        """One sample's ``(1, O, positions)`` -> ``(..., O)`` (the middle dims of ``qx (N, ..., in)``)."""
-        return rows[0].T.reshape(*qx.shape[1:-1], -1)
+    def _output_shape(self, in_shape: torch.Size) -> tuple[int, ...]:
+        """One sample's output shape ``(..., O)`` for an input ``(N, ..., in)``."""
+        return (*in_shape[1:-1], self.weight.shape[0])
+
+    def _rows_to_output(self, rows: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+        """One sample's ``(1, O, positions)`` -> ``out_shape`` ``(..., O)``."""
+        return rows[0].T.reshape(out_shape)
 
     def _weight_code_sums(self, G: torch.Tensor, w1h: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
         """``d[s, k, b, (l, i)] = sum_o G[s, k, l, o] [q_w,o,i = b]``; ``G (s, k, ..., O)``, ``w1h (O, in, nw)``."""

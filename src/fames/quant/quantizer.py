@@ -39,6 +39,8 @@ def quantize_codes(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
 ) -> torch.Tensor:
     """Integer codes (as float tensor) of ``x``; differentiable w.r.t. ``x`` and ``scale`` via STE."""
+    if not torch.is_grad_enabled():  # same operations in place: no temporaries (inference is memory-bound)
+        return torch.div(x, scale).round_().add_(zero_point).clamp_(qmin, qmax)
     return torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
 
 
@@ -101,6 +103,9 @@ class Quantizer(nn.Module):
             raise FamesError("quantizer used before calibration: run fames.quant.calibrate_ptq(model, loader) first")
         if self.learning == "pact" and self.training and self.scale.requires_grad:
             return self._pact(x)
+        if not torch.is_grad_enabled():
+            s, z = self.params(x.dim())
+            return self.codes(x).sub_(z).mul_(s)  # dequantize in place on the fresh codes
         return self.dequantize(self.codes(x))
 
     def _pact(self, x: torch.Tensor) -> torch.Tensor:
