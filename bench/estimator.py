@@ -124,12 +124,15 @@ def main() -> int:
     lines.append("\nTargets: Spearman >= 0.9 (full); rank-1 estimate + select <= 60 s; ILP <= 1 s.")
     lines.append(
         "\n*Mean error by forward* (`TaylorEstimator(hessian, mean=\"forward\")`, what `fames run` uses at layer "
-        "granularity): the mean of each candidate's output error over the sample batch, at every output position "
-        "(from the activation-code histogram, no emulation), is added to the layer's output and the loss measured "
-        "by a forward pass of the layers after it (earlier layers replay their recorded outputs); the Taylor model "
-        "covers only the zero-mean remainder. The paper's estimate (first three rows) puts the whole error into "
-        "the quadratic model, which extrapolates far past the saturating true loss once a candidate's bias wrecks "
-        "the model (the pairs with a true change > 1 nat)."
+        "granularity): wherever the paper's Taylor estimate exceeds `forward_above` = 0.1 nat, the mean of the "
+        "candidate's output error over the sample batch, at every output position (from the activation-code "
+        "histogram, no emulation), is added to the layer's output and the loss measured by a forward pass of the "
+        "layers after it (earlier layers replay their recorded outputs); the Taylor model covers only the "
+        "zero-mean remainder. Below 0.1 nat the smooth Taylor value is kept (a forward there mostly measures the "
+        "sample batch's rounding noise, and selections built on it were worse: docs/results/table3.md). The "
+        "paper's estimate (first three rows) puts the whole error into the quadratic model, which extrapolates far "
+        "past the saturating true loss once a candidate's bias wrecks the model (the pairs with a true change > 1 "
+        "nat)."
     )
     text = "\n".join(lines) + "\n"
     print(text)

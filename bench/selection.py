@@ -5,7 +5,8 @@ Usage: python bench/selection.py [--models resnet20_w4a4 resnet8_w8a8] [--budget
 
 Same model, library (our generated families, costed with --liberty), budgets and machine for every method:
 
-* FAMES: rank-1 Taylor estimate on --samples training images, then one ILP per budget;
+* FAMES: rank-1 Taylor estimate (mean output error by forward passes unless --estimator-mean taylor) on
+  --samples training images, then one ILP per budget;
 * greedy (best energy saved per unit of estimated loss), uniform (the same family member in every layer, the
   lowest estimate among those within the budget) and random search (--random-samples draws repaired into the
   budget, the lowest estimate), all on the same estimate;
@@ -40,6 +41,10 @@ def main() -> int:
     ap.add_argument("--liberty", default="synthetic")
     ap.add_argument("--budgets", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6])
     ap.add_argument("--samples", type=int, default=256, help="images for the Taylor estimate")
+    ap.add_argument(
+        "--estimator-mean", default="forward", choices=["forward", "taylor"],
+        help="mean output error by forward passes (default, as fames run) or in the Taylor model (the paper's)",
+    )
     ap.add_argument("--val-images", type=int, default=500, help="training images NSGA-II measures accuracy on")
     ap.add_argument("--test-images", type=int, default=10000)
     ap.add_argument("--population", type=int, default=PAPER_POP)
@@ -88,7 +93,7 @@ def main() -> int:
         cfg = RunConfig(model=MODELS[key], checkpoint=str(ck), dataset="cifar10", liberty=args.liberty, seed=args.seed)
         s = load_setup(cfg)
         x, y = s.train_images(args.samples)
-        est = TaylorEstimator("rank1").estimate(s.model, x, y, s.candidates)
+        est = TaylorEstimator("rank1", mean=args.estimator_mean).estimate(s.model, x, y, s.candidates)
         mp = s.problem(est.omega)
         p = mp.problem
         rows: dict[str, list] = {}
@@ -185,7 +190,8 @@ def _report(results, args) -> str:  # type: ignore[no-untyped-def]
         f"Command: `{cmd}`  ",
         f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores (shared with other jobs); liberty "
         f"{Path(args.liberty).name}; {args.workers} worker process(es), 1 torch thread each. Rank-1 Taylor estimate "
-        f"on {args.samples} training images; NSGA-II accuracy on {args.val_images} other training images; test "
+        f"(mean output error: {args.estimator_mean}) on {args.samples} training images; NSGA-II accuracy on "
+        f"{args.val_images} other training images; test "
         f"accuracy on {args.test_images} test images (a fixed random subset); no calibration for any method. Energy = "
         "multiplier energy (MACs x PDP per op) relative to the exact multiplier.",
         "",

@@ -2,7 +2,8 @@
 
 Usage: python bench/table3.py [--configs w8a8 w4a4 w3a3 w2a2 mixed48 w8a8-evo] [--liberty PATH] [--out DIR]
 
-Each configuration runs the whole flow (``fames.pipeline.run``: rank-1 Taylor estimate, ILP over a sweep of
+Each configuration runs the whole flow (``fames.pipeline.run``: rank-1 Taylor estimate (with the mean output
+error by forward passes unless ``--estimator-mean taylor``), ILP over a sweep of
 energy budgets, calibration) from the committed checkpoint; the headline of each is the cheapest budget whose
 accuracy is within ``--max-loss`` points of the exact quantized model of the same widths. ``w8a8-evo`` uses
 EvoApproxLib's signed 8x8 designs (published PDK45 power x delay) instead of our generated library.
@@ -37,6 +38,10 @@ def main() -> int:
     ap.add_argument("--liberty", default=str(REPO.parent / "shared" / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--budgets", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6, 0.5])
     ap.add_argument("--max-loss", type=float, default=1.0)
+    ap.add_argument(
+        "--estimator-mean", default="forward", choices=["forward", "taylor"],
+        help="mean output error by forward passes (default) or in the Taylor model (the paper's)",
+    )
     ap.add_argument("--calib-step", type=float, default=0.01, help="activation quantile search step (paper 0.01)")
     ap.add_argument("--calib-max", type=float, default=0.5, help="largest clipping quantile searched (paper 0.5)")
     ap.add_argument("--search-samples", type=int, default=None, help="samples for the quantile search's error")
@@ -66,7 +71,7 @@ def main() -> int:
     cmd = (
         f"python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} --calib-step "
         f"{args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
-        f"--eval-images {args.eval_images}"
+        f"--eval-images {args.eval_images} --estimator-mean {args.estimator_mean}"
     )
     for name in args.configs:
         ck, library = CONFIGS[name]
@@ -86,6 +91,7 @@ def main() -> int:
                 budgets=args.budgets,
                 max_accuracy_loss=args.max_loss,
                 estimator="taylor-rank1",
+                estimator_mean=args.estimator_mean,
                 validate_estimator=False,
                 calib_quantile_step=args.calib_step,
                 calib_quantile_max=args.calib_max,

@@ -12,11 +12,12 @@ dY_A = Y(A) - Y(exact) = s_x s_w sum_i E_A[x_i, w_i], so the logits change to fi
   ``(J_s e_A)_c = <dz_{s,c}/dY_k, dY_A[s]>``. This is the exact Gauss-Newton quadratic form, computed
   without building the Hessian. The rank-1 variant replaces ``H_L(z_s)`` by ``lambda_s v_s v_s^T`` (its
   top eigenpair, by power iteration) and needs one backward pass from ``sum_s v_s . z_s`` instead of C.
-* ``mean="forward"`` (our extension, layer granularity): the sample mean ``mu_A`` of ``dY_A`` at every output
-  position (the AppMul's bias on this layer's data, e.g. truncation's downward bias) is propagated by a forward
-  pass of the rest of the network, giving its exact loss change; the Taylor model covers only the zero-mean
-  remainder ``dY_A - mu_A``. The mean error drives most of the loss change of strong approximations, where
-  the quadratic model extrapolates far beyond the saturating true loss (bench/estimator.py).
+* ``mean="forward"`` (our extension, layer granularity): where the Taylor estimate exceeds ``forward_above``
+  nats, the sample mean ``mu_A`` of ``dY_A`` at every output position (the AppMul's bias on this layer's data,
+  e.g. truncation's downward bias) is propagated by a forward pass of the rest of the network, giving its exact
+  loss change; the Taylor model covers only the zero-mean remainder ``dY_A - mu_A``. The mean error drives
+  most of the loss change of strong approximations, where the quadratic model extrapolates far beyond the
+  saturating true loss (bench/estimator.py).
 * At kernel granularity (output x input channel pairs) the same contractions are kept per kernel without any
   per-group forward pass: one exact factorization of all candidates' error tables turns them into r weight
   gradients of the layer per output gradient (:meth:`fames.quant.layers.QuantLayer.kernel_projections`);
@@ -156,9 +157,11 @@ class TaylorEstimator:
     form from above, with equality for a whole layer of aligned errors.
 
     ``mean``: ``"taylor"`` (the paper) puts the whole output error into the Taylor model; ``"forward"`` (layer
-    granularity) measures the loss change of each candidate's mean output error over the sample batch by a
-    forward pass of the layers after it (one per layer and candidate; earlier layers replay their recorded
-    outputs) and applies the Taylor model to the zero-mean remainder only (clipped like the first order).
+    granularity) does so too where that estimate is at most ``forward_above`` nats (there the smooth quadratic
+    model is accurate and free of the sample batch's rounding noise), and elsewhere measures the loss change of
+    the candidate's mean output error over the sample batch by a forward pass of the layers after it (earlier
+    layers replay their recorded outputs), with the Taylor model on the zero-mean remainder only (clipped like
+    the first order). Large predicted changes are where the quadratic model extrapolates past the true loss.
     """
 
     # Per-sample counting tables cost ~2^min(a, w) output-gradient contractions, the per-candidate path ~K
@@ -175,6 +178,7 @@ class TaylorEstimator:
         curvature: str = "own",
         first_order: str = "clip",
         mean: str = "taylor",
+        forward_above: float = 0.1,
     ):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
@@ -190,6 +194,7 @@ class TaylorEstimator:
         if mean not in MEANS:
             raise FamesError(f"mean={mean!r} is not one of {MEANS}")
         self.linearized, self.curvature, self.first_order, self.mean = linearized, curvature, first_order, mean
+        self.forward_above = forward_above
         self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
         if linearized:
             self.name = "linearized-logits"
@@ -212,22 +217,32 @@ class TaylorEstimator:
         if granularity not in GRANULARITIES:
             raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
         t0 = time.perf_counter()
-        mu = shift = None
+        mu = None
         if self.mean == "forward":
             if granularity != "layer":
                 raise FamesError("mean='forward' runs a forward pass per layer and candidate: use granularity 'layer'")
-            mu, shift = self._mean_shifts(model, x, y, candidates)
-        second, first = self._terms(model, x, y, candidates, granularity, mu)
+            mu = self._mean_errors(model, x, candidates)
+        (second, first), rest = self._terms(model, x, y, candidates, granularity, mu)
         clip = (lambda v: np.maximum(v, 0.0)) if self.first_order == "clip" else (lambda v: v)
-        omega = {n: clip(first[n]) + 0.5 * second[n] + (0.0 if shift is None else clip(shift[n])) for n in candidates}
+        omega = {n: clip(first[n]) + 0.5 * second[n] for n in candidates}
+        shift = None
+        if mu is not None:  # where the whole-error Taylor model predicts a large change: forward the mean error
+            big = {n: np.flatnonzero(omega[n][0] > self.forward_above) for n in candidates}
+            with _layer_states(model) as ql:
+                shifts = {n: mu[n][i] for n, i in big.items()}
+                done = _shifted_losses(model, ql, x, y, shifts, self.chunk, self.progress)
+            shift = {n: np.zeros_like(omega[n]) for n in candidates}
+            for n, i in big.items():
+                shift[n][0, i] = done[n][0]
+                first[n][0, i], second[n][0, i] = rest[1][n][0, i], rest[0][n][0, i]
+                omega[n][0, i] = clip(first[n][0, i]) + 0.5 * second[n][0, i] + clip(shift[n][0, i])
         return Estimate(
             omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0, shift
         )
 
     @torch.no_grad()
-    def _mean_shifts(self, model, x, y, candidates):
-        """Per layer: the mean output error of every candidate over the batch, ``(K, *output[1:])``, and the
-        loss change ``(1, K)`` when only that layer's output is shifted by it (all layers exact)."""
+    def _mean_errors(self, model, x, candidates):
+        """Per layer: the mean output error of every candidate over the batch, ``(K, *output[1:])`` float64."""
         from fames.compensate import correction_means
 
         S = x.shape[0]
@@ -249,17 +264,15 @@ class TaylorEstimator:
                         c = torch.zeros(len(ps), *shapes[n], dtype=torch.float64)
                         c[ci] = correction_means(layers[n], ins[n], [ps[i][1] for i in ci]) * len(ins[n]) / S
                         corr[n] = corr[n] + c if n in corr else c
-            mu = {
+            return {
                 n: layers[n].histogram_errors(counts[n], S, [a for a, _ in ps], shapes[n]) - corr.get(n, 0.0)
                 for n, ps in pairs.items()
             }
-            shift = _shifted_losses(model, ql, x, y, mu, self.chunk, self.progress)
-        return mu, shift
 
     def _terms(self, model, x, y, candidates, granularity, mu=None):
-        """Second- and first-order terms per layer, each ``(groups, K)``, from chunked forward/backward passes;
-        of the remainder ``dY_A - mu[name][A]`` when the mean output errors ``mu`` are given (layer granularity).
-        """
+        """``((second, first), rest)``: second- and first-order terms per layer, each ``(groups, K)``, from
+        chunked forward/backward passes; ``rest`` the same pair for the remainder ``dY_A - mu[name][A]`` when the
+        mean output errors ``mu`` are given (layer granularity), else None."""
         S = x.shape[0]
         with _layer_states(model) as ql:
             _check_candidates(ql, candidates, granularity)
@@ -267,6 +280,9 @@ class TaylorEstimator:
             G = {n: int(np.prod(layers[n].group_shape(granularity))) for n in candidates}
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             fst = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
+            rest = None
+            if mu is not None:
+                rest = ({n: np.zeros_like(v) for n, v in sec.items()}, {n: np.zeros_like(v) for n, v in fst.items()})
             chunks = (S + self.chunk - 1) // self.chunk
             bar = tqdm(total=len(candidates) * chunks, desc=f"estimate ({self.name})", disable=not self.progress)
             for s0 in range(0, S, self.chunk):
@@ -290,15 +306,17 @@ class TaylorEstimator:
                 for k, n in enumerate(names):
                     grads = [gl[k]] + [g[k] for g in Gc]
                     f, q = self._projections(layers[n], ins[n], grads, candidates[n], granularity)  # (S,G,K), (S,C,G,K)
+                    terms = [((f, q), (sec, fst))]
                     if mu is not None:  # project out the mean error: <G[s], mu_A> per gradient, sample, candidate
                         pm = torch.stack([g.double().flatten(1) @ mu[n].flatten(1).T for g in grads])  # (1 + C, S, K)
-                        f, q = f - pm[0][:, None], q - pm[1:].transpose(0, 1)[:, :, None]
-                    fst[n] += f.sum(0).numpy()
-                    if Gc:
-                        sec[n] += (self._curvature(z.detach().double(), yb, p, lam, q).sum(0) / S).numpy()
+                        terms.append(((f - pm[0][:, None], q - pm[1:].transpose(0, 1)[:, :, None]), rest))
+                    for (fi, qi), (so, fo) in terms:
+                        fo[n] += fi.sum(0).numpy()
+                        if Gc:
+                            so[n] += (self._curvature(z.detach().double(), yb, p, lam, qi).sum(0) / S).numpy()
                     bar.update()
             bar.close()
-        return sec, fst
+        return (sec, fst), rest
 
     def _projections(self, layer: QuantLayer, x, grads, cands, granularity):
         """``<G, dY_A>`` per sample, group and candidate for every gradient G: ``(S, G, K)`` for the loss

@@ -42,6 +42,7 @@ class RunConfig:
     stop_at_loss: bool = False  # sweep budgets from the largest down; stop after the first beyond max_accuracy_loss
     estimator: str = "taylor-rank1"
     estimator_mean: str | None = None  # 'forward' | 'taylor'; None: 'forward' at layer granularity, else 'taylor'
+    estimator_forward_above: float = 0.1  # nats: with 'forward', forward the mean error above this Taylor estimate
     samples: int = 256
     validate_estimator: bool = True
     granularity: str = "layer"  # layer | filter | kernel (output x input channel pair)
@@ -265,7 +266,8 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> 
     x, y = _sample_batch(cfg, cfg.samples)
     cands = {n: [m for m in lib if m.widths == layer.widths] for n, layer in layers}
     estimator = TaylorEstimator(
-        ESTIMATORS[cfg.estimator], progress=progress, curvature=cfg.curvature, mean=cfg.estimator_mean
+        ESTIMATORS[cfg.estimator], progress=progress, curvature=cfg.curvature, mean=cfg.estimator_mean,
+        forward_above=cfg.estimator_forward_above,
     )
     est_file = stages.path("estimate", key, "npz")
     if est_file.is_file():

@@ -84,7 +84,7 @@ def test_mean_forward_is_exact_for_a_constant_error(hessian):
     model, x, y, cands = _model(5)
     for n, layer in qlayers(model):
         cands[n] = cands[n][:3] + [_constant_error(layer, c) for c in (-2, 1, 3)]
-    est = TaylorEstimator(hessian, chunk=10, first_order="signed", mean="forward", progress=False)
+    est = TaylorEstimator(hessian, chunk=10, first_order="signed", mean="forward", forward_above=-1.0, progress=False)
     got = est.estimate(model, x, y, cands)
     true = true_loss_changes(model, x, y, cands, progress=False)
     for n in cands:
@@ -94,6 +94,25 @@ def test_mean_forward_is_exact_for_a_constant_error(hessian):
         assert np.abs(true[n][0, 3:]).min() > 1e-4  # the shifts do change the loss (100x the tolerance)
         # the random designs keep a zero-mean remainder: first + second order of it, plus the measured shift
         assert (got.second[n][0, :3] >= 0).all() and np.isfinite(got.omega[n]).all()
+
+
+def test_mean_forward_only_above_the_threshold():
+    """Below ``forward_above`` the Taylor value is kept as is; above it the forward replaces the mean part."""
+    model, x, y, cands = _model(4)
+    taylor = TaylorEstimator("full", chunk=10, progress=False).estimate(model, x, y, cands)
+    never = TaylorEstimator("full", chunk=10, mean="forward", forward_above=1e9, progress=False)
+    always = TaylorEstimator("full", chunk=10, mean="forward", forward_above=-1.0, progress=False)
+    e_never, e_always = never.estimate(model, x, y, cands), always.estimate(model, x, y, cands)
+    tau = float(np.median(np.concatenate([v.ravel() for v in taylor.omega.values()])))
+    e_mid = TaylorEstimator("full", chunk=10, mean="forward", forward_above=tau, progress=False).estimate(
+        model, x, y, cands
+    )
+    for n in cands:
+        np.testing.assert_array_equal(e_never.omega[n], taylor.omega[n])
+        assert not e_never.shift[n].any()
+        big = taylor.omega[n] > tau
+        np.testing.assert_array_equal(e_mid.omega[n][~big], taylor.omega[n][~big])
+        np.testing.assert_allclose(e_mid.omega[n][big], e_always.omega[n][big], rtol=1e-9)
 
 
 def test_bad_input():
