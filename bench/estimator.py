@@ -123,8 +123,8 @@ def main() -> int:
         lines.append(f"| {names[h]} | {rho:.3f} | {lo:.3f} | {hi:.3f} | {te:.1f} | {ts:.3f} | {te + ts:.1f} |")
     lines.append("\nTargets: Spearman >= 0.9 (full); rank-1 estimate + select <= 60 s; ILP <= 1 s.")
     lines.append(
-        "\n*Mean error by forward* (`TaylorEstimator(hessian, mean=\"forward\")`, what `fames run` uses at layer "
-        "granularity): wherever the paper's Taylor estimate exceeds `forward_above` = 0.1 nat, the mean of the "
+        "\n*Mean error by forward* (`TaylorEstimator(hessian, mean=\"forward\")`, `estimator_mean: forward` in "
+        "`fames run`): wherever the paper's Taylor estimate exceeds `forward_above` = 0.1 nat, the mean of the "
         "candidate's output error over the sample batch, at every output position (from the activation-code "
         "histogram, no emulation), is added to the layer's output and the loss measured by a forward pass of the "
         "layers after it (earlier layers replay their recorded outputs); the Taylor model covers only the "

@@ -1,7 +1,7 @@
 """Estimators side by side (FAMES Fig. 5): test loss vs energy ratio of the ILP selection made with each estimator.
 
 Usage: python bench/estimators.py [--settings w4a4 w8a8 mixed] [--estimators l2 mre first-order taylor-rank1
-       taylor-full] [--budgets ...] [--samples 128] [--test-images 1000]
+       taylor-full taylor-rank1+forward taylor-full+forward] [--budgets ...] [--samples 128] [--test-images 1000]
 
 For each setting (ResNet-20 uniform 4-bit, uniform 8-bit, mixed 4/8-bit; JPEG CIFAR-10) and estimator: Omega on
 --samples training images, one ILP per budget on it, then the cross-entropy loss and accuracy of the selected
@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"w4a4": "resnet20_w4a4.pt", "w8a8": "resnet20_w8a8.pt", "mixed": "resnet20_mixed48.pt"}
-NAMES = ("l2", "mre", "first-order", "taylor-rank1", "taylor-full")
+NAMES = ("l2", "mre", "first-order", "taylor-rank1", "taylor-full", "taylor-rank1+forward", "taylor-full+forward")
 
 
 def _loss_acc(model, x, y, batch: int = 500) -> tuple[float, float]:  # type: ignore[no-untyped-def]

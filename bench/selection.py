@@ -5,7 +5,7 @@ Usage: python bench/selection.py [--models resnet20_w4a4 resnet8_w8a8] [--budget
 
 Same model, library (our generated families, costed with --liberty), budgets and machine for every method:
 
-* FAMES: rank-1 Taylor estimate (mean output error by forward passes unless --estimator-mean taylor) on
+* FAMES: rank-1 Taylor estimate (mean output error by forward passes with --estimator-mean forward) on
   --samples training images, then one ILP per budget;
 * greedy (best energy saved per unit of estimated loss), uniform (the same family member in every layer, the
   lowest estimate among those within the budget) and random search (--random-samples draws repaired into the
@@ -42,8 +42,8 @@ def main() -> int:
     ap.add_argument("--budgets", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6])
     ap.add_argument("--samples", type=int, default=256, help="images for the Taylor estimate")
     ap.add_argument(
-        "--estimator-mean", default="forward", choices=["forward", "taylor"],
-        help="mean output error by forward passes (default, as fames run) or in the Taylor model (the paper's)",
+        "--estimator-mean", default="taylor", choices=["taylor", "forward"],
+        help="mean output error in the Taylor model (the paper's, default, as fames run) or by forward passes",
     )
     ap.add_argument("--val-images", type=int, default=500, help="training images NSGA-II measures accuracy on")
     ap.add_argument("--test-images", type=int, default=10000)

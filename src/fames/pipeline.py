@@ -41,7 +41,7 @@ class RunConfig:
     max_accuracy_loss: float = 1.0  # points; the headline run is the cheapest within this loss
     stop_at_loss: bool = False  # sweep budgets from the largest down; stop after the first beyond max_accuracy_loss
     estimator: str = "taylor-rank1"
-    estimator_mean: str | None = None  # 'forward' | 'taylor'; None: 'forward' at layer granularity, else 'taylor'
+    estimator_mean: str = "taylor"  # 'taylor' (the paper's) | 'forward' (layer granularity; see TaylorEstimator)
     estimator_forward_above: float = 0.1  # nats: with 'forward', forward the mean error above this Taylor estimate
     samples: int = 256
     validate_estimator: bool = True
@@ -71,8 +71,6 @@ class RunConfig:
                 raise FamesError(f"energy budget {r!r} must lie in (0, 1] (fraction of the exact energy)")
         if self.granularity not in ("layer", "filter", "kernel"):
             raise FamesError(f"granularity {self.granularity!r}: use 'layer', 'filter' or 'kernel'")
-        if self.estimator_mean is None:
-            self.estimator_mean = "forward" if self.granularity == "layer" else "taylor"
         if self.estimator_mean not in ("forward", "taylor"):
             raise FamesError(f"estimator_mean {self.estimator_mean!r}: use 'forward' or 'taylor'")
         if self.estimator_mean == "forward" and self.granularity != "layer":

@@ -164,9 +164,12 @@ def test_l2_and_mre_closed_form():
         np.testing.assert_allclose(f.omega[name], np.tile(vals, (3, 1)), rtol=1e-12, atol=1e-15)
     scaled = L2Estimator("macs").estimate(model, x, torch.zeros(4, dtype=torch.long), {name: cands})
     np.testing.assert_allclose(scaled.omega[name], [np.multiply(36, l2)])  # 3 outputs x 12 inputs
-    assert make_estimator("taylor-full").hessian == "full"
-    with pytest.raises(FamesError, match="not one of"):
-        make_estimator("hessian-free")
+    assert make_estimator("taylor-full").hessian == "full" and make_estimator("taylor-full").mean == "taylor"
+    fwd = make_estimator("taylor-rank1+forward")
+    assert (fwd.hessian, fwd.mean) == ("rank1", "forward")
+    for bad in ("hessian-free", "first-order+forward", "taylor-rank1+median"):
+        with pytest.raises(FamesError, match="not one of"):
+            make_estimator(bad)
 
 
 # ------------------------------------------------------------------ real models: problem, evaluation, retraining

@@ -81,3 +81,17 @@ def test_run_kernel_granularity(float_ckpt, tmp_path):
         RunConfig(granularity="channel")
     with pytest.raises(FamesError, match="curvature"):
         RunConfig(curvature="diag")
+
+
+def test_run_with_the_mean_forward_estimator(float_ckpt, tmp_path):
+    """`estimator_mean: forward` runs end to end; its Omega is the validated estimate in the report."""
+    r = run(
+        _cfg(float_ckpt, tmp_path / "fwd", estimator_mean="forward", estimator_forward_above=0.0, budgets=[0.7],
+             calibrate=False),
+        progress=False,
+    )
+    assert r["relative_energy"] <= 0.7 + 1e-9 and r["estimator_spearman"] > 0.5
+    with pytest.raises(FamesError, match="estimator_mean 'median'"):
+        RunConfig(estimator_mean="median")
+    with pytest.raises(FamesError, match="needs granularity 'layer'"):
+        RunConfig(estimator_mean="forward", granularity="filter")

@@ -88,18 +88,23 @@ class MREEstimator(_MetricEstimator):
         return error_metrics(m).mred
 
 
-ESTIMATOR_NAMES = ("l2", "mre", "first-order", "taylor-rank1", "taylor-full")
+ESTIMATOR_NAMES = (
+    "l2", "mre", "first-order", "taylor-rank1", "taylor-full", "taylor-rank1+forward", "taylor-full+forward"
+)
 
 
 def make_estimator(
     name: str, progress: bool = True, scale: str = "none"
 ) -> L2Estimator | MREEstimator | TaylorEstimator:
-    """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``."""
+    """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``
+    (the paper's) and ``taylor-rank1+forward``, ``taylor-full+forward`` (the mean output error of a candidate
+    forwarded where the Taylor estimate is large: ``TaylorEstimator(mean="forward")``)."""
     if name == "l2":
         return L2Estimator(scale)
     if name == "mre":
         return MREEstimator(scale)
-    hessian = {"first-order": "none", "taylor-rank1": "rank1", "taylor-full": "full"}.get(name)
-    if hessian is None:
+    base, _, mean = name.partition("+")
+    hessian = {"first-order": "none", "taylor-rank1": "rank1", "taylor-full": "full"}.get(base)
+    if hessian is None or mean not in ("", "forward") or (mean and hessian == "none"):
         raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
-    return TaylorEstimator(hessian, progress=progress)
+    return TaylorEstimator(hessian, progress=progress, mean=mean or "taylor")
