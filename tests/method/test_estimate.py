@@ -131,6 +131,10 @@ def test_bad_input():
         TaylorEstimator("rank1", progress=False).estimate(model, x, y, wrong)
 
 
+# (a_bits, w_bits, weight scheme, groups, dilation) of the single-layer checks
+LAYER_CASES = [(4, 4, "symmetric", 1, 1), (3, 5, "affine", 2, 1), (8, 4, "symmetric", 1, 2), (2, 8, "affine", 4, 1)]
+
+
 def _single_layers(a_bits, w_bits, scheme, groups, dilation, n_in):
     """A quantized Conv2d and a Linear (``n_in`` features), float64 emulation: ``(layer, x, two gradients)``."""
     conv = nn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=dilation, groups=groups)
@@ -143,10 +147,7 @@ def _single_layers(a_bits, w_bits, scheme, groups, dilation, n_in):
         yield layer, x, [torch.randn_like(layer(x)) for _ in range(2)]
 
 
-@pytest.mark.parametrize(
-    "a_bits, w_bits, scheme, groups, dilation",
-    [(4, 4, "symmetric", 1, 1), (3, 5, "affine", 2, 1), (8, 4, "symmetric", 1, 2), (2, 8, "affine", 4, 1)],
-)
+@pytest.mark.parametrize("a_bits, w_bits, scheme, groups, dilation", LAYER_CASES)
 def test_counting_tables_give_every_candidates_output_change(a_bits, w_bits, scheme, groups, dilation):
     """<G, dY_A> per sample from the tables equals the contraction with the emulated output change."""
     torch.manual_seed(1)
@@ -160,10 +161,7 @@ def test_counting_tables_give_every_candidates_output_change(a_bits, w_bits, sch
                 np.testing.assert_allclose((U[k] * E).sum((1, 2)), ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
 
 
-@pytest.mark.parametrize(
-    "a_bits, w_bits, scheme, groups, dilation",
-    [(4, 4, "symmetric", 1, 1), (3, 5, "affine", 2, 1), (8, 4, "symmetric", 1, 2), (2, 8, "affine", 4, 1)],
-)
+@pytest.mark.parametrize("a_bits, w_bits, scheme, groups, dilation", LAYER_CASES)
 def test_mean_errors_are_the_batch_mean_of_the_output_changes(a_bits, w_bits, scheme, groups, dilation):
     """The histogram path gives mean_s dY_A[s] at every output position (padding, stride, groups, 3-D Linear)."""
     torch.manual_seed(3)
