@@ -85,6 +85,11 @@ def _layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
         model.train(was_training)
 
 
+def _as_pairs(cands: list) -> list[tuple[AppMul, object]]:
+    """Candidates as ``(AppMul, Compensation or None)`` pairs (a bare AppMul has no correction)."""
+    return [c if isinstance(c, tuple) else (c, None) for c in cands]
+
+
 def _check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, list], granularity: str) -> None:
     names = dict(ql)
     for n, ms in candidates.items():
@@ -92,8 +97,7 @@ def _check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, li
             raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
         if not ms:
             raise FamesError(f"layer {n}: no candidate AppMuls (the library has none of widths {names[n].widths})")
-        for c in ms:
-            m, comp = c if isinstance(c, tuple) else (c, None)
+        for c, (m, comp) in zip(ms, _as_pairs(ms), strict=True):
             if m.widths != names[n].widths:
                 raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, the layer needs {names[n].widths}")
             if isinstance(c, tuple) and granularity != "layer":
@@ -252,7 +256,7 @@ class TaylorEstimator:
             counts: dict[str, torch.Tensor] = {}
             corr: dict[str, torch.Tensor] = {}
             shapes: dict[str, tuple[int, ...]] = {}
-            pairs = {n: [c if isinstance(c, tuple) else (c, None) for c in cs] for n, cs in candidates.items()}
+            pairs = {n: _as_pairs(cs) for n, cs in candidates.items()}
             for s0 in range(0, S, self.chunk):  # code histograms (and mean corrections) summed over chunks
                 _, ins, outs = _capture(model, ql, x[s0 : s0 + self.chunk])
                 for n, ps in pairs.items():
@@ -328,7 +332,7 @@ class TaylorEstimator:
         if any(isinstance(c, tuple) for c in cands):  # (AppMul, correction) pairs: base terms minus the corrections
             from fames.compensate import correction_projections
 
-            pairs = [c if isinstance(c, tuple) else (c, None) for c in cands]
+            pairs = _as_pairs(cands)
             ams = list({m.name: m for m, _ in pairs}.values())
             f, q = self._projections(layer, x, grads, ams, granularity)
             cols = [[m.name for m in ams].index(m.name) for m, _ in pairs]
