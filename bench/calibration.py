@@ -59,11 +59,11 @@ def main() -> int:
 
     from fames.baselines import apply_choice, retrain
     from fames.baselines.setup import load_setup
-    from fames.calibrate import CalibrationConfig, calibrate
-    from fames.estimate import TaylorEstimator
+    from fames.flow.run import RunConfig, _loader
     from fames.io import atomic_write_text
-    from fames.pipeline import RunConfig, _loader
-    from fames.select import ILPSelector
+    from fames.method.calibrate import CalibrationConfig, calibrate
+    from fames.method.estimate import TaylorEstimator
+    from fames.method.select import ILPSelector
     from fames.train import TrainConfig, evaluate
 
     torch.set_num_threads(1)

@@ -79,7 +79,10 @@ def main() -> int:
 
     from fames.appmul.families import build
     from fames.appmul.importers import import_evoapprox
-    from fames.compensate import (
+    from fames.data import get_loader
+    from fames.flow.run import RunConfig, _sample_batch
+    from fames.hw.cost import cost_library
+    from fames.method.compensate import (
         activation_histogram,
         compensate_model,
         estimate_with_compensation,
@@ -87,12 +90,9 @@ def main() -> int:
         layer_inputs,
         overhead_costs,
     )
-    from fames.data import get_loader
-    from fames.energy import energy_per_op, layer_macs
-    from fames.hw.cost import cost_library
-    from fames.pipeline import RunConfig, _sample_batch
+    from fames.method.energy import appmul_op_energy, layer_macs
+    from fames.method.select import ILPSelector, InfeasibleBudget, SelectionProblem
     from fames.quant import QuantConfig, calibrate_ptq, qlayers, quantize
-    from fames.select import ILPSelector, InfeasibleBudget, SelectionProblem
     from fames.train import evaluate, load_model
 
     torch.set_num_threads(args.threads)
@@ -143,7 +143,7 @@ def main() -> int:
             a1 = acc(m, am.name + " offline")
             compensate_model(m, cx, calibrated=True, coef_bits=args.coef_bits)
             a2 = acc(m, am.name + " calibrated")
-            e_mul, e_ex = energy_per_op(am, "pdp")
+            e_mul, e_ex = appmul_op_energy(am, "pdp")
             rel = e_mul / e_ex  # relative PDP of the design (published or ours)
             mul = sum(macs[n] * (rel if n in used else 1.0) * exact_pdp(lay.widths) for n, lay in qlayers(m))
             oh = overheads(m, offline, macs, hists)
@@ -206,7 +206,7 @@ def main() -> int:
         for n, layer in ql:
             pairs, en = [(build("exact", *layer.widths), None)], [macs[n] * exact_pdp(layer.widths)]
             for am in lib:
-                e = macs[n] * energy_per_op(am, "pdp")[0]
+                e = macs[n] * appmul_op_energy(am, "pdp")[0]
                 comp = fit_offline(layer, hists[n], appmul=am, coef_bits=args.coef_bits)
                 oh = overhead_costs(layer, comp, macs[n], lib_path, hists[n], n_vectors=512).energy("pdp")
                 pairs += [(am, None), (am, comp)]

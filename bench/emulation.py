@@ -178,7 +178,7 @@ def main() -> int:
         captured: list[tuple] = []
 
         def hook(mod, inp, _out, captured=captured):  # type: ignore[no-untyped-def]
-            qx, qw = mod._operands(inp[0])
+            qx, qw = mod.operands(inp[0])
             captured.append((mod, qx.detach(), qw.detach()))
 
         hs = [m.register_forward_hook(hook) for _, m in qlayers(model)]

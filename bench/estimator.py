@@ -44,12 +44,12 @@ def main() -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from fames.energy import energy_per_op, exact_costs, layer_macs
-    from fames.estimate import TaylorEstimator, true_loss_changes
+    from fames.flow.run import RunConfig, _sample_batch, prepare_library
     from fames.io import atomic_write_text
-    from fames.pipeline import RunConfig, _sample_batch, prepare_library
+    from fames.method.energy import appmul_op_energy, exact_costs, layer_macs
+    from fames.method.estimate import TaylorEstimator, true_loss_changes
+    from fames.method.select import ILPSelector, SelectionProblem
     from fames.quant import qlayers
-    from fames.select import ILPSelector, SelectionProblem
     from fames.train import load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -87,7 +87,7 @@ def main() -> int:
         ex = np.zeros(len(cands))
         for g, (n, layer) in enumerate(layers):
             om[g, : len(cands[n])] = est.omega[n][0]
-            en[g, : len(cands[n])] = [macs[n] * energy_per_op(m)[0] for m in cands[n]]
+            en[g, : len(cands[n])] = [macs[n] * appmul_op_energy(m)[0] for m in cands[n]]
             ex[g] = macs[n] * exact[layer.widths]
         sel = ILPSelector().solve(SelectionProblem(om, en, ex), args.budget)
         big = tru > 1.0  # pairs that alone wreck the model (worse than about 50% accuracy)

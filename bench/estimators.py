@@ -62,9 +62,9 @@ def main() -> int:
 
     from fames.baselines import apply_choice, make_estimator
     from fames.baselines.setup import load_setup
+    from fames.flow.run import RunConfig
     from fames.io import atomic_write_text
-    from fames.pipeline import RunConfig
-    from fames.select import InfeasibleBudget, pareto_sweep
+    from fames.method.select import InfeasibleBudget, pareto_sweep
 
     torch.set_num_threads(1)
     curves: dict[str, dict[str, list[tuple[float, float, float, float]]]] = {}

@@ -80,11 +80,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     import numpy as np
 
     from fames.baselines import MaxDNNSelector, apply_choice, build_problem
-    from fames.energy import exact_costs, layer_macs
-    from fames.estimate import TaylorEstimator
-    from fames.pipeline import RunConfig, _sample_batch, _test_loader, prepare_library
+    from fames.flow.run import RunConfig, _sample_batch, _test_loader, prepare_library
+    from fames.method.energy import exact_costs, layer_macs
+    from fames.method.estimate import TaylorEstimator
+    from fames.method.select import ILPSelector, InfeasibleBudget
     from fames.quant import qlayers
-    from fames.select import ILPSelector, InfeasibleBudget
     from fames.train import evaluate, load_model
 
     liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
@@ -148,7 +148,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
 
 
 def _calibrated(model, cx, cy, args, test) -> float:  # type: ignore[no-untyped-def]
-    from fames.calibrate import CalibrationConfig, calibrate
+    from fames.method.calibrate import CalibrationConfig, calibrate
     from fames.train import evaluate
 
     conf = CalibrationConfig(

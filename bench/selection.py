@@ -77,10 +77,10 @@ def main() -> int:
         paper_evaluations,
     )
     from fames.baselines.setup import load_setup
-    from fames.estimate import TaylorEstimator
+    from fames.flow.run import RunConfig
     from fames.io import atomic_write_text
-    from fames.pipeline import RunConfig
-    from fames.select import ILPSelector, InfeasibleBudget, pareto_sweep
+    from fames.method.estimate import TaylorEstimator
+    from fames.method.select import ILPSelector, InfeasibleBudget, pareto_sweep
     from fames.train import TrainConfig
 
     torch.set_num_threads(1)
@@ -181,7 +181,7 @@ def _print_model(key, r, args) -> None:  # type: ignore[no-untyped-def]
 
 
 def _report(results, args) -> str:  # type: ignore[no-untyped-def]
-    from fames.select import InfeasibleBudget
+    from fames.method.select import InfeasibleBudget
 
     cmd = "python bench/selection.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
@@ -257,7 +257,7 @@ def _plot(results, args) -> None:  # type: ignore[no-untyped-def]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fames.select import InfeasibleBudget
+    from fames.method.select import InfeasibleBudget
 
     markers = {
         "FAMES-ILP": "o",

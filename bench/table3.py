@@ -2,7 +2,7 @@
 
 Usage: python bench/table3.py [--configs w8a8 w4a4 w3a3 w2a2 mixed48 w8a8-evo] [--liberty PATH] [--out DIR]
 
-Each configuration runs the whole flow (``fames.pipeline.run``: rank-1 Taylor estimate (with the mean output
+Each configuration runs the whole flow (``fames.flow.run.run``: rank-1 Taylor estimate (with the mean output
 error by forward passes with ``--estimator-mean forward``), ILP over a sweep of
 energy budgets, calibration) from the committed checkpoint; the headline of each is the cheapest budget whose
 accuracy is within ``--max-loss`` points of the exact quantized model of the same widths. ``w8a8-evo`` uses
@@ -59,8 +59,8 @@ def main() -> int:
 
     import torch
 
+    from fames.flow.run import RunConfig, run
     from fames.io import atomic_write_text
-    from fames.pipeline import RunConfig, run
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     store = Path(args.out).with_suffix(".json")

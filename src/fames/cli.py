@@ -8,17 +8,9 @@ import sys
 from pathlib import Path
 
 from fames.errors import FamesError
+from fames.flow.library import liberty_path
 
 SIGNEDNESS = {"unsigned": (False,), "signed": (True,), "both": (False, True)}
-
-
-def _liberty_arg(value: str) -> Path:
-    """``synthetic`` means the project's own small liberty (written to the cache); else a path."""
-    if value == "synthetic":
-        from fames.hw.synthetic import default_synthetic_liberty
-
-        return default_synthetic_liberty()
-    return Path(value)
 
 
 # --------------------------------------------------------------------------- lib
@@ -76,7 +68,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
     from fames.hw.cost import cost_library
 
     lib = Library.load(args.dir)
-    liberty = _liberty_arg(args.liberty)
+    liberty = liberty_path(args.liberty)
     costed = cost_library(
         list(lib),
         liberty,
@@ -212,7 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = model.to(memory_format=torch.channels_last)
     if args.assignment:
         from fames.appmul.library import Library
-        from fames.substitute import load_assignment, substitute
+        from fames.method.assignment import load_assignment, substitute
 
         if not args.library:
             raise FamesError("--assignment needs --library DIR (the AppMul library it names)")
@@ -229,22 +221,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- FAMES
 def cmd_run(args: argparse.Namespace) -> int:
-    from fames.pipeline import RunConfig, run
+    from fames.flow.config import RunConfig
+    from fames.flow.run import run
 
-    _setup_torch(args.threads)
     cfg = RunConfig.from_file(args.config)
+    _setup_torch(args.threads)
     if args.output:
         cfg.output = args.output
     r = run(cfg)
     print(
-        f"energy reduction {100 * r['energy_reduction']:.2f}% at accuracy {r['accuracy']['approx']:.2f}% "
-        f"(exact quantized {r['accuracy']['exact_quant']:.2f}%); report: {Path(cfg.output) / 'report.md'}"
+        f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% "
+        f"(exact quantized {r.exact_accuracy:.2f}%); report: {Path(cfg.output) / 'report.md'}"
     )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fames.demo import run_demo
+    from fames.flow.demo import run_demo
 
     _setup_torch(args.threads)
     res = run_demo(args.out)
@@ -404,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser(
         "run",
         help="FAMES end to end from a YAML config: estimate, ILP selection, calibration, report",
-        description="Python: fames.pipeline.run(RunConfig(...)). Keys: see fames.pipeline.RunConfig.",
+        description="Python: fames.run(fames.RunConfig(...)) or fames.approximate_(model, data, library, "
+        "fames.FamesConfig(...)). Keys: see fames.RunConfig (top level: model, checkpoint, quant, library, liberty, "
+        "budget, max_accuracy_loss, output, seed; nested: data, estimator, selection, calibration).",
     )
     rn.add_argument("config", help="YAML run configuration")
     rn.add_argument("--output", default=None, help="override the config's output directory")
@@ -414,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser(
         "demo",
         help="the whole flow on embedded digits data (a few minutes, no files needed)",
-        description="Python: fames.demo.run_demo(out)",
+        description="Python: fames.flow.demo.run_demo(out)",
     )
     dm.add_argument("--out", default="fames-demo")
     dm.add_argument("--threads", type=int, default=None)

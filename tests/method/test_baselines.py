@@ -15,25 +15,22 @@ from fames.appmul.metrics import error_metrics
 from fames.baselines import (
     AccuracyEvaluator,
     CandidateWorker,
-    L2Estimator,
     MaxDNNSelector,
-    MREEstimator,
     NSGASelector,
     RandomSearchSelector,
     UniformSelector,
-    apply_choice,
     approximation_levels,
-    build_problem,
-    make_estimator,
     member_labels,
     repair_to_budget,
     retrain,
 )
 from fames.baselines.search import random_choices
-from fames.energy import exact_costs, layer_macs, model_energy
 from fames.errors import FamesError
+from fames.method.energy import exact_costs, layer_macs, model_energy
+from fames.method.estimate import L2Estimator, MeanForward, MREEstimator, TaylorEstimator, make_estimator
+from fames.method.problem import apply_choice, build_problem
+from fames.method.select import ILPSelector, InfeasibleBudget, SelectionProblem
 from fames.quant import calibrate_ptq, qlayers, quantize
-from fames.select import ILPSelector, InfeasibleBudget, SelectionProblem
 from fames.train import TrainConfig
 
 
@@ -164,10 +161,12 @@ def test_l2_and_mre_closed_form():
         np.testing.assert_allclose(f.omega[name], np.tile(vals, (3, 1)), rtol=1e-12, atol=1e-15)
     scaled = L2Estimator("macs").estimate(model, x, torch.zeros(4, dtype=torch.long), {name: cands})
     np.testing.assert_allclose(scaled.omega[name], [np.multiply(36, l2)])  # 3 outputs x 12 inputs
-    assert make_estimator("taylor-full").hessian == "full" and make_estimator("taylor-full").mean == "taylor"
-    fwd = make_estimator("taylor-rank1+forward")
-    assert (fwd.hessian, fwd.mean) == ("rank1", "forward")
-    for bad in ("hessian-free", "first-order+forward", "taylor-rank1+median"):
+    full = make_estimator("taylor-full")
+    assert isinstance(full, TaylorEstimator) and full.hessian == "full"
+    fwd = make_estimator("taylor-rank1+forward", forward_above=0.3)
+    assert isinstance(fwd, MeanForward) and fwd.inner.hessian == "rank1" and fwd.forward_above == 0.3
+    assert isinstance(make_estimator("l2+forward").inner, L2Estimator)
+    for bad in ("hessian-free", "taylor-rank1+median"):
         with pytest.raises(FamesError, match="not one of"):
             make_estimator(bad)
 

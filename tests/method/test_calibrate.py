@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from fames.appmul.families import build
-from fames.calibrate import (
+from fames.data import get_loader
+from fames.errors import FamesError
+from fames.method.calibrate import (
     CalibrationConfig,
     CalibrationData,
     LearnableWeightClipping,
@@ -14,8 +16,6 @@ from fames.calibrate import (
     calibrate,
     calibration_data,
 )
-from fames.data import get_loader
-from fames.errors import FamesError
 from fames.models import create_model
 from fames.quant import QuantConfig, calibrate_ptq, qlayers, quantize
 from fames.train import TrainConfig, evaluate, train

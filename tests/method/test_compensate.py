@@ -10,18 +10,17 @@ from torch import nn
 
 from fames.appmul.core import AppMul, exact_lut, operand_values
 from fames.appmul.families import build
-from fames.compensate import (
+from fames.errors import FamesError
+from fames.method.compensate import (
     attach,
     compensate_model,
-    estimate_with_compensation,
     fit_calibrated,
     fit_offline,
     overhead_costs,
     perforation_model,
     rank1_model,
 )
-from fames.errors import FamesError
-from fames.estimate import TaylorEstimator
+from fames.method.estimate import MeanForward, TaylorEstimator, estimate_with_compensation
 from fames.quant import QConv2d, QLinear, calibrate_ptq, qlayers, quantize
 
 
@@ -84,8 +83,8 @@ def test_perforation_correction_cancels_the_expectation():
     lin.set_assignment(m)
     comp = fit_offline(lin)
     x = torch.tensor(list(itertools.product(range(4), repeat=4))).double()  # all 256 windows
-    qx, qw = lin._operands(x)
-    eps = lin._integer(qx, qw, **lin._emulation_args(x.device)) - lin._exact_integer(qx, qw)
+    qx, qw = lin.operands(x)
+    eps = lin.integer(qx, qw, **lin.emulation_args(x.device)) - lin.exact_integer(qx, qw)
     V = comp.variate(lin, qx, qw)
     resid = eps - (comp.beta.double() * V + comp.alpha.double()) * 2.0**-comp.frac
     assert eps.mean(0).abs().min() > 5  # perforation error is biased ...
@@ -98,9 +97,9 @@ def test_perforation_correction_cancels_the_expectation():
 def _naive(layer, x, am, comp):
     """Integer reference of the whole compensated layer with unit scales and an integer bias (so every float64
     operation of the emulation is exact): sum of LUT entries - correction - zero-point terms + bias."""
-    qx, qw = layer._operands(x)
-    px = layer._patches(qx)  # (N, g, CK, L) codes
-    pw = layer._kernel_rows(qw)  # (g, Og, CK)
+    qx, qw = layer.operands(x)
+    px = layer.patches(qx)  # (N, g, CK, L) codes
+    pw = layer.kernel_rows(qw)  # (g, Og, CK)
     na, nw = 1 << layer.a_bits, 1 << layer.w_bits
     lut = torch.from_numpy(am.lut.astype(np.int64))
     zx, zw = int(layer.act_quant.zero_point), int(layer.weight_quant.zero_point[0])
@@ -134,7 +133,7 @@ def test_compensated_conv_is_bit_exact(calibrated, zw):
         comp = fit_calibrated(layer, x, comp)
     attach(layer, comp)
     got = layer(x)
-    assert torch.equal(layer._output_rows(got), _naive(layer, x, am, comp))
+    assert torch.equal(layer.output_rows(got), _naive(layer, x, am, comp))
     assert comp.fit == ("calibrated" if calibrated else "offline") and comp.method == "rank1"
 
 
@@ -211,8 +210,8 @@ def test_estimate_matches_taylor_and_sees_the_correction():
     const = AppMul("const3", 4, 4, True, True, exact_lut(4, 4, True, True) + 3)
     fan_in = layer0.weight[0].numel()
     cancel = type(zero)(**{**zero.__dict__, "appmul": "const3", "alpha": zero.alpha * 0 + 3 * fan_in * 2**zero.frac})
-    for mean in ("taylor", "forward"):  # forward_above < 0: every candidate's mean error is forwarded
-        est = TaylorEstimator("full", mean=mean, forward_above=-1.0, progress=False)
+    full = TaylorEstimator("full", progress=False)
+    for est in (full, MeanForward(full, forward_above=-1.0, progress=False)):  # < 0: every mean error forwarded
         got = est.estimate(model, x, y, {n0: [const, (const, cancel)]}).omega[n0]
         assert got[0, 0] > 1e-4 and got[0, 1] == pytest.approx(0.0, abs=1e-9)
 
@@ -234,7 +233,7 @@ def test_compensation_round_trips_through_the_assignment_file(tmp_path):
     import copy
 
     from fames.appmul.library import Library
-    from fames.substitute import current_assignment, load_assignment, save_assignment, substitute
+    from fames.method.assignment import current_assignment, load_assignment, save_assignment, substitute
 
     model, x, _ = _small_model()
     fresh = copy.deepcopy(model)
@@ -265,31 +264,33 @@ def test_overhead_is_costed_on_the_liberty():
 
 
 def test_run_config_accepts_compensation_modes():
-    from fames.pipeline import RunConfig
+    from fames.flow.config import RunConfig, SelectionConfig
 
-    assert RunConfig(compensation="auto").compensation == "auto"
+    assert RunConfig(selection=SelectionConfig(compensation="auto")).selection.compensation == "auto"
     with pytest.raises(FamesError, match="compensation"):
-        RunConfig(compensation="yes")
+        SelectionConfig(compensation="yes")
     with pytest.raises(FamesError, match="granularity 'layer'"):
-        RunConfig(compensation="control_variate", granularity="filter")
+        RunConfig.from_dict({"selection": {"compensation": "control_variate", "granularity": "filter"}})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["control_variate", "auto"])
 def test_run_with_compensation(tmp_path, mode):
     from fames.data import get_loader
+    from fames.flow.config import RunConfig
+    from fames.flow.run import run
     from fames.models import create_model, save_checkpoint
-    from fames.pipeline import RunConfig, run
     from fames.train import TrainConfig, train
 
     torch.manual_seed(0)
     net = create_model("digits_cnn")
     train(net, get_loader("digits", "train", 64, augment=True), TrainConfig(epochs=2, lr=0.05), progress=False)
     ck = save_checkpoint(net, tmp_path / "f.pt", meta={"quant": None})
-    cfg = RunConfig(model="digits_cnn", checkpoint=str(ck), quant="W4A4", dataset="digits", families=["perf", "trunc"],
-                    budgets=[0.6], samples=64, calib_samples=128, calibrate=False, validate_estimator=False,
-                    compensation=mode, output=str(tmp_path / "out"))
-    r = run(cfg, progress=False)
+    cfg = RunConfig.from_dict(dict(
+        model="digits_cnn", checkpoint=str(ck), quant="W4A4", families=["perf", "trunc"], budget=[0.6],
+        estimator={"samples": 64, "validate": False}, calibration=False, selection={"compensation": mode},
+        output=str(tmp_path / "out")))
+    r = run(cfg, progress=False).to_dict()
     (one,) = r["runs"]
     e_mult = one["energy_fj"] - one["compensation_overhead_fj"]
     if mode == "auto":  # the ILP saw the overhead: the budget holds with it included
@@ -300,7 +301,7 @@ def test_run_with_compensation(tmp_path, mode):
     assert one["accuracy_before_compensation"] >= 0 and 0 <= one["accuracy"] <= 100
     # the saved model + assignment (with its corrections) reproduce the reported accuracy, as `fames eval` does
     from fames.appmul.library import Library
-    from fames.substitute import load_assignment, substitute
+    from fames.method.assignment import load_assignment, substitute
     from fames.train import evaluate, load_model
 
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ from torch import nn
 from fames.appmul.core import AppMul, exact_lut
 from fames.appmul.families import build, build_family
 from fames.errors import FamesError
-from fames.estimate import TaylorEstimator, counting_gradients, true_loss_changes
+from fames.method.estimate import MeanForward, TaylorEstimator, counting_gradients, true_loss_changes
 from fames.quant import calibrate_ptq, qlayers, quantize
 
 
@@ -80,11 +80,12 @@ def _constant_error(layer, c: int) -> AppMul:
 @pytest.mark.parametrize("hessian", ["rank1", "full"])
 def test_mean_forward_is_exact_for_a_constant_error(hessian):
     """A constant error table shifts the output by the same amount for every sample: the remainder is zero, so
-    the estimate with mean="forward" is the measured loss change (layers before the shifted one replayed)."""
+    the mean-forward estimate is the measured loss change (layers before the shifted one replayed)."""
     model, x, y, cands = _model(5)
     for n, layer in qlayers(model):
         cands[n] = cands[n][:3] + [_constant_error(layer, c) for c in (-2, 1, 3)]
-    est = TaylorEstimator(hessian, chunk=10, first_order="signed", mean="forward", forward_above=-1.0, progress=False)
+    est = MeanForward(TaylorEstimator(hessian, chunk=10, first_order="signed", progress=False), -1.0, chunk=10,
+                      progress=False)
     got = est.estimate(model, x, y, cands)
     true = true_loss_changes(model, x, y, cands, progress=False)
     for n in cands:
@@ -100,13 +101,12 @@ def test_mean_forward_only_above_the_threshold():
     """Below ``forward_above`` the Taylor value is kept as is; above it the forward replaces the mean part."""
     model, x, y, cands = _model(4)
     taylor = TaylorEstimator("full", chunk=10, progress=False).estimate(model, x, y, cands)
-    never = TaylorEstimator("full", chunk=10, mean="forward", forward_above=1e9, progress=False)
-    always = TaylorEstimator("full", chunk=10, mean="forward", forward_above=-1.0, progress=False)
+    taylor_full = TaylorEstimator("full", chunk=10, progress=False)
+    never = MeanForward(taylor_full, forward_above=1e9, chunk=10, progress=False)
+    always = MeanForward(taylor_full, forward_above=-1.0, chunk=10, progress=False)
     e_never, e_always = never.estimate(model, x, y, cands), always.estimate(model, x, y, cands)
     tau = float(np.median(np.concatenate([v.ravel() for v in taylor.omega.values()])))
-    e_mid = TaylorEstimator("full", chunk=10, mean="forward", forward_above=tau, progress=False).estimate(
-        model, x, y, cands
-    )
+    e_mid = MeanForward(taylor_full, forward_above=tau, chunk=10, progress=False).estimate(model, x, y, cands)
     for n in cands:
         np.testing.assert_array_equal(e_never.omega[n], taylor.omega[n])
         assert not e_never.shift[n].any()
@@ -121,10 +121,8 @@ def test_bad_input():
         TaylorEstimator("diag")
     with pytest.raises(FamesError, match="needs hessian='full'"):
         TaylorEstimator("rank1", linearized=True)
-    with pytest.raises(FamesError, match="mean='median' is not one of"):
-        TaylorEstimator("rank1", mean="median")
     with pytest.raises(FamesError, match="use granularity 'layer'"):
-        TaylorEstimator("rank1", mean="forward", progress=False).estimate(model, x, y, cands, granularity="filter")
+        MeanForward(TaylorEstimator("rank1", progress=False)).estimate(model, x, y, cands, granularity="filter")
     name = next(iter(cands))
     wrong = {name: build_family("exact", 8, 8, True)}
     with pytest.raises(FamesError, match="the layer needs"):

@@ -8,8 +8,9 @@ import torch
 from fames.cli import main
 from fames.data import get_loader
 from fames.errors import FamesError
+from fames.flow.config import RunConfig
+from fames.flow.run import run
 from fames.models import create_model, save_checkpoint
-from fames.pipeline import RunConfig, run
 from fames.train import TrainConfig, train
 
 
@@ -21,15 +22,16 @@ def float_ckpt(tmp_path_factory):
     return save_checkpoint(m, tmp_path_factory.mktemp("ck") / "f.pt", meta={"quant": None})
 
 
-def _cfg(ck, out, **kw):
-    base = dict(model="digits_cnn", checkpoint=str(ck), quant="W4A4", dataset="digits", families=["trunc", "perf"],
-                budgets=[0.7, 0.01], samples=128, calib_samples=256, calib_epochs=1, output=str(out))
-    return RunConfig(**(base | kw))
+def _cfg(ck, out, estimator=None, selection=None, calibration=None, **kw):
+    base = dict(model="digits_cnn", checkpoint=str(ck), quant="W4A4", families=["trunc", "perf"],
+                budget=[0.7, 0.01], estimator={"samples": 128} | (estimator or {}), selection=selection or {},
+                calibration={"samples": 256, "epochs": 1} if calibration is None else calibration, output=str(out))
+    return RunConfig.from_dict(base | kw)
 
 
 def test_run_end_to_end_report_and_resume(float_ckpt, tmp_path, capsys):
     out = tmp_path / "run"
-    r = run(_cfg(float_ckpt, out), progress=False)
+    r = run(_cfg(float_ckpt, out), progress=False).to_dict()
     for key in ("float", "exact_quant", "approx_uncalibrated", "approx"):
         assert 0 <= r["accuracy"][key] <= 100
     assert r["relative_energy"] <= 0.7 + 1e-9 and r["energy_reduction"] == pytest.approx(1 - r["relative_energy"])
@@ -47,17 +49,17 @@ def test_run_end_to_end_report_and_resume(float_ckpt, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["accuracy"] == pytest.approx(r["accuracy"]["approx"])
     # resume: the stages are reused and give the same result
-    r2 = run(_cfg(float_ckpt, out), progress=False)
+    r2 = run(_cfg(float_ckpt, out), progress=False).to_dict()
     assert r2["runs"] == r["runs"] and r2["assignment"] == r["assignment"]
 
 
 def test_bad_run_configs(float_ckpt, tmp_path):
-    with pytest.raises(FamesError, match="known keys"):
+    with pytest.raises(FamesError, match="budgte: unknown key"):
         RunConfig.from_dict({"model": "digits_cnn", "budgte": [0.5]})
     with pytest.raises(FamesError, match=r"\(0, 1\]"):
-        RunConfig(budgets=[1.5])
+        RunConfig(budget=[1.5])
     with pytest.raises(FamesError, match="samples requested"):
-        run(_cfg(float_ckpt, tmp_path / "x", samples=5000), progress=False)
+        run(_cfg(float_ckpt, tmp_path / "x", estimator={"samples": 5000}), progress=False)
     with pytest.raises(FamesError, match="quant"):
         run(_cfg(float_ckpt, tmp_path / "y", quant=None), progress=False)
     lib = tmp_path / "lib8"
@@ -71,27 +73,28 @@ def test_run_kernel_granularity(float_ckpt, tmp_path):
     """`granularity: kernel` estimates, selects and assigns per (output, input) channel pair."""
     out = tmp_path / "kernel"
     r = run(
-        _cfg(float_ckpt, out, granularity="kernel", budgets=[0.7], calibrate=False, validate_estimator=False),
+        _cfg(float_ckpt, out, selection={"granularity": "kernel"}, budget=[0.7], calibration=False,
+             estimator={"validate": False}),
         progress=False,
-    )
+    ).to_dict()
     assert r["relative_energy"] <= 0.7 + 1e-9
     conv2 = r["assignment"]["conv2"]
     assert conv2["granularity"] == "kernel" and len(conv2["index"]) > 1 and len(conv2["index"][0]) > 1
     with pytest.raises(FamesError, match="granularity"):
-        RunConfig(granularity="channel")
+        RunConfig.from_dict({"selection": {"granularity": "channel"}})
     with pytest.raises(FamesError, match="curvature"):
-        RunConfig(curvature="diag")
+        RunConfig.from_dict({"estimator": {"curvature": "diag"}})
 
 
 def test_run_with_the_mean_forward_estimator(float_ckpt, tmp_path):
-    """`estimator_mean: forward` runs end to end; its Omega is the validated estimate in the report."""
+    """`estimator: {kind: taylor-rank1+forward}` runs end to end; its Omega is the validated estimate."""
     r = run(
-        _cfg(float_ckpt, tmp_path / "fwd", estimator_mean="forward", estimator_forward_above=0.0, budgets=[0.7],
-             calibrate=False),
+        _cfg(float_ckpt, tmp_path / "fwd", estimator={"kind": "taylor-rank1+forward", "forward_above": 0.0},
+             budget=[0.7], calibration=False),
         progress=False,
-    )
+    ).to_dict()
     assert r["relative_energy"] <= 0.7 + 1e-9 and r["estimator_spearman"] > 0.5
-    with pytest.raises(FamesError, match="estimator_mean 'median'"):
-        RunConfig(estimator_mean="median")
+    with pytest.raises(FamesError, match="estimator kind 'taylor-median'"):
+        RunConfig.from_dict({"estimator": {"kind": "taylor-median"}})
     with pytest.raises(FamesError, match="needs granularity 'layer'"):
-        RunConfig(estimator_mean="forward", granularity="filter")
+        RunConfig.from_dict({"estimator": {"kind": "taylor-rank1+forward"}, "selection": {"granularity": "filter"}})

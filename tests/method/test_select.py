@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fames.errors import FamesError
-from fames.select import (
+from fames.method.select import (
     GreedySelector,
     ILPSelector,
     InfeasibleBudget,

@@ -2,7 +2,7 @@
 validation accuracy of choice vectors with bit-exact emulation (serially, in worker processes on one machine,
 or as Ray tasks on a cluster).
 
-Choice vectors and :class:`~fames.problem.ModelProblem` are those of :mod:`fames.problem` (re-exported here).
+Choice vectors and :class:`~fames.method.problem.ModelProblem` are those of :mod:`fames.method.problem`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from torch import nn
 
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
-from fames.problem import ModelProblem, apply_choice, build_problem  # noqa: F401 (re-exported)
+from fames.method.problem import ModelProblem, apply_choice
+from fames.method.select import Selection, SelectionProblem
 from fames.quant.convert import qlayers
-from fames.select import Selection, SelectionProblem
 
 START_METHODS = ("spawn", "fork", "forkserver")
 

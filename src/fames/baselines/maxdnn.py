@@ -1,8 +1,8 @@
 """MAx-DNN-style heuristic selection: approximate the least sensitive groups (layers, filters or kernels) first.
 
 MAx-DNN (Leon et al.) distributes ROUP multipliers of increasing aggressiveness over layers, filters or kernels
-following their error resilience. Our rendering, behind the :class:`fames.select.Selector` interface and on the
-same :class:`~fames.select.SelectionProblem` as the ILP:
+following their error resilience. Our rendering, behind the :class:`fames.method.select.Selector` interface and on the
+same :class:`~fames.method.select.SelectionProblem` as the ILP:
 
 * every group's candidates on its energy/estimate Pareto front, most expensive first, form its approximation
   *levels*: each level saves energy at a larger estimated loss;
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from fames.select import Selection, SelectionProblem, _check_budget
+from fames.method.select import Selection, SelectionProblem, check_budget
 
 
 def approximation_levels(problem: SelectionProblem) -> list[np.ndarray]:
@@ -45,7 +45,7 @@ class MaxDNNSelector:
     name = "maxdnn"
 
     def solve(self, problem: SelectionProblem, ratio: float) -> Selection:
-        _check_budget(problem, ratio)
+        check_budget(problem, ratio)
         t0 = time.perf_counter()
         levels = approximation_levels(problem)
         en, om = problem.energy, problem.omega

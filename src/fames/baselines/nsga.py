@@ -1,4 +1,4 @@
-"""NSGA-II selection (ALWANN / MARLIN style) with pymoo, behind the :class:`fames.select.Selector` interface.
+"""NSGA-II selection (ALWANN / MARLIN style) with pymoo, behind the :class:`fames.method.select.Selector` interface.
 
 Variables: one integer per group, the index into the group's allowed candidates. Objectives (both
 minimized): validation error ``100 - accuracy`` (%) measured with bit-exact emulation by an
@@ -23,7 +23,7 @@ import numpy as np
 from fames.baselines.evaluate import Evaluator, SearchSelection, choose_best
 from fames.baselines.search import repair_to_budget
 from fames.errors import FamesError
-from fames.select import InfeasibleBudget, SelectionProblem, _check_budget
+from fames.method.select import InfeasibleBudget, SelectionProblem, check_budget
 
 PAPER_POPULATION = 70  # MARLIN: population 70, 80-120 generations
 PAPER_GENERATIONS = 100
@@ -107,7 +107,7 @@ class NSGASelector:
         from pymoo.optimize import minimize
         from tqdm.auto import tqdm
 
-        _check_budget(problem, ratio)
+        check_budget(problem, ratio)
         t0 = time.perf_counter()
         allowed = [np.where(row)[0] for row in problem.allowed]
         rank = np.full(problem.omega.shape, -1, dtype=np.int64)  # candidate index -> variable value

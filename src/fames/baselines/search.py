@@ -1,6 +1,6 @@
-"""Simple selection baselines behind the :class:`fames.select.Selector` interface: uniform selection (the
+"""Simple selection baselines behind the :class:`fames.method.select.Selector` interface: uniform selection (the
 same family member in every layer) and random search. Greedy by estimated sensitivity is
-:class:`fames.select.GreedySelector`.
+:class:`fames.method.select.GreedySelector`.
 
 Both rank candidates by the estimate (total omega, lower is better) unless given an ``evaluator`` (see
 :mod:`fames.baselines.evaluate`), in which case they measure validation accuracy and keep the most accurate.
@@ -14,7 +14,7 @@ import numpy as np
 
 from fames.baselines.evaluate import Evaluator, SearchSelection, choose_best
 from fames.errors import FamesError
-from fames.select import InfeasibleBudget, SelectionProblem, _check_budget
+from fames.method.select import InfeasibleBudget, SelectionProblem, check_budget
 
 CRITERIA = ("omega", "energy")
 
@@ -98,7 +98,7 @@ class UniformSelector:
         return out
 
     def solve(self, problem: SelectionProblem, ratio: float) -> SearchSelection:
-        _check_budget(problem, ratio)
+        check_budget(problem, ratio)
         t0 = time.perf_counter()
         members = self.members(problem)
         feasible = {k: c for k, c in members.items() if problem.evaluate(c)[1] <= ratio + 1e-9}
@@ -128,7 +128,7 @@ class RandomSearchSelector:
         self.samples, self.seed, self.evaluator = samples, seed, evaluator
 
     def solve(self, problem: SelectionProblem, ratio: float) -> SearchSelection:
-        _check_budget(problem, ratio)
+        check_budget(problem, ratio)
         t0 = time.perf_counter()
         rng = np.random.default_rng(self.seed)
         draws = random_choices(problem, self.samples, rng)

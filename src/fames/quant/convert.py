@@ -142,7 +142,7 @@ def set_mode(model: nn.Module, mode: str, layers: Iterable[str] | None = None) -
     for n, m in qlayers(model):
         if names is None or n in names:
             if mode == "approx" and m.assignment is None:
-                raise FamesError(f"layer {n} has no AppMul assignment; use fames.substitute first")
+                raise FamesError(f"layer {n} has no AppMul assignment; use fames.method.assignment first")
             m.mode = mode
 
 

@@ -63,7 +63,7 @@ class QuantLayer(nn.Module):
         # Emulate by gathering from the LUTs instead of a factorized plan: for AppMuls used for only a few
         # forward passes (estimate validation), where planning would cost more than it saves.
         self.gather_only = False
-        # Control-variate correction (fames.compensate.Compensation) subtracted from the approximate accumulator.
+        # Control-variate correction (fames.method.compensate.Compensation) subtracted from the approximate accumulator.
         self.compensation = None
 
     def extra_repr(self) -> str:
@@ -120,20 +120,21 @@ class QuantLayer(nn.Module):
     def quantized_weight(self) -> torch.Tensor:
         return self.weight_quant.dequantize(self.weight_codes())
 
-    # The subclasses provide: _operands(x) -> (qx, qw) codes (activation codes padded in the code domain),
-    # _integer(qx, qw, **emulation args) -> approximate accumulator, _exact_integer(qx, qw), _sum_x(qx, qw),
-    # _patches(qx) / _output_rows(y) / _kernel_rows(qw) (unfolded (groups, rows, taps, positions) views) and
-    # _output_shape(in_shape) / _rows_to_output(rows, out_shape) (one sample's rows back to the output shape),
-    # _weight_code_sums(G, w1h, in_shape) (used by counting_tables), and VIEW, the broadcast shape of a
-    # per-output-channel vector.
+    # The public integer view (subclasses provide it; compensation and estimation hooks build on it):
+    # operands(x) -> (qx, qw) integer codes (activation codes padded in the code domain),
+    # integer(qx, qw, **emulation_args(device)) -> approximate accumulator, exact_integer(qx, qw), sum_x(qx, qw),
+    # patches(qx) / output_rows(y) / kernel_rows(qw) (unfolded (groups, rows, taps, positions) views),
+    # output_shape(in_shape) / rows_to_output(rows, out_shape) (one sample's rows back to the output shape),
+    # error_scale(view, dtype) (s_x s_w per output channel: integer error -> output units), and VIEW, the broadcast
+    # shape of a per-output-channel vector. _weight_code_sums(G, w1h, in_shape) is used by counting_tables only.
     VIEW: tuple[int, ...] = (-1,)
 
     def _approx(self, x: torch.Tensor) -> torch.Tensor:
-        qx, qw = self._operands(x)
-        acc = self._integer(qx, qw, **self._emulation_args(x.device))
+        qx, qw = self.operands(x)
+        acc = self.integer(qx, qw, **self.emulation_args(x.device))
         if self.compensation is not None and self.error_probe is None:
             acc = acc - self.compensation.correction(self, qx, qw).to(acc.dtype)
-        sum_x = self._sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
+        sum_x = self.sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
         return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(x.dtype)
 
     @torch.no_grad()
@@ -142,8 +143,8 @@ class QuantLayer(nn.Module):
         uses A instead of the exact multiplier (float64; None for an exact A). Codes are computed once; each
         error sum is gathered from the error table (float32 when every partial sum is an exact float32 integer).
         """
-        qx, qw = self._operands(x)
-        scale = self._error_scale(self.VIEW, torch.float64)
+        qx, qw = self.operands(x)
+        scale = self.error_scale(self.VIEW, torch.float64)
         fan_in = qw[0].numel()
         for m in appmuls:
             if m.widths != self.widths:
@@ -152,19 +153,19 @@ class QuantLayer(nn.Module):
                 yield None
                 continue
             dt = torch.float32 if int(np.abs(m.error()).max()) * fan_in < 1 << 24 else torch.float64
-            yield self._integer(qx, qw, appmul=lut_plan(m, error=True), assign=None, dtype=dt).double() * scale
+            yield self.integer(qx, qw, appmul=lut_plan(m, error=True), assign=None, dtype=dt).double() * scale
 
     @torch.no_grad()
     def code_histogram(self, x: torch.Tensor, max_elems: int = 1 << 21) -> torch.Tensor:
         """Counts of the activation codes read at every (group, tap, output position) over the batch ``x (S, ...)``:
         ``(groups, taps, positions, 2^a)`` int64 (padding reads the code of real zero). ``max_elems`` bounds the
         codes of a block of samples."""
-        qx, _ = self._operands(x)
+        qx, _ = self.operands(x)
         na = 1 << self.a_bits
         hist = None
-        step = max(1, max_elems // max(1, self._patches(qx[:1]).numel()))
+        step = max(1, max_elems // max(1, self.patches(qx[:1]).numel()))
         for s0 in range(0, qx.shape[0], step):
-            codes = self._patches(qx[s0 : s0 + step]) & (na - 1)  # (s, groups, taps, positions)
+            codes = self.patches(qx[s0 : s0 + step]) & (na - 1)  # (s, groups, taps, positions)
             base = torch.arange(codes[0].numel()).view(codes.shape[1:]) * na
             h = torch.bincount((base + codes).flatten(), minlength=codes[0].numel() * na)
             hist = h if hist is None else hist + h
@@ -179,8 +180,8 @@ class QuantLayer(nn.Module):
         weight codes, ``E[a, w[o, tap]]``, and contracted with the counts over (tap, a): one batched matmul per
         AppMul (float32 while every partial sum is an exact integer)."""
         nw = 1 << self.w_bits
-        scale = self._error_scale(self.VIEW, torch.float64)
-        rows_w = self._kernel_rows(self.weight_codes()) & (nw - 1)  # (groups, O/groups, taps)
+        scale = self.error_scale(self.VIEW, torch.float64)
+        rows_w = self.kernel_rows(self.weight_codes()) & (nw - 1)  # (groups, O/groups, taps)
         g, t, p, na = counts.shape
         hist = counts.permute(0, 1, 3, 2).reshape(g, t * na, p)  # (groups, taps * 2^a, positions)
         h32 = hist.float() if n * t <= 1 << 24 else None
@@ -196,7 +197,7 @@ class QuantLayer(nn.Module):
             h, dt = (h32, torch.float32) if exact32 else (h64, torch.float64)
             Ew = E.to(dt)[rows_w].reshape(g, rows_w.shape[1], t * na)  # (groups, O/groups, taps * 2^a)
             rows = torch.bmm(Ew, h).double() / n  # (groups, O/groups, positions)
-            out.append((self._rows_to_output(rows, out_shape)[None] * scale)[0])  # scale broadcasts over a batch
+            out.append((self.rows_to_output(rows, out_shape)[None] * scale)[0])  # scale broadcasts over a batch
         return torch.stack(out)
 
     def mean_errors(self, x: torch.Tensor, appmuls: list[AppMul], max_elems: int = 1 << 21) -> torch.Tensor:
@@ -204,7 +205,7 @@ class QuantLayer(nn.Module):
         the batch ``x (S, ...)`` at every output position (zero for an exact A), from the code histogram: no
         emulation."""
         counts = self.code_histogram(x, max_elems)
-        return self.histogram_errors(counts, x.shape[0], appmuls, self._output_shape(x.shape))
+        return self.histogram_errors(counts, x.shape[0], appmuls, self.output_shape(x.shape))
 
     @torch.no_grad()
     def counting_tables(self, x: torch.Tensor, grads: list[torch.Tensor], max_elems: int = 1 << 21) -> torch.Tensor:
@@ -217,11 +218,11 @@ class QuantLayer(nn.Module):
         then a per-sample product with the one-hot activation codes. ``max_elems`` bounds the block's
         intermediate tensors (float32 elements). Codes index the LUT (two's-complement bit patterns).
         """
-        qx, qw = self._operands(x)
+        qx, qw = self.operands(x)
         na, nw = 1 << self.a_bits, 1 << self.w_bits
         w1h = F.one_hot(qw.long() & (nw - 1), nw).float()  # (O, ..., nw)
         k, S = len(grads), qx.shape[0]
-        scale = self._error_scale(self.VIEW, torch.float64)
+        scale = self.error_scale(self.VIEW, torch.float64)
         G = torch.stack([(gk.double() * scale).float() for gk in grads], 1)  # (S, k, *output)
         out = torch.empty(k, S, na, nw, dtype=torch.float64)
         step = max(1, max_elems // (qx[0].numel() * max(na, k * nw)))
@@ -249,23 +250,23 @@ class QuantLayer(nn.Module):
         for m in appmuls:
             if m.widths != self.widths:
                 raise AppMulError(f"AppMul {m.name} is {m.signature()}; this layer needs {self.widths}")
-        qx, qw = self._operands(x)
+        qx, qw = self.operands(x)
         na, nw = 1 << self.a_bits, 1 << self.w_bits
         K, S = len(appmuls), qx.shape[0]
         f = decompose_table(np.concatenate([m.error() for m in appmuls], 1))  # U (na, r), V (K * nw, r)
         U = torch.from_numpy(f.U)
-        rows = self._kernel_rows(qw) & (nw - 1)  # (groups, O/groups, C/groups * taps)
+        rows = self.kernel_rows(qw) & (nw - 1)  # (groups, O/groups, C/groups * taps)
         O, Cg = qw.shape[0], qw.shape[1]
         V = torch.from_numpy(f.V).view(K, nw, f.r)[:, rows.reshape(O, Cg, -1)]  # (K, O, C/groups, taps, r)
-        scale = self._error_scale(self.VIEW, torch.float64)
+        scale = self.error_scale(self.VIEW, torch.float64)
         out = torch.zeros(len(grads), S, O, Cg, K, dtype=torch.float64)
         if f.r == 0:
             return out
         step = max(1, max_elems // (qx[0].numel() * (rows.shape[-1] // Cg)))
         for s0 in range(0, S, step):
             s1 = min(S, s0 + step)
-            codes = self._patches(qx[s0:s1]) & (na - 1)  # (s, groups, C/groups * taps, positions)
-            gk = [self._output_rows(g[s0:s1].double() * scale) for g in grads]  # (s, groups, O/groups, positions)
+            codes = self.patches(qx[s0:s1]) & (na - 1)  # (s, groups, C/groups * taps, positions)
+            gk = [self.output_rows(g[s0:s1].double() * scale) for g in grads]  # (s, groups, O/groups, positions)
             for r in range(f.r):
                 u = U[:, r][codes].transpose(-1, -2)  # (s, groups, positions, C/groups * taps)
                 for k, g in enumerate(gk):
@@ -273,7 +274,7 @@ class QuantLayer(nn.Module):
                     out[k, s0:s1] += torch.einsum("soct,koct->sock", t, V[..., r])
         return out
 
-    def _emulation_args(self, device: torch.device) -> dict:
+    def emulation_args(self, device: torch.device) -> dict:
         """AppMuls, assignment index and error table for the emulation kernels."""
         if self.error_probe is not None:
             return {"appmul": _exact_appmul(self.widths), "assign": None, "error_table": self.error_probe}
@@ -283,7 +284,7 @@ class QuantLayer(nn.Module):
         idx = a.index.to(device) if a.granularity != "layer" else None
         return {"appmul": lut_plan(a.appmuls) if self.gather_only else a.appmuls, "assign": idx, "error_table": None}
 
-    def _error_scale(self, view: tuple[int, ...], dt: torch.dtype) -> torch.Tensor:
+    def error_scale(self, view: tuple[int, ...], dt: torch.dtype) -> torch.Tensor:
         sx, _ = self.act_quant.params(0)
         return (sx.to(dt) * self.weight_quant.scale.abs().clamp_min(1e-12).to(dt)).view(view)
 
@@ -345,14 +346,14 @@ class QConv2d(QuantLayer):
             return F.conv2d(self.act_quant(x), self.quantized_weight(), self.bias, *args)
         return self._approx(x)
 
-    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         qx = self.act_quant.codes(x)
         ph, pw = self.padding
         if ph or pw:  # pad with the code of real zero
             qx = F.pad(qx, (pw, pw, ph, ph), value=float(self.act_quant.zero_point))
         return qx, self.weight_codes()
 
-    def _integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
+    def integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
         emu.setdefault("dtype", self.emulation_dtype)
         return approx_conv2d(qx, qw, stride=self.stride, dilation=self.dilation, groups=self.groups, **emu)
 
@@ -360,32 +361,32 @@ class QConv2d(QuantLayer):
         dt = self.emulation_dtype
         return F.conv2d(qx.to(dt), w.to(dt), None, self.stride, 0, self.dilation, self.groups)
 
-    def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+    def exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return self._conv(qx, qw)
 
-    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+    def sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return self._conv(qx, torch.ones_like(qw))
 
-    def _patches(self, qx: torch.Tensor) -> torch.Tensor:
+    def patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Padded activation codes ``(N, C, H, W)`` -> ``(N, groups, C/groups * kh * kw, positions)`` long."""
         cols = F.unfold(qx.float(), self.kernel_size, self.dilation, 0, self.stride)
         return cols.round().long().view(qx.shape[0], self.groups, -1, cols.shape[-1])
 
-    def _output_rows(self, y: torch.Tensor) -> torch.Tensor:
+    def output_rows(self, y: torch.Tensor) -> torch.Tensor:
         """Output-shaped ``(N, O, Ho, Wo)`` -> ``(N, groups, O/groups, positions)``."""
         return y.reshape(y.shape[0], self.groups, -1, y.shape[2] * y.shape[3])
 
-    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
+    def kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
         """Weight codes ``(O, C/groups, kh, kw)`` -> ``(groups, O/groups, C/groups * kh * kw)``."""
         return qw.long().reshape(self.groups, qw.shape[0] // self.groups, -1)
 
-    def _output_shape(self, in_shape: torch.Size) -> tuple[int, ...]:
+    def output_shape(self, in_shape: torch.Size) -> tuple[int, ...]:
         """One sample's output shape ``(O, Ho, Wo)`` for an input ``(N, C, H, W)``."""
         geometry = zip(in_shape[2:], self.padding, self.dilation, self.kernel_size, self.stride, strict=True)
         hw = ((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in geometry)
         return (self.weight.shape[0], *hw)
 
-    def _rows_to_output(self, rows: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+    def rows_to_output(self, rows: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
         """One sample's ``(groups, O/groups, positions)`` -> ``out_shape`` ``(O, Ho, Wo)``."""
         return rows.reshape(out_shape)
 
@@ -425,36 +426,36 @@ class QLinear(QuantLayer):
             return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)
         return self._approx(x)
 
-    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.act_quant.codes(x), self.weight_codes()
 
-    def _integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
+    def integer(self, qx: torch.Tensor, qw: torch.Tensor, **emu) -> torch.Tensor:
         emu.setdefault("dtype", self.emulation_dtype)
         return approx_linear(qx, qw, **emu)
 
-    def _exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+    def exact_integer(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         dt = self.emulation_dtype
         return F.linear(qx.to(dt), qw.to(dt))
 
-    def _sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+    def sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         return qx.to(self.emulation_dtype).sum(-1, keepdim=True)
 
-    def _patches(self, qx: torch.Tensor) -> torch.Tensor:
+    def patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Activation codes ``(N, ..., in)`` -> ``(N, 1, in, positions)`` long (positions = the middle dims)."""
         return qx.long().reshape(qx.shape[0], -1, qx.shape[-1]).transpose(1, 2).unsqueeze(1)
 
-    def _output_rows(self, y: torch.Tensor) -> torch.Tensor:
+    def output_rows(self, y: torch.Tensor) -> torch.Tensor:
         """Output-shaped ``(N, ..., O)`` -> ``(N, 1, O, positions)``."""
         return y.reshape(y.shape[0], -1, y.shape[-1]).transpose(1, 2).unsqueeze(1)
 
-    def _kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
+    def kernel_rows(self, qw: torch.Tensor) -> torch.Tensor:
         return qw.long().unsqueeze(0)
 
-    def _output_shape(self, in_shape: torch.Size) -> tuple[int, ...]:
+    def output_shape(self, in_shape: torch.Size) -> tuple[int, ...]:
         """One sample's output shape ``(..., O)`` for an input ``(N, ..., in)``."""
         return (*in_shape[1:-1], self.weight.shape[0])
 
-    def _rows_to_output(self, rows: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+    def rows_to_output(self, rows: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
         """One sample's ``(1, O, positions)`` -> ``out_shape`` ``(..., O)``."""
         return rows[0].T.reshape(out_shape)
 

@@ -56,7 +56,7 @@ def group_macs(layer: QuantLayer, macs: int, granularity: str) -> int:
     raise FamesError(f"unknown granularity {granularity!r}")
 
 
-def energy_per_op(m: AppMul, metric: str = "pdp") -> tuple[float, float]:
+def appmul_op_energy(m: AppMul, metric: str = "pdp") -> tuple[float, float]:
     """``(energy per op of m, energy per op of the exact multiplier of its widths)`` in fJ."""
     if metric not in METRICS:
         raise FamesError(f"energy metric {metric!r} is not one of {list(METRICS)}")
@@ -80,7 +80,7 @@ def exact_costs(appmuls: list[AppMul], metric: str = "pdp") -> dict[tuple[int, i
     out: dict[tuple[int, int, bool, bool], float] = {}
     for m in appmuls:
         if m.cost is not None and m.widths not in out:
-            out[m.widths] = energy_per_op(m, metric)[1]
+            out[m.widths] = appmul_op_energy(m, metric)[1]
     return out
 
 
@@ -103,7 +103,7 @@ def model_energy(
             e = ex
         else:
             idx = a.index.flatten().tolist() or [0]
-            e = sum(macs[name] / len(idx) * energy_per_op(a.appmuls[k], metric)[0] for k in idx)
+            e = sum(macs[name] / len(idx) * appmul_op_energy(a.appmuls[k], metric)[0] for k in idx)
         per[name] = (e, ex)
         total += e
         exact_total += ex

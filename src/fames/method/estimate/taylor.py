@@ -12,26 +12,19 @@ dY_A = Y(A) - Y(exact) = s_x s_w sum_i E_A[x_i, w_i], so the logits change to fi
   ``(J_s e_A)_c = <dz_{s,c}/dY_k, dY_A[s]>``. This is the exact Gauss-Newton quadratic form, computed
   without building the Hessian. The rank-1 variant replaces ``H_L(z_s)`` by ``lambda_s v_s v_s^T`` (its
   top eigenpair, by power iteration) and needs one backward pass from ``sum_s v_s . z_s`` instead of C.
-* ``mean="forward"`` (our extension, layer granularity): where the Taylor estimate exceeds ``forward_above``
-  nats, the sample mean ``mu_A`` of ``dY_A`` at every output position (the AppMul's bias on this layer's data,
-  e.g. truncation's downward bias) is propagated by a forward pass of the rest of the network, giving its exact
-  loss change; the Taylor model covers only the zero-mean remainder ``dY_A - mu_A``. The mean error drives
-  most of the loss change of strong approximations, where the quadratic model extrapolates far beyond the
-  saturating true loss (bench/estimator.py).
+* With ``mean_errors`` (:class:`~fames.method.estimate.forward.MeanForward`) the same terms are also computed
+  for the zero-mean remainder ``dY_A - mu_A`` of each candidate (``Estimate.residual``).
 * At kernel granularity (output x input channel pairs) the same contractions are kept per kernel without any
   per-group forward pass: one exact factorization of all candidates' error tables turns them into r weight
   gradients of the layer per output gradient (:meth:`fames.quant.layers.QuantLayer.kernel_projections`);
   filters sum their kernels. How the second-order term is split over groups: ``curvature`` below.
 
-Estimators are swappable objects with ``estimate(model, batch, candidates, granularity)``.
+The mean-forward extension lives in :mod:`fames.method.estimate.forward` (a wrapper around any estimator).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,74 +34,24 @@ from tqdm.auto import tqdm
 
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
-from fames.quant.convert import qlayers
-from fames.quant.layers import GRANULARITIES, QuantLayer
+from fames.method.compensate import correction_projections
+from fames.method.estimate.base import (
+    Estimate,
+    as_pairs,
+    capture,
+    check_candidates,
+    check_granularity,
+    layer_states,
+)
+from fames.quant.layers import QuantLayer
 
 HESSIANS = ("none", "rank1", "full")
 CURVATURES = ("own", "bound")
-MEANS = ("taylor", "forward")
-
-
-@dataclass
-class Estimate:
-    """Omega per layer: ``omega[name]`` has shape ``(groups, K)`` (groups = 1 at layer granularity).
-
-    ``first`` and ``second`` hold the two terms separately; ``candidates[name]`` the K AppMuls; ``shift`` (with
-    ``mean="forward"``) the loss change caused by each candidate's mean output error alone, by forward passes.
-    """
-
-    omega: dict[str, np.ndarray]
-    first: dict[str, np.ndarray]
-    second: dict[str, np.ndarray]
-    candidates: dict[str, list[AppMul]]
-    granularity: str
-    hessian: str
-    seconds: float
-    shift: dict[str, np.ndarray] | None = None
-
-
-@contextlib.contextmanager
-def _layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
-    """Run with every quantized layer in exact mode (e = 0) and float64 emulation; restore afterwards."""
-    ql = qlayers(model)
-    saved = [(m.mode, m.assignment, m.emulation_dtype) for _, m in ql]
-    was_training = model.training
-    model.eval()
-    try:
-        for _, m in ql:
-            m.mode, m.emulation_dtype = "exact", torch.float64
-        yield ql
-    finally:
-        for (_, m), (mode, a, dt) in zip(ql, saved, strict=True):
-            m.mode, m.assignment, m.emulation_dtype = mode, a, dt
-            m.error_probe, m.gather_only = None, False
-        model.train(was_training)
-
-
-def _as_pairs(cands: list) -> list[tuple[AppMul, object]]:
-    """Candidates as ``(AppMul, Compensation or None)`` pairs (a bare AppMul has no correction)."""
-    return [c if isinstance(c, tuple) else (c, None) for c in cands]
-
-
-def _check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, list], granularity: str) -> None:
-    names = dict(ql)
-    for n, ms in candidates.items():
-        if n not in names:
-            raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
-        if not ms:
-            raise FamesError(f"layer {n}: no candidate AppMuls (the library has none of widths {names[n].widths})")
-        for c, (m, comp) in zip(ms, _as_pairs(ms), strict=True):
-            if m.widths != names[n].widths:
-                raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, the layer needs {names[n].widths}")
-            if isinstance(c, tuple) and granularity != "layer":
-                raise FamesError("compensated candidates share one control variate per layer: use granularity 'layer'")
-            if comp is not None and comp.appmul != m.name:
-                raise FamesError(f"layer {n}: correction fitted for {comp.appmul!r} paired with AppMul {m.name!r}")
 
 
 def counting_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
     """``dL/dE`` per quantized layer (``(2^a, 2^w)`` float64) from one backward pass; L = mean cross-entropy."""
-    with _layer_states(model) as ql:
+    with layer_states(model) as ql:
         probes = {}
         for n, m in ql:
             m.error_probe = torch.zeros(1 << m.a_bits, 1 << m.w_bits, dtype=torch.float64, requires_grad=True)
@@ -118,26 +61,6 @@ def counting_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> di
             loss = F.cross_entropy(model(x), y)
             grads = torch.autograd.grad(loss, list(probes.values()))
     return {n: g.detach().numpy() for n, g in zip(probes, grads, strict=True)}
-
-
-def _capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor):
-    """Forward with hooks: logits, and per layer its input and output (output kept in the graph)."""
-    ins: dict[str, torch.Tensor] = {}
-    outs: dict[str, torch.Tensor] = {}
-    hooks = []
-    for n, m in ql:
-
-        def hook(mod, inp, out, n=n):
-            ins[n] = inp[0].detach()
-            outs[n] = out
-
-        hooks.append(m.register_forward_hook(hook))
-    try:
-        z = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return z, ins, outs
 
 
 class TaylorEstimator:
@@ -160,12 +83,6 @@ class TaylorEstimator:
     triangle inequality in the H-norm, summed over any subset of groups it bounds that subset's quadratic
     form from above, with equality for a whole layer of aligned errors.
 
-    ``mean``: ``"taylor"`` (the paper) puts the whole output error into the Taylor model; ``"forward"`` (layer
-    granularity) does so too where that estimate is at most ``forward_above`` nats (there the smooth quadratic
-    model is accurate and free of the sample batch's rounding noise), and elsewhere measures the loss change of
-    the candidate's mean output error over the sample batch by a forward pass of the layers after it (earlier
-    layers replay their recorded outputs), with the Taylor model on the zero-mean remainder only (clipped like
-    the first order). Large predicted changes are where the quadratic model extrapolates past the true loss.
     """
 
     # Per-sample counting tables cost ~2^min(a, w) output-gradient contractions, the per-candidate path ~K
@@ -181,8 +98,6 @@ class TaylorEstimator:
         linearized: bool = False,
         curvature: str = "own",
         first_order: str = "clip",
-        mean: str = "taylor",
-        forward_above: float = 0.1,
     ):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
@@ -195,15 +110,10 @@ class TaylorEstimator:
             raise FamesError("linearized=True evaluates each group's own loss change: it needs curvature='own'")
         if first_order not in ("clip", "signed"):
             raise FamesError(f"first_order={first_order!r}: use 'clip' or 'signed'")
-        if mean not in MEANS:
-            raise FamesError(f"mean={mean!r} is not one of {MEANS}")
-        self.linearized, self.curvature, self.first_order, self.mean = linearized, curvature, first_order, mean
-        self.forward_above = forward_above
+        self.linearized, self.curvature, self.first_order = linearized, curvature, first_order
         self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
         if linearized:
             self.name = "linearized-logits"
-        if mean == "forward":
-            self.name += "+mean-forward"
 
     def estimate(
         self,
@@ -212,74 +122,39 @@ class TaylorEstimator:
         y: torch.Tensor,
         candidates: dict[str, list[AppMul]],
         granularity: str = "layer",
+        mean_errors: dict[str, torch.Tensor] | None = None,
     ) -> Estimate:
         """Omega for every (layer, candidate) on the sample batch ``x (S, ...)``, labels ``y (S,)``.
 
         A candidate may also be a pair ``(AppMul, Compensation or None)`` (layer granularity): the Taylor model
         is then applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of the control-variate correction
-        (:mod:`fames.compensate`)."""
-        if granularity not in GRANULARITIES:
-            raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
+        (:mod:`fames.method.compensate`). ``mean_errors[layer]`` ``(K, *output[1:])`` (layer granularity) adds
+        the terms of the zero-mean remainder ``dY_A - mu_A`` as ``Estimate.residual``."""
+        check_granularity(granularity)
+        if mean_errors is not None and granularity != "layer":
+            raise FamesError("mean_errors (the mean-forward estimate) need granularity 'layer'")
         t0 = time.perf_counter()
-        mu = None
-        if self.mean == "forward":
-            if granularity != "layer":
-                raise FamesError("mean='forward' runs a forward pass per layer and candidate: use granularity 'layer'")
-            mu = self._mean_errors(model, x, candidates)
-        (second, first), rest = self._terms(model, x, y, candidates, granularity, mu)
-        clip = (lambda v: np.maximum(v, 0.0)) if self.first_order == "clip" else (lambda v: v)
-        omega = {n: clip(first[n]) + 0.5 * second[n] for n in candidates}
-        shift = None
-        if mu is not None:  # where the whole-error Taylor model predicts a large change: forward the mean error
-            big = {n: np.flatnonzero(omega[n][0] > self.forward_above) for n in candidates}
-            with _layer_states(model) as ql:
-                shifts = {n: mu[n][i] for n, i in big.items()}
-                done = _shifted_losses(model, ql, x, y, shifts, self.chunk, self.progress)
-            shift = {n: np.zeros_like(omega[n]) for n in candidates}
-            for n, i in big.items():
-                shift[n][0, i] = done[n][0]
-                first[n][0, i], second[n][0, i] = rest[1][n][0, i], rest[0][n][0, i]
-                omega[n][0, i] = clip(first[n][0, i]) + 0.5 * second[n][0, i] + clip(shift[n][0, i])
+        (second, first), rest = self._terms(model, x, y, candidates, granularity, mean_errors)
+        residual = None
+        if rest is not None:
+            residual = {"first": rest[1], "second": rest[0], "omega": self._omega(rest[1], rest[0])}
         return Estimate(
-            omega, first, second, candidates, granularity, self.hessian, time.perf_counter() - t0, shift
+            self._omega(first, second), first, second, candidates, granularity, self.hessian,
+            time.perf_counter() - t0, residual=residual,
         )
 
-    @torch.no_grad()
-    def _mean_errors(self, model, x, candidates):
-        """Per layer: the mean output error of every candidate over the batch, ``(K, *output[1:])`` float64."""
-        from fames.compensate import correction_means
-
-        S = x.shape[0]
-        with _layer_states(model) as ql:
-            _check_candidates(ql, candidates, "layer")
-            layers = dict(ql)
-            counts: dict[str, torch.Tensor] = {}
-            corr: dict[str, torch.Tensor] = {}
-            shapes: dict[str, tuple[int, ...]] = {}
-            pairs = {n: _as_pairs(cs) for n, cs in candidates.items()}
-            for s0 in range(0, S, self.chunk):  # code histograms (and mean corrections) summed over chunks
-                _, ins, outs = _capture(model, ql, x[s0 : s0 + self.chunk])
-                for n, ps in pairs.items():
-                    h = layers[n].code_histogram(ins[n])
-                    counts[n] = counts[n] + h if n in counts else h
-                    shapes[n] = tuple(outs[n].shape[1:])
-                    ci = [i for i, (_, c) in enumerate(ps) if c is not None]
-                    if ci:
-                        c = torch.zeros(len(ps), *shapes[n], dtype=torch.float64)
-                        c[ci] = correction_means(layers[n], ins[n], [ps[i][1] for i in ci]) * len(ins[n]) / S
-                        corr[n] = corr[n] + c if n in corr else c
-            return {
-                n: layers[n].histogram_errors(counts[n], S, [a for a, _ in ps], shapes[n]) - corr.get(n, 0.0)
-                for n, ps in pairs.items()
-            }
+    def _omega(self, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``first`` (clipped at 0 unless ``first_order="signed"``) + ``second`` / 2, per layer."""
+        clip = (lambda v: np.maximum(v, 0.0)) if self.first_order == "clip" else (lambda v: v)
+        return {n: clip(first[n]) + 0.5 * second[n] for n in first}
 
     def _terms(self, model, x, y, candidates, granularity, mu=None):
         """``((second, first), rest)``: second- and first-order terms per layer, each ``(groups, K)``, from
         chunked forward/backward passes; ``rest`` the same pair for the remainder ``dY_A - mu[name][A]`` when the
         mean output errors ``mu`` are given (layer granularity), else None."""
         S = x.shape[0]
-        with _layer_states(model) as ql:
-            _check_candidates(ql, candidates, granularity)
+        with layer_states(model) as ql:
+            check_candidates(ql, candidates, granularity)
             layers = dict(ql)
             G = {n: int(np.prod(layers[n].group_shape(granularity))) for n in candidates}
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
@@ -292,7 +167,7 @@ class TaylorEstimator:
             for s0 in range(0, S, self.chunk):
                 xb, yb = x[s0 : s0 + self.chunk], y[s0 : s0 + self.chunk]
                 with torch.enable_grad():
-                    z, ins, outs = _capture(model, ql, xb)
+                    z, ins, outs = capture(model, ql, xb)
                     names = list(candidates)
                     tensors = [outs[n] for n in names]
                     p = F.softmax(z.detach().double(), 1)
@@ -330,9 +205,7 @@ class TaylorEstimator:
         from one layer-output error per candidate."""
         K = len(cands)
         if any(isinstance(c, tuple) for c in cands):  # (AppMul, correction) pairs: base terms minus the corrections
-            from fames.compensate import correction_projections
-
-            pairs = _as_pairs(cands)
+            pairs = as_pairs(cands)
             ams = list({m.name: m for m, _ in pairs}.values())
             f, q = self._projections(layer, x, grads, ams, granularity)
             cols = [[m.name for m in ams].index(m.name) for m, _ in pairs]
@@ -382,54 +255,6 @@ class TaylorEstimator:
         return root * root.sum(1, keepdim=True)
 
 
-@torch.no_grad()
-def _shifted_losses(
-    model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor, y: torch.Tensor,
-    shifts: dict[str, torch.Tensor], chunk: int, progress: bool,
-) -> dict[str, np.ndarray]:
-    """Mean CE change ``(1, K)`` per layer when only that layer's output is shifted by ``shifts[name][j]``.
-
-    The layers that run before it replay their outputs recorded in an unshifted pass (same numbers, no
-    compute), so each shift costs the forward of the rest of the network. Each quantized layer must run
-    once per forward pass (no weight sharing between calls)."""
-    S = x.shape[0]
-    layers = dict(ql)
-    out = {n: np.zeros(len(v)) for n, v in shifts.items()}
-    bar = tqdm(
-        total=sum(len(v) for v in shifts.values()) * ((S + chunk - 1) // chunk), desc="mean-error forwards",
-        disable=not progress,
-    )
-    for s0 in range(0, S, chunk):
-        xb, yb = x[s0 : s0 + chunk], y[s0 : s0 + chunk]
-        calls: list[str] = []
-        hooks = [m.register_forward_hook(lambda *_, n=n, c=calls: c.append(n)) for n, m in ql]
-        try:
-            z, _, outs = _capture(model, ql, xb)
-        finally:
-            for h in hooks:
-                h.remove()
-        if len(calls) != len(set(calls)):
-            raise FamesError("mean='forward' needs every quantized layer to run once per forward pass (shared layers)")
-        base = F.cross_entropy(z, yb, reduction="sum").item()
-        for n, mu in shifts.items():
-            before = calls[: calls.index(n)]
-            for j in range(len(mu)):
-                bar.update()
-                if not bool(mu[j].any()):
-                    continue
-                shifted = outs[n] + mu[j].to(outs[n].dtype)
-                replay = {**{b: outs[b] for b in before}, n: shifted}
-                for b, t in replay.items():
-                    layers[b].forward = lambda *_, t=t: t  # instance attribute: nn.Module.__call__ uses it
-                try:
-                    out[n][j] += F.cross_entropy(model(xb), yb, reduction="sum").item() - base
-                finally:
-                    for b in replay:
-                        del layers[b].forward
-    bar.close()
-    return {n: v[None] / S for n, v in out.items()}
-
-
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Per-sample, per-output-channel inner product of two layer outputs ``(S, O, ...)`` -> ``(S, O)``."""
     prod = g.double() * d
@@ -445,27 +270,3 @@ def _top_eig(p: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
     hv = p * v - p * (p * v).sum(1, keepdim=True)
     lam = (v * hv).sum(1)
     return lam, v
-
-
-@torch.no_grad()
-def true_loss_changes(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: dict[str, list[AppMul]], progress: bool = True
-) -> dict[str, np.ndarray]:
-    """Measured loss change when ONLY layer k uses AppMul A (all others exact): ``(1, K)`` per layer."""
-    out: dict[str, np.ndarray] = {}
-    with _layer_states(model) as ql:
-        for _, m in ql:
-            m.emulation_dtype, m.gather_only = torch.float32, True
-        layers = dict(ql)
-        base = F.cross_entropy(model(x), y).item()
-        bar = tqdm(total=sum(len(v) for v in candidates.values()), desc="true loss change", disable=not progress)
-        for n, ms in candidates.items():
-            vals = []
-            for m in ms:
-                layers[n].set_assignment(m)
-                vals.append(F.cross_entropy(model(x), y).item() - base)
-                bar.update()
-            layers[n].mode = "exact"
-            out[n] = np.array([vals])
-        bar.close()
-    return out

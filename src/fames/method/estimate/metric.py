@@ -1,11 +1,11 @@
-"""Estimators to compare with the Taylor estimate (FAMES Fig. 5), behind the same interface:
-``estimate(model, x, y, candidates, granularity) -> fames.estimate.Estimate``.
+"""Data-free estimators, peers of the Taylor estimate (FAMES Fig. 5) behind the same
+:class:`~fames.method.estimate.base.Estimator` protocol, and :func:`make_estimator` (every estimator by name).
 
 * :class:`L2Estimator`: Omega[k, A] = ||E_A||_2, the Frobenius norm of the AppMul's error table
   ``E = LUT - exact`` (integer-code units), the same for every layer;
 * :class:`MREEstimator`: Omega[k, A] = MRED of the AppMul under uniform operands
   (:func:`fames.appmul.metrics.error_metrics`), the same for every layer;
-* first order, rank-1 and full Gauss-Newton Hessian: :class:`fames.estimate.TaylorEstimator`.
+* first order, rank-1 and full Gauss-Newton Hessian: :class:`fames.method.estimate.TaylorEstimator`.
 
 ``scale="macs"`` multiplies a layer's value by the MACs of the group (the error a layer accumulates grows
 with its products), which lets a data-free metric tell layers apart; the default ``"none"`` is the plain
@@ -22,16 +22,17 @@ from torch import nn
 
 from fames.appmul.core import AppMul
 from fames.appmul.metrics import error_metrics
-from fames.energy import group_macs, layer_macs
 from fames.errors import FamesError
-from fames.estimate import Estimate, TaylorEstimator, _check_candidates
+from fames.method.energy import group_macs, layer_macs
+from fames.method.estimate.base import Estimate, Estimator, check_candidates, check_granularity
+from fames.method.estimate.forward import MeanForward
+from fames.method.estimate.taylor import TaylorEstimator
 from fames.quant.convert import qlayers
-from fames.quant.layers import GRANULARITIES
 
 SCALES = ("none", "macs")
 
 
-class _MetricEstimator:
+class MetricEstimator:
     """Data-free estimate: one number per AppMul (``metric``), optionally scaled by a group's MACs."""
 
     name = "metric"
@@ -51,13 +52,14 @@ class _MetricEstimator:
         y: torch.Tensor,
         candidates: dict[str, list[AppMul]],
         granularity: str = "layer",
+        mean_errors: dict[str, torch.Tensor] | None = None,
     ) -> Estimate:
-        """Omega ``(groups, K)`` per layer; ``x (S, ...)`` is used only for its input shape."""
-        if granularity not in GRANULARITIES:
-            raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
+        """Omega ``(groups, K)`` per layer; ``x (S, ...)`` is used only for its input shape (``mean_errors`` are
+        ignored: a data-free metric does not split the error)."""
+        check_granularity(granularity)
         t0 = time.perf_counter()
         ql = qlayers(model)
-        _check_candidates(ql, candidates, granularity)
+        check_candidates(ql, candidates, granularity)
         layers = dict(ql)
         macs = layer_macs(model, tuple(x.shape[1:])) if self.scale == "macs" else {}
         value = {m.name: self.metric(m) for ms in candidates.values() for m in ms}  # once per AppMul
@@ -70,7 +72,7 @@ class _MetricEstimator:
         return Estimate(omega, omega, zeros, candidates, granularity, "none", time.perf_counter() - t0)
 
 
-class L2Estimator(_MetricEstimator):
+class L2Estimator(MetricEstimator):
     """Frobenius norm of the error table, ``sqrt(sum_{a,w} E[a, w]^2)``."""
 
     name = "l2"
@@ -79,7 +81,7 @@ class L2Estimator(_MetricEstimator):
         return float(np.sqrt((m.error().astype(np.float64) ** 2).sum()))
 
 
-class MREEstimator(_MetricEstimator):
+class MREEstimator(MetricEstimator):
     """Mean relative error distance of the AppMul under uniform operands."""
 
     name = "mre"
@@ -90,21 +92,25 @@ class MREEstimator(_MetricEstimator):
 
 ESTIMATOR_NAMES = (
     "l2", "mre", "first-order", "taylor-rank1", "taylor-full", "taylor-rank1+forward", "taylor-full+forward"
-)
+)  # "+forward" also applies to l2, mre and first-order
 
 
 def make_estimator(
-    name: str, progress: bool = True, scale: str = "none"
-) -> L2Estimator | MREEstimator | TaylorEstimator:
+    name: str, progress: bool = True, scale: str = "none", forward_above: float = 0.1, curvature: str = "own"
+) -> Estimator:
     """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``
-    (the paper's) and ``taylor-rank1+forward``, ``taylor-full+forward`` (the mean output error of a candidate
-    forwarded where the Taylor estimate is large: ``TaylorEstimator(mean="forward")``)."""
-    if name == "l2":
-        return L2Estimator(scale)
-    if name == "mre":
-        return MREEstimator(scale)
+    (the paper's), and any of them with ``+forward``: wrapped in :class:`MeanForward` (the mean output error of a
+    candidate forwarded where the estimate exceeds ``forward_above`` nats)."""
     base, _, mean = name.partition("+")
-    hessian = {"first-order": "none", "taylor-rank1": "rank1", "taylor-full": "full"}.get(base)
-    if hessian is None or mean not in ("", "forward") or (mean and hessian == "none"):
+    if mean not in ("", "forward"):
         raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
-    return TaylorEstimator(hessian, progress=progress, mean=mean or "taylor")
+    hessian = {"first-order": "none", "taylor-rank1": "rank1", "taylor-full": "full"}.get(base)
+    if base == "l2":
+        inner: Estimator = L2Estimator(scale)
+    elif base == "mre":
+        inner = MREEstimator(scale)
+    elif hessian is not None:
+        inner = TaylorEstimator(hessian, progress=progress, curvature=curvature)
+    else:
+        raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
+    return MeanForward(inner, forward_above, progress=progress) if mean else inner

@@ -74,7 +74,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`.",
         "Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
-        f"--library library --dataset {report['config']['dataset']}` (from this folder).",
+        f"--library library --dataset {(report['config'].get('data') or {}).get('dataset', 'DATASET')}` (from this "
+        "folder).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -31,33 +31,30 @@ Integer definition (what the emulation reproduces bit for bit, float64): ``phi``
 the accumulator of output ``f`` becomes ``acc_f - floor((beta_q,f V + alpha_q,f + 2^(frac-1)) / 2^frac)``
 (round half up), before the exact zero-point terms and dequantization of :class:`fames.quant.layers.QuantLayer`.
 
-Hardware overhead (:func:`overhead_costs`): the ``phi``-lookup-and-accumulate unit (an adder of ``v_bits``), one
+Hardware overhead (:mod:`fames.method.compensate.overhead`): the ``phi``-lookup-and-accumulate unit (an adder of
+``v_bits``), one
 ``v_bits x coef_bits`` multiplier and one subtraction of the accumulator width per output, each synthesized and
 costed on the same liberty by the recipe of :mod:`fames.hw.cost`.
 
-Selection (:func:`estimate_with_compensation`): every AppMul of a layer is a candidate with and without
-compensation; the estimate uses the residual error of a compensated candidate (exact linear term
+Selection (:mod:`fames.method.estimate.compensated`): every AppMul of a layer is a candidate with and
+without compensation; the estimate uses the residual error of a compensated candidate (exact linear term
 ``dY = s_x s_w (sum_i E[x_i, w_i] - alpha_f - beta_f V)``) in the FAMES Taylor expansion.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fames.appmul.core import AppMul, Cost, operand_values
+from fames.appmul.core import AppMul, operand_values
 from fames.errors import FamesError
 from fames.quant.layers import QuantLayer
-
-if TYPE_CHECKING:
-    from fames.estimate import TaylorEstimator
 
 METHODS = ("perforation", "rank1")
 
@@ -109,7 +106,7 @@ class Compensation:
         saved = layer.emulation_dtype
         layer.emulation_dtype = torch.float64
         try:  # an exact integer pass with all-ones weights sums phi over every output's window
-            return layer._exact_integer(self.phi.to(qx.device)[idx].double(), torch.ones_like(qw))
+            return layer.exact_integer(self.phi.to(qx.device)[idx].double(), torch.ones_like(qw))
         finally:
             layer.emulation_dtype = saved
 
@@ -151,7 +148,7 @@ class ProductModel:
     phi_bits: int
 
 
-def _distribution(hist: np.ndarray | None, n: int, what: str) -> np.ndarray:
+def distribution(hist: np.ndarray | None, n: int, what: str) -> np.ndarray:
     if hist is None:
         return np.full(n, 1.0 / n)
     h = np.asarray(hist, dtype=np.float64)
@@ -177,7 +174,7 @@ def perforation_model(appmul: AppMul, act_hist: np.ndarray | None = None) -> Pro
     d = w_vals - w_vals[np.arange(1 << appmul.w_bits) & ~mask]
     if not np.array_equal(appmul.error(), -np.multiply.outer(a_vals, d)):
         raise FamesError(f"AppMul {appmul.name!r}: its LUT is not a * w' with w bits {s}..{s + p - 1} cleared")
-    px = _distribution(act_hist, 1 << appmul.a_bits, "activation")
+    px = distribution(act_hist, 1 << appmul.a_bits, "activation")
     m = float(px @ a_vals)
     return ProductModel("perforation", a_vals, -d.astype(np.float64), -m * d, m, appmul.a_bits + (not appmul.a_signed))
 
@@ -193,7 +190,7 @@ def rank1_model(
     pb = phi_bits or appmul.a_bits
     if not 2 <= pb <= 16:
         raise FamesError(f"phi_bits={pb} must lie in 2..16")
-    px, qw = _distribution(act_hist, na, "activation"), _distribution(w_hist, nw, "weight")
+    px, qw = distribution(act_hist, na, "activation"), distribution(w_hist, nw, "weight")
     E = appmul.error().astype(np.float64)
     ebar = px @ E
     Ec = E - ebar
@@ -261,7 +258,7 @@ def _quantize(layer: QuantLayer, am: AppMul, method: str, phi: np.ndarray, phi_b
 
 def activation_histogram(layer: QuantLayer, x: torch.Tensor) -> np.ndarray:
     """Counts of the layer's (padded) activation codes for input ``x``, indexed by bit pattern."""
-    qx, _ = layer._operands(x)
+    qx, _ = layer.operands(x)
     idx = (qx.long() & ((1 << layer.a_bits) - 1)).flatten()
     return torch.bincount(idx, minlength=1 << layer.a_bits).double().numpy()
 
@@ -301,17 +298,17 @@ def fit_calibrated(layer: QuantLayer, x: torch.Tensor, base: Compensation) -> Co
     """Refit ``beta_f = Cov(eps_f, V) / Var(V)`` and ``alpha_f = mean(eps_f - beta_f V)`` on layer inputs ``x``
     (every output position of every sample), keeping ``base.phi`` (and ``base.beta`` where V is constant)."""
     am = _single_appmul(layer)
-    qx, qw = layer._operands(x)
+    qx, qw = layer.operands(x)
     saved = layer.emulation_dtype
     layer.emulation_dtype = torch.float64
     try:
-        eps = layer._integer(qx, qw, **layer._emulation_args(qx.device)) - layer._exact_integer(qx, qw)
+        eps = layer.integer(qx, qw, **layer.emulation_args(qx.device)) - layer.exact_integer(qx, qw)
     finally:
         layer.emulation_dtype = saved
     V = base.variate(layer, qx, qw).expand_as(eps)
     o = layer.weight.shape[0]
-    e = layer._output_rows(eps).reshape(eps.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
-    v = layer._output_rows(V).reshape(V.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
+    e = layer.output_rows(eps).reshape(eps.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
+    v = layer.output_rows(V).reshape(V.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
     vc = v - v.mean(1, keepdim=True)
     var = (vc * vc).sum(1)
     cov = ((e - e.mean(1, keepdim=True)) * vc).sum(1)
@@ -397,113 +394,7 @@ def compensate_model(
     return out
 
 
-# ================================================================================== hardware overhead
-
-
-def _acc_verilog(phi: np.ndarray, a_bits: int, phi_bits: int, v_bits: int) -> str:
-    """``y = w + phi(a)``: the phi look-up and the V accumulator adder (``v_bits`` two's complement)."""
-    lines = [f"module cv_acc(input [{a_bits - 1}:0] a, input [{v_bits - 1}:0] w, output [{v_bits - 1}:0] y);",
-             f"  reg signed [{phi_bits - 1}:0] phi;", "  always @* begin", "    case (a)"]
-    for i, val in enumerate(phi.tolist()):
-        if val:
-            lines.append(f"      {a_bits}'d{i}: phi = {phi_bits}'d{int(val) & ((1 << phi_bits) - 1)};")
-    lines += [f"      default: phi = {phi_bits}'d0;", "    endcase", "  end",
-              f"  wire signed [{v_bits - 1}:0] ws = w;", "  assign y = ws + phi;", "endmodule", ""]
-    return "\n".join(lines)
-
-
-def _mul_verilog(v_bits: int, c_bits: int) -> str:
-    return (f"module cv_mul(input [{v_bits - 1}:0] a, input [{c_bits - 1}:0] w, output [{v_bits + c_bits - 1}:0] y);\n"
-            "  assign y = $signed(a) * $signed(w);\nendmodule\n")
-
-
-def _sub_verilog(n: int) -> str:
-    return (f"module cv_sub(input [{n - 1}:0] a, input [{n - 1}:0] w, output [{n - 1}:0] y);\n"
-            "  assign y = a - w;\nendmodule\n")
-
-
-def _cost_unit(verilog: str, top: str, liberty: str, a: np.ndarray, w: np.ndarray, clock_ns: float = 1.0) -> Cost:
-    """Cost one overhead unit by the recipe of :mod:`fames.hw.cost` (cached on disk by content hash)."""
-    from fames.hw.cost import COST_VERSION, liberty_hash
-    from fames.hw.energy import energy_per_op
-    from fames.hw.synth import synthesize
-    from fames.hw.timing import analyze
-    from fames.io import atomic_write_json, cache_dir, content_hash
-
-    key = content_hash(verilog, top, liberty_hash(liberty), COST_VERSION, a.tobytes(), w.tobytes(), str(clock_ns))
-    path = cache_dir() / "hw" / f"cv-{key}.json"
-    if path.is_file():
-        return Cost.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    net = synthesize(verilog, top, liberty)
-    timing = analyze(net)
-    e = energy_per_op(net, net.liberty, a, w, clock_ns=clock_ns, timing=timing)
-    power = e.total_fj / clock_ns
-    cost = Cost(area_um2=net.area(), delay_ns=timing.delay_ns, energy_fj=e.total_fj, power_uw=power,
-                pdp_fj=power * timing.delay_ns, clock_ns=clock_ns, cells=len(net.cells), note=top)
-    atomic_write_json(path, cost.to_dict())
-    return cost
-
-
-@dataclass
-class Overhead:
-    """Costs of the three overhead units of one compensated layer and how often each runs per inference."""
-
-    acc: Cost
-    mul: Cost
-    sub: Cost
-    acc_ops: int  # V accumulations (phi look-up + add) per inference
-    outputs: int  # multiply + subtract per inference
-
-    def energy(self, metric: str = "pdp") -> float:
-        """Overhead energy per inference, fJ (``metric``: ``pdp`` or ``energy`` per op, as the multipliers)."""
-        attr = {"pdp": "pdp_fj", "energy": "energy_fj"}[metric]
-        per_output = getattr(self.mul, attr) + getattr(self.sub, attr)
-        return self.acc_ops * getattr(self.acc, attr) + self.outputs * per_output
-
-
-def overhead_costs(
-    layer: QuantLayer,
-    comp: Compensation,
-    macs: int,
-    liberty: str,
-    act_hist: np.ndarray | None = None,
-    n_vectors: int = 2048,
-    seed: int = 0,
-) -> Overhead:
-    """Synthesize and cost the overhead units of ``comp`` on ``liberty`` for a layer doing ``macs`` per inference.
-
-    V is shared by the ``O / groups`` filters of a group, so it is accumulated ``macs * groups / O`` times; every
-    output (``macs / K``) does one multiply and one subtraction of the accumulator width. Operand streams:
-    activation codes drawn from ``act_hist`` (uniform when None) accumulated over windows of ``K`` taps; the
-    multiplier sees V uniform over half its range and a coefficient held for 16 outputs (weight-stationary).
-    """
-    rng = np.random.default_rng(seed)
-    na, K = 1 << layer.a_bits, comp.fan_in
-    a = rng.choice(na, size=n_vectors, p=_distribution(act_hist, na, "activation"))
-    phi = comp.phi.numpy()
-    run = np.zeros(n_vectors, dtype=np.int64)
-    acc = 0
-    for t in range(n_vectors):  # running partial sums, reset every K taps
-        acc = 0 if t % K == 0 else acc
-        run[t] = acc
-        acc += int(phi[a[t]])
-    vmask = (1 << comp.v_bits) - 1
-    acc_cost = _cost_unit(_acc_verilog(phi, layer.a_bits, comp.phi_bits, comp.v_bits), "cv_acc", liberty, a,
-                          run & vmask)
-    # multiplier and subtractor: streams that depend on their widths only (one costing per width pair)
-    g = np.random.default_rng(seed)
-    cb = comp.coef_bits
-    vs = g.integers(-(1 << (comp.v_bits - 2)), 1 << (comp.v_bits - 2), n_vectors) & vmask
-    bw = np.repeat(g.integers(-(1 << (cb - 2)), 1 << (cb - 2), n_vectors // 16 + 1), 16)[:n_vectors] & ((1 << cb) - 1)
-    mul_cost = _cost_unit(_mul_verilog(comp.v_bits, cb), "cv_mul", liberty, vs, bw)
-    n = layer.a_bits + layer.w_bits + max(K - 1, 1).bit_length() + 1  # accumulator width of the dot product
-    sub_cost = _cost_unit(_sub_verilog(n), "cv_sub", liberty, g.integers(0, 1 << n, n_vectors),
-                          g.integers(0, 1 << min(n, comp.v_bits), n_vectors))
-    o, groups = layer.weight.shape[0], getattr(layer, "groups", 1)
-    return Overhead(acc_cost, mul_cost, sub_cost, macs * groups // o, macs // K)
-
-
-# ================================================================================== estimate with compensation
+# ================================================================================== corrections seen by the estimate
 
 
 @torch.no_grad()
@@ -511,17 +402,17 @@ def correction_projections(
     layer: QuantLayer, x: torch.Tensor, grads: list[torch.Tensor], comps: list[Compensation]
 ) -> torch.Tensor:
     """``<G_k[s], s_x s_w (beta V + alpha) / 2^frac>`` (unrounded correction) per gradient, sample, correction."""
-    qx, qw = layer._operands(x)
-    scale = layer._error_scale(layer.VIEW, torch.float64)
+    qx, qw = layer.operands(x)
+    scale = layer.error_scale(layer.VIEW, torch.float64)
     o = layer.weight.shape[0]
     out = torch.zeros(len(grads), x.shape[0], len(comps), dtype=torch.float64)
-    rows = [layer._output_rows(g.double() * scale).reshape(g.shape[0], o, -1) for g in grads]  # (S, O, L)
+    rows = [layer.output_rows(g.double() * scale).reshape(g.shape[0], o, -1) for g in grads]  # (S, O, L)
     p0 = torch.stack([r.sum(2) for r in rows])  # (k, S, O)
     cache: dict[int, torch.Tensor] = {}
     for j, c in enumerate(comps):
         key = hash(c.phi.numpy().tobytes())
         if key not in cache:
-            V = layer._output_rows(c.variate(layer, qx, qw).expand(grads[0].shape)).reshape(x.shape[0], o, -1)
+            V = layer.output_rows(c.variate(layer, qx, qw).expand(grads[0].shape)).reshape(x.shape[0], o, -1)
             cache[key] = torch.stack([(r * V).sum(2) for r in rows])  # (k, S, O)
         p1 = cache[key]
         out[:, :, j] = (p1 @ c.beta.double() + p0 @ c.alpha.double()) * 2.0**-c.frac
@@ -532,64 +423,11 @@ def correction_projections(
 def correction_means(layer: QuantLayer, x: torch.Tensor, comps: list[Compensation]) -> torch.Tensor:
     """Mean over the batch ``x`` of each unrounded correction ``s_x s_w (beta V + alpha) / 2^frac``:
     ``(len(comps), *output[1:])`` float64 (what :meth:`QuantLayer.mean_errors` is reduced by)."""
-    qx, qw = layer._operands(x)
-    scale = layer._error_scale(layer.VIEW, torch.float64)
+    qx, qw = layer.operands(x)
+    scale = layer.error_scale(layer.VIEW, torch.float64)
     out = []
     for c in comps:
         v = c.variate(layer, qx, qw).mean(0, keepdim=True)
         num = c.beta.double().view(layer.VIEW) * v + c.alpha.double().view(layer.VIEW)
         out.append((num * 2.0**-c.frac * scale)[0])
     return torch.stack(out)
-
-
-def estimate_with_compensation(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    candidates: dict[str, list[tuple[AppMul, Compensation | None]]],
-    hessian: str = "rank1",
-    chunk: int = 128,
-    mean: str = "taylor",
-) -> dict[str, np.ndarray]:
-    """Omega ``(1, K)`` per layer for candidates (AppMul, correction or None), layer granularity: the
-    :class:`fames.estimate.TaylorEstimator` (first order clipped + Gauss-Newton, full or rank-1, or ``none``)
-    applied to the residual ``dY_A - s_x s_w (beta V + alpha)`` of a compensated candidate (``mean``: see there)."""
-    from fames.estimate import TaylorEstimator
-
-    return TaylorEstimator(hessian, chunk=chunk, progress=False, mean=mean).estimate(model, x, y, candidates).omega
-
-
-# ================================================================================== pipeline helpers
-
-
-def compensated_candidates(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cands: dict[str, list[AppMul]], estimator: TaylorEstimator,
-    liberty: str, macs: dict[str, int], metric: str = "pdp",
-) -> tuple[dict[str, list[tuple[AppMul, Compensation]]], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Compensated twin of every non-exact candidate of every layer (offline fit on the exact model's activation
-    histograms of ``x``): ``(pairs, omega (1, K') per layer, overhead fJ per inference (K',) per layer)``; Omega
-    from ``estimator`` (a :class:`fames.estimate.TaylorEstimator`, layer granularity)."""
-    from fames.quant.convert import qlayers
-
-    ql = dict(qlayers(model))
-    ins = layer_inputs(model, list(cands), x)
-    pairs: dict[str, list[tuple[AppMul, Compensation]]] = {}
-    over: dict[str, np.ndarray] = {}
-    for n, ms in cands.items():
-        h = activation_histogram(ql[n], ins[n])
-        pairs[n] = [(m, fit_offline(ql[n], h, appmul=m)) for m in ms if not m.is_exact()]
-        over[n] = np.array([overhead_costs(ql[n], c, macs[n], liberty, h).energy(metric) for _, c in pairs[n]])
-    omega = estimator.estimate(model, x, y, {n: list(p) for n, p in pairs.items()}).omega
-    return pairs, omega, over
-
-
-def model_overhead(model: nn.Module, macs: dict[str, int], liberty: str, x: torch.Tensor, metric: str = "pdp"
-                   ) -> dict[str, float]:
-    """Overhead energy (fJ per inference) of every compensated layer of ``model`` (histograms from ``x``)."""
-    from fames.quant.convert import qlayers
-
-    ql = dict(qlayers(model))
-    names = [n for n, m in ql.items() if m.compensation is not None]
-    ins = layer_inputs(model, names, x)
-    return {n: overhead_costs(ql[n], ql[n].compensation, macs[n], liberty, activation_histogram(ql[n], ins[n]))
-            .energy(metric) for n in names}

@@ -52,7 +52,9 @@ def train_digits(out: Path, progress: bool = True) -> dict[str, Path]:
 
 def run_demo(out: str | Path = "fames-demo", progress: bool = True) -> dict[str, Any]:
     """Train, quantize and run FAMES on digits; writes ``<out>/<config>/report.md`` and ``<out>/summary.md``."""
-    from fames.pipeline import RunConfig, run
+    from fames.flow.config import DataConfig, EstimatorConfig, RunConfig
+    from fames.flow.run import run
+    from fames.method.calibrate import CalibrationConfig
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -64,20 +66,17 @@ def run_demo(out: str | Path = "fames-demo", progress: bool = True) -> dict[str,
             model="digits_cnn",
             checkpoint=str(ck[label]),
             float_checkpoint=str(ck["float"]),
-            dataset="digits",
+            data=DataConfig(dataset="digits"),
             library="generate",
             liberty="synthetic",
-            budgets=[0.9, 0.75, 0.6, 0.45],
-            estimator="taylor-rank1",
-            samples=256,
-            calib_samples=512,  # demo-sized calibration (paper: 1,024 samples, 5 epochs, q step 0.01 up to 0.5)
-            calib_epochs=3,
-            calib_quantile_step=0.02,
-            calib_quantile_max=0.3,
-            calib_search_samples=256,
+            budget=[0.9, 0.75, 0.6, 0.45],
+            estimator=EstimatorConfig(kind="taylor-rank1", samples=256),
+            # demo-sized calibration (paper: 1,024 samples, 5 epochs, q step 0.01 up to 0.5)
+            calibration=CalibrationConfig(samples=512, epochs=3, quantile_step=0.02, quantile_max=0.3,
+                                          search_samples=256),
             output=str(out / label),
         )
-        reports[label] = run(cfg, progress=progress)
+        reports[label] = run(cfg, progress=progress).to_dict()
     lines = [
         "# fames demo: digits CNN, our AppMul families, synthetic 45 nm-like liberty",
         "",

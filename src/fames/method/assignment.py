@@ -1,10 +1,10 @@
-"""``fames.substitute``: put AppMuls into the quantized layers of a model according to an assignment.
+"""``fames.method.assignment``: put AppMuls into the quantized layers of a model according to an assignment.
 
 Assignment file (JSON): ``{"format": "fames-assignment", "layers": {layer_name: spec}}`` where ``spec`` is an
 AppMul name (the whole layer), or ``{"granularity": "filter"|"kernel", "appmuls": [names], "index":
 nested list}`` (``index`` has shape ``(O,)`` for filters and ``(O, C // groups)`` for kernels), or
 ``{"granularity": "layer", "appmuls": [name], "compensation": {...}}`` for a layer whose accumulated error is
-corrected by a control variate (:class:`fames.compensate.Compensation`, integers stored exactly).
+corrected by a control variate (:class:`fames.method.compensate.Compensation`, integers stored exactly).
 Layers not listed keep their current mode.
 """
 
@@ -49,7 +49,7 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
                     "nor {'granularity': 'filter'|'kernel', 'appmuls': [...], 'index': [...]}"
                 )
             if s.get("compensation") is not None:
-                from fames.compensate import Compensation, attach
+                from fames.method.compensate import Compensation, attach
 
                 attach(layer, Compensation.from_dict(s["compensation"]))
         else:

@@ -1,10 +1,10 @@
-"""A model's selection problem and the way back: build the :class:`~fames.select.SelectionProblem` of a quantized
+"""A model's selection problem and the way back: build the :class:`~fames.method.select.SelectionProblem` of a quantized
 model from per-layer estimates, and put a choice vector's AppMuls into the model.
 
 A *choice vector* ``c`` of shape ``(G,)`` gives, for every group g of a :class:`ModelProblem` (a layer, or a
 filter or kernel of a layer), the index of its candidate in ``candidates[layer]``, exactly as
-:class:`fames.select.Selection.choice` does. A candidate may carry a control-variate correction
-(:class:`fames.compensate.Compensation`, layer granularity only): its energy then includes the correction's
+:class:`fames.method.select.Selection.choice` does. A candidate may carry a control-variate correction
+(:class:`fames.method.compensate.Compensation`, layer granularity only): its energy then includes the correction's
 hardware overhead, and applying it attaches the correction to the layer.
 """
 
@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from fames.appmul.core import AppMul
-from fames.energy import energy_per_op
 from fames.errors import FamesError
+from fames.method.compensate import attach
+from fames.method.energy import appmul_op_energy, exact_costs, layer_macs, model_energy
+from fames.method.select import SelectionProblem
 from fames.quant.convert import qlayers
 from fames.quant.layers import GRANULARITIES
-from fames.select import SelectionProblem
 
 
 @dataclass
@@ -75,7 +76,7 @@ def build_problem(
         extra = np.zeros(len(ms)) if overhead is None or n not in overhead else np.asarray(overhead[n], float)
         if extra.shape != (len(ms),):
             raise FamesError(f"layer {n}: overhead has shape {extra.shape}, expected ({len(ms)},)")
-        per_op = np.array([energy_per_op(m, metric)[0] for m in ms])
+        per_op = np.array([appmul_op_energy(m, metric)[0] for m in ms])
         gm = macs[n] / o.shape[0]
         for g in range(o.shape[0]):
             row_o, row_e = np.full(K, np.inf), np.full(K, np.inf)
@@ -94,8 +95,6 @@ def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.M
     """Put the AppMuls of ``choice (G,)`` into ``model`` in place (with their corrections, if any); a layer
     whose choice is exact everywhere runs in exact mode (same integers as emulating the exact LUT, without the
     emulation cost)."""
-    from fames.compensate import attach
-
     choice = np.asarray(choice)
     if choice.shape != (len(mp.groups),):
         raise FamesError(f"choice has shape {choice.shape}, the problem has {len(mp.groups)} groups")
@@ -119,3 +118,49 @@ def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.M
             shape = layers[n].group_shape(mp.granularity)
             layers[n].set_assignment([ms[k] for k in used], torch.from_numpy(idx).view(shape), mp.granularity)
     return model
+
+
+@dataclass
+class ModelSetup:
+    """What every selection on a model needs, built once: ``candidates[layer]`` (the library's AppMuls of the
+    layer's widths, the exact one included), ``macs[layer]`` per inference (traced from one input) and
+    ``exact_cost[widths]``, the exact multiplier's energy per op (fJ) under ``metric``."""
+
+    model: nn.Module
+    candidates: dict[str, list[AppMul]]
+    macs: dict[str, int]
+    exact_cost: dict[tuple[int, int, bool, bool], float]
+    metric: str = "pdp"
+
+    @classmethod
+    def build(cls, model: nn.Module, appmuls: list[AppMul], input_shape: tuple[int, ...], metric: str = "pdp"
+              ) -> ModelSetup:
+        """From a costed list of AppMuls; ``input_shape`` is one sample's ``(C, H, W)`` (or ``(features,)``)."""
+        layers = qlayers(model)
+        if not layers:
+            raise FamesError("the model has no quantized layer: call fames.quantize(model, 'W4A4') (and "
+                             "fames.calibrate_ptq(model, data)) first")
+        cands = {n: [m for m in appmuls if m.widths == layer.widths] for n, layer in layers}
+        missing = sorted({layer.widths for n, layer in layers if not cands[n]})
+        if missing:
+            shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in missing]
+            raise FamesError(f"the library has no AppMul for the layer widths {shown}; add designs of these widths "
+                             "(fames lib build --bits A W) or use library='generate'")
+        return cls(model, cands, layer_macs(model, input_shape), exact_costs(appmuls, metric), metric)
+
+    def problem(
+        self,
+        omega: dict[str, np.ndarray],
+        granularity: str = "layer",
+        candidates: dict[str, list[AppMul]] | None = None,
+        compensations: dict[str, list[Any]] | None = None,
+        overhead: dict[str, np.ndarray] | None = None,
+    ) -> ModelProblem:
+        """The :class:`ModelProblem` of ``omega[layer] (groups, K)`` (see :func:`build_problem`); ``candidates``
+        replaces the set-up's (e.g. with compensated twins appended)."""
+        return build_problem(self.model, omega, candidates or self.candidates, self.macs, self.exact_cost,
+                             self.metric, granularity, compensations, overhead)
+
+    def energy(self, model: nn.Module | None = None) -> tuple[float, float, dict[str, tuple[float, float]]]:
+        """``(energy, exact energy, per layer)`` in fJ per inference of ``model``'s current assignment."""
+        return model_energy(self.model if model is None else model, self.macs, self.exact_cost, self.metric)

@@ -1,0 +1,477 @@
+"""``fames.approximate_``: FAMES on any quantized model, in one call.
+
+    fames.quantize(model, "W4A4"); fames.calibrate_ptq(model, loader)
+    result = fames.approximate_(model, loader, library="generate", config=fames.FamesConfig(budget=0.7))
+
+Steps: the candidate AppMuls of every layer's widths (costed) -> estimate Omega on ``estimator.samples`` training
+images -> per budget R: ILP selection, calibration with the AppMuls in the loop (undone when it loses accuracy on
+held-out training images), optional control-variate compensation, accuracy on ``eval_data`` -> the cheapest budget
+within ``max_accuracy_loss`` points of the exact quantized model is put into ``model`` (in place).
+
+Every stage can be kept in a :class:`~fames.flow.stages.Stages` folder, keyed by the content of what it reads:
+the model's tensors, the candidates' tables and costs, the images, and the config fields of that stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.appmul.library import Library
+from fames.errors import FamesError
+from fames.flow.config import FamesConfig
+from fames.flow.library import candidate_appmuls, liberty_path
+from fames.flow.sources import Samples, as_samples, eval_batches, tensors_hash
+from fames.flow.stages import Stages
+from fames.io import content_hash
+from fames.method.assignment import current_assignment, substitute
+from fames.method.calibrate import calibrate
+from fames.method.compensate import compensate_model, model_overhead
+from fames.method.estimate import compensated_candidates, make_estimator, true_loss_changes
+from fames.method.problem import ModelProblem, ModelSetup, apply_choice
+from fames.method.select import ILPSelector, InfeasibleBudget
+from fames.quant.convert import qlayers
+from fames.train import evaluate
+
+PROBE_IMAGES = 1000  # evaluation images whose logits feed the output-difference histograms
+
+
+@dataclass
+class BudgetRow:
+    """The outcome at one energy ratio ``budget``; energies in fJ per inference, accuracies in %."""
+
+    budget: float
+    infeasible: bool = False
+    min_ratio: float | None = None
+    message: str | None = None
+    relative_energy: float | None = None
+    energy_reduction: float | None = None
+    energy_fj: float | None = None
+    exact_energy_fj: float | None = None
+    accuracy_uncalibrated: float | None = None
+    accuracy_before_compensation: float | None = None
+    accuracy: float | None = None
+    compensated_layers: list[str] = field(default_factory=list)
+    compensation_overhead_fj: float = 0.0
+    select_s: float = 0.0
+    calibrate_s: float = 0.0
+    calibration_kept: bool = False
+    ilp_status: str | None = None
+    assignment: dict[str, Any] = field(default_factory=dict)
+    per_layer_energy: dict[str, dict[str, float]] = field(default_factory=dict)
+    output_difference: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BudgetRow:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class FamesResult:
+    """What :func:`approximate_` found: one :class:`BudgetRow` per budget, the headline ``best``, and what the
+    report needs. ``save(out)`` writes report.json/.md, plots, assignment.json, model.pt and library/."""
+
+    rows: list[BudgetRow]
+    best: BudgetRow
+    exact_accuracy: float
+    float_accuracy: float | None
+    layers: list[dict[str, Any]]
+    library: list[AppMul]
+    config: FamesConfig
+    estimator: str
+    spearman: float | None
+    scatter: dict[str, Any] | None
+    timings: dict[str, float]
+    model: nn.Module
+    model_name: str = "model"
+    liberty: str = "synthetic"
+    states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def assignment(self) -> dict[str, Any]:
+        """Layer -> AppMul name (or a filter/kernel spec) of the headline budget."""
+        return self.best.assignment
+
+    @property
+    def energy_reduction(self) -> float:
+        """1 - multiplier energy / exact multiplier energy at the headline budget."""
+        return float(self.best.energy_reduction)
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy (%) of the headline model on the evaluation data."""
+        return float(self.best.accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report (``report.json``)."""
+        b = self.best
+        return {
+            "config": _config_dict(self.config),
+            "model": self.model_name,
+            "quant": getattr(self.model, "fames_quant_config", None),
+            "layers": self.layers,
+            "library": {"size": len(self.library), "liberty": self.liberty,
+                        "energy_metric": self.config.selection.energy_metric},
+            "accuracy": {
+                "float": self.float_accuracy,
+                "exact_quant": self.exact_accuracy,
+                "approx_uncalibrated": b.accuracy_uncalibrated,
+                "approx": b.accuracy,
+            },
+            "relative_energy": b.relative_energy,
+            "energy_reduction": b.energy_reduction,
+            "budget": b.budget,
+            "estimator": self.estimator,
+            "estimator_spearman": self.spearman,
+            "timing": {**self.timings, "select_s": b.select_s, "calibrate_s": b.calibrate_s},
+            "assignment": b.assignment,
+            "runs": [asdict(r) for r in self.rows],
+            "estimator_scatter": self.scatter,
+        }
+
+    def report(self) -> str:
+        """The Markdown report (a Table III with the headline first)."""
+        from fames.flow.report import markdown
+
+        return markdown(self.to_dict())
+
+    def save(self, out: str | Path, per_budget: bool = False) -> Path:
+        """Write the report, plots, ``assignment.json``, ``model.pt`` (headline) and ``library/`` into ``out``;
+        with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns ``out/report.md``."""
+        from fames.flow.report import write_report
+        from fames.method.assignment import save_assignment
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        Library(self.library).save(out / "library")
+        rows = [r for r in self.rows if not r.infeasible] if per_budget else [self.best]
+        for r in rows:
+            suffix = f"_R{r.budget:g}" if per_budget else ""
+            save_assignment({"format": "fames-assignment", "layers": r.assignment}, out / f"assignment{suffix}.json")
+            _write_model(self.model, self.states[r.budget], out / f"model{suffix}.pt",
+                         {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": r.accuracy,
+                          "assignment": f"assignment{suffix}.json"})
+        if per_budget:
+            save_assignment({"format": "fames-assignment", "layers": self.assignment}, out / "assignment.json")
+            _write_model(self.model, self.states[self.best.budget], out / "model.pt",
+                         {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": self.accuracy,
+                          "assignment": "assignment.json"})
+        return write_report(self.to_dict(), out)
+
+
+def _config_dict(cfg: FamesConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def _write_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
+    """A fames checkpoint of ``model``'s architecture holding ``state`` (written atomically)."""
+    import io
+
+    from fames.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"arch": getattr(model, "arch", None), "state_dict": state, "meta": meta}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------- keys
+def model_key(model: nn.Module) -> str:
+    """Content key of a model: every tensor of its state dict and its quantization config."""
+    sd = model.state_dict()
+    return content_hash(tensors_hash(*sd.values()), json.dumps(list(sd)),
+                        json.dumps(getattr(model, "fames_quant_config", None), sort_keys=True, default=str))
+
+
+def appmuls_key(appmuls: list[AppMul]) -> str:
+    """Content key of AppMuls: names, tables and cost records."""
+    parts: list[bytes | str] = []
+    for m in appmuls:
+        parts += [m.name, m.signature(), np.ascontiguousarray(m.lut).tobytes(),
+                  json.dumps(None if m.cost is None else m.cost.to_dict(), sort_keys=True, default=str)]
+    return content_hash(*parts)
+
+
+def _fields_key(*objs: Any) -> str:
+    return content_hash(*(json.dumps(o if not hasattr(o, "__dataclass_fields__") else asdict(o), sort_keys=True,
+                                     default=str) for o in objs))
+
+
+# ---------------------------------------------------------------------------------------------- the verb
+def approximate_(
+    model: nn.Module,
+    data: Any,
+    library: Any = "generate",
+    config: FamesConfig | None = None,
+    *,
+    eval_data: Any = None,
+    liberty: str | Path = "synthetic",
+    families: tuple[str, ...] | list[str] = ("all",),
+    stages: Stages | None = None,
+    float_accuracy: float | None = None,
+    progress: bool = True,
+) -> FamesResult:
+    """Put the cheapest AppMul assignment within the loss bound into ``model`` (in place) and return the result.
+
+    ``model``: an ``nn.Module`` quantized by :func:`fames.quantize` (exact mode); ``data``: training images (a
+    DataLoader or iterable of ``(x, y)``, a pair of tensors, or :class:`~fames.flow.sources.Samples`) for the
+    estimate and the calibration; ``library``: ``"generate"``, ``"evoapprox"``, a directory, a ``Library`` or a
+    list of AppMuls (the exact multiplier of each width is added); ``eval_data``: images the accuracies are
+    measured on (default: held-out draws of ``data``); ``liberty``: cell library for designs without a cost.
+    """
+    t_all = time.perf_counter()
+    cfg = config or FamesConfig()
+    if not isinstance(cfg, FamesConfig):
+        raise FamesError(f"config must be a fames.FamesConfig, not {type(cfg).__name__}")
+    if not isinstance(model, nn.Module):
+        raise FamesError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    layers = qlayers(model)
+    if not layers:
+        raise FamesError("the model has no quantized layer: call fames.quantize(model, 'W4A4') and "
+                         "fames.calibrate_ptq(model, data) first")
+    stages = stages or Stages(None)
+    est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
+    calib_n = (cal_cfg.samples if cal_cfg is not None else 1024)
+    samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES)
+    x, y = samples.draw(est_cfg.samples, cfg.seed)
+    calib_n = min(calib_n, len(samples))
+    cx, cy = samples.draw(calib_n, cfg.seed)
+    hx, hy = samples.draw(calib_n, cfg.seed + 1)  # judges a calibration (another draw)
+    if eval_data is None:
+        eval_data = samples.draw(min(len(samples), PROBE_IMAGES), cfg.seed + 2)
+    test = eval_batches(eval_data)
+    probe = _head(test, PROBE_IMAGES)
+    model.eval()
+
+    lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress)
+    setup = ModelSetup.build(model, lib, tuple(x.shape[1:]), sel_cfg.energy_metric)
+    cands = setup.candidates
+    mkey = model_key(model)
+    lkey = appmuls_key([m for ms in cands.values() for m in ms])
+    skey, tkey = tensors_hash(x, y), tensors_hash(*[t for b in test for t in b])
+    exact = stages.json("exact", content_hash(mkey, tkey), lambda: evaluate(model, test, progress, "eval exact"))
+
+    # ------------------------------------------------------------------ estimate (and its validation)
+    estimator = make_estimator(est_cfg.kind, progress, forward_above=est_cfg.forward_above,
+                               curvature=est_cfg.curvature)
+    ekey = content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
+                                                      sel_cfg.granularity))
+
+    def estimate() -> dict[str, np.ndarray]:
+        est = estimator.estimate(model, x, y, cands, granularity=sel_cfg.granularity)
+        return {**est.omega, "__seconds__": np.array(est.seconds)}
+
+    got = stages.arrays("estimate", ekey, estimate)
+    omega, est_seconds = {n: got[n] for n in cands}, float(got["__seconds__"])
+    spearman, scatter = _validation(model, x, y, cands, omega, stages, content_hash(mkey, lkey, skey), progress) \
+        if est_cfg.validate else (None, None)
+
+    # ------------------------------------------------------------------ the selection problem
+    liberty_file = str(liberty_path(liberty)) if sel_cfg.compensation != "none" else None
+    if sel_cfg.compensation == "auto":  # candidates k >= K_l: the layer's AppMuls with their corrections
+        pairs, c_omega, c_over = compensated_candidates(model, x, y, cands, estimator, liberty_file, setup.macs,
+                                                        sel_cfg.energy_metric)
+        omega = {n: np.concatenate([omega[n], c_omega[n]], 1) for n in cands}
+        mp = setup.problem(
+            omega, sel_cfg.granularity,
+            candidates={n: cands[n] + [m for m, _ in pairs[n]] for n in cands},
+            compensations={n: [None] * len(cands[n]) + [c for _, c in pairs[n]] for n in cands},
+            overhead={n: np.concatenate([np.zeros(len(cands[n])), c_over[n]]) for n in cands},
+        )
+    else:
+        mp = setup.problem(omega, sel_cfg.granularity)
+
+    # ------------------------------------------------------------------ per budget
+    bkey_base = content_hash(ekey, tkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
+                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel_cfg.compensation != "none"
+                             else "", str(liberty_file))
+    budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
+    rows: list[BudgetRow] = []
+    states: dict[float, dict[str, torch.Tensor]] = {}
+    ctx = _BudgetContext(model, setup, mp, test, probe, (cx, cy), (hx, hy), cfg, liberty_file, progress)
+    for ratio in budgets:
+        if sel_cfg.stop_at_loss and any(
+            not r.infeasible and exact["accuracy"] - r.accuracy > cfg.max_accuracy_loss for r in rows
+        ):
+            break
+        rkey = content_hash(bkey_base, repr(float(ratio)))
+        state = stages.tensors("budget", rkey)
+        row = None
+        if state is not None or _infeasible_cached(stages, rkey):
+            row = stages.json("budget", rkey, lambda: None)
+        if row is None:
+            row, state = ctx.run(ratio)
+            stages.json("budget", rkey, lambda row=row: row)
+            if state is not None:
+                stages.save_tensors("budget", rkey, state)
+        rows.append(BudgetRow.from_dict(row))
+        if state is not None:
+            states[float(ratio)] = state
+
+    feasible = [r for r in rows if not r.infeasible]
+    if not feasible:
+        raise FamesError(f"every budget was infeasible; smallest feasible ratio {rows[0].min_ratio:.4f}")
+    within = [r for r in feasible if exact["accuracy"] - r.accuracy <= cfg.max_accuracy_loss]
+    best = min(within, key=lambda r: r.relative_energy) if within else feasible[0]
+    _restore(model, states[best.budget], best.assignment, mp)
+    return FamesResult(
+        rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
+        layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],
+        library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
+        timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all}, model=model,
+        liberty=str(liberty), states=states,
+    )
+
+
+def _infeasible_cached(stages: Stages, key: str) -> bool:
+    p = stages.path("budget", key, "json")
+    if p is None or not p.is_file():
+        return False
+    try:
+        return bool(json.loads(p.read_text()).get("infeasible"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def _head(batches: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out, have = [], 0
+    for x, y in batches:
+        if have >= n:
+            break
+        out.append((x[: n - have], y[: n - have]))
+        have += len(out[-1][0])
+    return out
+
+
+def _validation(model, x, y, cands, omega, stages, key, progress):  # type: ignore[no-untyped-def]
+    """Spearman rho between estimated and measured single-layer loss changes, and the scatter for the plot."""
+    from scipy.stats import spearmanr
+
+    true = stages.json(
+        "true_loss", key, lambda: {n: v.tolist() for n, v in true_loss_changes(model, x, y, cands, progress).items()}
+    )
+    est_v = np.concatenate([omega[n].sum(0).ravel() for n in cands])
+    tru_v = np.concatenate([np.asarray(true[n]).ravel() for n in cands])
+    keep = np.isfinite(est_v) & np.isfinite(tru_v)
+    spearman = float(spearmanr(est_v[keep], tru_v[keep])[0])
+    return spearman, {"estimated": est_v.tolist(), "true": tru_v.tolist(),
+                      "layer": [n for n in cands for _ in cands[n]]}
+
+
+def _restore(model: nn.Module, state: dict[str, torch.Tensor], assignment: dict[str, Any], mp: ModelProblem) -> None:
+    """Put a budget's calibrated tensors and AppMuls into ``model``; layers assigned the exact multiplier run in
+    exact mode (same integers, no emulation cost)."""
+    model.load_state_dict(state)
+    names = {m.name: m for ms in mp.candidates.values() for m in ms}
+    approx = {}
+    for n, layer in qlayers(model):
+        spec = assignment.get(n)
+        if spec is None or (isinstance(spec, str) and names[spec].is_exact()):
+            layer.clear_assignment()
+        else:
+            approx[n] = spec
+    substitute(model, {"layers": approx}, Library(list(names.values())))
+
+
+@dataclass
+class _BudgetContext:
+    """Everything one budget's stage reads; :meth:`run` returns ``(row dict, calibrated state dict)``."""
+
+    model: nn.Module
+    setup: ModelSetup
+    mp: ModelProblem
+    test: list
+    probe: list
+    calib: tuple[torch.Tensor, torch.Tensor]
+    held_out: tuple[torch.Tensor, torch.Tensor]
+    cfg: FamesConfig
+    liberty: str | None
+    progress: bool
+
+    def run(self, ratio: float) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        cfg, progress = self.cfg, self.progress
+        try:
+            sel = ILPSelector().solve(self.mp.problem, ratio)
+        except InfeasibleBudget as e:
+            return asdict(BudgetRow(ratio, infeasible=True, min_ratio=e.min_ratio, message=str(e))), None
+        m = apply_choice(copy.deepcopy(self.model), self.mp, sel.choice)
+        to_compensate = [n for n, q in qlayers(m) if q.compensation is not None]
+        e, e_exact, per_layer = self.setup.energy(m)
+        acc_u = evaluate(m, self.test, progress, f"eval R={ratio}")["accuracy"]
+        z_exact, z_unc = _logits(self.model, m, self.probe)
+        acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
+        if cfg.calibration is not None:
+            t1 = time.perf_counter()
+            hx, hy = self.held_out
+            before, acc_before = copy.deepcopy(m.state_dict()), _accuracy(m, hx, hy)
+            c = cfg.calibration
+            calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
+                                                    "progress": progress}))
+            calib_kept = _accuracy(m, hx, hy) >= acc_before  # undo a calibration that loses held-out accuracy
+            if not calib_kept:
+                m.load_state_dict(before)
+            calib_s = time.perf_counter() - t1
+            acc_c = evaluate(m, self.test, progress, f"eval R={ratio} calibrated")["accuracy"] if calib_kept else acc_u
+            z_cal = _logits(self.model, m, self.probe)[1]
+        overhead: dict[str, float] = {}
+        acc_before_comp = acc_c
+        comp = cfg.selection.compensation
+        if comp != "none":
+            names = to_compensate if comp == "auto" else None
+            if names is None or names:
+                compensate_model(m, self.calib[0], calibrated=True, layers=names)
+                overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0], cfg.selection.energy_metric)
+                acc_c = evaluate(m, self.test, progress, f"eval R={ratio} compensated")["accuracy"]
+                z_cal = _logits(self.model, m, self.probe)[1]
+            e += sum(overhead.values())
+        held = current_assignment(m)["layers"]
+        # layers whose choice is the exact multiplier run in exact mode; list them by name all the same
+        chosen = {n: self.mp.candidates[n][k].name for (n, _g), k in zip(self.mp.groups, sel.choice.tolist(),
+                                                                            strict=True)}
+        assignment = {n: held.get(n, chosen[n]) for n, _ in qlayers(self.model) if n in chosen}
+        diffs = {"uncalibrated": _hist(z_unc - z_exact)}
+        if z_cal is not None:
+            diffs["calibrated"] = _hist(z_cal - z_exact)
+        row = BudgetRow(
+            budget=ratio, relative_energy=e / e_exact, energy_reduction=1 - e / e_exact, energy_fj=e,
+            exact_energy_fj=e_exact, accuracy_uncalibrated=acc_u, accuracy_before_compensation=acc_before_comp,
+            accuracy=acc_c, compensated_layers=sorted(overhead), compensation_overhead_fj=sum(overhead.values()),
+            select_s=sel.seconds, calibrate_s=calib_s, calibration_kept=calib_kept, ilp_status=sel.status,
+            assignment=assignment,
+            per_layer_energy={n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
+            output_difference=diffs,
+        )
+        return asdict(row), {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Top-1 accuracy (fraction) of ``model`` on ``(x, y)``."""
+    model.eval()
+    hits = sum(int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
+    return hits / len(x)
+
+
+@torch.no_grad()
+def _logits(ref: nn.Module, model: nn.Module, batches: list) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of the exact reference and of ``model`` over ``batches`` (flattened)."""
+    za, zb = [], []
+    for x, _ in batches:
+        za.append(ref(x).flatten())
+        zb.append(model(x).flatten())
+    return torch.cat(za).numpy(), torch.cat(zb).numpy()
+
+
+def _hist(d: np.ndarray, bins: int = 60) -> dict[str, Any]:
+    lim = float(np.abs(d).max()) or 1.0
+    h, edges = np.histogram(d, bins=bins, range=(-lim, lim))
+    return {"counts": h.tolist(), "edges": edges.tolist(), "mean_abs": float(np.abs(d).mean()), "std": float(d.std())}

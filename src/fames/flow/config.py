@@ -1,0 +1,216 @@
+"""Configuration of FAMES, one dataclass per concern, shared by the Python API and ``fames run``.
+
+Python: ``fames.FamesConfig(budget=0.7, estimator=EstimatorConfig(kind="taylor-full"))``.
+YAML (``fames run``): the same fields as keys, nested by concern, plus what the run loads::
+
+    model: resnet20                      # zoo name or package.module:factory
+    checkpoint: checkpoints/resnet20_w4a4.pt
+    budget: [0.9, 0.8, 0.7, 0.6]        # energy ratios R (one number, or a list = a sweep)
+    data: {dataset: cifar10, eval_images: 2000}
+    estimator: {kind: taylor-rank1, samples: 256}
+    selection: {granularity: layer}
+    calibration: {samples: 1024, epochs: 5}   # or `calibration: false`
+
+Every problem of a YAML config (unknown key, wrong type, out of range) is reported at once, before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fames.errors import FamesError
+from fames.method.calibrate import CalibrationConfig
+from fames.method.estimate import ESTIMATOR_NAMES
+from fames.quant.layers import GRANULARITIES
+
+STRICT = {"extra": "forbid", "strict": True}  # pydantic settings of every config dataclass
+COMPENSATIONS = ("none", "control_variate", "auto")
+CURVATURES = ("bound", "own")
+ENERGY_METRICS = ("pdp", "energy")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise FamesError(f"{key} {value!r} is not one of {list(allowed)}")
+
+
+@dataclass
+class EstimatorConfig:
+    """How Omega[group, AppMul] is estimated.
+
+    ``kind``: ``taylor-rank1`` (default), ``taylor-full``, ``first-order``, ``l2``, ``mre``, each optionally with
+    ``+forward`` (the mean output error forwarded where the estimate exceeds ``forward_above`` nats; layer
+    granularity). ``samples``: training images of the estimate (paper: 256). ``curvature``: how the second-order
+    term is split over filters/kernels (``bound`` | ``own``). ``validate``: also measure the true loss change of
+    every (layer, AppMul) for the Spearman figure (one forward per pair: costly on big models).
+    """
+
+    __pydantic_config__ = STRICT
+    kind: str = "taylor-rank1"
+    samples: int = 256
+    forward_above: float = 0.1
+    curvature: str = "bound"
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        base = self.kind.removesuffix("+forward")
+        _one_of("estimator kind", base, tuple(n for n in ESTIMATOR_NAMES if "+" not in n))
+        _one_of("estimator curvature", self.curvature, CURVATURES)
+        if self.samples < 1:
+            raise FamesError(f"estimator samples={self.samples}: give at least 1 training image")
+
+
+@dataclass
+class SelectionConfig:
+    """How the ILP selects: ``granularity`` (``layer`` | ``filter`` | ``kernel`` = output x input channel pair),
+    ``energy_metric`` (``pdp`` as the paper, or simulated ``energy`` per op), ``compensation`` (``none`` |
+    ``control_variate`` on every approximate layer | ``auto``: the ILP decides per layer), ``stop_at_loss``
+    (sweep budgets downwards and stop after the first one beyond ``max_accuracy_loss``)."""
+
+    __pydantic_config__ = STRICT
+    granularity: str = "layer"
+    energy_metric: str = "pdp"
+    compensation: str = "none"
+    stop_at_loss: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of("granularity", self.granularity, GRANULARITIES)
+        _one_of("energy_metric", self.energy_metric, ENERGY_METRICS)
+        _one_of("compensation", self.compensation, COMPENSATIONS)
+        if self.compensation != "none" and self.granularity != "layer":
+            raise FamesError("compensation shares one control variate per layer: it needs granularity 'layer'")
+
+
+@dataclass
+class DataConfig:
+    """Where ``fames run`` takes its images: ``dataset`` is a registered name (``digits``, ``cifar10``, ...),
+    ``imagefolder:PATH`` (one sub-folder per class under ``PATH/train`` and ``PATH/test``) or
+    ``package.module:factory`` (``factory(split)`` returns a Dataset of ``(x (C, H, W), label)``);
+    ``root``: the dataset's folder; ``eval_images``: a class-stratified test subset (None = the whole split)."""
+
+    __pydantic_config__ = STRICT
+    dataset: str = "digits"
+    root: str | None = None
+    batch_size: int = 500
+    eval_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise FamesError(f"data batch_size={self.batch_size} must be >= 1")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise FamesError(f"data eval_images={self.eval_images} must be >= 1 (or null for the whole test split)")
+
+
+@dataclass
+class FamesConfig:
+    """What :func:`fames.approximate_` does.
+
+    ``budget``: energy ratio R in (0, 1] (multiplier energy / exact), or a list (a sweep); ``max_accuracy_loss``
+    (points): the headline is the cheapest budget within this loss of the exact quantized model; ``calibration``:
+    :class:`~fames.method.calibrate.CalibrationConfig` (None: no calibration); ``seed`` draws the samples.
+    """
+
+    __pydantic_config__ = STRICT
+    budget: float | list[float] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
+    max_accuracy_loss: float = 1.0
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for r in self.budgets:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+                raise FamesError(f"energy budget {r!r} must be a number in (0, 1] (fraction of the exact energy)")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise FamesError(f"budget {self.budgets} lists a ratio twice; give each once")
+        if not math.isfinite(self.max_accuracy_loss) or self.max_accuracy_loss < 0:
+            raise FamesError(f"max_accuracy_loss={self.max_accuracy_loss} must be a finite number of points >= 0")
+        if self.estimator.kind.endswith("+forward") and self.selection.granularity != "layer":
+            raise FamesError(f"estimator {self.estimator.kind!r} runs a forward pass per layer and candidate: it "
+                             "needs granularity 'layer' (drop '+forward' for filters or kernels)")
+
+    @property
+    def budgets(self) -> list[float]:
+        """The budget(s) as a list."""
+        b = self.budget
+        if isinstance(b, (list, tuple)):
+            if not b:
+                raise FamesError("budget: give at least one energy ratio in (0, 1]")
+            return [float(r) if not isinstance(r, bool) else r for r in b]
+        return [b]
+
+
+@dataclass
+class RunConfig(FamesConfig):
+    """``fames run CONFIG.yaml``: a :class:`FamesConfig` plus what the run loads and where it writes.
+
+    ``model``: zoo name or ``package.module:factory``; ``checkpoint``: a fames ``.pt`` (float or quantized), a
+    plain ``state_dict`` file, ``default`` (the zoo's weights) or None; ``float_checkpoint``: the float model,
+    for its accuracy; ``quant``: quantize a float checkpoint by PTQ (``W4A4``, a dict or a file); ``library``:
+    ``generate`` (our families), ``evoapprox`` or a library directory; ``families``: which generated families;
+    ``liberty``: ``synthetic`` or a liberty path; ``output``: the run folder.
+    """
+
+    model: str = "digits_cnn"
+    checkpoint: str | None = None
+    float_checkpoint: str | None = None
+    quant: Any = None
+    library: str = "generate"
+    families: list[str] = field(default_factory=lambda: ["all"])
+    liberty: str = "synthetic"
+    data: DataConfig = field(default_factory=DataConfig)
+    output: str = "fames-out"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "run config") -> RunConfig:
+        """Validate a mapping (YAML/JSON) against every field at once; all problems in one :class:`FamesError`."""
+        from pydantic import TypeAdapter, ValidationError
+
+        if not isinstance(d, dict):
+            raise FamesError(f"{where}: a run config is a mapping of keys to values, not {type(d).__name__}")
+        d = dict(d)
+        if d.get("calibration") is False:
+            d["calibration"] = None
+        try:
+            text = json.dumps(d, allow_nan=True, default=str)
+            return TypeAdapter(cls).validate_json(text)
+        except ValidationError as e:
+            problems = []
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+                msg = err["msg"].replace("Unexpected keyword argument", "unknown key")
+                if err["type"] == "unexpected_keyword_argument":
+                    msg += f" (known keys here: {_known_keys(cls, err['loc'][:-1])})"
+                problems.append(f"{loc}: {msg}")
+            raise FamesError(f"{where} has {len(problems)} problem(s): " + "; ".join(problems)) from None
+        except (TypeError, ValueError) as e:
+            raise FamesError(f"{where}: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise FamesError(f"run config {p} not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise FamesError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        return cls.from_dict(data, where=str(p))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _known_keys(cls: type, loc: tuple) -> list[str]:
+    """Field names of the (nested) config dataclass at ``loc``."""
+    types = {"estimator": EstimatorConfig, "selection": SelectionConfig, "calibration": CalibrationConfig,
+             "data": DataConfig}
+    t = types.get(str(loc[-1]), cls) if loc else cls
+    return sorted(f.name for f in fields(t))

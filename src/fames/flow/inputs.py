@@ -1,0 +1,143 @@
+"""What ``fames run`` loads: the model (zoo name or ``package.module:factory``; fames checkpoint or a plain
+``state_dict``), quantized if need be, and the data (registered dataset, ``imagefolder:PATH`` or a factory)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fames.data import get_dataset, get_loader, stratified_indices
+from fames.errors import FamesError
+from fames.flow.config import DataConfig, RunConfig
+from fames.flow.sources import DatasetSamples
+from fames.models import create_model
+from fames.quant import calibrate_ptq, qlayers, quantize
+from fames.train import evaluate, load_model
+
+
+def resolve_import(spec: str, what: str) -> Any:
+    """The object named by ``package.module:attribute`` (``what`` names it in errors)."""
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise FamesError(f"{what} {spec!r}: an import path is written package.module:factory")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise FamesError(f"{what} {spec!r}: cannot import {mod_name!r} ({e}); is it installed or on PYTHONPATH?") \
+            from None
+    obj = getattr(mod, attr, None)
+    if obj is None:
+        raise FamesError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+    return obj
+
+
+def _read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, meta)`` of a fames checkpoint or of a plain ``state_dict`` file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FamesError(f"checkpoint {p} not found")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input error
+        raise FamesError(f"checkpoint {p} cannot be read ({type(e).__name__}); is it a torch file?") from None
+    if isinstance(ck, dict) and "state_dict" in ck:
+        return ck["state_dict"], ck.get("meta") or {}
+    if isinstance(ck, dict) and all(isinstance(v, torch.Tensor) for v in ck.values()):
+        return ck, {}
+    raise FamesError(f"checkpoint {p} is neither a fames checkpoint nor a state_dict (name -> tensor)")
+
+
+def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
+    """The model of a run: zoo name or ``package.module:factory`` (called without arguments), with weights from
+    ``checkpoint`` (fames ``.pt`` float or quantized, a plain ``state_dict``, ``default`` or None)."""
+    if ":" not in model:
+        is_fames = checkpoint is not None and str(checkpoint).endswith(".pt") and _is_fames_checkpoint(checkpoint)
+        if checkpoint is None or not str(checkpoint).endswith(".pt") or is_fames:
+            return load_model(model, checkpoint)
+        net = create_model(model)
+    else:
+        factory = resolve_import(model, "model")
+        net = factory()
+        if not isinstance(net, nn.Module):
+            raise FamesError(f"model {model!r} returned {type(net).__name__}, not a torch.nn.Module")
+        if checkpoint is None:
+            return net.eval()
+    sd, meta = _read_checkpoint(checkpoint)
+    if meta.get("quant"):
+        quantize(net, meta["quant"])
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise FamesError(f"{checkpoint} does not fit {model!r}: missing keys {missing[:5]}, unexpected keys "
+                         f"{unexpected[:5]}")
+    net.checkpoint_meta = meta
+    return net.eval()
+
+
+def _is_fames_checkpoint(path: str | Path) -> bool:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - load_model reports unreadable files
+        return True
+    return isinstance(ck, dict) and "state_dict" in ck
+
+
+def dataset_split(data: DataConfig, split: str) -> Dataset:
+    """Split ``split`` of the run's dataset (registered name, ``imagefolder:PATH`` or ``package.module:factory``)."""
+    spec = data.dataset
+    if spec.startswith("imagefolder:"):
+        return get_dataset("imagefolder", split, root=spec.partition(":")[2])
+    if ":" in spec:
+        ds = resolve_import(spec, "dataset")(split)
+        if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
+            raise FamesError(f"dataset {spec!r}: factory(split) must return a Dataset of (x, label), got "
+                             f"{type(ds).__name__}")
+        return ds
+    return get_dataset(spec, split, root=data.root)
+
+
+def test_loader(data: DataConfig, n: int | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Test batches: the whole split, or ``n`` images with equal counts per class (splits may be class-sorted)."""
+    ds = dataset_split(data, "test")
+    if n is not None and n < len(ds):
+        labels = getattr(ds, "labels", None)
+        if labels is None or not hasattr(ds, "subset"):
+            ds = torch.utils.data.Subset(ds, list(range(n)))
+        else:
+            ds = ds.subset(stratified_indices(labels, n))
+    return get_loader(ds, "test", data.batch_size, channels_last=True, seed=seed)
+
+
+@dataclass
+class RunInputs:
+    """The exact quantized model, its float accuracy (when known), training samples and the test loader."""
+
+    model: nn.Module
+    float_accuracy: float | None
+    samples: DatasetSamples
+    test: Any
+
+
+def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
+    """Load the model (quantized by PTQ when ``quant`` is given and the checkpoint is float) and the data."""
+    model = load_run_model(cfg.model, cfg.checkpoint)
+    test = test_loader(cfg.data, cfg.data.eval_images, cfg.seed)
+    samples = DatasetSamples(dataset_split(cfg.data, "train"), cfg.data.dataset)
+    float_acc = None
+    if not qlayers(model):
+        if cfg.quant is None:
+            raise FamesError("the checkpoint is a float model: give 'quant' (e.g. W8A8) to quantize it (PTQ)")
+        float_acc = evaluate(model, test, progress, "eval float")["accuracy"]
+        quantize(model, cfg.quant)
+        calibrate_ptq(model, get_loader(samples.dataset, "train", 128, shuffle=True, seed=cfg.seed,
+                                        channels_last=True), num_batches=8)
+    elif cfg.float_checkpoint:
+        fm = load_run_model(cfg.model, cfg.float_checkpoint)
+        float_acc = evaluate(fm, test, progress, "eval float")["accuracy"]
+    model.eval()
+    return RunInputs(model, float_acc, samples, test)

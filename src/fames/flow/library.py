@@ -1,0 +1,77 @@
+"""The candidate AppMuls of a model: a library in any form the user has, narrowed to the model's layer widths,
+with the exact multiplier of every width added and every design costed on the liberty."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from fames.appmul.core import AppMul
+from fames.appmul.families import build, build_family
+from fames.appmul.importers import import_evoapprox
+from fames.appmul.library import Library
+from fames.errors import FamesError
+from fames.hw.cost import cost_library
+from fames.hw.synthetic import default_synthetic_liberty
+
+Widths = tuple[int, int, bool, bool]
+
+
+def liberty_path(value: str | Path) -> Path:
+    """``synthetic`` means the project's own small liberty (written to the cache); else a liberty path."""
+    if str(value) == "synthetic":
+        return default_synthetic_liberty()
+    p = Path(value)
+    if not p.is_file():
+        raise FamesError(f"liberty {p} not found; give a .lib/.lib.gz path or 'synthetic'")
+    return p
+
+
+def candidate_appmuls(
+    library: Any,
+    widths: set[Widths],
+    liberty: str | Path = "synthetic",
+    families: Iterable[str] = ("all",),
+    progress: bool = True,
+) -> list[AppMul]:
+    """Costed candidates for ``widths`` (plus an exact multiplier per widths).
+
+    ``library``: ``"generate"`` (our families, ``families`` of them), ``"evoapprox"`` (EvoApproxLib from
+    ``../shared``, published costs), a library directory, a :class:`Library` or a list of AppMuls. Designs without a
+    cost are synthesized and costed on ``liberty`` (cached by content), and then so is every design without a
+    published cost, so that all ratios come from one liberty."""
+    generated = isinstance(library, str) and library == "generate"
+    if generated:
+        ms: list[AppMul] = []
+        for a, w, sa, _sw in sorted(widths):
+            for fam in families:
+                ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
+    elif isinstance(library, str) and library == "evoapprox":
+        ms = [m for m in import_evoapprox() if m.widths in widths]
+    elif isinstance(library, (str, Path)):
+        ms = [m for m in Library.load(library) if m.widths in widths]
+    elif isinstance(library, (Library, list, tuple)):
+        ms = [m for m in library if m.widths in widths]
+        bad = [type(m).__name__ for m in library if not isinstance(m, AppMul)]
+        if bad:
+            raise FamesError(f"library: a list of AppMuls was expected, it holds {sorted(set(bad))}")
+    else:
+        raise FamesError(f"library must be 'generate', 'evoapprox', a directory, a Library or a list of AppMuls, not "
+                         f"{type(library).__name__}")
+    missing = widths - {m.widths for m in ms}
+    have = {m.widths for m in ms if m.is_exact()}
+    if missing and not generated:
+        shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in sorted(missing)]
+        raise FamesError(
+            f"library {library if isinstance(library, (str, Path)) else type(library).__name__!r} has no AppMul for "
+            f"the layer widths {shown}; add designs of these widths (fames lib build --bits A W) or use "
+            "library='generate'"
+        )
+    for key in sorted(widths - have):  # the exact multiplier is always a candidate (the budget's reference)
+        ms.insert(0, build("exact", *key))
+    if generated or any(m.cost is None for m in ms):  # one liberty for all but published figures
+        need = [m for m in ms if m.cost is None or m.cost.source != "published"]
+        done = {m.name: m for m in cost_library(need, liberty_path(liberty), progress=progress)}
+        ms = [done.get(m.name, m) for m in ms]
+    return ms

@@ -1,0 +1,122 @@
+"""Where FAMES takes its images: any ``(x, y)`` data turned into a :class:`Samples` (seeded draws of training
+images) or evaluation batches, with a content hash for the stage keys.
+
+``data`` may be a DataLoader or any iterable of ``(x (B, ...), y (B,))`` batches, a pair of tensors
+``(x (N, ...), y (N,))``, or a :class:`Samples` (e.g. :class:`DatasetSamples` over a registered dataset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from fames.errors import FamesError
+
+
+class Samples(Protocol):
+    """Training images to draw from: ``draw(n, seed)`` returns ``(x (n, ...), y (n,))`` (the same for the same
+    arguments); ``len()`` is how many there are."""
+
+    def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __len__(self) -> int: ...
+
+
+def _check_pair(x: Any, y: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise FamesError(f"{where}: batches must be (x, y) pairs of tensors, got ({type(x).__name__}, "
+                         f"{type(y).__name__}); wrap your data so that it yields (inputs, integer labels)")
+    if y.dim() != 1 or y.is_floating_point() or y.shape[0] != x.shape[0]:
+        raise FamesError(f"{where}: labels must be integers of shape (N,) matching x {tuple(x.shape)}, got "
+                         f"{y.dtype} {tuple(y.shape)}")
+    return x, y
+
+
+def _batches(data: Any, where: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        yield _check_pair(data[0], data[1], where)
+        return
+    if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
+        raise FamesError(f"{where}: give a DataLoader (or iterable) of (x, y) batches or a pair of tensors (x, y), "
+                         f"not {type(data).__name__}")
+    for b in data:
+        if not isinstance(b, (tuple, list)) or len(b) < 2:
+            raise FamesError(f"{where}: every batch must be an (x, y) pair, got {type(b).__name__}")
+        yield _check_pair(b[0], b[1], where)
+
+
+class TensorSamples:
+    """Samples held as tensors ``x (N, ...)``, ``y (N,)``; a draw is a seeded random subset."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = _check_pair(x, y, "data")
+        if len(self.x) == 0:
+            raise FamesError("data is empty: give at least one (x, y) sample")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n > len(self):
+            raise FamesError(f"{n} samples requested but the data holds only {len(self)}; lower 'samples' or give "
+                             "more data")
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.x[idx], self.y[idx]
+
+
+class DatasetSamples:
+    """The train split of a registered dataset; a draw is the first batch of a seeded shuffled loader."""
+
+    def __init__(self, dataset: Any, name: str = "dataset") -> None:
+        self.dataset, self.name = dataset, name
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from fames.data import get_loader
+
+        if n > len(self):
+            raise FamesError(f"{n} samples requested but the {self.name} train split has only {len(self)}; lower "
+                             "'samples' / calibration 'samples'")
+        return next(iter(get_loader(self.dataset, "train", n, shuffle=True, seed=seed, channels_last=True)))
+
+
+def as_samples(data: Any, limit: int) -> Samples:
+    """``data`` as :class:`Samples`; an iterable is read up to ``limit`` samples (all of a pair of tensors)."""
+    if hasattr(data, "draw") and hasattr(data, "__len__"):
+        return data
+    xs, ys, n = [], [], 0
+    for x, y in _batches(data, "data"):
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if n >= limit and not isinstance(data, (tuple, list)):
+            break
+    if not xs:
+        raise FamesError("data is empty: give at least one (x, y) batch")
+    return TensorSamples(torch.cat(xs), torch.cat(ys))
+
+
+def eval_batches(data: Any, batch_size: int = 500) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Evaluation data as a list of ``(x, y)`` batches (a pair of tensors is cut into ``batch_size`` pieces)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = _check_pair(data[0], data[1], "eval_data")
+        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    out = list(_batches(data, "eval_data"))
+    if not out:
+        raise FamesError("eval_data is empty: give at least one (x, y) batch")
+    return out
+
+
+def tensors_hash(*tensors: torch.Tensor) -> str:
+    """Short SHA-256 of tensors' shapes, dtypes and bytes (stage keys)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,78 @@
+"""Resumable stage results, each named by a content key of everything it depends on.
+
+A stage file is written atomically; a file that cannot be read (truncated, edited) is recomputed with a one-line
+warning, never trusted. ``Stages(None)`` computes everything and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fames.io import atomic_write_bytes, atomic_write_json
+
+
+class Stages:
+    """Stage files ``<root>/<name>-<key>.<ext>``; ``root=None`` disables caching."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = None if root is None else Path(root)
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str, key: str, ext: str) -> Path | None:
+        return None if self.root is None else self.root / f"{name}-{key}.{ext}"
+
+    def _load(self, p: Path | None, read: Callable[[Path], Any]) -> Any:
+        if p is None or not p.is_file():
+            return None
+        try:
+            return read(p)
+        except Exception as e:  # noqa: BLE001 - any unreadable stage file is recomputed
+            warnings.warn(f"stage file {p} is unreadable ({type(e).__name__}); recomputing it", stacklevel=3)
+            return None
+
+    def json(self, name: str, key: str, fn: Callable[[], Any]) -> Any:
+        """The JSON value of stage ``name`` under ``key``, computed by ``fn`` when absent."""
+        p = self.path(name, key, "json")
+        val = self._load(p, lambda q: json.loads(q.read_text()))
+        if val is None:
+            val = fn()
+            if p is not None:
+                atomic_write_json(p, val)
+        return val
+
+    def arrays(self, name: str, key: str, fn: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """A dict of arrays (npz) of stage ``name`` under ``key``, computed by ``fn`` when absent."""
+        p = self.path(name, key, "npz")
+
+        def read(q: Path) -> dict[str, np.ndarray]:
+            with np.load(q) as z:
+                return {k: z[k] for k in z.files}
+
+        val = self._load(p, read)
+        if val is None:
+            val = fn()
+            if p is not None:
+                buf = io.BytesIO()
+                np.savez(buf, **val)
+                atomic_write_bytes(p, buf.getvalue())
+        return val
+
+    def tensors(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
+        """A saved state dict of stage ``name`` under ``key``, or None."""
+        return self._load(self.path(name, key, "pt"), lambda q: torch.load(q, map_location="cpu", weights_only=True))
+
+    def save_tensors(self, name: str, key: str, state: dict[str, torch.Tensor]) -> None:
+        p = self.path(name, key, "pt")
+        if p is not None:
+            buf = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+            atomic_write_bytes(p, buf.getvalue())

@@ -1,0 +1,124 @@
+"""What every estimator shares: the :class:`Estimate` it returns, the :class:`Estimator` protocol (pymoo style:
+estimators are swappable objects), and the model-state helpers the estimators build on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.errors import FamesError
+from fames.quant.convert import qlayers
+from fames.quant.layers import GRANULARITIES, QuantLayer
+
+
+@dataclass
+class Estimate:
+    """Omega per layer: ``omega[name]`` has shape ``(groups, K)`` (groups = 1 at layer granularity).
+
+    ``first`` and ``second`` hold the two terms separately; ``candidates[name]`` the K AppMuls; ``shift`` (from
+    :class:`~fames.method.estimate.forward.MeanForward`) the loss change caused by each candidate's mean output
+    error alone, by forward passes; ``residual`` (when the estimator was given ``mean_errors``) the same three
+    terms for the zero-mean remainder ``dY_A - mu_A``, as ``{"omega": .., "first": .., "second": ..}``.
+    """
+
+    omega: dict[str, np.ndarray]
+    first: dict[str, np.ndarray]
+    second: dict[str, np.ndarray]
+    candidates: dict[str, list[AppMul]]
+    granularity: str
+    hessian: str
+    seconds: float
+    shift: dict[str, np.ndarray] | None = None
+    residual: dict[str, dict[str, np.ndarray]] | None = None
+
+
+class Estimator(Protocol):
+    """Anything with a ``name`` and ``estimate(model, x, y, candidates, granularity, mean_errors=None)``.
+
+    ``x (S, ...)``, ``y (S,)``: the sample batch; ``candidates[layer]``: the layer's AppMuls (or ``(AppMul,
+    Compensation)`` pairs); returns an :class:`Estimate` with ``omega[layer]`` of shape ``(groups, K)`` (nats).
+    ``mean_errors[layer]`` ``(K, *output[1:])``, when given, asks for the residual terms as well (see
+    :class:`~fames.method.estimate.forward.MeanForward`)."""
+
+    name: str
+
+    def estimate(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        candidates: dict[str, list],
+        granularity: str = "layer",
+        mean_errors: dict[str, torch.Tensor] | None = None,
+    ) -> Estimate: ...
+
+
+def check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise FamesError(f"granularity {granularity!r} is not one of {GRANULARITIES}")
+
+
+@contextlib.contextmanager
+def layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
+    """Run with every quantized layer in exact mode (e = 0) and float64 emulation; restore afterwards."""
+    ql = qlayers(model)
+    saved = [(m.mode, m.assignment, m.emulation_dtype) for _, m in ql]
+    was_training = model.training
+    model.eval()
+    try:
+        for _, m in ql:
+            m.mode, m.emulation_dtype = "exact", torch.float64
+        yield ql
+    finally:
+        for (_, m), (mode, a, dt) in zip(ql, saved, strict=True):
+            m.mode, m.assignment, m.emulation_dtype = mode, a, dt
+            m.error_probe, m.gather_only = None, False
+        model.train(was_training)
+
+
+def as_pairs(cands: list) -> list[tuple[AppMul, object]]:
+    """Candidates as ``(AppMul, Compensation or None)`` pairs (a bare AppMul has no correction)."""
+    return [c if isinstance(c, tuple) else (c, None) for c in cands]
+
+
+def check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, list], granularity: str) -> None:
+    names = dict(ql)
+    for n, ms in candidates.items():
+        if n not in names:
+            raise FamesError(f"candidates given for {n!r}, which is not a quantized layer of the model")
+        if not ms:
+            raise FamesError(f"layer {n}: no candidate AppMuls (the library has none of widths {names[n].widths})")
+        for c, (m, comp) in zip(ms, as_pairs(ms), strict=True):
+            if m.widths != names[n].widths:
+                raise FamesError(f"layer {n}: candidate {m.name} is {m.signature()}, the layer needs {names[n].widths}")
+            if isinstance(c, tuple) and granularity != "layer":
+                raise FamesError("compensated candidates share one control variate per layer: use granularity 'layer'")
+            if comp is not None and comp.appmul != m.name:
+                raise FamesError(f"layer {n}: correction fitted for {comp.appmul!r} paired with AppMul {m.name!r}")
+
+
+def capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor):
+    """Forward with hooks: logits, and per layer its input and output (output kept in the graph)."""
+    ins: dict[str, torch.Tensor] = {}
+    outs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for n, m in ql:
+
+        def hook(mod, inp, out, n=n):
+            ins[n] = inp[0].detach()
+            outs[n] = out
+
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        z = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return z, ins, outs

@@ -1,0 +1,17 @@
+"""Selection under an energy budget: the problem data, selectors (ILP, greedy) and drivers."""
+
+from fames.method.select.problem import InfeasibleBudget, Selection, SelectionProblem, Selector, check_budget
+from fames.method.select.solvers import GreedySelector, ILPSelector, dominated, pareto_sweep, select
+
+__all__ = [
+    "GreedySelector",
+    "ILPSelector",
+    "InfeasibleBudget",
+    "Selection",
+    "SelectionProblem",
+    "Selector",
+    "check_budget",
+    "dominated",
+    "pareto_sweep",
+    "select",
+]
