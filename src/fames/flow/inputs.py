@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fames.appmul.core import AppMul
 from fames.data import get_dataset, get_loader, stratified_indices
 from fames.errors import FamesError
 from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
+from fames.method.problem import ModelProblem, ModelSetup
 from fames.models import create_model
 from fames.quant import calibrate_ptq, qlayers, quantize
 from fames.train import evaluate, load_model
@@ -141,3 +144,57 @@ def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
         float_acc = evaluate(fm, test, progress, "eval float")["accuracy"]
     model.eval()
     return RunInputs(model, float_acc, samples, test)
+
+
+@dataclass
+class Prepared:
+    """A run's model set up for side-by-side comparisons (benchmarks, baselines): the exact quantized ``model``,
+    its costed ``library`` and :class:`~fames.method.problem.ModelSetup` (candidates, MACs, exact costs), and
+    fixed image draws for search and test."""
+
+    cfg: RunConfig
+    inputs: RunInputs
+    library: list[AppMul]
+    setup: ModelSetup
+
+    @property
+    def model(self) -> nn.Module:
+        return self.inputs.model
+
+    @property
+    def candidates(self) -> dict[str, list[AppMul]]:
+        return self.setup.candidates
+
+    def problem(self, omega: dict[str, np.ndarray]) -> ModelProblem:
+        """The selection problem of ``omega[layer] (groups, K)`` at the config's granularity."""
+        return self.setup.problem(omega, self.cfg.selection.granularity)
+
+    def train_images(self, n: int, seed_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random training images and labels (``seed_offset`` draws a different, fixed set)."""
+        return self.inputs.samples.draw(n, self.cfg.seed + seed_offset)
+
+    def test_images(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` test images (all when None): a fixed random subset (``cfg.seed``); test splits may be stored sorted
+        by class."""
+        xs, ys, have = [], [], 0
+        ds = dataset_split(self.cfg.data, "test")
+        for x, y in get_loader(ds, "test", self.cfg.data.batch_size, shuffle=True, seed=self.cfg.seed,
+                               channels_last=True):
+            xs.append(x)
+            ys.append(y)
+            have += len(y)
+            if n is not None and have >= n:
+                break
+        return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def prepare(cfg: RunConfig, progress: bool = True) -> Prepared:
+    """Load ``cfg``'s model and data and build its costed candidates (what :func:`fames.run` prepares)."""
+    from fames.flow.library import candidate_appmuls
+
+    inputs = load_inputs(cfg, progress)
+    layers = qlayers(inputs.model)
+    lib = candidate_appmuls(cfg.library, {m.widths for _, m in layers}, cfg.liberty, cfg.families, progress)
+    x, _ = inputs.samples.draw(1, cfg.seed)
+    return Prepared(cfg, inputs, lib, ModelSetup.build(inputs.model, lib, tuple(x.shape[1:]),
+                                                       cfg.selection.energy_metric))

@@ -1,0 +1,64 @@
+"""The README's "Your own model" code, run as written on a custom CNN with a depthwise-separable block."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fames.data import get_loader
+from fames.train import TrainConfig, evaluate, train
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## Your own model") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10, "the README example must stay within 10 lines"
+    return code
+
+
+class DepthwiseSeparableCNN(nn.Module):
+    """A user's model, not from the zoo: conv, depthwise-separable block, pooling, two linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.pw = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 32), nn.ReLU(),
+                                  nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pw(self.dw(self.stem(x))))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = DepthwiseSeparableCNN()
+    train(model, get_loader("digits", "train", 64, augment=True, seed=0), TrainConfig(epochs=8, lr=0.05, seed=0),
+          progress=False)
+    return model.eval()
+
+
+def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)
+    test_loader = get_loader("digits", "test", 500)
+    ns = {"model": trained, "train_loader": train_loader, "test_loader": test_loader}
+    exec(compile(readme_example(), str(README), "exec"), ns)
+    result = ns["result"]
+    model = ns["model"]
+    names = {n for n, m in DepthwiseSeparableCNN().named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert {layer["name"] for layer in result.layers} == names  # every Conv2d/Linear was a candidate layer
+    assert result.energy_reduction > 0
+    assert result.exact_accuracy - result.accuracy <= 1.0
+    # the model now holds the headline assignment: its accuracy is the reported one
+    assert evaluate(model, test_loader, progress=False)["accuracy"] == pytest.approx(result.accuracy)
+    assert set(result.assignment) == names
+    for f in ("report.md", "report.json", "assignment.json", "model.pt", "library/index.json"):
+        assert (tmp_path / "my-run" / f).is_file(), f

@@ -1,0 +1,84 @@
+"""Stages of `fames run` are keyed by the content of what they read, not by the config text."""
+
+import os
+
+import pytest
+import torch
+
+from fames.appmul.library import Library
+from fames.data import get_loader
+from fames.flow.config import RunConfig
+from fames.flow.library import candidate_appmuls
+from fames.flow.run import run
+from fames.models import create_model, save_checkpoint
+from fames.train import TrainConfig, train
+
+
+def _float_checkpoint(path, seed):
+    torch.manual_seed(seed)
+    m = create_model("digits_cnn")
+    train(m, get_loader("digits", "train", 64, augment=True, seed=seed), TrainConfig(epochs=2, lr=0.05, seed=seed),
+          progress=False)
+    return save_checkpoint(m, path, meta={"quant": None})
+
+
+def _cfg(ck, out, library="generate", **kw):
+    base = dict(model="digits_cnn", checkpoint=str(ck), quant="W4A4", families=["trunc", "perf"], library=library,
+                budget=[0.7], estimator={"samples": 64, "validate": False}, calibration=False, output=str(out))
+    return RunConfig.from_dict(base | kw)
+
+
+def _stage_files(out, name):
+    return {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob(f"{name}-*")}
+
+
+@pytest.fixture()
+def ck(tmp_path):
+    return _float_checkpoint(tmp_path / "f.pt", seed=0)
+
+
+def test_only_budgets_changed_reuses_the_estimate(ck, tmp_path):
+    out = tmp_path / "run"
+    run(_cfg(ck, out), progress=False)
+    est = _stage_files(out, "estimate")
+    assert len(est) == 1
+    r2 = run(_cfg(ck, out, budget=[0.7, 0.5]), progress=False)
+    assert _stage_files(out, "estimate") == est  # same file, not rewritten
+    assert len(_stage_files(out, "budget")) == 4  # R = 0.7 reused (json + pt), R = 0.5 added
+    assert [r.budget for r in r2.rows] == [0.7, 0.5]
+    assert (out / "model_R0.5.pt").is_file() and (out / "assignment_R0.5.json").is_file()
+
+
+def test_new_checkpoint_at_the_same_path_recomputes(ck, tmp_path):
+    out = tmp_path / "run"
+    r1 = run(_cfg(ck, out), progress=False)
+    est, bud = _stage_files(out, "estimate"), _stage_files(out, "budget")
+    _float_checkpoint(ck, seed=1)  # other weights, same path, same config text
+    r2 = run(_cfg(ck, out), progress=False)
+    assert len(_stage_files(out, "estimate")) == 2 and set(est) < set(_stage_files(out, "estimate"))
+    assert set(bud) < set(_stage_files(out, "budget"))
+    assert r2.exact_accuracy != r1.exact_accuracy or r2.to_dict()["runs"] != r1.to_dict()["runs"]
+    # the per-budget files are written from the stage they belong to
+    os.remove(out / "model_R0.7.pt")
+    r3 = run(_cfg(ck, out), progress=False)
+    assert (out / "model_R0.7.pt").is_file() and r3.to_dict()["runs"] == r2.to_dict()["runs"]
+
+
+def test_recosted_library_recomputes(ck, tmp_path):
+    lib_dir = tmp_path / "lib"
+    ms = candidate_appmuls("generate", {(4, 4, True, True)}, "synthetic", ["trunc"], progress=False)
+    Library(ms).save(lib_dir)
+    out = tmp_path / "run"
+    run(_cfg(ck, out, library=str(lib_dir)), progress=False)
+    bud = _stage_files(out, "budget")
+    recosted = []
+    for m in ms:  # the same designs, every approximate one now twice as costly
+        if not m.is_exact():
+            m = m.with_cost(type(m.cost).from_dict({**m.cost.to_dict(), "pdp_fj": 2 * m.cost.pdp_fj,
+                                                    "relative": {k: 2 * v for k, v in m.cost.relative.items()}}))
+        recosted.append(m)
+    Library(recosted).save(lib_dir)
+    r = run(_cfg(ck, out, library=str(lib_dir)), progress=False)
+    assert set(bud) < set(_stage_files(out, "budget"))
+    assert len(_stage_files(out, "estimate")) == 2
+    assert r.to_dict()["library"]["size"] == len(ms)
