@@ -242,6 +242,10 @@ def approximate_(
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     calib_n = (cal_cfg.samples if cal_cfg is not None else 1024)
     samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES)
+    if est_cfg.samples > len(samples):
+        raise FamesError(f"the estimate needs estimator.samples={est_cfg.samples} training images but the data holds "
+                         f"{len(samples)}: give more data or lower it (FamesConfig(estimator=EstimatorConfig("
+                         f"samples={len(samples)})), or `estimator: {{samples: {len(samples)}}}` in a run config)")
     x, y = samples.draw(est_cfg.samples, cfg.seed)
     calib_n = min(calib_n, len(samples))
     cx, cy = samples.draw(calib_n, cfg.seed)

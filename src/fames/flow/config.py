@@ -180,13 +180,15 @@ class RunConfig(FamesConfig):
             text = json.dumps(d, allow_nan=True, default=str)
             return TypeAdapter(cls).validate_json(text)
         except ValidationError as e:
-            problems = []
+            problems: list[str] = []
             for err in e.errors():
-                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+                parts = [str(p) for p in err["loc"] if str(p) not in _TYPE_BRANCHES and "[" not in str(p)]
+                loc = ".".join(parts) or "(top level)"
                 msg = err["msg"].replace("Unexpected keyword argument", "unknown key")
                 if err["type"] == "unexpected_keyword_argument":
                     msg += f" (known keys here: {_known_keys(cls, err['loc'][:-1])})"
-                problems.append(f"{loc}: {msg}")
+                if not any(p.startswith(f"{loc.split('.')[0]}: {msg}") or p.startswith(f"{loc}:") for p in problems):
+                    problems.append(f"{loc}: {msg}")
             raise FamesError(f"{where} has {len(problems)} problem(s): " + "; ".join(problems)) from None
         except (TypeError, ValueError) as e:
             raise FamesError(f"{where}: {e}") from None
@@ -206,6 +208,9 @@ class RunConfig(FamesConfig):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_TYPE_BRANCHES = {"float", "int", "str", "bool", "none", "function-after", "function-before"}  # union branches
 
 
 def _known_keys(cls: type, loc: tuple) -> list[str]:

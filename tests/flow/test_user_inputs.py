@@ -1,0 +1,93 @@
+"""A user's own model class, weights and image folder through `fames run`, and the errors for bad input."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import fames
+from fames.cli import main
+from fames.data import get_dataset
+from fames.errors import FamesError
+from fames.flow.config import RunConfig
+
+FACTORY = '''
+import torch
+from torch import nn
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(32, 10))
+'''
+
+
+@pytest.fixture()
+def user_files(tmp_path, monkeypatch):
+    """``mynets.tiny_net`` on the path, a plain state_dict of it, and digits as an image folder (RGB PNGs)."""
+    (tmp_path / "mynets.py").write_text(textwrap.dedent(FACTORY))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for split, n in (("train", 400), ("test", 100)):
+        ds = get_dataset("digits", split)
+        for i in range(n):
+            x, y = ds[i]
+            img = (x[0].numpy() * 255).astype(np.uint8)
+            folder = tmp_path / "imgs" / split / str(int(y))
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.stack([img] * 3, -1)).save(folder / f"{i}.png")
+    from mynets import tiny_net
+
+    torch.save(tiny_net().state_dict(), tmp_path / "weights.pt")
+    return tmp_path
+
+
+def test_run_with_import_path_state_dict_and_imagefolder(user_files, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        model: mynets:tiny_net
+        checkpoint: {user_files / "weights.pt"}
+        quant: W4A4
+        families: [trunc]
+        budget: 0.8
+        data: {{dataset: "imagefolder:{user_files / "imgs"}", batch_size: 50}}
+        estimator: {{samples: 32, validate: false}}
+        calibration: false
+        output: {tmp_path / "out"}
+    """))
+    assert main(["run", str(cfg)]) == 0
+    r = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {layer["name"] for layer in r["layers"]} == {"0", "4"}
+    assert r["runs"][0]["relative_energy"] <= 0.8 + 1e-9
+
+
+def test_bad_input_names_the_problem_and_the_fix(tmp_path):
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 10)).eval()
+    with pytest.raises(FamesError, match="no quantized layer: call fames.quantize"):
+        fames.approximate_(net, (x, y))
+    fames.quantize(net, "W4A4")
+    fames.calibrate_ptq(net, [(x, y)])
+    with pytest.raises(FamesError, match=r"batches must be \(x, y\) pairs"):
+        fames.approximate_(net, [(x, "labels")])
+    with pytest.raises(FamesError, match="every batch must be an"):
+        fames.approximate_(net, [x])
+    with pytest.raises(FamesError, match="estimator.samples=256 training images but the data holds 16"):
+        fames.approximate_(net, (x, y))
+    small = fames.FamesConfig(budget=0.9, estimator=fames.EstimatorConfig(samples=8, validate=False))
+    with pytest.raises(FamesError, match="no AppMul for the layer widths.*4x4 signed"):
+        fames.approximate_(net, (x, y), library=fames.Library(), config=small)
+    with pytest.raises(FamesError, match="config must be a fames.FamesConfig"):
+        fames.approximate_(net, (x, y), config={"budget": 0.9})
+    with pytest.raises(FamesError, match="cannot import 'no_such_package.nets'.*PYTHONPATH"):
+        fames.run({"model": "no_such_package.nets:net", "output": str(tmp_path / "o")})
+    with pytest.raises(FamesError, match="has no attribute 'nope'"):
+        fames.run({"model": "torch.nn:nope", "output": str(tmp_path / "o")})
+    with pytest.raises(FamesError, match="lists a ratio twice"):
+        fames.FamesConfig(budget=[0.7, 0.7])
+    with pytest.raises(FamesError, match=r"3 problem\(s\).*budget.*estimator.samples.*calibration.epochs"):
+        RunConfig.from_dict({"budget": [True], "estimator": {"samples": "abc"}, "calibration": {"epochs": 1.5}})
