@@ -73,10 +73,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`.",
-        "Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
-        f"--library library --dataset {(report['config'].get('data') or {}).get('dataset', 'DATASET')}` (from this "
-        "folder).",
     ]
+    dataset = (report["config"].get("data") or {}).get("dataset")
+    if dataset:
+        lines.append("Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
+                     f"--library library --dataset {dataset}` (from this folder).")
     return "\n".join(lines) + "\n"
 
 
