@@ -57,12 +57,14 @@ def main() -> int:
 
     import torch
 
-    from fames.baselines import apply_choice, retrain
-    from fames.baselines.setup import load_setup
-    from fames.flow.run import RunConfig, _loader
+    from fames.baselines import retrain
+    from fames.data import get_loader
+    from fames.flow.config import RunConfig
+    from fames.flow.inputs import prepare
     from fames.io import atomic_write_text
     from fames.method.calibrate import CalibrationConfig, calibrate
     from fames.method.estimate import TaylorEstimator
+    from fames.method.problem import apply_choice
     from fames.method.select import ILPSelector
     from fames.train import TrainConfig, evaluate
 
@@ -73,8 +75,10 @@ def main() -> int:
         if not ck.is_file():
             print(f"skip {name}: {ck} not found (checkpoints/train_all.sh trains it)")
             continue
-        cfg = RunConfig(model="resnet20", checkpoint=str(ck), dataset="cifar10", liberty=args.liberty)
-        s = load_setup(cfg)
+        cfg = RunConfig.from_dict(
+            {"model": "resnet20", "checkpoint": str(ck), "data": {"dataset": "cifar10"}, "liberty": args.liberty}
+        )
+        s = prepare(cfg)
         tx, ty = s.test_images(args.test_images)
         test = [(tx[i : i + 500], ty[i : i + 500]) for i in range(0, len(tx), 500)]
         exact = evaluate(s.model, test, False)["accuracy"]
@@ -101,7 +105,16 @@ def main() -> int:
 
         ret = copy.deepcopy(start)
         if args.retrain_images >= TRAIN_SPLIT:
-            loader = _loader(cfg, "train", 128, shuffle=True, augment=True)
+            loader = get_loader(
+                cfg.data.dataset,
+                "train",
+                128,
+                root=cfg.data.root,
+                shuffle=True,
+                augment=True,
+                seed=cfg.seed,
+                channels_last=True,
+            )
         else:
             rx, ry = s.train_images(args.retrain_images, seed_offset=4)
             loader = [(rx[i : i + 128], ry[i : i + 128]) for i in range(0, len(rx), 128)]

@@ -80,17 +80,19 @@ def main() -> int:
     from fames.appmul.families import build
     from fames.appmul.importers import import_evoapprox
     from fames.data import get_loader
-    from fames.flow.run import RunConfig, _sample_batch
+    from fames.flow.config import DataConfig
+    from fames.flow.inputs import dataset_split
+    from fames.flow.sources import DatasetSamples
     from fames.hw.cost import cost_library
     from fames.method.compensate import (
         activation_histogram,
         compensate_model,
-        estimate_with_compensation,
         fit_offline,
         layer_inputs,
         overhead_costs,
     )
     from fames.method.energy import appmul_op_energy, layer_macs
+    from fames.method.estimate import estimate_with_compensation
     from fames.method.select import ILPSelector, InfeasibleBudget, SelectionProblem
     from fames.quant import QuantConfig, calibrate_ptq, qlayers, quantize
     from fames.train import evaluate, load_model
@@ -103,8 +105,9 @@ def main() -> int:
     shuffled = get_loader("cifar10", "test", batch, shuffle=True, seed=0, channels_last=True)
     test = [b for _, b in zip(range(math.ceil(args.images / batch)), shuffled, strict=False)]
     n_batches = len(test)
-    cfg = RunConfig(model="resnet20", dataset="cifar10", seed=0)
-    cx, _ = _sample_batch(cfg, args.calib)
+    data, seed = DataConfig(dataset="cifar10"), 0
+    train = DatasetSamples(dataset_split(data, "train"), data.dataset)  # seeded draws of training images
+    cx, _ = train.draw(args.calib, seed)
     t_start = time.perf_counter()
 
     def acc(model: torch.nn.Module, what: str) -> float:
@@ -198,7 +201,7 @@ def main() -> int:
         lib = costed([build("perf", 8, 8, True, True, p=p) for p in (1, 2, 3, 4, 5)]
                      + [build("trunc", 8, 8, True, True, k=k, comp=c) for k in (4, 6, 8) for c in (False, True)]
                      + [build("bam", 8, 8, True, True, vbl=v, hbl=h) for v, h in ((6, 1), (8, 3))])
-        xs, ys = _sample_batch(cfg, args.samples)
+        xs, ys = train.draw(args.samples, seed)
         ins = layer_inputs(model, [n for n, _ in ql], cx)
         hists = {n: activation_histogram(layer, ins[n]) for n, layer in ql}
         cands, energy = {}, {}

@@ -5,7 +5,7 @@ Usage: python bench/estimator.py [--checkpoint checkpoints/resnet20_w4a4.pt] [--
 Prints, measured in one run: Spearman correlation between estimated and true loss change over all
 (layer, AppMul) pairs for the full Gauss-Newton Hessian, the rank-1 Hessian and first order, each with the
 whole output error in the Taylor model (the paper) and with the mean error propagated by forward passes
-(``mean="forward"``); seconds of estimate + ILP selection with every generated AppMul of each layer's widths
+(``MeanForward``); seconds of estimate + ILP selection with every generated AppMul of each layer's widths
 as candidates.
 Writes docs/results/estimator.md and docs/results/estimator.png.
 """
@@ -44,28 +44,29 @@ def main() -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from fames.flow.run import RunConfig, _sample_batch, prepare_library
+    from fames.flow.config import RunConfig
+    from fames.flow.inputs import prepare
     from fames.io import atomic_write_text
-    from fames.method.energy import appmul_op_energy, exact_costs, layer_macs
-    from fames.method.estimate import TaylorEstimator, true_loss_changes
+    from fames.method.energy import appmul_op_energy
+    from fames.method.estimate import MeanForward, TaylorEstimator, true_loss_changes
     from fames.method.select import ILPSelector, SelectionProblem
     from fames.quant import qlayers
-    from fames.train import load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = RunConfig(
-        model="resnet20", checkpoint=args.checkpoint, dataset="cifar10", liberty=args.liberty, samples=args.samples
-    )
-    model = load_model("resnet20", args.checkpoint)
+    cfg = RunConfig.from_dict({
+        "model": "resnet20", "checkpoint": args.checkpoint, "data": {"dataset": "cifar10"}, "liberty": args.liberty,
+        "estimator": {"samples": args.samples},
+    })
+    s = prepare(cfg)  # the quantized model, every generated AppMul of its widths (costed), MACs, exact costs
+    model = s.model
     layers = qlayers(model)
-    lib = prepare_library(cfg, {m.widths for _, m in layers})
-    cands = {n: [m for m in lib if m.widths == layer.widths] for n, layer in layers}
+    cands = s.candidates
     n_true = args.true_samples or args.samples
-    xt, yt = _sample_batch(cfg, max(args.samples, n_true))
+    xt, yt = s.train_images(max(args.samples, n_true))
     x, y = xt[: args.samples], yt[: args.samples]
     xt, yt = xt[:n_true], yt[:n_true]
-    macs = layer_macs(model, tuple(x.shape[1:]))
-    exact = exact_costs(lib)
+    macs = s.setup.macs
+    exact = s.setup.exact_cost
 
     t0 = time.perf_counter()
     true = true_loss_changes(model, xt, yt, cands)
@@ -78,7 +79,10 @@ def main() -> int:
         "full_fwd": ("full", "forward"), "rank1_fwd": ("rank1", "forward"),
     }
     for key, (hessian, mean) in variants.items():
-        est = TaylorEstimator(hessian, mean=mean).estimate(model, x, y, cands)
+        estimator = TaylorEstimator(hessian)
+        if mean == "forward":  # the mean output error by forward passes, Taylor on the rest
+            estimator = MeanForward(estimator)
+        est = estimator.estimate(model, x, y, cands)
         v = np.concatenate([est.omega[n].ravel() for n in cands])
         ests[key] = v
         K = max(len(c) for c in cands.values())
@@ -123,8 +127,8 @@ def main() -> int:
         lines.append(f"| {names[h]} | {rho:.3f} | {lo:.3f} | {hi:.3f} | {te:.1f} | {ts:.3f} | {te + ts:.1f} |")
     lines.append("\nTargets: Spearman >= 0.9 (full); rank-1 estimate + select <= 60 s; ILP <= 1 s.")
     lines.append(
-        "\n*Mean error by forward* (`TaylorEstimator(hessian, mean=\"forward\")`, `estimator_mean: forward` in "
-        "`fames run`): wherever the paper's Taylor estimate exceeds `forward_above` = 0.1 nat, the mean of the "
+        "\n*Mean error by forward* (`MeanForward(TaylorEstimator(hessian))`, `estimator: {kind: taylor-rank1+forward}` "
+        "in `fames run`): wherever the paper's Taylor estimate exceeds `forward_above` = 0.1 nat, the mean of the "
         "candidate's output error over the sample batch, at every output position (from the activation-code "
         "histogram, no emulation), is added to the layer's output and the loss measured by a forward pass of the "
         "layers after it (earlier layers replay their recorded outputs); the Taylor model covers only the "

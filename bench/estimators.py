@@ -60,10 +60,11 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from fames.baselines import apply_choice, make_estimator
-    from fames.baselines.setup import load_setup
-    from fames.flow.run import RunConfig
+    from fames.flow.config import RunConfig
+    from fames.flow.inputs import prepare
     from fames.io import atomic_write_text
+    from fames.method.estimate import make_estimator
+    from fames.method.problem import apply_choice
     from fames.method.select import InfeasibleBudget, pareto_sweep
 
     torch.set_num_threads(1)
@@ -74,7 +75,11 @@ def main() -> int:
         if not ck.is_file():
             print(f"skip {setting}: {ck} not found (checkpoints/train_all.sh trains it)")
             continue
-        s = load_setup(RunConfig(model="resnet20", checkpoint=str(ck), dataset="cifar10", liberty=args.liberty))
+        s = prepare(
+            RunConfig.from_dict(
+                {"model": "resnet20", "checkpoint": str(ck), "data": {"dataset": "cifar10"}, "liberty": args.liberty}
+            )
+        )
         x, y = s.train_images(args.samples)
         tx, ty = s.test_images(args.test_images)
         base = _loss_acc(s.model, tx, ty)

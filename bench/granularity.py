@@ -79,32 +79,34 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     """Every (granularity, selector, budget) run of one model: energy gain and accuracy (%)."""
     import numpy as np
 
-    from fames.baselines import MaxDNNSelector, apply_choice, build_problem
-    from fames.flow.run import RunConfig, _sample_batch, _test_loader, prepare_library
-    from fames.method.energy import exact_costs, layer_macs
+    from fames.baselines import MaxDNNSelector
+    from fames.flow.config import RunConfig
+    from fames.flow.inputs import prepare
     from fames.method.estimate import TaylorEstimator
+    from fames.method.problem import apply_choice
     from fames.method.select import ILPSelector, InfeasibleBudget
     from fames.quant import qlayers
-    from fames.train import evaluate, load_model
+    from fames.train import evaluate
 
     liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
-    cfg = RunConfig(
-        model=name,
-        checkpoint=str(REPO / "checkpoints" / MODELS[name]),
-        dataset="cifar10",
-        families=["exact", "roup"],
-        liberty=liberty,
-        batch_size=250,
+    cfg = RunConfig.from_dict(
+        {
+            "model": name,
+            "checkpoint": str(REPO / "checkpoints" / MODELS[name]),
+            "data": {"dataset": "cifar10", "batch_size": 250, "eval_images": args.eval_images},
+            "families": ["exact", "roup"],
+            "liberty": liberty,
+        }
     )
-    model = load_model(cfg.model, cfg.checkpoint).eval()
+    prep = prepare(cfg, progress=False)  # model, costed ROUP library, MACs, exact costs; stratified test subset
+    model = prep.model
     layers = qlayers(model)
-    lib = prepare_library(cfg, {m.widths for _, m in layers}, progress=False)
-    cands = {n: [m for m in lib if m.widths == layer.widths] for n, layer in layers}
-    test = _test_loader(cfg, args.eval_images)
+    lib = prep.library
+    cands = prep.candidates
+    test = prep.inputs.test
     exact_acc = evaluate(model, test, False)["accuracy"]
-    macs = layer_macs(model, (3, 32, 32))
-    x, y = _sample_batch(cfg, args.samples)
-    cx, cy = _sample_batch(cfg, args.calib_samples) if args.calibrate else (None, None)
+    x, y = prep.train_images(args.samples)
+    cx, cy = prep.train_images(args.calib_samples) if args.calibrate else (None, None)
     print(f"{name}: exact {exact_acc:.2f}%, {len(lib)} candidates", flush=True)
     res: dict = {"exact_accuracy": exact_acc, "library": [_label(m) for m in cands[layers[0][0]]], "runs": []}
     res["pdp_relative"] = [float(m.cost.relative.get("pdp", 1.0)) for m in cands[layers[0][0]]]
@@ -112,7 +114,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     selectors = [ILPSelector(args.ilp_time, args.ilp_gap), MaxDNNSelector()]
     for gran in GRANULARITIES:
         est = TaylorEstimator("rank1", progress=False, curvature="bound").estimate(model, x, y, cands, gran)
-        mp = build_problem(model, est.omega, cands, macs, exact_costs(lib), granularity=gran)
+        mp = prep.setup.problem(est.omega, gran)
         print(f"  {gran}: {len(mp.groups)} groups, estimate {est.seconds:.1f} s", flush=True)
         res[f"estimate_s_{gran}"] = est.seconds
         res[f"groups_{gran}"] = len(mp.groups)

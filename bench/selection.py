@@ -76,10 +76,10 @@ def main() -> int:
         member_labels,
         paper_evaluations,
     )
-    from fames.baselines.setup import load_setup
-    from fames.flow.run import RunConfig
+    from fames.flow.config import RunConfig
+    from fames.flow.inputs import prepare
     from fames.io import atomic_write_text
-    from fames.method.estimate import TaylorEstimator
+    from fames.method.estimate import MeanForward, TaylorEstimator
     from fames.method.select import ILPSelector, InfeasibleBudget, pareto_sweep
     from fames.train import TrainConfig
 
@@ -90,10 +90,16 @@ def main() -> int:
         if not ck.is_file():
             print(f"skip {key}: {ck} not found (checkpoints/train_all.sh trains it)")
             continue
-        cfg = RunConfig(model=MODELS[key], checkpoint=str(ck), dataset="cifar10", liberty=args.liberty, seed=args.seed)
-        s = load_setup(cfg)
+        cfg = RunConfig.from_dict({
+            "model": MODELS[key], "checkpoint": str(ck), "data": {"dataset": "cifar10"}, "liberty": args.liberty,
+            "seed": args.seed,
+        })
+        s = prepare(cfg)
         x, y = s.train_images(args.samples)
-        est = TaylorEstimator("rank1", mean=args.estimator_mean).estimate(s.model, x, y, s.candidates)
+        estimator = TaylorEstimator("rank1")
+        if args.estimator_mean == "forward":  # the mean output error by forward passes, Taylor on the rest
+            estimator = MeanForward(estimator)
+        est = estimator.estimate(s.model, x, y, s.candidates)
         mp = s.problem(est.omega)
         p = mp.problem
         rows: dict[str, list] = {}

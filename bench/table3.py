@@ -59,7 +59,8 @@ def main() -> int:
 
     import torch
 
-    from fames.flow.run import RunConfig, run
+    from fames.flow.config import RunConfig
+    from fames.flow.run import run
     from fames.io import atomic_write_text
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -81,26 +82,29 @@ def main() -> int:
             continue
         t0 = time.perf_counter()
         r = run(
-            RunConfig(
-                model="resnet20",
-                checkpoint=str(path),
-                float_checkpoint=str(REPO / "checkpoints" / "resnet20_float.pt"),
-                dataset="cifar10",
-                library=library,
-                liberty=liberty,
-                budgets=args.budgets,
-                max_accuracy_loss=args.max_loss,
-                estimator="taylor-rank1",
-                estimator_mean=args.estimator_mean,
-                validate_estimator=False,
-                calib_quantile_step=args.calib_step,
-                calib_quantile_max=args.calib_max,
-                calib_search_samples=args.search_samples,
-                stop_at_loss=True,
-                eval_images=args.eval_images,
-                output=str(Path(args.work) / name),
-            )
-        )
+            RunConfig.from_dict({
+                "model": "resnet20",
+                "checkpoint": str(path),
+                "float_checkpoint": str(REPO / "checkpoints" / "resnet20_float.pt"),
+                "data": {"dataset": "cifar10", "eval_images": args.eval_images},
+                "library": library,
+                "liberty": liberty,
+                "budget": args.budgets,
+                "max_accuracy_loss": args.max_loss,
+                # --estimator-mean forward: the mean output error by forward passes (MeanForward), Taylor on the rest
+                "estimator": {
+                    "kind": "taylor-rank1" + ("+forward" if args.estimator_mean == "forward" else ""),
+                    "validate": False,
+                },
+                "calibration": {
+                    "quantile_step": args.calib_step,
+                    "quantile_max": args.calib_max,
+                    "search_samples": args.search_samples,
+                },
+                "selection": {"stop_at_loss": True},
+                "output": str(Path(args.work) / name),
+            })
+        ).to_dict()
         within = [
             x
             for x in r["runs"]

@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Approximate multipliers for quantized neural networks: AppMul libraries with hardware cost, "
         "quantization and bit-exact emulation, FAMES selection and calibration. Start with `fames demo`.",
     )
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an internal error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     lib = sub.add_parser("lib", help="build, import, cost, show and plot AppMul libraries")
@@ -432,18 +433,31 @@ def cmd_lib_families(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; exit status 0 ok, 2 user error, 1 internal error, 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except FamesError as e:
+    except (FamesError, FileNotFoundError) as e:
         print(f"fames: error: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
-        print(f"fames: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("fames: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:  # noqa: BLE001 - an internal error: one line, the traceback kept in a file
+        if args.debug:
+            raise
+        import tempfile
+        import traceback
+
+        fd, path = tempfile.mkstemp(prefix="fames-traceback-", suffix=".txt")
+        with open(fd, "w") as fh:
+            fh.write(f"fames {' '.join(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}")
+        print(f"fames: internal error: {type(e).__name__}: {e} (traceback in {path}; rerun with --debug to see it "
+              "here, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

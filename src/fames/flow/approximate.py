@@ -95,6 +95,7 @@ class FamesResult:
     model: nn.Module
     model_name: str = "model"
     liberty: str = "synthetic"
+    within_bound: bool = True
     states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -131,6 +132,7 @@ class FamesResult:
             "relative_energy": b.relative_energy,
             "energy_reduction": b.energy_reduction,
             "budget": b.budget,
+            "within_bound": self.within_bound,
             "estimator": self.estimator,
             "estimator_spearman": self.spearman,
             "timing": {**self.timings, "select_s": b.select_s, "calibrate_s": b.calibrate_s},
@@ -332,7 +334,7 @@ def approximate_(
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],
         library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
         timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all}, model=model,
-        liberty=str(liberty), states=states,
+        liberty=str(liberty), within_bound=bool(within), states=states,
     )
 
 
