@@ -27,7 +27,7 @@ def cmd_lib_build(args: argparse.Namespace) -> int:
         for a_bits, w_bits in args.bits or [(8, 8)]:
             for s in signs:
                 lib.extend(build_family(args.family, a_bits, w_bits, s))
-    lib.save(args.out)
+    lib.save(args.out, force=args.force)
     print(f"wrote {len(lib)} AppMuls to {args.out}")
     return 0
 
@@ -37,7 +37,7 @@ def cmd_lib_import_evoapprox(args: argparse.Namespace) -> int:
     from fames.appmul.library import Library
 
     lib = Library(import_evoapprox(args.src))
-    lib.save(args.out)
+    lib.save(args.out, force=args.force)
     print(f"wrote {len(lib)} EvoApproxLib AppMuls (published PDK45 costs) to {args.out}")
     return 0
 
@@ -59,7 +59,7 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
             m = read_text_lut(p, a_bits=bits[0], w_bits=bits[1], signed=True if args.signed else None)
         lib.add(m)
         print(f"imported {m.name} ({m.signature()}) from {p}")
-    lib.save(args.out)
+    lib.save(args.out, force=args.force)
     return 0
 
 
@@ -79,7 +79,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         clock_ns=args.clock_ns,
     )
     out = Library(costed)
-    out.save(args.out or args.dir)
+    out.save(args.out or args.dir, force=args.force)
     print(f"costed {len(out)} AppMuls with {liberty}; saved to {args.out or args.dir}")
     return 0
 
@@ -228,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_torch(args.threads)
     if args.output:
         cfg.output = args.output
-    r = run(cfg)
+    r = run(cfg, force=args.force)
     print(
         f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% "
         f"(exact quantized {r.exact_accuracy:.2f}%); report: {Path(cfg.output) / 'report.md'}"
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--signed", action="store_true", help="two's-complement operands (same as --signedness signed)")
     b.add_argument("--signedness", choices=list(SIGNEDNESS), default="unsigned")
     b.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
+    b.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     b.set_defaults(func=cmd_lib_build)
 
     fam = ls.add_parser("families", help="list the generated families and their definitions")
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--src", help="folder with index.csv + luts.npz, or an EvoApproxLib checkout (default: ../shared)")
     e.add_argument("--out", required=True)
+    e.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     e.set_defaults(func=cmd_lib_import_evoapprox)
 
     im = ls.add_parser(
@@ -318,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="names of the activation, weight and product ports (default a w y)",
     )
     im.add_argument("--out", required=True, help="library directory (created or extended)")
+    im.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     im.set_defaults(func=cmd_lib_import)
 
     c = ls.add_parser(
@@ -337,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--clock-ns", type=float, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", help="write the costed library here instead of updating DIR")
+    c.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     c.set_defaults(func=cmd_lib_cost)
 
     s = ls.add_parser("show", help="one row per AppMul: bits, MRED, WCE, area, delay, energy/op, PDP")
@@ -405,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("config", help="YAML run configuration")
     rn.add_argument("--output", default=None, help="override the config's output directory")
     rn.add_argument("--threads", type=int, default=None)
+    rn.add_argument("--force", action="store_true", help="write into an output folder that holds other files")
     rn.set_defaults(func=cmd_run)
 
     dm = sub.add_parser(

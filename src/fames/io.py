@@ -8,9 +8,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from fames.errors import FamesError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -39,29 +41,57 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+COMPLETE = ".fames-complete"  # marker written into a scratch directory once all of it is there
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike,
+    replaceable: Callable[[Path], bool] | None = None,
+    force: bool = False,
+    kind: str = "folder",
+) -> Iterator[Path]:
     """Yield a scratch directory that replaces ``path`` only if the block finishes without error.
 
-    A failure leaves any previous ``path`` untouched and no half-written directory behind.
+    A failure leaves any previous ``path`` untouched and no half-written directory behind; a crash between the two
+    renames of the swap is repaired by :func:`repair_directory` on the next open. An existing ``path`` is replaced
+    only when ``replaceable(path)`` says fames wrote it (a ``kind`` of the same kind), or with ``force``.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True or choose another output directory")
+    repair_directory(path)
+    if path.exists() and not force and (replaceable is None or not replaceable(path)):
+        what = "a file" if path.is_file() else "a folder"
+        raise FamesError(f"{path} exists and is {what} that is not a fames {kind}: not replacing it; choose another "
+                         "path, or pass --force (force=True) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        (tmp / COMPLETE).touch()
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def repair_directory(path: str | os.PathLike) -> None:
+    """Finish an interrupted :func:`atomic_directory` swap: a missing ``path`` gets back its newest complete
+    scratch copy, else the previous version it was about to replace."""
+    path = Path(path)
+    if path.exists() or not path.parent.is_dir():
+        return
+    done = [t for t in path.parent.glob(f".{path.name}.*.tmp") if (t / COMPLETE).is_file()]
+    olds = list(path.parent.glob(f".{path.name}.old.*"))
+    for cands in (done, olds):
+        if cands:
+            os.replace(max(cands, key=lambda p: p.stat().st_mtime_ns), path)
+            return
 
 
 def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
@@ -89,3 +119,30 @@ def cache_dir() -> Path:
     """Root of fames' on-disk cache: ``$FAMES_CACHE`` or ``~/.cache/fames``."""
     root = os.environ.get("FAMES_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fames")
     return Path(root)
+
+
+def write_checked_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` atomically with the SHA-256 of its JSON text, so that an edited or damaged file is detected."""
+    text = json.dumps(obj, sort_keys=True)
+    return atomic_write_json(path, {"sha256": hashlib.sha256(text.encode()).hexdigest(), "data": obj})
+
+
+def read_checked_json(path: str | os.PathLike) -> Any:
+    """The value :func:`write_checked_json` wrote, or None when the file is missing, unreadable or was changed
+    since (a warning names the file; the caller recomputes)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(d, dict) and "sha256" not in d and "data" not in d:
+            return None  # written by an older fames without a checksum: recomputed quietly
+        ok = hashlib.sha256(json.dumps(d["data"], sort_keys=True).encode()).hexdigest() == d["sha256"]
+    except (OSError, ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        import warnings
+
+        warnings.warn(f"{p} is damaged or was edited; recomputing it", stacklevel=2)
+        return None
+    return d["data"]

@@ -18,7 +18,7 @@ import numpy as np
 
 from fames.appmul.core import AppMul, Cost
 from fames.errors import AppMulError
-from fames.io import atomic_directory, read_json
+from fames.io import atomic_directory, read_json, repair_directory
 
 FORMAT = "fames-appmul-library"
 VERSION = 1
@@ -66,8 +66,9 @@ class Library:
         return [m for m in self if m.widths == key]
 
     # ------------------------------------------------------------------ disk
-    def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write the library directory atomically; returns its path."""
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the library directory atomically; returns its path. An existing ``path`` is replaced only if it
+        is a fames library (``force`` replaces anything)."""
         path = Path(path)
         entries = []
         tops: dict[str, str] = {}
@@ -95,7 +96,7 @@ class Library:
                     "provenance": m.provenance,
                 }
             )
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        with atomic_directory(path, is_library, force, kind="library") as tmp:
             (tmp / "verilog").mkdir()
             for m, e in zip(self, entries, strict=True):
                 if e["verilog"]:
@@ -111,6 +112,7 @@ class Library:
     def load(cls, path: str | Path) -> Library:
         """Read and validate a library directory; errors name the file and the problem."""
         path = Path(path)
+        repair_directory(path)
         index_file, lut_file = path / "index.json", path / "luts.npz"
         if not path.is_dir():
             raise AppMulError(
@@ -165,6 +167,14 @@ def _checked_lut(arr: np.ndarray, name: str, where: Path) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise AppMulError(f"{where}: LUT of {name!r} has dtype {arr.dtype}; an integer type is required")
     return arr
+
+
+def is_library(path: Path) -> bool:
+    """Whether ``path`` is a library folder fames wrote (its index names our format)."""
+    try:
+        return path.is_dir() and json.loads((path / "index.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_library(path: str | Path) -> Library:

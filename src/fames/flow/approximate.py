@@ -32,7 +32,7 @@ from fames.flow.config import FamesConfig
 from fames.flow.library import candidate_appmuls, liberty_path
 from fames.flow.sources import Samples, as_samples, eval_batches, tensors_hash
 from fames.flow.stages import Stages
-from fames.io import content_hash
+from fames.io import content_hash, read_checked_json
 from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import calibrate
 from fames.method.compensate import compensate_model, model_overhead
@@ -96,6 +96,7 @@ class FamesResult:
     model_name: str = "model"
     liberty: str = "synthetic"
     within_bound: bool = True
+    keys: dict[str, str] = field(default_factory=dict)  # content keys of the inputs: model, library, samples, eval
     states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -147,35 +148,31 @@ class FamesResult:
 
         return markdown(self.to_dict())
 
-    def save(self, out: str | Path, per_budget: bool = False) -> Path:
-        """Write the report, plots, ``assignment.json``, ``model.pt`` (headline) and ``library/`` into ``out``;
-        with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns ``out/report.md``."""
+    def save(self, out: str | Path, per_budget: bool = False) -> list[Path]:
+        """Write the report, plots, ``assignment.json``, ``model.pt`` (headline) and ``library/`` into ``out``
+        (every file atomically); with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns the
+        paths written, ``out/report.md`` first."""
         from fames.flow.report import write_report
         from fames.method.assignment import save_assignment
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        Library(self.library).save(out / "library")
-        rows = [r for r in self.rows if not r.infeasible] if per_budget else [self.best]
-        for r in rows:
-            suffix = f"_R{r.budget:g}" if per_budget else ""
-            save_assignment({"format": "fames-assignment", "layers": r.assignment}, out / f"assignment{suffix}.json")
-            _write_model(self.model, self.states[r.budget], out / f"model{suffix}.pt",
-                         {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": r.accuracy,
-                          "assignment": f"assignment{suffix}.json"})
-        if per_budget:
-            save_assignment({"format": "fames-assignment", "layers": self.assignment}, out / "assignment.json")
-            _write_model(self.model, self.states[self.best.budget], out / "model.pt",
-                         {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": self.accuracy,
-                          "assignment": "assignment.json"})
-        return write_report(self.to_dict(), out)
+        written = [Library(self.library).save(out / "library")]
+        rows = [r for r in self.rows if not r.infeasible] if per_budget else []
+        for suffix, r in [(f"_R{r.budget:g}", r) for r in rows] + [("", self.best)]:
+            written.append(save_assignment({"format": "fames-assignment", "layers": r.assignment},
+                                           out / f"assignment{suffix}.json"))
+            written.append(_write_model(self.model, self.states[r.budget], out / f"model{suffix}.pt",
+                                        {"quant": getattr(self.model, "fames_quant_config", None),
+                                         "accuracy": r.accuracy, "assignment": f"assignment{suffix}.json"}))
+        return write_report(self.to_dict(), out) + written
 
 
 def _config_dict(cfg: FamesConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def _write_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
+def _write_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> Path:
     """A fames checkpoint of ``model``'s architecture holding ``state`` (written atomically)."""
     import io
 
@@ -183,7 +180,7 @@ def _write_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path, m
 
     buf = io.BytesIO()
     torch.save({"arch": getattr(model, "arch", None), "state_dict": state, "meta": meta}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -335,17 +332,14 @@ def approximate_(
         library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
         timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all}, model=model,
         liberty=str(liberty), within_bound=bool(within), states=states,
+        keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey},
     )
 
 
 def _infeasible_cached(stages: Stages, key: str) -> bool:
     p = stages.path("budget", key, "json")
-    if p is None or not p.is_file():
-        return False
-    try:
-        return bool(json.loads(p.read_text()).get("infeasible"))
-    except (ValueError, AttributeError):
-        return False
+    row = None if p is None else read_checked_json(p)
+    return bool(isinstance(row, dict) and row.get("infeasible"))
 
 
 def _head(batches: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -165,9 +165,9 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def write_report(report: dict[str, Any], out: str | Path) -> Path:
-    """Write report.json, report.md and the plots into ``out``; returns the Markdown path."""
+def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write report.json, report.md and the plots into ``out``; returns the files written (report.md first)."""
     out = Path(out)
     atomic_write_json(out / "report.json", report)
-    plots(report, out)
-    return atomic_write_text(out / "report.md", markdown(report))
+    figs = plots(report, out)
+    return [atomic_write_text(out / "report.md", markdown(report)), out / "report.json", *figs]

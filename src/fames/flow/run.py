@@ -4,16 +4,20 @@ run resumes and a changed input is recomputed), and write the report, plots, ass
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fames.errors import FamesError
 from fames.flow.approximate import FamesResult, approximate_
 from fames.flow.config import RunConfig
 from fames.flow.inputs import load_inputs
 from fames.flow.stages import Stages
+from fames.io import atomic_write_json, atomic_write_text
 
 
 def as_run_config(cfg: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
@@ -23,20 +27,73 @@ def as_run_config(cfg: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
     return RunConfig.from_file(cfg) if isinstance(cfg, (str, Path)) else RunConfig.from_dict(cfg)
 
 
-def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True) -> FamesResult:
-    """Run FAMES as configured; writes ``<output>/report.md`` and the rest, returns the result."""
+MANIFEST = "run.json"  # what the last run in a folder read (content keys) and wrote
+
+
+def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, force: bool = False) -> FamesResult:
+    """Run FAMES as configured; writes ``<output>/report.md`` and the rest, returns the result.
+
+    The output folder is locked while the run writes (a second run on it fails at once, naming the holder); a
+    folder holding files fames did not write is refused unless ``force``; files of an earlier run in the folder that
+    this run does not write again (e.g. ``model_R0.5.pt`` of a budget no longer swept) are removed, so the folder
+    never mixes runs. ``run.json`` records the content keys of the inputs and the files written."""
+    from filelock import FileLock, Timeout
+
     cfg = as_run_config(cfg)
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     out = Path(cfg.output)
-    inputs = load_inputs(cfg, progress)
-    result = approximate_(
-        inputs.model, inputs.samples, cfg.library, cfg, eval_data=inputs.test, liberty=cfg.liberty,
-        families=cfg.families, stages=Stages(out / "stages"), float_accuracy=inputs.float_accuracy,
-        progress=progress,
-    )
-    result.model_name = cfg.model
-    result.config = cfg
-    result.timings["total_s"] = time.perf_counter() - t0
-    result.save(out, per_budget=True)
+    previous = _check_output(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".fames-run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = (out / ".fames-run.pid").read_text().strip() if (out / ".fames-run.pid").is_file() else "?"
+        raise FamesError(f"output folder {out} is in use by another fames run (pid {holder}); wait for it to finish "
+                         "or choose another output") from None
+    try:
+        atomic_write_text(out / ".fames-run.pid", f"{os.getpid()}\n")
+        torch.manual_seed(cfg.seed)
+        inputs = load_inputs(cfg, progress)
+        result = approximate_(
+            inputs.model, inputs.samples, cfg.library, cfg, eval_data=inputs.test, liberty=cfg.liberty,
+            families=cfg.families, stages=Stages(out / "stages"), float_accuracy=inputs.float_accuracy,
+            progress=progress,
+        )
+        result.model_name = cfg.model
+        result.config = cfg
+        result.timings["total_s"] = time.perf_counter() - t0
+        written = sorted({p.name for p in result.save(out, per_budget=True)})
+        for name in set(previous) - set(written):  # an earlier run's files this run did not write again
+            (out / name).unlink(missing_ok=True)
+        atomic_write_json(out / MANIFEST, {"format": "fames-run", "config": result.to_dict()["config"],
+                                           "inputs": result.keys, "files": written})
+    finally:
+        lock.release()
     return result
+
+
+def _ours(name: str) -> bool:
+    """A file name a run writes."""
+    return name in ("report.json", "report.md", "assignment.json", "model.pt", "library") or name.startswith(
+        ("assignment_R", "model_R", "fig_"))
+
+
+def _check_output(out: Path, force: bool) -> list[str]:
+    """The files the previous run in ``out`` wrote; refuse a file, or a folder fames did not write (unless
+    ``force``)."""
+    if out.exists() and not out.is_dir():
+        raise FamesError(f"output {out} is a file; give a folder (new, or one of an earlier fames run)")
+    if not out.is_dir() or all(p.name.startswith(".fames-run.") for p in out.iterdir()):
+        return []
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text()).get("files", [])
+            return [f for f in files if isinstance(f, str) and _ours(f)]
+        except (OSError, ValueError, AttributeError):
+            pass
+    if (out / "stages").is_dir() or force:
+        return []
+    raise FamesError(f"output folder {out} holds files fames did not write (no {MANIFEST}); choose a new or empty "
+                     "folder, or pass --force to write into it anyway")

@@ -7,7 +7,6 @@ warning, never trusted. ``Stages(None)`` computes everything and keeps nothing.
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fames.io import atomic_write_bytes, atomic_write_json
+from fames.io import atomic_write_bytes, read_checked_json, write_checked_json
 
 
 class Stages:
@@ -42,11 +41,11 @@ class Stages:
     def json(self, name: str, key: str, fn: Callable[[], Any]) -> Any:
         """The JSON value of stage ``name`` under ``key``, computed by ``fn`` when absent."""
         p = self.path(name, key, "json")
-        val = self._load(p, lambda q: json.loads(q.read_text()))
+        val = None if p is None else read_checked_json(p)
         if val is None:
             val = fn()
             if p is not None:
-                atomic_write_json(p, val)
+                write_checked_json(p, val)
         return val
 
     def arrays(self, name: str, key: str, fn: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

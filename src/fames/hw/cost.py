@@ -27,7 +27,7 @@ from fames.hw.energy import DEFAULT_VECTORS, energy_per_op, make_stream
 from fames.hw.netlist import simulate_lut
 from fames.hw.synth import RECIPE_VERSION, lut_to_verilog, synthesize
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
-from fames.io import atomic_write_json, cache_dir, content_hash
+from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
 
 COST_VERSION = f"{RECIPE_VERSION}/sta-1/energy-zd-1/load{OUTPUT_LOAD_FF}"
 RELATIVE_KEYS = {"area": "area_um2", "delay": "delay_ns", "energy": "energy_fj", "power": "power_uw",
@@ -100,11 +100,12 @@ def cost_appmul(
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
-    if cache and path.is_file():
+    cached = read_checked_json(path) if cache else None  # an edited or damaged entry is recomputed
+    if cached is not None:
         try:
-            return Cost.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            pass  # unreadable cache entry: recompute
+            return Cost.from_dict(cached)
+        except (ValueError, TypeError, KeyError):
+            pass
     netlist = synthesize(verilog, top, liberty_path)
     if check:
         got = simulate_lut(netlist, *appmul.widths)
@@ -133,7 +134,7 @@ def cost_appmul(
         cells=len(netlist.cells),
     )
     if cache:
-        atomic_write_json(path, cost.to_dict())
+        write_checked_json(path, cost.to_dict())
     return cost
 
 

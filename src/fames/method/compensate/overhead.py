@@ -3,7 +3,6 @@ subtraction per output, synthesized and costed on the layer's liberty (recipe of
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,19 +42,20 @@ def _cost_unit(verilog: str, top: str, liberty: str, a: np.ndarray, w: np.ndarra
     from fames.hw.energy import energy_per_op
     from fames.hw.synth import synthesize
     from fames.hw.timing import analyze
-    from fames.io import atomic_write_json, cache_dir, content_hash
+    from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
 
     key = content_hash(verilog, top, liberty_hash(liberty), COST_VERSION, a.tobytes(), w.tobytes(), str(clock_ns))
     path = cache_dir() / "hw" / f"cv-{key}.json"
-    if path.is_file():
-        return Cost.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    cached = read_checked_json(path)
+    if cached is not None:
+        return Cost.from_dict(cached)
     net = synthesize(verilog, top, liberty)
     timing = analyze(net)
     e = energy_per_op(net, net.liberty, a, w, clock_ns=clock_ns, timing=timing)
     power = e.total_fj / clock_ns
     cost = Cost(area_um2=net.area(), delay_ns=timing.delay_ns, energy_fj=e.total_fj, power_uw=power,
                 pdp_fj=power * timing.delay_ns, clock_ns=clock_ns, cells=len(net.cells), note=top)
-    atomic_write_json(path, cost.to_dict())
+    write_checked_json(path, cost.to_dict())
     return cost
 
 

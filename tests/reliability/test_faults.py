@@ -1,0 +1,146 @@
+"""Nothing lost, nothing stale: user folders are never replaced, interrupted swaps are repaired, tampered caches are
+recomputed, a run folder is locked and never mixes two runs, and the CLI prints one line instead of a traceback."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+
+from fames.appmul.families import build_family
+from fames.appmul.library import Library
+from fames.cli import main
+from fames.data import get_loader
+from fames.errors import FamesError
+from fames.flow.config import RunConfig
+from fames.flow.run import run
+from fames.hw.cost import cost_appmul
+from fames.hw.synthetic import default_synthetic_liberty
+from fames.io import cache_dir
+from fames.models import create_model, save_checkpoint
+from fames.train import TrainConfig, train
+
+
+def test_a_user_folder_given_as_out_is_refused_and_left_untouched(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "notes.txt").write_text("precious")
+    assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fames: error:") and "--force" in err[0]
+    assert (d / "notes.txt").read_text() == "precious" and sorted(os.listdir(d)) == ["notes.txt"]
+    f = tmp_path / "file.txt"
+    f.write_text("precious")
+    assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(f)]) == 2
+    assert f.read_text() == "precious"
+    # a fames library is replaced; --force replaces anything
+    lib = tmp_path / "lib"
+    assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(lib)]) == 0
+    assert main(["lib", "build", "--family", "trunc", "--bits", "4", "4", "--out", str(lib)]) == 0
+    assert all(n.startswith("trunc") for n in Library.load(lib).names)
+    assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(d), "--force"]) == 0
+    assert Library.load(d).names == ["exact_4x4u"]
+
+
+def test_a_crash_between_the_two_renames_is_repaired_on_the_next_open(tmp_path):
+    path = tmp_path / "lib"
+    Library(build_family("exact", 4, 4, False)).save(path)
+    Library(build_family("trunc", 4, 4, False)).save(tmp_path / "new")
+    # the state a kill between os.replace(path, old) and os.replace(tmp, path) leaves behind
+    os.replace(path, tmp_path / ".lib.old.123")
+    os.replace(tmp_path / "new", tmp_path / ".lib.abc.tmp")
+    assert not path.exists()
+    assert all(n.startswith("trunc") for n in Library.load(path).names)  # the complete new copy wins
+    # without a complete new copy (killed while writing it), the old version comes back
+    other = tmp_path / "other"
+    Library(build_family("exact", 4, 4, False)).save(other)
+    os.replace(other, tmp_path / ".other.old.456")
+    (tmp_path / ".other.xyz.tmp").mkdir()  # half written: no completion marker
+    assert Library.load(other).names == ["exact_4x4u"]
+
+
+def test_a_tampered_cost_cache_entry_is_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "cache"))
+    m = build_family("exact", 3, 3, False)[0]
+    lib = default_synthetic_liberty()
+    first = cost_appmul(m, lib, n_vectors=256)
+    (entry,) = (cache_dir() / "hw").glob("*.json")
+    data = json.loads(entry.read_text())
+    data["data"]["pdp_fj"] *= 10  # an edited entry: every ratio would be 10x off
+    entry.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="damaged or was edited"):
+        again = cost_appmul(m, lib, n_vectors=256)
+    assert again.pdp_fj == pytest.approx(first.pdp_fj)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = create_model("digits_cnn")
+    train(m, get_loader("digits", "train", 64, augment=True), TrainConfig(epochs=2, lr=0.05), progress=False)
+    return save_checkpoint(m, tmp_path_factory.mktemp("ck") / "f.pt", meta={"quant": None})
+
+
+def _cfg(ck, out, **kw):
+    base = dict(model="digits_cnn", checkpoint=str(ck), quant="W4A4", families=["trunc"], budget=[0.7],
+                estimator={"samples": 32, "validate": False}, calibration=False, output=str(out))
+    return RunConfig.from_dict(base | kw)
+
+
+def test_a_run_folder_is_locked_refuses_user_files_and_never_mixes_runs(ckpt, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / ".fames-run.lock")), pytest.raises(FamesError, match="in use by another fames run"):
+        run(_cfg(ckpt, out), progress=False)
+    run(_cfg(ckpt, out, budget=[0.7, 0.5]), progress=False)
+    assert (out / "model_R0.5.pt").is_file()
+    r = run(_cfg(ckpt, out), progress=False)  # config B after A: A's extra budget files go
+    assert not (out / "model_R0.5.pt").exists() and (out / "model_R0.7.pt").is_file()
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["inputs"] == r.keys and "model_R0.5.pt" not in manifest["files"]
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "report.md").write_text("my own report")
+    with pytest.raises(FamesError, match="holds files fames did not write"):
+        run(_cfg(ckpt, user), progress=False)
+    assert (user / "report.md").read_text() == "my own report"
+
+
+def test_the_report_says_when_no_budget_is_within_the_bound(ckpt, tmp_path):
+    r = run(_cfg(ckpt, tmp_path / "o", budget=[0.05, 0.3], max_accuracy_loss=0.0), progress=False)
+    if r.within_bound:  # the mildest budget kept the accuracy: nothing to check on this model
+        pytest.skip("R = 0.3 kept the exact accuracy")
+    text = (tmp_path / "o" / "report.md").read_text()
+    assert "No budget stayed within 0.0 point(s)" in text
+
+
+def test_cli_prints_one_line_for_an_internal_error_and_for_ctrl_c(tmp_path, capsys, monkeypatch):
+    import fames.cli as cli
+
+    def boom(args):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli, "cmd_lib_families", boom)
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with(parser(), "families", boom))
+    assert main(["lib", "families"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: RuntimeError: kaboom" in err[0] and "traceback in" in err[0]
+    path = err[0].split("traceback in ")[1].split(";")[0]
+    assert "kaboom" in Path(path).read_text()
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", lambda: _with(parser(), "families", interrupted))
+    assert main(["lib", "families"]) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+
+
+def _with(parser, sub, func):
+    """``parser`` with ``fames lib <sub>`` calling ``func``."""
+    lib = parser._subparsers._group_actions[0].choices["lib"]
+    lib._subparsers._group_actions[0].choices[sub].set_defaults(func=func)
+    return parser
