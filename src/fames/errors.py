@@ -11,3 +11,8 @@ class AppMulError(FamesError, ValueError):
 
 class HardwareError(FamesError, RuntimeError):
     """Synthesis, liberty or costing failed."""
+
+
+class ConfigError(FamesError, ValueError):
+    """A configuration value is out of range or inconsistent (a ValueError, so that pydantic lists it beside the
+    other problems of the same config)."""

@@ -58,7 +58,7 @@ def test_bad_run_configs(float_ckpt, tmp_path):
         RunConfig.from_dict({"model": "digits_cnn", "budgte": [0.5]})
     with pytest.raises(FamesError, match=r"\(0, 1\]"):
         RunConfig(budget=[1.5])
-    with pytest.raises(FamesError, match="samples requested"):
+    with pytest.raises(FamesError, match="estimator.samples=5000 training images but the data holds"):
         run(_cfg(float_ckpt, tmp_path / "x", estimator={"samples": 5000}), progress=False)
     with pytest.raises(FamesError, match="quant"):
         run(_cfg(float_ckpt, tmp_path / "y", quant=None), progress=False)

@@ -20,22 +20,27 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fames.errors import FamesError
+from pydantic import Field
+
+from fames.errors import ConfigError, FamesError
 from fames.method.calibrate import CalibrationConfig
 from fames.method.estimate import ESTIMATOR_NAMES
 from fames.quant.layers import GRANULARITIES
 
 STRICT = {"extra": "forbid", "strict": True}  # pydantic settings of every config dataclass
 COMPENSATIONS = ("none", "control_variate", "auto")
+# field constraints that pydantic checks (every problem at once); __post_init__ checks them again for direct use
+Ratio = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Positive = Annotated[int, Field(ge=1)]
 CURVATURES = ("bound", "own")
 ENERGY_METRICS = ("pdp", "energy")
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise FamesError(f"{key} {value!r} is not one of {list(allowed)}")
+        raise ConfigError(f"{key} {value!r} is not one of {list(allowed)}")
 
 
 @dataclass
@@ -51,8 +56,8 @@ class EstimatorConfig:
 
     __pydantic_config__ = STRICT
     kind: str = "taylor-rank1"
-    samples: int = 256
-    forward_above: float = 0.1
+    samples: Positive = 256
+    forward_above: Annotated[float, Field(allow_inf_nan=False)] = 0.1
     curvature: str = "bound"
     validate: bool = True
 
@@ -61,7 +66,7 @@ class EstimatorConfig:
         _one_of("estimator kind", base, tuple(n for n in ESTIMATOR_NAMES if "+" not in n))
         _one_of("estimator curvature", self.curvature, CURVATURES)
         if self.samples < 1:
-            raise FamesError(f"estimator samples={self.samples}: give at least 1 training image")
+            raise ConfigError(f"estimator samples={self.samples}: give at least 1 training image")
 
 
 @dataclass
@@ -82,7 +87,7 @@ class SelectionConfig:
         _one_of("energy_metric", self.energy_metric, ENERGY_METRICS)
         _one_of("compensation", self.compensation, COMPENSATIONS)
         if self.compensation != "none" and self.granularity != "layer":
-            raise FamesError("compensation shares one control variate per layer: it needs granularity 'layer'")
+            raise ConfigError("compensation shares one control variate per layer: it needs granularity 'layer'")
 
 
 @dataclass
@@ -95,14 +100,14 @@ class DataConfig:
     __pydantic_config__ = STRICT
     dataset: str = "digits"
     root: str | None = None
-    batch_size: int = 500
-    eval_images: int | None = None
+    batch_size: Positive = 500
+    eval_images: Positive | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise FamesError(f"data batch_size={self.batch_size} must be >= 1")
+            raise ConfigError(f"data batch_size={self.batch_size} must be >= 1")
         if self.eval_images is not None and self.eval_images < 1:
-            raise FamesError(f"data eval_images={self.eval_images} must be >= 1 (or null for the whole test split)")
+            raise ConfigError(f"data eval_images={self.eval_images} must be >= 1 (or null for the whole test split)")
 
 
 @dataclass
@@ -115,8 +120,8 @@ class FamesConfig:
     """
 
     __pydantic_config__ = STRICT
-    budget: float | list[float] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
-    max_accuracy_loss: float = 1.0
+    budget: Ratio | list[Ratio] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
+    max_accuracy_loss: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)
@@ -125,13 +130,13 @@ class FamesConfig:
     def __post_init__(self) -> None:
         for r in self.budgets:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
-                raise FamesError(f"energy budget {r!r} must be a number in (0, 1] (fraction of the exact energy)")
+                raise ConfigError(f"energy budget {r!r} must be a number in (0, 1] (fraction of the exact energy)")
         if len(set(self.budgets)) != len(self.budgets):
-            raise FamesError(f"budget {self.budgets} lists a ratio twice; give each once")
+            raise ConfigError(f"budget {self.budgets} lists a ratio twice; give each once")
         if not math.isfinite(self.max_accuracy_loss) or self.max_accuracy_loss < 0:
-            raise FamesError(f"max_accuracy_loss={self.max_accuracy_loss} must be a finite number of points >= 0")
+            raise ConfigError(f"max_accuracy_loss={self.max_accuracy_loss} must be a finite number of points >= 0")
         if self.estimator.kind.endswith("+forward") and self.selection.granularity != "layer":
-            raise FamesError(f"estimator {self.estimator.kind!r} runs a forward pass per layer and candidate: it "
+            raise ConfigError(f"estimator {self.estimator.kind!r} runs a forward pass per layer and candidate: it "
                              "needs granularity 'layer' (drop '+forward' for filters or kernels)")
 
     @property
@@ -140,7 +145,7 @@ class FamesConfig:
         b = self.budget
         if isinstance(b, (list, tuple)):
             if not b:
-                raise FamesError("budget: give at least one energy ratio in (0, 1]")
+                raise ConfigError("budget: give at least one energy ratio in (0, 1]")
             return [float(r) if not isinstance(r, bool) else r for r in b]
         return [b]
 
@@ -180,15 +185,7 @@ class RunConfig(FamesConfig):
             text = json.dumps(d, allow_nan=True, default=str)
             return TypeAdapter(cls).validate_json(text)
         except ValidationError as e:
-            problems: list[str] = []
-            for err in e.errors():
-                parts = [str(p) for p in err["loc"] if str(p) not in _TYPE_BRANCHES and "[" not in str(p)]
-                loc = ".".join(parts) or "(top level)"
-                msg = err["msg"].replace("Unexpected keyword argument", "unknown key")
-                if err["type"] == "unexpected_keyword_argument":
-                    msg += f" (known keys here: {_known_keys(cls, err['loc'][:-1])})"
-                if not any(p.startswith(f"{loc.split('.')[0]}: {msg}") or p.startswith(f"{loc}:") for p in problems):
-                    problems.append(f"{loc}: {msg}")
+            problems = [_problem(cls, err) for err in _one_branch_per_union(e.errors())]
             raise FamesError(f"{where} has {len(problems)} problem(s): " + "; ".join(problems)) from None
         except (TypeError, ValueError) as e:
             raise FamesError(f"{where}: {e}") from None
@@ -210,7 +207,43 @@ class RunConfig(FamesConfig):
         return asdict(self)
 
 
-_TYPE_BRANCHES = {"float", "int", "str", "bool", "none", "function-after", "function-before"}  # union branches
+def _one_branch_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep, for a field of a union type, the errors of the branch that got furthest (``[0.5, true]`` is a list
+    with a bad item, not a bad number)."""
+    branches: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    out: list[Any] = []
+    for err in errors:
+        raw = [str(p) for p in err["loc"]]
+        b = next((i for i, p in enumerate(raw) if _is_branch(p)), None)
+        if b is None:
+            out.append(err)
+            continue
+        field_path = ".".join(raw[:b])
+        if field_path not in branches:
+            branches[field_path] = {}
+            out.append(field_path)  # placeholder keeps the order
+        branches[field_path].setdefault(raw[b], []).append(err)
+    result = []
+    for item in out:
+        if isinstance(item, str):
+            result += max(branches[item].values(), key=lambda errs: max(len(e["loc"]) for e in errs))
+        else:
+            result.append(item)
+    return result
+
+
+def _problem(cls: type, err: dict[str, Any]) -> str:
+    """One line for one pydantic error: ``location: message`` (known keys listed for an unknown one)."""
+    loc = ".".join(str(p) for p in err["loc"] if not _is_branch(str(p))) or "(top level)"
+    msg = err["msg"].replace("Unexpected keyword argument", "unknown key").removeprefix("Value error, ")
+    if err["type"] == "unexpected_keyword_argument":
+        msg += f" (known keys here: {_known_keys(cls, err['loc'][:-1])})"
+    return f"{loc}: {msg}"
+
+
+def _is_branch(part: str) -> bool:
+    """A location part pydantic adds for a branch of a union type (``float``, ``list[float]``, ...)."""
+    return part in {"float", "int", "str", "bool", "none"} or "[" in part or "-" in part
 
 
 def _known_keys(cls: type, loc: tuple) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fames.errors import FamesError
+from fames.errors import ConfigError, FamesError
 
 REFERENCES = ("exact", "float")
 OPTIMIZERS = ("adam", "sgd")
@@ -44,19 +44,19 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.quantile_step < 0.5:
-            raise FamesError(f"quantile_step={self.quantile_step} must be in (0, 0.5)")
+            raise ConfigError(f"quantile_step={self.quantile_step} must be in (0, 0.5)")
         if not 0 < self.quantile_max <= 0.5:
-            raise FamesError(f"quantile_max={self.quantile_max} must be in (0, 0.5]")
+            raise ConfigError(f"quantile_max={self.quantile_max} must be in (0, 0.5]")
         if self.reference not in REFERENCES:
-            raise FamesError(f"reference={self.reference!r} is not one of {REFERENCES}")
+            raise ConfigError(f"reference={self.reference!r} is not one of {REFERENCES}")
         if self.optimizer not in OPTIMIZERS:
-            raise FamesError(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
+            raise ConfigError(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.samples < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise FamesError("samples and batch_size must be >= 1 and epochs >= 0")
+            raise ConfigError("samples and batch_size must be >= 1 and epochs >= 0")
         if not 0.0 <= self.kd_alpha <= 1.0:
-            raise FamesError(f"kd_alpha={self.kd_alpha} must be in [0, 1]")
+            raise ConfigError(f"kd_alpha={self.kd_alpha} must be in [0, 1]")
         if not 1 <= self.max_values <= 1 << 24:
-            raise FamesError("max_values must be in 1 .. 2**24 (torch.quantile's limit)")
+            raise ConfigError("max_values must be in 1 .. 2**24 (torch.quantile's limit)")
 
 
 @dataclass
