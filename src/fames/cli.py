@@ -13,6 +13,33 @@ from fames.flow.library import liberty_path
 SIGNEDNESS = {"unsigned": (False,), "signed": (True,), "both": (False, True)}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``fames: error: ... (see fames ... --help)``, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"fames: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _number(kind: type, low: float, strict: bool = False):  # type: ignore[no-untyped-def]
+    """argparse type: a finite ``kind`` >= ``low`` (> ``low`` when ``strict``)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if v != v or v in (float("inf"), float("-inf")) or v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low:g}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE = _number(int, 1), _number(float, 0, strict=True), _number(float, 0)
+
+
 # --------------------------------------------------------------------------- lib
 def cmd_lib_build(args: argparse.Namespace) -> int:
     from fames.appmul.arith import structure
@@ -64,11 +91,15 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
 
 
 def cmd_lib_cost(args: argparse.Namespace) -> int:
-    from fames.appmul.library import Library
+    from fames.appmul.library import Library, is_library
     from fames.hw.cost import cost_library
+    from fames.hw.liberty import read_liberty
+    from fames.io import check_replaceable
 
     lib = Library.load(args.dir)
     liberty = liberty_path(args.liberty)
+    read_liberty(liberty)  # a malformed liberty fails before any synthesis
+    check_replaceable(args.out or args.dir, is_library, args.force, "library")
     costed = cost_library(
         list(lib),
         liberty,
@@ -97,17 +128,29 @@ def cmd_lib_show(args: argparse.Namespace) -> int:
 
 
 def cmd_lib_plot(args: argparse.Namespace) -> int:
+    import matplotlib.figure
+
     from fames.appmul.library import Library
     from fames.appmul.summary import appmul_row, plot_pdp_vs_mred
 
+    formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
+    suffix = Path(args.out).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise FamesError(f"--out {args.out}: unknown image format {suffix!r}; use one of {sorted(formats)}")
+    if Path(args.out).is_dir():
+        raise FamesError(f"--out {args.out} is a folder; give an image file name such as {args.out}/pdp.png")
     rows = [appmul_row(m) for m in Library.load(args.dir)]
     print(f"wrote {plot_pdp_vs_mred(rows, args.out)}")
     return 0
 
 
 def cmd_hw_liberty(args: argparse.Namespace) -> int:
-    from fames.hw.synthetic import write_synthetic_liberty
+    from fames.hw.synthetic import liberty_text, write_synthetic_liberty
+    from fames.io import check_replaceable
 
+    ours = liberty_text().splitlines()[0]
+    check_replaceable(args.out, lambda p: p.is_file() and p.read_text(errors="replace").startswith(ours), args.force,
+                      "synthetic liberty")
     print(f"wrote {write_synthetic_liberty(args.out)}")
     return 0
 
@@ -132,6 +175,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fames.quant import load_config
     from fames.train import TrainConfig, command_line, evaluate, load_model, qat, train
 
+    if Path(args.out).is_dir():
+        raise FamesError(f"--out {args.out} is a folder; give a checkpoint file name such as {args.out}/model.pt")
     _setup_torch(args.threads)
     torch.manual_seed(args.seed)
     model = load_model(args.model, args.init)
@@ -252,7 +297,7 @@ def _bits(values: list[str]) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fames",
         description="Approximate multipliers for quantized neural networks: AppMul libraries with hardware cost, "
         "quantization and bit-exact emulation, FAMES selection and calibration. Start with `fames demo`.",
@@ -335,9 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="liberty file (.lib or .lib.gz), or 'synthetic' for the project's own test library",
     )
     c.add_argument("--stream", choices=["uniform"], default="uniform", help="operand stream for energy")
-    c.add_argument("--hold", type=int, default=1, help="hold each weight for M operations (weight-stationary)")
-    c.add_argument("--vectors", type=int, default=4096, help="operand pairs simulated for energy")
-    c.add_argument("--clock-ns", type=float, default=1.0, help="clock period for power and leakage (ns)")
+    c.add_argument("--hold", type=POSITIVE_INT, default=1, help="hold each weight for M operations (weight-stationary)")
+    c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
+    c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", help="write the costed library here instead of updating DIR")
     c.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
@@ -369,14 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="QAT of activation ranges: lsq (learned step size, default) or pact (learned clipping bounds)",
     )
-    tr.add_argument("--epochs", type=float, default=1.0)
-    tr.add_argument("--lr", type=float, default=0.01)
-    tr.add_argument("--weight-decay", type=float, default=5e-4)
-    tr.add_argument("--kd", type=float, default=0.5, help="distillation weight from the float model (QAT only)")
-    tr.add_argument("--scale-lr-mult", type=float, default=1.0, help="lr multiplier of quantizer step sizes")
-    tr.add_argument("--batch-size", type=int, default=128)
+    tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=1.0)
+    tr.add_argument("--lr", type=POSITIVE_FLOAT, default=0.01)
+    tr.add_argument("--weight-decay", type=NON_NEGATIVE, default=5e-4)
+    tr.add_argument("--kd", type=NON_NEGATIVE, default=0.5, help="distillation weight from the float model (QAT only)")
+    tr.add_argument("--scale-lr-mult", type=POSITIVE_FLOAT, default=1.0, help="lr multiplier of quantizer step sizes")
+    tr.add_argument("--batch-size", type=POSITIVE_INT, default=128)
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--threads", type=POSITIVE_INT, default=None)
     tr.add_argument("--out", required=True, help="checkpoint file (.pt)")
     tr.add_argument("--manifest", default=None, help="manifest JSON to add this checkpoint to")
     tr.set_defaults(func=cmd_train)
@@ -393,9 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test")
     ev.add_argument("--assignment", default=None, help="assignment JSON (layer -> AppMul name)")
     ev.add_argument("--library", default=None, help="AppMul library directory for --assignment")
-    ev.add_argument("--batch-size", type=int, default=500)
-    ev.add_argument("--max-batches", type=int, default=None)
-    ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--batch-size", type=POSITIVE_INT, default=500)
+    ev.add_argument("--max-batches", type=POSITIVE_INT, default=None)
+    ev.add_argument("--threads", type=POSITIVE_INT, default=None)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -408,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("config", help="YAML run configuration")
     rn.add_argument("--output", default=None, help="override the config's output directory")
-    rn.add_argument("--threads", type=int, default=None)
+    rn.add_argument("--threads", type=POSITIVE_INT, default=None)
     rn.add_argument("--force", action="store_true", help="write into an output folder that holds other files")
     rn.set_defaults(func=cmd_run)
 
@@ -418,13 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Python: fames.flow.demo.run_demo(out)",
     )
     dm.add_argument("--out", default="fames-demo")
-    dm.add_argument("--threads", type=int, default=None)
+    dm.add_argument("--threads", type=POSITIVE_INT, default=None)
     dm.set_defaults(func=cmd_demo)
 
     hw = sub.add_parser("hw", help="hardware helpers")
     hs = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")
     wl = hs.add_parser("write-liberty", help="write the project's small synthetic liberty (for tests and demos)")
     wl.add_argument("--out", required=True)
+    wl.add_argument("--force", action="store_true", help="replace --out even if fames did not write it")
     wl.set_defaults(func=cmd_hw_liberty)
     return p
 
@@ -443,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FamesError, FileNotFoundError) as e:
-        print(f"fames: error: {e}", file=sys.stderr)
+    except (FamesError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        print("fames: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fames: interrupted; rerun the same command to resume", file=sys.stderr)

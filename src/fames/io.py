@@ -58,11 +58,7 @@ def atomic_directory(
     only when ``replaceable(path)`` says fames wrote it (a ``kind`` of the same kind), or with ``force``.
     """
     path = Path(path)
-    repair_directory(path)
-    if path.exists() and not force and (replaceable is None or not replaceable(path)):
-        what = "a file" if path.is_file() else "a folder"
-        raise FamesError(f"{path} exists and is {what} that is not a fames {kind}: not replacing it; choose another "
-                         "path, or pass --force (force=True) to replace it")
+    check_replaceable(path, replaceable, force, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -78,6 +74,19 @@ def atomic_directory(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replaceable(
+    path: str | os.PathLike, replaceable: Callable[[Path], bool] | None = None, force: bool = False, kind: str = "file"
+) -> None:
+    """Raise unless ``path`` is absent, is a fames ``kind`` (``replaceable(path)``), or ``force`` is given (after
+    repairing an interrupted directory swap at ``path``)."""
+    path = Path(path)
+    repair_directory(path)
+    if path.exists() and not force and (replaceable is None or not replaceable(path)):
+        what = "a file" if path.is_file() else "a folder"
+        raise FamesError(f"{path} exists and is {what} that is not a fames {kind}: not replacing it; choose another "
+                         "path, or pass --force (force=True) to replace it")
 
 
 def repair_directory(path: str | os.PathLike) -> None:
@@ -100,8 +109,8 @@ def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> A
     if not p.is_file():
         raise error(f"{p} not found")
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{p}: not valid JSON ({e})") from None
 
 

@@ -136,7 +136,7 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
     A quantized checkpoint (``meta.quant`` set) is re-quantized with its config before loading, so the
     returned model is ready to evaluate (exact mode).
     """
-    from fames.models import create_model
+    from fames.models import create_model, load_checkpoint_file
     from fames.quant import quantize
 
     if checkpoint is None or str(checkpoint) == "default" or not str(checkpoint).endswith(".pt"):
@@ -146,17 +146,16 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
     path = Path(checkpoint)
     if not path.is_file():
         raise FamesError(f"checkpoint {path} not found")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or "state_dict" not in ck:
-        raise FamesError(f"{path} is not a fames checkpoint (dict with arch/state_dict/meta)")
-    meta = ck.get("meta", {})
-    ck_arch = ck.get("arch")
+    sd, meta = load_checkpoint_file(path)  # a fames checkpoint or a plain state dict; unreadable -> clear error
+    ck_arch = meta.get("arch") if isinstance(meta.get("arch"), str) else None
+    if ck_arch is None and arch is None:
+        raise FamesError(f"{path} is a plain state dict: give --model (the architecture it belongs to)")
     if arch is not None and ck_arch is not None and arch != ck_arch:
         raise FamesError(f"{path} holds a {ck_arch!r} model, not {arch!r}; use --model {ck_arch}")
     model = create_model(ck_arch or arch, num_classes=num_classes or meta.get("num_classes", 10))
     if meta.get("quant"):
         quantize(model, meta["quant"])
-    missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise FamesError(
             f"{path} does not match architecture {ck_arch or arch!r}: missing keys {missing[:5]}, "

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -82,33 +83,46 @@ def import_evoapprox_tables(src: str | Path | None = None) -> list[AppMul]:
     for f in (index, npz):
         if not f.is_file():
             raise AppMulError(f"{f} is missing: an EvoApproxLib table folder holds index.csv and luts.npz")
-    luts = np.load(npz, allow_pickle=False)
+    try:
+        luts = np.load(npz, allow_pickle=False)
+        with open(index, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise AppMulError(f"{src}: cannot read the EvoApproxLib tables ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}); is the folder complete?") from None
+    need = {"name", "signed", "lut_key", "bits_a", "bits_b"}
+    if not rows or not need <= set(rows[0]):
+        raise AppMulError(f"{index}: expected a CSV with columns {sorted(need)}, got {sorted(rows[0]) if rows else []}")
     out = []
-    with open(index, newline="") as fh:
-        for row in csv.DictReader(fh):
-            signed = row["signed"].strip().lower() == "true"
-            key = row["lut_key"]
-            if key not in luts.files:
-                raise AppMulError(f"{npz}: no LUT {key!r} listed in {index}")
-            m = AppMul(
-                name=row["name"],
-                a_bits=int(row["bits_a"]),
-                w_bits=int(row["bits_b"]),
-                a_signed=signed,
-                w_signed=signed,
-                lut=luts[key],
-                structural=False,
-                cost=_published_cost(float(row["pwr_mW"]), float(row["area_um2"]), float(row["delay_ns"])),
-                provenance={
-                    "family": "evoapproxlib",
-                    "source": str(row["folder"]),
-                    "axis0": row.get("axis0_c_arg", ""),
-                    "axis1": row.get("axis1_c_arg", ""),
-                    "cite": row.get("cite") or EVO_CITE,
-                    "license": "MIT, Copyright 2018 EHW@FIT, Brno University of Technology",
-                },
-            )
-            out.append(m)
+    for ln, row in enumerate(rows, 2):
+        signed = row["signed"].strip().lower() == "true"
+        key = row["lut_key"]
+        try:
+            lut = luts[key]
+            a_bits, w_bits = int(row["bits_a"]), int(row["bits_b"])
+            cost = _published_cost(float(row["pwr_mW"]), float(row["area_um2"]), float(row["delay_ns"]))
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+            raise AppMulError(f"{index} line {ln}: bad row ({type(e).__name__}: {e}); LUT {key!r} in {npz}") \
+                from None
+        m = AppMul(
+            name=row["name"],
+            a_bits=a_bits,
+            w_bits=w_bits,
+            a_signed=signed,
+            w_signed=signed,
+            lut=lut,
+            structural=False,
+            cost=cost,
+            provenance={
+                "family": "evoapproxlib",
+                "source": str(row.get("folder", "")),
+                "axis0": row.get("axis0_c_arg", ""),
+                "axis1": row.get("axis1_c_arg", ""),
+                "cite": row.get("cite") or EVO_CITE,
+                "license": "MIT, Copyright 2018 EHW@FIT, Brno University of Technology",
+            },
+        )
+        out.append(m)
     _set_relative(out)
     return out
 
@@ -235,6 +249,17 @@ def _infer_width(vals: np.ndarray, signed: bool) -> int:
     return max(int(vals.max()).bit_length(), 1)
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of ``path``; a binary or undecodable file is an :class:`AppMulError` naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text)") from None
+    if "\x00" in text:
+        raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text)")
+    return text
+
+
 def read_text_lut(
     path: str | Path,
     name: str | None = None,
@@ -252,7 +277,7 @@ def read_text_lut(
     if not path.is_file():
         raise AppMulError(f"{path}: no such LUT file")
     rows = []
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
+    for ln, line in enumerate(read_text_file(path, "text LUT").splitlines(), 1):
         s = line.split("#", 1)[0].strip()
         if not s:
             continue
@@ -343,7 +368,7 @@ def import_design(
         raise AppMulError(f"{path}: no such design file")
     fmt = "blif" if path.suffix.lower() == ".blif" else "verilog"
     top = top or path.stem
-    netlist = synthesize(path.read_text(), top, None, fmt=fmt)
+    netlist = synthesize(read_text_file(path, "design"), top, None, fmt=fmt)
     pa, pw, py = ports
     for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
         if p not in group:
@@ -364,6 +389,9 @@ def import_design(
     y = y & ((1 << n) - 1)
     if signed:
         y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
+    if np.all(y == y[0]):
+        raise AppMulError(f"{path}: the product port {py!r} is the constant {int(y[0])} for every input pair; is it "
+                          "driven? (an undriven output synthesizes to a constant)")
     name = name or sanitize_name(path.stem)
     tname = sanitize_name(name)
     verilog = netlist_to_verilog(netlist, tname, {pa: "a", pw: "w", py: "y"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from fames.errors import FamesError
 from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
 from fames.method.problem import ModelProblem, ModelSetup
-from fames.models import create_model
+from fames.models import load_checkpoint_file
 from fames.quant import calibrate_ptq, qlayers, quantize
 from fames.train import evaluate, load_model
 
@@ -40,38 +39,18 @@ def resolve_import(spec: str, what: str) -> Any:
     return obj
 
 
-def _read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, meta)`` of a fames checkpoint or of a plain ``state_dict`` file."""
-    p = Path(path)
-    if not p.is_file():
-        raise FamesError(f"checkpoint {p} not found")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise FamesError(f"checkpoint {p} cannot be read ({type(e).__name__}); is it a torch file?") from None
-    if isinstance(ck, dict) and "state_dict" in ck:
-        return ck["state_dict"], ck.get("meta") or {}
-    if isinstance(ck, dict) and all(isinstance(v, torch.Tensor) for v in ck.values()):
-        return ck, {}
-    raise FamesError(f"checkpoint {p} is neither a fames checkpoint nor a state_dict (name -> tensor)")
-
-
 def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
     """The model of a run: zoo name or ``package.module:factory`` (called without arguments), with weights from
     ``checkpoint`` (fames ``.pt`` float or quantized, a plain ``state_dict``, ``default`` or None)."""
     if ":" not in model:
-        is_fames = checkpoint is not None and str(checkpoint).endswith(".pt") and _is_fames_checkpoint(checkpoint)
-        if checkpoint is None or not str(checkpoint).endswith(".pt") or is_fames:
-            return load_model(model, checkpoint)
-        net = create_model(model)
-    else:
-        factory = resolve_import(model, "model")
-        net = factory()
-        if not isinstance(net, nn.Module):
-            raise FamesError(f"model {model!r} returned {type(net).__name__}, not a torch.nn.Module")
-        if checkpoint is None:
-            return net.eval()
-    sd, meta = _read_checkpoint(checkpoint)
+        return load_model(model, checkpoint)
+    factory = resolve_import(model, "model")
+    net = factory()
+    if not isinstance(net, nn.Module):
+        raise FamesError(f"model {model!r} returned {type(net).__name__}, not a torch.nn.Module")
+    if checkpoint is None:
+        return net.eval()
+    sd, meta = load_checkpoint_file(checkpoint)
     if meta.get("quant"):
         quantize(net, meta["quant"])
     missing, unexpected = net.load_state_dict(sd, strict=False)
@@ -80,14 +59,6 @@ def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
                          f"{unexpected[:5]}")
     net.checkpoint_meta = meta
     return net.eval()
-
-
-def _is_fames_checkpoint(path: str | Path) -> bool:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - load_model reports unreadable files
-        return True
-    return isinstance(ck, dict) and "state_dict" in ck
 
 
 def dataset_split(data: DataConfig, split: str) -> Dataset:
@@ -126,8 +97,23 @@ class RunInputs:
     test: Any
 
 
+def check_inputs(cfg: RunConfig) -> None:
+    """What can be checked before any work: the quantization config, the library folder, the liberty."""
+    from fames.appmul.library import Library
+    from fames.flow.library import liberty_path
+    from fames.hw.liberty import read_liberty
+    from fames.quant import load_config
+
+    if cfg.quant is not None:
+        load_config(cfg.quant)
+    if cfg.library not in ("generate", "evoapprox"):
+        Library.load(cfg.library)
+    read_liberty(liberty_path(cfg.liberty))
+
+
 def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     """Load the model (quantized by PTQ when ``quant`` is given and the checkpoint is float) and the data."""
+    check_inputs(cfg)
     model = load_run_model(cfg.model, cfg.checkpoint)
     test = test_loader(cfg.data, cfg.data.eval_images, cfg.seed)
     samples = DatasetSamples(dataset_split(cfg.data, "train"), cfg.data.dataset)

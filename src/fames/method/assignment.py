@@ -27,7 +27,10 @@ FORMAT = "fames-assignment"
 def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -> nn.Module:
     """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``."""
     layers = dict(qlayers(model))
-    spec = assignment.get("layers", assignment)
+    spec = assignment.get("layers", assignment) if isinstance(assignment, dict) else assignment
+    if not isinstance(spec, dict):
+        raise FamesError(f"an assignment maps layer names to AppMuls ({{'layers': {{name: spec}}}}), got "
+                         f"{type(spec).__name__}")
     unknown = [n for n in spec if n not in layers]
     if unknown:
         raise FamesError(f"assignment names layers the model does not have: {unknown}; layers: {list(layers)}")

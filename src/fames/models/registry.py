@@ -154,7 +154,8 @@ def load_checkpoint_file(path: str | Path, arch: str | None = None) -> tuple[dic
         hint = ""
         if suffix == ".npz":
             hint = f" (.npz weights are understood by: {', '.join(_npz_models()) or 'no model'})"
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}{hint}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path} ({first}); is it a complete torch file?{hint}") from None
     meta: dict = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         ck_arch = obj.get("arch")
