@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fames.errors import FamesError
+from fames.errors import FamesError, expect
 
 
 @torch.no_grad()
@@ -28,6 +28,7 @@ def evaluate(
     model: nn.Module, loader: Iterable, progress: bool = True, desc: str = "eval", max_batches: int | None = None
 ) -> dict[str, float]:
     """Top-1 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (eval mode)."""
+    expect(model, nn.Module, "evaluate: model")
     from tqdm.auto import tqdm
 
     model.eval()

@@ -144,3 +144,54 @@ def _with(parser, sub, func):
     lib = parser._subparsers._group_actions[0].choices["lib"]
     lib._subparsers._group_actions[0].choices[sub].set_defaults(func=func)
     return parser
+
+
+def _report_runs(path):
+    r = json.loads(path.read_text())
+    return [{k: v for k, v in run.items() if not k.endswith("_s")} for run in r["runs"]]
+
+
+def test_kill_9_then_resume_gives_the_same_report(ckpt, tmp_path):
+    """A run killed with SIGKILL once its estimate is stored resumes to the report of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def config(out):
+        cfg = tmp_path / f"{out}.yaml"
+        cfg.write_text(json.dumps({"model": "digits_cnn", "checkpoint": str(ckpt), "quant": "W4A4",
+                                   "families": ["trunc", "perf"], "budget": [0.8, 0.6],
+                                   "estimator": {"samples": 64, "validate": False},
+                                   "calibration": {"samples": 128, "epochs": 1}, "output": str(tmp_path / out)}))
+        return cfg
+
+    assert main(["run", str(config("whole"))]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "fames.cli", "run", str(config("killed"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stages = tmp_path / "killed" / "stages"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(stages.glob("estimate-*.npz")):
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["run", str(config("killed"))]) == 0  # the stale lock of the killed process does not block
+    assert _report_runs(tmp_path / "killed" / "report.json") == _report_runs(tmp_path / "whole" / "report.json")
+    assert killed, "the run finished before it could be killed; the resume was not exercised"
+
+
+def test_corrupt_or_missing_stage_files_are_recomputed(ckpt, tmp_path):
+    out = tmp_path / "o"
+    run(_cfg(ckpt, out), progress=False)
+    before = _report_runs(out / "report.json")
+    for f in (out / "stages").iterdir():
+        if f.name.startswith("estimate-"):
+            f.write_bytes(b"garbage")
+        elif f.name.startswith("budget-") and f.suffix == ".json":
+            f.write_text(f.read_text().replace("0.", "9."))  # an edited stage result
+    (out / "model_R0.7.pt").unlink()
+    with pytest.warns(UserWarning):
+        run(_cfg(ckpt, out), progress=False)
+    assert _report_runs(out / "report.json") == before and (out / "model_R0.7.pt").is_file()

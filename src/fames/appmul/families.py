@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fames.appmul import arith
 from fames.appmul.arith import BitMatrix, Word
 from fames.appmul.circuit import ONE, ZERO, Circuit
 from fames.appmul.core import MAX_BITS, MIN_BITS, AppMul, sanitize_name
-from fames.errors import AppMulError
+from fames.errors import AppMulError, expect
 
 __all__ = ["FAMILIES", "Family", "build", "build_family", "family_names"]
 
@@ -495,6 +497,10 @@ def build_family(family: str, a_bits: int, w_bits: int, signed: bool) -> list[Ap
 
     Designs whose LUT equals the exact product (outside the exact family) or an earlier design are dropped.
     """
+    expect(family, str, "build_family: family")
+    expect(a_bits, (int, np.integer), "build_family: a_bits")
+    expect(w_bits, (int, np.integer), "build_family: w_bits")
+    expect(signed, (bool, np.bool_), "build_family: signed")
     fams = list(FAMILIES.values()) if family == "all" else [_family(family)]
     out: list[AppMul] = []
     seen: set[bytes] = set()

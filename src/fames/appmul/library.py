@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fames.appmul.core import AppMul, Cost
-from fames.errors import AppMulError
+from fames.errors import AppMulError, ArgumentTypeError, expect
 from fames.io import atomic_directory, read_json, repair_directory
 
 FORMAT = "fames-appmul-library"
@@ -29,7 +29,11 @@ class Library:
 
     def __init__(self, appmuls: Iterable[AppMul] = ()) -> None:
         self._items: dict[str, AppMul] = {}
+        if isinstance(appmuls, (str, bytes)) or not hasattr(appmuls, "__iter__"):
+            raise ArgumentTypeError(f"Library(appmuls): give an iterable of AppMuls, not {type(appmuls).__name__}; "
+                                    "load a folder with Library.load(path)")
         for m in appmuls:
+            expect(m, AppMul, "Library: every item")
             self.add(m)
 
     def add(self, m: AppMul) -> None:

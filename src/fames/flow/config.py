@@ -128,6 +128,13 @@ class FamesConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for key, cls in (("estimator", EstimatorConfig), ("selection", SelectionConfig)):
+            if not isinstance(getattr(self, key), cls):
+                raise ConfigError(f"FamesConfig {key} must be a fames.{cls.__name__}, not "
+                                  f"{type(getattr(self, key)).__name__}")
+        if self.calibration is not None and not isinstance(self.calibration, CalibrationConfig):
+            raise ConfigError(f"FamesConfig calibration must be a fames.CalibrationConfig or None, not "
+                              f"{type(self.calibration).__name__}")
         for r in self.budgets:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
                 raise ConfigError(f"energy budget {r!r} must be a number in (0, 1] (fraction of the exact energy)")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fames.appmul.core import AppMul, Cost
-from fames.errors import HardwareError
+from fames.errors import HardwareError, expect
 from fames.hw.energy import DEFAULT_VECTORS, energy_per_op, make_stream
 from fames.hw.netlist import simulate_lut
 from fames.hw.synth import RECIPE_VERSION, lut_to_verilog, synthesize
@@ -173,6 +173,10 @@ def cost_library(
     arguments ``kw`` (those of :func:`cost_appmul`); ``jobs`` designs are costed at once (default: CPU count).
     Returns new AppMul objects, in the input order.
     """
+    expect(appmuls, (list, tuple), "cost_library: appmuls")
+    for m in appmuls:
+        expect(m, AppMul, "cost_library: every AppMul")
+    expect(liberty_path, (str, os.PathLike), "cost_library: liberty_path")
     import concurrent.futures as cf
 
     from tqdm.auto import tqdm

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fames.appmul.library import Library
-from fames.errors import FamesError
+from fames.errors import FamesError, expect
 from fames.io import atomic_write_json, read_json
 from fames.quant.convert import qlayers
 
@@ -26,6 +26,8 @@ FORMAT = "fames-assignment"
 
 def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -> nn.Module:
     """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``."""
+    expect(model, nn.Module, "substitute: model")
+    expect(library, Library, "substitute: library")
     layers = dict(qlayers(model))
     spec = assignment.get("layers", assignment) if isinstance(assignment, dict) else assignment
     if not isinstance(spec, dict):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fames.errors import FamesError
+from fames.errors import FamesError, expect
 from fames.quant.config import QuantConfig, load_config
 from fames.quant.layers import QConv2d, QLinear, QuantLayer
 
@@ -83,6 +83,7 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
 
     Activation quantizers start uncalibrated: run :func:`fames.quant.calibrate_ptq` (PTQ) before use.
     """
+    expect(model, nn.Module, "quantize: model")
     cfg = load_config(config)
     model.eval()
     if cfg.fold_bn:
@@ -154,6 +155,7 @@ def calibrate_ptq(
 
     Layers are observed in float mode, so each activation range is that of the float model.
     """
+    expect(model, nn.Module, "calibrate_ptq: model")
     cfg = getattr(model, "fames_quant_config", {}) or {}
     method = method or cfg.get("calibration", "minmax")
     percentile = cfg.get("percentile", 99.99)
