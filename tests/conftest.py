@@ -20,3 +20,18 @@ def shared_path(*parts: str) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes its hardware cache to a private folder."""
     monkeypatch.setenv("FAMES_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def digits_float_checkpoint(path: Path, epochs: float = 2, seed: int = 0) -> Path:
+    """A float ``digits_cnn`` trained for ``epochs`` on the embedded digits data, saved as a fames checkpoint."""
+    import torch
+
+    from fames.data import get_loader
+    from fames.models import create_model, save_checkpoint
+    from fames.train import TrainConfig, train
+
+    torch.manual_seed(seed)
+    m = create_model("digits_cnn")
+    train(m, get_loader("digits", "train", 64, augment=True, seed=seed),
+          TrainConfig(epochs=epochs, lr=0.05, seed=seed), progress=False)
+    return save_checkpoint(m, path, meta={"quant": None})

@@ -3,23 +3,16 @@
 import os
 
 import pytest
-import torch
 
 from fames.appmul.library import Library
-from fames.data import get_loader
 from fames.flow.config import RunConfig
 from fames.flow.library import candidate_appmuls
 from fames.flow.run import run
-from fames.models import create_model, save_checkpoint
-from fames.train import TrainConfig, train
+from tests.conftest import digits_float_checkpoint
 
 
 def _float_checkpoint(path, seed):
-    torch.manual_seed(seed)
-    m = create_model("digits_cnn")
-    train(m, get_loader("digits", "train", 64, augment=True, seed=seed), TrainConfig(epochs=2, lr=0.05, seed=seed),
-          progress=False)
-    return save_checkpoint(m, path, meta={"quant": None})
+    return digits_float_checkpoint(path, seed=seed)
 
 
 def _cfg(ck, out, library="generate", **kw):

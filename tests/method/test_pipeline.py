@@ -3,23 +3,17 @@
 import json
 
 import pytest
-import torch
 
 from fames.cli import main
-from fames.data import get_loader
 from fames.errors import FamesError
 from fames.flow.config import RunConfig
 from fames.flow.run import run
-from fames.models import create_model, save_checkpoint
-from fames.train import TrainConfig, train
+from tests.conftest import digits_float_checkpoint
 
 
 @pytest.fixture(scope="module")
 def float_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    m = create_model("digits_cnn")
-    train(m, get_loader("digits", "train", 64, augment=True), TrainConfig(epochs=4, lr=0.05), progress=False)
-    return save_checkpoint(m, tmp_path_factory.mktemp("ck") / "f.pt", meta={"quant": None})
+    return digits_float_checkpoint(tmp_path_factory.mktemp("ck") / "f.pt", epochs=4)
 
 
 def _cfg(ck, out, estimator=None, selection=None, calibration=None, **kw):

@@ -6,21 +6,18 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from filelock import FileLock
 
 from fames.appmul.families import build_family
 from fames.appmul.library import Library
 from fames.cli import main
-from fames.data import get_loader
 from fames.errors import FamesError
 from fames.flow.config import RunConfig
 from fames.flow.run import run
 from fames.hw.cost import cost_appmul
 from fames.hw.synthetic import default_synthetic_liberty
 from fames.io import cache_dir
-from fames.models import create_model, save_checkpoint
-from fames.train import TrainConfig, train
+from tests.conftest import digits_float_checkpoint
 
 
 def test_a_user_folder_given_as_out_is_refused_and_left_untouched(tmp_path, capsys):
@@ -77,10 +74,7 @@ def test_a_tampered_cost_cache_entry_is_recomputed(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    m = create_model("digits_cnn")
-    train(m, get_loader("digits", "train", 64, augment=True), TrainConfig(epochs=2, lr=0.05), progress=False)
-    return save_checkpoint(m, tmp_path_factory.mktemp("ck") / "f.pt", meta={"quant": None})
+    return digits_float_checkpoint(tmp_path_factory.mktemp("ck") / "f.pt")
 
 
 def _cfg(ck, out, **kw):
