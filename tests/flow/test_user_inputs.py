@@ -20,6 +20,12 @@ import torch
 from torch import nn
 
 
+def digits(split):
+    from fames.data import get_dataset
+
+    return get_dataset("digits", split)
+
+
 def tiny_net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
@@ -63,6 +69,14 @@ def test_run_with_import_path_state_dict_and_imagefolder(user_files, tmp_path):
     r = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {layer["name"] for layer in r["layers"]} == {"0", "4"}
     assert r["runs"][0]["relative_energy"] <= 0.8 + 1e-9
+
+
+def test_run_with_a_dataset_factory(user_files, tmp_path):
+    cfg = RunConfig.from_dict({"model": "digits_cnn", "quant": "W4A4", "families": ["trunc"], "budget": 0.8,
+                               "data": {"dataset": "mynets:digits"}, "estimator": {"samples": 32, "validate": False},
+                               "calibration": False, "output": str(tmp_path / "out")})
+    r = fames.run(cfg, progress=False)
+    assert r.rows[0].relative_energy <= 0.8 + 1e-9 and r.exact_accuracy > 0
 
 
 def test_bad_input_names_the_problem_and_the_fix(tmp_path):
