@@ -25,15 +25,17 @@ from fames.errors import FamesError, expect
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, progress: bool = True, desc: str = "eval", max_batches: int | None = None
-) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (eval mode)."""
+    model: nn.Module, loader: Iterable, progress: bool = True, desc: str = "eval", max_batches: int | None = None,
+    per_sample: bool = False,
+) -> dict[str, Any]:
+    """Top-1 accuracy (%), mean cross-entropy and image count of ``model`` over ``loader`` (eval mode); with
+    ``per_sample`` also ``correct``, 1/0 per image in loader order (for paired comparisons)."""
     expect(model, nn.Module, "evaluate: model")
     from tqdm.auto import tqdm
 
     model.eval()
     dev = next(model.parameters()).device
-    correct, total, loss = 0, 0, 0.0
+    correct, total, loss, hits = 0, 0, 0.0, []
     total_batches = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None and total_batches is not None:
         total_batches = min(total_batches, max_batches)
@@ -45,11 +47,17 @@ def evaluate(
         if not torch.isfinite(out).all():
             raise FamesError("the model produced NaN/inf outputs; check the checkpoint and quantization ranges")
         loss += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
+        ok = out.argmax(1) == y
+        correct += ok.sum().item()
+        if per_sample:
+            hits += ok.int().tolist()
         total += y.numel()
     if total == 0:
         raise FamesError("evaluation loader is empty")
-    return {"accuracy": 100.0 * correct / total, "loss": loss / total, "n": total}
+    res: dict[str, Any] = {"accuracy": 100.0 * correct / total, "loss": loss / total, "n": total}
+    if per_sample:
+        res["correct"] = hits
+    return res
 
 
 @dataclass

@@ -60,5 +60,10 @@ def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch):
     # the model now holds the headline assignment: its accuracy is the reported one
     assert evaluate(model, test_loader, progress=False)["accuracy"] == pytest.approx(result.accuracy)
     assert set(result.assignment) == names
+    # the uncertainty of the headline: same images, so the paired difference is exactly the accuracy difference
+    pd, (lo, hi) = result.best.paired_difference, result.best.accuracy_ci95
+    assert pd["points"] == pytest.approx(result.accuracy - result.exact_accuracy) and pd["n"] == 360
+    assert pd["ci95"][0] <= pd["points"] <= pd["ci95"][1] and lo <= result.accuracy <= hi
+    assert "paired difference to the exact quantized model" in result.report()
     for f in ("report.md", "report.json", "assignment.json", "model.pt", "library/index.json"):
         assert (tmp_path / "my-run" / f).is_file(), f

@@ -32,6 +32,7 @@ from fames.flow.config import FamesConfig
 from fames.flow.library import candidate_appmuls, liberty_path
 from fames.flow.sources import Samples, as_samples, eval_batches, tensors_hash
 from fames.flow.stages import Stages
+from fames.flow.stats import paired_difference, wilson_interval
 from fames.io import content_hash, read_checked_json
 from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import calibrate
@@ -66,6 +67,8 @@ class BudgetRow:
     calibrate_s: float = 0.0
     calibration_kept: bool = False
     ilp_status: str | None = None
+    accuracy_ci95: list[float] | None = None  # Wilson interval of ``accuracy`` on the evaluation images
+    paired_difference: dict[str, Any] | None = None  # vs the exact quantized model on the same images (points)
     assignment: dict[str, Any] = field(default_factory=dict)
     per_layer_energy: dict[str, dict[str, float]] = field(default_factory=dict)
     output_difference: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +100,7 @@ class FamesResult:
     liberty: str = "synthetic"
     within_bound: bool = True
     keys: dict[str, str] = field(default_factory=dict)  # content keys of the inputs: model, library, samples, eval
+    exact_correct: list[int] = field(default_factory=list, repr=False)  # per evaluation image, exact model
     states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -130,6 +134,9 @@ class FamesResult:
                 "approx_uncalibrated": b.accuracy_uncalibrated,
                 "approx": b.accuracy,
             },
+            "accuracy_ci95": b.accuracy_ci95,
+            "paired_difference": b.paired_difference,
+            "eval_images": len(self.exact_correct) if self.exact_correct else None,
             "relative_energy": b.relative_energy,
             "energy_reduction": b.energy_reduction,
             "budget": b.budget,
@@ -261,7 +268,8 @@ def approximate_(
     mkey = model_key(model)
     lkey = appmuls_key([m for ms in cands.values() for m in ms])
     skey, tkey = tensors_hash(x, y), tensors_hash(*[t for b in test for t in b])
-    exact = stages.json("exact", content_hash(mkey, tkey), lambda: evaluate(model, test, progress, "eval exact"))
+    exact = stages.json("exact", content_hash(mkey, tkey, "per-sample"),
+                        lambda: evaluate(model, test, progress, "eval exact", per_sample=True))
 
     # ------------------------------------------------------------------ estimate (and its validation)
     estimator = make_estimator(est_cfg.kind, progress, forward_above=est_cfg.forward_above,
@@ -294,13 +302,14 @@ def approximate_(
         mp = setup.problem(omega, sel_cfg.granularity)
 
     # ------------------------------------------------------------------ per budget
-    bkey_base = content_hash(ekey, tkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
+    bkey_base = content_hash("v2", ekey, tkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
                              tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel_cfg.compensation != "none"
                              else "", str(liberty_file))
     budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
     rows: list[BudgetRow] = []
     states: dict[float, dict[str, torch.Tensor]] = {}
-    ctx = _BudgetContext(model, setup, mp, test, probe, (cx, cy), (hx, hy), cfg, liberty_file, progress)
+    ctx = _BudgetContext(model, setup, mp, test, probe, (cx, cy), (hx, hy), cfg, liberty_file, progress,
+                         exact["correct"])
     for ratio in budgets:
         if sel_cfg.stop_at_loss and any(
             not r.infeasible and exact["accuracy"] - r.accuracy > cfg.max_accuracy_loss for r in rows
@@ -332,7 +341,7 @@ def approximate_(
         library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
         timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all}, model=model,
         liberty=str(liberty), within_bound=bool(within), states=states,
-        keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey},
+        keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
     )
 
 
@@ -396,6 +405,13 @@ class _BudgetContext:
     cfg: FamesConfig
     liberty: str | None
     progress: bool
+    exact_correct: list[int]
+
+    def evaluate(self, m: nn.Module, desc: str) -> float:
+        """Accuracy (%) of ``m`` on the evaluation images, remembering which images it got right."""
+        r = evaluate(m, self.test, self.progress, desc, per_sample=True)
+        self.last_correct = r["correct"]
+        return r["accuracy"]
 
     def run(self, ratio: float) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         cfg, progress = self.cfg, self.progress
@@ -406,7 +422,8 @@ class _BudgetContext:
         m = apply_choice(copy.deepcopy(self.model), self.mp, sel.choice)
         to_compensate = [n for n, q in qlayers(m) if q.compensation is not None]
         e, e_exact, per_layer = self.setup.energy(m)
-        acc_u = evaluate(m, self.test, progress, f"eval R={ratio}")["accuracy"]
+        acc_u = self.evaluate(m, f"eval R={ratio}")
+        hits_u = self.last_correct
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
         if cfg.calibration is not None:
@@ -420,7 +437,10 @@ class _BudgetContext:
             if not calib_kept:
                 m.load_state_dict(before)
             calib_s = time.perf_counter() - t1
-            acc_c = evaluate(m, self.test, progress, f"eval R={ratio} calibrated")["accuracy"] if calib_kept else acc_u
+            if calib_kept:
+                acc_c = self.evaluate(m, f"eval R={ratio} calibrated")
+            else:
+                self.last_correct = hits_u
             z_cal = _logits(self.model, m, self.probe)[1]
         overhead: dict[str, float] = {}
         acc_before_comp = acc_c
@@ -430,7 +450,7 @@ class _BudgetContext:
             if names is None or names:
                 compensate_model(m, self.calib[0], calibrated=True, layers=names)
                 overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0], cfg.selection.energy_metric)
-                acc_c = evaluate(m, self.test, progress, f"eval R={ratio} compensated")["accuracy"]
+                acc_c = self.evaluate(m, f"eval R={ratio} compensated")
                 z_cal = _logits(self.model, m, self.probe)[1]
             e += sum(overhead.values())
         held = current_assignment(m)["layers"]
@@ -449,6 +469,8 @@ class _BudgetContext:
             assignment=assignment,
             per_layer_energy={n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
             output_difference=diffs,
+            accuracy_ci95=list(wilson_interval(int(sum(self.last_correct)), len(self.last_correct))),
+            paired_difference=paired_difference(self.exact_correct, self.last_correct).to_dict(),
         )
         return asdict(row), {k: v.detach().clone() for k, v in m.state_dict().items()}
 

@@ -54,6 +54,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, float {_fmt(acc['float'])}%, "
         f"before calibration {acc['approx_uncalibrated']:.2f}%).",
         "",
+        *_uncertainty(report),
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
         f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s, total {t['total_s']:.1f} s.",
@@ -82,6 +83,20 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
                      f"--library library --dataset {dataset}` (from this folder).")
     return "\n".join(lines) + "\n"
+
+
+def _uncertainty(report: dict[str, Any]) -> list[str]:
+    """The headline's 95% intervals (accuracy, and the paired difference to the exact quantized model)."""
+    ci, pd = report.get("accuracy_ci95"), report.get("paired_difference")
+    if not ci or not pd:
+        return []
+    return [
+        f"On the {pd['n']} evaluation images: accuracy {report['accuracy']['approx']:.2f}% (95% interval "
+        f"{ci[0]:.2f}-{ci[1]:.2f}%); paired difference to the exact quantized model {pd['points']:+.2f} points (95% "
+        f"interval {pd['ci95'][0]:+.2f} to {pd['ci95'][1]:+.2f}; {pd['b_only']} images gained, {pd['a_only']} lost; "
+        f"McNemar p = {pd['mcnemar_p']:.3g}).",
+        "",
+    ]
 
 
 def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
