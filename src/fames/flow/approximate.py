@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,7 +31,7 @@ from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.flow.config import FamesConfig
 from fames.flow.library import candidate_appmuls, liberty_path
-from fames.flow.sources import Samples, as_samples, eval_batches, tensors_hash
+from fames.flow.sources import Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
 from fames.flow.stats import paired_difference, wilson_interval
 from fames.io import content_hash, read_checked_json
@@ -101,6 +102,7 @@ class FamesResult:
     within_bound: bool = True
     keys: dict[str, str] = field(default_factory=dict)  # content keys of the inputs: model, library, samples, eval
     exact_correct: list[int] = field(default_factory=list, repr=False)  # per evaluation image, exact model
+    test: dict[str, Any] | None = None  # target mode: the chosen model evaluated once on the test data
     states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -139,6 +141,8 @@ class FamesResult:
             "eval_images": len(self.exact_correct) if self.exact_correct else None,
             "relative_energy": b.relative_energy,
             "energy_reduction": b.energy_reduction,
+            "chosen_on": "validation" if self.test else "evaluation data",
+            "test": self.test,
             "budget": b.budget,
             "within_bound": self.within_bound,
             "estimator": self.estimator,
@@ -247,7 +251,12 @@ def approximate_(
     stages = stages or Stages(None)
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     calib_n = (cal_cfg.samples if cal_cfg is not None else 1024)
-    samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES)
+    searching = cfg.searching
+    samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES
+                                  + (cfg.search.validation_images if searching else 0))
+    val = None
+    if searching:  # the validation split chooses R; nothing else is drawn from it
+        samples, val = holdout(samples, cfg.search.validation_images, cfg.seed)
     if est_cfg.samples > len(samples):
         raise FamesError(f"the estimate needs estimator.samples={est_cfg.samples} training images but the data holds "
                          f"{len(samples)}: give more data or lower it (FamesConfig(estimator=EstimatorConfig("
@@ -255,11 +264,13 @@ def approximate_(
     x, y = samples.draw(est_cfg.samples, cfg.seed)
     calib_n = min(calib_n, len(samples))
     cx, cy = samples.draw(calib_n, cfg.seed)
-    hx, hy = samples.draw(calib_n, cfg.seed + 1)  # judges a calibration (another draw)
+    # judges a calibration: the validation split in the target mode, else another draw of training images
+    hx, hy = val if val is not None else samples.draw(calib_n, cfg.seed + 1)
     if eval_data is None:
         eval_data = samples.draw(min(len(samples), PROBE_IMAGES), cfg.seed + 2)
     test = eval_batches(eval_data)
-    probe = _head(test, PROBE_IMAGES)
+    judge = eval_batches(val) if val is not None else test  # the images every budget's accuracy is measured on
+    probe = _head(judge, PROBE_IMAGES)
     model.eval()
 
     lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress)
@@ -268,8 +279,9 @@ def approximate_(
     mkey = model_key(model)
     lkey = appmuls_key([m for ms in cands.values() for m in ms])
     skey, tkey = tensors_hash(x, y), tensors_hash(*[t for b in test for t in b])
-    exact = stages.json("exact", content_hash(mkey, tkey, "per-sample"),
-                        lambda: evaluate(model, test, progress, "eval exact", per_sample=True))
+    jkey = tensors_hash(*[t for b in judge for t in b]) if val is not None else tkey
+    exact = stages.json("exact", content_hash(mkey, jkey, "per-sample"),
+                        lambda: evaluate(model, judge, progress, "eval exact", per_sample=True))
 
     # ------------------------------------------------------------------ estimate (and its validation)
     estimator = make_estimator(est_cfg.kind, progress, forward_above=est_cfg.forward_above,
@@ -302,19 +314,17 @@ def approximate_(
         mp = setup.problem(omega, sel_cfg.granularity)
 
     # ------------------------------------------------------------------ per budget
-    bkey_base = content_hash("v2", ekey, tkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
+    bkey_base = content_hash("v2", ekey, jkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
                              tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel_cfg.compensation != "none"
                              else "", str(liberty_file))
     budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
     rows: list[BudgetRow] = []
     states: dict[float, dict[str, torch.Tensor]] = {}
-    ctx = _BudgetContext(model, setup, mp, test, probe, (cx, cy), (hx, hy), cfg, liberty_file, progress,
+    ctx = _BudgetContext(model, setup, mp, judge, probe, (cx, cy), (hx, hy), cfg, liberty_file, progress,
                          exact["correct"])
-    for ratio in budgets:
-        if sel_cfg.stop_at_loss and any(
-            not r.infeasible and exact["accuracy"] - r.accuracy > cfg.max_accuracy_loss for r in rows
-        ):
-            break
+
+    def measure(ratio: float) -> BudgetRow:
+        """The row of one budget (from its stage when there), its calibrated state kept in ``states``."""
         rkey = content_hash(bkey_base, repr(float(ratio)))
         state = stages.tensors("budget", rkey)
         row = None
@@ -325,16 +335,37 @@ def approximate_(
             stages.json("budget", rkey, lambda row=row: row)
             if state is not None:
                 stages.save_tensors("budget", rkey, state)
-        rows.append(BudgetRow.from_dict(row))
         if state is not None:
             states[float(ratio)] = state
+        return BudgetRow.from_dict(row)
+
+    def within_bound(r: BudgetRow) -> bool:
+        return not r.infeasible and exact["accuracy"] - r.accuracy <= cfg.max_accuracy_loss
+
+    if searching:
+        rows = _bisect(measure, within_bound, mp.problem.min_ratio(), cfg.search.resolution)
+    for ratio in budgets:
+        if sel_cfg.stop_at_loss and any(not r.infeasible and not within_bound(r) for r in rows):
+            break
+        rows.append(measure(ratio))
 
     feasible = [r for r in rows if not r.infeasible]
     if not feasible:
         raise FamesError(f"every budget was infeasible; smallest feasible ratio {rows[0].min_ratio:.4f}")
-    within = [r for r in feasible if exact["accuracy"] - r.accuracy <= cfg.max_accuracy_loss]
+    within = [r for r in feasible if within_bound(r)]
     best = min(within, key=lambda r: r.relative_energy) if within else feasible[0]
+    test_result = None
+    if searching:  # the exact model on the test data (before the chosen assignment goes in)
+        ex_test = stages.json("exact", content_hash(mkey, tkey, "per-sample"),
+                              lambda: evaluate(model, test, progress, "eval exact (test)", per_sample=True))
     _restore(model, states[best.budget], best.assignment, mp)
+    if searching:  # the chosen model, once, on the test data
+        got = evaluate(model, test, progress, "eval chosen (test)", per_sample=True)
+        test_result = {
+            "images": got["n"], "exact_accuracy": ex_test["accuracy"], "accuracy": got["accuracy"],
+            "accuracy_ci95": list(wilson_interval(int(sum(got["correct"])), got["n"])),
+            "paired_difference": paired_difference(ex_test["correct"], got["correct"]).to_dict(),
+        }
     return FamesResult(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],
@@ -342,7 +373,35 @@ def approximate_(
         timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all}, model=model,
         liberty=str(liberty), within_bound=bool(within), states=states,
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
+        test=test_result,
     )
+
+
+def _bisect(measure, within, min_ratio: float, resolution: float) -> list[BudgetRow]:  # type: ignore[no-untyped-def]
+    """Rows of a bisection over R in [min_ratio, 1] for the smallest R within the bound, to ``resolution``: the
+    cheapest feasible R first (done if it is within), then halving the interval between the largest R beyond the
+    bound and the smallest within (R = 1, the exact multipliers, is within by definition)."""
+    def grid(r: float) -> float:
+        return round(round(r / resolution) * resolution, 6)
+
+    lo = min(1.0, max(resolution, round(math.ceil(min_ratio / resolution - 1e-9) * resolution, 6)))
+    rows = [measure(lo)]
+    if within(rows[-1]):
+        return rows
+    hi, best = 1.0, None
+    while hi - lo > resolution + 1e-9:
+        mid = grid((lo + hi) / 2)
+        if mid <= lo or mid >= hi:
+            break
+        row = measure(mid)
+        rows.append(row)
+        if within(row):
+            hi, best = mid, row
+        else:
+            lo = mid
+    if best is None:  # nothing below R = 1 held: the exact assignment
+        rows.append(measure(1.0))
+    return sorted(rows, key=lambda r: r.budget)
 
 
 def _infeasible_cached(stages: Stages, key: str) -> bool:

@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -111,24 +111,44 @@ class DataConfig:
 
 
 @dataclass
+class SearchConfig:
+    """The target mode (``budget: search``): the smallest energy ratio R, to ``resolution``, whose calibrated model
+    stays within ``max_accuracy_loss`` of the exact quantized model on ``validation_images`` training images held
+    out from everything else (the estimate and the calibration draw from the rest); the chosen model is then
+    evaluated once on the test data. Bisection over R: about log2(1 / resolution) calibrations."""
+
+    __pydantic_config__ = STRICT
+    resolution: Annotated[float, Field(ge=0.001, le=0.1)] = 0.01
+    validation_images: Positive = 1000
+
+    def __post_init__(self) -> None:
+        if not 0.001 <= self.resolution <= 0.1:
+            raise ConfigError(f"search resolution={self.resolution} must lie in [0.001, 0.1]")
+        if self.validation_images < 1:
+            raise ConfigError(f"search validation_images={self.validation_images} must be >= 1")
+
+
+@dataclass
 class FamesConfig:
     """What :func:`fames.approximate_` does.
 
-    ``budget``: energy ratio R in (0, 1] (multiplier energy / exact), or a list (a sweep); ``max_accuracy_loss``
-    (points): the headline is the cheapest budget within this loss of the exact quantized model; ``calibration``:
+    ``budget``: energy ratio R in (0, 1] (multiplier energy / exact), a list (a sweep), or ``"search"`` (the target
+    mode, :class:`SearchConfig`); ``max_accuracy_loss`` (points): the headline is the cheapest budget within this
+    loss of the exact quantized model; ``calibration``:
     :class:`~fames.method.calibrate.CalibrationConfig` (None: no calibration); ``seed`` draws the samples.
     """
 
     __pydantic_config__ = STRICT
-    budget: Ratio | list[Ratio] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
+    budget: Ratio | list[Ratio] | Literal["search"] = field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6])
     max_accuracy_loss: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key, cls in (("estimator", EstimatorConfig), ("selection", SelectionConfig)):
+        for key, cls in (("estimator", EstimatorConfig), ("selection", SelectionConfig), ("search", SearchConfig)):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"FamesConfig {key} must be a fames.{cls.__name__}, not "
                                   f"{type(getattr(self, key)).__name__}")
@@ -147,9 +167,18 @@ class FamesConfig:
                              "needs granularity 'layer' (drop '+forward' for filters or kernels)")
 
     @property
+    def searching(self) -> bool:
+        """Whether the target mode searches R (``budget: search``)."""
+        return isinstance(self.budget, str) and self.budget == "search"
+
+    @property
     def budgets(self) -> list[float]:
-        """The budget(s) as a list."""
+        """The budget(s) as a list (empty in the target mode)."""
         b = self.budget
+        if isinstance(b, str):
+            if b != "search":
+                raise ConfigError(f"budget {b!r}: give a ratio in (0, 1], a list of them, or 'search'")
+            return []
         if isinstance(b, (list, tuple)):
             if not b:
                 raise ConfigError("budget: give at least one energy ratio in (0, 1]")
@@ -256,6 +285,6 @@ def _is_branch(part: str) -> bool:
 def _known_keys(cls: type, loc: tuple) -> list[str]:
     """Field names of the (nested) config dataclass at ``loc``."""
     types = {"estimator": EstimatorConfig, "selection": SelectionConfig, "calibration": CalibrationConfig,
-             "data": DataConfig}
+             "data": DataConfig, "search": SearchConfig}
     t = types.get(str(loc[-1]), cls) if loc else cls
     return sorted(f.name for f in fields(t))

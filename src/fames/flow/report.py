@@ -47,7 +47,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"# fames run: {report['model']}",
         "",
         (f"Headline (cheapest budget within {report['config']['max_accuracy_loss']} point(s) of the exact quantized "
-         "model): " if report.get("within_bound", True) else
+         f"model{' on the validation split' if report.get('test') else ''}): " if report.get("within_bound", True) else
          f"**No budget stayed within {report['config']['max_accuracy_loss']} point(s) of the exact quantized model**;"
          " the first feasible one: ")
         + f"budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
@@ -87,6 +87,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _uncertainty(report: dict[str, Any]) -> list[str]:
     """The headline's 95% intervals (accuracy, and the paired difference to the exact quantized model)."""
+    t = report.get("test")
+    if t:  # target mode: chosen on the validation split, measured once on the test data
+        pd, ci = t["paired_difference"], t["accuracy_ci95"]
+        return [
+            f"**Test** ({t['images']} images, measured once after choosing R on the validation split): accuracy "
+            f"{t['accuracy']:.2f}% (95% interval {ci[0]:.2f}-{ci[1]:.2f}%), exact quantized {t['exact_accuracy']:.2f}%;"
+            f" paired difference {pd['points']:+.2f} points (95% interval {pd['ci95'][0]:+.2f} to "
+            f"{pd['ci95'][1]:+.2f}; McNemar p = {pd['mcnemar_p']:.3g}). The rows below are validation accuracies.",
+            "",
+        ]
     ci, pd = report.get("accuracy_ci95"), report.get("paired_difference")
     if not ci or not pd:
         return []
@@ -137,6 +147,24 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         _save(fig, out / "fig_estimator.png")
         written.append(out / "fig_estimator.png")
     runs = [r for r in report["runs"] if not r["infeasible"]]
+    t = report.get("test")
+    if runs and t:  # target mode: the searched frontier on the validation split, the choice and its test result
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        e, a = [r["relative_energy"] for r in runs], [r["accuracy"] for r in runs]
+        ax.plot(e, a, "o", label="searched R (validation)")
+        best = next(r for r in runs if r["budget"] == report["budget"])
+        ax.plot([best["relative_energy"]], [best["accuracy"]], "*", ms=14, label=f"chosen R = {best['budget']:g}")
+        lo, hi = t["accuracy_ci95"]
+        ax.errorbar([best["relative_energy"]], [t["accuracy"]], yerr=[[t["accuracy"] - lo], [hi - t["accuracy"]]],
+                    fmt="s", color="tab:red", capsize=4, label=f"test ({t['images']} images, 95%)")
+        ax.axhline(report["accuracy"]["exact_quant"] - report["config"]["max_accuracy_loss"], color="k", ls="--",
+                   lw=0.8, label="loss bound (validation)")
+        ax.set_xlabel("relative multiplier energy")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        _save(fig, out / "fig_frontier.png")
+        written.append(out / "fig_frontier.png")
     if runs:
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
         e = [r["relative_energy"] for r in runs]

@@ -85,6 +85,28 @@ class DatasetSamples:
         return next(iter(get_loader(self.dataset, "train", n, shuffle=True, seed=seed, channels_last=True)))
 
 
+def holdout(samples: Samples, n: int, seed: int) -> tuple[Samples, tuple[torch.Tensor, torch.Tensor]]:
+    """Split ``n`` images off ``samples`` (a seeded random choice): ``(the rest as Samples, (x (n, ...), y (n,)))``.
+    Nothing drawn from the rest is ever among the ``n``."""
+    if n >= len(samples):
+        raise FamesError(f"a validation split of {n} images leaves nothing of the {len(samples)} training images; "
+                         "lower search.validation_images")
+    perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed + 7919))
+    val, rest = perm[:n], perm[n:]
+    if isinstance(samples, TensorSamples):
+        return TensorSamples(samples.x[rest], samples.y[rest]), (samples.x[val], samples.y[val])
+    if isinstance(samples, DatasetSamples):
+        from fames.data import get_loader
+
+        ds = samples.dataset
+        part = (lambda idx: ds.subset(idx)) if hasattr(ds, "subset") else (
+            lambda idx: torch.utils.data.Subset(ds, idx.tolist()))
+        vx, vy = next(iter(get_loader(part(val), "test", n, shuffle=False, channels_last=True)))
+        return DatasetSamples(part(rest), samples.name), (vx, vy)
+    x, y = samples.draw(len(samples), seed)  # any other Samples: materialize once
+    return holdout(TensorSamples(x, y), n, seed)
+
+
 def as_samples(data: Any, limit: int) -> Samples:
     """``data`` as :class:`Samples`; an iterable is read up to ``limit`` samples (all of a pair of tensors)."""
     if hasattr(data, "draw") and hasattr(data, "__len__"):

@@ -1,0 +1,60 @@
+"""The target mode: bisection over R on a validation split held out from training, the choice tested once."""
+
+import pytest
+import torch
+
+import fames
+from fames.data import get_loader
+from fames.flow.approximate import BudgetRow, _bisect
+from fames.flow.config import RunConfig, SearchConfig
+from fames.flow.sources import TensorSamples, holdout
+from tests.flow.test_own_model import DepthwiseSeparableCNN
+
+
+def test_bisection_finds_the_smallest_ratio_within_the_bound():
+    """A model that holds the bound exactly from R = 0.437 up: the search returns 0.44 at resolution 0.01."""
+    seen = []
+
+    def measure(r):
+        seen.append(r)
+        return BudgetRow(budget=r, relative_energy=r, accuracy=90.0 if r >= 0.437 else 80.0)
+
+    rows = _bisect(measure, lambda row: row.accuracy >= 89.0, min_ratio=0.123, resolution=0.01)
+    within = [r.budget for r in rows if r.accuracy >= 89.0]
+    assert min(within) == pytest.approx(0.44) and 0.43 in [round(r, 2) for r in seen]
+    assert seen[0] == pytest.approx(0.13) and len(seen) <= 10  # cheapest feasible first, then ~log2(87) steps
+    # the cheapest feasible R already within: one measurement
+    assert len(_bisect(measure, lambda row: True, min_ratio=0.5, resolution=0.01)) == 1
+
+
+def test_holdout_is_disjoint_and_seeded():
+    x, y = torch.arange(100.0).view(100, 1), torch.arange(100) % 10
+    rest, (vx, _) = holdout(TensorSamples(x, y), 30, seed=0)
+    assert len(rest) == 70 and len(vx) == 30
+    assert not set(rest.x.view(-1).tolist()) & set(vx.view(-1).tolist())
+    assert torch.equal(holdout(TensorSamples(x, y), 30, seed=0)[1][0], vx)
+
+
+def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
+    torch.manual_seed(0)
+    model = DepthwiseSeparableCNN()
+    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
+                      fames.train.TrainConfig(epochs=4, lr=0.05, seed=0), progress=False)
+    model.eval()
+    fames.quantize(model, "W4A4")
+    train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)
+    fames.calibrate_ptq(model, train_loader)
+    cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.02, validation_images=300),
+                            estimator=fames.EstimatorConfig(samples=128, validate=False), calibration=None)
+    r = fames.approximate_(model, train_loader, config=cfg, eval_data=get_loader("digits", "test", 500),
+                           families=["trunc", "perf", "bam"], progress=False)
+    within = [row for row in r.rows if r.exact_accuracy - row.accuracy <= 1.0]
+    assert r.best in within and r.best.budget == min(row.budget for row in within)
+    assert len(r.rows) <= 9 and r.test["images"] == 360
+    assert r.test["paired_difference"]["points"] == pytest.approx(r.test["accuracy"] - r.test["exact_accuracy"])
+    files = r.save(tmp_path)
+    assert tmp_path / "fig_frontier.png" in files and "**Test** (360 images" in (tmp_path / "report.md").read_text()
+    with pytest.raises(fames.FamesError, match="search.validation_images: Input should be greater than or equal to 1"):
+        RunConfig.from_dict({"budget": "search", "search": {"validation_images": 0}})
+    with pytest.raises(fames.FamesError, match="budget"):
+        RunConfig.from_dict({"budget": "seek"})
