@@ -104,27 +104,20 @@ def import_evoapprox_tables(src: str | Path | None = None) -> list[AppMul]:
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
             raise AppMulError(f"{index} line {ln}: bad row ({type(e).__name__}: {e}); LUT {key!r} in {npz}") \
                 from None
-        m = AppMul(
-            name=row["name"],
-            a_bits=a_bits,
-            w_bits=w_bits,
-            a_signed=signed,
-            w_signed=signed,
-            lut=lut,
-            structural=False,
-            cost=cost,
-            provenance={
-                "family": "evoapproxlib",
-                "source": str(row.get("folder", "")),
-                "axis0": row.get("axis0_c_arg", ""),
-                "axis1": row.get("axis1_c_arg", ""),
-                "cite": row.get("cite") or EVO_CITE,
-                "license": "MIT, Copyright 2018 EHW@FIT, Brno University of Technology",
-            },
-        )
+        m = _evo_appmul(row["name"], a_bits, w_bits, signed, lut, cost, str(row.get("folder", "")),
+                        axis0=row.get("axis0_c_arg", ""), axis1=row.get("axis1_c_arg", ""),
+                        cite=row.get("cite") or EVO_CITE,
+                        license="MIT, Copyright 2018 EHW@FIT, Brno University of Technology")
         out.append(m)
     _set_relative(out)
     return out
+
+
+def _evo_appmul(name: str, a_bits: int, w_bits: int, signed: bool, lut: np.ndarray, cost: Cost | None, source: str,
+                **provenance: str) -> AppMul:
+    """An EvoApproxLib design as an AppMul (table only: its costs are the published ones)."""
+    return AppMul(name=name, a_bits=a_bits, w_bits=w_bits, a_signed=signed, w_signed=signed, lut=lut,
+                  structural=False, cost=cost, provenance={"family": "evoapproxlib", "source": source, **provenance})
 
 
 # --------------------------------------------------------------------------- C checkout
@@ -215,19 +208,8 @@ def import_evoapprox_checkout(root: str | Path, cc: str | None = None, jobs: int
             cost = None
             if all(vals.values()):
                 cost = _published_cost(*(float(vals[k].group(1)) for k in ("PWR", "AREA", "DELAY")))
-            out.append(
-                AppMul(
-                    name=name,
-                    a_bits=a_bits,
-                    w_bits=w_bits,
-                    a_signed=signed,
-                    w_signed=signed,
-                    lut=lut,
-                    structural=False,
-                    cost=cost,
-                    provenance={"family": "evoapproxlib", "source": str(cfile.relative_to(root)), "cite": EVO_CITE},
-                )
-            )
+            out.append(_evo_appmul(name, a_bits, w_bits, signed, lut, cost, str(cfile.relative_to(root)),
+                                   cite=EVO_CITE))
     _set_relative(out)
     return out
 
