@@ -254,10 +254,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.library:
             raise FamesError("--assignment needs --library DIR (the AppMul library it names)")
         substitute(model, load_assignment(args.assignment), Library.load(args.library))
-    loader = get_loader(args.dataset, args.split, args.batch_size, root=args.data_root, channels_last=True)
+    if args.eval_images is not None:  # the class-stratified subset a run report used (data.eval_images)
+        from fames.flow.config import DataConfig
+        from fames.flow.inputs import test_loader
+
+        if args.split != "test":
+            raise FamesError("--eval-images takes a class-stratified subset of the test split; drop --split")
+        loader = test_loader(DataConfig(dataset=args.dataset, root=args.data_root, batch_size=args.batch_size,
+                                        eval_images=args.eval_images))
+    else:
+        loader = get_loader(args.dataset, args.split, args.batch_size, root=args.data_root, channels_last=True)
     r = evaluate(model, loader, max_batches=args.max_batches)
     meta = getattr(model, "checkpoint_meta", {}) or {}
-    ref = f" (manifest: {meta['accuracy']:.2f}%)" if "accuracy" in meta else ""
+    same = (meta.get("dataset") == args.dataset and args.split == "test" and args.max_batches is None
+            and meta.get("eval_images") == args.eval_images and not args.assignment)
+    ref = f" (manifest: {meta['accuracy']:.2f}% on the same images)" if same and "accuracy" in meta else ""
     print(f"accuracy {r['accuracy']:.2f}% loss {r['loss']:.4f} on {r['n']} {args.dataset} {args.split} images{ref}")
     if args.json:
         print(json.dumps(r))
@@ -440,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--library", default=None, help="AppMul library directory for --assignment")
     ev.add_argument("--batch-size", type=POSITIVE_INT, default=500)
     ev.add_argument("--max-batches", type=POSITIVE_INT, default=None)
+    ev.add_argument("--eval-images", type=POSITIVE_INT, default=None,
+                    help="evaluate the class-stratified test subset of this size (what a run's data.eval_images used)")
     ev.add_argument("--threads", type=POSITIVE_INT, default=None)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)

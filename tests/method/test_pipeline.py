@@ -92,3 +92,17 @@ def test_run_with_the_mean_forward_estimator(float_ckpt, tmp_path):
         RunConfig.from_dict({"estimator": {"kind": "taylor-median"}})
     with pytest.raises(FamesError, match="needs granularity 'layer'"):
         RunConfig.from_dict({"estimator": {"kind": "taylor-rank1+forward"}, "selection": {"granularity": "filter"}})
+
+
+def test_eval_images_reproduce_a_subset_report_and_resume_counts_earlier_time(float_ckpt, tmp_path, capsys):
+    out = tmp_path / "sub"
+    cfg = _cfg(float_ckpt, out, budget=[0.7], calibration=False, data={"eval_images": 100})
+    r = run(cfg, progress=False)
+    assert r.test is None and r.best.paired_difference["n"] == 100
+    assert main(["eval", "--checkpoint", str(out / "model.pt"), "--assignment", str(out / "assignment.json"),
+                 "--library", str(out / "library"), "--dataset", "digits", "--eval-images", "100", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == 100 and res["accuracy"] == pytest.approx(r.accuracy)
+    again = run(cfg, progress=False)  # everything from the stages: the earlier compute time is counted
+    t = again.timings
+    assert t["reused_s"] >= r.timings["estimate_s"] and t["total_s"] >= t["reused_s"]

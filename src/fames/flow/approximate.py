@@ -68,6 +68,7 @@ class BudgetRow:
     calibrate_s: float = 0.0
     calibration_kept: bool = False
     ilp_status: str | None = None
+    stage_s: float = 0.0  # wall time of this budget's stage (select, apply, evaluate, calibrate)
     accuracy_ci95: list[float] | None = None  # Wilson interval of ``accuracy`` on the evaluation images
     paired_difference: dict[str, Any] | None = None  # vs the exact quantized model on the same images (points)
     assignment: dict[str, Any] = field(default_factory=dict)
@@ -293,8 +294,10 @@ def approximate_(
         est = estimator.estimate(model, x, y, cands, granularity=sel_cfg.granularity)
         return {**est.omega, "__seconds__": np.array(est.seconds)}
 
-    got = stages.arrays("estimate", ekey, estimate)
+    fresh: list[bool] = []
+    got = stages.arrays("estimate", ekey, lambda: fresh.append(True) or estimate())
     omega, est_seconds = {n: got[n] for n in cands}, float(got["__seconds__"])
+    reused_s = 0.0 if fresh else est_seconds  # total_s counts the time of stages an earlier invocation computed
     spearman, scatter = _validation(model, x, y, cands, omega, stages, content_hash(mkey, lkey, skey), progress) \
         if est_cfg.validate else (None, None)
 
@@ -327,9 +330,11 @@ def approximate_(
         """The row of one budget (from its stage when there), its calibrated state kept in ``states``."""
         rkey = content_hash(bkey_base, repr(float(ratio)))
         state = stages.tensors("budget", rkey)
+        nonlocal reused_s
         row = None
         if state is not None or _infeasible_cached(stages, rkey):
             row = stages.json("budget", rkey, lambda: None)
+            reused_s += float((row or {}).get("stage_s") or 0.0)
         if row is None:
             row, state = ctx.run(ratio)
             stages.json("budget", rkey, lambda row=row: row)
@@ -370,7 +375,8 @@ def approximate_(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],
         library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
-        timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all}, model=model,
+        timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all + reused_s,
+                 "reused_s": reused_s}, model=model,
         liberty=str(liberty), within_bound=bool(within), states=states,
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
         test=test_result,
@@ -473,6 +479,12 @@ class _BudgetContext:
         return r["accuracy"]
 
     def run(self, ratio: float) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        t0 = time.perf_counter()
+        row, state = self._run(ratio)
+        row["stage_s"] = time.perf_counter() - t0
+        return row, state
+
+    def _run(self, ratio: float) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         cfg, progress = self.cfg, self.progress
         try:
             sel = ILPSelector().solve(self.mp.problem, ratio)

@@ -75,8 +75,10 @@ def dataset_split(data: DataConfig, split: str) -> Dataset:
     return get_dataset(spec, split, root=data.root)
 
 
-def test_loader(data: DataConfig, n: int | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
-    """Test batches: the whole split, or ``n`` images with equal counts per class (splits may be class-sorted)."""
+def test_loader(data: DataConfig, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Test batches: the whole split, or ``data.eval_images`` images with equal counts per class (splits may be
+    class-sorted)."""
+    n = data.eval_images
     ds = dataset_split(data, "test")
     if n is not None and n < len(ds):
         labels = getattr(ds, "labels", None)
@@ -115,7 +117,7 @@ def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     """Load the model (quantized by PTQ when ``quant`` is given and the checkpoint is float) and the data."""
     check_inputs(cfg)
     model = load_run_model(cfg.model, cfg.checkpoint)
-    test = test_loader(cfg.data, cfg.data.eval_images, cfg.seed)
+    test = test_loader(cfg.data, cfg.seed)
     samples = DatasetSamples(dataset_split(cfg.data, "train"), cfg.data.dataset)
     float_acc = None
     if not qlayers(model):

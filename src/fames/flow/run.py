@@ -62,7 +62,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
         )
         result.model_name = cfg.model
         result.config = cfg
-        result.timings["total_s"] = time.perf_counter() - t0
+        result.timings["total_s"] = time.perf_counter() - t0 + result.timings.get("reused_s", 0.0)
         written = sorted({p.name for p in result.save(out, per_budget=True)})
         for name in set(previous) - set(written):  # an earlier run's files this run did not write again
             (out / name).unlink(missing_ok=True)
