@@ -18,7 +18,8 @@ def float_ckpt(tmp_path_factory):
 
 def _cfg(ck, out, estimator=None, selection=None, calibration=None, **kw):
     base = dict(model="digits_cnn", checkpoint=str(ck), quant="W4A4", families=["trunc", "perf"],
-                budget=[0.7, 0.01], estimator={"samples": 128} | (estimator or {}), selection=selection or {},
+                budget=[0.7, 0.01], estimator={"samples": 128, "validate": True} | (estimator or {}),
+                selection=selection or {},
                 calibration={"samples": 256, "epochs": 1} if calibration is None else calibration, output=str(out))
     return RunConfig.from_dict(base | kw)
 

@@ -70,7 +70,7 @@ def run_demo(out: str | Path = "fames-demo", progress: bool = True) -> dict[str,
             library="generate",
             liberty="synthetic",
             budget=[0.9, 0.75, 0.6, 0.45],
-            estimator=EstimatorConfig(kind="taylor-rank1", samples=256),
+            estimator=EstimatorConfig(kind="taylor-rank1", samples=256, validate=True),
             # demo-sized calibration (paper: 1,024 samples, 5 epochs, q step 0.01 up to 0.5)
             calibration=CalibrationConfig(samples=512, epochs=3, quantile_step=0.02, quantile_max=0.3,
                                           search_samples=256),
