@@ -107,3 +107,17 @@ def test_eval_images_reproduce_a_subset_report_and_resume_counts_earlier_time(fl
     again = run(cfg, progress=False)  # everything from the stages: the earlier compute time is counted
     t = again.timings
     assert t["reused_s"] >= r.timings["estimate_s"] and t["total_s"] >= t["reused_s"]
+
+
+def test_seeds_repeat_the_run_and_report_the_spread(float_ckpt, tmp_path):
+    out = tmp_path / "seeds"
+    r = run(_cfg(float_ckpt, out, budget=[0.7, 0.5], calibration=False, seeds=[3, 4],
+                 estimator={"samples": 64, "validate": False}), progress=False)
+    sp = r.to_dict()["seeds"]
+    assert [x["seed"] for x in sp["runs"]] == [3, 4] and r.config.seed == 3  # the first seed is the reported run
+    assert sp["runs"][0]["energy_reduction"] == pytest.approx(r.energy_reduction)
+    e = [x["energy_reduction"] for x in sp["runs"]]
+    assert sp["energy_reduction"]["min"] == min(e) and sp["energy_reduction"]["std"] >= 0
+    assert "Over 2 seeds (3, 4)" in (out / "report.md").read_text()
+    with pytest.raises(FamesError, match="distinct seeds"):
+        RunConfig.from_dict({"seeds": [1, 1]})

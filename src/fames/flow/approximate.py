@@ -104,6 +104,7 @@ class FamesResult:
     keys: dict[str, str] = field(default_factory=dict)  # content keys of the inputs: model, library, samples, eval
     exact_correct: list[int] = field(default_factory=list, repr=False)  # per evaluation image, exact model
     test: dict[str, Any] | None = None  # target mode: the chosen model evaluated once on the test data
+    seed_runs: list[dict[str, Any]] | None = None  # headline of every seed of a repeated run (fames.run seeds)
     states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -143,6 +144,7 @@ class FamesResult:
             "relative_energy": b.relative_energy,
             "energy_reduction": b.energy_reduction,
             "chosen_on": "validation" if self.test else "evaluation data",
+            "seeds": _spread(self.seed_runs) if self.seed_runs else None,
             "test": self.test,
             "budget": b.budget,
             "within_bound": self.within_bound,
@@ -178,6 +180,25 @@ class FamesResult:
                                         {"quant": getattr(self.model, "fames_quant_config", None),
                                          "accuracy": r.accuracy, "assignment": f"assignment{suffix}.json"}))
         return write_report(self.to_dict(), out) + written
+
+
+def headline(result: FamesResult, seed: int) -> dict[str, Any]:
+    """The numbers of ``result`` that a repeated run compares across seeds (test figures in the target mode)."""
+    t = result.test or {}
+    pd = t.get("paired_difference") or result.best.paired_difference or {}
+    return {"seed": seed, "budget": result.best.budget, "energy_reduction": result.energy_reduction,
+            "accuracy": t.get("accuracy", result.accuracy), "paired_points": pd.get("points")}
+
+
+def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, standard deviation (n - 1), min and max of the headline numbers over seeds."""
+    out: dict[str, Any] = {"runs": runs}
+    for key in ("energy_reduction", "accuracy", "paired_points", "budget"):
+        v = np.array([r[key] for r in runs if r[key] is not None], dtype=float)
+        if v.size:
+            out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+                        "min": float(v.min()), "max": float(v.max())}
+    return out
 
 
 def _config_dict(cfg: FamesConfig) -> dict[str, Any]:

@@ -195,7 +195,8 @@ class RunConfig(FamesConfig):
     plain ``state_dict`` file, ``default`` (the zoo's weights) or None; ``float_checkpoint``: the float model,
     for its accuracy; ``quant``: quantize a float checkpoint by PTQ (``W4A4``, a dict or a file); ``library``:
     ``generate`` (our families), ``evoapprox`` or a library directory; ``families``: which generated families;
-    ``liberty``: ``synthetic`` or a liberty path; ``output``: the run folder.
+    ``liberty``: ``synthetic`` or a liberty path; ``output``: the run folder; ``seeds``: repeat the sample draws,
+    estimate and calibration with each seed (the first is the reported run; the report gives the spread).
     """
 
     model: str = "digits_cnn"
@@ -207,6 +208,12 @@ class RunConfig(FamesConfig):
     liberty: str = "synthetic"
     data: DataConfig = field(default_factory=DataConfig)
     output: str = "fames-out"
+    seeds: list[int] | None = None  # repeat draw, estimate and calibration per seed; the report gives the spread
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ConfigError(f"seeds {self.seeds}: give distinct seeds (the first one is the reported run)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "run config") -> RunConfig:

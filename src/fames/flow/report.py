@@ -55,6 +55,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"before calibration {acc['approx_uncalibrated']:.2f}%).",
         "",
         *_uncertainty(report),
+        *_seeds(report),
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
         f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s, total {t['total_s']:.1f} s.",
@@ -107,6 +108,21 @@ def _uncertainty(report: dict[str, Any]) -> list[str]:
         f"McNemar p = {pd['mcnemar_p']:.3g}).",
         "",
     ]
+
+
+def _seeds(report: dict[str, Any]) -> list[str]:
+    """The spread of the headline over repeated seeds."""
+    sp = report.get("seeds")
+    if not sp:
+        return []
+    e, a = sp["energy_reduction"], sp["accuracy"]
+    line = (f"Over {len(sp['runs'])} seeds ({', '.join(str(r['seed']) for r in sp['runs'])}): energy reduction "
+            f"{100 * e['mean']:.2f}% +/- {100 * e['std']:.2f} (min {100 * e['min']:.2f}%, max {100 * e['max']:.2f}%), "
+            f"accuracy {a['mean']:.2f}% +/- {a['std']:.2f}")
+    if "paired_points" in sp:
+        p = sp["paired_points"]
+        line += f", paired difference {p['mean']:+.2f} +/- {p['std']:.2f} points"
+    return [line + " (mean +/- standard deviation).", ""]
 
 
 def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ run resumes and a changed input is recomputed), and write the report, plots, ass
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from fames.errors import FamesError
-from fames.flow.approximate import FamesResult, approximate_
+from fames.flow.approximate import FamesResult, approximate_, headline
 from fames.flow.config import RunConfig
 from fames.flow.inputs import load_inputs
 from fames.flow.stages import Stages
@@ -53,15 +54,21 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
                          "or choose another output") from None
     try:
         atomic_write_text(out / ".fames-run.pid", f"{os.getpid()}\n")
-        torch.manual_seed(cfg.seed)
-        inputs = load_inputs(cfg, progress)
-        result = approximate_(
-            inputs.model, inputs.samples, cfg.library, cfg, eval_data=inputs.test, liberty=cfg.liberty,
-            families=cfg.families, stages=Stages(out / "stages"), float_accuracy=inputs.float_accuracy,
-            progress=progress,
-        )
+        results = []
+        for seed in cfg.seeds or [cfg.seed]:  # the first seed's run is the one reported and saved
+            c = dataclasses.replace(cfg, seed=seed)
+            torch.manual_seed(seed)
+            inputs = load_inputs(c, progress)
+            results.append(approximate_(
+                inputs.model, inputs.samples, c.library, c, eval_data=inputs.test, liberty=c.liberty,
+                families=c.families, stages=Stages(out / "stages"), float_accuracy=inputs.float_accuracy,
+                progress=progress,
+            ))
+        result = results[0]
+        if cfg.seeds:
+            result.seed_runs = [headline(r, s) for s, r in zip(cfg.seeds, results, strict=True)]
         result.model_name = cfg.model
-        result.config = cfg
+        result.config = dataclasses.replace(cfg, seed=(cfg.seeds or [cfg.seed])[0])
         result.timings["total_s"] = time.perf_counter() - t0 + result.timings.get("reused_s", 0.0)
         written = sorted({p.name for p in result.save(out, per_budget=True)})
         for name in set(previous) - set(written):  # an earlier run's files this run did not write again
