@@ -48,6 +48,14 @@ def main() -> int:
     ap.add_argument(
         "--eval-images", type=int, default=None, help="class-stratified test subset for every evaluation (default: all)"
     )
+    ap.add_argument(
+        "--search", action="store_true",
+        help="the held-out protocol: R bisected on a validation split of the training data, the chosen model tested "
+        "once on the test split (accuracy and paired difference with 95%% intervals); --budgets is then unused",
+    )
+    ap.add_argument("--validation-images", type=int, default=1000, help="with --search: held-out training images")
+    ap.add_argument("--resolution", type=float, default=0.01, help="with --search: resolution of R")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="repeat each configuration with these seeds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--work", default=str(REPO / "out" / "table3"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "table3.md"))
@@ -73,6 +81,9 @@ def main() -> int:
         f"python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} --calib-step "
         f"{args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
         f"--eval-images {args.eval_images} --estimator-mean {args.estimator_mean}"
+        + (f" --search --validation-images {args.validation_images} --resolution {args.resolution:g}"
+           if args.search else "")
+        + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
     )
     for name in args.configs:
         ck, library = CONFIGS[name]
@@ -89,7 +100,9 @@ def main() -> int:
                 "data": {"dataset": "cifar10", "eval_images": args.eval_images},
                 "library": library,
                 "liberty": liberty,
-                "budget": args.budgets,
+                "budget": "search" if args.search else args.budgets,
+                "search": {"validation_images": args.validation_images, "resolution": args.resolution},
+                "seeds": args.seeds,
                 "max_accuracy_loss": args.max_loss,
                 # --estimator-mean forward: the mean output error by forward passes (MeanForward), Taylor on the rest
                 "estimator": {
@@ -101,7 +114,7 @@ def main() -> int:
                     "quantile_max": args.calib_max,
                     "search_samples": args.search_samples,
                 },
-                "selection": {"stop_at_loss": True},
+                "selection": {"stop_at_loss": not args.search},
                 "output": str(Path(args.work) / name),
             })
         ).to_dict()
@@ -117,7 +130,11 @@ def main() -> int:
             "relative_energy": r["relative_energy"], "energy_reduction": r["energy_reduction"],
             "within": bool(within), "seconds": time.perf_counter() - t0, "command": cmd,
             "date": dt.date.today().isoformat(), "eval_images": args.eval_images,
+            "budget": r["budget"], "test": r.get("test"), "seeds": r.get("seeds"),
+            "calibrate_s": {f"{x['budget']:g}": x["calibrate_s"] for x in r["runs"] if not x["infeasible"]},
         }
+        print(f"{name}: calibration seconds per budget: " + ", ".join(
+            f"R={k}: {v:.0f} s" for k, v in rows[name]["calibrate_s"].items()))
         print(
             f"{name}: energy reduction {100 * r['energy_reduction']:.2f}% at {a['approx']:.2f}% "
             f"(exact {a['exact_quant']:.2f}%)"
@@ -163,6 +180,30 @@ def main() -> int:
         "bound; the headline is the cheapest budget within it. Runs resume from their cached stages "
         "(`--work`), so `run s` is the time of the last invocation, not of the whole sweep."
     )
+    held = [n for n in CONFIGS if n in rows and rows[n].get("test")]
+    if held:
+        lines += [
+            "",
+            "Held-out protocol (`--search`): R chosen on a validation split held out from the training data, the "
+            "chosen model evaluated once on the test split; 95% intervals (Wilson; paired difference to the exact "
+            "quantized model on the same images, with the exact McNemar p).",
+            "",
+            "| config | chosen R | validation % | test % [95%] | exact test % | paired difference, points [95%] | "
+            "reduced energy | seeds: reduction mean +/- sd | calibration s per budget |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for n in held:
+            r, t = rows[n], rows[n]["test"]
+            pd, ci = t["paired_difference"], t["accuracy_ci95"]
+            sd = r.get("seeds") or {}
+            spread = (f"{100 * sd['energy_reduction']['mean']:.2f}% +/- {100 * sd['energy_reduction']['std']:.2f} "
+                      f"({len(sd['runs'])} seeds)" if sd else "-")
+            cal = ", ".join(f"{v:.0f}" for v in r.get("calibrate_s", {}).values()) or "-"
+            lines.append(
+                f"| {n} | {r['budget']:g} | {r['approx']:.2f} | {t['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+                f"{t['exact_accuracy']:.2f} | {pd['points']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}] | "
+                f"{100 * r['energy_reduction']:.2f}% | {spread} | {cal} |"
+            )
     lines += [f"\n{n}" for n in notes]
     text = "\n".join(lines) + "\n"
     print(text)
