@@ -285,10 +285,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         cfg.output = args.output
     r = run(cfg, force=args.force)
-    print(
-        f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% "
-        f"(exact quantized {r.exact_accuracy:.2f}%); report: {Path(cfg.output) / 'report.md'}"
-    )
+    if r.test:  # target mode: chosen on the validation split, measured once on the test data
+        t, pd = r.test, r.test["paired_difference"]
+        print(f"R = {r.best.budget:g}: energy reduction {100 * r.energy_reduction:.2f}%; test accuracy "
+              f"{t['accuracy']:.2f}% (exact quantized {t['exact_accuracy']:.2f}%, paired difference "
+              f"{pd['points']:+.2f} points, 95% interval {pd['ci95'][0]:+.2f} to {pd['ci95'][1]:+.2f}); report: "
+              f"{Path(cfg.output) / 'report.md'}")
+    else:
+        print(
+            f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% "
+            f"(exact quantized {r.exact_accuracy:.2f}%); report: {Path(cfg.output) / 'report.md'}"
+        )
     return 0
 
 
