@@ -44,3 +44,11 @@ CASES = {
 def test_wrong_argument_types_raise_a_fames_error(case):
     with pytest.raises(FamesError):
         CASES[case]()
+
+
+def test_nan_weights_are_named_before_quantizing():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 10)).eval()
+    with torch.no_grad():
+        net[2].bias[3] = float("inf")
+    with pytest.raises(FamesError, match=r"layers \['2'\] hold NaN or infinite"):
+        fames.quantize(net, "W4A4")

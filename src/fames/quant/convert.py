@@ -93,6 +93,10 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
     layers = [(n, m) for n, m in quantizable_layers(model) if isinstance(m, SUPPORTED)]
     if not layers:
         raise FamesError("the model has no Conv2d or Linear layer to quantize")
+    bad = [n for n, m in layers if any(p is not None and not bool(torch.isfinite(p).all()) for p in (m.weight, m.bias))]
+    if bad:
+        raise FamesError(f"layers {bad[:5]} hold NaN or infinite weights or biases: check the checkpoint (a diverged "
+                         "training run?) before quantizing")
     unknown = [p for p in cfg.layers if not any(n == p or _match(n, p) for n, _ in layers)]
     if unknown:
         raise FamesError(
