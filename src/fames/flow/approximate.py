@@ -34,13 +34,14 @@ from fames.flow.library import candidate_appmuls, liberty_path
 from fames.flow.sources import Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
 from fames.flow.stats import paired_difference, wilson_interval
-from fames.io import content_hash, read_checked_json
+from fames.io import content_hash
 from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import calibrate
 from fames.method.compensate import compensate_model, model_overhead
 from fames.method.estimate import compensated_candidates, make_estimator, true_loss_changes
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
 from fames.method.select import ILPSelector, InfeasibleBudget
+from fames.models import save_checkpoint
 from fames.quant.convert import qlayers
 from fames.train import evaluate
 
@@ -176,9 +177,10 @@ class FamesResult:
         for suffix, r in [(f"_R{r.budget:g}", r) for r in rows] + [("", self.best)]:
             written.append(save_assignment({"format": "fames-assignment", "layers": r.assignment},
                                            out / f"assignment{suffix}.json"))
-            written.append(_write_model(self.model, self.states[r.budget], out / f"model{suffix}.pt",
-                                        {"quant": getattr(self.model, "fames_quant_config", None),
-                                         "accuracy": r.accuracy, "assignment": f"assignment{suffix}.json"}))
+            meta = {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": r.accuracy,
+                    "assignment": f"assignment{suffix}.json"}
+            written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,
+                                           state_dict=self.states[r.budget], require_arch=False))
         return write_report(self.to_dict(), out) + written
 
 
@@ -203,17 +205,6 @@ def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _config_dict(cfg: FamesConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
-
-
-def _write_model(model: nn.Module, state: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> Path:
-    """A fames checkpoint of ``model``'s architecture holding ``state`` (written atomically)."""
-    import io
-
-    from fames.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save({"arch": getattr(model, "arch", None), "state_dict": state, "meta": meta}, buf)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -349,16 +340,14 @@ def approximate_(
 
     def measure(ratio: float) -> BudgetRow:
         """The row of one budget (from its stage when there), its calibrated state kept in ``states``."""
-        rkey = content_hash(bkey_base, repr(float(ratio)))
-        state = stages.tensors("budget", rkey)
         nonlocal reused_s
-        row = None
-        if state is not None or _infeasible_cached(stages, rkey):
-            row = stages.json("budget", rkey, lambda: None)
-            reused_s += float((row or {}).get("stage_s") or 0.0)
-        if row is None:
+        rkey = content_hash(bkey_base, repr(float(ratio)))
+        row, state = stages.load_json("budget", rkey), stages.tensors("budget", rkey)
+        if isinstance(row, dict) and (state is not None or row.get("infeasible")):
+            reused_s += float(row.get("stage_s") or 0.0)
+        else:
             row, state = ctx.run(ratio)
-            stages.json("budget", rkey, lambda row=row: row)
+            stages.save_json("budget", rkey, row)
             if state is not None:
                 stages.save_tensors("budget", rkey, state)
         if state is not None:
@@ -431,12 +420,6 @@ def _bisect(measure, within, min_ratio: float, resolution: float) -> list[Budget
     return sorted(rows, key=lambda r: r.budget)
 
 
-def _infeasible_cached(stages: Stages, key: str) -> bool:
-    p = stages.path("budget", key, "json")
-    row = None if p is None else read_checked_json(p)
-    return bool(isinstance(row, dict) and row.get("infeasible"))
-
-
 def _head(batches: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out, have = [], 0
     for x, y in batches:
@@ -492,6 +475,7 @@ class _BudgetContext:
     liberty: str | None
     progress: bool
     exact_correct: list[int]
+    last_correct: list[int] = field(default_factory=list)  # 1/0 per image of the latest evaluation
 
     def evaluate(self, m: nn.Module, desc: str) -> float:
         """Accuracy (%) of ``m`` on the evaluation images, remembering which images it got right."""

@@ -14,6 +14,7 @@ from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.hw.cost import cost_library
 from fames.hw.synthetic import default_synthetic_liberty
+from fames.method.problem import check_widths
 
 Widths = tuple[int, int, bool, bool]
 
@@ -59,15 +60,10 @@ def candidate_appmuls(
     else:
         raise FamesError(f"library must be 'generate', 'evoapprox', a directory, a Library or a list of AppMuls, not "
                          f"{type(library).__name__}")
-    missing = widths - {m.widths for m in ms}
+    if not generated:
+        name = library if isinstance(library, (str, Path)) else type(library).__name__
+        check_widths(widths, ms, f"library {str(name)!r}")
     have = {m.widths for m in ms if m.is_exact()}
-    if missing and not generated:
-        shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in sorted(missing)]
-        raise FamesError(
-            f"library {library if isinstance(library, (str, Path)) else type(library).__name__!r} has no AppMul for "
-            f"the layer widths {shown}; add designs of these widths (fames lib build --bits A W) or use "
-            "library='generate'"
-        )
     for key in sorted(widths - have):  # the exact multiplier is always a candidate (the budget's reference)
         ms.insert(0, build("exact", *key))
     if generated or any(m.cost is None for m in ms):  # one liberty for all but published figures

@@ -48,6 +48,12 @@ def _batches(data: Any, where: str) -> Iterator[tuple[torch.Tensor, torch.Tensor
         yield _check_pair(b[0], b[1], where)
 
 
+def _check_count(n: int, have: int, what: str) -> None:
+    if n > have:
+        raise FamesError(f"{n} samples requested but {what} holds only {have}; lower the estimator or calibration "
+                         "'samples', or give more data")
+
+
 class TensorSamples:
     """Samples held as tensors ``x (N, ...)``, ``y (N,)``; a draw is a seeded random subset."""
 
@@ -60,9 +66,7 @@ class TensorSamples:
         return len(self.x)
 
     def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if n > len(self):
-            raise FamesError(f"{n} samples requested but the data holds only {len(self)}; lower 'samples' or give "
-                             "more data")
+        _check_count(n, len(self), "the data")
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
         return self.x[idx], self.y[idx]
 
@@ -79,9 +83,7 @@ class DatasetSamples:
     def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         from fames.data import get_loader
 
-        if n > len(self):
-            raise FamesError(f"{n} samples requested but the {self.name} train split has only {len(self)}; lower "
-                             "'samples' / calibration 'samples'")
+        _check_count(n, len(self), f"the {self.name} train split")
         return next(iter(get_loader(self.dataset, "train", n, shuffle=True, seed=seed, channels_last=True)))
 
 

@@ -38,14 +38,22 @@ class Stages:
             warnings.warn(f"stage file {p} is unreadable ({type(e).__name__}); recomputing it", stacklevel=3)
             return None
 
+    def load_json(self, name: str, key: str) -> Any:
+        """The stored JSON value of stage ``name`` under ``key``, or None (absent, damaged or edited)."""
+        p = self.path(name, key, "json")
+        return None if p is None else read_checked_json(p)
+
+    def save_json(self, name: str, key: str, val: Any) -> None:
+        p = self.path(name, key, "json")
+        if p is not None:
+            write_checked_json(p, val)
+
     def json(self, name: str, key: str, fn: Callable[[], Any]) -> Any:
         """The JSON value of stage ``name`` under ``key``, computed by ``fn`` when absent."""
-        p = self.path(name, key, "json")
-        val = None if p is None else read_checked_json(p)
+        val = self.load_json(name, key)
         if val is None:
             val = fn()
-            if p is not None:
-                write_checked_json(p, val)
+            self.save_json(name, key, val)
         return val
 
     def arrays(self, name: str, key: str, fn: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

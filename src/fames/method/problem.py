@@ -120,6 +120,15 @@ def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.M
     return model
 
 
+def check_widths(widths: set[tuple[int, int, bool, bool]], appmuls: list[AppMul], source: str = "the library") -> None:
+    """Raise unless ``appmuls`` hold a design for every widths key ``(a, w, a_signed, w_signed)`` in ``widths``."""
+    missing = sorted(widths - {m.widths for m in appmuls})
+    if missing:
+        shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in missing]
+        raise FamesError(f"{source} has no AppMul for the layer widths {shown}; add designs of these widths "
+                         "(fames lib build --bits A W) or use library='generate'")
+
+
 @dataclass
 class ModelSetup:
     """What every selection on a model needs, built once: ``candidates[layer]`` (the library's AppMuls of the
@@ -140,12 +149,8 @@ class ModelSetup:
         if not layers:
             raise FamesError("the model has no quantized layer: call fames.quantize(model, 'W4A4') (and "
                              "fames.calibrate_ptq(model, data)) first")
+        check_widths({layer.widths for _, layer in layers}, appmuls)
         cands = {n: [m for m in appmuls if m.widths == layer.widths] for n, layer in layers}
-        missing = sorted({layer.widths for n, layer in layers if not cands[n]})
-        if missing:
-            shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in missing]
-            raise FamesError(f"the library has no AppMul for the layer widths {shown}; add designs of these widths "
-                             "(fames lib build --bits A W) or use library='generate'")
         return cls(model, cands, layer_macs(model, input_shape), exact_costs(appmuls, metric), metric)
 
     def problem(

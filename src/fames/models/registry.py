@@ -221,14 +221,23 @@ def load_state_dict_checked(
     model.load_state_dict(state_dict, strict=True)
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, arch: str | None = None, meta: dict | None = None) -> Path:
-    """Write ``{"arch", "state_dict", "meta"}`` atomically to ``path`` (our ``.pt`` checkpoint format)."""
+def save_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    arch: str | None = None,
+    meta: dict | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    require_arch: bool = True,
+) -> Path:
+    """Write ``{"arch", "state_dict", "meta"}`` atomically to ``path`` (our ``.pt`` checkpoint format); the state
+    is ``model``'s unless ``state_dict`` is given; a model from outside the zoo is saved with ``arch`` None when
+    ``require_arch`` is False (it is reloaded with its own factory)."""
     import io
 
     arch = arch or getattr(model, "arch", None)
-    if arch is None:
+    if arch is None and require_arch:
         raise CheckpointError("save_checkpoint needs arch= (the model was not built by create_model)")
     buf = io.BytesIO()
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu() for k, v in (model.state_dict() if state_dict is None else state_dict).items()}
     torch.save({"arch": arch, "state_dict": sd, "meta": dict(meta or {})}, buf)
     return atomic_write_bytes(path, buf.getvalue())
