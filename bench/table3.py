@@ -53,7 +53,7 @@ def main() -> int:
         help="the held-out protocol: R bisected on a validation split of the training data, the chosen model tested "
         "once on the test split (accuracy and paired difference with 95%% intervals); --budgets is then unused",
     )
-    ap.add_argument("--validation-images", type=int, default=1000, help="with --search: held-out training images")
+    ap.add_argument("--validation-images", type=int, default=2000, help="with --search: held-out training images")
     ap.add_argument("--resolution", type=float, default=0.01, help="with --search: resolution of R")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="repeat each configuration with these seeds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")

@@ -57,6 +57,12 @@ def test_calibration_recovers_aggressive_appmuls(digits_w4a4):
         assert lc.mre_after <= lc.mre_before + 1e-12
         assert lc.clip is not None and 0 < lc.clip <= 1.02
     assert rep.loss_after < rep.loss_after_search - 0.02  # LWC itself helps (measured 1.41 -> 1.28)
+    # the reported loss/accuracy after (the kept LWC epoch's, not re-measured) are the baked model's
+    cd = calibration_data(calib, 1024)
+    with torch.no_grad():
+        out = torch.cat([m(xb) for xb, _ in cd.batches(128)])
+    assert abs(torch.nn.functional.cross_entropy(out, cd.y).item() - rep.loss_after) < 1e-5
+    assert abs(100.0 * float((out.argmax(1) == cd.y).float().mean()) - rep.accuracy_after) < 1e-9
     print(f"\nperf_p1 in all layers, held-out: {before['accuracy']:.1f}% / loss {before['loss']:.3f} -> "
           f"{after['accuracy']:.1f}% / loss {after['loss']:.3f}\n{rep.summary()}")
     assert after["loss"] < 0.5 * before["loss"]

@@ -335,8 +335,8 @@ def approximate_(
     budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
     rows: list[BudgetRow] = []
     states: dict[float, dict[str, torch.Tensor]] = {}
-    ctx = _BudgetContext(model, setup, mp, judge, probe, (cx, cy), (hx, hy), cfg, liberty_file, progress,
-                         exact["correct"])
+    ctx = _BudgetContext(model, setup, mp, judge, probe, (cx, cy), None if val is not None else (hx, hy), cfg,
+                         liberty_file, progress, exact["correct"])
 
     def measure(ratio: float) -> BudgetRow:
         """The row of one budget (from its stage when there), its calibrated state kept in ``states``."""
@@ -470,7 +470,7 @@ class _BudgetContext:
     test: list
     probe: list
     calib: tuple[torch.Tensor, torch.Tensor]
-    held_out: tuple[torch.Tensor, torch.Tensor]
+    held_out: tuple[torch.Tensor, torch.Tensor] | None  # judges a calibration; None: the evaluation images
     cfg: FamesConfig
     liberty: str | None
     progress: bool
@@ -504,19 +504,22 @@ class _BudgetContext:
         acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
         if cfg.calibration is not None:
             t1 = time.perf_counter()
-            hx, hy = self.held_out
-            before, acc_before = copy.deepcopy(m.state_dict()), _accuracy(m, hx, hy)
+            before = copy.deepcopy(m.state_dict())
+            acc_before = acc_u if self.held_out is None else 100 * _accuracy(m, *self.held_out)
             c = cfg.calibration
             calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
                                                     "progress": progress}))
-            calib_kept = _accuracy(m, hx, hy) >= acc_before  # undo a calibration that loses held-out accuracy
-            if not calib_kept:
-                m.load_state_dict(before)
             calib_s = time.perf_counter() - t1
-            if calib_kept:
+            if self.held_out is None:  # the guard judges on the evaluation images themselves
                 acc_c = self.evaluate(m, f"eval R={ratio} calibrated")
+                calib_kept = acc_c >= acc_before
             else:
-                self.last_correct = hits_u
+                calib_kept = 100 * _accuracy(m, *self.held_out) >= acc_before
+                if calib_kept:
+                    acc_c = self.evaluate(m, f"eval R={ratio} calibrated")
+            if not calib_kept:  # undo a calibration that loses held-out accuracy
+                m.load_state_dict(before)
+                acc_c, self.last_correct = acc_u, hits_u
             z_cal = _logits(self.model, m, self.probe)[1]
         overhead: dict[str, float] = {}
         acc_before_comp = acc_c

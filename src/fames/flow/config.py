@@ -120,7 +120,7 @@ class SearchConfig:
 
     __pydantic_config__ = STRICT
     resolution: Annotated[float, Field(ge=0.001, le=0.1)] = 0.01
-    validation_images: Positive = 1000
+    validation_images: Positive = 2000
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.resolution <= 0.1:

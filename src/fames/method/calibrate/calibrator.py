@@ -122,12 +122,14 @@ class FamesCalibrator:
             else:
                 searched = {}
             layers = [searched.get(n) or LayerCalibration(n, is_approx(m)) for n, m in ql]
-            loss1, _ = _ce(model, cd, cfg.batch_size)
+            loss1, acc1 = _ce(model, cd, cfg.batch_size)
             t2 = time.perf_counter()
             history, best_epoch = [], None
+            loss2, acc2 = loss1, acc1
+            ce_only = cd.y is not None and cfg.kd_alpha == 0  # the LWC objective is the cross-entropy
             if cfg.lwc:
                 lwc = LearnableWeightClipping(model, cfg.init_logit)
-                history, best_epoch = lwc.train(
+                history, best_epoch, acc_best = lwc.train(
                     cd,
                     cfg.epochs,
                     cfg.lr,
@@ -141,13 +143,17 @@ class FamesCalibrator:
                     cfg.keep_best,
                     cfg.seed,
                     cfg.progress,
+                    (loss1, acc1) if ce_only else None,
                 )
                 factors = lwc.clip_factors()
                 lwc.bake()
                 for lc in layers:
                     lc.clip = factors.get(lc.name)
+                if ce_only:  # the kept epoch's objective and accuracy are the calibrated model's
+                    loss2, acc2 = history[best_epoch], acc_best
+                else:
+                    loss2, acc2 = _ce(model, cd, cfg.batch_size)
             t3 = time.perf_counter()
-            loss2, acc2 = _ce(model, cd, cfg.batch_size)
         finally:
             model.train(was_training)
         return CalibrationReport(

@@ -21,7 +21,7 @@ class CalibrationConfig:
 
     quantile_step: float = 0.01
     quantile_max: float = 0.5
-    search_samples: int | None = None  # samples the search's MRE is measured on (None = all calibration samples)
+    search_samples: int | None = None  # first samples the search's quantiles and MRE come from (None = all)
     search: bool = True  # activation quantile search
     search_exact_layers: bool = True  # also search layers without AppMuls (they see drifted inputs)
     reference: str = "exact"  # reference outputs: "exact" (quantized, pre-calibration) or "float"

@@ -133,11 +133,14 @@ class LearnableWeightClipping:
         keep_best: bool = True,
         seed: int = 0,
         progress: bool = True,
-    ) -> tuple[list[float], int]:
-        """Train the clip logits (model weights frozen) on ``data``; returns (objective per epoch, best epoch).
+        initial: tuple[float, float] | None = None,
+    ) -> tuple[list[float], int, float]:
+        """Train the clip logits (model weights frozen) on ``data``; returns (objective per epoch, best epoch,
+        accuracy (%) of the best epoch on ``data``, nan without labels).
 
         Objective: ``(1 - kd_alpha) CE + kd_alpha T^2 KL(teacher || model)`` (``kd_alpha`` = 1 without labels).
-        ``teacher``: reference logits ``(S, classes)``, required when ``kd_alpha > 0``.
+        ``teacher``: reference logits ``(S, classes)``, required when ``kd_alpha > 0``. ``initial``: the
+        objective and accuracy of the model as it is, when the caller has measured them (saves one pass).
         """
         if optimizer not in OPTIMIZERS:
             raise FamesError(f"optimizer={optimizer!r} is not one of {OPTIMIZERS}")
@@ -156,8 +159,10 @@ class LearnableWeightClipping:
         n = len(data)
         steps = epochs * ((n + batch_size - 1) // batch_size)
 
-        def objective(idx: torch.Tensor | slice) -> torch.Tensor:
+        def objective(idx: torch.Tensor | slice, hits: list[int] | None = None) -> torch.Tensor:
             out = self(data.x[idx])
+            if hits is not None and data.y is not None:
+                hits.append(int((out.argmax(1) == data.y[idx]).sum()))
             loss = out.new_zeros(())
             if alpha < 1:
                 loss = loss + (1 - alpha) * F.cross_entropy(out, data.y[idx])
@@ -168,11 +173,11 @@ class LearnableWeightClipping:
             return loss
 
         @torch.no_grad()
-        def full() -> float:
-            tot = 0.0
+        def full() -> tuple[float, float]:
+            tot, hits = 0.0, []
             for b in range(0, n, batch_size):
-                tot += objective(slice(b, b + batch_size)).item() * min(batch_size, n - b)
-            return tot / n
+                tot += objective(slice(b, b + batch_size), hits).item() * min(batch_size, n - b)
+            return tot / n, 100.0 * sum(hits) / n if hits else float("nan")
 
         try:
             model.eval()
@@ -180,7 +185,8 @@ class LearnableWeightClipping:
                 p.requires_grad_(False)
             for p in scales:
                 p.requires_grad_(True)
-            history = [full()]
+            first = initial or full()
+            history, best_acc = [first[0]], first[1]
             best_epoch, best_state = 0, (self.state(), [p.detach().clone() for p in scales])
             bar = tqdm(total=steps, desc="calibrate: LWC", disable=not progress, unit="step", leave=False)
             for epoch in range(1, epochs + 1):
@@ -194,9 +200,11 @@ class LearnableWeightClipping:
                     opt.step()
                     bar.update()
                     bar.set_postfix(loss=f"{loss.item():.3f}")
-                history.append(full())
+                loss, acc = full()
+                history.append(loss)
                 if not keep_best or history[-1] < history[best_epoch]:
-                    best_epoch, best_state = epoch, (self.state(), [p.detach().clone() for p in scales])
+                    best_epoch, best_acc = epoch, acc
+                    best_state = (self.state(), [p.detach().clone() for p in scales])
             bar.close()
             self.load_state(best_state[0])
             with torch.no_grad():
@@ -206,4 +214,4 @@ class LearnableWeightClipping:
             for p, f in flags.items():
                 p.requires_grad_(f)
             model.train(was_training)
-        return history, best_epoch
+        return history, best_epoch, best_acc

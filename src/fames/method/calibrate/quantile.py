@@ -25,7 +25,7 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def _capture(model: nn.Module, layer: nn.Module, data: CalibrationData, batch_size: int, what: str) -> list:
-    """Input (``what="input"``) or output of ``layer`` for every batch; the forward stops at the layer."""
+    """Input (``what="input"``) or output of ``layer`` for every batch of ``data``; the forward stops at the layer."""
     got: list[torch.Tensor] = []
 
     def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
@@ -90,6 +90,9 @@ class QuantileSearch:
         ql = check_model(model)
         ref = ref or ReferenceState(model)
         model.eval()
+        if self.search_samples:  # quantiles and errors from the first samples only
+            n = self.search_samples
+            data = CalibrationData(data.x[:n], None if data.y is None else data.y[:n])
         todo = [(n, m) for n, m in ql if self.search_exact_layers or is_approx(m)]
         out = []
         bar = tqdm(
@@ -123,9 +126,6 @@ class QuantileSearch:
         range_before = _act_range(aq)
         lc = LayerCalibration(name, is_approx(layer), range_before=range_before, range_after=range_before)
         vals = torch.cat([x.flatten() for x in xs]).float()
-        if self.search_samples:  # measure the MRE of each candidate range on the first batches only
-            nb = max(1, -(-self.search_samples // self.batch_size))
-            xs, refs = xs[:nb], refs[:nb]
         lc.mre_before = _mre(layer, xs, refs)
         if vals.numel() > self.max_values:
             g = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + k)
