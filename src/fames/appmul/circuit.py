@@ -227,6 +227,10 @@ class Circuit:
             stack.pop()
         return memo[s]
 
+    def gates(self) -> list[tuple[Signal, str, tuple[Signal, ...]]]:
+        """``(signal, op, operands)`` of every gate feeding the output, in topological order."""
+        return [(s, *self._nodes[s]) for s in self._live()]
+
     def gate_count(self) -> int:
         """Number of gates feeding the output (after folding and hashing)."""
         return len(self._live())

@@ -68,6 +68,7 @@ class BudgetRow:
     select_s: float = 0.0
     calibrate_s: float = 0.0
     calibration_kept: bool = False
+    calibration_skipped: bool = False  # target mode: within the bound before calibration, so not calibrated here
     ilp_status: str | None = None
     stage_s: float = 0.0  # wall time of this budget's stage (select, apply, evaluate, calibrate)
     accuracy_ci95: list[float] | None = None  # Wilson interval of ``accuracy`` on the evaluation images
@@ -338,18 +339,23 @@ def approximate_(
     ctx = _BudgetContext(model, setup, mp, judge, probe, (cx, cy), None if val is not None else (hx, hy), cfg,
                          liberty_file, progress, exact["correct"])
 
-    def measure(ratio: float) -> BudgetRow:
-        """The row of one budget (from its stage when there), its calibrated state kept in ``states``."""
+    def measure(ratio: float, lazy: bool = False) -> BudgetRow:
+        """The row of one budget (from its stage when there), its calibrated state kept in ``states``. ``lazy``: a
+        model already within the bound before calibration is not calibrated (the search's decision is the same)."""
         nonlocal reused_s
-        rkey = content_hash(bkey_base, repr(float(ratio)))
-        row, state = stages.load_json("budget", rkey), stages.tensors("budget", rkey)
-        if isinstance(row, dict) and (state is not None or row.get("infeasible")):
-            reused_s += float(row.get("stage_s") or 0.0)
+        keys = [content_hash(bkey_base, repr(float(ratio)))] + ([content_hash(bkey_base, repr(float(ratio)), "lazy")]
+                                                                if lazy else [])
+        for key in keys:
+            row, state = stages.load_json("budget", key), stages.tensors("budget", key)
+            if isinstance(row, dict) and (state is not None or row.get("infeasible")):
+                reused_s += float(row.get("stage_s") or 0.0)
+                break
         else:
-            row, state = ctx.run(ratio)
-            stages.save_json("budget", rkey, row)
+            row, state = ctx.run(ratio, exact["accuracy"] - cfg.max_accuracy_loss if lazy else None)
+            key = keys[-1] if row.get("calibration_skipped") else keys[0]
+            stages.save_json("budget", key, row)
             if state is not None:
-                stages.save_tensors("budget", rkey, state)
+                stages.save_tensors("budget", key, state)
         if state is not None:
             states[float(ratio)] = state
         return BudgetRow.from_dict(row)
@@ -358,7 +364,7 @@ def approximate_(
         return not r.infeasible and exact["accuracy"] - r.accuracy <= cfg.max_accuracy_loss
 
     if searching:
-        rows = _bisect(measure, within_bound, mp.problem.min_ratio(), cfg.search.resolution)
+        rows = _bisect(lambda r: measure(r, lazy=True), within_bound, mp.problem.min_ratio(), cfg.search.resolution)
     for ratio in budgets:
         if sel_cfg.stop_at_loss and any(not r.infeasible and not within_bound(r) for r in rows):
             break
@@ -369,6 +375,8 @@ def approximate_(
         raise FamesError(f"every budget was infeasible; smallest feasible ratio {rows[0].min_ratio:.4f}")
     within = [r for r in feasible if within_bound(r)]
     best = min(within, key=lambda r: r.relative_energy) if within else feasible[0]
+    if best.calibration_skipped:  # the chosen model is calibrated after all (the guard keeps it within the bound)
+        rows[rows.index(best)] = best = measure(best.budget)
     test_result = None
     if searching:  # the exact model on the test data (before the chosen assignment goes in)
         ex_test = stages.json("exact", content_hash(mkey, tkey, "per-sample"),
@@ -483,13 +491,15 @@ class _BudgetContext:
         self.last_correct = r["correct"]
         return r["accuracy"]
 
-    def run(self, ratio: float) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    def run(self, ratio: float, floor: float | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        """Row and calibrated state of budget ``ratio``; with ``floor`` (accuracy, %) a model at or above it before
+        calibration is not calibrated (the calibration guard can only raise accuracy: the decision stands)."""
         t0 = time.perf_counter()
-        row, state = self._run(ratio)
+        row, state = self._run(ratio, floor)
         row["stage_s"] = time.perf_counter() - t0
         return row, state
 
-    def _run(self, ratio: float) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    def _run(self, ratio: float, floor: float | None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         cfg, progress = self.cfg, self.progress
         try:
             sel = ILPSelector().solve(self.mp.problem, ratio)
@@ -502,7 +512,8 @@ class _BudgetContext:
         hits_u = self.last_correct
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
-        if cfg.calibration is not None:
+        skip = cfg.calibration is not None and floor is not None and acc_u >= floor
+        if cfg.calibration is not None and not skip:
             t1 = time.perf_counter()
             before = copy.deepcopy(m.state_dict())
             acc_before = acc_u if self.held_out is None else 100 * _accuracy(m, *self.held_out)
@@ -544,7 +555,8 @@ class _BudgetContext:
             budget=ratio, relative_energy=e / e_exact, energy_reduction=1 - e / e_exact, energy_fj=e,
             exact_energy_fj=e_exact, accuracy_uncalibrated=acc_u, accuracy_before_compensation=acc_before_comp,
             accuracy=acc_c, compensated_layers=sorted(overhead), compensation_overhead_fj=sum(overhead.values()),
-            select_s=sel.seconds, calibrate_s=calib_s, calibration_kept=calib_kept, ilp_status=sel.status,
+            select_s=sel.seconds, calibrate_s=calib_s, calibration_kept=calib_kept,
+            calibration_skipped=skip, ilp_status=sel.status,
             assignment=assignment,
             per_layer_energy={n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
             output_difference=diffs,

@@ -32,6 +32,7 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "multipliers": ", ".join(names),
                 "accuracy": r["accuracy"],
                 "accuracy_uncalibrated": r["accuracy_uncalibrated"],
+                "calibration_skipped": bool(r.get("calibration_skipped")),
                 "relative_accuracy": r["accuracy"] / exact if exact else None,
                 "relative_energy": r["relative_energy"],
                 "energy_reduction": r["energy_reduction"],
@@ -65,10 +66,14 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in table3_rows(report):
         lines.append(
-            f"| {r['bits']} | {r['budget']:g} | {r['multipliers']} | {r['accuracy']:.2f} | "
+            f"| {r['bits']} | {r['budget']:g} | {r['multipliers']} | {r['accuracy']:.2f}"
+            f"{'*' if r['calibration_skipped'] else ''} | "
             f"{r['accuracy_uncalibrated']:.2f} | {_fmt(r['relative_accuracy'], '.4f')} | {r['relative_energy']:.4f} "
             f"| {100 * r['energy_reduction']:.2f}% |"
         )
+    if any(r["calibration_skipped"] for r in table3_rows(report)):
+        lines.append("\n\\* within the bound before calibration: the search did not calibrate this R (calibration "
+                     "cannot move it out of the bound).")
     for r in report["runs"]:
         if r["infeasible"]:
             lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")
