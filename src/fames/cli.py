@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from fames.errors import FamesError
 from fames.flow.library import liberty_path
@@ -113,6 +117,105 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
     out.save(args.out or args.dir, force=args.force)
     print(f"costed {len(out)} AppMuls with {liberty}; saved to {args.out or args.dir}")
     return 0
+
+
+def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
+    """Operand-pair counts ``(2^a, 2^w)`` of one layer (``CHECKPOINT:LAYER``) or of every layer of the widths."""
+    import itertools
+
+    import torch
+
+    from fames.data import get_loader
+    from fames.quant.convert import qlayers
+    from fames.train import load_model
+
+    ck, sep, layer = spec.rpartition(":")
+    if not sep or layer.endswith(".pt"):
+        ck, layer = spec, ""
+    model = load_model(args.model, ck).eval()
+    layers = [(n, m) for n, m in qlayers(model) if m.widths[:2] == tuple(args.bits)]
+    if layer:
+        layers = [(n, m) for n, m in layers if n == layer]
+        if not layers:
+            names = [n for n, _ in qlayers(model)]
+            raise FamesError(f"--operands: no {args.bits[0]}x{args.bits[1]}-bit layer {layer!r} in {ck}; "
+                             f"layers: {names}")
+    if not layers:
+        raise FamesError(f"--operands: {ck} has no {args.bits[0]}x{args.bits[1]}-bit layer")
+    if any(m.widths[2] != args.signed for _, m in layers):
+        raise FamesError(f"--operands: the layers' operands are {'signed' if layers[0][1].widths[2] else 'unsigned'}"
+                         f"; {'drop' if args.signed else 'add'} --signed")
+    loader = get_loader(args.dataset, "train", 128, root=args.data_root, shuffle=False)
+    x = torch.cat([b[0] for b in itertools.islice(loader, -(-args.operand_images // 128))])[: args.operand_images]
+    hists: dict[str, np.ndarray] = {}
+
+    def hook(name: str):  # noqa: ANN202
+        def f(mod, inp, out) -> None:  # noqa: ANN001
+            hists[name] = hists.get(name, 0) + mod.operand_histogram(inp[0])
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(hists.values())
+
+
+def cmd_lib_synth(args: argparse.Namespace) -> int:
+    from fames.appmul.library import Library
+    from fames.appmul.synth.library import SynthConfig, front_table, gate_costs, synthesize
+    from fames.hw.verify import check_design
+    from fames.io import atomic_write_text, check_replaceable
+
+    a_bits, w_bits = args.bits
+    check_replaceable(args.out, lambda p: (p / "index.json").is_file(), args.force, "library")
+    methods = ("lac", "cgp") if args.method == "both" else (args.method,)
+    cfg = SynthConfig(a_bits, w_bits, args.signed, methods, args.metric, args.max_error,
+                      tuple(args.thresholds) if args.thresholds else SynthConfig.thresholds, args.seeds,
+                      args.generations, args.time_s, args.designs)
+    liberty = liberty_path(args.liberty) if args.liberty else None
+    gc = gate_costs(liberty) if liberty else None
+    weights = _operand_weights(args.operands, args) if args.operands else None
+    fronts: dict[str, list] = {}
+    appmuls = synthesize(cfg, weights, gc, args.workers, args.ray,
+                         on_front=lambda every, front: fronts.update(designs=front_table(every),
+                                                                     front=front_table(front)))
+    for m in appmuls:  # LUT == simulated Verilog == simulated mapped netlist, for every design written
+        check_design(m, liberty)
+    lib = Library(appmuls)
+    lib.save(args.out, force=args.force)
+    out = Path(args.out)
+    atomic_write_text(out / "front.json", json.dumps({"config": {**vars(cfg), "methods": list(methods)},
+                                                      "operands": args.operands, **fronts}, indent=1))
+    _plot_front(fronts, [m.provenance for m in appmuls], cfg, out / "front.png")
+    print(f"wrote {len(lib)} synthesized {a_bits}x{w_bits} AppMuls ({', '.join(methods)}; {cfg.metric} <= "
+          f"{cfg.max_error:g}) to {out}, checked LUT == Verilog{' == mapped netlist' if liberty else ''}; "
+          f"Pareto plot {out / 'front.png'}")
+    return 0
+
+
+def _plot_front(fronts: dict[str, list], picked: list[dict], cfg: Any, path: Path) -> None:
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for method, color in (("lac", "tab:blue"), ("cgp", "tab:orange")):
+        pts = [(d["error"], d["cost"]) for d in fronts["designs"] if d["method"] == method]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), s=6, alpha=0.3, color=color, label=f"{method} (every design)")
+    ax.step([d["error"] for d in fronts["front"]], [d["cost"] for d in fronts["front"]], where="post", color="k",
+            lw=1, label="Pareto front")
+    ax.scatter([p["error"] for p in picked], [p["proxy_cost"] for p in picked], marker="x", color="k",
+               label="in the library")
+    ax.set_xlabel(f"{cfg.metric}{' (%)' if cfg.metric in ('mred', 'er') else ''}")
+    ax.set_ylabel("proxy cost (sum of gate costs)")
+    ax.set_title(f"synthesized {cfg.a_bits}x{cfg.w_bits} {'signed' if cfg.signed else 'unsigned'}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def cmd_lib_show(args: argparse.Namespace) -> int:
@@ -405,6 +508,42 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write the costed library here instead of updating DIR")
     c.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     c.set_defaults(func=cmd_lib_cost)
+
+    sy = ls.add_parser(
+        "synth",
+        help="approximate logic synthesis of AppMuls (local approximate changes and/or Cartesian GP)",
+        description="Python: fames.appmul.synth.library.synthesize(SynthConfig(...)). Starts from our exact "
+        "multiplier, keeps every design on the Pareto front of error vs proxy cost (sum of gate areas) and writes "
+        "the library (LUT + structural Verilog, each checked against its Yosys simulation), front.json and "
+        "front.png. Final hardware figures: `fames lib cost DIR --liberty ...`.",
+    )
+    sy.add_argument("--bits", nargs=2, type=int, required=True, metavar=("A", "W"), help="operand widths, 2..8")
+    sy.add_argument("--signed", action="store_true", help="two's-complement operands")
+    sy.add_argument("--method", choices=["lac", "cgp", "both"], default="both")
+    sy.add_argument("--metric", choices=["mred", "med", "mse", "er", "wce"], default="mred",
+                    help="error metric bounded by --max-error (mred and er in percent)")
+    sy.add_argument("--max-error", type=POSITIVE_FLOAT, default=20.0)
+    sy.add_argument("--thresholds", type=POSITIVE_FLOAT, nargs="+", help="error bounds of the CGP runs "
+                    "(default 0.1 0.3 1 2 5 10 20, clipped to --max-error)")
+    sy.add_argument("--seeds", type=POSITIVE_INT, default=2, help="CGP runs per threshold")
+    sy.add_argument("--generations", type=POSITIVE_INT, default=20000, help="generations per CGP run")
+    sy.add_argument("--time-s", type=POSITIVE_FLOAT, default=None,
+                    help="wall-clock cap per job (results then depend on the machine's load)")
+    sy.add_argument("--designs", type=POSITIVE_INT, default=24, help="designs kept, spread over the error axis")
+    sy.add_argument("--liberty", help="gate costs from this liberty's smallest cells (default: NAND2 equivalents)")
+    sy.add_argument("--operands", metavar="CHECKPOINT[:LAYER]",
+                    help="weight the error by the operand pairs of a quantized model (all layers of these widths, "
+                    "or one layer)")
+    sy.add_argument("--model", default=None, help="architecture of --operands when the checkpoint does not say")
+    sy.add_argument("--dataset", default="cifar10", help="images for the activation codes of --operands")
+    sy.add_argument("--data-root", default=None)
+    sy.add_argument("--operand-images", type=POSITIVE_INT, default=256)
+    sy.add_argument("--workers", type=POSITIVE_INT, default=None, help="local processes (default: CPU count)")
+    sy.add_argument("--ray", metavar="ADDRESS", default=None,
+                    help="run the jobs on Ray: 'auto' (a cluster started by `ray start --head`), 'local' or host:port")
+    sy.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
+    sy.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
+    sy.set_defaults(func=cmd_lib_synth)
 
     s = ls.add_parser("show", help="one row per AppMul: bits, MRED, WCE, area, delay, energy/op, PDP")
     s.add_argument("dir")

@@ -33,3 +33,22 @@ def test_lib_errors_are_clear(tmp_path, capsys):
     main(["lib", "build", "--family", "exact", "--bits", "2", "2", "--out", str(d)])
     assert main(["lib", "cost", str(d), "--liberty", str(tmp_path / "no.lib")]) == 2
     assert "no.lib" in capsys.readouterr().err
+
+
+def test_lib_synth_writes_a_checked_library(tmp_path, capsys):
+    d = tmp_path / "synth"
+    args = ["lib", "synth", "--bits", "2", "3", "--signed", "--generations", "100", "--seeds", "1",
+            "--thresholds", "5", "--max-error", "10", "--workers", "1", "--liberty", "synthetic", "--out", str(d)]
+    assert main(args) == 0
+    assert "checked LUT == Verilog == mapped netlist" in capsys.readouterr().out
+    lib = Library.load(d)
+    assert len(lib) >= 2 and all(m.widths == (2, 3, True, True) and m.verilog for m in lib)
+    front = json.loads((d / "front.json").read_text())
+    assert len(front["designs"]) >= len(front["front"]) >= len(lib)
+    assert all(p["error"] <= 10 for p in front["designs"])
+    assert (d / "front.png").stat().st_size > 10_000
+    assert main(["lib", "synth", "--bits", "9", "9", "--out", str(tmp_path / "x")]) == 2
+    assert "2..8" in capsys.readouterr().err
+    assert main(["lib", "synth", "--bits", "2", "2", "--operands", str(tmp_path / "nope.pt"), "--out",
+                 str(tmp_path / "y")]) == 2
+    assert "nope.pt" in capsys.readouterr().err

@@ -172,6 +172,15 @@ class QuantLayer(nn.Module):
         return hist.view(*codes.shape[1:], na)
 
     @torch.no_grad()
+    def operand_histogram(self, x: torch.Tensor) -> np.ndarray:
+        """Counts ``(2^a, 2^w)`` float64 of the (activation code, weight code) bit-pattern pairs the layer's
+        multipliers see on the batch ``x (S, ...)``: every tap of every output channel at every position, exactly."""
+        acts = self.code_histogram(x).sum(2).double()  # (groups, taps, 2^a)
+        qw = self.kernel_rows(self.weight_codes()) & ((1 << self.w_bits) - 1)  # (groups, O/groups, taps)
+        wts = F.one_hot(qw, 1 << self.w_bits).sum(1).double()  # (groups, taps, 2^w)
+        return torch.einsum("gta,gtw->aw", acts, wts).numpy()
+
+    @torch.no_grad()
     def histogram_errors(
         self, counts: torch.Tensor, n: int, appmuls: list[AppMul], out_shape: tuple[int, ...]
     ) -> torch.Tensor:

@@ -12,7 +12,8 @@ Each step looks at every active gate ``n`` of the current network and its candid
 The saving of a replacement is the cost of ``n``'s maximum fan-out-free cone (the gates only ``n`` needs), minus
 the cost of the new gate. Candidates are screened by saving per changed pattern (the Hamming distance of the old
 and new values of ``n``), the best ``exact_evaluations`` are simulated through ``n``'s fan-out cone and scored by
-the error model exactly, and the one with the largest saving per error added within the bound is applied.
+the error model exactly (the next batch when none fits), and the one with the largest saving per error added
+within the bound is applied.
 Every network passed on the way is a design.
 """
 
@@ -184,7 +185,8 @@ def lac(
     model: ErrorModel,
     max_error: float,
     gate_cost: dict[int, float] | None = None,
-    exact_evaluations: int = 24,
+    exact_evaluations: int | None = None,
+    max_evaluations: int = 4000,
     divisors: int = 8,
     time_s: float | None = None,
     on_step: Callable[[Step], None] | None = None,
@@ -192,8 +194,13 @@ def lac(
     """Greedy local approximate changes from ``net`` while the error stays ``<= max_error``; every step's design.
 
     ``gate_cost``: cost per function code (default :data:`GATE_EQUIVALENTS`, or areas/energies from a liberty).
+    Candidates are simulated ``exact_evaluations`` at a time, best screened first, until one fits the bound (at
+    most ``max_evaluations`` per step); default: all of them up to 12 input bits (cheap there), else 64.
     """
     gc = gate_cost or GATE_EQUIVALENTS
+    small = net.n_inputs <= 12
+    batch = exact_evaluations or (1 << 30 if small else 64)
+    limit = 1 << 30 if exact_evaluations is None and small else max_evaluations
     st = _State(reorder(net), model, gc)
     steps = [Step(st.net, st.error, st.cost)]
     t0 = time.perf_counter()
@@ -206,13 +213,16 @@ def lac(
                     pool.append((saving / (ham + 1), saving, s, repl, nv))
         pool.sort(key=lambda c: -c[0])
         best, best_score = None, -1.0
-        for _, saving, s, repl, nv in pool[:exact_evaluations]:
-            err = st.error_with(s, nv, st.tfo(s))
-            if err > max_error:
-                continue
-            score = saving / max(err - st.error, 1e-12)
-            if score > best_score:
-                best, best_score = (s, repl), score
+        for start in range(0, min(len(pool), limit), batch):  # the next batch when none fits
+            for _, saving, s, repl, nv in pool[start : start + batch]:
+                err = st.error_with(s, nv, st.tfo(s))
+                if err > max_error:
+                    continue
+                score = saving / max(err - st.error, 1e-12)
+                if score > best_score:
+                    best, best_score = (s, repl), score
+            if best is not None:
+                break
         if best is None:
             break
         s, repl = best

@@ -94,16 +94,20 @@ class Network:
     # ------------------------------------------------------------------ structure
     def active(self) -> list[int]:
         """Indices of the nodes that feed an output, ascending (topological)."""
-        n_in, seen = self.n_inputs, set()
-        stack = [o - n_in for o in self.outputs if o >= n_in]
-        while stack:
-            k = stack.pop()
-            if k in seen:
-                continue
-            seen.add(k)
-            fn, x, y = self.nodes[k]
-            stack.extend(s - n_in for s in (x, y)[: ARITY[fn]] if s >= n_in)
-        return sorted(seen)
+        n_in, nodes = self.n_inputs, self.nodes
+        need = [False] * len(nodes)
+        for o in self.outputs:
+            if o >= n_in:
+                need[o - n_in] = True
+        for k in range(len(nodes) - 1, -1, -1):
+            if need[k]:
+                fn, x, y = nodes[k]
+                a = ARITY[fn]
+                if a and x >= n_in:
+                    need[x - n_in] = True
+                if a == 2 and y >= n_in:
+                    need[y - n_in] = True
+        return [k for k, n in enumerate(need) if n]
 
     def cost(self, gate_cost: dict[int, float] | None = None, active: Iterable[int] | None = None) -> float:
         """Sum of the active nodes' costs (default :data:`GATE_EQUIVALENTS`)."""

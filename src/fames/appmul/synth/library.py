@@ -1,0 +1,274 @@
+"""A synthesized AppMul library: jobs (method, seed, error threshold) run on a process pool or on Ray, their
+designs pooled, thinned to the Pareto front of (error, proxy cost) and turned into AppMuls with LUT, structural
+Verilog and provenance.
+
+Jobs are deterministic given their seed and generation count (a ``time_s`` cap makes CGP load-dependent), so
+the same settings give the same library on a local pool and on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fames.appmul.circuit import Circuit
+from fames.appmul.core import AppMul, sanitize_name
+from fames.appmul.synth.cgp import cgp
+from fames.appmul.synth.error import METRICS, ErrorModel
+from fames.appmul.synth.lac import lac
+from fames.appmul.synth.network import FUNCTIONS, GATE_EQUIVALENTS, Network
+from fames.errors import AppMulError
+
+METHODS = ("lac", "cgp")
+DEFAULT_THRESHOLDS = (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 20.0)  # MRED %, for CGP runs (clipped to max_error)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Settings of :func:`synthesize` (errors in the unit of ``metric``: percent for ``mred``/``er``)."""
+
+    a_bits: int
+    w_bits: int
+    signed: bool = False
+    methods: tuple[str, ...] = METHODS
+    metric: str = "mred"
+    max_error: float = 20.0
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # one CGP run per threshold (<= max_error) and seed
+    seeds: int = 2
+    generations: int = 20000  # per CGP run
+    time_s: float | None = None  # optional wall-clock cap per job (then results depend on machine load)
+    designs: int = 24  # at most this many designs in the library, spread over the error axis
+
+    def __post_init__(self) -> None:
+        from fames.appmul.core import MAX_BITS, MIN_BITS
+
+        for b in (self.a_bits, self.w_bits):
+            if not MIN_BITS <= b <= MAX_BITS:
+                raise AppMulError(f"synthesis widths must lie in {MIN_BITS}..{MAX_BITS}, got {b}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise AppMulError(f"unknown synthesis method(s) {bad}; choose from {METHODS}")
+        if self.metric not in METRICS:
+            raise AppMulError(f"unknown error metric {self.metric!r}; choose one of {METRICS}")
+        if not self.max_error > 0 or self.seeds < 1 or self.generations < 1 or self.designs < 1:
+            raise AppMulError("max_error must be > 0 and seeds, generations, designs >= 1")
+
+    def jobs(self) -> list[tuple[str, int, float]]:
+        """``(method, seed, threshold)`` of every job: one LAC path (to ``max_error``), CGP per threshold and seed."""
+        out: list[tuple[str, int, float]] = []
+        if "lac" in self.methods:
+            out.append(("lac", 0, self.max_error))
+        if "cgp" in self.methods:
+            ths = sorted({t for t in self.thresholds if t <= self.max_error} | {self.max_error})
+            out += [("cgp", s, t) for t in ths for s in range(self.seeds)]
+        return out
+
+
+@dataclass
+class Design:
+    """One synthesized design: its network, error, proxy cost and where it came from."""
+
+    network: Network
+    error: float
+    cost: float
+    method: str
+    seed: int
+    threshold: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def exact_network(a_bits: int, w_bits: int, signed: bool) -> Network:
+    """Our exact multiplier (the ``exact`` family's circuit) as the seed network."""
+    from fames.appmul.families import FAMILIES
+
+    c = Circuit(a_bits, w_bits, "exact")
+    c.set_output(FAMILIES["exact"].circuit(c, signed), signed=signed)
+    return Network.from_circuit(c, signed)
+
+
+def gate_costs(liberty_path: str | os.PathLike, what: str = "area") -> dict[int, float]:
+    """Cost per network function from the smallest matching cells of a liberty: ``area`` (um^2) or ``leakage``.
+
+    Raises :class:`AppMulError` when the liberty lacks a cell for a two-input function and for its complement."""
+    from fames.hw.liberty import read_liberty
+
+    lib = read_liberty(liberty_path)
+    tables = {"and": [(0, 0, 0, 1)], "or": [(0, 1, 1, 1)], "xor": [(0, 1, 1, 0)], "nand": [(1, 1, 1, 0)],
+              "nor": [(1, 0, 0, 0)], "xnor": [(1, 0, 0, 1)], "andn": [(0, 0, 1, 0), (0, 1, 0, 0)],
+              "orn": [(1, 0, 1, 1), (1, 1, 0, 1)]}
+    inv = lib.inverter()
+    if inv is None:
+        raise AppMulError(f"liberty {liberty_path} has no inverter")
+
+    def value(c: Any) -> float:
+        return float(c.area if what == "area" else c.leakage_nw)
+
+    out: dict[int, float] = {FUNCTIONS.index("not"): value(inv), FUNCTIONS.index("buf"): 0.0,
+                             FUNCTIONS.index("zero"): 0.0, FUNCTIONS.index("one"): 0.0}
+    for name, truths in tables.items():
+        cells = [c for t in truths if (c := lib.find(t, 2)) is not None]
+        if cells:
+            out[FUNCTIONS.index(name)] = min(value(c) for c in cells)
+    complement = {"and": "nand", "or": "nor", "xor": "xnor", "nand": "and", "nor": "or", "xnor": "xor"}
+    for name, other in complement.items():
+        k = FUNCTIONS.index(name)
+        if k not in out and FUNCTIONS.index(other) in out:
+            out[k] = out[FUNCTIONS.index(other)] + out[FUNCTIONS.index("not")]
+    for name, base in (("andn", "and"), ("orn", "or")):
+        k = FUNCTIONS.index(name)
+        if k not in out and FUNCTIONS.index(base) in out:
+            out[k] = out[FUNCTIONS.index(base)] + out[FUNCTIONS.index("not")]
+    missing = [f for i, f in enumerate(FUNCTIONS) if i not in out]
+    if missing:
+        raise AppMulError(f"liberty {liberty_path} has no cells for {missing}")
+    return out
+
+
+def run_job(
+    cfg: SynthConfig, job: tuple[str, int, float], weights: np.ndarray | None, gate_cost: dict[int, float] | None
+) -> list[Design]:
+    """Every design one job passes (picklable: runs in a worker process or a Ray task)."""
+    method, seed, threshold = job
+    net = exact_network(cfg.a_bits, cfg.w_bits, cfg.signed)
+    model = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
+    if method == "lac":
+        steps = lac(net, model, threshold, gate_cost, time_s=cfg.time_s)
+    else:
+        steps = cgp(net, model, threshold, gate_cost, seed=seed, generations=cfg.generations, time_s=cfg.time_s)
+    return [Design(s.network, s.error, s.cost, method, seed, threshold) for s in steps]
+
+
+def pareto(designs: Sequence[Design]) -> list[Design]:
+    """The designs no other beats in both error and cost (ties: the first), by increasing error."""
+    out: list[Design] = []
+    for d in sorted(designs, key=lambda d: (d.error, d.cost)):
+        if not out or d.cost < out[-1].cost - 1e-9:
+            out.append(d)
+    return out
+
+
+def thin(front: Sequence[Design], n: int, max_error: float) -> list[Design]:
+    """At most ``n`` designs of a Pareto ``front``: for error bounds log-spaced up to ``max_error``, the cheapest
+    design within each (exact-error designs always kept)."""
+    if len(front) <= n:
+        return list(front)
+    exact = [d for d in front if d.error <= 0]
+    rest = [d for d in front if d.error > 0]
+    if not rest:
+        return exact[:1]
+    lo = max(min(d.error for d in rest), max_error * 1e-4)
+    bounds = np.geomspace(lo, max_error, max(1, n - len(exact[:1])))
+    chosen: dict[int, Design] = {}
+    for b in bounds:
+        within = [d for d in rest if d.error <= b * (1 + 1e-9)]
+        if within:
+            d = min(within, key=lambda d: d.cost)
+            chosen[id(d)] = d
+    return exact[:1] + sorted(chosen.values(), key=lambda d: d.error)
+
+
+def to_appmul(d: Design, cfg: SynthConfig, index: int, tag: str = "") -> AppMul:
+    """The design as an AppMul (LUT = simulation of the circuit whose Verilog it carries, checked against the
+    network's own simulation)."""
+    kind = "s" if cfg.signed else "u"
+    name = f"synth_{cfg.a_bits}x{cfg.w_bits}{kind}_{d.method}{tag}_{index:03d}"
+    top = sanitize_name(name)
+    c = d.network.to_circuit(name)
+    lut = c.simulate(cfg.signed)
+    if not np.array_equal(lut, d.network.lut()):
+        raise AppMulError(f"{name}: the circuit of the design disagrees with its network (internal error)")
+    return AppMul(
+        name=name, a_bits=cfg.a_bits, w_bits=cfg.w_bits, a_signed=cfg.signed, w_signed=cfg.signed, lut=lut,
+        verilog=c.to_verilog(top), top=top, structural=True,
+        provenance={"family": "synth", "method": d.method, "seed": d.seed, "threshold": d.threshold,
+                    "metric": cfg.metric, "error": d.error, "proxy_cost": d.cost, "gates": c.gate_count(),
+                    **d.extra},
+    )
+
+
+def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, float] | None, workers: int,
+             ray_address: str | None, progress: bool) -> list[list[Design]]:
+    from tqdm.auto import tqdm
+
+    jobs = cfg.jobs()
+    bar = tqdm(total=len(jobs), desc=f"synth {cfg.a_bits}x{cfg.w_bits}", unit="job", disable=not progress)
+    try:
+        if ray_address is not None:
+            try:
+                import ray
+            except ImportError as e:
+                raise AppMulError("--ray needs Ray: pip install 'fames[ray]'") from e
+            if not ray.is_initialized():
+                ray.init(address=None if ray_address == "local" else ray_address, include_dashboard=False,
+                         log_to_driver=False)
+            task = ray.remote(run_job)
+            refs = [task.remote(cfg, j, weights, gate_cost) for j in jobs]
+            out = []
+            for r in refs:
+                out.append(ray.get(r))
+                bar.update()
+            return out
+        if workers <= 1 or len(jobs) == 1:
+            out = []
+            for j in jobs:
+                out.append(run_job(cfg, j, weights, gate_cost))
+                bar.update()
+            return out
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = [pool.submit(run_job, cfg, j, weights, gate_cost) for j in jobs]
+            out = []
+            for f in futs:
+                out.append(f.result())
+                bar.update()
+            return out
+    finally:
+        bar.close()
+
+
+def synthesize(
+    cfg: SynthConfig,
+    weights: np.ndarray | None = None,
+    gate_cost: dict[int, float] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+    on_front: Callable[[list[Design], list[Design]], None] | None = None,
+) -> list[AppMul]:
+    """Run every job of ``cfg`` and return the library: the thinned Pareto front as AppMuls (exact first).
+
+    ``weights``: operand-pair probabilities ``(2**a_bits, 2**w_bits)`` for operand-aware error (None: uniform);
+    ``gate_cost``: proxy cost per function (:func:`gate_costs`; default :data:`GATE_EQUIVALENTS`);
+    ``ray_address``: run the jobs as Ray tasks (``"auto"``, ``"local"`` or ``host:port``), else on ``workers``
+    local processes (default: the CPU count). ``on_front(all_designs, front)`` sees every design before thinning.
+    """
+    results = _run_all(cfg, weights, gate_cost or GATE_EQUIVALENTS, workers or os.cpu_count() or 1, ray_address,
+                       progress)
+    designs = [d for r in results for d in r]
+    front = pareto(designs)
+    if on_front is not None:
+        on_front(designs, front)
+    kept = thin(front, cfg.designs, cfg.max_error)
+    seen: set[bytes] = set()
+    out: list[AppMul] = []
+    for i, d in enumerate(kept):
+        m = to_appmul(d, cfg, i)
+        key = m.lut.tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out
+
+
+def front_table(designs: Sequence[Design]) -> list[dict[str, Any]]:
+    """Rows ``{error, cost, method, seed, threshold}`` of designs (for reports and plots)."""
+    return [{"error": d.error, "cost": d.cost, "method": d.method, "seed": d.seed, "threshold": d.threshold}
+            for d in designs]
+
+
+__all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "front_table",
+           "gate_costs", "pareto", "synthesize", "thin", "to_appmul"]

@@ -1,0 +1,175 @@
+"""Approximate logic synthesis: network simulation, error metrics, LAC and CGP searches, the library driver."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fames.appmul.core import exact_lut
+from fames.appmul.synth.cgp import cgp
+from fames.appmul.synth.error import ErrorModel
+from fames.appmul.synth.lac import lac, reorder
+from fames.appmul.synth.library import SynthConfig, exact_network, pareto, synthesize, thin
+from fames.appmul.synth.network import AND, BUF, NOT, XOR, Network
+from fames.errors import AppMulError, HardwareError
+
+WIDTHS = [(2, 2, False), (3, 3, True), (4, 4, False), (4, 4, True), (3, 5, False)]
+
+
+@pytest.mark.parametrize("a,w,signed", WIDTHS)
+def test_exact_network_is_the_exact_product(a, w, signed):
+    net = exact_network(a, w, signed)
+    want = exact_lut(a, w, signed, signed)
+    assert np.array_equal(net.lut(), want)
+    assert np.array_equal(net.to_circuit("x").simulate(signed), want)
+    assert np.array_equal(reorder(net).lut(), want)
+    assert ErrorModel(a, w, signed)(net.output_values()) == 0.0
+
+
+def test_reorder_after_a_wire_to_a_later_signal():
+    # y0 = a0 & w0 (node 0), y1 = a0 ^ w0 (node 1); rewire node 0 to BUF(node 1): a later signal
+    net = Network(1 + 1, 2, False, [(AND, 0, 2), (XOR, 0, 2)], [4, 5, 4, 5])
+    net.nodes[0] = (BUF, 5, 0)
+    fixed = reorder(net)
+    fixed.check()
+    assert np.array_equal(fixed.output_values(), _brute(net))
+
+
+def _brute(net: Network) -> np.ndarray:
+    """Reference: evaluate the (possibly unordered) network pattern by pattern, recursively."""
+    n_in, out = net.n_inputs, []
+    for p in range(net.n_patterns):
+        bits = [(p >> (net.w_bits + i)) & 1 for i in range(net.a_bits)] + [(p >> i) & 1 for i in range(net.w_bits)]
+
+        def val(s: int, bits: list[int] = bits) -> int:
+            if s < n_in:
+                return bits[s]
+            fn, x, y = net.nodes[s - n_in]
+            vx, vy = val(x, bits), val(y, bits) if fn in (AND, XOR) else 0
+            return {AND: vx & vy, XOR: vx ^ vy, BUF: vx, NOT: 1 - vx}[fn]
+
+        out.append(sum(val(o) << k for k, o in enumerate(net.outputs)))
+    return np.array(out)
+
+
+def test_error_metrics_closed_form():
+    a = w = 3
+    model = {m: ErrorModel(a, w, False, m) for m in ("mred", "med", "mse", "er", "wce")}
+    exact = exact_lut(a, w).reshape(-1)
+    zero = np.zeros_like(exact)  # the constant-0 multiplier: |d| = P
+    assert model["mred"](zero) == pytest.approx(100.0)
+    assert model["med"](zero) == pytest.approx(np.abs(exact).mean())
+    assert model["mse"](zero) == pytest.approx((exact.astype(float) ** 2).mean())
+    assert model["er"](zero) == pytest.approx(100.0 * np.count_nonzero(exact) / exact.size)
+    assert model["wce"](zero) == 49
+    # operand-aware: all weight on the pair (5, 6) -> only its error counts
+    wts = np.zeros((8, 8))
+    wts[5, 6] = 3.0
+    off = exact.copy()
+    off[5 * 8 + 6] += 3
+    off[0] += 100  # a pair of weight 0
+    assert ErrorModel(a, w, False, "med", wts)(off) == pytest.approx(3.0)
+    assert ErrorModel(a, w, False, "mred", wts)(off) == pytest.approx(100 * 3 / 30)
+    with pytest.raises(AppMulError, match="shape"):
+        ErrorModel(a, w, False, "med", np.ones((4, 8)))
+    with pytest.raises(AppMulError, match="unknown error metric"):
+        ErrorModel(a, w, False, "psnr")
+
+
+@pytest.mark.parametrize("search", ["lac", "cgp"])
+@pytest.mark.parametrize("a,w,signed", [(3, 3, False), (4, 4, True)])
+def test_search_path_respects_the_bound(search, a, w, signed):
+    net = exact_network(a, w, signed)
+    model = ErrorModel(a, w, signed, "mred")
+    bound = 5.0
+    steps = lac(net, model, bound) if search == "lac" else cgp(net, model, bound, seed=1, generations=1500,
+                                                                 time_s=None)
+    assert len(steps) > 2
+    assert steps[0].error == 0.0
+    for s in steps:
+        s.network.check()
+        assert s.error <= bound
+        assert model(s.network.output_values()) == pytest.approx(s.error, abs=1e-12)  # reported == recomputed
+        assert s.cost == pytest.approx(s.network.cost())
+    assert all(b.cost < a.cost for a, b in zip(steps, steps[1:], strict=False))  # every step saves cost
+    assert steps[-1].cost < 0.95 * steps[0].cost
+
+
+def test_cgp_is_deterministic_per_seed():
+    net, model = exact_network(3, 3, False), ErrorModel(3, 3, False)
+    runs = [cgp(net, model, 10.0, seed=s, generations=300, time_s=None) for s in (4, 4, 5)]
+    key = [[(st.error, st.cost, st.network.nodes, st.network.outputs) for st in r] for r in runs]
+    assert key[0] == key[1]
+    assert key[0] != key[2]
+
+
+def test_pareto_and_thin():
+    from fames.appmul.synth.library import Design
+
+    net = exact_network(2, 2, False)
+    ds = [Design(net, e, c, "lac", 0, 1.0) for e, c in [(0, 10), (1, 9), (1, 11), (2, 9), (3, 5), (5, 6), (8, 1)]]
+    front = pareto(ds)
+    assert [(d.error, d.cost) for d in front] == [(0, 10), (1, 9), (3, 5), (8, 1)]
+    kept = thin(front, 3, 8.0)
+    assert len(kept) <= 3 and kept[0].error == 0 and kept[-1].error == 8
+
+
+def test_library_same_on_a_pool_and_in_process():
+    cfg = SynthConfig(3, 3, False, thresholds=(2.0, 10.0), max_error=10.0, seeds=1, generations=200)
+    serial = synthesize(cfg, workers=1, progress=False)
+    pooled = synthesize(cfg, workers=2, progress=False)
+    assert [m.name for m in serial] == [m.name for m in pooled]
+    assert all(np.array_equal(x.lut, y.lut) for x, y in zip(serial, pooled, strict=True))
+    for m in serial:
+        assert m.provenance["method"] in ("lac", "cgp") and m.provenance["metric"] == "mred"
+        assert ErrorModel(3, 3, False)(m.lut.reshape(-1)) == pytest.approx(m.provenance["error"])
+
+
+def test_library_on_ray_matches_the_pool():
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'fames[ray]'")
+    cfg = SynthConfig(2, 2, False, thresholds=(5.0,), max_error=10.0, seeds=1, generations=100)
+    local = synthesize(cfg, workers=1, progress=False)
+    try:
+        on_ray = synthesize(cfg, ray_address="local", progress=False)
+    finally:
+        ray.shutdown()
+    assert [m.name for m in local] == [m.name for m in on_ray]
+    assert all(np.array_equal(x.lut, y.lut) for x, y in zip(local, on_ray, strict=True))
+
+
+def test_three_way_check(tmp_path):
+    from fames.hw.synthetic import default_synthetic_liberty
+    from fames.hw.verify import check_design
+
+    lib = synthesize(SynthConfig(2, 2, True, max_error=20.0, seeds=1, generations=150), workers=1, progress=False)
+    assert len(lib) >= 3
+    for m in lib:
+        check_design(m, default_synthetic_liberty())
+    bad = lib[-1]
+    bad.lut = bad.lut.copy()
+    bad.lut[1, 1] += 1
+    with pytest.raises(HardwareError, match="disagrees with its LUT in 1 of 16"):
+        check_design(bad)
+
+
+def test_operand_histogram_counts_every_multiplication():
+    from fames.quant import calibrate_ptq, quantize
+
+    torch.manual_seed(0)
+    conv = quantize(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, groups=2)), "W3A3")
+    x = torch.rand(5, 4, 6, 6)
+    calibrate_ptq(conv, [x])
+    layer = conv[0]
+    h = layer.operand_histogram(x)
+    assert h.shape == (8, 8)
+    assert h.sum() == 5 * 6 * 6 * 6 * (2 * 3 * 3)  # N x positions x O x taps per output
+    # brute force over the integer view
+    qx, _ = layer.operands(x)
+    cols = layer.patches(qx) & 7  # (N, groups, taps, positions)
+    wr = layer.kernel_rows(layer.weight_codes()) & 7  # (groups, O/g, taps)
+    ref = np.zeros((8, 8))
+    for g in range(2):
+        for o in range(3):
+            for t in range(cols.shape[2]):
+                np.add.at(ref, (cols[:, g, t, :].numpy().ravel(), int(wr[g, o, t])), 1)
+    assert np.array_equal(h, ref)
