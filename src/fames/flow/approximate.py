@@ -243,14 +243,16 @@ def approximate_(
     stages: Stages | None = None,
     float_accuracy: float | None = None,
     progress: bool = True,
+    synth: Any = None,
 ) -> FamesResult:
     """Put the cheapest AppMul assignment within the loss bound into ``model`` (in place) and return the result.
 
     ``model``: an ``nn.Module`` quantized by :func:`fames.quantize` (exact mode); ``data``: training images (a
     DataLoader or iterable of ``(x, y)``, a pair of tensors, or :class:`~fames.flow.sources.Samples`) for the
-    estimate and the calibration; ``library``: ``"generate"``, ``"evoapprox"``, a directory, a ``Library`` or a
-    list of AppMuls (the exact multiplier of each width is added); ``eval_data``: images the accuracies are
-    measured on (default: held-out draws of ``data``); ``liberty``: cell library for designs without a cost.
+    estimate and the calibration; ``library``: ``"generate"``, ``"evoapprox"``, ``"synth"``, ``"generate+synth"``, a
+    directory, a ``Library`` or a list of AppMuls (the exact multiplier of each width is added); ``eval_data``:
+    images the accuracies are measured on (default: held-out draws of ``data``); ``liberty``: cell library for
+    designs without a cost; ``synth``: a :class:`~fames.flow.config.SynthOptions` for the synthesized libraries.
     """
     t_all = time.perf_counter()
     cfg = config or FamesConfig()
@@ -287,7 +289,7 @@ def approximate_(
     probe = _head(judge, PROBE_IMAGES)
     model.eval()
 
-    lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress)
+    lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress, synth)
     setup = ModelSetup.build(model, lib, tuple(x.shape[1:]), sel_cfg.energy_metric)
     cands = setup.candidates
     mkey = model_key(model)

@@ -188,13 +188,28 @@ class FamesConfig:
 
 
 @dataclass
+class SynthOptions:
+    """``library: synth`` (or ``generate+synth``): approximate logic synthesis per layer width pair
+    (:class:`fames.appmul.synth.library.SynthConfig`; the library is cached by these settings and the liberty)."""
+
+    __pydantic_config__ = STRICT
+    methods: list[str] = field(default_factory=lambda: ["lac", "cgp"])
+    metric: str = "mred"
+    max_error: Annotated[float, Field(gt=0)] = 20.0
+    seeds: Positive = 2
+    generations: Positive = 20000
+    designs: Positive = 24
+
+
+@dataclass
 class RunConfig(FamesConfig):
     """``fames run CONFIG.yaml``: a :class:`FamesConfig` plus what the run loads and where it writes.
 
     ``model``: zoo name or ``package.module:factory``; ``checkpoint``: a fames ``.pt`` (float or quantized), a
     plain ``state_dict`` file, ``default`` (the zoo's weights) or None; ``float_checkpoint``: the float model,
     for its accuracy; ``quant``: quantize a float checkpoint by PTQ (``W4A4``, a dict or a file); ``library``:
-    ``generate`` (our families), ``evoapprox`` or a library directory; ``families``: which generated families;
+    ``generate`` (our families), ``evoapprox``, ``synth`` (approximate logic synthesis with the ``synth`` options),
+    ``generate+synth`` or a library directory; ``families``: which generated families;
     ``liberty``: ``synthetic`` or a liberty path; ``output``: the run folder; ``seeds``: repeat the sample draws,
     estimate and calibration with each seed (the first is the reported run; the report gives the spread).
     """
@@ -203,8 +218,9 @@ class RunConfig(FamesConfig):
     checkpoint: str | None = None
     float_checkpoint: str | None = None
     quant: Any = None
-    library: str = "generate"
+    library: str = "generate"  # generate | evoapprox | synth | generate+synth | a library directory
     families: list[str] = field(default_factory=lambda: ["all"])
+    synth: SynthOptions = field(default_factory=SynthOptions)
     liberty: str = "synthetic"
     data: DataConfig = field(default_factory=DataConfig)
     output: str = "fames-out"

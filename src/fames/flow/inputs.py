@@ -182,7 +182,8 @@ def prepare(cfg: RunConfig, progress: bool = True) -> Prepared:
 
     inputs = load_inputs(cfg, progress)
     layers = qlayers(inputs.model)
-    lib = candidate_appmuls(cfg.library, {m.widths for _, m in layers}, cfg.liberty, cfg.families, progress)
+    lib = candidate_appmuls(cfg.library, {m.widths for _, m in layers}, cfg.liberty, cfg.families, progress,
+                            cfg.synth)
     x, _ = inputs.samples.draw(1, cfg.seed)
     return Prepared(cfg, inputs, lib, ModelSetup.build(inputs.model, lib, tuple(x.shape[1:]),
                                                        cfg.selection.energy_metric))

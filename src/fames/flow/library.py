@@ -29,25 +29,58 @@ def liberty_path(value: str | Path) -> Path:
     return p
 
 
+def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any = None,
+                        progress: bool = True) -> list[AppMul]:
+    """Approximate logic synthesis for every width pair (``options``: a ``SynthOptions``, default settings when
+    None), NanGate-style gate costs from ``liberty``; each library is cached by its settings and the liberty."""
+    from dataclasses import asdict
+
+    from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
+    from fames.hw.cost import liberty_hash
+    from fames.io import cache_dir, content_hash
+
+    opts = asdict(options) if options is not None else {}
+    if "methods" in opts:
+        opts["methods"] = tuple(opts["methods"])
+    lib_file = liberty_path(liberty)
+    out: list[AppMul] = []
+    for a, w, sa, sw in sorted(widths):
+        if sa != sw:
+            raise FamesError(f"library synth: layers with {a}x{w} bits mix signed and unsigned operands; synthesis "
+                             "needs both signed or both unsigned")
+        cfg = SynthConfig(a, w, sa, **opts)
+        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-1")
+        if not (where / "index.json").is_file():
+            Library(synthesize(cfg, gate_cost=gate_costs(lib_file), progress=progress)).save(where, force=True)
+        out += list(Library.load(where))
+    return out
+
+
 def candidate_appmuls(
     library: Any,
     widths: set[Widths],
     liberty: str | Path = "synthetic",
     families: Iterable[str] = ("all",),
     progress: bool = True,
+    synth: Any = None,
 ) -> list[AppMul]:
     """Costed candidates for ``widths`` (plus an exact multiplier per widths).
 
     ``library``: ``"generate"`` (our families, ``families`` of them), ``"evoapprox"`` (EvoApproxLib from
-    ``../shared``, published costs), a library directory, a :class:`Library` or a list of AppMuls. Designs without a
-    cost are synthesized and costed on ``liberty`` (cached by content), and then so is every design without a
-    published cost, so that all ratios come from one liberty."""
-    generated = isinstance(library, str) and library == "generate"
+    ``../shared``, published costs), ``"synth"`` (approximate logic synthesis, ``synth`` options), ``"generate+synth"``
+    (both), a library directory, a :class:`Library` or a list of AppMuls. Designs without a cost are synthesized and
+    costed on ``liberty`` (cached by content), and then so is every design without a published cost, so that all
+    ratios come from one liberty."""
+    parts = set(library.split("+")) if isinstance(library, str) and "+" in library else {library}
+    generated = isinstance(library, str) and parts <= {"generate", "synth"} and bool(parts)
     if generated:
         ms: list[AppMul] = []
-        for a, w, sa, _sw in sorted(widths):
-            for fam in families:
-                ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
+        if "generate" in parts:
+            for a, w, sa, _sw in sorted(widths):
+                for fam in families:
+                    ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
+        if "synth" in parts:
+            ms += synthesized_appmuls(widths, liberty, synth, progress)
     elif isinstance(library, str) and library == "evoapprox":
         ms = [m for m in import_evoapprox() if m.widths in widths]
     elif isinstance(library, (str, Path)):

@@ -62,7 +62,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
             results.append(approximate_(
                 inputs.model, inputs.samples, c.library, c, eval_data=inputs.test, liberty=c.liberty,
                 families=c.families, stages=Stages(out / "stages"), float_accuracy=inputs.float_accuracy,
-                progress=progress,
+                progress=progress, synth=c.synth,
             ))
         result = results[0]
         if cfg.seeds:
