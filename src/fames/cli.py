@@ -74,24 +74,46 @@ def cmd_lib_import_evoapprox(args: argparse.Namespace) -> int:
 
 
 def cmd_lib_import(args: argparse.Namespace) -> int:
+    import concurrent.futures as cf
+    import os
+
     from fames.appmul.importers import import_design, read_text_lut
     from fames.appmul.library import Library
 
     lib = Library.load(args.out) if (Path(args.out) / "index.json").is_file() else Library()
-    for f in args.files:
+
+    def one(f: str):  # noqa: ANN202 - an AppMul
         p = Path(f)
         if p.suffix.lower() in (".v", ".sv", ".blif"):
             if not args.bits:
                 raise FamesError(f"{p}: importing a design needs --bits A W (operand widths)")
             a_bits, w_bits = args.bits[0]
-            m = import_design(p, a_bits, w_bits, args.signed, top=args.top, ports=tuple(args.ports))
-        else:
-            bits = args.bits[0] if args.bits else (None, None)
-            m = read_text_lut(p, a_bits=bits[0], w_bits=bits[1], signed=True if args.signed else None)
-        lib.add(m)
-        print(f"imported {m.name} ({m.signature()}) from {p}")
+            return import_design(p, a_bits, w_bits, args.signed, top=args.top,
+                                 ports=tuple(args.ports) if args.ports else None)
+        bits = args.bits[0] if args.bits else (None, None)
+        return read_text_lut(p, a_bits=bits[0], w_bits=bits[1], signed=True if args.signed else None)
+
+    failed: dict[str, str] = {}
+    # Yosys runs in a child process per design, so threads overlap the files
+    with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        futs = [ex.submit(one, f) for f in args.files]
+        for f, fut in zip(args.files, futs, strict=True):
+            try:
+                m = fut.result()
+            except FamesError as e:
+                failed[f] = str(e)
+                continue
+            lib.add(m)
+            print(f"imported {m.name} ({m.signature()}) from {f}")
+    if len(failed) == len(args.files):
+        raise FamesError("no design imported: " + "; ".join(failed.values()))
     lib.save(args.out, force=args.force)
-    return 0
+    for f, e in failed.items():
+        print(f"skipped {f}: {e}", file=sys.stderr)
+    if failed:
+        print(f"imported {len(args.files) - len(failed)} of {len(args.files)} files into {args.out}; "
+              f"{len(failed)} failed (above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_lib_cost(args: argparse.Namespace) -> int:
@@ -104,9 +126,22 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
     liberty = liberty_path(args.liberty)
     read_liberty(liberty)  # a malformed liberty fails before any synthesis
     check_replaceable(args.out or args.dir, is_library, args.force, "library")
+    reference = None
+    if args.reference:
+        ref = lib[args.reference]
+
+        def reference(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool):  # noqa: ANN202, FBT001
+            from fames.appmul.families import build
+
+            return ref if ref.widths == (a_bits, w_bits, a_signed, w_signed) else build(
+                "exact", a_bits, w_bits, a_signed, w_signed)
+
+    failed: dict[str, str] = {}
     costed = cost_library(
         list(lib),
         liberty,
+        reference=reference,
+        failures=failed,
         stream=args.stream,
         hold=args.hold,
         n_vectors=args.vectors,
@@ -115,8 +150,12 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
     )
     out = Library(costed)
     out.save(args.out or args.dir, force=args.force)
-    print(f"costed {len(out)} AppMuls with {liberty}; saved to {args.out or args.dir}")
-    return 0
+    print(f"costed {len(out)} AppMuls with {liberty}"
+          + (f" (relative figures against {args.reference})" if args.reference else "")
+          + f"; saved to {args.out or args.dir}")
+    for name, e in failed.items():
+        print(f"skipped {name} (left out of the costed library): {e}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
@@ -471,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = ls.add_parser(
         "import",
-        help="add designs to a library: text LUTs (`a b product` lines), Verilog (.v) or BLIF (.blif)",
+        help="add designs to a library: text LUTs (`a b product` lines), Verilog (.v) or BLIF (.blif); many files "
+        "at once, a failing file is reported and skipped (exit 1)",
         description="Python: fames.appmul.importers.read_text_lut / import_design",
     )
     im.add_argument("files", nargs="+")
@@ -481,9 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument(
         "--ports",
         nargs=3,
-        default=["a", "w", "y"],
+        default=None,
         metavar=("A", "W", "Y"),
-        help="names of the activation, weight and product ports (default a w y)",
+        help="names of the activation, weight and product ports (default: detected in a module with two inputs "
+        "and one output)",
     )
     im.add_argument("--out", required=True, help="library directory (created or extended)")
     im.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
@@ -505,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--reference", metavar="NAME",
+                   help="take relative figures against this design of the library (e.g. its own exact one) for its "
+                   "widths, instead of our exact multiplier")
     c.add_argument("--out", help="write the costed library here instead of updating DIR")
     c.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     c.set_defaults(func=cmd_lib_cost)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from fames.appmul.library import Library
@@ -52,3 +53,48 @@ def test_lib_synth_writes_a_checked_library(tmp_path, capsys):
     assert main(["lib", "synth", "--bits", "2", "2", "--operands", str(tmp_path / "nope.pt"), "--out",
                  str(tmp_path / "y")]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_lib_import_many_files_detects_ports_and_skips_a_broken_one(tmp_path, capsys):
+    from fames.appmul.families import build
+
+    files = []
+    for fam, params, ports in (("trunc", {"k": 2}, ("A", "B", "O")), ("exact", {}, ("x", "y", "Z"))):
+        m = build(fam, 3, 3, False, False, **params)
+        v = m.verilog.replace("input [2:0] a", f"input [2:0] {ports[0]}").replace(
+            "input [2:0] w", f"input [2:0] {ports[1]}").replace("output [5:0] y", f"output [5:0] {ports[2]}")
+        for old, new in zip(("a[", "w[", "assign y ="), (f"{ports[0]}[", f"{ports[1]}[", f"assign {ports[2]} ="),
+                            strict=True):
+            v = v.replace(old, new)
+        f = tmp_path / f"{m.top}.v"
+        f.write_text(v)
+        files.append((f, m))
+    broken = tmp_path / "broken.v"
+    broken.write_text("module broken(input [2:0] a, input [2:0] w, output [5:0] y);\n assign y = a * ;\nendmodule\n")
+    d = tmp_path / "lib"
+    assert main(["lib", "import", *[str(f) for f, _ in files], str(broken), "--bits", "3", "3", "--out", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.v" in err and "imported 2 of 3 files" in err
+    lib = Library.load(d)
+    for f, m in files:
+        assert np.array_equal(lib[f.stem].lut, m.lut)  # ports detected, function preserved
+    # relative figures against the library's own exact design; a design failing verification is skipped
+    assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--vectors", "256", "--reference",
+                 files[1][0].stem]) == 0
+    own = Library.load(d)[files[1][0].stem]
+    assert own.cost.relative["pdp"] == pytest.approx(1.0)
+
+
+def test_cost_library_isolates_a_failing_design():
+    from fames.appmul.families import build
+    from fames.hw.cost import cost_library
+    from fames.hw.synthetic import default_synthetic_liberty
+
+    good = build("trunc", 3, 3, False, False, k=2)
+    bad = build("trunc", 3, 3, False, False, k=3)
+    bad.lut = bad.lut.copy()
+    bad.lut[7, 7] += 1  # its Verilog no longer matches its LUT
+    failures: dict[str, str] = {}
+    out = cost_library([good, bad], default_synthetic_liberty(), progress=False, failures=failures, n_vectors=256)
+    assert [m.name for m in out] == [good.name]
+    assert list(failures) == [bad.name] and "disagrees with its LUT in 1" in failures[bad.name]

@@ -367,8 +367,9 @@ add("import-v-syntax-error",
     lambda tmp, a: _import(tmp, write(tmp / "bad.v", "module bad(input [3:0] a, input [3:0] w, output [7:0] y);\n"
                                       "  assign y = a * ;\nendmodul\n"), "--bits", "4", "4"))
 add("import-v-wrong-ports",
-    lambda tmp, a: _import(tmp, write(tmp / "p.v", "module p(input [3:0] x, input [3:0] z, output [7:0] q);\n"
-                                      "  assign q = x * z;\nendmodule\n"), "--bits", "4", "4"))
+    lambda tmp, a: _import(tmp, write(tmp / "p.v", "module p(input [3:0] x, input [3:0] z, input e, output [7:0] q);"
+                                      "\n  assign q = e ? x * z : 0;\nendmodule\n"), "--bits", "4", "4"),
+    notes="three inputs: ports cannot be detected, --ports is needed")
 add("import-v-wrong-widths",
     lambda tmp, a: _import(tmp, write(tmp / "m4.v", GOOD_V.format(n="m4")), "--bits", "8", "8"))
 add("import-v-top-not-found", lambda tmp, a: _import(tmp, write(tmp / "file.v", GOOD_V.format(n="other")),

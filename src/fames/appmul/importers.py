@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -333,14 +334,17 @@ def import_design(
     w_bits: int,
     signed: bool = False,
     top: str | None = None,
-    ports: tuple[str, str, str] = ("a", "w", "y"),
+    ports: tuple[str, str, str] | None = ("a", "w", "y"),
     name: str | None = None,
 ) -> AppMul:
     """Import a combinational multiplier from Verilog (``.v``/``.sv``) or BLIF (``.blif``).
 
     The design is synthesized to generic gates, simulated on all input pairs to obtain its LUT, and
     re-emitted as structural Verilog with the fames port convention, so that it can be costed by
-    synthesis. ``ports`` names the activation, weight and product ports of the design.
+    synthesis. ``ports`` names the activation, weight and product ports of the design; None detects them in a
+    module with exactly two inputs and one output (inputs matched to the widths, else in declaration order).
+    A product that is the same constant for every pair (e.g. EvoApproxLib's ``mul8u_TD3``) is imported with a
+    warning; an undriven product port is an error.
     """
     from fames.hw.netlist import netlist_to_verilog
     from fames.hw.synth import synthesize
@@ -351,12 +355,15 @@ def import_design(
     fmt = "blif" if path.suffix.lower() == ".blif" else "verilog"
     top = top or path.stem
     netlist = synthesize(read_text_file(path, "design"), top, None, fmt=fmt)
-    pa, pw, py = ports
+    pa, pw, py = ports or _detect_ports(netlist.inputs, netlist.outputs, a_bits, w_bits, path, top)
     for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
         if p not in group:
             raise AppMulError(f"{path}: module {top!r} has no input port {p!r} (ports: {sorted(group)}); pass --ports")
         if len(group[p]) != width:
             raise AppMulError(f"{path}: port {p!r} is {len(group[p])} bits wide, but --bits asks for {width}")
+    if py in netlist.undriven:
+        raise AppMulError(f"{path}: the product port {py!r} of module {top!r} is not (fully) driven; an undriven "
+                          "output would import as a constant")
     if py not in netlist.outputs:
         raise AppMulError(f"{path}: module {top!r} has no output port {py!r} (outputs: {sorted(netlist.outputs)})")
     if len(netlist.outputs[py]) != a_bits + w_bits:
@@ -372,8 +379,8 @@ def import_design(
     if signed:
         y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
     if np.all(y == y[0]):
-        raise AppMulError(f"{path}: the product port {py!r} is the constant {int(y[0])} for every input pair; is it "
-                          "driven? (an undriven output synthesizes to a constant)")
+        warnings.warn(f"{path}: the product port {py!r} is the constant {int(y[0])} for every input pair",
+                      stacklevel=2)
     name = name or sanitize_name(path.stem)
     tname = sanitize_name(name)
     verilog = netlist_to_verilog(netlist, tname, {pa: "a", pw: "w", py: "y"})
@@ -389,3 +396,14 @@ def import_design(
         structural=True,
         provenance={"family": "imported", "source": str(path), "format": fmt},
     )
+
+
+def _detect_ports(inputs: dict[str, list[int]], outputs: dict[str, list[int]], a_bits: int, w_bits: int,
+                  path: Path, top: str) -> tuple[str, str, str]:
+    """``(activation, weight, product)`` port names of a module with exactly two inputs and one output."""
+    if len(inputs) != 2 or len(outputs) != 1:
+        raise AppMulError(f"{path}: module {top!r} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; ports "
+                          "are detected only with two inputs and one output: name them (--ports A W Y)")
+    (i0, n0), (i1, n1) = inputs.items()
+    pa, pw = (i1, i0) if len(n0) == w_bits != a_bits and len(n1) == a_bits else (i0, i1)
+    return pa, pw, next(iter(outputs))

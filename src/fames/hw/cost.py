@@ -164,6 +164,7 @@ def cost_library(
     reference: Callable[[int, int, bool, bool], AppMul] | None = None,
     progress: bool = True,
     jobs: int | None = None,
+    failures: dict[str, str] | None = None,
     **kw: Any,
 ) -> list[AppMul]:
     """Cost every AppMul and the exact multiplier of each distinct widths key; fill ``cost.relative``.
@@ -171,7 +172,8 @@ def cost_library(
     ``reference(a_bits, w_bits, a_signed, w_signed) -> AppMul`` gives the exact design (default:
     ``fames.appmul.families.build("exact", ...)``); it is costed by the same recipe and keyword
     arguments ``kw`` (those of :func:`cost_appmul`); ``jobs`` designs are costed at once (default: CPU count).
-    Returns new AppMul objects, in the input order.
+    Returns new AppMul objects, in the input order. With a ``failures`` dict, a design that fails synthesis or
+    verification is recorded there (name -> error) and left out; without, the first failure raises.
     """
     expect(appmuls, (list, tuple), "cost_library: appmuls")
     for m in appmuls:
@@ -193,12 +195,20 @@ def cost_library(
     ):
         futs = {ex.submit(cost_appmul, d, liberty_path, **kw): i for i, d in enumerate(designs)}
         for f in cf.as_completed(futs):
-            costs[futs[f]] = f.result()
-            bar.set_postfix_str(designs[futs[f]].name[:30])
+            i = futs[f]
+            try:
+                costs[i] = f.result()
+            except HardwareError as e:
+                if failures is None or i < len(keys):  # a reference must cost
+                    raise
+                failures[designs[i].name] = str(e)
+            bar.set_postfix_str(designs[i].name[:30])
             bar.update()
     refs = dict(zip(keys, costs[: len(keys)], strict=True))
     out: list[AppMul] = []
     for m, c in zip(appmuls, costs[len(keys) :], strict=True):
+        if c is None:
+            continue
         c.relative = relative_cost(c, refs[m.widths])
         out.append(m.with_cost(c))
     return out

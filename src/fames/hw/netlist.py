@@ -60,6 +60,7 @@ class Netlist:
     net_names: list[str]
     liberty: Liberty | None = None
     order: list[int] = field(default_factory=list)  # cell indices in topological order
+    undriven: list[str] = field(default_factory=list)  # output ports with a bit no cell, input or constant drives
     _fns: dict[str, dict[str, BoolFn]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ construction
@@ -122,7 +123,11 @@ class Netlist:
             if missing:
                 raise HardwareError(f"module {top!r}: cell {cname!r} ({ctype}) leaves inputs {missing} open")
             cells.append(NCell(cname, ctype, ins, outs))
-        nl = cls(top, inputs, outputs, cells, names, liberty)
+        driven = {CONST0, CONST1} | {b for bits in inputs.values() for b in bits} | {
+            n for c in cells for n in c.outputs.values()}
+        undriven = [pname for pname, p in mod.get("ports", {}).items() if p["direction"] == "output" and any(
+            b in ("x", "z") or (isinstance(b, int) and ids[b] not in driven) for b in p["bits"])]
+        nl = cls(top, inputs, outputs, cells, names, liberty, undriven=undriven)
         nl._levelize()
         return nl
 
