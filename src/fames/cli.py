@@ -212,9 +212,10 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
     a_bits, w_bits = args.bits
     check_replaceable(args.out, lambda p: (p / "index.json").is_file(), args.force, "library")
     methods = ("lac", "cgp") if args.method == "both" else (args.method,)
-    cfg = SynthConfig(a_bits, w_bits, args.signed, methods, args.metric, args.max_error,
-                      tuple(args.thresholds) if args.thresholds else SynthConfig.thresholds, args.seeds,
-                      args.generations, args.time_s, args.designs)
+    cfg = SynthConfig(a_bits, w_bits, args.signed, methods=methods, metric=args.metric, max_error=args.max_error,
+                      thresholds=tuple(args.thresholds) if args.thresholds else SynthConfig.thresholds,
+                      seeds=args.seeds, generations=args.generations, proxy=args.proxy, time_s=args.time_s,
+                      designs=args.designs)
     liberty = liberty_path(args.liberty) if args.liberty else None
     gc = gate_costs(liberty) if liberty else None
     weights = _operand_weights(args.operands, args) if args.operands else None
@@ -250,7 +251,7 @@ def _plot_front(fronts: dict[str, list], picked: list[dict], cfg: Any, path: Pat
     ax.scatter([p["error"] for p in picked], [p["proxy_cost"] for p in picked], marker="x", color="k",
                label="in the library")
     ax.set_xlabel(f"{cfg.metric}{' (%)' if cfg.metric in ('mred', 'er') else ''}")
-    ax.set_ylabel("proxy cost (sum of gate costs)")
+    ax.set_ylabel("proxy cost: " + ("switching energy x depth" if cfg.proxy == "pdp" else "sum of gate areas"))
     ax.set_title(f"synthesized {cfg.a_bits}x{cfg.w_bits} {'signed' if cfg.signed else 'unsigned'}")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -574,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--time-s", type=POSITIVE_FLOAT, default=None,
                     help="wall-clock cap per job (results then depend on the machine's load)")
     sy.add_argument("--designs", type=POSITIVE_INT, default=24, help="designs kept, spread over the error axis")
+    sy.add_argument("--proxy", choices=["pdp", "area"], default="pdp",
+                    help="inner-loop cost: switching energy x logic depth (pdp) or the sum of gate areas")
     sy.add_argument("--liberty", help="gate costs from this liberty's smallest cells (default: NAND2 equivalents)")
     sy.add_argument("--operands", metavar="CHECKPOINT[:LAYER]",
                     help="weight the error by the operand pairs of a quantized model (all layers of these widths, "

@@ -199,6 +199,7 @@ class SynthOptions:
     seeds: Positive = 2
     generations: Positive = 20000
     designs: Positive = 24
+    proxy: str = "pdp"
 
 
 @dataclass

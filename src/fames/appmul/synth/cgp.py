@@ -24,7 +24,8 @@ from fames.appmul.synth.error import ErrorModel
 from fames.appmul.synth.lac import Step
 from fames.appmul.synth.network import ARITY, BUF, GATE_EQUIVALENTS, NOT, ONE_FN, TWO_INPUT, ZERO_FN, Network
 
-MUTABLE_FUNCTIONS = (*TWO_INPUT, NOT, BUF)  # the two-input gates, NOT and BUF (constants come by deactivation)
+MUTABLE_FUNCTIONS = (*TWO_INPUT, NOT, BUF)
+PROXIES = ("area", "pdp")  # the two-input gates, NOT and BUF (constants come by deactivation)
 
 
 def _mutate(net: Network, rng: np.random.Generator, deactivate: float) -> Network:
@@ -67,9 +68,13 @@ def cgp(
     offspring: int = 4,
     deactivate: float = 0.1,
     on_step: Callable[[Step], None] | None = None,
+    proxy: str = "area",
 ) -> list[Step]:
     """Evolve from ``net`` (e.g. an exact multiplier) for ``generations`` or ``time_s`` seconds, whichever ends
-    first; returns the parent at every strict improvement (the first entry is ``net`` itself)."""
+    first; returns the parent at every strict improvement (the first entry is ``net`` itself). ``proxy``: the cost
+    minimized, ``"area"`` (sum of gate costs) or ``"pdp"`` (:meth:`Network.pdp_proxy`)."""
+    if proxy not in PROXIES:
+        raise ValueError(f"unknown cost proxy {proxy!r}; choose one of {PROXIES}")
     if generations is None and time_s is None:
         raise ValueError("cgp needs a generation or time limit")
     gc = gate_cost or GATE_EQUIVALENTS
@@ -78,8 +83,9 @@ def cgp(
 
     def evaluate(n: Network) -> tuple[float, float]:
         act = n.active()
-        err = model(n.output_values(n.simulate(act, inputs)))
-        return err, n.cost(gc, act)
+        vals = n.simulate(act, inputs)
+        err = model(n.output_values(vals))
+        return err, n.pdp_proxy(vals, act, gc) if proxy == "pdp" else n.cost(gc, act)
 
     parent = net.copy()
     p_err, p_cost = evaluate(parent)

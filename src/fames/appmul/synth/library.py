@@ -18,14 +18,14 @@ import numpy as np
 
 from fames.appmul.circuit import Circuit
 from fames.appmul.core import AppMul, sanitize_name
-from fames.appmul.synth.cgp import cgp
+from fames.appmul.synth.cgp import PROXIES, cgp
 from fames.appmul.synth.error import METRICS, ErrorModel
 from fames.appmul.synth.lac import lac
 from fames.appmul.synth.network import FUNCTIONS, GATE_EQUIVALENTS, Network
 from fames.errors import AppMulError
 
 METHODS = ("lac", "cgp")
-DEFAULT_THRESHOLDS = (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 20.0)  # MRED %, for CGP runs (clipped to max_error)
+DEFAULT_THRESHOLDS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0)  # MRED %, CGP runs (<= max_error)
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class SynthConfig:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # one CGP run per threshold (<= max_error) and seed
     seeds: int = 2
     generations: int = 20000  # per CGP run
+    proxy: str = "pdp"  # what CGP minimizes: "pdp" (switching energy x depth) or "area" (LAC always saves area)
     time_s: float | None = None  # optional wall-clock cap per job (then results depend on machine load)
     designs: int = 24  # at most this many designs in the library, spread over the error axis
 
@@ -55,6 +56,8 @@ class SynthConfig:
             raise AppMulError(f"unknown synthesis method(s) {bad}; choose from {METHODS}")
         if self.metric not in METRICS:
             raise AppMulError(f"unknown error metric {self.metric!r}; choose one of {METRICS}")
+        if self.proxy not in PROXIES:
+            raise AppMulError(f"unknown cost proxy {self.proxy!r}; choose one of {PROXIES}")
         if not self.max_error > 0 or self.seeds < 1 or self.generations < 1 or self.designs < 1:
             raise AppMulError("max_error must be > 0 and seeds, generations, designs >= 1")
 
@@ -129,6 +132,12 @@ def gate_costs(liberty_path: str | os.PathLike, what: str = "area") -> dict[int,
     return out
 
 
+def proxy_cost(net: Network, proxy: str, gate_cost: dict[int, float]) -> float:
+    """The network's ``"area"`` (sum of gate costs) or ``"pdp"`` proxy (:meth:`Network.pdp_proxy`)."""
+    act = net.active()
+    return net.pdp_proxy(net.simulate(act), act, gate_cost) if proxy == "pdp" else net.cost(gate_cost, act)
+
+
 def run_job(
     cfg: SynthConfig, job: tuple[str, int, float], weights: np.ndarray | None, gate_cost: dict[int, float] | None
 ) -> list[Design]:
@@ -139,7 +148,8 @@ def run_job(
     if method == "lac":
         steps = lac(net, model, threshold, gate_cost, time_s=cfg.time_s)
     else:
-        steps = cgp(net, model, threshold, gate_cost, seed=seed, generations=cfg.generations, time_s=cfg.time_s)
+        steps = cgp(net, model, threshold, gate_cost, seed=seed, generations=cfg.generations, time_s=cfg.time_s,
+                    proxy=cfg.proxy)
     return [Design(s.network, s.error, s.cost, method, seed, threshold) for s in steps]
 
 
@@ -246,9 +256,11 @@ def synthesize(
     ``ray_address``: run the jobs as Ray tasks (``"auto"``, ``"local"`` or ``host:port``), else on ``workers``
     local processes (default: the CPU count). ``on_front(all_designs, front)`` sees every design before thinning.
     """
-    results = _run_all(cfg, weights, gate_cost or GATE_EQUIVALENTS, workers or os.cpu_count() or 1, ray_address,
-                       progress)
+    gc = gate_cost or GATE_EQUIVALENTS
+    results = _run_all(cfg, weights, gc, workers or os.cpu_count() or 1, ray_address, progress)
     designs = [d for r in results for d in r]
+    for d in designs:  # one cost for the front: LAC paths are scored by area, CGP by cfg.proxy
+        d.cost = proxy_cost(d.network, cfg.proxy, gc)
     front = pareto(designs)
     if on_front is not None:
         on_front(designs, front)
@@ -270,5 +282,5 @@ def front_table(designs: Sequence[Design]) -> list[dict[str, Any]]:
             for d in designs]
 
 
-__all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "front_table",
+__all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "front_table", "proxy_cost",
            "gate_costs", "pareto", "synthesize", "thin", "to_appmul"]

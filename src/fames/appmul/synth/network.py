@@ -31,6 +31,11 @@ GATE_EQUIVALENTS = {AND: 1.33, OR: 1.33, XOR: 2.0, NAND: 1.0, NOR: 1.0, XNOR: 2.
                     NOT: 0.67, BUF: 0.0, ZERO_FN: 0.0, ONE_FN: 0.0}
 
 
+# relative gate delays (NAND2 = 1; our own round figures) for the depth term of the PDP proxy
+GATE_DELAYS = {AND: 1.3, OR: 1.3, XOR: 2.0, NAND: 1.0, NOR: 1.2, XNOR: 2.0, ANDN: 1.5, ORN: 1.5, NOT: 0.6, BUF: 0.0,
+               ZERO_FN: 0.0, ONE_FN: 0.0}
+
+
 def apply(fn: int, x: int, y: int, mask: int) -> int:
     """Value of function ``fn`` on bit vectors ``x``, ``y`` (Python ints; ``mask`` = all patterns set)."""
     if fn == AND:
@@ -113,6 +118,21 @@ class Network:
         """Sum of the active nodes' costs (default :data:`GATE_EQUIVALENTS`)."""
         gc = gate_cost or GATE_EQUIVALENTS
         return float(sum(gc[self.nodes[k][0]] for k in (self.active() if active is None else active)))
+
+    def pdp_proxy(self, vals: Sequence[int | None], active: Sequence[int], gate_cost: dict[int, float]) -> float:
+        """Switching energy x depth: ``sum_g cost_g 2 p_g (1 - p_g)`` (``p_g``: the share of operand pairs on which
+        gate ``g`` is 1, uniform operands) times the longest path in :data:`GATE_DELAYS`."""
+        n_in, n = self.n_inputs, self.n_patterns
+        arrival = [0.0] * (n_in + len(self.nodes))
+        energy = 0.0
+        for k in active:
+            fn, x, y = self.nodes[k]
+            a = ARITY[fn]
+            arrival[n_in + k] = GATE_DELAYS[fn] + max(arrival[x] if a else 0.0, arrival[y] if a == 2 else 0.0)
+            p = vals[n_in + k].bit_count() / n  # type: ignore[union-attr]
+            energy += gate_cost[fn] * 2 * p * (1 - p)
+        depth = max((arrival[o] for o in self.outputs), default=0.0)
+        return energy * depth
 
     # ------------------------------------------------------------------ simulation
     def input_vectors(self) -> list[int]:
