@@ -173,3 +173,20 @@ def test_operand_histogram_counts_every_multiplication():
             for t in range(cols.shape[2]):
                 np.add.at(ref, (cols[:, g, t, :].numpy().ravel(), int(wr[g, o, t])), 1)
     assert np.array_equal(h, ref)
+
+
+@pytest.mark.parametrize("a,w,signed", [(3, 3, True), (4, 4, False)])
+def test_cgp_incremental_evaluation_equals_a_full_one(a, w, signed):
+    from fames.appmul.synth.cgp import _Evaluated, _mutate
+    from fames.appmul.synth.network import GATE_EQUIVALENTS
+
+    model, gc = ErrorModel(a, w, signed), GATE_EQUIVALENTS
+    rng = np.random.default_rng(0)
+    cur = _Evaluated.full(exact_network(a, w, signed), model, gc, "pdp")
+    for _ in range(300):  # a random walk: each child evaluated both ways, then kept (stale values accumulate)
+        child = cur.child(_mutate(cur.net, rng, 0.2), model, gc, "pdp")
+        full = _Evaluated.full(child.net.copy(), model, gc, "pdp")
+        assert child.error == pytest.approx(full.error, abs=1e-12)
+        assert child.cost == pytest.approx(full.cost, rel=1e-12)
+        assert np.array_equal(child.word, full.word)
+        cur = child

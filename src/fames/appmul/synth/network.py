@@ -122,17 +122,7 @@ class Network:
     def pdp_proxy(self, vals: Sequence[int | None], active: Sequence[int], gate_cost: dict[int, float]) -> float:
         """Switching energy x depth: ``sum_g cost_g 2 p_g (1 - p_g)`` (``p_g``: the share of operand pairs on which
         gate ``g`` is 1, uniform operands) times the longest path in :data:`GATE_DELAYS`."""
-        n_in, n = self.n_inputs, self.n_patterns
-        arrival = [0.0] * (n_in + len(self.nodes))
-        energy = 0.0
-        for k in active:
-            fn, x, y = self.nodes[k]
-            a = ARITY[fn]
-            arrival[n_in + k] = GATE_DELAYS[fn] + max(arrival[x] if a else 0.0, arrival[y] if a == 2 else 0.0)
-            p = vals[n_in + k].bit_count() / n  # type: ignore[union-attr]
-            energy += gate_cost[fn] * 2 * p * (1 - p)
-        depth = max((arrival[o] for o in self.outputs), default=0.0)
-        return energy * depth
+        return pdp_proxy(self, active, [0 if v is None else v.bit_count() for v in vals], gate_cost)
 
     # ------------------------------------------------------------------ simulation
     def input_vectors(self) -> list[int]:
@@ -217,6 +207,20 @@ class Network:
                 sig[n_in + k] = ONE if fn == ONE_FN else ZERO
         c.set_output([sig[o] for o in self.outputs], signed=self.signed)
         return c
+
+
+def pdp_proxy(net: Network, active: Sequence[int], ones: Sequence[int], gate_cost: dict[int, float]) -> float:
+    """:meth:`Network.pdp_proxy` from the 1-counts ``ones`` of every signal."""
+    n_in, n = net.n_inputs, net.n_patterns
+    arrival = [0.0] * (n_in + len(net.nodes))
+    energy = 0.0
+    for k in active:
+        fn, x, y = net.nodes[k]
+        a = ARITY[fn]
+        arrival[n_in + k] = GATE_DELAYS[fn] + max(arrival[x] if a else 0.0, arrival[y] if a == 2 else 0.0)
+        p = ones[n_in + k] / n
+        energy += gate_cost[fn] * 2 * p * (1 - p)
+    return energy * max((arrival[o] for o in net.outputs), default=0.0)
 
 
 def input_vectors(a_bits: int, w_bits: int) -> list[int]:
