@@ -81,12 +81,16 @@ def cost_appmul(
     hist: np.ndarray | None = None,
     check: bool = True,
     cache: bool = True,
+    input_nets: str = "all",
+    output_load_ff: float = OUTPUT_LOAD_FF,
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
     ``stream``/``hold``/``n_vectors``/``seed``/``hist`` choose the operand stream for energy
     (:func:`fames.hw.energy.make_stream`). With ``check`` the synthesised netlist must reproduce
-    ``appmul.lut`` exactly (else :class:`HardwareError`).
+    ``appmul.lut`` exactly (else :class:`HardwareError`). ``input_nets``: how primary-input switching counts
+    (:func:`fames.hw.energy.energy_per_op`); ``output_load_ff``: the load on every product bit (fF), for timing and
+    energy.
     """
     if clock_ns <= 0:
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
@@ -97,6 +101,8 @@ def cost_appmul(
         "seed": int(seed), "clock_ns": float(clock_ns), "check": bool(check),
         "hist": None if hist is None else content_hash(np.ascontiguousarray(hist, dtype=np.float64).tobytes()),
         "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
+        **({"input_nets": input_nets} if input_nets != "all" else {}),
+        **({"output_load_ff": float(output_load_ff)} if output_load_ff != OUTPUT_LOAD_FF else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
@@ -115,9 +121,9 @@ def cost_appmul(
                 f"AppMul {appmul.name!r}: the synthesised Verilog (module {top}) disagrees with its LUT in {bad} "
                 "of the entries; check the Verilog, the port convention and the signedness flags"
             )
-    timing = analyze(netlist)
+    timing = analyze(netlist, output_load_ff=output_load_ff)
     a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist)
-    e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing)
+    e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing, input_nets=input_nets)
     power = e.total_fj / clock_ns
     lib = netlist.liberty
     cost = Cost(

@@ -30,6 +30,7 @@ from fames.hw.netlist import Netlist
 from fames.hw.timing import TimingReport, analyze
 
 DEFAULT_VECTORS = 4096
+INPUT_NETS = ("all", "pins", "none")
 
 
 # ------------------------------------------------------------------------------------------- streams
@@ -113,8 +114,15 @@ def energy_per_op(
     *,
     clock_ns: float = 1.0,
     timing: TimingReport | None = None,
+    input_nets: str = "all",
 ) -> EnergyBreakdown:
-    """Average energy per operation (fJ) of ``netlist`` over the operand sequence ``(a_codes, w_codes)``."""
+    """Average energy per operation (fJ) of ``netlist`` over the operand sequence ``(a_codes, w_codes)``.
+
+    ``input_nets``: what the switching of nets no cell drives (primary inputs) counts: ``"all"`` (their pin loads
+    and any output-port load they reach directly), ``"pins"`` (the cells' input pins only: an output wired straight
+    to an input is the upstream driver's load) or ``"none"`` (the upstream driver pays everything)."""
+    if input_nets not in INPUT_NETS:
+        raise HardwareError(f"input_nets={input_nets!r} is not one of {INPUT_NETS}")
     lib = liberty or netlist.liberty
     if lib is None:
         raise HardwareError(f"energy of {netlist.top!r} needs a liberty-mapped netlist")
@@ -129,7 +137,21 @@ def energy_per_op(
     tog = after != vals[:, :-1]
     steps = tog.shape[1]
     tcount = tog.sum(axis=1)
-    switching = 0.5 * vdd * vdd * float(np.dot(load, tcount))
+    if input_nets != "all":  # nets no cell drives: primary inputs
+        load = load.copy()
+        driven = np.zeros(len(load), bool)
+        for c in netlist.cells:
+            driven[list(c.outputs.values())] = True
+        if input_nets == "none":
+            load[~driven] = 0.0
+        else:
+            pins = np.zeros(len(load))
+            for c in netlist.cells:
+                cell = lib.cells[c.type]
+                for pin, n in c.inputs.items():
+                    pins[n] += cell.inputs[pin].cap_ff
+            load[~driven] = pins[~driven]
+    switching = 0.5 * vdd * vdd * float((load * tcount).sum())
     when_cache: dict[str, BoolFn] = {}
     internal = 0.0
     ones = np.ones(steps, dtype=bool)
