@@ -166,41 +166,28 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
 
     from fames.data import get_loader
     from fames.quant.convert import qlayers
+    from fames.quant.operands import operand_histograms
     from fames.train import load_model
 
     ck, sep, layer = spec.rpartition(":")
     if not sep or layer.endswith(".pt"):
         ck, layer = spec, ""
     model = load_model(args.model, ck).eval()
-    layers = [(n, m) for n, m in qlayers(model) if m.widths[:2] == tuple(args.bits)]
+    names = [n for n, m in qlayers(model) if m.widths[:2] == tuple(args.bits)]
     if layer:
-        layers = [(n, m) for n, m in layers if n == layer]
-        if not layers:
-            names = [n for n, _ in qlayers(model)]
+        if layer not in names:
             raise FamesError(f"--operands: no {args.bits[0]}x{args.bits[1]}-bit layer {layer!r} in {ck}; "
-                             f"layers: {names}")
-    if not layers:
+                             f"layers: {[n for n, _ in qlayers(model)]}")
+        names = [layer]
+    if not names:
         raise FamesError(f"--operands: {ck} has no {args.bits[0]}x{args.bits[1]}-bit layer")
-    if any(m.widths[2] != args.signed for _, m in layers):
-        raise FamesError(f"--operands: the layers' operands are {'signed' if layers[0][1].widths[2] else 'unsigned'}"
-                         f"; {'drop' if args.signed else 'add'} --signed")
+    signed = {m.widths[2] for n, m in qlayers(model) if n in names}
+    if signed != {args.signed}:
+        raise FamesError(f"--operands: the layers' operands are {'signed' if True in signed else 'unsigned'}; "
+                         f"{'drop' if args.signed else 'add'} --signed")
     loader = get_loader(args.dataset, "train", 128, root=args.data_root, shuffle=False)
     x = torch.cat([b[0] for b in itertools.islice(loader, -(-args.operand_images // 128))])[: args.operand_images]
-    hists: dict[str, np.ndarray] = {}
-
-    def hook(name: str):  # noqa: ANN202
-        def f(mod, inp, out) -> None:  # noqa: ANN001
-            hists[name] = hists.get(name, 0) + mod.operand_histogram(inp[0])
-        return f
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return sum(hists.values())
+    return sum(operand_histograms(model, x, names).values())
 
 
 def cmd_lib_synth(args: argparse.Namespace) -> int:

@@ -98,3 +98,35 @@ def test_cost_library_isolates_a_failing_design():
     out = cost_library([good, bad], default_synthetic_liberty(), progress=False, failures=failures, n_vectors=256)
     assert [m.name for m in out] == [good.name]
     assert list(failures) == [bad.name] and "disagrees with its LUT in 1" in failures[bad.name]
+
+
+def test_lib_synth_operand_aware(tmp_path, capsys):
+    import torch
+
+    from fames.appmul.synth.error import ErrorModel
+    from fames.data import get_loader
+    from fames.models import create_model, save_checkpoint
+    from fames.quant import calibrate_ptq, quantize
+    from fames.quant.operands import operand_histograms
+
+    torch.manual_seed(0)
+    m = quantize(create_model("digits_cnn"), "W3A3")  # untrained weights: a skewed, real code distribution
+    calibrate_ptq(m, get_loader("digits", "train", 128, shuffle=False), num_batches=2)
+    ck = save_checkpoint(m, tmp_path / "q.pt", meta={"quant": m.fames_quant_config})
+    layer = "conv2"
+    d = tmp_path / "aware"
+    signed = ["--signed"] if m.conv2.widths[2] else []
+    assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", f"{ck}:{layer}", "--dataset", "digits",
+                 "--operand-images", "128", "--generations", "80", "--seeds", "1", "--thresholds", "5",
+                 "--max-error", "10", "--workers", "1", "--out", str(d)]) == 0
+    x = torch.cat([b[0] for b in get_loader("digits", "train", 128, shuffle=False)])[:128]
+    from fames.train import load_model
+
+    hist = operand_histograms(load_model(None, ck), x, [layer])[layer]
+    model = ErrorModel(3, 3, bool(signed), "mred", hist)
+    for a in Library.load(d):  # every design's recorded error is the operand-weighted one
+        assert model(a.lut.reshape(-1)) == pytest.approx(a.provenance["error"])
+    assert json.loads((d / "front.json").read_text())["operands"] == f"{ck}:{layer}"
+    assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", f"{ck}:nope", "--dataset", "digits",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "no 3x3-bit layer 'nope'" in capsys.readouterr().err
