@@ -1,0 +1,120 @@
+"""Operand-aware synthesis: designs whose error is weighted by one layer's operand pairs against designs with the
+uniform error, compared by the true loss change they cause in that layer at equal PDP.
+
+Usage: python bench/als_operands.py [--checkpoint checkpoints/resnet20_w4a4.pt] [--layers L1 L2 L3]
+       [--generations G] [--seeds S] [--images N] [--out docs/results/als.md]
+
+For each layer: the exact operand-pair counts of the layer on N training images weight the MRED of a CGP-only
+synthesis (same seeds, generations and thresholds as the uniform one); every design of both libraries is costed on
+NanGate (PDP relative to our exact multiplier) and put alone into its layer to measure the loss change on the same
+N images. Per PDP level p: the smallest loss change among each library's designs with PDP/exact <= p. Writes the
+section between the `<!-- als_operands -->` markers of docs/results/als.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MARK = "<!-- als_operands -->"
+LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "resnet20_w4a4.pt"))
+    ap.add_argument("--layers", nargs="+", default=["layer1.0.conv1", "layer2.0.conv2", "layer3.2.conv2"])
+    ap.add_argument("--generations", type=int, default=20000)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--liberty", default=str(SHARED / "liberty" / "nangate45_typ.lib.gz"))
+    ap.add_argument("--out", default=str(REPO / "docs" / "results" / "als.md"))
+    args = ap.parse_args()
+    if not Path(args.liberty).is_file() or not (SHARED / "data" / "cifar10").is_dir():
+        print("SKIP: ../shared/liberty or ../shared/data/cifar10 is absent (this benchmark needs ../shared)")
+        return 0
+
+    import itertools
+
+    import torch
+
+    from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
+    from fames.data import get_loader
+    from fames.hw.cost import cost_library
+    from fames.io import atomic_write_text
+    from fames.method.estimate.truth import true_loss_changes
+    from fames.quant.convert import qlayers
+    from fames.quant.operands import operand_histograms
+    from fames.train import load_model
+
+    model = load_model("resnet20", args.checkpoint).eval()
+    layers = dict(qlayers(model))
+    widths = {layers[n].widths for n in args.layers}
+    if len(widths) != 1:
+        raise SystemExit(f"the layers {args.layers} have different widths {widths}")
+    a, w, signed, _ = widths.pop()
+    loader = get_loader("cifar10", "train", 128, shuffle=False)
+    batches = list(itertools.islice(loader, -(-args.images // 128)))
+    x = torch.cat([b[0] for b in batches])[: args.images]
+    y = torch.cat([b[1] for b in batches])[: args.images]
+    hists = operand_histograms(model, x, args.layers)
+    gc = gate_costs(args.liberty)
+    cfg = SynthConfig(a, w, signed, methods=("cgp",), generations=args.generations, seeds=args.seeds)
+    t0 = time.perf_counter()
+    libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers)}
+    for n in args.layers:
+        libs[n] = synthesize(cfg, weights=hists[n], gate_cost=gc, workers=args.workers)
+        for m in libs[n]:  # unique names; the Verilog keeps its module (m.top)
+            m.name = m.name.replace("synth_", f"synth_{n.replace('.', '_')}_")
+    synth_s = time.perf_counter() - t0
+    pdp = {}
+    for ms in libs.values():
+        for m in cost_library(ms, args.liberty, jobs=args.workers):
+            pdp[m.name] = m.cost.relative["pdp"]
+    lines = [MARK, "", "## Operand-aware synthesis (`bench/als_operands.py`)", "",
+             f"`python bench/als_operands.py {' '.join(shlex.quote(s) for s in sys.argv[1:])}` "
+             f"({dt.date.today().isoformat()}; synthesis {synth_s:.0f} s): {a}x{w} "
+             f"{'signed' if signed else 'unsigned'} CGP libraries, MRED <= 20%; loss change (nat) of "
+             f"{args.checkpoint.split('/')[-1]} on {args.images} training images when only that layer uses the "
+             "design. Per PDP/exact level: the smallest loss change among designs at or below it, uniform MRED "
+             "against MRED weighted by the layer's own operand pairs.", "",
+             "| layer | PDP/exact <= | uniform | operand-aware | aware better |", "|---|---|---|---|---|"]
+    wins = total = 0
+    for n in args.layers:
+        cands = {n: libs["uniform"] + libs[n]}
+        dl = true_loss_changes(model, x, y, cands)[n][0]
+        names = [m.name for m in cands[n]]
+        k = len(libs["uniform"])
+        for p in LEVELS:
+            best = []
+            for part in (range(k), range(k, len(names))):
+                v = [dl[i] for i in part if pdp[names[i]] <= p]
+                best.append(min(v) if v else None)
+            if None not in best:
+                total += 1
+                wins += best[1] <= best[0]
+            cells = " | ".join("-" if b is None else f"{b:.4f}" for b in best)
+            verdict = "-" if None in best else ("yes" if best[1] <= best[0] else "no")
+            lines.append(f"| {n} | {p:g} | {cells} | {verdict} |")
+    lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points.", "", MARK]
+    out = Path(args.out)
+    text = out.read_text(encoding="utf-8") if out.is_file() else ""
+    if MARK in text:
+        head, _, rest = text.partition(MARK)
+        text = head + "\n".join(lines) + rest.partition(MARK)[2]
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
+    atomic_write_text(out, text)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
