@@ -3,7 +3,8 @@
 Usage: python bench/hw_fidelity.py [--liberties nangate45_typ gscl45nm] [--out docs/results/hw_cost.md]
 
 Imports the EvoApproxLib 8x8 unsigned gate-level netlists of ../shared/evoapproxlib/verilog_dev in one batch,
-costs each under every liberty and energy accounting (`input_nets`: how primary-input switching counts), and prints
+costs each under every liberty, energy model (zero-delay or glitch-aware toggles), product-bit load and accounting of
+primary-input switching (`input_nets`), and prints
 Spearman and log-Pearson correlations of power, delay, area and PDP against the published figures of
 ../shared/evoapproxlib/index.csv, pooled and on the near-exact designs (published MRED < 0.5%), plus the
 fames/published power ratio of the smallest designs (<= 6 cells). Writes the section between the
@@ -43,6 +44,7 @@ def main() -> int:
     ap.add_argument("--liberties", nargs="+", default=["nangate45_typ", "gscl45nm"])
     ap.add_argument("--input-nets", nargs="+", default=["all", "none"])
     ap.add_argument("--output-loads", nargs="+", type=float, default=[3.9, 0.0], help="fF on every product bit")
+    ap.add_argument("--energy", nargs="+", default=["zero-delay", "glitch"], choices=["zero-delay", "glitch"])
     ap.add_argument("--near-exact", type=float, default=0.5, help="MRED (%%) bound of the near-exact subset")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "hw_cost.md"))
     args = ap.parse_args()
@@ -76,15 +78,16 @@ def main() -> int:
              f"{len(near)} designs. `input_nets`: how switching of nets no cell drives counts (all = pin loads and "
              "output-port loads they reach directly; pins = cell input pins only; none = left to the upstream "
              "driver). Spearman rho / Pearson r of logs against the published values.", "",
-             "| liberty | input_nets | output load fF | subset | power | delay | area | PDP | small designs: power "
-             "fames/published |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    variants = [(ln, lp, md, ol) for ln, lp in libs.items() for ol in args.output_loads for md in args.input_nets]
-    for lname, lpath, mode, oload in variants:
+             "| liberty | energy | input_nets | output load fF | subset | power | delay | area | PDP | small designs: "
+             "power fames/published |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    variants = [(ln, lp, md, ol, en) for ln, lp in libs.items() for en in args.energy for ol in args.output_loads
+                for md in args.input_nets]
+    for lname, lpath, mode, oload, energy in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
-                lambda m, lp=lpath, md=mode, ol=oload: cost_appmul(m, lp, input_nets=md, output_load_ff=ol),
-                designs), strict=True))
+                lambda m, lp=lpath, md=mode, ol=oload, g=energy == "glitch": cost_appmul(
+                    m, lp, input_nets=md, output_load_ff=ol, glitches=g), designs), strict=True))
         small = [n for n in names if (costs[n].cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0]
         ratio = ", ".join(f"{n} {costs[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.1f}x" for n in small)
         for subset, sel in (("all", names), ("near-exact", near)):
@@ -94,7 +97,7 @@ def main() -> int:
                 theirs = [float(pub[n][pub_key]) for n in sel]
                 rho, r = correlations(ours, theirs)
                 cells.append(f"{rho:.3f} / {r:.3f}")
-            lines.append(f"| {lname} | {mode} | {oload:g} | {subset} ({len(sel)}) | " + " | ".join(cells)
+            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {subset} ({len(sel)}) | " + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
         print(lines[-2], lines[-1], sep="\n", flush=True)
     lines += ["", MARK]

@@ -83,6 +83,7 @@ def cost_appmul(
     cache: bool = True,
     input_nets: str = "all",
     output_load_ff: float = OUTPUT_LOAD_FF,
+    glitches: bool = False,
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
@@ -90,7 +91,7 @@ def cost_appmul(
     (:func:`fames.hw.energy.make_stream`). With ``check`` the synthesised netlist must reproduce
     ``appmul.lut`` exactly (else :class:`HardwareError`). ``input_nets``: how primary-input switching counts
     (:func:`fames.hw.energy.energy_per_op`); ``output_load_ff``: the load on every product bit (fF), for timing and
-    energy.
+    energy; ``glitches``: timing-aware toggle counts (:mod:`fames.hw.glitch`).
     """
     if clock_ns <= 0:
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
@@ -103,6 +104,7 @@ def cost_appmul(
         "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
         **({"input_nets": input_nets} if input_nets != "all" else {}),
         **({"output_load_ff": float(output_load_ff)} if output_load_ff != OUTPUT_LOAD_FF else {}),
+        **({"glitches": True} if glitches else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
@@ -123,7 +125,8 @@ def cost_appmul(
             )
     timing = analyze(netlist, output_load_ff=output_load_ff)
     a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist)
-    e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing, input_nets=input_nets)
+    e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing, input_nets=input_nets,
+                      glitches=glitches)
     power = e.total_fj / clock_ns
     lib = netlist.liberty
     cost = Cost(

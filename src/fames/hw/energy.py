@@ -13,8 +13,9 @@ between consecutive operations contributes
   ``when``, then all arcs. Input-pin ("hidden") internal power is added per input toggle likewise;
 * leakage ``sum(cell_leakage_power) x clock_ns``.
 
-Zero-delay: glitches are not counted (they add 12-61 % on real multipliers, see DESIGN.md), so the
-numbers rank designs rather than predict silicon. Energies are averages per operation (per transition).
+Zero-delay by default: glitches are not counted (they add 12-61 % on real multipliers, see DESIGN.md);
+``glitches=True`` counts the toggles of a timing-aware simulation instead (:mod:`fames.hw.glitch`).
+Energies are averages per operation (per transition).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fames.errors import HardwareError
+from fames.hw.glitch import glitch_toggles
 from fames.hw.liberty import BoolFn, Liberty, PowerArc, compile_function
 from fames.hw.netlist import Netlist
 from fames.hw.timing import TimingReport, analyze
@@ -115,12 +117,16 @@ def energy_per_op(
     clock_ns: float = 1.0,
     timing: TimingReport | None = None,
     input_nets: str = "all",
+    glitches: bool = False,
+    resolution_ps: float = 1.0,
 ) -> EnergyBreakdown:
     """Average energy per operation (fJ) of ``netlist`` over the operand sequence ``(a_codes, w_codes)``.
 
     ``input_nets``: what the switching of nets no cell drives (primary inputs) counts: ``"all"`` (their pin loads
     and any output-port load they reach directly), ``"pins"`` (the cells' input pins only: an output wired straight
-    to an input is the upstream driver's load) or ``"none"`` (the upstream driver pays everything)."""
+    to an input is the upstream driver's load) or ``"none"`` (the upstream driver pays everything). ``glitches``:
+    count every toggle of a timing-aware simulation (:mod:`fames.hw.glitch`) instead of the zero-delay ones; the
+    internal energy per toggle of each net is then the zero-delay average (the mean of its arcs if it had none)."""
     if input_nets not in INPUT_NETS:
         raise HardwareError(f"input_nets={input_nets!r} is not one of {INPUT_NETS}")
     lib = liberty or netlist.liberty
@@ -137,6 +143,8 @@ def energy_per_op(
     tog = after != vals[:, :-1]
     steps = tog.shape[1]
     tcount = tog.sum(axis=1)
+    gcount = glitch_toggles(netlist, lib, vals, timing, resolution_ps) if glitches else tcount
+    scale = np.where(tcount > 0, gcount / np.maximum(tcount, 1), 0.0)  # timing-aware toggles per zero-delay one
     if input_nets != "all":  # nets no cell drives: primary inputs
         load = load.copy()
         driven = np.zeros(len(load), bool)
@@ -151,7 +159,7 @@ def energy_per_op(
                 for pin, n in c.inputs.items():
                     pins[n] += cell.inputs[pin].cap_ff
             load[~driven] = pins[~driven]
-    switching = 0.5 * vdd * vdd * float((load * tcount).sum())
+    switching = 0.5 * vdd * vdd * float((load * gcount).sum())
     when_cache: dict[str, BoolFn] = {}
     internal = 0.0
     ones = np.ones(steps, dtype=bool)
@@ -160,10 +168,15 @@ def energy_per_op(
         env: dict[str, Any] | None = None
         for pin, onet in c.outputs.items():
             op = cell.outputs.get(pin)
-            if op is None or not op.power or tcount[onet] == 0:
+            if op is None or not op.power or gcount[onet] == 0:
                 continue
             arcs = [a for a in op.power if a.related_pin is None or a.related_pin in c.inputs]
             if not arcs:
+                continue
+            if tcount[onet] == 0:  # only glitches: the mean arc energy per toggle
+                slews = [float(slew[c.inputs[a.related_pin]]) if a.related_pin else 0.0 for a in arcs]
+                er, ef = _arc_energy(arcs, slews, float(load[onet]))
+                internal += float(gcount[onet]) * float((er + ef).mean()) / 2
                 continue
             if env is None and any(a.when for a in arcs):
                 env = {p: after[n] for p, n in c.inputs.items()}
@@ -184,17 +197,20 @@ def energy_per_op(
             m = np.where((cnt == 0)[None, :], True, m)
             cnt = m.sum(axis=0)
             per_step = (m * e_arc).sum(axis=0) / cnt
-            internal += float(per_step[ot].sum())
+            internal += float(per_step[ot].sum()) * float(scale[onet])
         for pin, inet in c.inputs.items():
             ip = cell.inputs.get(pin)
-            if ip is None or not ip.power or tcount[inet] == 0:
+            if ip is None or not ip.power or gcount[inet] == 0:
                 continue
             er, ef = _arc_energy(ip.power, [float(slew[inet])] * len(ip.power), 0.0)
+            if tcount[inet] == 0:
+                internal += float(gcount[inet]) * float((er.mean() + ef.mean()) / 2)
+                continue
             rose = after[inet][tog[inet]]
-            internal += float(np.where(rose, er.mean(), ef.mean()).sum())
+            internal += float(np.where(rose, er.mean(), ef.mean()).sum()) * float(scale[inet])
     leak = netlist.leakage_nw() * clock_ns * 1e-3  # nW x ns = 1e-18 J = 1e-3 fJ
     return EnergyBreakdown(switching / steps, internal / steps, leak, clock_ns, steps,
-                           float(tcount.sum()) / steps)
+                           float(gcount.sum()) / steps)
 
 
 def _when(text: str, cache: dict[str, BoolFn], env: dict[str, Any] | None, steps: int) -> np.ndarray:
