@@ -205,7 +205,7 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(a_bits, w_bits, args.signed, methods=methods, metric=args.metric, max_error=args.max_error,
                       thresholds=tuple(args.thresholds) if args.thresholds else SynthConfig.thresholds,
                       seeds=args.seeds, generations=args.generations, proxy=args.proxy, time_s=args.time_s,
-                      designs=args.designs)
+                      designs=args.designs, family_starts=not args.no_family_starts)
     liberty = liberty_path(args.liberty) if args.liberty else None
     gc = gate_costs(liberty) if liberty else None
     weights = _operand_weights(args.operands, args) if args.operands else None
@@ -571,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--time-s", type=POSITIVE_FLOAT, default=None,
                     help="wall-clock cap per job (results then depend on the machine's load)")
     sy.add_argument("--designs", type=POSITIVE_INT, default=24, help="designs kept, spread over the error axis")
+    sy.add_argument("--no-family-starts", action="store_true",
+                    help="start every search from the exact multiplier only (default: CGP also improves the "
+                    "families' Pareto-best designs; a family design itself is never written as synthesized)")
     sy.add_argument("--proxy", choices=["pdp", "area"], default="pdp",
                     help="inner-loop cost: switching energy x logic depth (pdp) or the sum of gate areas")
     sy.add_argument("--liberty", help="gate costs from this liberty's smallest cells (default: NAND2 equivalents)")

@@ -190,3 +190,21 @@ def test_cgp_incremental_evaluation_equals_a_full_one(a, w, signed):
         assert child.cost == pytest.approx(full.cost, rel=1e-12)
         assert np.array_equal(child.word, full.word)
         cur = child
+
+
+def test_family_starts():
+    from fames.appmul.families import build_family
+    from fames.appmul.synth.library import start_networks
+    from fames.appmul.synth.network import GATE_EQUIVALENTS
+
+    cfg = SynthConfig(3, 3, False, max_error=10.0, thresholds=(1.0, 5.0))
+    model = ErrorModel(3, 3, False)
+    starts = start_networks(cfg, model, GATE_EQUIVALENTS)
+    fams = {m.name: m for m in build_family("all", 3, 3, False)}
+    assert "exact" in starts and len(starts) > 2
+    for name, net in starts.items():  # each start is that family design, within the bound
+        assert np.array_equal(net.lut(), fams[name if name != "exact" else "exact_3x3u"].lut)
+        assert model(net.output_values()) <= 10.0
+    jobs = cfg.jobs({"exact": 0.0, "trunc_x": 3.0})
+    assert ("cgp", 0, 5.0, "trunc_x") in jobs and ("cgp", 0, 1.0, "trunc_x") not in jobs
+    assert [j for j in jobs if j[0] == "lac"] == [("lac", 0, 10.0, "exact")]

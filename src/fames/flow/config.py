@@ -200,6 +200,7 @@ class SynthOptions:
     generations: Positive = 20000
     designs: Positive = 24
     proxy: str = "pdp"
+    family_starts: bool = True
 
 
 @dataclass

@@ -44,6 +44,7 @@ class SynthConfig:
     proxy: str = "pdp"  # what CGP minimizes: "pdp" (switching energy x depth) or "area" (LAC always saves area)
     time_s: float | None = None  # optional wall-clock cap per job (then results depend on machine load)
     designs: int = 24  # at most this many designs in the library, spread over the error axis
+    family_starts: bool = True  # CGP also starts from the families' Pareto-best designs within max_error
 
     def __post_init__(self) -> None:
         from fames.appmul.core import MAX_BITS, MIN_BITS
@@ -61,14 +62,18 @@ class SynthConfig:
         if not self.max_error > 0 or self.seeds < 1 or self.generations < 1 or self.designs < 1:
             raise AppMulError("max_error must be > 0 and seeds, generations, designs >= 1")
 
-    def jobs(self) -> list[tuple[str, int, float]]:
-        """``(method, seed, threshold)`` of every job: one LAC path (to ``max_error``), CGP per threshold and seed."""
-        out: list[tuple[str, int, float]] = []
+    def jobs(self, starts: dict[str, float] | None = None) -> list[tuple[str, int, float, str]]:
+        """``(method, seed, threshold, start)`` of every job: one LAC path from the exact multiplier (to
+        ``max_error``); CGP per threshold and seed from the exact multiplier, and per threshold from every other
+        start (``starts``: name -> its error) whose error is within the threshold."""
+        out: list[tuple[str, int, float, str]] = []
         if "lac" in self.methods:
-            out.append(("lac", 0, self.max_error))
+            out.append(("lac", 0, self.max_error, "exact"))
         if "cgp" in self.methods:
             ths = sorted({t for t in self.thresholds if t <= self.max_error} | {self.max_error})
-            out += [("cgp", s, t) for t in ths for s in range(self.seeds)]
+            out += [("cgp", s, t, "exact") for t in ths for s in range(self.seeds)]
+            for name, err in (starts or {}).items():
+                out += [("cgp", 0, t, name) for t in ths if t >= err and name != "exact"]
         return out
 
 
@@ -87,11 +92,38 @@ class Design:
 
 def exact_network(a_bits: int, w_bits: int, signed: bool) -> Network:
     """Our exact multiplier (the ``exact`` family's circuit) as the seed network."""
+    return family_network("exact", {}, a_bits, w_bits, signed)
+
+
+def family_network(family: str, params: dict[str, Any], a_bits: int, w_bits: int, signed: bool) -> Network:
+    """The circuit of one family design as a network."""
     from fames.appmul.families import FAMILIES
 
-    c = Circuit(a_bits, w_bits, "exact")
-    c.set_output(FAMILIES["exact"].circuit(c, signed), signed=signed)
+    c = Circuit(a_bits, w_bits, family)
+    c.set_output(FAMILIES[family].circuit(c, signed, **params), signed=signed)
     return Network.from_circuit(c, signed)
+
+
+def start_networks(cfg: SynthConfig, model: ErrorModel, gate_cost: dict[int, float]) -> dict[str, Network]:
+    """Where the searches start: the exact multiplier and (``family_starts``) the families' designs on the Pareto
+    front of (error, proxy cost) within ``max_error``."""
+    from fames.appmul.families import build_family
+
+    nets = {"exact": exact_network(cfg.a_bits, cfg.w_bits, cfg.signed)}
+    if not cfg.family_starts:
+        return nets
+    cands = []
+    for m in build_family("all", cfg.a_bits, cfg.w_bits, cfg.signed):
+        if m.provenance.get("family") == "exact":
+            continue
+        net = family_network(m.provenance["family"], m.provenance["params"], cfg.a_bits, cfg.w_bits, cfg.signed)
+        err = model(net.output_values())
+        if err <= cfg.max_error:
+            cands.append(Design(net, err, proxy_cost(net, cfg.proxy, gate_cost), "family", 0, err,
+                                {"start": m.name}))
+    for d in pareto(cands):
+        nets[d.extra["start"]] = d.network
+    return nets
 
 
 def gate_costs(liberty_path: str | os.PathLike, what: str = "area") -> dict[int, float]:
@@ -139,18 +171,21 @@ def proxy_cost(net: Network, proxy: str, gate_cost: dict[int, float]) -> float:
 
 
 def run_job(
-    cfg: SynthConfig, job: tuple[str, int, float], weights: np.ndarray | None, gate_cost: dict[int, float] | None
+    cfg: SynthConfig, job: tuple[str, int, float, str], start: Network, weights: np.ndarray | None,
+    gate_cost: dict[int, float] | None,
 ) -> list[Design]:
-    """Every design one job passes (picklable: runs in a worker process or a Ray task)."""
-    method, seed, threshold = job
-    net = exact_network(cfg.a_bits, cfg.w_bits, cfg.signed)
+    """Every design one job passes from ``start`` (picklable: runs in a worker process or a Ray task)."""
+    method, seed, threshold, start_name = job
     model = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
     if method == "lac":
-        steps = lac(net, model, threshold, gate_cost, time_s=cfg.time_s)
+        steps = lac(start, model, threshold, gate_cost, time_s=cfg.time_s)
     else:
-        steps = cgp(net, model, threshold, gate_cost, seed=seed, generations=cfg.generations, time_s=cfg.time_s,
+        steps = cgp(start, model, threshold, gate_cost, seed=seed, generations=cfg.generations, time_s=cfg.time_s,
                     proxy=cfg.proxy)
-    return [Design(s.network, s.error, s.cost, method, seed, threshold) for s in steps]
+    extra = {} if start_name == "exact" else {"start": start_name}
+    if extra:  # a family design itself is not a synthesized one: only what the search made of it
+        steps = steps[1:]
+    return [Design(s.network, s.error, s.cost, method, seed, threshold, dict(extra)) for s in steps]
 
 
 def pareto(designs: Sequence[Design]) -> list[Design]:
@@ -201,11 +236,13 @@ def to_appmul(d: Design, cfg: SynthConfig, index: int, tag: str = "") -> AppMul:
     )
 
 
-def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, float] | None, workers: int,
+def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, float], workers: int,
              ray_address: str | None, progress: bool) -> list[list[Design]]:
     from tqdm.auto import tqdm
 
-    jobs = cfg.jobs()
+    model = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
+    starts = start_networks(cfg, model, gate_cost)
+    jobs = cfg.jobs({n: model(net.output_values()) for n, net in starts.items()})
     bar = tqdm(total=len(jobs), desc=f"synth {cfg.a_bits}x{cfg.w_bits}", unit="job", disable=not progress)
     try:
         if ray_address is not None:
@@ -217,7 +254,7 @@ def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, 
                 ray.init(address=None if ray_address == "local" else ray_address, include_dashboard=False,
                          log_to_driver=False)
             task = ray.remote(run_job)
-            refs = [task.remote(cfg, j, weights, gate_cost) for j in jobs]
+            refs = [task.remote(cfg, j, starts[j[3]], weights, gate_cost) for j in jobs]
             out = []
             for r in refs:
                 out.append(ray.get(r))
@@ -226,11 +263,11 @@ def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, 
         if workers <= 1 or len(jobs) == 1:
             out = []
             for j in jobs:
-                out.append(run_job(cfg, j, weights, gate_cost))
+                out.append(run_job(cfg, j, starts[j[3]], weights, gate_cost))
                 bar.update()
             return out
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(run_job, cfg, j, weights, gate_cost) for j in jobs]
+            futs = [pool.submit(run_job, cfg, j, starts[j[3]], weights, gate_cost) for j in jobs]
             out = []
             for f in futs:
                 out.append(f.result())
@@ -277,10 +314,10 @@ def synthesize(
 
 
 def front_table(designs: Sequence[Design]) -> list[dict[str, Any]]:
-    """Rows ``{error, cost, method, seed, threshold}`` of designs (for reports and plots)."""
-    return [{"error": d.error, "cost": d.cost, "method": d.method, "seed": d.seed, "threshold": d.threshold}
-            for d in designs]
+    """Rows ``{error, cost, method, seed, threshold, start}`` of designs (for reports and plots)."""
+    return [{"error": d.error, "cost": d.cost, "method": d.method, "seed": d.seed, "threshold": d.threshold,
+             "start": d.extra.get("start", "exact")} for d in designs]
 
 
-__all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "front_table", "proxy_cost",
-           "gate_costs", "pareto", "synthesize", "thin", "to_appmul"]
+__all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "family_network",
+           "front_table", "gate_costs", "pareto", "proxy_cost", "start_networks", "synthesize", "thin", "to_appmul"]
