@@ -114,9 +114,11 @@ def test_pareto_and_thin():
     assert len(kept) <= 3 and kept[0].error == 0 and kept[-1].error == 8
 
 
-def test_library_same_on_a_pool_and_in_process():
+def test_library_same_on_a_pool_and_in_process(tmp_path, monkeypatch):
     cfg = SynthConfig(3, 3, False, thresholds=(2.0, 10.0), max_error=10.0, seeds=1, generations=200)
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "serial"))  # separate caches: both really run
     serial = synthesize(cfg, workers=1, progress=False)
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "pool"))
     pooled = synthesize(cfg, workers=2, progress=False)
     assert [m.name for m in serial] == [m.name for m in pooled]
     assert all(np.array_equal(x.lut, y.lut) for x, y in zip(serial, pooled, strict=True))
@@ -125,10 +127,12 @@ def test_library_same_on_a_pool_and_in_process():
         assert ErrorModel(3, 3, False)(m.lut.reshape(-1)) == pytest.approx(m.provenance["error"])
 
 
-def test_library_on_ray_matches_the_pool():
+def test_library_on_ray_matches_the_pool(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'fames[ray]'")
     cfg = SynthConfig(2, 2, False, thresholds=(5.0,), max_error=10.0, seeds=1, generations=100)
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "local"))
     local = synthesize(cfg, workers=1, progress=False)
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "ray"))
     try:
         on_ray = synthesize(cfg, ray_address="local", progress=False)
     finally:
@@ -208,3 +212,19 @@ def test_family_starts():
     jobs = cfg.jobs({"exact": 0.0, "trunc_x": 3.0})
     assert ("cgp", 0, 5.0, "trunc_x") in jobs and ("cgp", 0, 1.0, "trunc_x") not in jobs
     assert [j for j in jobs if j[0] == "lac"] == [("lac", 0, 10.0, "exact")]
+
+
+def test_synthesis_resumes_from_cached_jobs(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
+    cfg = SynthConfig(3, 3, False, thresholds=(5.0,), max_error=10.0, seeds=1, generations=600, family_starts=False)
+    t0 = time.perf_counter()
+    first = synthesize(cfg, workers=1, progress=False)
+    cold = time.perf_counter() - t0
+    assert len(list((tmp_path / "synth-jobs").glob("*.json"))) == len(cfg.jobs())
+    t0 = time.perf_counter()
+    again = synthesize(cfg, workers=1, progress=False)
+    assert time.perf_counter() - t0 < cold
+    assert [m.name for m in again] == [m.name for m in first]
+    assert all(np.array_equal(x.lut, y.lut) for x, y in zip(first, again, strict=True))

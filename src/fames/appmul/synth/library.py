@@ -25,6 +25,7 @@ from fames.appmul.synth.network import FUNCTIONS, GATE_EQUIVALENTS, Network
 from fames.errors import AppMulError
 
 METHODS = ("lac", "cgp")
+JOB_VERSION = "synth-job-1"  # bump when a search changes what the same settings produce
 DEFAULT_THRESHOLDS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0)  # MRED %, CGP runs (<= max_error)
 
 
@@ -170,11 +171,41 @@ def proxy_cost(net: Network, proxy: str, gate_cost: dict[int, float]) -> float:
     return net.pdp_proxy(net.simulate(act), act, gate_cost) if proxy == "pdp" else net.cost(gate_cost, act)
 
 
+def job_key(cfg: SynthConfig, job: tuple[str, int, float, str], start: Network, weights: np.ndarray | None,
+            gate_cost: dict[int, float]) -> str:
+    """Content key of a job's result: settings, the job, its start network, the operand weights, the gate costs."""
+    from fames.io import content_hash
+
+    w = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+    return content_hash(JOB_VERSION, repr(cfg), repr(job), repr((start.nodes, start.outputs)), w,
+                        repr(sorted(gate_cost.items())))
+
+
 def run_job(
     cfg: SynthConfig, job: tuple[str, int, float, str], start: Network, weights: np.ndarray | None,
     gate_cost: dict[int, float] | None,
 ) -> list[Design]:
-    """Every design one job passes from ``start`` (picklable: runs in a worker process or a Ray task)."""
+    """Every design one job passes from ``start`` (picklable: runs in a worker process or a Ray task). Results are
+    kept in the fames cache under the job's content key, so an interrupted synthesis resumes where it stopped."""
+    from fames.io import cache_dir, read_checked_json, write_checked_json
+
+    gc = gate_cost or GATE_EQUIVALENTS
+    path = cache_dir() / "synth-jobs" / f"{job_key(cfg, job, start, weights, gc)}.json"
+    got = read_checked_json(path)
+    if isinstance(got, list):
+        return [Design(Network(cfg.a_bits, cfg.w_bits, cfg.signed, [tuple(n) for n in d["nodes"]], d["outputs"]),
+                       d["error"], d["cost"], d["method"], d["seed"], d["threshold"], d["extra"]) for d in got]
+    out = _run_job(cfg, job, start, weights, gc)
+    write_checked_json(path, [{"nodes": d.network.nodes, "outputs": d.network.outputs, "error": d.error,
+                               "cost": d.cost, "method": d.method, "seed": d.seed, "threshold": d.threshold,
+                               "extra": d.extra} for d in out])
+    return out
+
+
+def _run_job(
+    cfg: SynthConfig, job: tuple[str, int, float, str], start: Network, weights: np.ndarray | None,
+    gate_cost: dict[int, float],
+) -> list[Design]:
     method, seed, threshold, start_name = job
     model = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
     if method == "lac":
