@@ -417,6 +417,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_torch(args.threads)
     if args.output:
         cfg.output = args.output
+    if args.verbose:
+        cfg.selection.solver_output = True
     r = run(cfg, force=args.force)
     if r.test:  # target mode: chosen on the validation split, measured once on the test data
         t, pd = r.test, r.test["paired_difference"]
@@ -660,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--output", default=None, help="override the config's output directory")
     rn.add_argument("--threads", type=POSITIVE_INT, default=None)
     rn.add_argument("--force", action="store_true", help="write into an output folder that holds other files")
+    rn.add_argument("--verbose", action="store_true", help="show the ILP solver's (HiGHS) log")
     rn.set_defaults(func=cmd_run)
 
     dm = sub.add_parser(

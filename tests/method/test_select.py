@@ -88,3 +88,24 @@ def test_dominated_candidates():
     # row 1: 1 and 2 lose to 3; 4 is cheaper than 0 at a higher omega, so both stay
     expected = [[False, False, True, True, False], [False, True, True, False, False]]
     np.testing.assert_array_equal(dominated(p), expected)
+
+
+def test_solver_output_is_silenced_at_the_file_descriptor(capfd):
+    import os
+
+    from fames.method.select.solvers import _quiet_stdout
+
+    with _quiet_stdout():
+        os.write(1, b"a C-level solver line\n")  # what HiGHS prints despite disp=False
+        print("and a Python one")
+    print("after")
+    out = capfd.readouterr().out
+    assert out == "after\n"
+
+
+def test_solver_output_does_not_change_stage_keys():
+    from fames.flow.approximate import _fields_key
+    from fames.flow.config import SelectionConfig
+
+    assert _fields_key(SelectionConfig()) == _fields_key(SelectionConfig(solver_output=True))
+    assert _fields_key(SelectionConfig()) != _fields_key(SelectionConfig(granularity="filter"))

@@ -225,9 +225,16 @@ def appmuls_key(appmuls: list[AppMul]) -> str:
     return content_hash(*parts)
 
 
+UNKEYED_FIELDS = {"solver_output"}  # settings that change what is printed, not what is computed
+
+
 def _fields_key(*objs: Any) -> str:
-    return content_hash(*(json.dumps(o if not hasattr(o, "__dataclass_fields__") else asdict(o), sort_keys=True,
-                                     default=str) for o in objs))
+    def fields(o: Any) -> Any:
+        if not hasattr(o, "__dataclass_fields__"):
+            return o
+        return {k: v for k, v in asdict(o).items() if k not in UNKEYED_FIELDS}
+
+    return content_hash(*(json.dumps(fields(o), sort_keys=True, default=str) for o in objs))
 
 
 # ---------------------------------------------------------------------------------------------- the verb
@@ -504,7 +511,7 @@ class _BudgetContext:
     def _run(self, ratio: float, floor: float | None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         cfg, progress = self.cfg, self.progress
         try:
-            sel = ILPSelector().solve(self.mp.problem, ratio)
+            sel = ILPSelector(verbose=cfg.selection.solver_output).solve(self.mp.problem, ratio)
         except InfeasibleBudget as e:
             return asdict(BudgetRow(ratio, infeasible=True, min_ratio=e.min_ratio, message=str(e))), None
         m = apply_choice(copy.deepcopy(self.model), self.mp, sel.choice)

@@ -75,13 +75,15 @@ class SelectionConfig:
     """How the ILP selects: ``granularity`` (``layer`` | ``filter`` | ``kernel`` = output x input channel pair),
     ``energy_metric`` (``pdp`` as the paper, or simulated ``energy`` per op), ``compensation`` (``none`` |
     ``control_variate`` on every approximate layer | ``auto``: the ILP decides per layer), ``stop_at_loss``
-    (sweep budgets downwards and stop after the first one beyond ``max_accuracy_loss``)."""
+    (sweep budgets downwards and stop after the first one beyond ``max_accuracy_loss``), ``solver_output`` (let
+    HiGHS print its log; silenced by default)."""
 
     __pydantic_config__ = STRICT
     granularity: str = "layer"
     energy_metric: str = "pdp"
     compensation: str = "none"
     stop_at_loss: bool = False
+    solver_output: bool = False
 
     def __post_init__(self) -> None:
         _one_of("granularity", self.granularity, GRANULARITIES)

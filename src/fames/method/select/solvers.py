@@ -3,7 +3,11 @@ greedy baseline; :func:`select` and :func:`pareto_sweep` are the drivers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -16,8 +20,8 @@ class ILPSelector:
 
     name = "ilp"
 
-    def __init__(self, time_limit: float = 60.0, mip_rel_gap: float = 1e-6) -> None:
-        self.time_limit, self.mip_rel_gap = time_limit, mip_rel_gap
+    def __init__(self, time_limit: float = 60.0, mip_rel_gap: float = 1e-6, verbose: bool = False) -> None:
+        self.time_limit, self.mip_rel_gap, self.verbose = time_limit, mip_rel_gap, verbose
 
     def solve(self, problem: SelectionProblem, ratio: float) -> Selection:
         from scipy.optimize import Bounds, LinearConstraint, milp
@@ -37,13 +41,14 @@ class ILPSelector:
             LinearConstraint(one_per_group, 1, 1),
             LinearConstraint(e.reshape(1, -1), -np.inf, budget * (1 + 1e-12)),
         ]
-        res = milp(
-            c,
-            constraints=cons,
-            integrality=np.ones(n),
-            bounds=Bounds(0, 1),
-            options={"time_limit": self.time_limit, "mip_rel_gap": self.mip_rel_gap, "disp": False},
-        )
+        with contextlib.nullcontext() if self.verbose else _quiet_stdout():
+            res = milp(
+                c,
+                constraints=cons,
+                integrality=np.ones(n),
+                bounds=Bounds(0, 1),
+                options={"time_limit": self.time_limit, "mip_rel_gap": self.mip_rel_gap, "disp": self.verbose},
+            )
         secs = time.perf_counter() - t0
         if res.x is None:
             raise FamesError(f"ILP solver failed: {res.message}")
@@ -55,6 +60,26 @@ class ILPSelector:
         om, r = problem.evaluate(choice)
         status = "optimal" if res.status == 0 else f"time limit ({res.message})"
         return Selection(choice, r, ratio, om, secs, self.name, status)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence the process's standard output (file descriptor 1) meanwhile: HiGHS' C++ code prints some lines
+    (e.g. ``HighsMipSolverData::transformNewIntegerFeasibleSolution``) even with ``disp`` off."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no real descriptor (e.g. a captured stream): nothing to do
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 class GreedySelector:
