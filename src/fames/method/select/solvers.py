@@ -66,13 +66,13 @@ class ILPSelector:
 def _quiet_stdout() -> Iterator[None]:
     """Silence the process's standard output (file descriptor 1) meanwhile: HiGHS' C++ code prints some lines
     (e.g. ``HighsMipSolverData::transformNewIntegerFeasibleSolution``) even with ``disp`` off."""
+    fd = 1  # where C code writes, whatever sys.stdout is
+    sys.stdout.flush()
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # no real descriptor (e.g. a captured stream): nothing to do
+        saved = os.dup(fd)
+    except OSError:  # no standard output at all: nothing to silence
         yield
         return
-    sys.stdout.flush()
-    saved = os.dup(fd)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), fd)
