@@ -60,7 +60,7 @@ def main() -> int:
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
     from fames.hw.cost import cost_library
     from fames.hw.verify import check_design
-    from fames.io import atomic_write_text
+    from fames.io import atomic_write_text, write_section
 
     store = Path(args.out).with_suffix(".json")
     results = json.loads(store.read_text()) if store.is_file() else {}
@@ -137,9 +137,9 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     old = Path(args.out).read_text(encoding="utf-8") if Path(args.out).is_file() else ""
     mark = "<!-- als_operands -->"  # bench/als_operands.py's section is kept
-    if old.count(mark) >= 2:
-        text += "\n" + mark + old.split(mark)[1] + mark + "\n"
     atomic_write_text(args.out, text)
+    if old.count(mark) >= 2:
+        write_section(args.out, mark, old.split(mark)[1])
     print(text)
     return 0
 

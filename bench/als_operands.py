@@ -48,7 +48,7 @@ def main() -> int:
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
     from fames.data import get_loader
     from fames.hw.cost import cost_library
-    from fames.io import atomic_write_text
+    from fames.io import write_section
     from fames.method.estimate.truth import true_loss_changes
     from fames.quant.convert import qlayers
     from fames.quant.operands import operand_histograms
@@ -78,7 +78,7 @@ def main() -> int:
     for ms in libs.values():
         for m in cost_library(ms, args.liberty, jobs=args.workers):
             pdp[m.name] = m.cost.relative["pdp"]
-    lines = [MARK, "", "## Operand-aware synthesis (`bench/als_operands.py`)", "",
+    lines = ["## Operand-aware synthesis (`bench/als_operands.py`)", "",
              f"`python bench/als_operands.py {' '.join(shlex.quote(s) for s in sys.argv[1:])}` "
              f"({dt.date.today().isoformat()}; synthesis {synth_s:.0f} s): {a}x{w} "
              f"{'signed' if signed else 'unsigned'} CGP libraries, MRED <= 20%; loss change (nat) of "
@@ -103,15 +103,8 @@ def main() -> int:
             cells = " | ".join("-" if b is None else f"{b:.4f}" for b in best)
             verdict = "-" if None in best else ("yes" if best[1] <= best[0] else "no")
             lines.append(f"| {n} | {p:g} | {cells} | {verdict} |")
-    lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points.", "", MARK]
-    out = Path(args.out)
-    text = out.read_text(encoding="utf-8") if out.is_file() else ""
-    if MARK in text:
-        head, _, rest = text.partition(MARK)
-        text = head + "\n".join(lines) + rest.partition(MARK)[2]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    atomic_write_text(out, text)
+    lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points."]
+    write_section(args.out, MARK, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -59,7 +59,7 @@ def main() -> int:
 
     from fames.appmul.importers import import_design
     from fames.hw.cost import cost_appmul
-    from fames.io import atomic_write_text
+    from fames.io import write_section
 
     with open(SHARED / "evoapproxlib" / "index.csv", encoding="utf-8") as f:
         pub = {r["name"]: r for r in csv.DictReader(f)}
@@ -71,7 +71,7 @@ def main() -> int:
     import_s = time.perf_counter() - t0
     names = [m.name for m in designs]
     near = [n for n in names if float(pub[n]["calc_mred_pct"]) < args.near_exact]
-    lines = [MARK, "", "## Fidelity against EvoApproxLib's published PDK45 figures (`bench/hw_fidelity.py`)", "",
+    lines = ["## Fidelity against EvoApproxLib's published PDK45 figures (`bench/hw_fidelity.py`)", "",
              f"`python bench/hw_fidelity.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}` "
              f"({dt.date.today().isoformat()}): {len(designs)} EvoApproxLib 8x8 unsigned netlists imported in one "
              f"batch in {import_s:.1f} s; near-exact subset (published MRED < {args.near_exact:g}%): "
@@ -100,15 +100,8 @@ def main() -> int:
             lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {subset} ({len(sel)}) | " + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
         print(lines[-2], lines[-1], sep="\n", flush=True)
-    lines += ["", MARK]
-    out = Path(args.out)
-    text = out.read_text(encoding="utf-8") if out.is_file() else ""
-    if MARK in text:
-        head, _, rest = text.partition(MARK)
-        text = head + "\n".join(lines) + rest.partition(MARK)[2]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    atomic_write_text(out, text)
+
+    write_section(args.out, MARK, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

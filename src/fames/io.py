@@ -37,6 +37,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_section(path: str | os.PathLike, mark: str, body: str) -> Path:
+    """Write ``body`` as the section between two ``mark`` lines of the text file ``path`` (atomically): replaced
+    when the file has that section, appended otherwise; the rest of the file is kept."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8") if p.is_file() else ""
+    section = f"{mark}\n\n{body.strip()}\n\n{mark}"
+    if text.count(mark) >= 2:
+        head, _, rest = text.partition(mark)
+        text = head + section + rest.partition(mark)[2]
+    else:
+        text = text.rstrip() + ("\n\n" if text.strip() else "") + section + "\n"
+    return atomic_write_text(p, text)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
