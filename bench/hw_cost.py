@@ -79,9 +79,9 @@ def main() -> int:
         f"Command: `python bench/hw_cost.py --liberty {os.path.relpath(args.liberty, REPO)}`  ",
         f"Date: {dt.date.today().isoformat()}; machine: {os.cpu_count()} CPU cores; liberty: {lib_path.name}",
         "",
-        "Recipe: Yosys (pyosys) `synth -flatten` + `abc -liberty`, inputs driven by the smallest buffer, 3.9 fF "
-        "output load; energy/op from zero-delay toggle simulation of 4,096 uniform operand pairs; "
-        "power at a 1 ns clock; PDP = power x delay.",
+        "Recipe: Yosys (pyosys) `synth -flatten` + `abc -liberty`, inputs driven by the smallest buffer, no output "
+        "load; energy/op from zero-delay toggle simulation of 4,096 uniform operand pairs, primary-input switching "
+        "left to the upstream driver; power at a 1 ns clock; PDP = power x delay.",
         "",
         "| measurement | value |",
         "|---|---|",
@@ -114,9 +114,9 @@ def main() -> int:
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    from fames.io import atomic_write_text
+    from fames.io import write_section
 
-    atomic_write_text(args.out, text)
+    write_section(args.out, "<!-- hw_cost -->", text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -42,6 +42,7 @@ def _number(kind: type, low: float, strict: bool = False):  # type: ignore[no-un
 
 
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE = _number(int, 1), _number(float, 0, strict=True), _number(float, 0)
+NON_NEGATIVE_INT = _number(int, 0)
 
 
 # --------------------------------------------------------------------------- lib
@@ -303,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fames.data import dataset_hash, get_loader
+    from fames.data import dataset_hash, get_dataset, get_loader, held_out, holdout_record, subset
     from fames.models import save_checkpoint
     from fames.quant import load_config
     from fames.train import TrainConfig, command_line, evaluate, load_model, qat, train
@@ -314,9 +315,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = load_model(args.model, args.init)
     model = model.to(memory_format=torch.channels_last)
-    tl = get_loader(
-        args.dataset, "train", args.batch_size, root=args.data_root, augment=True, seed=args.seed, channels_last=True
-    )
+    data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
+    inherited = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
+    n_hold = args.holdout if args.holdout is not None else (int(inherited["n"]) if inherited else 0)
+    if inherited and n_hold != int(inherited["n"]):
+        raise FamesError(f"--init {args.init} was trained without {inherited['n']} held-out images; give --holdout "
+                         f"{inherited['n']} (or none) so that the validation images stay unseen")
+    holdout = holdout_record(len(data), n_hold) if n_hold else None
+    if holdout:
+        data = subset(data, held_out(holdout, len(data))[1])
+        print(f"training on {len(data)} images; {n_hold} held out for validation")
+    tl = get_loader(data, "train", args.batch_size, seed=args.seed, channels_last=True)
     cfg = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -351,6 +360,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "date": dt.date.today().isoformat(),
         "train_seconds": round(seconds, 1),
         "epochs": args.epochs,
+        "holdout": holdout,
     }
     save_checkpoint(model, args.out, meta=meta)
     print(f"test accuracy {acc['accuracy']:.2f}% on {acc['n']} {args.dataset} test images; saved {args.out}")
@@ -542,9 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--energy", choices=["zero-delay", "glitch"], default="zero-delay",
                    help="toggle counts of a zero-delay simulation, or of a timing-aware one with the cells' delays "
                    "(glitches included)")
-    c.add_argument("--input-nets", choices=["all", "pins", "none"], default="all",
+    c.add_argument("--input-nets", choices=["all", "pins", "none"], default="none",
                    help="how switching of primary-input nets counts (see fames.hw.energy.energy_per_op)")
-    c.add_argument("--output-load", type=NON_NEGATIVE, default=3.9, help="load on every product bit, fF")
+    c.add_argument("--output-load", type=NON_NEGATIVE, default=0.0,
+                   help="load on every product bit, fF (0 as Design Compiler without set_load; 3.9 models the adder "
+                   "input it drives in a MAC)")
     c.add_argument("--reference", metavar="NAME",
                    help="take relative figures against this design of the library (e.g. its own exact one) for its "
                    "widths, instead of our exact multiplier")
@@ -626,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--scale-lr-mult", type=POSITIVE_FLOAT, default=1.0, help="lr multiplier of quantizer step sizes")
     tr.add_argument("--batch-size", type=POSITIVE_INT, default=128)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--holdout", type=NON_NEGATIVE_INT, default=None, metavar="N",
+                    help="never train on a fixed random N of the training images (recorded in the checkpoint; "
+                    "`fames run` in target mode then validates on them). Default: the --init checkpoint's, else 0")
     tr.add_argument("--threads", type=POSITIVE_INT, default=None)
     tr.add_argument("--out", required=True, help="checkpoint file (.pt)")
     tr.add_argument("--manifest", default=None, help="manifest JSON to add this checkpoint to")

@@ -8,7 +8,7 @@ from fames.hw.energy import energy_per_op, histogram_stream, make_stream, weight
 from fames.hw.liberty import read_liberty
 from fames.hw.netlist import Netlist
 from fames.hw.synth import synthesize
-from fames.hw.timing import OUTPUT_LOAD_FF, analyze
+from fames.hw.timing import MAC_LOAD_FF, analyze
 from tests.hw.hw_helpers import mult_verilog
 
 
@@ -24,12 +24,12 @@ def test_inverter_chain_sta_equals_hand_sum(synth_lib):
     lib = read_liberty(synth_lib)
     inv = synthetic.spec("INV_X1")
     n, s0 = 3, 0.02
-    rep = analyze(_chain(n, lib), input_slew_ns=s0)
+    rep = analyze(_chain(n, lib), input_slew_ns=s0, output_load_ff=MAC_LOAD_FF)
     best = 0.0
     for first_fall in (True, False):  # input rises -> first output falls, and the opposite edge
         t, s, fall = 0.0, s0, first_fall
         for k in range(n):
-            load = OUTPUT_LOAD_FF if k == n - 1 else 1.6
+            load = MAC_LOAD_FF if k == n - 1 else 1.6
             t += synthetic.delay_ns(inv, s, load, fall)
             s = synthetic.transition_ns(inv, s, load, fall)
             fall = not fall
@@ -42,14 +42,17 @@ def test_inverter_chain_sta_equals_hand_sum(synth_lib):
 def test_inverter_energy_by_hand(synth_lib):
     lib = read_liberty(synth_lib)
     nl = _chain(1, lib)
-    rep = analyze(nl, input_slew_ns=0.02)
+    rep = analyze(nl, input_slew_ns=0.02, output_load_ff=MAC_LOAD_FF)
     a = np.array([0, 1] * 50)
-    e = energy_per_op(nl, lib, a, np.zeros_like(a), clock_ns=2.0, timing=rep)
+    e = energy_per_op(nl, lib, a, np.zeros_like(a), clock_ns=2.0, timing=rep, input_nets="all")
     inv = synthetic.spec("INV_X1")
     v2 = 1.1 ** 2
-    assert e.switching_fj == pytest.approx(0.5 * v2 * (1.6 + OUTPUT_LOAD_FF), rel=1e-9)
+    assert e.switching_fj == pytest.approx(0.5 * v2 * (1.6 + MAC_LOAD_FF), rel=1e-9)
+    # by default the input net (1.6 fF of pin load) is the upstream driver's
+    e_default = energy_per_op(nl, lib, a, np.zeros_like(a), clock_ns=2.0, timing=rep)
+    assert e_default.switching_fj == pytest.approx(0.5 * v2 * MAC_LOAD_FF, rel=1e-9)
     # 99 transitions: input rises 50 times (output falls), falls 49 times (output rises)
-    e_fall, e_rise = (synthetic.energy_fj(inv, 0.02, OUTPUT_LOAD_FF, fall) for fall in (True, False))
+    e_fall, e_rise = (synthetic.energy_fj(inv, 0.02, MAC_LOAD_FF, fall) for fall in (True, False))
     assert e.internal_fj == pytest.approx((50 * e_fall + 49 * e_rise) / 99, abs=1e-5)
     assert e.leakage_fj == pytest.approx(14.0 * 2.0 * 1e-3)
 

@@ -19,8 +19,10 @@ from fames.data.registry import (
     list_datasets,
     register_dataset,
 )
+from fames.data.split import HOLDOUT_SEED, held_out, holdout_indices, holdout_record, subset
 
 __all__ = [
+    "HOLDOUT_SEED",
     "CIFAR10_CLASSES",
     "Augment",
     "BatchLoader",
@@ -33,8 +35,12 @@ __all__ = [
     "default_roots",
     "get_dataset",
     "get_loader",
+    "held_out",
+    "holdout_indices",
+    "holdout_record",
     "list_datasets",
     "random_crop_flip",
     "register_dataset",
     "stratified_indices",
+    "subset",
 ]

@@ -31,7 +31,7 @@ from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.flow.config import FamesConfig
 from fames.flow.library import candidate_appmuls, liberty_path
-from fames.flow.sources import Samples, as_samples, eval_batches, holdout, tensors_hash
+from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
 from fames.flow.stats import paired_difference, wilson_interval
 from fames.io import content_hash
@@ -277,9 +277,12 @@ def approximate_(
     searching = cfg.searching
     samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES
                                   + (cfg.search.validation_images if searching else 0))
-    val = None
+    val, validation_source = None, ""
     if searching:  # the validation split chooses R; nothing else is drawn from it
-        samples, val = holdout(samples, cfg.search.validation_images, cfg.seed)
+        record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
+        samples, val = holdout(samples, cfg.search.validation_images, cfg.seed, record)
+        validation_source = ("held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
+                             else "training data the checkpoint may have seen")
     if est_cfg.samples > len(samples):
         raise FamesError(f"the estimate needs estimator.samples={est_cfg.samples} training images but the data holds "
                          f"{len(samples)}: give more data or lower it (FamesConfig(estimator=EstimatorConfig("
@@ -397,6 +400,7 @@ def approximate_(
             "images": got["n"], "exact_accuracy": ex_test["accuracy"], "accuracy": got["accuracy"],
             "accuracy_ci95": list(wilson_interval(int(sum(got["correct"])), got["n"])),
             "paired_difference": paired_difference(ex_test["correct"], got["correct"]).to_dict(),
+            "validation": {"images": len(val[1]), "source": validation_source},
         }
     return FamesResult(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,

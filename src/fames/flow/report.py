@@ -95,9 +95,10 @@ def _uncertainty(report: dict[str, Any]) -> list[str]:
     """The headline's 95% intervals (accuracy, and the paired difference to the exact quantized model)."""
     t = report.get("test")
     if t:  # target mode: chosen on the validation split, measured once on the test data
-        pd, ci = t["paired_difference"], t["accuracy_ci95"]
+        pd, ci, v = t["paired_difference"], t["accuracy_ci95"], t.get("validation") or {}
+        split = f"the validation split ({v['images']} images, {v['source']})" if v else "the validation split"
         return [
-            f"**Test** ({t['images']} images, measured once after choosing R on the validation split): accuracy "
+            f"**Test** ({t['images']} images, measured once after choosing R on {split}): accuracy "
             f"{t['accuracy']:.2f}% (95% interval {ci[0]:.2f}-{ci[1]:.2f}%), exact quantized {t['exact_accuracy']:.2f}%;"
             f" paired difference {pd['points']:+.2f} points (95% interval {pd['ci95'][0]:+.2f} to "
             f"{pd['ci95'][1]:+.2f}; McNemar p = {pd['mcnemar_p']:.3g}). The rows below are validation accuracies.",

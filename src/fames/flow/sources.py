@@ -87,9 +87,21 @@ class DatasetSamples:
         return next(iter(get_loader(self.dataset, "train", n, shuffle=True, seed=seed, channels_last=True)))
 
 
-def holdout(samples: Samples, n: int, seed: int) -> tuple[Samples, tuple[torch.Tensor, torch.Tensor]]:
+def holdout(
+    samples: Samples, n: int, seed: int, record: Any = None
+) -> tuple[Samples, tuple[torch.Tensor, torch.Tensor]]:
     """Split ``n`` images off ``samples`` (a seeded random choice): ``(the rest as Samples, (x (n, ...), y (n,)))``.
-    Nothing drawn from the rest is ever among the ``n``."""
+    Nothing drawn from the rest is ever among the ``n``. With a checkpoint's ``record`` of held-out training images
+    (``fames train --holdout``, :func:`fames.data.held_out`) and ``samples`` over that training split, the ``n``
+    come from those held-out images and the rest is what the checkpoint trained on."""
+    if isinstance(samples, DatasetSamples) and record:
+        from fames.data import held_out, subset
+
+        held, rest = held_out(record, len(samples))
+        if n > len(held):
+            raise FamesError(f"search.validation_images={n} but the checkpoint holds out only {len(held)} training "
+                             f"images: lower it or retrain with `fames train --holdout {n}`")
+        return DatasetSamples(subset(samples.dataset, rest), samples.name), _all(subset(samples.dataset, held[:n]))
     if n >= len(samples):
         raise FamesError(f"a validation split of {n} images leaves nothing of the {len(samples)} training images; "
                          "lower search.validation_images")
@@ -98,15 +110,18 @@ def holdout(samples: Samples, n: int, seed: int) -> tuple[Samples, tuple[torch.T
     if isinstance(samples, TensorSamples):
         return TensorSamples(samples.x[rest], samples.y[rest]), (samples.x[val], samples.y[val])
     if isinstance(samples, DatasetSamples):
-        from fames.data import get_loader
+        from fames.data import subset
 
-        ds = samples.dataset
-        part = (lambda idx: ds.subset(idx)) if hasattr(ds, "subset") else (
-            lambda idx: torch.utils.data.Subset(ds, idx.tolist()))
-        vx, vy = next(iter(get_loader(part(val), "test", n, shuffle=False, channels_last=True)))
-        return DatasetSamples(part(rest), samples.name), (vx, vy)
+        return DatasetSamples(subset(samples.dataset, rest.numpy()), samples.name), _all(
+            subset(samples.dataset, val.numpy()))
     x, y = samples.draw(len(samples), seed)  # any other Samples: materialize once
     return holdout(TensorSamples(x, y), n, seed)
+
+
+def _all(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    from fames.data import get_loader
+
+    return next(iter(get_loader(dataset, "test", len(dataset), shuffle=False, channels_last=True)))
 
 
 def as_samples(data: Any, limit: int) -> Samples:

@@ -1,8 +1,9 @@
 """Hardware cost of AppMuls: synthesis -> area (um^2), delay (ns), energy/op (fJ), power (uW), PDP (fJ).
 
 Recipe (versioned by :data:`COST_VERSION`): :func:`fames.hw.synth.synthesize` with the liberty, static
-timing by :func:`fames.hw.timing.analyze` (BUF_X1-like input drivers, 3.9 fF output loads), zero-delay
-energy by :func:`fames.hw.energy.energy_per_op` under a seeded operand stream, leakage over ``clock_ns``.
+timing by :func:`fames.hw.timing.analyze` (BUF_X1-like input drivers, no output-port load unless
+``output_load_ff``), zero-delay energy by :func:`fames.hw.energy.energy_per_op` under a seeded operand stream
+(primary-input switching left to the upstream driver), leakage over ``clock_ns``.
 ``power_uw = energy_fj / clock_ns`` (fJ/ns = uW), ``pdp_fj = power_uw x delay_ns``.
 
 Results are cached on disk under ``cache_dir()/hw/`` keyed by the content hash of (Verilog, top,
@@ -23,13 +24,13 @@ import numpy as np
 
 from fames.appmul.core import AppMul, Cost
 from fames.errors import HardwareError, expect
-from fames.hw.energy import DEFAULT_VECTORS, energy_per_op, make_stream
+from fames.hw.energy import DEFAULT_VECTORS, INPUT_NETS_DEFAULT, energy_per_op, make_stream
 from fames.hw.netlist import simulate_lut
 from fames.hw.synth import RECIPE_VERSION, lut_to_verilog, synthesize
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
 from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
 
-COST_VERSION = f"{RECIPE_VERSION}/sta-1/energy-zd-1/load{OUTPUT_LOAD_FF}"
+COST_VERSION = f"{RECIPE_VERSION}/sta-1/energy-zd-2"
 RELATIVE_KEYS = {"area": "area_um2", "delay": "delay_ns", "energy": "energy_fj", "power": "power_uw",
                  "pdp": "pdp_fj"}
 _TABLE_COMPARABLE_MAX_BITS = 4
@@ -81,7 +82,7 @@ def cost_appmul(
     hist: np.ndarray | None = None,
     check: bool = True,
     cache: bool = True,
-    input_nets: str = "all",
+    input_nets: str = INPUT_NETS_DEFAULT,
     output_load_ff: float = OUTPUT_LOAD_FF,
     glitches: bool = False,
 ) -> Cost:
@@ -102,8 +103,7 @@ def cost_appmul(
         "seed": int(seed), "clock_ns": float(clock_ns), "check": bool(check),
         "hist": None if hist is None else content_hash(np.ascontiguousarray(hist, dtype=np.float64).tobytes()),
         "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
-        **({"input_nets": input_nets} if input_nets != "all" else {}),
-        **({"output_load_ff": float(output_load_ff)} if output_load_ff != OUTPUT_LOAD_FF else {}),
+        "input_nets": input_nets, "output_load_ff": float(output_load_ff),
         **({"glitches": True} if glitches else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))

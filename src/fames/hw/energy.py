@@ -3,9 +3,10 @@
 For a sequence of N operand pairs the netlist is simulated once per pair; each of the N-1 transitions
 between consecutive operations contributes
 
-* switching energy ``0.5 C V^2`` per toggle of each net, ``C`` its total load (fanout pin capacitances
-  plus the 3.9 fF output load on output ports, see :mod:`fames.hw.timing`), ``V`` the library's
-  ``nom_voltage``; primary-input nets count (their pin load is the multiplier's);
+* switching energy ``0.5 C V^2`` per toggle of each net driven by a cell, ``C`` its total load (fanout pin
+  capacitances plus the output-port load, see :mod:`fames.hw.timing`), ``V`` the library's ``nom_voltage``;
+  primary-input nets are the upstream driver's (``input_nets="none"``, the default: counting them put an energy
+  floor under designs of a few cells, docs/results/hw_cost.md);
 * internal energy from the liberty ``internal_power`` tables per output toggle: among the arcs whose
   related pin toggled in the same step and whose ``when`` condition holds after the step, the average of
   their ``rise_power`` (output rose) or ``fall_power`` (output fell) at the related pin's slew (from
@@ -33,6 +34,7 @@ from fames.hw.timing import TimingReport, analyze
 
 DEFAULT_VECTORS = 4096
 INPUT_NETS = ("all", "pins", "none")
+INPUT_NETS_DEFAULT = "none"
 
 
 # ------------------------------------------------------------------------------------------- streams
@@ -116,7 +118,7 @@ def energy_per_op(
     *,
     clock_ns: float = 1.0,
     timing: TimingReport | None = None,
-    input_nets: str = "all",
+    input_nets: str = INPUT_NETS_DEFAULT,
     glitches: bool = False,
     resolution_ps: float = 1.0,
 ) -> EnergyBreakdown:

@@ -2,8 +2,10 @@
 
 Conventions (fixed, documented, part of the costing recipe):
 
-* Net load = sum of the input-pin capacitances it fans out to, plus :data:`OUTPUT_LOAD_FF` (3.9 fF, about
-  four minimum inverters) for each output-port bit it drives. No wire load.
+* Net load = sum of the input-pin capacitances it fans out to, plus ``output_load_ff`` for each output-port bit it
+  drives: :data:`OUTPUT_LOAD_FF` = 0 by default, as Design Compiler without ``set_load`` (the setting that ranks
+  EvoApproxLib's published figures best, docs/results/hw_cost.md); :data:`MAC_LOAD_FF` (3.9 fF, about four minimum
+  inverters) models the adder input a product bit drives in a MAC. No wire load.
 * Primary inputs are driven by the library's smallest buffer (e.g. BUF_X1) fed an ideal
   :data:`DRIVER_INPUT_SLEW_NS` edge at t = 0 (like ``set_driving_cell``): the buffer's delay into the
   input net's load is part of the path and its transition is the input slew. With ``input_slew_ns``
@@ -24,7 +26,8 @@ import numpy as np
 from fames.errors import HardwareError
 from fames.hw.netlist import CONST0, CONST1, Netlist
 
-OUTPUT_LOAD_FF = 3.9
+OUTPUT_LOAD_FF = 0.0
+MAC_LOAD_FF = 3.9
 DRIVER_INPUT_SLEW_NS = 0.01
 RISE, FALL = 0, 1
 
