@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "w8a8": ("resnet20_w8a8.pt", "generate"),
-    "w4a4": ("resnet20_w4a4.pt", "generate"),
-    "w3a3": ("resnet20_w3a3.pt", "generate"),
-    "w2a2": ("resnet20_w2a2.pt", "generate"),
+    "w4a4": ("resnet20_w4a4.pt", "generate+synth"),
+    "w3a3": ("resnet20_w3a3.pt", "generate+synth"),
+    "w2a2": ("resnet20_w2a2.pt", "generate+synth"),
     "mixed48": ("resnet20_mixed48.pt", "generate"),
     "w8a8-evo": ("resnet20_w8a8.pt", "evoapprox"),
 }
@@ -62,6 +62,9 @@ def main() -> int:
         help="only time one calibration per configuration: its chosen assignment (from --work) calibrated afresh "
         "with the settings given, on an otherwise idle machine; prints seconds and adds them to the table",
     )
+    ap.add_argument("--checkpoints", default=str(REPO / "checkpoints" / "holdout5k"),
+                    help="folder of the checkpoints (resnet20_float.pt, resnet20_w8a8.pt, ...); the default ones hold "
+                    "5,000 training images out of training, the validation split of --search")
     ap.add_argument("--work", default=str(REPO / "out" / "table3"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "table3.md"))
     args = ap.parse_args()
@@ -89,7 +92,8 @@ def main() -> int:
         args.configs = []
     budgets = " ".join(f"{b:g}" for b in args.budgets)
     cmd = (
-        f"python bench/table3.py --configs {' '.join(args.configs)} --budgets {budgets} --calib-step "
+        f"python bench/table3.py --configs {' '.join(args.configs)} --checkpoints "
+        f"{os.path.relpath(args.checkpoints, REPO)} --budgets {budgets} --calib-step "
         f"{args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
         f"--eval-images {args.eval_images} --estimator-mean {args.estimator_mean}"
         + (f" --search --validation-images {args.validation_images} --resolution {args.resolution:g}"
@@ -98,7 +102,7 @@ def main() -> int:
     )
     for name in args.configs:
         ck, library = CONFIGS[name]
-        path = REPO / "checkpoints" / ck
+        path = Path(args.checkpoints) / ck
         if not path.is_file():
             print(f"skip {name}: {path} not found (checkpoints/train_all.sh trains it)")
             continue
@@ -107,7 +111,7 @@ def main() -> int:
             RunConfig.from_dict({
                 "model": "resnet20",
                 "checkpoint": str(path),
-                "float_checkpoint": str(REPO / "checkpoints" / "resnet20_float.pt"),
+                "float_checkpoint": str(Path(args.checkpoints) / "resnet20_float.pt"),
                 "data": {"dataset": "cifar10", "eval_images": args.eval_images},
                 "library": library,
                 "liberty": liberty,
@@ -249,7 +253,7 @@ def time_calibration(name: str, args: argparse.Namespace, liberty: str) -> float
 
     ck, library = CONFIGS[name]
     run_dir = Path(args.work) / name
-    p = prepare(RunConfig.from_dict({"model": "resnet20", "checkpoint": str(REPO / "checkpoints" / ck),
+    p = prepare(RunConfig.from_dict({"model": "resnet20", "checkpoint": str(Path(args.checkpoints) / ck),
                                      "data": {"dataset": "cifar10"}, "library": library, "liberty": liberty}),
                 progress=False)
     substitute(p.model, load_assignment(run_dir / "assignment.json"), Library.load(run_dir / "library"))

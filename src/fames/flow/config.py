@@ -192,9 +192,12 @@ class FamesConfig:
 @dataclass
 class SynthOptions:
     """``library: synth`` (or ``generate+synth``): approximate logic synthesis per layer width pair
-    (:class:`fames.appmul.synth.library.SynthConfig`; the library is cached by these settings and the liberty)."""
+    (:class:`fames.appmul.synth.library.SynthConfig`; the library is cached by these settings and the liberty).
+    ``max_bits``: width pairs with an operand wider than this are not synthesized (an 8x8 library takes up to an
+    hour on two cores; ``generate+synth`` still gives them the families)."""
 
     __pydantic_config__ = STRICT
+    max_bits: Annotated[int, Field(ge=2, le=8)] = 6
     methods: list[str] = field(default_factory=lambda: ["lac", "cgp"])
     metric: str = "mred"
     max_error: Annotated[float, Field(gt=0)] = 20.0

@@ -40,11 +40,14 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
     from fames.io import cache_dir, content_hash
 
     opts = asdict(options) if options is not None else {}
+    max_bits = opts.pop("max_bits", 6)
     if "methods" in opts:
         opts["methods"] = tuple(opts["methods"])
     lib_file = liberty_path(liberty)
     out: list[AppMul] = []
     for a, w, sa, sw in sorted(widths):
+        if max(a, w) > max_bits:
+            continue
         if sa != sw:
             raise FamesError(f"library synth: layers with {a}x{w} bits mix signed and unsigned operands; synthesis "
                              "needs both signed or both unsigned")
