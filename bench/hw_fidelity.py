@@ -3,8 +3,8 @@
 Usage: python bench/hw_fidelity.py [--liberties nangate45_typ gscl45nm] [--out docs/results/hw_cost.md]
 
 Imports the EvoApproxLib 8x8 unsigned gate-level netlists of ../shared/evoapproxlib/verilog_dev in one batch,
-costs each under every liberty, energy model (zero-delay or glitch-aware toggles), product-bit load and accounting of
-primary-input switching (`input_nets`), and prints
+costs each under every liberty, energy model (zero-delay, glitch-aware or propagated toggles), product-bit load
+and accounting of primary-input switching (`input_nets`), and prints
 Spearman and log-Pearson correlations of power, delay, area and PDP against the published figures of
 ../shared/evoapproxlib/index.csv, pooled and on the near-exact designs (published MRED < 0.5%), plus the
 fames/published power ratio of the smallest designs (<= 6 cells). Writes the section between the
@@ -44,7 +44,8 @@ def main() -> int:
     ap.add_argument("--liberties", nargs="+", default=["nangate45_typ", "gscl45nm"])
     ap.add_argument("--input-nets", nargs="+", default=["all", "none"])
     ap.add_argument("--output-loads", nargs="+", type=float, default=[3.9, 0.0], help="fF on every product bit")
-    ap.add_argument("--energy", nargs="+", default=["zero-delay", "glitch"], choices=["zero-delay", "glitch"])
+    ap.add_argument("--energy", nargs="+", default=["zero-delay", "glitch", "propagated"],
+                    choices=["zero-delay", "glitch", "propagated"])
     ap.add_argument("--near-exact", type=float, default=0.5, help="MRED (%%) bound of the near-exact subset")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "hw_cost.md"))
     args = ap.parse_args()
@@ -89,8 +90,8 @@ def main() -> int:
     for lname, lpath, mode, oload, energy in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
-                lambda m, lp=lpath, md=mode, ol=oload, g=energy == "glitch": cost_appmul(
-                    m, lp, input_nets=md, output_load_ff=ol, glitches=g), designs), strict=True))
+                lambda m, lp=lpath, md=mode, ol=oload, en=energy: cost_appmul(
+                    m, lp, input_nets=md, output_load_ff=ol, activity=en), designs), strict=True))
         if (mode, oload, energy) == (INPUT_NETS_DEFAULT, OUTPUT_LOAD_FF, "zero-delay"):
             for n in names:
                 if float(pub[n]["pwr_mW"]) > 0:

@@ -187,8 +187,10 @@ def render(rows: dict[str, dict], notes: list[str], args: argparse.Namespace, li
             "for the smallest R whose calibrated model stays within the bound of the exact quantized model there; "
             "the chosen model is then evaluated once on the full test split (10,000 images): Wilson 95% interval, "
             "and the paired difference to the exact quantized model on the same images (95% interval, exact McNemar "
-            "p). Validation images come from the checkpoints' training set, so validation accuracies are high; only "
-            "differences there are meaningful.",
+            "p). The checkpoints of `checkpoints/holdout5k` were trained from scratch on 45,000 of the 50,000 "
+            "training images; the validation split comes from the other 5,000 (recorded in each checkpoint, "
+            "`fames train --holdout`), so validation accuracy estimates test accuracy without bias. A validation "
+            "cell marked `seen` was drawn from images the checkpoint was trained on (optimistic).",
             "",
             "| config | library | chosen R | validation %: approx / exact | test % [95%] | exact test % | paired "
             "difference, points [95%], p | within on test | reduced energy | seeds: reduction mean +/- sd | "
@@ -204,8 +206,10 @@ def render(rows: dict[str, dict], notes: list[str], args: argparse.Namespace, li
             cal = ", ".join(f"{v:.0f}" for v in r.get("calibrate_s", {}).values() if v > 0) or "-"
             if r.get("calibration_idle_s"):
                 cal += f" (idle: {r['calibration_idle_s']:.0f})"
+            seen = "may have seen" in (t.get("validation") or {}).get("source", "may have seen")
             lines.append(
-                f"| {n} | {r['library']} | {r['budget']:g} | {r['approx']:.2f} / {r['exact_quant']:.2f} | "
+                f"| {n} | {r['library']} | {r['budget']:g} | {r['approx']:.2f} / {r['exact_quant']:.2f}"
+                f"{' seen' if seen else ''} | "
                 f"{t['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | {t['exact_accuracy']:.2f} | {pd['points']:+.2f} "
                 f"[{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}], {pd['mcnemar_p']:.2g} | "
                 f"{'yes' if -pd['points'] <= args.max_loss else 'NO'} | {100 * r['energy_reduction']:.2f}% | "

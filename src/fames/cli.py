@@ -143,7 +143,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         liberty,
         reference=reference,
         failures=failed,
-        glitches=args.energy == "glitch",
+        activity=args.energy,
         input_nets=args.input_nets,
         output_load_ff=args.output_load,
         stream=args.stream,
@@ -549,9 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--energy", choices=["zero-delay", "glitch"], default="zero-delay",
-                   help="toggle counts of a zero-delay simulation, or of a timing-aware one with the cells' delays "
-                   "(glitches included)")
+    c.add_argument("--energy", choices=["zero-delay", "glitch", "propagated"], default="zero-delay",
+                   help="toggle counts of a zero-delay simulation, of a timing-aware one with the cells' delays "
+                   "(glitches included), or transition densities propagated from the inputs' activity (as Design "
+                   "Compiler without an activity file)")
     c.add_argument("--input-nets", choices=["all", "pins", "none"], default="none",
                    help="how switching of primary-input nets counts (see fames.hw.energy.energy_per_op)")
     c.add_argument("--output-load", type=NON_NEGATIVE, default=0.0,

@@ -58,3 +58,46 @@ def test_no_skew_no_glitch_and_zero_delay_agrees():
     zd = (vals[:, 1:] != vals[:, :-1]).sum(axis=1)
     assert np.all(tog >= zd)  # every zero-delay change happens; glitches only add
     assert np.all((tog - zd) % 2 == 0)  # a glitch is a pair of changes
+
+
+def test_propagated_density_closed_form(synth_lib):
+    """Najm's transition density through AND / XOR: D(and) = P(b) D(a) + P(a) D(b), D(xor) = D(a) + D(b)."""
+    from fames.hw.activity import propagated_density
+    from fames.hw.liberty import read_liberty
+    from fames.hw.synth import synthesize
+
+    src = ("module t(input [1:0] a, input [0:0] w, output [1:0] y);\n"
+           " assign y = {a[1] & w[0], a[0] ^ w[0]};\nendmodule\n")
+    nl = synthesize(src, "t", synth_lib)
+    lib = read_liberty(synth_lib)
+    n = len(nl.net_names)
+    p, d = np.zeros(n), np.zeros(n)
+    (a0, a1), (w0,) = nl.inputs["a"], nl.inputs["w"]
+    p[[a0, a1, w0]] = 0.5, 0.25, 0.8
+    d[[a0, a1, w0]] = 0.3, 0.2, 0.1
+    D = propagated_density(nl, lib, p, d)
+    y_xor, y_and = nl.outputs["y"]
+    assert D[y_xor] == pytest.approx(0.3 + 0.1)
+    assert D[y_and] == pytest.approx(0.8 * 0.2 + 0.25 * 0.1)
+
+
+def test_propagated_energy_on_a_tree_equals_the_simulated_one_in_expectation(synth_lib):
+    """Without reconvergence, with independent inputs changing one at a time (a random walk over the input bits),
+    densities are the simulated toggle rates; with simultaneous changes propagation counts more."""
+    from fames.hw.energy import energy_per_op
+    from fames.hw.synth import synthesize
+
+    src = ("module t(input [3:0] a, input [3:0] w, output [0:0] y);\n"
+           " assign y = (a[0] & w[0]) ^ (a[1] | w[1]);\nendmodule\n")
+    nl = synthesize(src, "t", synth_lib)
+    rng = np.random.default_rng(0)
+    flips = 1 << rng.integers(0, 8, 200_000)
+    state = np.bitwise_xor.accumulate(np.concatenate([[0x5A], flips]))
+    a, w = state & 15, state >> 4
+    zd = energy_per_op(nl, None, a, w)
+    pr = energy_per_op(nl, None, a, w, activity="propagated")
+    assert pr.switching_fj == pytest.approx(zd.switching_fj, rel=0.02)
+    assert pr.internal_fj == pytest.approx(zd.internal_fj, rel=0.05)
+    a, w = rng.integers(0, 16, 50_000), rng.integers(0, 16, 50_000)  # every input changes at once
+    assert energy_per_op(nl, None, a, w, activity="propagated").switching_fj > 1.2 * energy_per_op(
+        nl, None, a, w).switching_fj

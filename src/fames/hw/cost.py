@@ -84,7 +84,7 @@ def cost_appmul(
     cache: bool = True,
     input_nets: str = INPUT_NETS_DEFAULT,
     output_load_ff: float = OUTPUT_LOAD_FF,
-    glitches: bool = False,
+    activity: str = "zero-delay",
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
@@ -92,7 +92,7 @@ def cost_appmul(
     (:func:`fames.hw.energy.make_stream`). With ``check`` the synthesised netlist must reproduce
     ``appmul.lut`` exactly (else :class:`HardwareError`). ``input_nets``: how primary-input switching counts
     (:func:`fames.hw.energy.energy_per_op`); ``output_load_ff``: the load on every product bit (fF), for timing and
-    energy; ``glitches``: timing-aware toggle counts (:mod:`fames.hw.glitch`).
+    energy; ``activity``: how toggles are counted (:func:`fames.hw.energy.energy_per_op`).
     """
     if clock_ns <= 0:
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
@@ -104,7 +104,7 @@ def cost_appmul(
         "hist": None if hist is None else content_hash(np.ascontiguousarray(hist, dtype=np.float64).tobytes()),
         "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
         "input_nets": input_nets, "output_load_ff": float(output_load_ff),
-        **({"glitches": True} if glitches else {}),
+        "activity": activity,
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
@@ -126,7 +126,7 @@ def cost_appmul(
     timing = analyze(netlist, output_load_ff=output_load_ff)
     a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist)
     e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing, input_nets=input_nets,
-                      glitches=glitches)
+                      activity=activity)
     power = e.total_fj / clock_ns
     lib = netlist.liberty
     cost = Cost(

@@ -15,7 +15,8 @@ between consecutive operations contributes
 * leakage ``sum(cell_leakage_power) x clock_ns``.
 
 Zero-delay by default: glitches are not counted (they add 12-61 % on real multipliers, see DESIGN.md);
-``glitches=True`` counts the toggles of a timing-aware simulation instead (:mod:`fames.hw.glitch`).
+``activity="glitch"`` counts the toggles of a timing-aware simulation instead (:mod:`fames.hw.glitch`),
+``activity="propagated"`` the transition densities of probabilistic propagation (:mod:`fames.hw.activity`).
 Energies are averages per operation (per transition).
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fames.errors import HardwareError
+from fames.hw.activity import input_activity, propagated_density
 from fames.hw.glitch import glitch_toggles
 from fames.hw.liberty import BoolFn, Liberty, PowerArc, compile_function
 from fames.hw.netlist import Netlist
@@ -35,6 +37,7 @@ from fames.hw.timing import TimingReport, analyze
 DEFAULT_VECTORS = 4096
 INPUT_NETS = ("all", "pins", "none")
 INPUT_NETS_DEFAULT = "none"
+ACTIVITIES = ("zero-delay", "glitch", "propagated")
 
 
 # ------------------------------------------------------------------------------------------- streams
@@ -119,18 +122,22 @@ def energy_per_op(
     clock_ns: float = 1.0,
     timing: TimingReport | None = None,
     input_nets: str = INPUT_NETS_DEFAULT,
-    glitches: bool = False,
+    activity: str = "zero-delay",
     resolution_ps: float = 1.0,
 ) -> EnergyBreakdown:
     """Average energy per operation (fJ) of ``netlist`` over the operand sequence ``(a_codes, w_codes)``.
 
     ``input_nets``: what the switching of nets no cell drives (primary inputs) counts: ``"all"`` (their pin loads
     and any output-port load they reach directly), ``"pins"`` (the cells' input pins only: an output wired straight
-    to an input is the upstream driver's load) or ``"none"`` (the upstream driver pays everything). ``glitches``:
-    count every toggle of a timing-aware simulation (:mod:`fames.hw.glitch`) instead of the zero-delay ones; the
-    internal energy per toggle of each net is then the zero-delay average (the mean of its arcs if it had none)."""
+    to an input is the upstream driver's load) or ``"none"`` (the upstream driver pays everything). ``activity``:
+    toggles counted by a zero-delay simulation, a timing-aware one (``"glitch"``, :mod:`fames.hw.glitch`) or taken
+    from probabilistic propagation of the inputs' activity (``"propagated"``, :mod:`fames.hw.activity`); for the
+    latter two the internal energy per toggle of each net is the zero-delay average (the mean of its arcs if it had
+    none)."""
     if input_nets not in INPUT_NETS:
         raise HardwareError(f"input_nets={input_nets!r} is not one of {INPUT_NETS}")
+    if activity not in ACTIVITIES:
+        raise HardwareError(f"activity={activity!r} is not one of {ACTIVITIES}")
     lib = liberty or netlist.liberty
     if lib is None:
         raise HardwareError(f"energy of {netlist.top!r} needs a liberty-mapped netlist")
@@ -145,7 +152,13 @@ def energy_per_op(
     tog = after != vals[:, :-1]
     steps = tog.shape[1]
     tcount = tog.sum(axis=1)
-    gcount = glitch_toggles(netlist, lib, vals, timing, resolution_ps) if glitches else tcount
+    if activity == "glitch":
+        gcount = glitch_toggles(netlist, lib, vals, timing, resolution_ps)
+    elif activity == "propagated":
+        pd = np.array([input_activity(v) for v in vals])  # inputs' probability and density from the stream
+        gcount = propagated_density(netlist, lib, pd[:, 0], pd[:, 1]) * steps
+    else:
+        gcount = tcount
     scale = np.where(tcount > 0, gcount / np.maximum(tcount, 1), 0.0)  # timing-aware toggles per zero-delay one
     if input_nets != "all":  # nets no cell drives: primary inputs
         load = load.copy()
