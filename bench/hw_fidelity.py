@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MARK = "<!-- hw_fidelity -->"
+MARK_ALL = "<!-- hw_fidelity_all -->"  # the section of a run with --extra-netlists
 QUANTITIES = (("power", "power_uw", "pwr_mW", 1e-3), ("delay", "delay_ns", "delay_ns", 1.0),
               ("area", "area_um2", "area_um2", 1.0), ("PDP", "pdp_fj", "pdp_pJ", 1e-3))
 
@@ -47,6 +48,10 @@ def main() -> int:
     ap.add_argument("--energy", nargs="+", default=["zero-delay", "glitch", "propagated"],
                     choices=["zero-delay", "glitch", "propagated"])
     ap.add_argument("--near-exact", type=float, default=0.5, help="MRED (%%) bound of the near-exact subset")
+    ap.add_argument("--extra-netlists", default=None, metavar="DIR",
+                    help="also import every other 8x8 design of index.csv found under DIR (its <name>.v, searched "
+                    "recursively; e.g. a checkout of github.com/ehw-fit/evoapproxlib, branch v2022), signed included; "
+                    "they get their own subsets")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "hw_cost.md"))
     args = ap.parse_args()
     src = SHARED / "evoapproxlib" / "verilog_dev"
@@ -73,11 +78,29 @@ def main() -> int:
         designs = list(ex.map(lambda p: import_design(p, 8, 8, False, top=p.stem, ports=None), files))
     import_s = time.perf_counter() - t0
     names = [m.name for m in designs]
+    extra: list[str] = []
+    if args.extra_netlists:
+        found = {p.stem: p for p in sorted(Path(args.extra_netlists).rglob("*.v"))}
+        todo = [n for n, r in pub.items() if r["folder"].startswith("multiplers/8x8") and n not in names and n in found]
+        with warnings.catch_warnings(), cf.ThreadPoolExecutor() as ex:
+            warnings.simplefilter("ignore")
+            designs += list(ex.map(lambda n: import_design(found[n], 8, 8, pub[n]["signed"] == "True", top=n,
+                                                           ports=None), todo))
+        extra = todo
+        names += todo
     near = [n for n in names if float(pub[n]["calc_mred_pct"]) < args.near_exact]
-    lines = ["## Fidelity against EvoApproxLib's published PDK45 figures (`bench/hw_fidelity.py`)", "",
+    subsets = [("all", names), ("near-exact", near)]
+    if extra:
+        subsets += [("extra", extra), ("extra near-exact", [n for n in extra if n in near]),
+                    ("unsigned", [n for n in names if pub[n]["signed"] != "True"]),
+                    ("signed", [n for n in names if pub[n]["signed"] == "True"])]
+    lines = ["## Fidelity against EvoApproxLib's published PDK45 figures (`bench/hw_fidelity.py`)"
+             + (": all 8x8 designs, signed included" if extra else ""), "",
              f"`python bench/hw_fidelity.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}` "
-             f"({dt.date.today().isoformat()}): {len(designs)} EvoApproxLib 8x8 unsigned netlists imported in one "
-             f"batch in {import_s:.1f} s; near-exact subset (published MRED < {args.near_exact:g}%): "
+             f"({dt.date.today().isoformat()}): {len(files)} EvoApproxLib 8x8 unsigned netlists of ../shared "
+             f"imported in one batch in {import_s:.1f} s"
+             + (f", plus {len(extra)} more (signed included) from {args.extra_netlists} (subset `extra`)" if extra
+                else "") + f"; near-exact subset (published MRED < {args.near_exact:g}%): "
              f"{len(near)} designs. `input_nets`: how switching of nets no cell drives counts (all = pin loads and "
              "output-port loads they reach directly; pins = cell input pins only; none = left to the upstream "
              "driver). Spearman rho / Pearson r of logs against the published values.", "",
@@ -86,20 +109,17 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|---|---|"]
     variants = [(ln, lp, md, ol, en) for ln, lp in libs.items() for en in args.energy for ol in args.output_loads
                 for md in args.input_nets]
-    ratios: dict[str, dict[str, tuple[int, float]]] = {}  # default recipe: design -> liberty -> (cells, ours/pub)
+    default: dict[str, dict] = {}  # liberty -> design -> Cost, default recipe
     for lname, lpath, mode, oload, energy in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
                 lambda m, lp=lpath, md=mode, ol=oload, en=energy: cost_appmul(
                     m, lp, input_nets=md, output_load_ff=ol, activity=en), designs), strict=True))
         if (mode, oload, energy) == (INPUT_NETS_DEFAULT, OUTPUT_LOAD_FF, "zero-delay"):
-            for n in names:
-                if float(pub[n]["pwr_mW"]) > 0:
-                    ratios.setdefault(n, {})[lname] = (costs[n].cells or 0,
-                                                       costs[n].power_uw * 1e-3 / float(pub[n]["pwr_mW"]))
+            default[lname] = costs
         small = [n for n in names if (costs[n].cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0]
         ratio = ", ".join(f"{n} {costs[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.1f}x" for n in small)
-        for subset, sel in (("all", names), ("near-exact", near)):
+        for subset, sel in subsets:
             cells = []
             for _, ours_key, pub_key, scale in QUANTITIES:
                 ours = [getattr(costs[n], ours_key) * scale for n in sel]
@@ -108,17 +128,31 @@ def main() -> int:
                 cells.append(f"{rho:.3f} / {r:.3f}")
             lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {subset} ({len(sel)}) | " + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
-        print(lines[-2], lines[-1], sep="\n", flush=True)
+        print(*lines[-len(subsets):], sep="\n", flush=True)
 
-    if ratios:
+    if default:
+        import numpy as np
+
+        shown = [n for n in names if float(pub[n]["pwr_mW"]) > 0]
         lines += ["", "Power fames/published per design, default recipe (zero-delay, primary inputs not counted, no "
-                  "product-bit load), by size:", "",
-                  "| design | published mW | " + " | ".join(f"{ln}: cells, ratio" for ln in libs) + " |",
-                  "|---|---|" + "---|" * len(libs)]
-        for n in sorted(ratios, key=lambda n: float(pub[n]["pwr_mW"])):
-            lines.append(f"| {n} | {float(pub[n]['pwr_mW']):.4f} | " + " | ".join(
-                f"{ratios[n][ln][0]}, {ratios[n][ln][1]:.2f}x" if ln in ratios[n] else "" for ln in libs) + " |")
-    write_section(args.out, MARK, "\n".join(lines))
+                  "product-bit load), by published power:", "",
+                  "| design | signed | published mW | " + " | ".join(f"{ln}: cells, ratio" for ln in default) + " |",
+                  "|---|---|---|" + "---|" * len(default)]
+        for n in sorted(shown, key=lambda n: float(pub[n]["pwr_mW"])):
+            lines.append(f"| {n} | {pub[n]['signed']} | {float(pub[n]['pwr_mW']):.4f} | " + " | ".join(
+                f"{c[n].cells}, {c[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.2f}x" for c in default.values())
+                + " |")
+        lines += ["", "Median fames/published by kind, default recipe:", "",
+                  "| liberty | designs | power | delay | area | PDP |", "|---|---|---|---|---|---|"]
+        for lname, c in default.items():
+            for kind in ("False", "True"):
+                sel = [n for n in shown if pub[n]["signed"] == kind]
+                if sel:
+                    med = [float(np.median([getattr(c[n], k) * sc / float(pub[n][pk]) for n in sel]))
+                           for _, k, pk, sc in QUANTITIES]
+                    lines.append(f"| {lname} | {'signed' if kind == 'True' else 'unsigned'} ({len(sel)}) | "
+                                 + " | ".join(f"{v:.2f}" for v in med) + " |")
+    write_section(args.out, MARK_ALL if extra else MARK, "\n".join(lines))
     print("\n".join(lines))
     return 0
 
