@@ -328,3 +328,25 @@ def test_bit_plane_plans_are_exact(widths):
             assert torch.equal(y.double(), ref)
     x, w = codes(a, sa, (5, 13), g), codes(wb, sw, (7, 13), g)
     assert torch.equal(approx_linear(x, w, am).double(), reference_linear(x, w, am).double())
+
+
+@pytest.mark.parametrize("maker", ["random", "optr_s", "pptr"])
+@pytest.mark.parametrize("gi", [0, 1, 2])
+def test_error_plan_sums_the_error_table_exactly(maker, gi):
+    """The factorized error-only plan (the estimator's per-candidate path) returns sum_i E[x_i, w_i] bit-exactly: the
+    approximate minus the exact convolution, for high-rank (gather) and structured (bit planes) tables alike."""
+    from fames.emulate.kernels import error_plan
+
+    C, O, k, st, pd, dl, g = GEOMS[gi]
+    am = {"random": lambda: random_appmul(6, 5, True, False, seed=gi),
+          "optr_s": lambda: operand_trunc_appmul(8, 8, True, True, k=3),
+          "pptr": lambda: pp_trunc_appmul(8, 8, k=6)}[maker]()
+    gen = _gen(gi + 7)
+    x = codes(am.a_bits, am.a_signed, (2, C, 8, 8), gen)
+    w = codes(am.w_bits, am.w_signed, (O, C // g, k, k), gen)
+    want = reference_conv2d(x, w, am, st, pd, dl, g).double() - F.conv2d(x.double(), w.double(), None, st, pd, dl, g)
+    plan = error_plan(am)
+    got = approx_conv2d(x, w, plan, st, pd, dl, g, dtype=torch.float64)
+    assert torch.equal(got, want) and want.abs().max() > 0
+    assert (plan.shifts is not None or plan.r <= 8) if maker != "random" else True
+    assert error_plan(am) is plan  # cached

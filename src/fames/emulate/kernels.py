@@ -23,6 +23,7 @@ float32 accumulation rounding (exact whenever partial sums stay below ``2**24``)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ __all__ = [
     "approx_conv2d",
     "approx_linear",
     "choose_method",
+    "error_plan",
     "plan_layer",
 ]
 
@@ -173,6 +175,28 @@ def lut_plan(appmul: AppMul | Sequence[AppMul], error: bool = False) -> Emulatio
     return EmulationPlan(
         a_bits, w_bits, sa, sw, len(ams), empty_u, empty_v, "lut", "gather-only", True, exact_only=exact, luts=L
     )
+
+
+_ERROR_PLANS: dict[tuple[str, bytes], EmulationPlan] = {}
+
+
+def error_plan(appmul: AppMul) -> EmulationPlan:
+    """A factorized plan of ``appmul``'s error table ``E = LUT - a*w`` alone (the kernels then return
+    ``sum_i E[x_i, w_i]``): bit planes or a low-rank product where the table has them (one convolution of a few
+    terms), the LUT gather otherwise (:func:`choose_method`). Exact on every weight value; cached per table, so a
+    candidate evaluated in many layers is factorized once."""
+    E = appmul.error().astype(np.int64)
+    key = (appmul.name, hashlib.sha1(np.ascontiguousarray(E).tobytes()).digest())
+    hit = _ERROR_PLANS.get(key)
+    if hit is None:
+        f = decompose_table(E)
+        a_bits, w_bits, sa, sw = appmul.widths
+        hit = _to_bit_planes(EmulationPlan(a_bits, w_bits, sa, sw, 1, f.U, f.V, "lut", f.kind if f.r else "zero",
+                                           f.integer, exact_only=False, luts=E))
+        if len(_ERROR_PLANS) > 1024:
+            _ERROR_PLANS.clear()
+        _ERROR_PLANS[key] = hit
+    return hit
 
 
 BIT_PLANE_EXTRA_TERMS = 1  # bit planes cost no lookup: accept up to this many more terms than the factor rank

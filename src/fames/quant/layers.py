@@ -22,7 +22,7 @@ from torch import nn
 
 from fames.appmul.core import AppMul
 from fames.emulate.decompose import decompose_table
-from fames.emulate.kernels import approx_conv2d, approx_linear, lut_plan
+from fames.emulate.kernels import approx_conv2d, approx_linear, error_plan, lut_plan
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
 
@@ -152,8 +152,10 @@ class QuantLayer(nn.Module):
             if m.is_exact():
                 yield None
                 continue
-            dt = torch.float32 if int(np.abs(m.error()).max()) * fan_in < 1 << 24 else torch.float64
-            yield self.integer(qx, qw, appmul=lut_plan(m, error=True), assign=None, dtype=dt).double() * scale
+            plan = error_plan(m)
+            exact32 = plan.integer and int(np.abs(m.error()).max()) * fan_in < 1 << 24
+            dt = torch.float32 if exact32 else torch.float64
+            yield self.integer(qx, qw, appmul=plan, assign=None, dtype=dt).double() * scale
 
     @torch.no_grad()
     def code_histogram(self, x: torch.Tensor, max_elems: int = 1 << 21) -> torch.Tensor:
