@@ -58,6 +58,7 @@ def main() -> int:
     from fames.appmul.importers import import_design
     from fames.appmul.metrics import error_metrics
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
+    from fames.flow.library import cheapest_implementations
     from fames.hw.cost import cost_library
     from fames.hw.verify import check_design
     from fames.io import atomic_write_text, write_section
@@ -71,6 +72,7 @@ def main() -> int:
         t0 = time.perf_counter()
         synth = synthesize(SynthConfig(a, w, signed, generations=args.generations, seeds=args.seeds,
                                        designs=args.designs), gate_cost=gc, workers=args.workers)
+        synth = cheapest_implementations(synth, liberty)  # as `library: synth` and `fames lib synth` do
         synth_s = time.perf_counter() - t0
         for m in synth:
             check_design(m, liberty)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from fames.errors import FamesError
-from fames.flow.library import liberty_path
+from fames.flow.library import cheapest_implementations, liberty_path
 
 SIGNEDNESS = {"unsigned": (False,), "signed": (True,), "both": (False, True)}
 
@@ -214,6 +214,8 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
     appmuls = synthesize(cfg, weights, gc, args.workers, args.ray,
                          on_front=lambda every, front: fronts.update(designs=front_table(every),
                                                                      front=front_table(front)))
+    if liberty:  # a family function keeps the cheaper of its two circuits on this liberty
+        appmuls = cheapest_implementations(appmuls, liberty)
     for m in appmuls:  # LUT == simulated Verilog == simulated mapped netlist, for every design written
         check_design(m, liberty)
     lib = Library(appmuls)

@@ -228,3 +228,4 @@ def test_synthesis_resumes_from_cached_jobs(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < cold
     assert [m.name for m in again] == [m.name for m in first]
     assert all(np.array_equal(x.lut, y.lut) for x, y in zip(first, again, strict=True))
+

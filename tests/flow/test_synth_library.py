@@ -2,6 +2,8 @@
 
 import time
 
+import numpy as np
+
 from fames.flow.config import RunConfig, SynthOptions
 from fames.flow.library import candidate_appmuls
 
@@ -27,3 +29,34 @@ def test_generate_plus_synth_candidates(tmp_path, monkeypatch):
 def test_run_config_synth_block():
     cfg = RunConfig.from_dict({"library": "synth", "synth": {"seeds": 1, "generations": 10, "max_error": 5.0}})
     assert cfg.synth.generations == 10 and cfg.synth.methods == ["lac", "cgp"]
+
+
+def test_a_family_function_takes_the_cheaper_circuit(tmp_path, monkeypatch):
+    """A synthesized design computing a family design's function ends with whichever circuit costs less (PDP), so
+    the synthesized library never costs more than a family design for the same function; the LUT still matches."""
+    from fames.appmul.families import build_family
+    from fames.appmul.synth.library import SynthConfig, synthesize
+    from fames.flow.library import cheapest_implementations
+    from fames.hw.cost import cost_appmul
+    from fames.hw.synthetic import default_synthetic_liberty
+    from fames.hw.verify import check_design
+
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
+    lib_file = default_synthetic_liberty()
+    made = synthesize(SynthConfig(3, 3, False, thresholds=(1.0, 5.0), max_error=10.0, seeds=1, generations=100),
+                      workers=1, progress=False)
+    fams = {np.asarray(m.lut, dtype=np.int64).tobytes(): m for m in build_family("all", 3, 3, False)}
+    got = cheapest_implementations(made, lib_file)
+    assert [m.name for m in got] == [m.name for m in made]
+    shared = 0
+    for before, after in zip(made, got, strict=True):
+        assert np.array_equal(before.lut, after.lut)
+        fam = fams.get(np.asarray(after.lut, dtype=np.int64).tobytes())
+        if fam is None:
+            assert after.verilog == before.verilog
+            continue
+        shared += 1
+        pdp = cost_appmul(after, lib_file).pdp_fj
+        assert pdp <= cost_appmul(fam, lib_file).pdp_fj + 1e-9 and pdp <= cost_appmul(before, lib_file).pdp_fj + 1e-9
+        check_design(after, lib_file)
+    assert shared >= 1  # the exact multiplier at least

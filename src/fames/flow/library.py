@@ -7,12 +7,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fames.appmul.core import AppMul
 from fames.appmul.families import build, build_family
 from fames.appmul.importers import import_evoapprox
 from fames.appmul.library import Library
 from fames.errors import FamesError
-from fames.hw.cost import cost_library
+from fames.hw.cost import cost_appmul, cost_library
 from fames.hw.synthetic import default_synthetic_liberty
 from fames.method.problem import check_widths
 
@@ -52,10 +54,30 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
             raise FamesError(f"library synth: layers with {a}x{w} bits mix signed and unsigned operands; synthesis "
                              "needs both signed or both unsigned")
         cfg = SynthConfig(a, w, sa, **opts)
-        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-1")
+        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-2")
         if not (where / "index.json").is_file():
-            Library(synthesize(cfg, gate_cost=gate_costs(lib_file), progress=progress)).save(where, force=True)
+            made = synthesize(cfg, gate_cost=gate_costs(lib_file), progress=progress)
+            Library(cheapest_implementations(made, lib_file)).save(where, force=True)
         out += list(Library.load(where))
+    return out
+
+
+def cheapest_implementations(appmuls: list[AppMul], liberty: str | Path) -> list[AppMul]:
+    """Synthesized designs whose function (LUT) equals a family design's take the family's circuit when that one
+    has the lower PDP on ``liberty`` (the search may reach a family function through a circuit the cell mapping
+    likes less); provenance ``implementation`` names it. Other designs are returned unchanged."""
+    from dataclasses import replace
+
+    fams: dict[tuple, dict[bytes, AppMul]] = {}
+    out = []
+    for m in appmuls:
+        if m.widths not in fams:
+            a, w, sa, _ = m.widths
+            fams[m.widths] = {np.asarray(f.lut, dtype=np.int64).tobytes(): f for f in build_family("all", a, w, sa)}
+        f = fams[m.widths].get(np.asarray(m.lut, dtype=np.int64).tobytes())
+        if f is not None and cost_appmul(f, liberty).pdp_fj < cost_appmul(m, liberty).pdp_fj:
+            m = replace(m, verilog=f.verilog, top=f.top, provenance={**m.provenance, "implementation": f.name})
+        out.append(m)
     return out
 
 
