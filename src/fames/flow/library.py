@@ -105,7 +105,9 @@ def candidate_appmuls(
                 for fam in families:
                     ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
         if "synth" in parts:
-            ms += synthesized_appmuls(widths, liberty, synth, progress)
+            have = {np.asarray(m.lut, dtype=np.int64).tobytes() for m in ms}  # the families' functions
+            ms += [m for m in synthesized_appmuls(widths, liberty, synth, progress)
+                   if "implementation" not in m.provenance or np.asarray(m.lut, dtype=np.int64).tobytes() not in have]
     elif isinstance(library, str) and library == "evoapprox":
         ms = [m for m in import_evoapprox() if m.widths in widths]
     elif isinstance(library, (str, Path)):

@@ -214,7 +214,7 @@ def _run_job(
         steps = cgp(start, model, threshold, gate_cost, seed=seed, generations=cfg.generations, time_s=cfg.time_s,
                     proxy=cfg.proxy)
     extra = {} if start_name == "exact" else {"start": start_name}
-    if extra:  # a family design itself is not a synthesized one: only what the search made of it
+    if extra:  # the family design itself enters once, as a "seed" (see _run_all)
         steps = steps[1:]
     return [Design(s.network, s.error, s.cost, method, seed, threshold, dict(extra)) for s in steps]
 
@@ -269,11 +269,21 @@ def to_appmul(d: Design, cfg: SynthConfig, index: int, tag: str = "") -> AppMul:
 
 def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, float], workers: int,
              ray_address: str | None, progress: bool) -> list[list[Design]]:
-    from tqdm.auto import tqdm
 
     model = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
     starts = start_networks(cfg, model, gate_cost)
-    jobs = cfg.jobs({n: model(net.output_values()) for n, net in starts.items()})
+    errors = {n: model(net.output_values()) for n, net in starts.items()}
+    jobs = cfg.jobs(errors)
+    # the family seeds are points of the searches too (a design no descendant improves on stays on the front)
+    seeds = [Design(net, errors[n], proxy_cost(net, cfg.proxy, gate_cost), "seed", 0, errors[n], {"start": n})
+             for n, net in starts.items() if n != "exact"]
+    return [*_run_jobs(cfg, jobs, starts, weights, gate_cost, workers, ray_address, progress), seeds]
+
+
+def _run_jobs(cfg: SynthConfig, jobs: list, starts: dict[str, Network], weights: np.ndarray | None,
+              gate_cost: dict[int, float], workers: int, ray_address: str | None, progress: bool) -> list[list[Design]]:
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=len(jobs), desc=f"synth {cfg.a_bits}x{cfg.w_bits}", unit="job", disable=not progress)
     try:
         if ray_address is not None:
