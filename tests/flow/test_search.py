@@ -1,12 +1,14 @@
 """The target mode: bisection over R on a validation split held out from training, the choice tested once."""
 
+import copy
+
 import pytest
 import torch
 
 import fames
 from fames.data import get_loader
 from fames.flow.approximate import BudgetRow, _bisect
-from fames.flow.config import RunConfig, SearchConfig
+from fames.flow.config import RunConfig, SearchConfig, SelectionConfig
 from fames.flow.sources import TensorSamples, holdout
 from tests.flow.test_own_model import DepthwiseSeparableCNN
 
@@ -58,3 +60,40 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
         RunConfig.from_dict({"budget": "search", "search": {"validation_images": 0}})
     with pytest.raises(fames.FamesError, match="budget"):
         RunConfig.from_dict({"budget": "seek"})
+
+
+def test_finer_granularity_falls_back_to_the_layer_level_selection(tmp_path):
+    """Filter level with the fallback: every budget keeps whichever of the filter- and the layer-level selections
+    is more accurate on the judging images, so it never ends below the layer-level one there; without it, the
+    filter-level selection stands."""
+    torch.manual_seed(0)
+    model = DepthwiseSeparableCNN()
+    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
+                      fames.train.TrainConfig(epochs=3, lr=0.05, seed=0), progress=False)
+    model.eval()
+    fames.quantize(model, "W4A4")
+    train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)
+    fames.calibrate_ptq(model, train_loader)
+    common = dict(budget=[0.8, 0.6, 0.45], estimator=fames.EstimatorConfig(samples=96, validate=False),
+                  calibration=None)
+    test = get_loader("digits", "test", 500)
+
+    def run(**sel):  # a fresh loader each time: a shuffling loader yields another order on every pass
+        return fames.approximate_(copy.deepcopy(model), get_loader("digits", "train", 128, shuffle=True, seed=0),
+                                  config=fames.FamesConfig(**common, selection=SelectionConfig(granularity="filter",
+                                                                                               **sel)),
+                                  eval_data=test, families=["trunc", "perf", "bam"], progress=False)
+
+    fine, safe = run(layer_fallback=False), run()
+    for a, b in zip(fine.rows, safe.rows, strict=True):
+        assert a.granularity_used is None and b.granularity_used in ("filter", "layer")
+        assert b.accuracy_finer == pytest.approx(a.accuracy_uncalibrated)  # the same filter-level selection
+        assert b.accuracy_uncalibrated >= b.accuracy_finer
+        if b.granularity_used == "layer":
+            assert b.accuracy_uncalibrated > b.accuracy_finer
+            assert all(isinstance(v, str) for v in b.assignment.values())  # one AppMul per layer
+        else:
+            assert b.assignment == a.assignment
+    assert any(b.granularity_used == "layer" for b in safe.rows)  # this model: the fallback does take over
+    safe.save(tmp_path)
+    assert "(L): the layer-level selection" in (tmp_path / "report.md").read_text()

@@ -69,6 +69,8 @@ class BudgetRow:
     calibrate_s: float = 0.0
     calibration_kept: bool = False
     calibration_skipped: bool = False  # target mode: within the bound before calibration, so not calibrated here
+    granularity_used: str | None = None  # "layer" where the layer-level fallback beat the finer selection
+    accuracy_finer: float | None = None  # with the fallback: the finer selection's accuracy before calibration
     ilp_status: str | None = None
     stage_s: float = 0.0  # wall time of this budget's stage (select, apply, evaluate, calibrate)
     accuracy_ci95: list[float] | None = None  # Wilson interval of ``accuracy`` on the evaluation images
@@ -340,6 +342,10 @@ def approximate_(
         )
     else:
         mp = setup.problem(omega, sel_cfg.granularity)
+    # the layer-level problem for the fallback: every group's Omega summed over the layer (with the default "bound"
+    # curvature the sum bounds the layer's own quadratic form from above)
+    coarse = setup.problem({n: omega[n].sum(0, keepdims=True) for n in cands}, "layer") \
+        if sel_cfg.granularity != "layer" and sel_cfg.layer_fallback else None
 
     # ------------------------------------------------------------------ per budget
     bkey_base = content_hash("v2", ekey, jkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
@@ -349,7 +355,7 @@ def approximate_(
     rows: list[BudgetRow] = []
     states: dict[float, dict[str, torch.Tensor]] = {}
     ctx = _BudgetContext(model, setup, mp, judge, probe, (cx, cy), None if val is not None else (hx, hy), cfg,
-                         liberty_file, progress, exact["correct"])
+                         liberty_file, progress, exact["correct"], coarse)
 
     def measure(ratio: float, lazy: bool = False) -> BudgetRow:
         """The row of one budget (from its stage when there), its calibrated state kept in ``states``. ``lazy``: a
@@ -496,6 +502,7 @@ class _BudgetContext:
     liberty: str | None
     progress: bool
     exact_correct: list[int]
+    coarse: ModelProblem | None = None  # the layer-level problem of the fallback (finer granularities)
     last_correct: list[int] = field(default_factory=list)  # 1/0 per image of the latest evaluation
 
     def evaluate(self, m: nn.Module, desc: str) -> float:
@@ -518,11 +525,23 @@ class _BudgetContext:
             sel = ILPSelector(verbose=cfg.selection.solver_output).solve(self.mp.problem, ratio)
         except InfeasibleBudget as e:
             return asdict(BudgetRow(ratio, infeasible=True, min_ratio=e.min_ratio, message=str(e))), None
-        m = apply_choice(copy.deepcopy(self.model), self.mp, sel.choice)
-        to_compensate = [n for n, q in qlayers(m) if q.compensation is not None]
-        e, e_exact, per_layer = self.setup.energy(m)
+        mp = self.mp
+        m = apply_choice(copy.deepcopy(self.model), mp, sel.choice)
         acc_u = self.evaluate(m, f"eval R={ratio}")
         hits_u = self.last_correct
+        used, acc_finer = None, None
+        if self.coarse is not None:  # the layer-level selection of the same budget, kept when more accurate
+            sel_l = ILPSelector(verbose=cfg.selection.solver_output).solve(self.coarse.problem, ratio)
+            m_l = apply_choice(copy.deepcopy(self.model), self.coarse, sel_l.choice)
+            acc_l = self.evaluate(m_l, f"eval R={ratio} layer level")
+            used, acc_finer = cfg.selection.granularity, acc_u
+            if acc_l > acc_u:
+                used, mp, sel, m, acc_u = "layer", self.coarse, sel_l, m_l, acc_l
+                hits_u = self.last_correct
+            else:
+                self.last_correct = hits_u
+        to_compensate = [n for n, q in qlayers(m) if q.compensation is not None]
+        e, e_exact, per_layer = self.setup.energy(m)
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
         skip = cfg.calibration is not None and floor is not None and acc_u >= floor
@@ -558,8 +577,7 @@ class _BudgetContext:
             e += sum(overhead.values())
         held = current_assignment(m)["layers"]
         # layers whose choice is the exact multiplier run in exact mode; list them by name all the same
-        chosen = {n: self.mp.candidates[n][k].name for (n, _g), k in zip(self.mp.groups, sel.choice.tolist(),
-                                                                            strict=True)}
+        chosen = {n: mp.candidates[n][k].name for (n, _g), k in zip(mp.groups, sel.choice.tolist(), strict=True)}
         assignment = {n: held.get(n, chosen[n]) for n, _ in qlayers(self.model) if n in chosen}
         diffs = {"uncalibrated": _hist(z_unc - z_exact)}
         if z_cal is not None:
@@ -569,7 +587,7 @@ class _BudgetContext:
             exact_energy_fj=e_exact, accuracy_uncalibrated=acc_u, accuracy_before_compensation=acc_before_comp,
             accuracy=acc_c, compensated_layers=sorted(overhead), compensation_overhead_fj=sum(overhead.values()),
             select_s=sel.seconds, calibrate_s=calib_s, calibration_kept=calib_kept,
-            calibration_skipped=skip, ilp_status=sel.status,
+            calibration_skipped=skip, ilp_status=sel.status, granularity_used=used, accuracy_finer=acc_finer,
             assignment=assignment,
             per_layer_energy={n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
             output_difference=diffs,

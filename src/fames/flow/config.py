@@ -76,7 +76,9 @@ class SelectionConfig:
     ``energy_metric`` (``pdp`` as the paper, or simulated ``energy`` per op), ``compensation`` (``none`` |
     ``control_variate`` on every approximate layer | ``auto``: the ILP decides per layer), ``stop_at_loss``
     (sweep budgets downwards and stop after the first one beyond ``max_accuracy_loss``), ``solver_output`` (let
-    HiGHS print its log; silenced by default)."""
+    HiGHS print its log; silenced by default), ``layer_fallback`` (filter and kernel granularity: at every budget
+    the layer-level selection is measured too, on the same images, and kept when it is more accurate, so that a
+    finer granularity never ends below the layer level on the images that choose)."""
 
     __pydantic_config__ = STRICT
     granularity: str = "layer"
@@ -84,6 +86,7 @@ class SelectionConfig:
     compensation: str = "none"
     stop_at_loss: bool = False
     solver_output: bool = False
+    layer_fallback: bool = True
 
     def __post_init__(self) -> None:
         _one_of("granularity", self.granularity, GRANULARITIES)
