@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 
 from fames.flow.config import RunConfig, SynthOptions
 from fames.flow.library import candidate_appmuls
@@ -60,3 +61,18 @@ def test_a_family_function_takes_the_cheaper_circuit(tmp_path, monkeypatch):
         assert pdp <= cost_appmul(fam, lib_file).pdp_fj + 1e-9 and pdp <= cost_appmul(before, lib_file).pdp_fj + 1e-9
         check_design(after, lib_file)
     assert shared >= 1  # the exact multiplier at least
+
+
+def test_library_keywords_pass_the_input_check():
+    """`library: synth` and `generate+synth` are built on the fly: the up-front input check must not look for a
+    folder of that name (it did, and `fames run` stopped before any work); an unknown name still fails clearly."""
+    from fames.errors import FamesError
+    from fames.flow.inputs import check_inputs
+    from fames.flow.library import is_library_keyword
+
+    for name in ("generate", "evoapprox", "synth", "generate+synth", "synth+generate"):
+        assert is_library_keyword(name)
+        check_inputs(RunConfig.from_dict({"library": name}))
+    assert not any(is_library_keyword(x) for x in ("generate+generate", "evo", "synth+evoapprox", "", None))
+    with pytest.raises(FamesError, match="not a library directory"):
+        check_inputs(RunConfig.from_dict({"library": "generate+evo"}))

@@ -102,13 +102,13 @@ class RunInputs:
 def check_inputs(cfg: RunConfig) -> None:
     """What can be checked before any work: the quantization config, the library folder, the liberty."""
     from fames.appmul.library import Library
-    from fames.flow.library import liberty_path
+    from fames.flow.library import is_library_keyword, liberty_path
     from fames.hw.liberty import read_liberty
     from fames.quant import load_config
 
     if cfg.quant is not None:
         load_config(cfg.quant)
-    if cfg.library not in ("generate", "evoapprox"):
+    if not is_library_keyword(cfg.library):
         Library.load(cfg.library)
     read_liberty(liberty_path(cfg.liberty))
 

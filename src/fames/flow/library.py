@@ -62,6 +62,14 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
     return out
 
 
+def is_library_keyword(value: Any) -> bool:
+    """``evoapprox``, or ``generate`` / ``synth`` / both joined by ``+`` (a library built on the fly, not a folder)."""
+    if not isinstance(value, str):
+        return False
+    parts = value.split("+")
+    return value == "evoapprox" or (len(parts) == len(set(parts)) and set(parts) <= {"generate", "synth"})
+
+
 def cheapest_implementations(appmuls: list[AppMul], liberty: str | Path) -> list[AppMul]:
     """Synthesized designs whose function (LUT) equals a family design's take the family's circuit when that one
     has the lower PDP on ``liberty`` (the search may reach a family function through a circuit the cell mapping
@@ -96,8 +104,8 @@ def candidate_appmuls(
     (both), a library directory, a :class:`Library` or a list of AppMuls. Designs without a cost are synthesized and
     costed on ``liberty`` (cached by content), and then so is every design without a published cost, so that all
     ratios come from one liberty."""
-    parts = set(library.split("+")) if isinstance(library, str) and "+" in library else {library}
-    generated = isinstance(library, str) and parts <= {"generate", "synth"} and bool(parts)
+    generated = is_library_keyword(library) and library != "evoapprox"
+    parts = set(library.split("+")) if generated else set()
     if generated:
         ms: list[AppMul] = []
         if "generate" in parts:
