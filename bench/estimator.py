@@ -1,4 +1,4 @@
-"""Estimator benchmark (FAMES Fig. 4): estimated vs true loss change on ResNet-20 W4A4, JPEG CIFAR-10.
+"""Estimator benchmark (FAMES Fig. 4): estimated vs true loss change on ResNet-20 (W4A4 by default), JPEG CIFAR-10.
 
 Usage: python bench/estimator.py [--checkpoint checkpoints/resnet20_w4a4.pt] [--liberty synthetic|PATH]
 
@@ -31,6 +31,9 @@ def main() -> int:
         "--true-samples", type=int, default=None, help="samples the true loss changes are measured on (default: same)"
     )
     ap.add_argument("--budget", type=float, default=0.7)
+    ap.add_argument("--variants", nargs="+", default=None,
+                    choices=["full", "rank1", "none", "full_fwd", "rank1_fwd"],
+                    help="estimators to run (default: all; e.g. `--variants rank1` for the W8A8 speed figure)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "estimator.md"))
     args = ap.parse_args()
     if not (REPO.parent / "shared" / "data" / "cifar10").is_dir():
@@ -78,6 +81,8 @@ def main() -> int:
         "full": ("full", "taylor"), "rank1": ("rank1", "taylor"), "none": ("none", "taylor"),
         "full_fwd": ("full", "forward"), "rank1_fwd": ("rank1", "forward"),
     }
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k in args.variants}
     for key, (hessian, mean) in variants.items():
         estimator = TaylorEstimator(hessian)
         if mean == "forward":  # the mean output error by forward passes, Taylor on the rest
@@ -98,11 +103,14 @@ def main() -> int:
         rhos = [float(spearmanr(v[m], tru[m])[0]) for m in (np.ones_like(big), ~big, big)]
         rows.append((key, *rhos, est.seconds, sel.seconds))
     n_pairs = len(tru)
+    widths = sorted({m.widths[:2] for _, m in layers})
+    bits = "/".join(f"W{w}A{a}" for a, w in widths)
     lines = [
-        "# Estimator accuracy and speed (FAMES Fig. 4), ResNet-20 W4A4 on JPEG CIFAR-10",
+        f"# Estimator accuracy and speed (FAMES Fig. 4), ResNet-20 {bits} on JPEG CIFAR-10",
         "",
         f"Command: `python bench/estimator.py --checkpoint {Path(args.checkpoint).name} --liberty {args.liberty} "
-        f"--samples {args.samples} --true-samples {n_true}`  ",
+        f"--samples {args.samples} --true-samples {n_true}"
+        + (f" --variants {' '.join(args.variants)}" if args.variants else "") + "`  ",
         f"Date: {dt.date.today().isoformat()}; {os.cpu_count()} CPU cores; {args.samples} samples; "
         f"{len(cands)} layers, {n_pairs} (layer, AppMul) pairs, candidates per layer: "
         f"{min(len(c) for c in cands.values())}-{max(len(c) for c in cands.values())}; "
