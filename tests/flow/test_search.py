@@ -97,3 +97,28 @@ def test_finer_granularity_falls_back_to_the_layer_level_selection(tmp_path):
     assert any(b.granularity_used == "layer" for b in safe.rows)  # this model: the fallback does take over
     safe.save(tmp_path)
     assert "(L): the layer-level selection" in (tmp_path / "report.md").read_text()
+
+
+def test_search_does_not_calibrate_a_budget_beyond_reach():
+    """A budget far below the bound before calibration is judged beyond it uncalibrated (calibrate_within), one
+    close to it is calibrated; the search's answer keeps the bound."""
+    torch.manual_seed(0)
+    model = DepthwiseSeparableCNN()
+    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
+                      fames.train.TrainConfig(epochs=3, lr=0.05, seed=0), progress=False)
+    model.eval()
+    fames.quantize(model, "W4A4")
+    fames.calibrate_ptq(model, get_loader("digits", "train", 128, shuffle=True, seed=0))
+    cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.05, validation_images=300,
+                                                                 calibrate_within=5.0),
+                            estimator=fames.EstimatorConfig(samples=96, validate=False),
+                            calibration=fames.CalibrationConfig(samples=128, quantile_step=0.1, quantile_max=0.2,
+                                                                epochs=1, progress=False))
+    r = fames.approximate_(model, get_loader("digits", "train", 128, shuffle=True, seed=0), config=cfg,
+                           families=["trunc", "perf", "bam"], progress=False)
+    floor = r.exact_accuracy - 1.0
+    far = [row for row in r.rows if row.accuracy_uncalibrated < floor - 5.0]
+    assert far and all(row.beyond_reach and row.calibrate_s == 0 and row.accuracy == row.accuracy_uncalibrated
+                       for row in far)
+    assert all(not row.beyond_reach for row in r.rows if row.accuracy_uncalibrated >= floor - 5.0)
+    assert r.exact_accuracy - r.best.accuracy <= 1.0 or not r.within_bound

@@ -69,6 +69,7 @@ class BudgetRow:
     calibrate_s: float = 0.0
     calibration_kept: bool = False
     calibration_skipped: bool = False  # target mode: within the bound before calibration, so not calibrated here
+    beyond_reach: bool = False  # target mode: too far below the bound before calibration to calibrate
     granularity_used: str | None = None  # "layer" where the layer-level fallback beat the finer selection
     accuracy_finer: float | None = None  # with the fallback: the finer selection's accuracy before calibration
     ilp_status: str | None = None
@@ -361,8 +362,8 @@ def approximate_(
         """The row of one budget (from its stage when there), its calibrated state kept in ``states``. ``lazy``: a
         model already within the bound before calibration is not calibrated (the search's decision is the same)."""
         nonlocal reused_s
-        keys = [content_hash(bkey_base, repr(float(ratio)))] + ([content_hash(bkey_base, repr(float(ratio)), "lazy")]
-                                                                if lazy else [])
+        keys = [content_hash(bkey_base, repr(float(ratio)))] + ([content_hash(
+            bkey_base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within))] if lazy else [])
         for key in keys:
             row, state = stages.load_json("budget", key), stages.tensors("budget", key)
             if isinstance(row, dict) and (state is not None or row.get("infeasible")):
@@ -370,7 +371,7 @@ def approximate_(
                 break
         else:
             row, state = ctx.run(ratio, exact["accuracy"] - cfg.max_accuracy_loss if lazy else None)
-            key = keys[-1] if row.get("calibration_skipped") else keys[0]
+            key = keys[-1] if row.get("calibration_skipped") or row.get("beyond_reach") else keys[0]
             stages.save_json("budget", key, row)
             if state is not None:
                 stages.save_tensors("budget", key, state)
@@ -513,7 +514,8 @@ class _BudgetContext:
 
     def run(self, ratio: float, floor: float | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         """Row and calibrated state of budget ``ratio``; with ``floor`` (accuracy, %) a model at or above it before
-        calibration is not calibrated (the calibration guard can only raise accuracy: the decision stands)."""
+        calibration is not calibrated (the calibration guard can only raise accuracy: the decision stands), nor one
+        more than ``search.calibrate_within`` points below it."""
         t0 = time.perf_counter()
         row, state = self._run(ratio, floor)
         row["stage_s"] = time.perf_counter() - t0
@@ -545,7 +547,9 @@ class _BudgetContext:
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
         skip = cfg.calibration is not None and floor is not None and acc_u >= floor
-        if cfg.calibration is not None and not skip:
+        out_of_reach = cfg.calibration is not None and floor is not None and \
+            acc_u < floor - cfg.search.calibrate_within
+        if cfg.calibration is not None and not skip and not out_of_reach:
             t1 = time.perf_counter()
             before = copy.deepcopy(m.state_dict())
             acc_before = acc_u if self.held_out is None else 100 * _accuracy(m, *self.held_out)
@@ -587,7 +591,8 @@ class _BudgetContext:
             exact_energy_fj=e_exact, accuracy_uncalibrated=acc_u, accuracy_before_compensation=acc_before_comp,
             accuracy=acc_c, compensated_layers=sorted(overhead), compensation_overhead_fj=sum(overhead.values()),
             select_s=sel.seconds, calibrate_s=calib_s, calibration_kept=calib_kept,
-            calibration_skipped=skip, ilp_status=sel.status, granularity_used=used, accuracy_finer=acc_finer,
+            calibration_skipped=skip, beyond_reach=out_of_reach, ilp_status=sel.status, granularity_used=used,
+            accuracy_finer=acc_finer,
             assignment=assignment,
             per_layer_energy={n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
             output_difference=diffs,

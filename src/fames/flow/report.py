@@ -33,6 +33,7 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "accuracy": r["accuracy"],
                 "accuracy_uncalibrated": r["accuracy_uncalibrated"],
                 "calibration_skipped": bool(r.get("calibration_skipped")),
+                "beyond_reach": bool(r.get("beyond_reach")),
                 "layer_fallback": r.get("granularity_used") == "layer",
                 "relative_accuracy": r["accuracy"] / exact if exact else None,
                 "relative_energy": r["relative_energy"],
@@ -68,13 +69,17 @@ def markdown(report: dict[str, Any]) -> str:
     for r in table3_rows(report):
         lines.append(
             f"| {r['bits']} | {r['budget']:g}{' (L)' if r['layer_fallback'] else ''} | {r['multipliers']} | "
-            f"{r['accuracy']:.2f}{'*' if r['calibration_skipped'] else ''} | "
+            f"{r['accuracy']:.2f}{'*' if r['calibration_skipped'] else ''}{'+' if r['beyond_reach'] else ''} | "
             f"{r['accuracy_uncalibrated']:.2f} | {_fmt(r['relative_accuracy'], '.4f')} | {r['relative_energy']:.4f} "
             f"| {100 * r['energy_reduction']:.2f}% |"
         )
     if any(r["calibration_skipped"] for r in table3_rows(report)):
         lines.append("\n\\* within the bound before calibration: the search did not calibrate this R (calibration "
                      "cannot move it out of the bound).")
+    if any(r["beyond_reach"] for r in table3_rows(report)):
+        within = report["config"]["search"]["calibrate_within"]
+        lines.append(f"\n\\+ more than {within:g} points below the bound before calibration: judged beyond it "
+                     "without calibrating (`search.calibrate_within`).")
     if any(r["layer_fallback"] for r in table3_rows(report)):
         lines.append(f"\n(L): the layer-level selection of this budget was more accurate than the "
                      f"{report['config']['selection']['granularity']}-level one before calibration and replaced it "
