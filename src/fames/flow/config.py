@@ -123,12 +123,13 @@ class SearchConfig:
     out from everything else (the estimate and the calibration draw from the rest); the chosen model is then
     evaluated once on the test data. Bisection over R: about log2(1 / resolution) calibrations. ``calibrate_within``
     (points): an R whose model is further than this below the bound before calibration is judged beyond it without
-    calibrating (calibration recovers a few points, not tens; a calibration is the search's main cost)."""
+    calibrating (a calibration is the search's main cost; the largest recovery we measured was 15.6 points, ResNet-20
+    W4A4 at R = 0.52: 67.5% -> 83.0%, so the default leaves a wide margin)."""
 
     __pydantic_config__ = STRICT
     resolution: Annotated[float, Field(ge=0.001, le=0.1)] = 0.01
     validation_images: Positive = 2000
-    calibrate_within: Annotated[float, Field(ge=0)] = 15.0
+    calibrate_within: Annotated[float, Field(ge=0)] = 30.0
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.resolution <= 0.1:
