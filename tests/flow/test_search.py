@@ -122,3 +122,29 @@ def test_search_does_not_calibrate_a_budget_beyond_reach():
                        for row in far)
     assert all(not row.beyond_reach for row in r.rows if row.accuracy_uncalibrated >= floor - 5.0)
     assert r.exact_accuracy - r.best.accuracy <= 1.0 or not r.within_bound
+
+
+def test_within_bound_keeps_a_margin_of_standard_errors():
+    """The target mode's criterion: paired validation loss + margin x SE <= bound; a larger margin never picks a
+    cheaper R, and the chosen row satisfies the criterion it was chosen by."""
+    from fames.flow.approximate import _paired_se
+
+    torch.manual_seed(0)
+    model = DepthwiseSeparableCNN()
+    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
+                      fames.train.TrainConfig(epochs=3, lr=0.05, seed=0), progress=False)
+    model.eval()
+    fames.quantize(model, "W4A4")
+    fames.calibrate_ptq(model, get_loader("digits", "train", 128, shuffle=True, seed=0))
+    chosen = {}
+    for margin in (0.0, 3.0):
+        cfg = fames.FamesConfig(budget="search", calibration=None, max_accuracy_loss=5.0,
+                                search=SearchConfig(resolution=0.02, validation_images=300, margin=margin),
+                                estimator=fames.EstimatorConfig(samples=96, validate=False))
+        r = fames.approximate_(copy.deepcopy(model), get_loader("digits", "train", 128, shuffle=True, seed=0),
+                               config=cfg, families=["trunc", "perf", "bam"], progress=False)
+        se = _paired_se(r.best.paired_difference)
+        assert r.exact_accuracy - r.best.accuracy + margin * se <= 5.0 + 1e-9
+        chosen[margin] = r.best.relative_energy
+    assert chosen[3.0] > chosen[0.0]  # the margin costs energy here
+    assert _paired_se({"ci95": [-2 * 1.959963984540054, 0.0]}) == pytest.approx(1.0) and _paired_se(None) == 0

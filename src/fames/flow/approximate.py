@@ -33,7 +33,7 @@ from fames.flow.config import FamesConfig
 from fames.flow.library import candidate_appmuls, liberty_path
 from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
-from fames.flow.stats import paired_difference, wilson_interval
+from fames.flow.stats import Z95, paired_difference, wilson_interval
 from fames.io import content_hash
 from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import calibrate
@@ -379,8 +379,9 @@ def approximate_(
             states[float(ratio)] = state
         return BudgetRow.from_dict(row)
 
-    def within_bound(r: BudgetRow) -> bool:
-        return not r.infeasible and exact["accuracy"] - r.accuracy <= cfg.max_accuracy_loss
+    def within_bound(r: BudgetRow) -> bool:  # target mode: with search.margin standard errors of the paired loss
+        se = _paired_se(r.paired_difference) if searching else 0.0
+        return not r.infeasible and exact["accuracy"] - r.accuracy + cfg.search.margin * se <= cfg.max_accuracy_loss
 
     if searching:
         rows = _bisect(lambda r: measure(r, lazy=True), within_bound, mp.problem.min_ratio(), cfg.search.resolution)
@@ -546,7 +547,8 @@ class _BudgetContext:
         e, e_exact, per_layer = self.setup.energy(m)
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
-        skip = cfg.calibration is not None and floor is not None and acc_u >= floor
+        margin = cfg.search.margin * _paired_se(paired_difference(self.exact_correct, hits_u).to_dict())
+        skip = cfg.calibration is not None and floor is not None and acc_u - margin >= floor
         out_of_reach = cfg.calibration is not None and floor is not None and \
             acc_u < floor - cfg.search.calibrate_within
         if cfg.calibration is not None and not skip and not out_of_reach:
@@ -600,6 +602,14 @@ class _BudgetContext:
             paired_difference=paired_difference(self.exact_correct, self.last_correct).to_dict(),
         )
         return asdict(row), {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _paired_se(pd: dict[str, Any] | None) -> float:
+    """Standard error (points) of a paired difference from its 95% interval (0 without one)."""
+    if not pd or not pd.get("ci95"):
+        return 0.0
+    lo, hi = pd["ci95"]
+    return (hi - lo) / (2 * Z95)
 
 
 @torch.no_grad()

@@ -43,6 +43,13 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _on_validation(report: dict[str, Any]) -> str:
+    if not report.get("test"):
+        return ""
+    m = (report["config"].get("search") or {}).get("margin") or 0
+    return " on the validation split" + (f", with a margin of {m:g} standard error(s) of the paired loss" if m else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     acc = report["accuracy"]
     t = report["timing"]
@@ -50,7 +57,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"# fames run: {report['model']}",
         "",
         (f"Headline (cheapest budget within {report['config']['max_accuracy_loss']} point(s) of the exact quantized "
-         f"model{' on the validation split' if report.get('test') else ''}): " if report.get("within_bound", True) else
+         f"model{_on_validation(report)}): " if report.get("within_bound", True) else
          f"**No budget stayed within {report['config']['max_accuracy_loss']} point(s) of the exact quantized model**;"
          " the first feasible one: ")
         + f"budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
