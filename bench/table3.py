@@ -184,7 +184,9 @@ def render(rows: dict[str, dict], notes: list[str], args: argparse.Namespace, li
             "",
             "Held-out protocol (`--search`): R is bisected to the resolution given on a validation split held out "
             "from the training data (the estimate and calibration never see it; the calibration guard judges on it) "
-            "for the smallest R whose calibrated model stays within the bound of the exact quantized model there; "
+            "for the smallest R whose calibrated model stays within the bound of the exact quantized model there, "
+            "with a margin of one standard error of the paired difference (`search.margin`; without it the chosen R "
+            "only just touches the bound on validation and is optimistic by selection); "
             "the chosen model is then evaluated once on the full test split (10,000 images): Wilson 95% interval, "
             "and the paired difference to the exact quantized model on the same images (95% interval, exact McNemar "
             "p). The checkpoints of `checkpoints/holdout5k` were trained from scratch on 45,000 of the 50,000 "
