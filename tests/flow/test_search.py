@@ -13,6 +13,24 @@ from fames.flow.sources import TensorSamples, holdout
 from tests.flow.test_own_model import DepthwiseSeparableCNN
 
 
+def _digits_w4a4(epochs: int) -> DepthwiseSeparableCNN:
+    """A small CNN trained on digits, quantized W4A4 with PTQ ranges (the same for the same ``epochs``)."""
+    torch.manual_seed(0)
+    model = DepthwiseSeparableCNN()
+    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
+                      fames.train.TrainConfig(epochs=epochs, lr=0.05, seed=0), progress=False)
+    model.eval()
+    fames.quantize(model, "W4A4")
+    fames.calibrate_ptq(model, get_loader("digits", "train", 128, shuffle=True, seed=0))
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits_w4a4() -> DepthwiseSeparableCNN:
+    """Shared by the tests below; each works on a copy."""
+    return _digits_w4a4(epochs=3)
+
+
 def test_bisection_finds_the_smallest_ratio_within_the_bound():
     """A model that holds the bound exactly from R = 0.437 up: the search returns 0.44 at resolution 0.01."""
     seen = []
@@ -38,14 +56,8 @@ def test_holdout_is_disjoint_and_seeded():
 
 
 def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
-    torch.manual_seed(0)
-    model = DepthwiseSeparableCNN()
-    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
-                      fames.train.TrainConfig(epochs=4, lr=0.05, seed=0), progress=False)
-    model.eval()
-    fames.quantize(model, "W4A4")
+    model = _digits_w4a4(epochs=4)
     train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)
-    fames.calibrate_ptq(model, train_loader)
     cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.02, validation_images=300),
                             estimator=fames.EstimatorConfig(samples=128, validate=False), calibration=None)
     r = fames.approximate_(model, train_loader, config=cfg, eval_data=get_loader("digits", "test", 500),
@@ -62,18 +74,11 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
         RunConfig.from_dict({"budget": "seek"})
 
 
-def test_finer_granularity_falls_back_to_the_layer_level_selection(tmp_path):
+def test_finer_granularity_falls_back_to_the_layer_level_selection(digits_w4a4, tmp_path):
     """Filter level with the fallback: every budget keeps whichever of the filter- and the layer-level selections
     is more accurate on the judging images, so it never ends below the layer-level one there; without it, the
     filter-level selection stands."""
-    torch.manual_seed(0)
-    model = DepthwiseSeparableCNN()
-    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
-                      fames.train.TrainConfig(epochs=3, lr=0.05, seed=0), progress=False)
-    model.eval()
-    fames.quantize(model, "W4A4")
-    train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)
-    fames.calibrate_ptq(model, train_loader)
+    model = digits_w4a4
     common = dict(budget=[0.8, 0.6, 0.45], estimator=fames.EstimatorConfig(samples=96, validate=False),
                   calibration=None)
     test = get_loader("digits", "test", 500)
@@ -99,22 +104,16 @@ def test_finer_granularity_falls_back_to_the_layer_level_selection(tmp_path):
     assert "(L): the layer-level selection" in (tmp_path / "report.md").read_text()
 
 
-def test_search_does_not_calibrate_a_budget_beyond_reach():
+def test_search_does_not_calibrate_a_budget_beyond_reach(digits_w4a4):
     """A budget far below the bound before calibration is judged beyond it uncalibrated (calibrate_within), one
     close to it is calibrated; the search's answer keeps the bound."""
-    torch.manual_seed(0)
-    model = DepthwiseSeparableCNN()
-    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
-                      fames.train.TrainConfig(epochs=3, lr=0.05, seed=0), progress=False)
-    model.eval()
-    fames.quantize(model, "W4A4")
-    fames.calibrate_ptq(model, get_loader("digits", "train", 128, shuffle=True, seed=0))
+    model = digits_w4a4
     cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.05, validation_images=300,
                                                                  calibrate_within=5.0),
                             estimator=fames.EstimatorConfig(samples=96, validate=False),
                             calibration=fames.CalibrationConfig(samples=128, quantile_step=0.1, quantile_max=0.2,
                                                                 epochs=1, progress=False))
-    r = fames.approximate_(model, get_loader("digits", "train", 128, shuffle=True, seed=0), config=cfg,
+    r = fames.approximate_(copy.deepcopy(model), get_loader("digits", "train", 128, shuffle=True, seed=0), config=cfg,
                            families=["trunc", "perf", "bam"], progress=False)
     floor = r.exact_accuracy - 1.0
     far = [row for row in r.rows if row.accuracy_uncalibrated < floor - 5.0]
@@ -124,18 +123,12 @@ def test_search_does_not_calibrate_a_budget_beyond_reach():
     assert r.exact_accuracy - r.best.accuracy <= 1.0 or not r.within_bound
 
 
-def test_within_bound_keeps_a_margin_of_standard_errors():
+def test_within_bound_keeps_a_margin_of_standard_errors(digits_w4a4):
     """The target mode's criterion: paired validation loss + margin x SE <= bound; a larger margin never picks a
     cheaper R, and the chosen row satisfies the criterion it was chosen by."""
     from fames.flow.approximate import _paired_se
 
-    torch.manual_seed(0)
-    model = DepthwiseSeparableCNN()
-    fames.train.train(model, get_loader("digits", "train", 64, augment=True, seed=0),
-                      fames.train.TrainConfig(epochs=3, lr=0.05, seed=0), progress=False)
-    model.eval()
-    fames.quantize(model, "W4A4")
-    fames.calibrate_ptq(model, get_loader("digits", "train", 128, shuffle=True, seed=0))
+    model = digits_w4a4
     chosen = {}
     for margin in (0.0, 3.0):
         cfg = fames.FamesConfig(budget="search", calibration=None, max_accuracy_loss=5.0,
