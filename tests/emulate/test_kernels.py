@@ -280,6 +280,35 @@ def test_gather_path_float32_chunked_and_auto_choice():
         approx_conv2d(x, w, am, method="fast")
 
 
+def test_plan_cache_follows_in_place_lut_edits():
+    """Plans are cached per LUT; a table edited in place must be planned afresh, never served stale."""
+    am = random_appmul(4, 4, False, False, seed=43)
+    gen = _gen(43)
+    x, w = codes(4, False, (2, 3, 5, 5), gen), codes(4, False, (2, 3, 3, 3), gen)
+    y1 = approx_conv2d(x, w, am, padding=1, dtype=torch.float64)
+    assert torch.equal(approx_conv2d(x, w, am, padding=1, dtype=torch.float64), y1)  # a cache hit, same answer
+    a0, w0 = int(x[0, 0, 0, 0]), int(w[0, 0, 1, 1])  # a product that occurs (centre tap at the first pixel)
+    am.lut[a0, w0] += 1
+    y2 = approx_conv2d(x, w, am, padding=1, dtype=torch.float64)
+    assert torch.equal(y2, reference_conv2d(x, w, am, padding=1).double())
+    assert not torch.equal(y1, y2)
+
+
+def test_lookup_plans_choose_by_cost():
+    """A low-rank lookup plan goes to the stacked convolution where its r terms cost less than the gather, a
+    high-rank one to the gather; both are exact on every geometry (covered above)."""
+    from fames.emulate.kernels import GATHER_RATIO, choose_method
+
+    rng = np.random.default_rng(44)
+    U, V = rng.integers(-3, 4, (256, 4)), rng.integers(-3, 4, (256, 4))
+    low = AppMul("rank4", 8, 8, False, False, np.clip(np.outer(np.arange(256), np.arange(256)) + U @ V.T, 0, 65025))
+    plan = plan_layer(low)
+    assert plan.shifts is None and 2 < plan.r < GATHER_RATIO
+    x_shape, w_shape = (1, 64, 8, 8), (64, 64, 3, 3)
+    assert choose_method(plan, x_shape, w_shape) == "conv"
+    assert choose_method(plan_layer(random_appmul(8, 8, False, False, seed=44)), x_shape, w_shape) == "gather"
+
+
 def test_prebuilt_plan_and_bad_inputs():
     am = random_appmul(4, 4, False, False, seed=41)
     gen = _gen(41)

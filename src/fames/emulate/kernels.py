@@ -23,8 +23,8 @@ float32 accumulation rounding (exact whenever partial sums stay below ``2**24``)
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "EmulationPlan",
     "approx_conv2d",
     "approx_linear",
+    "cached_plan",
     "choose_method",
     "error_plan",
     "plan_layer",
@@ -47,7 +48,9 @@ IntPair = int | tuple[int, int]
 # 16 MB: below glibc's mmap threshold cap, so chunk buffers are reused without fresh page faults (measured: 1.6x
 # vs 2.6x exact for W4A4 ResNet-20 at 256 MB chunks)
 DEFAULT_CHUNK_BYTES = 1 << 24
-GATHER_MIN_R = 2  # above this many looked-up terms the rank-independent gather path wins (measured, CPU)
+GATHER_MIN_R = 2  # up to this many looked-up terms the stacked convolution always wins
+GATHER_RATIO = 12.0  # gather path / exact convolution (measured, 8-bit tables, ResNet-20 shapes, CPU)
+LOOKUP_MACS = 50.0  # one activation-term lookup costs about this many convolution multiply-adds (measured)
 GATHER_MAX_TABLE_BYTES = 1 << 27
 
 
@@ -177,7 +180,34 @@ def lut_plan(appmul: AppMul | Sequence[AppMul], error: bool = False) -> Emulatio
     )
 
 
-_ERROR_PLANS: dict[tuple[str, bytes], EmulationPlan] = {}
+_PLANS: OrderedDict[tuple, tuple[list[np.ndarray], EmulationPlan]] = OrderedDict()
+_PLANS_SIZE = 128
+
+
+def _memo(ams: list[AppMul], extra: tuple, make: Callable[[], EmulationPlan]) -> EmulationPlan:
+    """``make()`` cached per LUT content: keyed by the LUT arrays' identities, widths and ``extra``, and valid
+    only while every LUT still equals the copy taken when the plan was made (so an AppMul whose table is
+    edited in place is planned afresh). A hit costs one comparison per table instead of a factorization
+    and hashing (8-40 ms per 8x8 layer and forward, measured)."""
+    key = (tuple((id(m.lut), m.widths) for m in ams), *extra)
+    hit = _PLANS.get(key)
+    if hit is not None and all(np.array_equal(m.lut, c) for m, c in zip(ams, hit[0], strict=True)):
+        _PLANS.move_to_end(key)
+        return hit[1]
+    plan = make()
+    _PLANS[key] = ([m.lut.copy() for m in ams], plan)
+    while len(_PLANS) > _PLANS_SIZE:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def cached_plan(
+    appmul: AppMul | Sequence[AppMul], used: np.ndarray | None = None, allow_float_lut: bool = True
+) -> EmulationPlan:
+    """:func:`plan_layer`, cached per LUT content and set of used weight values."""
+    ams = _as_appmuls(appmul)
+    used_key = None if used is None else np.packbits(used).tobytes()
+    return _memo(ams, ("layer", used_key, allow_float_lut), lambda: plan_layer(ams, used, allow_float_lut))
 
 
 def error_plan(appmul: AppMul) -> EmulationPlan:
@@ -185,18 +215,15 @@ def error_plan(appmul: AppMul) -> EmulationPlan:
     ``sum_i E[x_i, w_i]``): bit planes or a low-rank product where the table has them (one convolution of a few
     terms), the LUT gather otherwise (:func:`choose_method`). Exact on every weight value; cached per table, so a
     candidate evaluated in many layers is factorized once."""
-    E = appmul.error().astype(np.int64)
-    key = (appmul.name, hashlib.sha1(np.ascontiguousarray(E).tobytes()).digest())
-    hit = _ERROR_PLANS.get(key)
-    if hit is None:
+
+    def make() -> EmulationPlan:
+        E = appmul.error().astype(np.int64)
         f = decompose_table(E)
         a_bits, w_bits, sa, sw = appmul.widths
-        hit = _to_bit_planes(EmulationPlan(a_bits, w_bits, sa, sw, 1, f.U, f.V, "lut", f.kind if f.r else "zero",
-                                           f.integer, exact_only=False, luts=E))
-        if len(_ERROR_PLANS) > 1024:
-            _ERROR_PLANS.clear()
-        _ERROR_PLANS[key] = hit
-    return hit
+        return _to_bit_planes(EmulationPlan(a_bits, w_bits, sa, sw, 1, f.U, f.V, "lut", f.kind if f.r else "zero",
+                                            f.integer, exact_only=False, luts=E))
+
+    return _memo([appmul], ("error",), make)
 
 
 BIT_PLANE_EXTRA_TERMS = 1  # bit planes cost no lookup: accept up to this many more terms than the factor rank
@@ -314,8 +341,10 @@ def _stacked_conv(
     N, C, H, W = x_idx.shape
     O, Cg, kh, kw = wkey.shape
     R = U.shape[1]
-    # stacked channels in (group, term, channel) order, matching _act_terms
-    ws = F.embedding(wkey, V).permute(0, 4, 1, 2, 3).reshape(O, R * Cg, kh, kw)
+    # stacked channels in the order _act_terms writes them: (group, term, channel) for bit planes, (group,
+    # channel, term) for lookups
+    order = (0, 4, 1, 2, 3) if shifts is not None else (0, 1, 4, 2, 3)
+    ws = F.embedding(wkey, V).permute(*order).reshape(O, R * Cg, kh, kw)
     ws = ws.contiguous(memory_format=torch.channels_last)
     xi = x_idx.permute(0, 2, 3, 1)  # (N, H, W, C)
     outs = []
@@ -329,16 +358,18 @@ def _stacked_conv(
 def _act_terms(
     xi: torch.Tensor, U: torch.Tensor, shifts: torch.Tensor | None, a_bits: int, groups: int = 1
 ) -> torch.Tensor:
-    """Activation terms ``U[xi, r]`` for indices ``xi (..., C)``: ``(..., groups, r, C / groups)`` in ``U.dtype``.
+    """Activation terms ``U[xi, r]`` for indices ``xi (..., C)`` in ``U.dtype``.
 
-    Term-major within a group, so every term is written over contiguous channels (a trailing dimension of size
-    r vectorizes poorly). A bit-plane plan computes term r as bit ``shifts[r]`` of ``xi | 2**a_bits`` from
-    uint8 codes (``a_bits <= 8``, else int32), without lookups; otherwise one lookup per term (differentiable in ``U``).
+    A bit-plane plan computes term r as bit ``shifts[r]`` of ``xi | 2**a_bits`` from uint8 codes
+    (``a_bits <= 8``, else int32), without lookups, term-major within a group so that every term is written
+    over contiguous channels: ``(..., groups, r, C / groups)``. Otherwise one embedding lookup gives all terms
+    of an activation at once (differentiable in ``U``): ``(..., C, r)``, channel-major (measured: 2 ns per
+    term against 10 ns for one advanced-indexing pass per term).
     """
     *lead, C = xi.shape
-    xg = xi.reshape(*lead, groups, C // groups)
     if shifts is None:
-        return torch.stack([U[:, r][xg] for r in range(U.shape[1])], dim=-2)
+        return F.embedding(xi, U)
+    xg = xi.reshape(*lead, groups, C // groups)
     out = torch.empty(*lead, groups, U.shape[1], C // groups, dtype=U.dtype, device=xi.device)
     x8 = xg.to(torch.uint8 if a_bits <= 8 else torch.int32)
     for r, s in enumerate(shifts.tolist()):
@@ -362,7 +393,8 @@ def _stacked_linear(
     N, K = x_idx.shape
     O = wkey.shape[0]
     R = U.shape[1]
-    ws = F.embedding(wkey, V).transpose(1, 2).reshape(O, R * K)  # (term, input) order, matching _act_terms
+    wt = F.embedding(wkey, V)  # (O, K, R): (input, term) order, matching _act_terms' lookups
+    ws = (wt.transpose(1, 2) if shifts is not None else wt).reshape(O, R * K)
     outs = []
     for s, e in _chunks(N, K * R * U.element_size(), max_bytes):
         outs.append(_act_terms(x_idx[s:e], U, shifts, a_bits).reshape(e - s, R * K) @ ws.t())
@@ -523,7 +555,7 @@ def _prepare(
     x_idx = _indices(x_codes, a_bits, sa)
     wkey = _weight_keys(_indices(w_codes, w_bits, sw, exact_round=True).long(), assign, M, w_bits)
     if need_plan and plan is None and ams is not None:
-        plan = plan_layer(ams, _used(wkey, M << w_bits), allow_float_lut=dtype == torch.float64)
+        plan = cached_plan(ams, _used(wkey, M << w_bits), allow_float_lut=dtype == torch.float64)
     return x_idx, wkey, plan, a_bits, w_bits, M
 
 
@@ -534,21 +566,32 @@ def _check_error_table(error_table, dtype, M, a_bits, w_bits) -> torch.Tensor:  
     return E
 
 
-def choose_method(plan: EmulationPlan, x_shape: Sequence[int], w_shape: Sequence[int], groups: int = 1) -> str:
-    """``"conv"`` (stacked factors, cost ~ ``r`` exact convolutions plus, unless the plan uses bit planes,
-    one table lookup per activation and term) or ``"gather"`` (one ``embedding_bag`` over the LUTs, cost
-    independent of ``r``) for a convolution.
+def choose_method(
+    plan: EmulationPlan,
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    groups: int = 1,
+    stride: IntPair = 1,
+) -> str:
+    """``"conv"`` (stacked factors: ``r`` times the exact convolution's work plus, unless the plan uses bit
+    planes, one table lookup per activation and term) or ``"gather"`` (one ``embedding_bag`` over the LUTs,
+    cost independent of ``r``) for a convolution.
 
-    Measured on CPU (ResNet-20, 8-bit EvoApproxLib tables): the per-term activation lookup is memory bound and
-    costs more than the stacked convolution itself, so a lookup-based plan with ``r > GATHER_MIN_R`` goes to
-    the gather path (~8x an exact conv at any ``r``; rank 4 by lookups was ~12x). Bit-plane plans (no lookups)
-    always use the convolution.
+    Cost model in multiples of the exact convolution (measured on CPU, 8-bit EvoApproxLib tables, ResNet-20
+    shapes, one thread): the gather path costs about ``GATHER_RATIO``; a lookup plan about
+    ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as
+    ``LOOKUP_MACS`` multiply-adds of the convolution). Bit-plane plans (no lookups) always use the convolution.
     """
     if plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         return "conv"
     O, Cg, kh, kw = w_shape
     table_bytes = Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * (O // groups) * 8
-    return "gather" if table_bytes <= GATHER_MAX_TABLE_BYTES else "conv"
+    if table_bytes > GATHER_MAX_TABLE_BYTES:
+        return "conv"
+    sh, sw = _pair(stride)
+    macs_per_lookup = (O // groups) * kh * kw / (sh * sw)  # exact multiply-adds per activation element
+    conv_ratio = plan.r * (1 + LOOKUP_MACS / macs_per_lookup)
+    return "conv" if conv_ratio < GATHER_RATIO else "gather"
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -606,7 +649,7 @@ def approx_conv2d(
         y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     if method == "auto":
-        method = choose_method(plan, x_codes.shape, w_codes.shape, groups)
+        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride)
     if method == "gather":
         L = plan.lut_table(x_codes.device, dtype)
 

@@ -376,7 +376,15 @@ class QConv2d(QuantLayer):
         return self._conv(qx, qw)
 
     def sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
-        return self._conv(qx, torch.ones_like(qw))
+        """Window sums of the activation codes per group, ``(N, groups, Ho, Wo)``, broadcast over each group's
+        outputs: ``(N, 1, Ho, Wo)`` for an ordinary convolution (channels summed first, then one box filter:
+        ``1 / O`` of a ones-weight convolution's work)."""
+        n, c, h, w = qx.shape
+        g = self.groups
+        xs = qx.to(self.emulation_dtype).view(n, g, c // g, h, w).sum(2)
+        box = torch.ones(g, 1, *self.kernel_size, dtype=xs.dtype, device=xs.device)
+        s = F.conv2d(xs, box, None, self.stride, 0, self.dilation, g)
+        return s if g == 1 else s.repeat_interleave(self.out_channels // g, dim=1)
 
     def patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Padded activation codes ``(N, C, H, W)`` -> ``(N, groups, C/groups * kh * kw, positions)`` long."""
