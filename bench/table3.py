@@ -53,7 +53,8 @@ def main() -> int:
         help="the held-out protocol: R bisected on a validation split of the training data, the chosen model tested "
         "once on the test split (accuracy and paired difference with 95%% intervals); --budgets is then unused",
     )
-    ap.add_argument("--validation-images", type=int, default=2000, help="with --search: held-out training images")
+    ap.add_argument("--validation-images", type=int, default=None,
+                    help="with --search: held-out training images (default: all the checkpoint held out)")
     ap.add_argument("--resolution", type=float, default=0.01, help="with --search: resolution of R")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="repeat each configuration with these seeds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -96,8 +97,8 @@ def main() -> int:
         f"{os.path.relpath(args.checkpoints, REPO)} --budgets {budgets} --calib-step "
         f"{args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
         f"--eval-images {args.eval_images} --estimator-mean {args.estimator_mean}"
-        + (f" --search --validation-images {args.validation_images} --resolution {args.resolution:g}"
-           if args.search else "")
+        + (f" --search --resolution {args.resolution:g}" if args.search else "")
+        + (f" --validation-images {args.validation_images}" if args.search and args.validation_images else "")
         + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
     )
     for name in args.configs:

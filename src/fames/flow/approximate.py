@@ -29,7 +29,7 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import FamesError
-from fames.flow.config import FamesConfig
+from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig
 from fames.flow.library import candidate_appmuls, liberty_path
 from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
@@ -278,12 +278,13 @@ def approximate_(
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     calib_n = (cal_cfg.samples if cal_cfg is not None else 1024)
     searching = cfg.searching
+    record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
+    n_val = cfg.search.validation_images or (int(record["n"]) if record else DEFAULT_VALIDATION_IMAGES)
     samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES
-                                  + (cfg.search.validation_images if searching else 0))
+                                  + (n_val if searching else 0))
     val, validation_source = None, ""
     if searching:  # the validation split chooses R; nothing else is drawn from it
-        record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
-        samples, val = holdout(samples, cfg.search.validation_images, cfg.seed, record)
+        samples, val = holdout(samples, n_val, cfg.seed, record)
         validation_source = ("held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
                              else "training data the checkpoint may have seen")
     if est_cfg.samples > len(samples):
