@@ -269,14 +269,19 @@ def _pair(v: IntPair) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _indices(codes: torch.Tensor, bits: int, signed: bool, exact_round: bool = False) -> torch.Tensor:
+def _indices(codes: torch.Tensor, bits: int, signed: bool, exact_round: bool = False, byte: bool = False
+             ) -> torch.Tensor:
     """Table index (two's-complement bit pattern) of integer codes stored as float: ``value mod 2**bits``.
 
-    int32, same shape and memory format. Codes must be integer-valued (``exact_round`` rounds first).
+    int32 (``byte`` and ``bits <= 8``: uint8, converted directly from float, several times cheaper), same shape and
+    memory format. Codes must be integer-valued (``exact_round`` rounds first).
     """
     c = codes.detach()
     if exact_round:
         c = torch.round(c)
+    if byte and bits <= 8:
+        idx = c.to(torch.int8).view(torch.uint8) if signed else c.to(torch.uint8)
+        return idx.bitwise_and((1 << bits) - 1) if signed and bits < 8 else idx
     idx = c.to(torch.int32)
     return torch.bitwise_and(idx, (1 << bits) - 1) if signed else idx
 
@@ -568,7 +573,7 @@ def _prepare(
     assign: torch.Tensor | int | None,
     dtype: torch.dtype,
     need_plan: bool,
-) -> tuple[torch.Tensor, torch.Tensor, EmulationPlan | None, int, int, int]:
+) -> tuple[Callable[..., torch.Tensor], torch.Tensor, EmulationPlan | None, int, int, int]:
     if isinstance(appmul, EmulationPlan):
         plan: EmulationPlan | None = appmul
         ams = None
@@ -579,10 +584,14 @@ def _prepare(
         plan = None
         a_bits, w_bits, sa, sw = ams[0].widths
         M = len(ams)
-    x_idx = _indices(x_codes, a_bits, sa)
     wkey = _weight_keys(_indices(w_codes, w_bits, sw, exact_round=True).long(), assign, M, w_bits)
     if need_plan and plan is None and ams is not None:
         plan = cached_plan(ams, _used(wkey, M << w_bits), allow_float_lut=dtype == torch.float64)
+
+    def x_idx(byte: bool = False) -> torch.Tensor:
+        """Activation indices (computed only by the path that needs them; ``byte``: uint8 for bit planes)."""
+        return _indices(x_codes, a_bits, sa, byte=byte)
+
     return x_idx, wkey, plan, a_bits, w_bits, M
 
 
@@ -664,9 +673,10 @@ def approx_conv2d(
     )
     if error_table is not None:
         E = _check_error_table(error_table, dtype, M, a_bits, w_bits)
-        U, V = _counting_tables(E, x_idx, wkey)
+        xi = x_idx()
+        U, V = _counting_tables(E, xi, wkey)
         exact = F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
-        return exact + _stacked_conv(x_idx, wkey, U, V, *conv_args, max_chunk_bytes)
+        return exact + _stacked_conv(xi, wkey, U, V, *conv_args, max_chunk_bytes)
     assert plan is not None
     if plan.exact_only:
         return F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
@@ -681,13 +691,13 @@ def approx_conv2d(
         L = plan.lut_table(x_codes.device, dtype)
 
         def compute() -> torch.Tensor:
-            return _gather_conv(x_idx, wkey, L, *conv_args, max_chunk_bytes)
+            return _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
     else:
         U, V = plan.tables(x_codes.device, dtype)
         sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
 
         def compute() -> torch.Tensor:
-            y = _stacked_conv(x_idx, wkey, U, V, *conv_args, max_chunk_bytes, sh, a_bits)
+            y = _stacked_conv(x_idx(sh is not None), wkey, U, V, *conv_args, max_chunk_bytes, sh, a_bits)
             return y if plan.integer else torch.round(y)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
@@ -729,21 +739,22 @@ def approx_linear(
     x_idx, wkey, plan, a_bits, w_bits, M = _prepare(x2, w_codes, appmul, assign, dtype, need_plan=error_table is None)
     if error_table is not None:
         E = _check_error_table(error_table, dtype, M, a_bits, w_bits)
-        U, V = _counting_tables(E, x_idx, wkey)
-        y = x2.to(dtype) @ w_codes.to(dtype).t() + _stacked_linear(x_idx, wkey, U, V, max_chunk_bytes)
+        xi = x_idx()
+        U, V = _counting_tables(E, xi, wkey)
+        y = x2.to(dtype) @ w_codes.to(dtype).t() + _stacked_linear(xi, wkey, U, V, max_chunk_bytes)
     else:
         assert plan is not None
         if plan.exact_only:
             y = x2.to(dtype) @ w_codes.to(dtype).t()
         elif plan.kind == "gather-only":
             L = plan.lut_table(x_codes.device, dtype)
-            y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx, wkey, L, max_chunk_bytes), dtype)
+            y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx(), wkey, L, max_chunk_bytes), dtype)
         else:
             U, V = plan.tables(x_codes.device, dtype)
             sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
 
             def compute() -> torch.Tensor:
-                y = _stacked_linear(x_idx, wkey, U, V, max_chunk_bytes, sh, a_bits)
+                y = _stacked_linear(x_idx(sh is not None), wkey, U, V, max_chunk_bytes, sh, a_bits)
                 return y if plan.integer else torch.round(y)
 
             y = _SteLinearFn.apply(x2, w_codes, compute, dtype)
