@@ -104,6 +104,30 @@ def test_finer_granularity_falls_back_to_the_layer_level_selection(digits_w4a4, 
     assert "(L): the layer-level selection" in (tmp_path / "report.md").read_text()
 
 
+def test_filter_search_never_ends_above_the_layer_search(digits_w4a4):
+    """Target mode without calibration: with the fallback the filter level's row at every budget scores at least as
+    well as the layer-level run's row there (its fallback is the layer-level run's own selection), so its bisection
+    never ends at a larger R."""
+    from fames.flow.approximate import _paired_se
+
+    def search(granularity: str):  # a fresh loader each time (a shuffling loader yields another order per pass)
+        cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.02, validation_images=300),
+                                estimator=fames.EstimatorConfig(samples=96, validate=False), calibration=None,
+                                selection=SelectionConfig(granularity=granularity))
+        return fames.approximate_(copy.deepcopy(digits_w4a4), get_loader("digits", "train", 128, shuffle=True, seed=0),
+                                  config=cfg, eval_data=get_loader("digits", "test", 300),
+                                  families=["trunc", "perf", "bam"], progress=False)
+
+    layer, fine = search("layer"), search("filter")
+    assert fine.best.budget <= layer.best.budget
+    score = {id(r): r.accuracy - _paired_se(r.paired_difference) for r in (*layer.rows, *fine.rows)}
+    lrows = {round(r.budget, 4): r for r in layer.rows if not r.infeasible}
+    common = [(lrows[round(r.budget, 4)], r) for r in fine.rows if round(r.budget, 4) in lrows]
+    assert common
+    for lr, fr in common:
+        assert score[id(fr)] >= score[id(lr)] - 1e-9
+
+
 def test_search_does_not_calibrate_a_budget_beyond_reach(digits_w4a4):
     """A budget far below the bound before calibration is judged beyond it uncalibrated (calibrate_within), one
     close to it is calibrated; the search's answer keeps the bound."""

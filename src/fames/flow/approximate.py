@@ -344,10 +344,16 @@ def approximate_(
         )
     else:
         mp = setup.problem(omega, sel_cfg.granularity)
-    # the layer-level problem for the fallback: every group's Omega summed over the layer (with the default "bound"
-    # curvature the sum bounds the layer's own quadratic form from above)
-    coarse = setup.problem({n: omega[n].sum(0, keepdims=True) for n in cands}, "layer") \
-        if sel_cfg.granularity != "layer" and sel_cfg.layer_fallback else None
+    # the layer-level problem of the fallback: the layer-level estimate itself (a stage of its own), so that at every
+    # budget the fallback is exactly the selection a layer-level run makes there
+    coarse = None
+    if sel_cfg.granularity != "layer" and sel_cfg.layer_fallback:
+        lkey_e = content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
+                                                            "layer"))
+        got_l = stages.arrays("estimate", lkey_e, lambda: {
+            **(e := estimator.estimate(model, x, y, cands, granularity="layer")).omega,
+            "__seconds__": np.array(e.seconds)})
+        coarse = setup.problem({n: got_l[n] for n in cands}, "layer")
 
     # ------------------------------------------------------------------ per budget
     bkey_base = content_hash("v2", ekey, jkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
@@ -538,8 +544,12 @@ class _BudgetContext:
             sel_l = ILPSelector(verbose=cfg.selection.solver_output).solve(self.coarse.problem, ratio)
             m_l = apply_choice(copy.deepcopy(self.model), self.coarse, sel_l.choice)
             acc_l = self.evaluate(m_l, f"eval R={ratio} layer level")
+            hits_l = self.last_correct
             used, acc_finer = cfg.selection.granularity, acc_u
-            if acc_l > acc_u:
+            # the target mode compares as its bound does: accuracy less `margin` standard errors of the paired loss
+            k = cfg.search.margin if cfg.searching else 0.0
+            if acc_l - k * _paired_se(paired_difference(self.exact_correct, hits_l).to_dict()) > \
+                    acc_u - k * _paired_se(paired_difference(self.exact_correct, hits_u).to_dict()):
                 used, mp, sel, m, acc_u = "layer", self.coarse, sel_l, m_l, acc_l
                 hits_u = self.last_correct
             else:

@@ -77,8 +77,11 @@ class SelectionConfig:
     ``control_variate`` on every approximate layer | ``auto``: the ILP decides per layer), ``stop_at_loss``
     (sweep budgets downwards and stop after the first one beyond ``max_accuracy_loss``), ``solver_output`` (let
     HiGHS print its log; silenced by default), ``layer_fallback`` (filter and kernel granularity: at every budget
-    the layer-level selection is measured too, on the same images, and kept when it is more accurate, so that a
-    finer granularity never ends below the layer level on the images that choose)."""
+    the selection a layer-level run makes there, from its own layer-level estimate, is measured too on the same
+    images and kept when it scores better by the bound's criterion: accuracy, less ``search.margin`` standard errors
+    of the paired loss in the target mode. Without calibration every row then scores at least as well as the
+    layer-level run's row of the same budget, so the target mode's bisection never ends at a larger R than the
+    layer level's; with calibration the choice is made before calibrating)."""
 
     __pydantic_config__ = STRICT
     granularity: str = "layer"
