@@ -134,7 +134,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                 "estimator": {"kind": "taylor-rank1", "samples": args.samples, "validate": False,
                               "curvature": "bound"},
                 "selection": {"granularity": gran},
-                "output": str(Path(args.work) / name / gran),
+                "output": str(Path(args.work) / name),  # one folder: its stages (estimates) serve every run
             }
             if not args.calibrate:
                 cfg["calibration"] = False
@@ -195,8 +195,8 @@ def search_report(searched: dict[str, dict]) -> str:
         for loss in sorted({r["loss"] for r in runs.values()}):
             lay = red.get(("layer", loss))
             for g in ("filter", "kernel"):
-                if lay is not None and (g, loss) in red:
-                    verdict.append((f"{name}: {g} >= layer at <= {loss:g} points", red[(g, loss)] >= lay - 1e-9,
+                if lay is not None and (g, loss) in red:  # equal within half the resolution of R (0.01)
+                    verdict.append((f"{name}: {g} >= layer at <= {loss:g} points", red[(g, loss)] >= lay - 0.005,
                                     f"{100 * red[(g, loss)]:.2f}% vs {100 * lay:.2f}%"))
         gains = [red[("filter", loss)] / red[("layer", loss)] - 1 for loss in (1.0, 4.0)
                  if red.get(("layer", loss)) and ("filter", loss) in red]
@@ -384,6 +384,8 @@ def plot_heatmap(res: dict, path: Path) -> None:
 
 
 def report(results: dict, out: Path) -> str:
+    if not results:
+        return ""
     cmds = "; ".join(f"`{r['command']}`" for r in results.values())
     lines = [
         "# Layer, filter and kernel granularity with ROUP multipliers (MAx-DNN)",
