@@ -49,7 +49,11 @@ IntPair = int | tuple[int, int]
 # vs 2.6x exact for W4A4 ResNet-20 at 256 MB chunks)
 DEFAULT_CHUNK_BYTES = 1 << 24
 GATHER_MIN_R = 2  # up to this many looked-up terms the stacked convolution always wins
-GATHER_RATIO = 12.0  # gather path / exact convolution (measured, 8-bit tables, ResNet-20 shapes, CPU)
+# gather path / exact convolution: about GATHER_RATIO at 144 multiply-adds per activation element (16 outputs x 3 x 3),
+# growing as that number to the power GATHER_GROWTH (measured: 10-14x at 16 x 3 x 3, 19-25x at 64 x 3 x 3; 8-bit
+# tables, ResNet-20 shapes, one CPU thread)
+GATHER_RATIO = 12.0
+GATHER_GROWTH = 0.4
 LOOKUP_MACS = 50.0  # one activation-term lookup costs about this many convolution multiply-adds (measured)
 GATHER_MAX_TABLE_BYTES = 1 << 27
 
@@ -90,9 +94,9 @@ class EmulationPlan:
         key = (str(device), dtype)
         hit = self._torch.get(key)
         if hit is None:
-            hit = (
-                torch.as_tensor(self.U, dtype=dtype, device=device),
-                torch.as_tensor(self.V, dtype=dtype, device=device),
+            hit = (  # row-major: a column-major U (an SVD's) made every lookup 10-20x slower (measured)
+                torch.as_tensor(np.ascontiguousarray(self.U), dtype=dtype, device=device).contiguous(),
+                torch.as_tensor(np.ascontiguousarray(self.V), dtype=dtype, device=device).contiguous(),
             )
             self._torch[key] = hit
         return hit
@@ -351,7 +355,7 @@ def _stacked_conv(
     order = (0, 4, 1, 2, 3) if shifts is not None else (0, 1, 4, 2, 3)
     ws = F.embedding(wkey, V).permute(*order).reshape(O, R * Cg, kh, kw)
     ws = ws.contiguous(memory_format=torch.channels_last)
-    xi = x_idx.permute(0, 2, 3, 1)  # (N, H, W, C)
+    xi = x_idx.permute(0, 2, 3, 1).contiguous()  # (N, H, W, C); lookups on a strided index are ~10x slower
     outs = []
     for s, e in _chunks(N, H * W * C * R * U.element_size(), max_bytes):
         xs = _act_terms(xi[s:e], U, shifts, a_bits, groups)
@@ -614,7 +618,8 @@ def choose_method(
     cost independent of ``r``) for a convolution.
 
     Cost model in multiples of the exact convolution (measured on CPU, 8-bit EvoApproxLib tables, ResNet-20
-    shapes, one thread): the gather path costs about ``GATHER_RATIO``; a lookup plan about
+    shapes, one thread): the gather path costs about ``GATHER_RATIO (O/groups * kh * kw / 144)**GATHER_GROWTH``;
+    a lookup plan about
     ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as
     ``LOOKUP_MACS`` multiply-adds of the convolution). Bit-plane plans (no lookups) always use the convolution.
     """
@@ -627,7 +632,8 @@ def choose_method(
     sh, sw = _pair(stride)
     macs_per_lookup = (O // groups) * kh * kw / (sh * sw)  # exact multiply-adds per activation element
     conv_ratio = plan.r * (1 + LOOKUP_MACS / macs_per_lookup)
-    return "conv" if conv_ratio < GATHER_RATIO else "gather"
+    gather_ratio = GATHER_RATIO * ((O // groups) * kh * kw / 144) ** GATHER_GROWTH
+    return "conv" if conv_ratio < gather_ratio else "gather"
 
 
 # ---------------------------------------------------------------------------------------------- public API
