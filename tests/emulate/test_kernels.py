@@ -262,6 +262,19 @@ def test_evoapproxlib_designs_bit_exact():
         _check_conv(am, x, w, 1, 1, 1, 1)
 
 
+def test_float_factor_plans_stay_exact_in_float32():
+    """mul8u_1A0M factors only with float (SVD) factors: summed in float32 they round to the wrong integer (off by
+    up to a few units here although every partial sum is below 2**24), so float32 runs take the exact gather."""
+    am = evo_appmul("mul8u_1A0M")
+    gen = _gen(45)
+    x, w = codes(8, False, (16, 8, 16, 16), gen), codes(8, False, (16, 8, 3, 3), gen)
+    assert not plan_layer(am).integer and 255 * 255 * 8 * 9 < 1 << 24
+    ref = reference_conv2d(x, w, am).double()
+    assert not torch.equal(approx_conv2d(x.float(), w.float(), am, method="conv").double(), ref)  # what it avoids
+    assert torch.equal(approx_conv2d(x.float(), w.float(), am).double(), ref)
+    assert torch.equal(approx_conv2d(x, w, am, dtype=torch.float64, method="conv"), ref)  # float64: rounds exactly
+
+
 def test_gather_path_float32_chunked_and_auto_choice():
     from fames.emulate.kernels import choose_method
 
@@ -305,7 +318,7 @@ def test_lookup_plans_choose_by_cost():
     plan = plan_layer(low)
     assert plan.shifts is None and 2 < plan.r < GATHER_RATIO
     x_shape, w_shape = (1, 64, 8, 8), (64, 64, 3, 3)
-    assert choose_method(plan, x_shape, w_shape) == "conv"
+    assert choose_method(plan, x_shape, w_shape, dtype=torch.float64) == "conv"  # float64: any factors are exact
     assert choose_method(plan_layer(random_appmul(8, 8, False, False, seed=44)), x_shape, w_shape) == "gather"
 
 

@@ -612,6 +612,7 @@ def choose_method(
     w_shape: Sequence[int],
     groups: int = 1,
     stride: IntPair = 1,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
     """``"conv"`` (stacked factors: ``r`` times the exact convolution's work plus, unless the plan uses bit
     planes, one table lookup per activation and term) or ``"gather"`` (one ``embedding_bag`` over the LUTs,
@@ -621,8 +622,12 @@ def choose_method(
     shapes, one thread): the gather path costs about ``GATHER_RATIO (O/groups * kh * kw / 144)**GATHER_GROWTH``;
     a lookup plan about
     ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as
-    ``LOOKUP_MACS`` multiply-adds of the convolution). Bit-plane plans (no lookups) always use the convolution.
+    ``LOOKUP_MACS`` multiply-adds of the convolution). Bit-plane plans (no lookups) always use the convolution;
+    a plan with float (SVD) factors uses the gather unless ``dtype`` is float64 (float32 sums of non-integer products
+    can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
     """
+    if plan.luts is not None and not plan.integer and dtype != torch.float64:
+        return "gather"  # float factors summed in float32 may round to the wrong integer; the gather is exact
     if plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         return "conv"
     O, Cg, kh, kw = w_shape
@@ -692,7 +697,7 @@ def approx_conv2d(
         y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     if method == "auto":
-        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride)
+        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype)
     if method == "gather":
         L = plan.lut_table(x_codes.device, dtype)
 
@@ -752,8 +757,8 @@ def approx_linear(
         assert plan is not None
         if plan.exact_only:
             y = x2.to(dtype) @ w_codes.to(dtype).t()
-        elif plan.kind == "gather-only":
-            L = plan.lut_table(x_codes.device, dtype)
+        elif plan.kind == "gather-only" or (not plan.integer and dtype != torch.float64 and plan.luts is not None):
+            L = plan.lut_table(x_codes.device, dtype)  # (float factors in float32 could round wrongly: gather)
             y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx(), wkey, L, max_chunk_bytes), dtype)
         else:
             U, V = plan.tables(x_codes.device, dtype)
