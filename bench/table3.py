@@ -63,6 +63,8 @@ def main() -> int:
         help="only time one calibration per configuration: its chosen assignment (from --work) calibrated afresh "
         "with the settings given, on an otherwise idle machine; prints seconds and adds them to the table",
     )
+    ap.add_argument("--render-only", action="store_true",
+                    help="rebuild --out from its stored rows (the .json beside it) without running anything")
     ap.add_argument("--checkpoints", default=str(REPO / "checkpoints" / "holdout5k"),
                     help="folder of the checkpoints (resnet20_float.pt, resnet20_w8a8.pt, ...); the default ones hold "
                     "5,000 training images out of training, the validation split of --search")
@@ -85,6 +87,8 @@ def main() -> int:
     kept = json.loads(store.read_text()) if store.is_file() else {}
     rows: dict[str, dict] = kept.get("rows", {})
     notes: list[str] = kept.get("notes", [])  # hand-written remarks on earlier rows, kept with them
+    if args.render_only:
+        args.configs = []
     if args.time_calibration:
         for name in args.configs:
             if name in rows:
