@@ -88,12 +88,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"\n\\+ more than {within:g} points below the bound before calibration: judged beyond it "
                      "without calibrating (`search.calibrate_within`).")
     if any(r["layer_fallback"] for r in table3_rows(report)):
-        lines.append(f"\n(L): the layer-level selection of this budget was more accurate than the "
+        lines.append(f"\n(L): the layer-level selection of this budget scored better than the "
                      f"{report['config']['selection']['granularity']}-level one before calibration and replaced it "
                      "(`selection.layer_fallback`).")
     for r in report["runs"]:
         if r["infeasible"]:
             lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")
+        elif (r.get("ilp_status") or "optimal") != "optimal":
+            lines.append(f"\nBudget R = {r['budget']:g}: the ILP stopped at its {r['ilp_status']} (best solution "
+                         "found is used).")
     lines += ["", "## Assignment of the headline run", "", "| layer | AppMul |", "|---|---|"]
     for n, v in report["assignment"].items():
         lines.append(f"| {n} | {v if isinstance(v, str) else v} |")

@@ -51,14 +51,22 @@ class ILPSelector:
             )
         secs = time.perf_counter() - t0
         if res.x is None:
-            raise FamesError(f"ILP solver failed: {res.message}")
+            hint = (f": no solution within the time limit of {self.time_limit:g} s; raise "
+                    "ILPSelector(time_limit=...) or use a coarser granularity") if res.status == 1 else ""
+            raise FamesError(f"ILP solver failed ({res.message}){hint}")
         x = res.x > 0.5
         choice = np.full(G, -1, dtype=np.int64)
         choice[gi[x]] = ki[x]
         if (choice < 0).any():
             raise FamesError("ILP returned an assignment that leaves a group without a multiplier")
         om, r = problem.evaluate(choice)
-        status = "optimal" if res.status == 0 else f"time limit ({res.message})"
+        gap = getattr(res, "mip_gap", None)  # relative gap between the solution and HiGHS' dual bound
+        if res.status == 0:
+            status = "optimal"
+        elif gap is not None and np.isfinite(gap):
+            status = f"time limit, gap {100 * gap:.2f}%"
+        else:
+            status = f"time limit ({res.message})"
         return Selection(choice, r, ratio, om, secs, self.name, status)
 
 
