@@ -361,7 +361,10 @@ def test_bit_plane_plans_are_exact(widths):
     assert np.array_equal(plan.U, ((xv | (1 << a)) >> plan.shifts[None, :]) & 1)
     assert np.array_equal(plan.U @ plan.V.T, am.lut.astype(np.float64))
     g = _gen(11)
-    for C, O, k, stride, padding, dilation, groups in GEOMS:
+    # unpadded geometries too: there the constant term becomes a per-output bias
+    unpadded = [(C, O, k, st, 0, dl, g_) for C, O, k, st, _, dl, g_ in GEOMS]
+    assert not sa or any(s >= a for s in plan.shifts)  # the signed ones have the constant term
+    for C, O, k, stride, padding, dilation, groups in GEOMS + unpadded:
         x = codes(a, sa, (2, C, 7, 6), g)
         w = codes(wb, sw, (O, C // groups, *((k, k) if isinstance(k, int) else k)), g)
         ref = reference_conv2d(x, w, am, stride, padding, dilation, groups).double()

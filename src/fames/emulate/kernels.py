@@ -706,12 +706,32 @@ def approx_conv2d(
     else:
         U, V = plan.tables(x_codes.device, dtype)
         sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
+        # without padding every position is a product, so a bit-plane plan's constant term is a per-output bias
+        U, V, sh, bias = _constant_term(plan, U, V, sh, wkey) if conv_args[1] == (0, 0) else (U, V, sh, None)
 
         def compute() -> torch.Tensor:
             y = _stacked_conv(x_idx(sh is not None), wkey, U, V, *conv_args, max_chunk_bytes, sh, a_bits)
+            y = y if bias is None else y + bias.view(1, -1, 1, 1)
             return y if plan.integer else torch.round(y)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
+
+
+def _constant_term(
+    plan: EmulationPlan, U: torch.Tensor, V: torch.Tensor, sh: torch.Tensor | None, wkey: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Split a bit-plane plan's constant term (``shift == a_bits``) off as ``bias[o] = sum_taps V_const[w_key]``
+    (exact: integers), leaving one term fewer to convolve; ``(U, V, shifts, bias)``, bias None when there is no such
+    term or nothing would be left."""
+    if sh is None or plan.shifts is None or plan.r < 2:
+        return U, V, sh, None
+    const = np.flatnonzero(plan.shifts >= plan.a_bits)
+    if const.size != 1:
+        return U, V, sh, None
+    k = int(const[0])
+    keep = torch.as_tensor([j for j in range(plan.r) if j != k], device=U.device)
+    bias = F.embedding(wkey, V[:, k : k + 1]).reshape(wkey.shape[0], -1).sum(1)
+    return U[:, keep], V[:, keep], sh[keep], bias
 
 
 def _gather_linear(x_idx: torch.Tensor, wkey: torch.Tensor, L: torch.Tensor, max_bytes: int) -> torch.Tensor:
@@ -763,9 +783,11 @@ def approx_linear(
         else:
             U, V = plan.tables(x_codes.device, dtype)
             sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
+            U, V, sh, bias = _constant_term(plan, U, V, sh, wkey)  # a linear layer has no padding
 
             def compute() -> torch.Tensor:
                 y = _stacked_linear(x_idx(sh is not None), wkey, U, V, max_chunk_bytes, sh, a_bits)
+                y = y if bias is None else y + bias
                 return y if plan.integer else torch.round(y)
 
             y = _SteLinearFn.apply(x2, w_codes, compute, dtype)
