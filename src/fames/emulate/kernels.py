@@ -626,8 +626,8 @@ def choose_method(
     a plan with float (SVD) factors uses the gather unless ``dtype`` is float64 (float32 sums of non-integer products
     can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
     """
-    if plan.luts is not None and not plan.integer and dtype != torch.float64:
-        return "gather"  # float factors summed in float32 may round to the wrong integer; the gather is exact
+    if _float_factors_round(plan, dtype):
+        return "gather"
     if plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         return "conv"
     O, Cg, kh, kw = w_shape
@@ -704,10 +704,8 @@ def approx_conv2d(
         def compute() -> torch.Tensor:
             return _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
     else:
-        U, V = plan.tables(x_codes.device, dtype)
-        sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
         # without padding every position is a product, so a bit-plane plan's constant term is a per-output bias
-        U, V, sh, bias = _constant_term(plan, U, V, sh, wkey) if conv_args[1] == (0, 0) else (U, V, sh, None)
+        U, V, sh, bias = _stacked_tables(plan, x_codes.device, dtype, wkey, split_constant=conv_args[1] == (0, 0))
 
         def compute() -> torch.Tensor:
             y = _stacked_conv(x_idx(sh is not None), wkey, U, V, *conv_args, max_chunk_bytes, sh, a_bits)
@@ -717,19 +715,27 @@ def approx_conv2d(
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
 
 
-def _constant_term(
-    plan: EmulationPlan, U: torch.Tensor, V: torch.Tensor, sh: torch.Tensor | None, wkey: torch.Tensor
+def _float_factors_round(plan: EmulationPlan, dtype: torch.dtype) -> bool:
+    """Whether the plan's float (SVD) factors, summed in ``dtype`` below float64, may round to the wrong integer
+    (measured on mul8u_1A0M); the LUT gather is exact there instead."""
+    return plan.luts is not None and not plan.integer and dtype != torch.float64
+
+
+def _stacked_tables(
+    plan: EmulationPlan, device: torch.device, dtype: torch.dtype, wkey: torch.Tensor, split_constant: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Split a bit-plane plan's constant term (``shift == a_bits``) off as ``bias[o] = sum_taps V_const[w_key]``
-    (exact: integers), leaving one term fewer to convolve; ``(U, V, shifts, bias)``, bias None when there is no such
-    term or nothing would be left."""
-    if sh is None or plan.shifts is None or plan.r < 2:
-        return U, V, sh, None
+    """``(U, V, shifts, bias)`` of the stacked path. With ``split_constant`` (no padding: every position is a
+    product) a bit-plane plan's constant term (``shift == a_bits``) becomes ``bias[o] = sum_taps V_const[w_key]``
+    (exact: integers), one term fewer to convolve; bias None otherwise."""
+    U, V = plan.tables(device, dtype)
+    if plan.shifts is None:
+        return U, V, None, None
+    sh = plan.shift_table(device)
     const = np.flatnonzero(plan.shifts >= plan.a_bits)
-    if const.size != 1:
+    if not split_constant or plan.r < 2 or const.size != 1:
         return U, V, sh, None
     k = int(const[0])
-    keep = torch.as_tensor([j for j in range(plan.r) if j != k], device=U.device)
+    keep = torch.as_tensor([j for j in range(plan.r) if j != k], device=device)
     bias = F.embedding(wkey, V[:, k : k + 1]).reshape(wkey.shape[0], -1).sum(1)
     return U[:, keep], V[:, keep], sh[keep], bias
 
@@ -777,13 +783,11 @@ def approx_linear(
         assert plan is not None
         if plan.exact_only:
             y = x2.to(dtype) @ w_codes.to(dtype).t()
-        elif plan.kind == "gather-only" or (not plan.integer and dtype != torch.float64 and plan.luts is not None):
-            L = plan.lut_table(x_codes.device, dtype)  # (float factors in float32 could round wrongly: gather)
+        elif plan.kind == "gather-only" or _float_factors_round(plan, dtype):
+            L = plan.lut_table(x_codes.device, dtype)
             y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx(), wkey, L, max_chunk_bytes), dtype)
         else:
-            U, V = plan.tables(x_codes.device, dtype)
-            sh = plan.shift_table(x_codes.device) if plan.shifts is not None else None
-            U, V, sh, bias = _constant_term(plan, U, V, sh, wkey)  # a linear layer has no padding
+            U, V, sh, bias = _stacked_tables(plan, x_codes.device, dtype, wkey, split_constant=True)  # no padding
 
             def compute() -> torch.Tensor:
                 y = _stacked_linear(x_idx(sh is not None), wkey, U, V, max_chunk_bytes, sh, a_bits)

@@ -316,16 +316,24 @@ def approximate_(
     # ------------------------------------------------------------------ estimate (and its validation)
     estimator = make_estimator(est_cfg.kind, progress, forward_above=est_cfg.forward_above,
                                curvature=est_cfg.curvature)
-    ekey = content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
-                                                      sel_cfg.granularity))
+    def estimate_key(granularity: str) -> str:
+        return content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
+                                                          granularity))
 
-    def estimate() -> dict[str, np.ndarray]:
-        est = estimator.estimate(model, x, y, cands, granularity=sel_cfg.granularity)
-        return {**est.omega, "__seconds__": np.array(est.seconds)}
+    def estimated(granularity: str) -> tuple[dict[str, np.ndarray], float, bool]:
+        """``(Omega per layer, estimate seconds, computed now)`` at ``granularity``, a stage of its own."""
+        fresh: list[bool] = []
 
-    fresh: list[bool] = []
-    got = stages.arrays("estimate", ekey, lambda: fresh.append(True) or estimate())
-    omega, est_seconds = {n: got[n] for n in cands}, float(got["__seconds__"])
+        def compute() -> dict[str, np.ndarray]:
+            fresh.append(True)
+            est = estimator.estimate(model, x, y, cands, granularity=granularity)
+            return {**est.omega, "__seconds__": np.array(est.seconds)}
+
+        got = stages.arrays("estimate", estimate_key(granularity), compute)
+        return {n: got[n] for n in cands}, float(got["__seconds__"]), bool(fresh)
+
+    ekey = estimate_key(sel_cfg.granularity)
+    omega, est_seconds, fresh = estimated(sel_cfg.granularity)
     reused_s = 0.0 if fresh else est_seconds  # total_s counts the time of stages an earlier invocation computed
     spearman, scatter = _validation(model, x, y, cands, omega, stages, content_hash(mkey, lkey, skey), progress) \
         if est_cfg.validate else (None, None)
@@ -346,14 +354,8 @@ def approximate_(
         mp = setup.problem(omega, sel_cfg.granularity)
     # the layer-level problem of the fallback: the layer-level estimate itself (a stage of its own), so that at every
     # budget the fallback is exactly the selection a layer-level run makes there
-    coarse = None
-    if sel_cfg.granularity != "layer" and sel_cfg.layer_fallback:
-        lkey_e = content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
-                                                            "layer"))
-        got_l = stages.arrays("estimate", lkey_e, lambda: {
-            **(e := estimator.estimate(model, x, y, cands, granularity="layer")).omega,
-            "__seconds__": np.array(e.seconds)})
-        coarse = setup.problem({n: got_l[n] for n in cands}, "layer")
+    coarse = setup.problem(estimated("layer")[0], "layer") \
+        if sel_cfg.granularity != "layer" and sel_cfg.layer_fallback else None
 
     # ------------------------------------------------------------------ per budget
     bkey_base = content_hash("v2", ekey, jkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
