@@ -58,7 +58,7 @@ def main() -> int:
     from fames.appmul.importers import import_design
     from fames.appmul.metrics import error_metrics
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
-    from fames.flow.library import cheapest_implementations
+    from fames.flow.library import cheapest_implementations, pdp_costs
     from fames.hw.cost import cost_library
     from fames.hw.verify import check_design
     from fames.io import atomic_write_text, write_section
@@ -71,7 +71,8 @@ def main() -> int:
         a, w, signed = CONFIGS[name]
         t0 = time.perf_counter()
         synth = synthesize(SynthConfig(a, w, signed, generations=args.generations, seeds=args.seeds,
-                                       designs=args.designs), gate_cost=gc, workers=args.workers)
+                                       designs=args.designs), gate_cost=gc, workers=args.workers,
+                           cost=pdp_costs(liberty))
         synth = cheapest_implementations(synth, liberty)  # as `library: synth` and `fames lib synth` do
         synth_s = time.perf_counter() - t0
         for m in synth:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from fames.errors import FamesError
-from fames.flow.library import cheapest_implementations, liberty_path
+from fames.flow.library import cheapest_implementations, liberty_path, pdp_costs
 
 SIGNEDNESS = {"unsigned": (False,), "signed": (True,), "both": (False, True)}
 
@@ -213,7 +213,8 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
     fronts: dict[str, list] = {}
     appmuls = synthesize(cfg, weights, gc, args.workers, args.ray,
                          on_front=lambda every, front: fronts.update(designs=front_table(every),
-                                                                     front=front_table(front)))
+                                                                     front=front_table(front)),
+                         cost=pdp_costs(liberty, progress=True) if liberty else None)
     if liberty:  # a family function keeps the cheaper of its two circuits on this liberty
         appmuls = cheapest_implementations(appmuls, liberty)
     for m in appmuls:  # LUT == simulated Verilog == simulated mapped netlist, for every design written
@@ -593,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "families' Pareto-best designs; a family design itself is never written as synthesized)")
     sy.add_argument("--proxy", choices=["pdp", "area"], default="pdp",
                     help="inner-loop cost: switching energy x logic depth (pdp) or the sum of gate areas")
-    sy.add_argument("--liberty", help="gate costs from this liberty's smallest cells (default: NAND2 equivalents)")
+    sy.add_argument("--liberty", help="gate costs from this liberty's smallest cells, and the front chosen on PDP "
+                    "by the cost engine on it (default: NAND2 equivalents, front on the proxy)")
     sy.add_argument("--operands", metavar="CHECKPOINT[:LAYER]",
                     help="weight the error by the operand pairs of a quantized model (all layers of these widths, "
                     "or one layer)")

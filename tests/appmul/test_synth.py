@@ -114,6 +114,27 @@ def test_pareto_and_thin():
     assert len(kept) <= 3 and kept[0].error == 0 and kept[-1].error == 8
 
 
+def test_a_real_cost_chooses_the_front(tmp_path, monkeypatch):
+    """With a real cost the library is the Pareto front of (error, real cost) over every design costed, and the
+    family seeds are always among those costed, whatever the proxy thinks of them."""
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
+    costed: dict[str, tuple[float, float]] = {}
+
+    def cost(ms):  # a cost the proxy does not know: gate count, with seeds made attractive
+        out = [m.provenance["gates"] * (0.5 if m.provenance["method"] == "seed" else 1.0) for m in ms]
+        costed.update({m.name: (m.provenance["error"], c) for m, c in zip(ms, out, strict=True)})
+        return out
+
+    cfg = SynthConfig(3, 3, False, thresholds=(2.0, 10.0), max_error=10.0, seeds=1, generations=200, designs=100)
+    lib = synthesize(cfg, workers=1, progress=False, cost=cost)
+    assert any(n.split("_")[2] == "seed" for n in costed)
+    kept = [costed[m.name] for m in lib]
+    assert kept[0][0] == 0 and kept == sorted(kept)
+    assert all(c1 > c2 for (_, c1), (_, c2) in zip(kept, kept[1:]))  # strictly cheaper as the error grows
+    for name, (e, c) in costed.items():  # everything left out is dominated by a kept design
+        assert name in {m.name for m in lib} or any(ke <= e + 1e-12 and kc <= c for ke, kc in kept)
+
+
 def test_library_same_on_a_pool_and_in_process(tmp_path, monkeypatch):
     cfg = SynthConfig(3, 3, False, thresholds=(2.0, 10.0), max_error=10.0, seeds=1, generations=200)
     monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "serial"))  # separate caches: both really run

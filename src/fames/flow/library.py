@@ -3,7 +3,7 @@ with the exact multiplier of every width added and every design costed on the li
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
             raise FamesError(f"library synth: layers with {a}x{w} bits mix signed and unsigned operands; synthesis "
                              "needs both signed or both unsigned")
         cfg = SynthConfig(a, w, sa, **opts)
-        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-2")
+        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-3")
         if not (where / "index.json").is_file():
-            made = synthesize(cfg, gate_cost=gate_costs(lib_file), progress=progress)
+            made = synthesize(cfg, gate_cost=gate_costs(lib_file), progress=progress, cost=pdp_costs(lib_file))
             Library(cheapest_implementations(made, lib_file)).save(where, force=True)
         out += list(Library.load(where))
     return out
@@ -68,6 +68,14 @@ def is_library_keyword(value: Any) -> bool:
         return False
     parts = value.split("+")
     return value == "evoapprox" or (len(parts) == len(set(parts)) and set(parts) <= {"generate", "synth"})
+
+
+def pdp_costs(liberty: str | Path, progress: bool = False) -> Callable[[list[AppMul]], list[float]]:
+    """``appmuls -> PDP (fJ)`` on ``liberty`` by the cost engine (designs costed in parallel, cached by content):
+    the real cost :func:`fames.appmul.synth.library.synthesize` chooses its front on."""
+    def pdp(appmuls: list[AppMul]) -> list[float]:
+        return [m.cost.pdp_fj for m in cost_library(appmuls, str(liberty), progress=progress)]
+    return pdp
 
 
 def cheapest_implementations(appmuls: list[AppMul], liberty: str | Path) -> list[AppMul]:
