@@ -47,6 +47,7 @@ def main() -> int:
 
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
     from fames.data import get_loader
+    from fames.flow.library import pdp_costs
     from fames.hw.cost import cost_library
     from fames.io import write_section
     from fames.method.estimate.truth import true_loss_changes
@@ -68,9 +69,10 @@ def main() -> int:
     gc = gate_costs(args.liberty)
     cfg = SynthConfig(a, w, signed, methods=("cgp",), generations=args.generations, seeds=args.seeds)
     t0 = time.perf_counter()
-    libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers)}
+    real = pdp_costs(args.liberty)  # both libraries' fronts chosen on the same real PDP
+    libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers, cost=real)}
     for n in args.layers:
-        libs[n] = synthesize(cfg, weights=hists[n], gate_cost=gc, workers=args.workers)
+        libs[n] = synthesize(cfg, weights=hists[n], gate_cost=gc, workers=args.workers, cost=real)
         for m in libs[n]:  # unique names; the Verilog keeps its module (m.top)
             m.name = m.name.replace("synth_", f"synth_{n.replace('.', '_')}_")
     synth_s = time.perf_counter() - t0
