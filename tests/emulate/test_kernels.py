@@ -361,7 +361,7 @@ def test_bit_plane_plans_are_exact(widths):
     assert np.array_equal(plan.U, ((xv | (1 << a)) >> plan.shifts[None, :]) & 1)
     assert np.array_equal(plan.U @ plan.V.T, am.lut.astype(np.float64))
     g = _gen(11)
-    # unpadded geometries too: there the constant term becomes a per-output bias
+    # unpadded geometries too (the constant term is a bias map: padded taps hold no product)
     unpadded = [(C, O, k, st, 0, dl, g_) for C, O, k, st, _, dl, g_ in GEOMS]
     assert not sa or any(s >= a for s in plan.shifts)  # the signed ones have the constant term
     for C, O, k, stride, padding, dilation, groups in GEOMS + unpadded:

@@ -704,12 +704,11 @@ def approx_conv2d(
         def compute() -> torch.Tensor:
             return _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
     else:
-        # without padding every position is a product, so a bit-plane plan's constant term is a per-output bias
-        U, V, sh, bias = _stacked_tables(plan, x_codes.device, dtype, wkey, split_constant=conv_args[1] == (0, 0))
+        U, V, sh, const = _stacked_tables(plan, x_codes.device, dtype, wkey)
 
         def compute() -> torch.Tensor:
             y = _stacked_conv(x_idx(sh is not None), wkey, U, V, *conv_args, max_chunk_bytes, sh, a_bits)
-            y = y if bias is None else y + bias.view(1, -1, 1, 1)
+            y = y if const is None else y.add_(_constant_bias(const, x_codes.shape, conv_args))
             return y if plan.integer else torch.round(y)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
@@ -722,22 +721,29 @@ def _float_factors_round(plan: EmulationPlan, dtype: torch.dtype) -> bool:
 
 
 def _stacked_tables(
-    plan: EmulationPlan, device: torch.device, dtype: torch.dtype, wkey: torch.Tensor, split_constant: bool
+    plan: EmulationPlan, device: torch.device, dtype: torch.dtype, wkey: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(U, V, shifts, bias)`` of the stacked path. With ``split_constant`` (no padding: every position is a
-    product) a bit-plane plan's constant term (``shift == a_bits``) becomes ``bias[o] = sum_taps V_const[w_key]``
-    (exact: integers), one term fewer to convolve; bias None otherwise."""
+    """``(U, V, shifts, const)`` of the stacked path. A bit-plane plan's constant term (``shift == a_bits``) is
+    not convolved with a plane of ones: ``const = V_const[wkey]`` (the shape of ``wkey``) is returned instead, for
+    the caller to add as a bias (:func:`_constant_bias`), one term fewer; ``const`` is None otherwise."""
     U, V = plan.tables(device, dtype)
     if plan.shifts is None:
         return U, V, None, None
     sh = plan.shift_table(device)
     const = np.flatnonzero(plan.shifts >= plan.a_bits)
-    if not split_constant or plan.r < 2 or const.size != 1:
+    if plan.r < 2 or const.size != 1:
         return U, V, sh, None
     k = int(const[0])
     keep = torch.as_tensor([j for j in range(plan.r) if j != k], device=device)
-    bias = F.embedding(wkey, V[:, k : k + 1]).reshape(wkey.shape[0], -1).sum(1)
-    return U[:, keep], V[:, keep], sh[keep], bias
+    return U[:, keep], V[:, keep], sh[keep], F.embedding(wkey, V[:, k : k + 1]).squeeze(-1)
+
+
+def _constant_bias(const: torch.Tensor, x_shape: Sequence[int], conv_args: tuple) -> torch.Tensor:
+    """The constant term's share of every output, ``(1, O, H', W')``: the sum of ``const (O, Cg, kh, kw)`` over
+    the taps that fall inside the input (padded taps hold no product), the same for every sample (integers:
+    exact)."""
+    ones = torch.ones(1, *x_shape[1:], dtype=const.dtype, device=const.device)
+    return F.conv2d(ones, const, None, *conv_args)
 
 
 def _gather_linear(x_idx: torch.Tensor, wkey: torch.Tensor, L: torch.Tensor, max_bytes: int) -> torch.Tensor:
@@ -787,11 +793,11 @@ def approx_linear(
             L = plan.lut_table(x_codes.device, dtype)
             y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx(), wkey, L, max_chunk_bytes), dtype)
         else:
-            U, V, sh, bias = _stacked_tables(plan, x_codes.device, dtype, wkey, split_constant=True)  # no padding
+            U, V, sh, const = _stacked_tables(plan, x_codes.device, dtype, wkey)
 
             def compute() -> torch.Tensor:
                 y = _stacked_linear(x_idx(sh is not None), wkey, U, V, max_chunk_bytes, sh, a_bits)
-                y = y if bias is None else y + bias
+                y = y if const is None else y + const.sum(1)  # no padding: every input is a product
                 return y if plan.integer else torch.round(y)
 
             y = _SteLinearFn.apply(x2, w_codes, compute, dtype)

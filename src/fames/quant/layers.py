@@ -138,13 +138,17 @@ class QuantLayer(nn.Module):
         return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(x.dtype)
 
     @torch.no_grad()
-    def error_contributions(self, x: torch.Tensor, appmuls: list[AppMul]) -> Iterator[torch.Tensor | None]:
+    def error_contributions(
+        self, x: torch.Tensor, appmuls: list[AppMul], scaled: bool = True
+    ) -> Iterator[torch.Tensor | None]:
         """For each AppMul A: ``dY_A = s_x s_w sum_i E_A[x_i, w_i]``, the change of this layer's output when it
         uses A instead of the exact multiplier (float64; None for an exact A). Codes are computed once; each
         error sum is gathered from the error table (float32 when every partial sum is an exact float32 integer).
+        ``scaled=False``: the integer error sums ``sum_i E_A[x_i, w_i]`` as computed (float32 or float64), to be
+        scaled by :meth:`error_scale` by the caller (one multiply per layer instead of one per AppMul).
         """
         qx, qw = self.operands(x)
-        scale = self.error_scale(self.VIEW, torch.float64)
+        scale = self.error_scale(self.VIEW, torch.float64) if scaled else None
         fan_in = qw[0].numel()
         for m in appmuls:
             if m.widths != self.widths:
@@ -155,7 +159,8 @@ class QuantLayer(nn.Module):
             plan = error_plan(m)
             exact32 = plan.integer and int(np.abs(m.error()).max()) * fan_in < 1 << 24
             dt = torch.float32 if exact32 else torch.float64
-            yield self.integer(qx, qw, appmul=plan, assign=None, dtype=dt).double() * scale
+            acc = self.integer(qx, qw, appmul=plan, assign=None, dtype=dt)
+            yield acc if scale is None else acc.double() * scale
 
     @torch.no_grad()
     def code_histogram(self, x: torch.Tensor, max_elems: int = 1 << 21) -> torch.Tensor:

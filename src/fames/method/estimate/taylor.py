@@ -227,10 +227,12 @@ class TaylorEstimator:
             return proj[0][:, None], proj[1:].transpose(0, 1)[:, :, None]
         f = torch.zeros(x.shape[0], 1, K, dtype=torch.float64)
         q = torch.zeros(x.shape[0], len(grads) - 1, 1, K, dtype=torch.float64)
-        for j, d in enumerate(layer.error_contributions(x, cands)):
+        scale = layer.error_scale(layer.VIEW, torch.float64).detach()
+        gs = [g.double() * scale for g in grads]  # <G, s dY> = <s G, dY>: one scaling per layer, not per AppMul
+        for j, d in enumerate(layer.error_contributions(x, cands, scaled=False)):
             if d is None:
                 continue
-            pr = torch.stack([_contract(g, d) for g in grads], 1).sum(2, keepdim=True)  # (S, 1 + C, 1)
+            pr = torch.stack([_contract(g, d) for g in gs], 1).sum(2, keepdim=True)  # (S, 1 + C, 1)
             f[:, :, j], q[:, :, :, j] = pr[:, 0], pr[:, 1:]
         return f, q
 
@@ -256,8 +258,9 @@ class TaylorEstimator:
 
 
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Per-sample, per-output-channel inner product of two layer outputs ``(S, O, ...)`` -> ``(S, O)``."""
-    prod = g.double() * d
+    """Per-sample, per-output-channel inner product of two layer outputs ``(S, O, ...)`` -> ``(S, O)`` (float64:
+    ``g`` is float64 and ``d`` is promoted in the same pass)."""
+    prod = g * d
     return prod.sum((2, 3)) if prod.dim() == 4 else prod
 
 
