@@ -139,10 +139,10 @@ def main() -> int:
     fig.savefig(Path(args.out).with_suffix(".png"), dpi=110)
     text = "\n".join(lines) + "\n"
     old = Path(args.out).read_text(encoding="utf-8") if Path(args.out).is_file() else ""
-    mark = "<!-- als_operands -->"  # bench/als_operands.py's section is kept
     atomic_write_text(args.out, text)
-    if old.count(mark) >= 2:
-        write_section(args.out, mark, old.split(mark)[1])
+    for mark in ("<!-- als_notes -->", "<!-- als_operands -->"):  # hand-written notes, bench/als_operands.py's
+        if old.count(mark) >= 2:
+            write_section(args.out, mark, old.split(mark)[1])
     print(text)
     return 0
 
