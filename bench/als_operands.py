@@ -32,7 +32,8 @@ def main() -> int:
     ap.add_argument("--layers", nargs="+", default=["layer1.0.conv1", "layer2.0.conv2", "layer3.2.conv2"])
     ap.add_argument("--generations", type=int, default=20000)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--images", type=int, default=4096,
+                    help="training images of the loss change (512 left it within the rounding noise, 2026-12-02)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--liberty", default=str(SHARED / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "als.md"))
