@@ -83,6 +83,7 @@ def main() -> int:
     for name in [] if args.report_only or args.search else args.models:
         res = bench_model(name, args)
         res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
+        res["date"] = dt.date.today().isoformat()
         path = out.with_name(f"{out.stem}_{name}.json")
         if args.merge and path.is_file():  # keep the earlier runs at other budgets
             old = json.loads(path.read_text())
@@ -390,7 +391,8 @@ def report(results: dict, out: Path) -> str:
     lines = [
         "# Layer, filter and kernel granularity with ROUP multipliers (MAx-DNN)",
         "",
-        f"{cmds} on {dt.date.today().isoformat()} (2 CPU cores shared with other jobs, 1 torch thread each).",
+        f"{cmds} on {', '.join(sorted({r.get('date', '2026-11-22') for r in results.values()}))} (2 CPU cores "
+        "shared with other jobs, 1 torch thread each).",
         "",
         "Library: the exact signed 8x8 multiplier and `roup` (radix-4 Booth, the P least significant partial "
         "products perforated, the activation operand rounded at bit R) at the family's default grid "
