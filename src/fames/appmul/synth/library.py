@@ -264,10 +264,8 @@ def shortlist(designs: Sequence[Design], n: int, max_error: float, slack: float 
     near-ties wrongly often enough (4x4u, NanGate: a family design 16% dearer by proxy than the front's at
     MRED <= 2% has the lower PDP) that the front is chosen on real costs."""
     pool: dict[bytes, Design] = {}
-    for d in sorted(designs, key=lambda d: (d.error, d.cost)):  # one design per function: its cheapest
-        key = hashlib.blake2b(d.network.output_values().tobytes(), digest_size=16).digest()  # 512 KB at 8x8
-        if key not in pool or d.cost < pool[key].cost:
-            pool[key] = d
+    for d in sorted(designs, key=lambda d: (d.error, d.cost)):  # one design per function: its cheapest (first)
+        pool.setdefault(hashlib.blake2b(d.network.output_values().tobytes(), digest_size=16).digest(), d)
     uniq = list(pool.values())
     chosen = {id(d): d for d in designs if d.method == "seed" and d.error <= max_error}
     for b in [0.0, *_bounds(uniq, n, max_error)]:
