@@ -100,7 +100,8 @@ def main() -> int:
         f"python bench/table3.py --configs {' '.join(args.configs)} --checkpoints "
         f"{os.path.relpath(args.checkpoints, REPO)} --budgets {budgets} --calib-step "
         f"{args.calib_step:g} --calib-max {args.calib_max:g} --search-samples {args.search_samples} "
-        f"--eval-images {args.eval_images} --estimator-mean {args.estimator_mean}"
+        f"--estimator-mean {args.estimator_mean}"
+        + (f" --eval-images {args.eval_images}" if args.eval_images else "")
         + (f" --search --resolution {args.resolution:g}" if args.search else "")
         + (f" --validation-images {args.validation_images}" if args.search and args.validation_images else "")
         + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
