@@ -226,6 +226,7 @@ class SynthOptions:
     designs: Positive = 24
     proxy: str = "pdp"
     family_starts: bool = True
+    rounds: Positive = 1
 
 
 @dataclass
