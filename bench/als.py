@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -141,8 +142,8 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     old = Path(args.out).read_text(encoding="utf-8") if Path(args.out).is_file() else ""
     atomic_write_text(args.out, text)
-    for mark in ("<!-- als_notes -->", "<!-- als_operands -->"):  # hand-written notes, bench/als_operands.py's
-        if old.count(mark) >= 2:
+    for mark in re.findall(r"<!-- als_[a-z0-9_]+ -->", old):  # hand-written notes, bench/als_operands.py's
+        if old.count(mark) >= 2 and Path(args.out).read_text(encoding="utf-8").count(mark) < 2:
             write_section(args.out, mark, old.split(mark)[1])
     print(text)
     return 0

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+from fames.appmul.synth.error import METRICS
 from fames.appmul.synth.library import DEFAULT_THRESHOLDS
 from fames.errors import FamesError
 from fames.flow.library import cheapest_implementations, liberty_path, pdp_costs
@@ -583,8 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--bits", nargs=2, type=int, required=True, metavar=("A", "W"), help="operand widths, 2..8")
     sy.add_argument("--signed", action="store_true", help="two's-complement operands")
     sy.add_argument("--method", choices=["lac", "cgp", "both"], default="both")
-    sy.add_argument("--metric", choices=["mred", "med", "mse", "er", "wce"], default="mred",
-                    help="error metric bounded by --max-error (mred and er in percent)")
+    sy.add_argument("--metric", choices=list(METRICS), default="mred",
+                    help="error metric bounded by --max-error (mred, mred0 and er in percent; mred0 also counts "
+                    "errors on zero products, relative to one LSB: use it with --operands)")
     sy.add_argument("--max-error", type=POSITIVE_FLOAT, default=20.0)
     sy.add_argument("--thresholds", type=POSITIVE_FLOAT, nargs="+", help="error bounds of the CGP runs "
                     f"(default {' '.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)}, clipped to --max-error)")

@@ -72,6 +72,12 @@ def test_error_metrics_closed_form():
     off[0] += 100  # a pair of weight 0
     assert ErrorModel(a, w, False, "med", wts)(off) == pytest.approx(3.0)
     assert ErrorModel(a, w, False, "mred", wts)(off) == pytest.approx(100 * 3 / 30)
+    # mred0 sees the zero products (|d| relative to one LSB); mred does not
+    at_zero = exact.copy()
+    at_zero[0 * 8 + 5] += 2  # a = 0, w = 5: product 0, output 2
+    assert model["mred"](at_zero) == 0.0
+    assert ErrorModel(a, w, False, "mred0")(at_zero) == pytest.approx(100 * 2 / 64)
+    assert ErrorModel(a, w, False, "mred0")(zero) == pytest.approx(100.0 * np.count_nonzero(exact) / exact.size)
     with pytest.raises(AppMulError, match="shape"):
         ErrorModel(a, w, False, "med", np.ones((4, 8)))
     with pytest.raises(AppMulError, match="unknown error metric"):
