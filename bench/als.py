@@ -1,7 +1,7 @@
 """Approximate logic synthesis vs hand-made families (and EvoApproxLib at 8x8): Pareto fronts of PDP vs MRED.
 
 Usage: python bench/als.py [--configs 3x3u 3x3s 4x4u 4x4s 6x6u 6x6s 8x8u] [--generations G] [--seeds S]
-       [--workers N] [--liberty PATH] [--out docs/results/als.md]
+       [--rounds R] [--workers N] [--liberty PATH] [--out docs/results/als.md]
 
 For each width pair: `fames lib synth`'s engine (LAC + CGP from our exact multiplier, NanGate cell areas as the
 inner-loop proxy) builds a library; our eight families (`build_family("all", ...)`) and, at 8x8 unsigned, the 19
@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -42,6 +43,7 @@ def main() -> int:
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--generations", type=int, default=20000, help="per CGP run")
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="search rounds (SynthConfig.rounds)")
     ap.add_argument("--designs", type=int, default=24)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--liberty", default=str(SHARED / "liberty" / "nangate45_typ.lib.gz"))
@@ -71,7 +73,7 @@ def main() -> int:
         a, w, signed = CONFIGS[name]
         t0 = time.perf_counter()
         synth = synthesize(SynthConfig(a, w, signed, generations=args.generations, seeds=args.seeds,
-                                       designs=args.designs), gate_cost=gc, workers=args.workers,
+                                       designs=args.designs, rounds=args.rounds), gate_cost=gc, workers=args.workers,
                            cost=pdp_costs(liberty))
         synth = cheapest_implementations(synth, liberty)  # as `library: synth` and `fames lib synth` do
         synth_s = time.perf_counter() - t0
@@ -89,7 +91,7 @@ def main() -> int:
             pts[src] = [(100 * error_metrics(m).mred, m.cost.relative["pdp"]) for m in costed]
         results[name] = {"points": pts, "synth_s": synth_s, "cost_s": time.perf_counter() - t1,
                          "command": cmd, "date": dt.date.today().isoformat(),
-                         "settings": {"generations": args.generations, "seeds": args.seeds}}
+                         "settings": {"generations": args.generations, "seeds": args.seeds, "rounds": args.rounds}}
         print(f"{name}: synthesized {len(synth)} designs in {synth_s:.0f} s")
         atomic_write_text(store, json.dumps(results, indent=1))
 
@@ -140,8 +142,8 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     old = Path(args.out).read_text(encoding="utf-8") if Path(args.out).is_file() else ""
     atomic_write_text(args.out, text)
-    for mark in ("<!-- als_notes -->", "<!-- als_operands -->"):  # hand-written notes, bench/als_operands.py's
-        if old.count(mark) >= 2:
+    for mark in re.findall(r"<!-- als_[a-z0-9_]+ -->", old):  # hand-written notes, bench/als_operands.py's
+        if old.count(mark) >= 2 and Path(args.out).read_text(encoding="utf-8").count(mark) < 2:
             write_section(args.out, mark, old.split(mark)[1])
     print(text)
     return 0

@@ -2,7 +2,7 @@
 uniform error, compared by the true loss change they cause in that layer at equal PDP.
 
 Usage: python bench/als_operands.py [--checkpoint checkpoints/resnet20_w4a4.pt] [--layers L1 L2 L3]
-       [--generations G] [--seeds S] [--images N] [--out docs/results/als.md]
+       [--generations G] [--seeds S] [--images N] [--metric M] [--out docs/results/als.md]
 
 For each layer: the exact operand-pair counts of the layer on N training images weight the MRED of a CGP-only
 synthesis (same seeds, generations and thresholds as the uniform one); every design of both libraries is costed on
@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-MARK = "<!-- als_operands -->"
+MARK = "<!-- als_operands{} -->"  # one section per metric: "" for mred, "_mred0", ...
 LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--images", type=int, default=4096,
                     help="training images of the loss change (512 left it within the rounding noise, 2026-12-02)")
+    ap.add_argument("--metric", default="mred", choices=["mred", "mred0", "med", "mse"],
+                    help="error metric of both libraries (mred0: zero products counted, see fames.appmul.synth.error)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--liberty", default=str(SHARED / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "als.md"))
@@ -68,7 +70,8 @@ def main() -> int:
     y = torch.cat([b[1] for b in batches])[: args.images]
     hists = operand_histograms(model, x, args.layers)
     gc = gate_costs(args.liberty)
-    cfg = SynthConfig(a, w, signed, methods=("cgp",), generations=args.generations, seeds=args.seeds)
+    cfg = SynthConfig(a, w, signed, methods=("cgp",), metric=args.metric, generations=args.generations,
+                      seeds=args.seeds)
     t0 = time.perf_counter()
     real = pdp_costs(args.liberty)  # both libraries' fronts chosen on the same real PDP
     libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers, cost=real)}
@@ -81,13 +84,13 @@ def main() -> int:
     for ms in libs.values():
         for m in cost_library(ms, args.liberty, jobs=args.workers):
             pdp[m.name] = m.cost.relative["pdp"]
-    lines = ["## Operand-aware synthesis (`bench/als_operands.py`)", "",
+    lines = [f"## Operand-aware synthesis (`bench/als_operands.py`, {args.metric})", "",
              f"`python bench/als_operands.py {' '.join(shlex.quote(s) for s in sys.argv[1:])}` "
              f"({dt.date.today().isoformat()}; synthesis {synth_s:.0f} s): {a}x{w} "
-             f"{'signed' if signed else 'unsigned'} CGP libraries, MRED <= 20%; loss change (nat) of "
+             f"{'signed' if signed else 'unsigned'} CGP libraries, {args.metric} <= 20%; loss change (nat) of "
              f"{args.checkpoint.split('/')[-1]} on {args.images} training images when only that layer uses the "
-             "design. Per PDP/exact level: the smallest loss change among designs at or below it, uniform MRED "
-             "against MRED weighted by the layer's own operand pairs.", "",
+             "design. Per PDP/exact level: the smallest loss change among designs at or below it, the uniform "
+             f"{args.metric} against the {args.metric} weighted by the layer's own operand pairs.", "",
              "| layer | PDP/exact <= | uniform | operand-aware | aware better |", "|---|---|---|---|---|"]
     wins = total = 0
     for n in args.layers:
@@ -107,7 +110,7 @@ def main() -> int:
             verdict = "-" if None in best else ("yes" if best[1] <= best[0] else "no")
             lines.append(f"| {n} | {p:g} | {cells} | {verdict} |")
     lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points."]
-    write_section(args.out, MARK, "\n".join(lines))
+    write_section(args.out, MARK.format("" if args.metric == "mred" else f"_{args.metric}"), "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -1,6 +1,7 @@
 """Hardware-cost fidelity: our cost engine against EvoApproxLib's published PDK45 figures (Synopsys DC).
 
-Usage: python bench/hw_fidelity.py [--liberties nangate45_typ gscl45nm] [--out docs/results/hw_cost.md]
+Usage: python bench/hw_fidelity.py [--liberties nangate45_typ gscl45nm] [--toggle-rates 0.5 0.1]
+       [--energy ...] [--input-nets ...] [--output-loads ...] [--extra-netlists DIR] [--out docs/results/hw_cost.md]
 
 Imports the EvoApproxLib 8x8 unsigned gate-level netlists of ../shared/evoapproxlib/verilog_dev in one batch,
 costs each under every liberty, energy model (zero-delay, glitch-aware or propagated toggles), product-bit load
@@ -47,6 +48,10 @@ def main() -> int:
     ap.add_argument("--output-loads", nargs="+", type=float, default=[3.9, 0.0], help="fF on every product bit")
     ap.add_argument("--energy", nargs="+", default=["zero-delay", "glitch", "propagated"],
                     choices=["zero-delay", "glitch", "propagated"])
+    ap.add_argument("--toggle-rates", nargs="+", type=float, default=[0.5, 0.1],
+                    help="probability that an operand bit flips between consecutive operations: 0.5 = independent "
+                    "uniform operands (fames' default stream), 0.1 = the default toggle rate of Synopsys' vector-free "
+                    "power analysis, which the published figures appear to use (docs/results/hw_cost.md)")
     ap.add_argument("--near-exact", type=float, default=0.5, help="MRED (%%) bound of the near-exact subset")
     ap.add_argument("--extra-netlists", default=None, metavar="DIR",
                     help="also import every other 8x8 design of index.csv found under DIR (its <name>.v, searched "
@@ -103,20 +108,22 @@ def main() -> int:
                 else "") + f"; near-exact subset (published MRED < {args.near_exact:g}%): "
              f"{len(near)} designs. `input_nets`: how switching of nets no cell drives counts (all = pin loads and "
              "output-port loads they reach directly; pins = cell input pins only; none = left to the upstream "
-             "driver). Spearman rho / Pearson r of logs against the published values.", "",
-             "| liberty | energy | input_nets | output load fF | subset | power | delay | area | PDP | small designs: "
-             "power fames/published |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    variants = [(ln, lp, md, ol, en) for ln, lp in libs.items() for en in args.energy for ol in args.output_loads
-                for md in args.input_nets]
-    default: dict[str, dict] = {}  # liberty -> design -> Cost, default recipe
-    for lname, lpath, mode, oload, energy in variants:
+             "driver); `toggle`: input toggle rate per operation (0.5: independent uniform operands). Spearman "
+             "rho / Pearson r of logs against the published values.", "",
+             "| liberty | energy | input_nets | output load fF | toggle | subset | power | delay | area | PDP | small "
+             "designs: power fames/published |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    variants = [(ln, lp, md, ol, en, tr) for ln, lp in libs.items() for tr in args.toggle_rates for en in args.energy
+                for ol in args.output_loads for md in args.input_nets]
+    default: dict[str, dict] = {}  # "liberty, toggle rate" -> design -> Cost, default recipe otherwise
+    for lname, lpath, mode, oload, energy, rate in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
-                lambda m, lp=lpath, md=mode, ol=oload, en=energy: cost_appmul(
-                    m, lp, input_nets=md, output_load_ff=ol, activity=en), designs), strict=True))
+                lambda m, lp=lpath, md=mode, ol=oload, en=energy, tr=rate: cost_appmul(
+                    m, lp, input_nets=md, output_load_ff=ol, activity=en, stream="uniform" if tr == 0.5 else "toggle",
+                    toggle_rate=tr), designs), strict=True))
         if (mode, oload, energy) == (INPUT_NETS_DEFAULT, OUTPUT_LOAD_FF, "zero-delay"):
-            default[lname] = costs
+            default[f"{lname}, toggle {rate:g}"] = costs
         small = [n for n in names if (costs[n].cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0]
         ratio = ", ".join(f"{n} {costs[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.1f}x" for n in small)
         for subset, sel in subsets:
@@ -126,7 +133,8 @@ def main() -> int:
                 theirs = [float(pub[n][pub_key]) for n in sel]
                 rho, r = correlations(ours, theirs)
                 cells.append(f"{rho:.3f} / {r:.3f}")
-            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {subset} ({len(sel)}) | " + " | ".join(cells)
+            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {rate:g} | {subset} ({len(sel)}) | "
+                         + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
         print(*lines[-len(subsets):], sep="\n", flush=True)
 
@@ -135,15 +143,15 @@ def main() -> int:
 
         shown = [n for n in names if float(pub[n]["pwr_mW"]) > 0]
         lines += ["", "Power fames/published per design, default recipe (zero-delay, primary inputs not counted, no "
-                  "product-bit load), by published power:", "",
+                  "product-bit load) at each input toggle rate, by published power:", "",
                   "| design | signed | published mW | " + " | ".join(f"{ln}: cells, ratio" for ln in default) + " |",
                   "|---|---|---|" + "---|" * len(default)]
         for n in sorted(shown, key=lambda n: float(pub[n]["pwr_mW"])):
             lines.append(f"| {n} | {pub[n]['signed']} | {float(pub[n]['pwr_mW']):.4f} | " + " | ".join(
                 f"{c[n].cells}, {c[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.2f}x" for c in default.values())
                 + " |")
-        lines += ["", "Median fames/published by kind, default recipe:", "",
-                  "| liberty | designs | power | delay | area | PDP |", "|---|---|---|---|---|---|"]
+        lines += ["", "Median fames/published by kind, default recipe at each input toggle rate:", "",
+                  "| liberty, toggle | designs | power | delay | area | PDP |", "|---|---|---|---|---|---|"]
         for lname, c in default.items():
             for kind in ("False", "True"):
                 sel = [n for n in shown if pub[n]["signed"] == kind]

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+from fames.appmul.synth.error import METRICS
+from fames.appmul.synth.library import DEFAULT_THRESHOLDS
 from fames.errors import FamesError
 from fames.flow.library import cheapest_implementations, liberty_path, pdp_costs
 
@@ -146,7 +148,8 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         activity=args.energy,
         input_nets=args.input_nets,
         output_load_ff=args.output_load,
-        stream=args.stream,
+        stream="uniform" if args.toggle_rate is None else "toggle",
+        toggle_rate=args.toggle_rate or 0.1,
         hold=args.hold,
         n_vectors=args.vectors,
         seed=args.seed,
@@ -206,7 +209,7 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(a_bits, w_bits, args.signed, methods=methods, metric=args.metric, max_error=args.max_error,
                       thresholds=tuple(args.thresholds) if args.thresholds else SynthConfig.thresholds,
                       seeds=args.seeds, generations=args.generations, proxy=args.proxy, time_s=args.time_s,
-                      designs=args.designs, family_starts=not args.no_family_starts)
+                      designs=args.designs, family_starts=not args.no_family_starts, rounds=args.rounds)
     liberty = liberty_path(args.liberty) if args.liberty else None
     gc = gate_costs(liberty) if liberty else None
     weights = _operand_weights(args.operands, args) if args.operands else None
@@ -547,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="liberty file (.lib or .lib.gz), or 'synthetic' for the project's own test library",
     )
-    c.add_argument("--stream", choices=["uniform"], default="uniform", help="operand stream for energy")
+    c.add_argument("--toggle-rate", type=POSITIVE_FLOAT, default=None, metavar="P",
+                   help="operand bits flip with probability P between consecutive operations (correlated operands; "
+                   "0.1 is the default of Synopsys' vector-free power analysis); default: independent uniform operands")
     c.add_argument("--hold", type=POSITIVE_INT, default=1, help="hold each weight for M operations (weight-stationary)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
@@ -579,13 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--bits", nargs=2, type=int, required=True, metavar=("A", "W"), help="operand widths, 2..8")
     sy.add_argument("--signed", action="store_true", help="two's-complement operands")
     sy.add_argument("--method", choices=["lac", "cgp", "both"], default="both")
-    sy.add_argument("--metric", choices=["mred", "med", "mse", "er", "wce"], default="mred",
-                    help="error metric bounded by --max-error (mred and er in percent)")
+    sy.add_argument("--metric", choices=list(METRICS), default="mred",
+                    help="error metric bounded by --max-error (mred, mred0 and er in percent; mred0 also counts "
+                    "errors on zero products, relative to one LSB: use it with --operands)")
     sy.add_argument("--max-error", type=POSITIVE_FLOAT, default=20.0)
     sy.add_argument("--thresholds", type=POSITIVE_FLOAT, nargs="+", help="error bounds of the CGP runs "
-                    "(default 0.1 0.3 1 2 5 10 20, clipped to --max-error)")
+                    f"(default {' '.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)}, clipped to --max-error)")
     sy.add_argument("--seeds", type=POSITIVE_INT, default=2, help="CGP runs per threshold")
     sy.add_argument("--generations", type=POSITIVE_INT, default=20000, help="generations per CGP run")
+    sy.add_argument("--rounds", type=POSITIVE_INT, default=1, help="search rounds: each further round restarts "
+                    "CGP at every threshold from the cheapest design found so far within it (helps at 8x8)")
     sy.add_argument("--time-s", type=POSITIVE_FLOAT, default=None,
                     help="wall-clock cap per job (results then depend on the machine's load)")
     sy.add_argument("--designs", type=POSITIVE_INT, default=24, help="designs kept, spread over the error axis")

@@ -1,5 +1,7 @@
 """Approximate logic synthesis: network simulation, error metrics, LAC and CGP searches, the library driver."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,12 @@ def test_error_metrics_closed_form():
     off[0] += 100  # a pair of weight 0
     assert ErrorModel(a, w, False, "med", wts)(off) == pytest.approx(3.0)
     assert ErrorModel(a, w, False, "mred", wts)(off) == pytest.approx(100 * 3 / 30)
+    # mred0 sees the zero products (|d| relative to one LSB); mred does not
+    at_zero = exact.copy()
+    at_zero[0 * 8 + 5] += 2  # a = 0, w = 5: product 0, output 2
+    assert model["mred"](at_zero) == 0.0
+    assert ErrorModel(a, w, False, "mred0")(at_zero) == pytest.approx(100 * 2 / 64)
+    assert ErrorModel(a, w, False, "mred0")(zero) == pytest.approx(100.0 * np.count_nonzero(exact) / exact.size)
     with pytest.raises(AppMulError, match="shape"):
         ErrorModel(a, w, False, "med", np.ones((4, 8)))
     with pytest.raises(AppMulError, match="unknown error metric"):
@@ -251,3 +259,19 @@ def test_synthesis_resumes_from_cached_jobs(tmp_path, monkeypatch):
     assert [m.name for m in again] == [m.name for m in first]
     assert all(np.array_equal(x.lut, y.lut) for x, y in zip(first, again, strict=True))
 
+
+
+def test_a_second_round_restarts_from_the_cheapest_design_and_never_loses(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
+    one = SynthConfig(3, 3, False, thresholds=(5.0,), max_error=10.0, seeds=1, generations=300, family_starts=False)
+    fronts = {}
+    for cfg in (one, replace(one, rounds=2)):
+        synthesize(cfg, workers=1, progress=False, on_front=lambda every, front, r=cfg.rounds: fronts.update(
+            {r: every}))
+    restarted = [d for d in fronts[2] if d.extra.get("start", "").startswith("round2_")]
+    assert {d.threshold for d in restarted} <= {5.0, 10.0} and restarted
+    assert all(d.error <= d.threshold for d in restarted)
+    for t in (5.0, 10.0):  # round 1 is replayed identically (same seeds), so the best within t can only improve
+        best = [min(d.cost for d in fronts[r] if d.error <= t) for r in (1, 2)]
+        assert best[1] <= best[0]
+    assert len(list((tmp_path / "synth-jobs").glob("*.json"))) == 2 * len(one.jobs()) + 2

@@ -76,3 +76,44 @@ def test_library_keywords_pass_the_input_check():
     assert not any(is_library_keyword(x) for x in ("generate+generate", "evo", "synth+evoapprox", "", None))
     with pytest.raises(FamesError, match="not a library directory"):
         check_inputs(RunConfig.from_dict({"library": "generate+evo"}))
+
+
+def test_operand_aware_candidates_are_exact_where_the_model_multiplies(tmp_path, monkeypatch):
+    """`synth: {operands: true}` weights the error by the model's operand pairs: with all the weight on one pair and
+    a mean error distance below one, every synthesized design is exact on that pair and free elsewhere (so it is
+    cheaper than any uniformly exact design); without the model's counts it refuses."""
+    from fames.errors import FamesError
+    from fames.flow.library import synthesized_appmuls
+
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "cache"))
+    opts = SynthOptions(methods=["cgp"], seeds=1, generations=300, designs=4, metric="med", max_error=0.5,
+                        operands=True)
+    key = (3, 3, False, False)
+    counts = np.zeros((8, 8))
+    counts[5, 6] = 7.0
+    ms = synthesized_appmuls({key}, "synthetic", opts, progress=False, operand_weights={key: counts})
+    assert ms and all(int(m.lut[5, 6]) == 30 for m in ms)
+    assert any(not m.is_exact() for m in ms)
+    with pytest.raises(FamesError, match="operand pairs"):
+        synthesized_appmuls({key}, "synthetic", opts, progress=False)
+
+
+def test_model_operand_weights_sum_the_layers_of_each_width():
+    import torch
+    from torch import nn
+
+    from fames.flow.library import model_operand_weights
+    from fames.quant import calibrate_ptq, quantize
+    from fames.quant.convert import qlayers
+    from fames.quant.operands import operand_histograms
+
+    torch.manual_seed(0)
+    model = quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)),
+                     {"w_bits": 4, "a_bits": 4, "layers": {"4": "W3A3"}}).eval()
+    x = torch.rand(6, 3, 8, 8)
+    calibrate_ptq(model, [x])
+    got = model_operand_weights(model, x)
+    per_layer = operand_histograms(model, x)
+    assert set(got) == {m.widths for _, m in qlayers(model)} and len(got) == 2
+    for widths, counts in got.items():
+        assert np.array_equal(counts, sum(per_layer[n] for n, m in qlayers(model) if m.widths == widths))

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fames.errors import HardwareError
 from fames.hw import synthetic
-from fames.hw.energy import energy_per_op, histogram_stream, make_stream, weight_stationary
+from fames.hw.energy import energy_per_op, histogram_stream, make_stream, toggle_stream, weight_stationary
 from fames.hw.liberty import read_liberty
 from fames.hw.netlist import Netlist
 from fames.hw.synth import synthesize
@@ -83,3 +84,32 @@ def test_streams():
     a1, w1 = make_stream("uniform", 3, 5, 500, seed=7)
     a2, w2 = make_stream("uniform", 3, 5, 500, seed=7)
     assert np.array_equal(a1, a2) and np.array_equal(w1, w2) and w1.max() < 32 and a1.max() < 8
+
+
+def test_toggle_stream_flips_each_bit_at_the_rate():
+    a, w = toggle_stream(4, 6, 1.0, 64, seed=1)  # rate 1: every bit flips every operation
+    assert np.all((a[1:] ^ a[:-1]) == 0b1111) and np.all((w[1:] ^ w[:-1]) == 0b111111)
+    a, w = toggle_stream(8, 8, 0.1, 200_000, seed=2)
+    for x in (a, w):
+        bits = (x[:, None] >> np.arange(8)) & 1
+        flips = np.abs(np.diff(bits, axis=0))
+        assert np.allclose(flips.mean(0), 0.1, atol=0.004) and np.allclose(bits.mean(0), 0.5, atol=0.03)
+    with pytest.raises(HardwareError, match="toggle rate"):
+        toggle_stream(4, 4, 0.0)
+
+
+def test_an_and_of_two_bits_toggles_at_the_closed_form_rate():
+    """y = a & w of two bits flipping at rate p: y toggles with probability (1 - (1 - p)^2) / 2 (0.375 at p = 0.5,
+    the uniform stream's figure)."""
+    for p in (0.1, 0.3, 0.5):
+        a, w = toggle_stream(2, 2, p, 200_000, seed=4)
+        y = (a & w) & 1
+        assert np.mean(y[1:] != y[:-1]) == pytest.approx((1 - (1 - p) ** 2) / 2, rel=0.03)
+
+
+def test_slower_toggling_operands_cost_less_energy(synth_lib):
+    nl = synthesize(mult_verilog(4, 4, False, False), "mul", synth_lib)
+    e_uni = energy_per_op(nl, None, *make_stream("uniform", 4, 4, 8192, seed=0)).total_fj
+    e_half = energy_per_op(nl, None, *make_stream("toggle", 4, 4, 8192, seed=0, toggle_rate=0.5)).total_fj
+    e_slow = energy_per_op(nl, None, *make_stream("toggle", 4, 4, 8192, seed=0, toggle_rate=0.1)).total_fj
+    assert e_half == pytest.approx(e_uni, rel=0.05) and e_slow < 0.5 * e_uni

@@ -30,7 +30,7 @@ from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig
-from fames.flow.library import candidate_appmuls, liberty_path
+from fames.flow.library import candidate_appmuls, liberty_path, model_operand_weights
 from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
 from fames.flow.stats import Z95, paired_difference, wilson_interval
@@ -276,24 +276,21 @@ def approximate_(
                          "fames.calibrate_ptq(model, data) first")
     stages = stages or Stages(None)
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
-    calib_n = (cal_cfg.samples if cal_cfg is not None else 1024)
     searching = cfg.searching
     record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
-    n_val = cfg.search.validation_images or (int(record["n"]) if record else DEFAULT_VALIDATION_IMAGES)
-    samples: Samples = as_samples(data, limit=max(est_cfg.samples, calib_n) * 2 + PROBE_IMAGES
-                                  + (n_val if searching else 0))
-    val, validation_source = None, ""
-    if searching:  # the validation split chooses R; nothing else is drawn from it
-        samples, val = holdout(samples, n_val, cfg.seed, record)
-        validation_source = ("held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
-                             else "training data the checkpoint may have seen")
+    samples: Samples = as_samples(data, limit=max(est_cfg.samples, _calibration_count(cfg)) * 2 + PROBE_IMAGES
+                                  + (_validation_count(cfg, record) if searching else 0))
+    samples, val = split_samples(samples, cfg, record)
+    validation_source = "" if val is None else (
+        "held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
+        else "training data the checkpoint may have seen")
     if est_cfg.samples > len(samples):
         raise FamesError(f"the estimate needs estimator.samples={est_cfg.samples} training images but the data holds "
                          f"{len(samples)}: give more data or lower it (FamesConfig(estimator=EstimatorConfig("
                          f"samples={len(samples)})), or `estimator: {{samples: {len(samples)}}}` in a run config)")
     x, y = samples.draw(est_cfg.samples, cfg.seed)
-    calib_n = min(calib_n, len(samples))
-    cx, cy = samples.draw(calib_n, cfg.seed)
+    cx, cy = calibration_draw(samples, cfg)
+    calib_n = len(cy)
     # judges a calibration: the validation split in the target mode, else another draw of training images
     hx, hy = val if val is not None else samples.draw(calib_n, cfg.seed + 1)
     if eval_data is None:
@@ -303,7 +300,8 @@ def approximate_(
     probe = _head(judge, PROBE_IMAGES)
     model.eval()
 
-    lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress, synth)
+    lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress, synth,
+                            model_operand_weights(model, cx) if getattr(synth, "operands", False) else None)
     setup = ModelSetup.build(model, lib, tuple(x.shape[1:]), sel_cfg.energy_metric)
     cands = setup.candidates
     mkey = model_key(model)
@@ -429,6 +427,27 @@ def approximate_(
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
         test=test_result,
     )
+
+
+def _calibration_count(cfg: FamesConfig) -> int:
+    return cfg.calibration.samples if cfg.calibration is not None else 1024
+
+
+def _validation_count(cfg: FamesConfig, record: Any) -> int:
+    return cfg.search.validation_images or (int(record["n"]) if record else DEFAULT_VALIDATION_IMAGES)
+
+
+def split_samples(samples: Samples, cfg: FamesConfig, record: Any = None) -> tuple[Samples, Any]:
+    """``(training samples, validation split (x, y) or None)``: in the target mode the validation split that chooses
+    R is held out (from the checkpoint's held-out images when ``record`` names them); nothing else is drawn from it."""
+    if not cfg.searching:
+        return samples, None
+    return holdout(samples, _validation_count(cfg, record), cfg.seed, record)
+
+
+def calibration_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration images ``(x (N, C, H, W), y (N,))`` of a run: a seeded draw of the training samples."""
+    return samples.draw(min(_calibration_count(cfg), len(samples)), cfg.seed)
 
 
 def _bisect(measure, within, min_ratio: float, resolution: float) -> list[BudgetRow]:  # type: ignore[no-untyped-def]

@@ -214,7 +214,10 @@ class SynthOptions:
     """``library: synth`` (or ``generate+synth``): approximate logic synthesis per layer width pair
     (:class:`fames.appmul.synth.library.SynthConfig`; the library is cached by these settings and the liberty).
     ``max_bits``: width pairs with an operand wider than this are not synthesized (an 8x8 library takes up to an
-    hour on two cores; ``generate+synth`` still gives them the families)."""
+    hour on two cores; ``generate+synth`` still gives them the families). ``operands``: weight each width pair's
+    error by the operand pairs of the model's own layers of those widths (counted exactly on the calibration images,
+    never on the validation split), so that the designs are tailored to the model; pair it with ``metric: mred0``
+    (``mred`` leaves the zero products, the most frequent pairs after a ReLU, unconstrained)."""
 
     __pydantic_config__ = STRICT
     max_bits: Annotated[int, Field(ge=2, le=8)] = 6
@@ -226,6 +229,8 @@ class SynthOptions:
     designs: Positive = 24
     proxy: str = "pdp"
     family_starts: bool = True
+    rounds: Positive = 1
+    operands: bool = False
 
 
 @dataclass

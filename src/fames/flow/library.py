@@ -32,9 +32,12 @@ def liberty_path(value: str | Path) -> Path:
 
 
 def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any = None,
-                        progress: bool = True) -> list[AppMul]:
+                        progress: bool = True, operand_weights: dict[Widths, np.ndarray] | None = None,
+                        ) -> list[AppMul]:
     """Approximate logic synthesis for every width pair (``options``: a ``SynthOptions``, default settings when
-    None), NanGate-style gate costs from ``liberty``; each library is cached by its settings and the liberty."""
+    None), NanGate-style gate costs from ``liberty``; each library is cached by its settings, the liberty and the
+    operand weights. ``operand_weights``: per width pair, operand-pair counts ``(2^a, 2^w)`` weighting the error
+    (:func:`model_operand_weights`; needed when ``options.operands``)."""
     from dataclasses import asdict
 
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
@@ -43,6 +46,9 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
 
     opts = asdict(options) if options is not None else {}
     max_bits = opts.pop("max_bits", 6)
+    if opts.pop("operands", False) and operand_weights is None:
+        raise FamesError("synth.operands weights the error by the model's operand pairs: it needs the model "
+                         "(fames.approximate_ or fames run), not a bare library")
     if "methods" in opts:
         opts["methods"] = tuple(opts["methods"])
     lib_file = liberty_path(liberty)
@@ -54,11 +60,27 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
             raise FamesError(f"library synth: layers with {a}x{w} bits mix signed and unsigned operands; synthesis "
                              "needs both signed or both unsigned")
         cfg = SynthConfig(a, w, sa, **opts)
-        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-3")
+        weights = None if operand_weights is None else operand_weights[(a, w, sa, sw)]
+        tag = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-3", tag)
         if not (where / "index.json").is_file():
-            made = synthesize(cfg, gate_cost=gate_costs(lib_file), progress=progress, cost=pdp_costs(lib_file))
+            made = synthesize(cfg, weights, gate_cost=gate_costs(lib_file), progress=progress,
+                              cost=pdp_costs(lib_file))
             Library(cheapest_implementations(made, lib_file)).save(where, force=True)
         out += list(Library.load(where))
+    return out
+
+
+def model_operand_weights(model: Any, x: Any) -> dict[Widths, np.ndarray]:
+    """Operand-pair counts ``(2^a, 2^w)`` per layer width pair of a quantized ``model``, summed over its layers of
+    those widths, counted exactly over the images ``x (N, C, H, W)``."""
+    from fames.quant.convert import qlayers
+    from fames.quant.operands import operand_histograms
+
+    hists = operand_histograms(model, x)
+    out: dict[Widths, np.ndarray] = {}
+    for name, layer in qlayers(model):
+        out[layer.widths] = out[layer.widths] + hists[name] if layer.widths in out else hists[name]
     return out
 
 
@@ -104,6 +126,7 @@ def candidate_appmuls(
     families: Iterable[str] = ("all",),
     progress: bool = True,
     synth: Any = None,
+    operand_weights: dict[Widths, np.ndarray] | None = None,
 ) -> list[AppMul]:
     """Costed candidates for ``widths`` (plus an exact multiplier per widths).
 
@@ -111,7 +134,7 @@ def candidate_appmuls(
     ``../shared``, published costs), ``"synth"`` (approximate logic synthesis, ``synth`` options), ``"generate+synth"``
     (both), a library directory, a :class:`Library` or a list of AppMuls. Designs without a cost are synthesized and
     costed on ``liberty`` (cached by content), and then so is every design without a published cost, so that all
-    ratios come from one liberty."""
+    ratios come from one liberty. ``operand_weights``: for ``synth.operands`` (:func:`synthesized_appmuls`)."""
     generated = is_library_keyword(library) and library != "evoapprox"
     parts = set(library.split("+")) if generated else set()
     if generated:
@@ -122,7 +145,7 @@ def candidate_appmuls(
                     ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
         if "synth" in parts:
             have = {np.asarray(m.lut, dtype=np.int64).tobytes() for m in ms}  # the families' functions
-            ms += [m for m in synthesized_appmuls(widths, liberty, synth, progress)
+            ms += [m for m in synthesized_appmuls(widths, liberty, synth, progress, operand_weights)
                    if "implementation" not in m.provenance or np.asarray(m.lut, dtype=np.int64).tobytes() not in have]
     elif isinstance(library, str) and library == "evoapprox":
         ms = [m for m in import_evoapprox() if m.widths in widths]

@@ -85,10 +85,11 @@ def cost_appmul(
     input_nets: str = INPUT_NETS_DEFAULT,
     output_load_ff: float = OUTPUT_LOAD_FF,
     activity: str = "zero-delay",
+    toggle_rate: float = 0.1,
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
-    ``stream``/``hold``/``n_vectors``/``seed``/``hist`` choose the operand stream for energy
+    ``stream``/``hold``/``n_vectors``/``seed``/``hist``/``toggle_rate`` choose the operand stream for energy
     (:func:`fames.hw.energy.make_stream`). With ``check`` the synthesised netlist must reproduce
     ``appmul.lut`` exactly (else :class:`HardwareError`). ``input_nets``: how primary-input switching counts
     (:func:`fames.hw.energy.energy_per_op`); ``output_load_ff``: the load on every product bit (fF), for timing and
@@ -104,7 +105,7 @@ def cost_appmul(
         "hist": None if hist is None else content_hash(np.ascontiguousarray(hist, dtype=np.float64).tobytes()),
         "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
         "input_nets": input_nets, "output_load_ff": float(output_load_ff),
-        "activity": activity,
+        "activity": activity, **({"toggle_rate": float(toggle_rate)} if stream == "toggle" else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
@@ -124,7 +125,7 @@ def cost_appmul(
                 "of the entries; check the Verilog, the port convention and the signedness flags"
             )
     timing = analyze(netlist, output_load_ff=output_load_ff)
-    a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist)
+    a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist, toggle_rate)
     e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing, input_nets=input_nets,
                       activity=activity)
     power = e.total_fj / clock_ns

@@ -59,6 +59,23 @@ def histogram_stream(hist: np.ndarray, n: int = DEFAULT_VECTORS, seed: int = 0) 
     return flat // h.shape[1], flat % h.shape[1]
 
 
+def toggle_stream(a_bits: int, w_bits: int, rate: float, n: int = DEFAULT_VECTORS, seed: int = 0,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` operand index pairs whose bits each flip with probability ``rate`` from one operation to the next
+    (independent Markov chains started uniform, so every bit is 1 half the time): temporally correlated operands,
+    or the "toggle rate per clock" of vectorless power analysis (Design Compiler's default is 0.1). ``rate`` 0.5
+    has the switching statistics of the uniform stream."""
+    if not 0 < rate <= 1:
+        raise HardwareError(f"toggle rate must lie in (0, 1] (got {rate})")
+    rng = np.random.default_rng(seed)
+    out = []
+    for bits in (a_bits, w_bits):
+        flips = rng.random((n, bits)) < rate
+        flips[0] = rng.random(bits) < 0.5  # the first operand: uniform
+        out.append(np.bitwise_xor.accumulate((flips.astype(np.int64) << np.arange(bits)).sum(1)))
+    return out[0], out[1]
+
+
 def weight_stationary(a: np.ndarray, w: np.ndarray, hold: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold each weight for ``hold`` consecutive operations (activations keep changing every operation)."""
     if hold < 1:
@@ -69,11 +86,14 @@ def weight_stationary(a: np.ndarray, w: np.ndarray, hold: int) -> tuple[np.ndarr
 
 def make_stream(
     kind: str, a_bits: int, w_bits: int, n: int = DEFAULT_VECTORS, seed: int = 0, hold: int = 1,
-    hist: np.ndarray | None = None,
+    hist: np.ndarray | None = None, toggle_rate: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Operand stream ``kind`` in {"uniform", "histogram"}, then weight-stationary with ``hold``."""
+    """Operand stream ``kind`` in {"uniform", "histogram", "toggle"} (``toggle_rate``: :func:`toggle_stream`), then
+    weight-stationary with ``hold``."""
     if kind == "uniform":
         a, w = uniform_stream(a_bits, w_bits, n, seed)
+    elif kind == "toggle":
+        a, w = toggle_stream(a_bits, w_bits, toggle_rate, n, seed)
     elif kind == "histogram":
         if hist is None:
             raise HardwareError("stream='histogram' needs hist=<2-D array over (a_index, w_index)>")
@@ -81,7 +101,7 @@ def make_stream(
             raise HardwareError(f"histogram shape {np.shape(hist)} != {(1 << a_bits, 1 << w_bits)}")
         a, w = histogram_stream(hist, n, seed)
     else:
-        raise HardwareError(f"unknown operand stream {kind!r}; use 'uniform' or 'histogram'")
+        raise HardwareError(f"unknown operand stream {kind!r}; use 'uniform', 'histogram' or 'toggle'")
     return weight_stationary(a, w, hold)
 
 

@@ -4,6 +4,9 @@ Metrics (``d`` = candidate - exact product ``P``, ``p`` = probability of the ope
 the operand histogram of a model's layer for operand-aware synthesis):
 
 * ``mred``: ``E[|d| / |P|]`` over pairs with ``P != 0`` (EvoApproxLib's MRE), in percent;
+* ``mred0``: ``E[|d| / max(|P|, 1)]`` over every pair, in percent: MRED that also sees the zero products (an
+  error there counts relative to one LSB). Operand-aware synthesis wants it: a ReLU layer's most frequent pairs
+  have a zero activation, which ``mred`` leaves unconstrained;
 * ``med``: ``E|d|``; ``mse``: ``E[d^2]``; ``er``: ``P(d != 0)`` in percent;
 * ``wce``: worst ``|d|`` over pairs with ``p > 0``.
 """
@@ -17,7 +20,7 @@ import numpy as np
 from fames.appmul.core import exact_lut
 from fames.errors import AppMulError
 
-METRICS = ("mred", "med", "mse", "er", "wce")
+METRICS = ("mred", "mred0", "med", "mse", "er", "wce")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ErrorModel:
         nz = self.exact != 0
         rel = np.where(nz, p / np.where(nz, np.abs(self.exact), 1), 0.0)
         self._rel = rel / max(p[nz].sum(), 1e-300) * 100.0  # mred in percent
+        self._rel0 = p / np.maximum(np.abs(self.exact), 1) * 100.0  # mred0 in percent
         self._support = p > 0
 
     def __call__(self, values: np.ndarray) -> float:
@@ -57,6 +61,8 @@ class ErrorModel:
         d = values - self.exact
         if self.metric == "mred":
             return float((np.abs(d) * self._rel).sum())
+        if self.metric == "mred0":
+            return float((np.abs(d) * self._rel0).sum())
         if self.metric == "med":
             return float((np.abs(d) * self.p).sum())
         if self.metric == "mse":

@@ -49,6 +49,7 @@ class SynthConfig:
     time_s: float | None = None  # optional wall-clock cap per job (then results depend on machine load)
     designs: int = 24  # at most this many designs in the library, spread over the error axis
     family_starts: bool = True  # CGP also starts from the families' Pareto-best designs within max_error
+    rounds: int = 1  # round r > 1: CGP restarts at every threshold from the cheapest design found so far within it
 
     def __post_init__(self) -> None:
         from fames.appmul.core import MAX_BITS, MIN_BITS
@@ -63,8 +64,12 @@ class SynthConfig:
             raise AppMulError(f"unknown error metric {self.metric!r}; choose one of {METRICS}")
         if self.proxy not in PROXIES:
             raise AppMulError(f"unknown cost proxy {self.proxy!r}; choose one of {PROXIES}")
-        if not self.max_error > 0 or self.seeds < 1 or self.generations < 1 or self.designs < 1:
-            raise AppMulError("max_error must be > 0 and seeds, generations, designs >= 1")
+        if not self.max_error > 0 or min(self.seeds, self.generations, self.designs, self.rounds) < 1:
+            raise AppMulError("max_error must be > 0 and seeds, generations, designs, rounds >= 1")
+
+    def cgp_thresholds(self) -> list[float]:
+        """The error thresholds of the CGP runs: ``thresholds`` up to ``max_error``, and ``max_error``."""
+        return sorted({t for t in self.thresholds if t <= self.max_error} | {self.max_error})
 
     def jobs(self, starts: dict[str, float] | None = None) -> list[tuple[str, int, float, str]]:
         """``(method, seed, threshold, start)`` of every job: one LAC path from the exact multiplier (to
@@ -74,7 +79,7 @@ class SynthConfig:
         if "lac" in self.methods:
             out.append(("lac", 0, self.max_error, "exact"))
         if "cgp" in self.methods:
-            ths = sorted({t for t in self.thresholds if t <= self.max_error} | {self.max_error})
+            ths = self.cgp_thresholds()
             out += [("cgp", s, t, "exact") for t in ths for s in range(self.seeds)]
             for name, err in (starts or {}).items():
                 out += [("cgp", 0, t, name) for t in ths if t >= err and name != "exact"]
@@ -305,7 +310,20 @@ def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, 
     # the family seeds are points of the searches too (a design no descendant improves on stays on the front)
     seeds = [Design(net, errors[n], proxy_cost(net, cfg.proxy, gate_cost), "seed", 0, errors[n], {"start": n})
              for n, net in starts.items() if n != "exact"]
-    return [*_run_jobs(cfg, jobs, starts, weights, gate_cost, workers, ray_address, progress), seeds]
+    results = [*_run_jobs(cfg, jobs, starts, weights, gate_cost, workers, ray_address, progress), seeds]
+    # each further round restarts every threshold's CGP from the cheapest design found so far within it
+    for r in range(1, cfg.rounds if "cgp" in cfg.methods else 1):
+        pool = [d for res in results for d in res]
+        costs = [proxy_cost(d.network, cfg.proxy, gate_cost) for d in pool]
+        again: dict[str, Network] = {}
+        jobs = []
+        for t in cfg.cgp_thresholds():
+            within = [(c, i) for i, (c, d) in enumerate(zip(costs, pool, strict=True)) if d.error <= t]
+            if within:
+                again[name := f"round{r + 1}_{t:g}"] = pool[min(within)[1]].network
+                jobs.append(("cgp", r, t, name))
+        results += _run_jobs(cfg, jobs, again, weights, gate_cost, workers, ray_address, progress)
+    return results
 
 
 def _run_jobs(cfg: SynthConfig, jobs: list, starts: dict[str, Network], weights: np.ndarray | None,
