@@ -165,3 +165,42 @@ def test_within_bound_keeps_a_margin_of_standard_errors(digits_w4a4):
         chosen[margin] = r.best.relative_energy
     assert chosen[3.0] > chosen[0.0]  # the margin costs energy here
     assert _paired_se({"ci95": [-2 * 1.959963984540054, 0.0]}) == pytest.approx(1.0) and _paired_se(None) == 0
+
+
+def test_the_layer_level_search_wins_the_final_choice_when_the_finer_one_ends_worse(digits_w4a4, monkeypatch):
+    """Target mode, filter level: when the filter-level search ends at more energy than the layer-level search with
+    the same settings (forced here by docking every filter-level row 50 points), the layer-level result is chosen
+    (marked ``granularity_used="layer"``) and put into the model, so a finer granularity never ends below the
+    layer level on validation."""
+    from fames.flow.approximate import _BudgetContext
+
+    def search(granularity: str):
+        cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.02, validation_images=300),
+                                estimator=fames.EstimatorConfig(samples=96, validate=False), calibration=None,
+                                selection=SelectionConfig(granularity=granularity), max_accuracy_loss=5.0)
+        model = copy.deepcopy(digits_w4a4)
+        r = fames.approximate_(model, get_loader("digits", "train", 128, shuffle=True, seed=0), config=cfg,
+                               eval_data=get_loader("digits", "test", 300), families=["trunc", "perf", "bam"],
+                               progress=False)
+        return r, model
+
+    layer, _ = search("layer")
+    orig = _BudgetContext._run
+
+    def worse(self, ratio, floor):  # noqa: ANN001, ANN202 - the finer search's budgets only
+        row, state = orig(self, ratio, floor)
+        if self.coarse is not None and not row.get("infeasible"):
+            row["accuracy"] -= 50.0
+        return row, state
+
+    monkeypatch.setattr(_BudgetContext, "_run", worse)
+    fine, model = search("filter")
+    assert fine.best.granularity_used == "layer" and fine.within_bound
+    assert fine.best.budget == layer.best.budget and fine.best.relative_energy == pytest.approx(
+        layer.best.relative_energy)
+    assert fine.best.assignment == layer.best.assignment
+    assert all(isinstance(v, str) for v in fine.best.assignment.values())  # one AppMul per layer
+    from fames.method.assignment import current_assignment
+
+    approx = {n: a for n, a in fine.best.assignment.items() if not a.startswith("exact")}
+    assert approx and current_assignment(model)["layers"] == approx

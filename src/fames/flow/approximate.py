@@ -18,7 +18,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -356,35 +356,42 @@ def approximate_(
         if sel_cfg.granularity != "layer" and sel_cfg.layer_fallback else None
 
     # ------------------------------------------------------------------ per budget
-    bkey_base = content_hash("v2", ekey, jkey, _fields_key(sel_cfg, cal_cfg, cfg.seed),
-                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel_cfg.compensation != "none"
-                             else "", str(liberty_file))
+    def budget_key_base(sel: Any, estimate: str) -> str:  # a layer-level run of the same settings shares its stages
+        return content_hash("v2", estimate, jkey, _fields_key(sel, cal_cfg, cfg.seed),
+                            tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
+                            else "", str(liberty_file))
+
     budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
     rows: list[BudgetRow] = []
     states: dict[float, dict[str, torch.Tensor]] = {}
-    ctx = _BudgetContext(model, setup, mp, judge, probe, (cx, cy), None if val is not None else (hx, hy), cfg,
-                         liberty_file, progress, exact["correct"], coarse)
 
-    def measure(ratio: float, lazy: bool = False) -> BudgetRow:
-        """The row of one budget (from its stage when there), its calibrated state kept in ``states``. ``lazy``: a
-        model already within the bound before calibration is not calibrated (the search's decision is the same)."""
-        nonlocal reused_s
-        keys = [content_hash(bkey_base, repr(float(ratio)))] + ([content_hash(
-            bkey_base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within))] if lazy else [])
-        for key in keys:
-            row, state = stages.load_json("budget", key), stages.tensors("budget", key)
-            if isinstance(row, dict) and (state is not None or row.get("infeasible")):
-                reused_s += float(row.get("stage_s") or 0.0)
-                break
-        else:
-            row, state = ctx.run(ratio, exact["accuracy"] - cfg.max_accuracy_loss if lazy else None)
-            key = keys[-1] if row.get("calibration_skipped") or row.get("beyond_reach") else keys[0]
-            stages.save_json("budget", key, row)
+    def measurer(ctx: _BudgetContext, base: str, kept: dict[float, dict[str, torch.Tensor]]):  # type: ignore[no-untyped-def]
+        def measure(ratio: float, lazy: bool = False) -> BudgetRow:
+            """The row of one budget (from its stage when there), its calibrated state kept in ``kept``. ``lazy``: a
+            model already within the bound before calibration is not calibrated (the search's decision is the
+            same)."""
+            nonlocal reused_s
+            keys = [content_hash(base, repr(float(ratio)))] + ([content_hash(
+                base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within))] if lazy else [])
+            for key in keys:
+                row, state = stages.load_json("budget", key), stages.tensors("budget", key)
+                if isinstance(row, dict) and (state is not None or row.get("infeasible")):
+                    reused_s += float(row.get("stage_s") or 0.0)
+                    break
+            else:
+                row, state = ctx.run(ratio, exact["accuracy"] - cfg.max_accuracy_loss if lazy else None)
+                key = keys[-1] if row.get("calibration_skipped") or row.get("beyond_reach") else keys[0]
+                stages.save_json("budget", key, row)
+                if state is not None:
+                    stages.save_tensors("budget", key, state)
             if state is not None:
-                stages.save_tensors("budget", key, state)
-        if state is not None:
-            states[float(ratio)] = state
-        return BudgetRow.from_dict(row)
+                kept[float(ratio)] = state
+            return BudgetRow.from_dict(row)
+        return measure
+
+    held = None if val is not None else (hx, hy)
+    measure = measurer(_BudgetContext(model, setup, mp, judge, probe, (cx, cy), held, cfg, liberty_file, progress,
+                                      exact["correct"], coarse), budget_key_base(sel_cfg, ekey), states)
 
     def within_bound(r: BudgetRow) -> bool:  # target mode: with search.margin standard errors of the paired loss
         se = _paired_se(r.paired_difference) if searching else 0.0
@@ -402,6 +409,25 @@ def approximate_(
         raise FamesError(f"every budget was infeasible; smallest feasible ratio {rows[0].min_ratio:.4f}")
     within = [r for r in feasible if within_bound(r)]
     best = min(within, key=lambda r: r.relative_energy) if within else feasible[0]
+    if searching and coarse is not None:
+        # the final choice between granularities on the validation split: the layer-level search (its stages are
+        # those of a layer-level run with these settings, so after one it costs nothing) wins when it reaches less
+        # energy within the bound; a finer granularity thus never ends below the layer level on validation
+        layer_states: dict[float, dict[str, torch.Tensor]] = {}
+        layer_sel = replace(sel_cfg, granularity="layer")
+        measure_layer = measurer(_BudgetContext(model, setup, coarse, judge, probe, (cx, cy), held, replace(
+            cfg, selection=layer_sel), liberty_file, progress, exact["correct"]),
+            budget_key_base(layer_sel, estimate_key("layer")), layer_states)
+        got = [r for r in _bisect(lambda r: measure_layer(r, lazy=True), within_bound, coarse.problem.min_ratio(),
+                                  cfg.search.resolution) if not r.infeasible and within_bound(r)]
+        layer_best = min(got, key=lambda r: r.relative_energy) if got else None
+        if layer_best is not None and (not within or layer_best.relative_energy < best.relative_energy - 1e-12):
+            if layer_best.calibration_skipped:
+                layer_best = measure_layer(layer_best.budget)
+            best = replace(layer_best, granularity_used="layer")
+            rows.append(best)
+            within.append(best)
+            states, mp = {**states, best.budget: layer_states[best.budget]}, coarse
     if best.calibration_skipped:  # the chosen model is calibrated after all (the guard keeps it within the bound)
         rows[rows.index(best)] = best = measure(best.budget)
     test_result = None

@@ -81,7 +81,10 @@ class SelectionConfig:
     images and kept when it scores better by the bound's criterion: accuracy, less ``search.margin`` standard errors
     of the paired loss in the target mode. Without calibration every row then scores at least as well as the
     layer-level run's row of the same budget, so the target mode's bisection never ends at a larger R than the
-    layer level's; with calibration the choice is made before calibrating)."""
+    layer level's; with calibration the choice is made before calibrating, so the target mode also runs the
+    layer-level search itself (the stages of a layer-level run with these settings: free after one) and takes its
+    result when it ends at less energy within the bound on validation: a finer granularity never ends below the
+    layer level there)."""
 
     __pydantic_config__ = STRICT
     granularity: str = "layer"
