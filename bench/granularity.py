@@ -145,8 +145,9 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                 "granularity": gran, "loss": loss, "budget": r["budget"], "energy_reduction": r["energy_reduction"],
                 "validation": r["accuracy"], "test": r["test"], "estimate_s": r["timing"].get("estimate_s"),
                 "seconds": time.perf_counter() - t0,
-                "granularity_used": next((x.get("granularity_used") for x in r["runs"]
-                                          if x["budget"] == r["budget"]), None),
+                # the chosen row: the last one of its budget (a layer-level row that won the final choice between
+                # granularities is appended after the finer row of the same budget)
+                "granularity_used": [x for x in r["runs"] if x["budget"] == r["budget"]][-1].get("granularity_used"),
                 "runs": [{k: x[k] for k in ("budget", "relative_energy", "accuracy", "accuracy_uncalibrated",
                                             "granularity_used", "accuracy_finer") if k in x} for x in r["runs"]],
             }
