@@ -171,7 +171,7 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
 
     import torch
 
-    from fames.data import get_loader
+    from fames.data import get_dataset, get_loader, held_out, subset
     from fames.quant.convert import qlayers
     from fames.quant.operands import operand_histograms
     from fames.train import load_model
@@ -192,7 +192,11 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
     if signed != {args.signed}:
         raise FamesError(f"--operands: the layers' operands are {'signed' if True in signed else 'unsigned'}; "
                          f"{'drop' if args.signed else 'add'} --signed")
-    loader = get_loader(args.dataset, "train", 128, root=args.data_root, shuffle=False)
+    data = get_dataset(args.dataset, "train", root=args.data_root)
+    record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
+    if record:  # never count on the images the checkpoint holds out for validation
+        data = subset(data, held_out(record, len(data))[1])
+    loader = get_loader(data, "train", 128, shuffle=False)
     x = torch.cat([b[0] for b in itertools.islice(loader, -(-args.operand_images // 128))])[: args.operand_images]
     return sum(operand_histograms(model, x, names).values())
 

@@ -130,3 +130,34 @@ def test_lib_synth_operand_aware(tmp_path, capsys):
     assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", f"{ck}:nope", "--dataset", "digits",
                  "--out", str(tmp_path / "z")]) == 2
     assert "no 3x3-bit layer 'nope'" in capsys.readouterr().err
+
+
+def test_operand_counts_skip_the_images_a_checkpoint_holds_out(tmp_path):
+    """`--operands` on a checkpoint trained with `fames train --holdout`: the counts come from the images it trained
+    on, never from its validation images."""
+    import argparse
+
+    import torch
+
+    from fames.cli import _operand_weights
+    from fames.data import get_dataset, get_loader, held_out, holdout_record, subset
+    from fames.models import create_model, save_checkpoint
+    from fames.quant import calibrate_ptq, quantize
+    from fames.quant.operands import operand_histograms
+    from fames.train import load_model
+
+    torch.manual_seed(0)
+    m = quantize(create_model("digits_cnn"), "W3A3")
+    calibrate_ptq(m, get_loader("digits", "train", 128, shuffle=False), num_batches=2)
+    data = get_dataset("digits", "train")
+    rec = holdout_record(len(data), 300)
+    ck = save_checkpoint(m, tmp_path / "q.pt", meta={"quant": m.fames_quant_config, "holdout": rec})
+    args = argparse.Namespace(model=None, bits=[3, 3], signed=bool(m.conv2.widths[2]), dataset="digits",
+                              data_root=None, operand_images=64)
+    got = _operand_weights(f"{ck}:conv2", args)
+    trained = subset(data, held_out(rec, len(data))[1])
+    x = next(iter(get_loader(trained, "train", 64, shuffle=False)))[0]
+    want = operand_histograms(load_model(None, ck), x, ["conv2"])["conv2"]
+    seen = next(iter(get_loader("digits", "train", 64, shuffle=False)))[0]
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, operand_histograms(m, seen, ["conv2"])["conv2"])
