@@ -27,8 +27,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _number(kind: type, low: float, strict: bool = False):  # type: ignore[no-untyped-def]
-    """argparse type: a finite ``kind`` >= ``low`` (> ``low`` when ``strict``)."""
+def _number(kind: type, low: float, strict: bool = False, high: float | None = None):  # type: ignore[no-untyped-def]
+    """argparse type: a finite ``kind`` >= ``low`` (> ``low`` when ``strict``), and <= ``high`` when given."""
 
     def parse(text: str) -> int | float:
         try:
@@ -37,6 +37,8 @@ def _number(kind: type, low: float, strict: bool = False):  # type: ignore[no-un
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
         if v != v or v in (float("inf"), float("-inf")) or v < low or (strict and v == low):
             raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low:g}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high:g}")
         return v
 
     parse.__name__ = kind.__name__
@@ -148,8 +150,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         activity=args.energy,
         input_nets=args.input_nets,
         output_load_ff=args.output_load,
-        stream="uniform" if args.toggle_rate is None else "toggle",
-        toggle_rate=args.toggle_rate or 0.1,
+        **({"stream": "toggle", "toggle_rate": args.toggle_rate} if args.toggle_rate is not None else {}),
         hold=args.hold,
         n_vectors=args.vectors,
         seed=args.seed,
@@ -554,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="liberty file (.lib or .lib.gz), or 'synthetic' for the project's own test library",
     )
-    c.add_argument("--toggle-rate", type=POSITIVE_FLOAT, default=None, metavar="P",
+    c.add_argument("--toggle-rate", type=_number(float, 0.0, strict=True, high=1.0), default=None, metavar="P",
                    help="operand bits flip with probability P between consecutive operations (correlated operands; "
                    "0.1 is the default of Synopsys' vector-free power analysis); default: independent uniform operands")
     c.add_argument("--hold", type=POSITIVE_INT, default=1, help="hold each weight for M operations (weight-stationary)")

@@ -312,9 +312,12 @@ def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, 
              for n, net in starts.items() if n != "exact"]
     results = [*_run_jobs(cfg, jobs, starts, weights, gate_cost, workers, ray_address, progress), seeds]
     # each further round restarts every threshold's CGP from the cheapest design found so far within it
+    pool: list[Design] = []
+    costs: list[float] = []  # cfg.proxy of every design in pool (LAC paths carry their area), each computed once
     for r in range(1, cfg.rounds if "cgp" in cfg.methods else 1):
-        pool = [d for res in results for d in res]
-        costs = [proxy_cost(d.network, cfg.proxy, gate_cost) for d in pool]
+        new = [d for res in results for d in res][len(pool):]
+        pool += new
+        costs += [proxy_cost(d.network, cfg.proxy, gate_cost) for d in new]
         again: dict[str, Network] = {}
         jobs = []
         for t in cfg.cgp_thresholds():
