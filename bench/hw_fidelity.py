@@ -52,6 +52,9 @@ def main() -> int:
                     help="probability that an operand bit flips between consecutive operations: 0.5 = independent "
                     "uniform operands (fames' default stream), 0.1 = the default toggle rate of Synopsys' vector-free "
                     "power analysis, which the published figures appear to use (docs/results/hw_cost.md)")
+    ap.add_argument("--wire-loads", nargs="+", default=["none"], choices=["none", "liberty"],
+                    help="liberty = add the liberty's default wire-load capacitance per net fanout (NanGate: "
+                    "5K_hvratio_1_1; gscl45nm names none), as Design Compiler does before layout")
     ap.add_argument("--near-exact", type=float, default=0.5, help="MRED (%%) bound of the near-exact subset")
     ap.add_argument("--extra-netlists", default=None, metavar="DIR",
                     help="also import every other 8x8 design of index.csv found under DIR (its <name>.v, searched "
@@ -108,22 +111,23 @@ def main() -> int:
                 else "") + f"; near-exact subset (published MRED < {args.near_exact:g}%): "
              f"{len(near)} designs. `input_nets`: how switching of nets no cell drives counts (all = pin loads and "
              "output-port loads they reach directly; pins = cell input pins only; none = left to the upstream "
-             "driver); `toggle`: input toggle rate per operation (0.5: independent uniform operands). Spearman "
+             "driver); `toggle`: input toggle rate per operation (0.5: independent uniform operands); `wire`: the "
+             "liberty's default wire-load model added per net fanout (liberty) or not (none). Spearman "
              "rho / Pearson r of logs against the published values.", "",
-             "| liberty | energy | input_nets | output load fF | toggle | subset | power | delay | area | PDP | small "
-             "designs: power fames/published |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    variants = [(ln, lp, md, ol, en, tr) for ln, lp in libs.items() for tr in args.toggle_rates for en in args.energy
-                for ol in args.output_loads for md in args.input_nets]
-    default: dict[str, dict] = {}  # "liberty, toggle rate" -> design -> Cost, default recipe otherwise
-    for lname, lpath, mode, oload, energy, rate in variants:
+             "| liberty | energy | input_nets | output load fF | toggle | wire | subset | power | delay | area | PDP | "
+             "small designs: power fames/published |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    variants = [(ln, lp, md, ol, en, tr, wl) for ln, lp in libs.items() for tr in args.toggle_rates
+                for en in args.energy for ol in args.output_loads for md in args.input_nets for wl in args.wire_loads]
+    default: dict[str, dict] = {}  # "liberty, toggle rate[, wire]" -> design -> Cost, default recipe otherwise
+    for lname, lpath, mode, oload, energy, rate, wire in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
-                lambda m, lp=lpath, md=mode, ol=oload, en=energy, tr=rate: cost_appmul(
+                lambda m, lp=lpath, md=mode, ol=oload, en=energy, tr=rate, wl=wire: cost_appmul(
                     m, lp, input_nets=md, output_load_ff=ol, activity=en, stream="uniform" if tr == 0.5 else "toggle",
-                    toggle_rate=tr), designs), strict=True))
+                    toggle_rate=tr, wire_load=wl), designs), strict=True))
         if (mode, oload, energy) == (INPUT_NETS_DEFAULT, OUTPUT_LOAD_FF, "zero-delay"):
-            default[f"{lname}, toggle {rate:g}"] = costs
+            default[f"{lname}, toggle {rate:g}" + (f", wire {wire}" if len(args.wire_loads) > 1 else "")] = costs
         small = [n for n in names if (costs[n].cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0]
         ratio = ", ".join(f"{n} {costs[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.1f}x" for n in small)
         for subset, sel in subsets:
@@ -133,7 +137,7 @@ def main() -> int:
                 theirs = [float(pub[n][pub_key]) for n in sel]
                 rho, r = correlations(ours, theirs)
                 cells.append(f"{rho:.3f} / {r:.3f}")
-            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {rate:g} | {subset} ({len(sel)}) | "
+            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {rate:g} | {wire} | {subset} ({len(sel)}) | "
                          + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
         print(*lines[-len(subsets):], sep="\n", flush=True)

@@ -150,6 +150,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         activity=args.energy,
         input_nets=args.input_nets,
         output_load_ff=args.output_load,
+        wire_load=args.wire_load,
         **({"stream": "toggle", "toggle_rate": args.toggle_rate} if args.toggle_rate is not None else {}),
         hold=args.hold,
         n_vectors=args.vectors,
@@ -559,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="operand bits flip with probability P between consecutive operations (correlated operands; "
                    "0.1 is the default of Synopsys' vector-free power analysis); default: independent uniform operands")
     c.add_argument("--hold", type=POSITIVE_INT, default=1, help="hold each weight for M operations (weight-stationary)")
+    c.add_argument("--wire-load", choices=["none", "liberty"], default="none",
+                   help="liberty: add the liberty's default wire-load capacitance to every net by its fanout, as Design "
+                   "Compiler does before layout (NanGate names one; a liberty without one gets none)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)

@@ -113,3 +113,41 @@ def test_slower_toggling_operands_cost_less_energy(synth_lib):
     e_half = energy_per_op(nl, None, *make_stream("toggle", 4, 4, 8192, seed=0, toggle_rate=0.5)).total_fj
     e_slow = energy_per_op(nl, None, *make_stream("toggle", 4, 4, 8192, seed=0, toggle_rate=0.1)).total_fj
     assert e_half == pytest.approx(e_uni, rel=0.05) and e_slow < 0.5 * e_uni
+
+
+_WIRE = ('default_wire_load : "wl" ;\n  wire_load("wl") {\n    capacitance : 0.5 ;\n    slope : 2.0 ;\n'
+         '    fanout_length(1, 1.0) ;\n    fanout_length(3, 4.0) ;\n  }\n')
+
+
+def _with_wire_load(synth_lib, block: str):
+    from fames.hw.liberty import parse_liberty
+
+    text = synth_lib.read_text()
+    head, brace, rest = text.partition("{")
+    return parse_liberty(head + brace + "\n  " + block + rest, source="wire.lib")
+
+
+def test_wire_load_interpolates_and_extrapolates_by_fanout(synth_lib):
+    wl = _with_wire_load(synth_lib, _WIRE).wire_load
+    assert wl is not None and wl.name == "wl"
+    # length: table at 1 and 3, linear between, slope 2 per fanout beyond 3; cap = 0.5 fF per unit length
+    assert [wl.cap_ff(f) for f in (0, 1, 2, 3, 5)] == pytest.approx([0.0, 0.5, 1.25, 2.0, 4.0])
+    assert read_liberty(synth_lib).wire_load is None  # the synthetic library names none
+
+
+def test_wire_load_adds_to_every_net_load(synth_lib):
+    from fames.hw.timing import net_loads
+
+    lib = _with_wire_load(synth_lib, _WIRE)
+    nl = _chain(2, lib)  # input -> INV -> INV -> output port: every net has fanout 1
+    plain, wired = net_loads(nl), net_loads(nl, wire_load="liberty")
+    live = [2, 3, 4]
+    assert wired[live] - plain[live] == pytest.approx([0.5, 0.5, 0.5])
+    assert analyze(nl, wire_load="liberty").delay_ns > analyze(nl).delay_ns
+    with pytest.raises(HardwareError, match="wire_load must be one of"):
+        net_loads(nl, wire_load="yes")
+
+
+def test_a_default_wire_load_without_its_group_is_reported(synth_lib):
+    with pytest.raises(HardwareError, match="no wire_load group has that name"):
+        _with_wire_load(synth_lib, 'default_wire_load : "missing" ;\n')

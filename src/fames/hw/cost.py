@@ -86,6 +86,7 @@ def cost_appmul(
     output_load_ff: float = OUTPUT_LOAD_FF,
     activity: str = "zero-delay",
     toggle_rate: float = 0.1,
+    wire_load: str = "none",
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
@@ -93,7 +94,9 @@ def cost_appmul(
     (:func:`fames.hw.energy.make_stream`). With ``check`` the synthesised netlist must reproduce
     ``appmul.lut`` exactly (else :class:`HardwareError`). ``input_nets``: how primary-input switching counts
     (:func:`fames.hw.energy.energy_per_op`); ``output_load_ff``: the load on every product bit (fF), for timing and
-    energy; ``activity``: how toggles are counted (:func:`fames.hw.energy.energy_per_op`).
+    energy; ``activity``: how toggles are counted (:func:`fames.hw.energy.energy_per_op`); ``wire_load``:
+    ``"liberty"`` adds the liberty's default wire-load capacitance to every net, for timing and energy
+    (:func:`fames.hw.timing.net_loads`).
     """
     if clock_ns <= 0:
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
@@ -106,6 +109,7 @@ def cost_appmul(
         "lut": content_hash(np.ascontiguousarray(appmul.lut, dtype=np.int64).tobytes()) if check else None,
         "input_nets": input_nets, "output_load_ff": float(output_load_ff),
         "activity": activity, **({"toggle_rate": float(toggle_rate)} if stream == "toggle" else {}),
+        **({"wire_load": wire_load} if wire_load != "none" else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
@@ -124,7 +128,7 @@ def cost_appmul(
                 f"AppMul {appmul.name!r}: the synthesised Verilog (module {top}) disagrees with its LUT in {bad} "
                 "of the entries; check the Verilog, the port convention and the signedness flags"
             )
-    timing = analyze(netlist, output_load_ff=output_load_ff)
+    timing = analyze(netlist, output_load_ff=output_load_ff, wire_load=wire_load)
     a, w = make_stream(stream, appmul.a_bits, appmul.w_bits, n_vectors, seed, hold, hist, toggle_rate)
     e = energy_per_op(netlist, netlist.liberty, a, w, clock_ns=clock_ns, timing=timing, input_nets=input_nets,
                       activity=activity)

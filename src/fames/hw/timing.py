@@ -5,7 +5,9 @@ Conventions (fixed, documented, part of the costing recipe):
 * Net load = sum of the input-pin capacitances it fans out to, plus ``output_load_ff`` for each output-port bit it
   drives: :data:`OUTPUT_LOAD_FF` = 0 by default, as Design Compiler without ``set_load`` (the setting that ranks
   EvoApproxLib's published figures best, docs/results/hw_cost.md); :data:`MAC_LOAD_FF` (3.9 fF, about four minimum
-  inverters) models the adder input a product bit drives in a MAC. No wire load.
+  inverters) models the adder input a product bit drives in a MAC. With ``wire_load="liberty"`` every net also
+  carries the wire capacitance of the liberty's ``default_wire_load`` model for its fanout (cell input pins plus
+  output-port bits), as Design Compiler applies before layout; ``"none"`` (or a liberty without one): no wire.
 * Primary inputs are driven by the library's smallest buffer (e.g. BUF_X1) fed an ideal
   :data:`DRIVER_INPUT_SLEW_NS` edge at t = 0 (like ``set_driving_cell``): the buffer's delay into the
   input net's load is part of the path and its transition is the input slew. With ``input_slew_ns``
@@ -55,17 +57,30 @@ class TimingReport:
     arrival_ns: np.ndarray  # worst of rise/fall arrival per net
 
 
-def net_loads(netlist: Netlist, output_load_ff: float = OUTPUT_LOAD_FF) -> np.ndarray:
-    """Total capacitive load of every net, fF: fanout pin capacitances + output-port loads."""
+WIRE_LOADS = ("none", "liberty")
+
+
+def net_loads(netlist: Netlist, output_load_ff: float = OUTPUT_LOAD_FF, wire_load: str = "none") -> np.ndarray:
+    """Total capacitive load of every net, fF: fanout pin capacitances + output-port loads (+ the wire-load model's
+    capacitance for the net's fanout with ``wire_load="liberty"``)."""
+    if wire_load not in WIRE_LOADS:
+        raise HardwareError(f"wire_load must be one of {WIRE_LOADS}, not {wire_load!r}")
     lib = netlist._need_liberty("timing")
     load = np.zeros(netlist.n_nets)
+    fanout = np.zeros(netlist.n_nets, dtype=np.int64)
     for c in netlist.cells:
         cell = lib.cells[c.type]
         for pin, n in c.inputs.items():
             load[n] += cell.inputs[pin].cap_ff
+            fanout[n] += 1
     for bits in netlist.outputs.values():
         for n in bits:
             load[n] += output_load_ff
+            fanout[n] += 1
+    if wire_load == "liberty" and lib.wire_load is not None:
+        wl = lib.wire_load
+        caps = {int(f): wl.cap_ff(int(f)) for f in np.unique(fanout)}
+        load += np.array([caps[int(f)] for f in fanout])
     load[CONST0] = load[CONST1] = 0.0
     return load
 
@@ -92,12 +107,13 @@ def input_drive(netlist: Netlist, load_ff: float) -> tuple[list[float], list[flo
 
 
 def analyze(
-    netlist: Netlist, *, output_load_ff: float = OUTPUT_LOAD_FF, input_slew_ns: float | None = None
+    netlist: Netlist, *, output_load_ff: float = OUTPUT_LOAD_FF, input_slew_ns: float | None = None,
+    wire_load: str = "none",
 ) -> TimingReport:
     """Static timing analysis of a liberty-mapped netlist; see the module docstring for conventions."""
     lib = netlist._need_liberty("timing")
     n = netlist.n_nets
-    load = net_loads(netlist, output_load_ff)
+    load = net_loads(netlist, output_load_ff, wire_load)
     arr = np.full((n, 2), -np.inf)
     slew = np.zeros((n, 2))
     pred: dict[tuple[int, int], tuple[int, int, int, str]] = {}
