@@ -62,6 +62,10 @@ def main() -> int:
     ap.add_argument("--calib-epochs", type=int, default=1)
     ap.add_argument("--ilp-gap", type=float, default=1e-4, help="relative MIP gap of the ILP")
     ap.add_argument("--ilp-time", type=float, default=120.0, help="ILP time limit per budget (s)")
+    ap.add_argument("--roup-grid", choices=["default", "full"], default="default",
+                    help="ROUP designs: the family's default grid (P 0-2 x R 0, 2, 4) or every (P, R) (P 0-3 x R 0-6 "
+                    "at 8 bits: MAx-DNN's own space); use another --out (and --work) for each, e.g. "
+                    "docs/results/granularity_full.md")
     ap.add_argument("--liberty", default=str(REPO.parent / "shared" / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "granularity.md"))
     ap.add_argument("--report-only", action="store_true", help="rebuild the Markdown and plots from the JSON files")
@@ -83,6 +87,7 @@ def main() -> int:
     for name in [] if args.report_only or args.search else args.models:
         res = bench_model(name, args)
         res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
+        res["roup_grid"] = args.roup_grid
         res["date"] = dt.date.today().isoformat()
         path = out.with_name(f"{out.stem}_{name}.json")
         if args.merge and path.is_file():  # keep the earlier runs at other budgets
@@ -121,7 +126,11 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
     path = out.with_name(f"{out.stem}_search_{name}.json")
     res = json.loads(path.read_text()) if path.is_file() else {"model": name, "runs": {}}
     liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
+    if res.get("roup_grid", "default") != args.roup_grid:
+        raise SystemExit(f"{path} holds runs with the {res.get('roup_grid', 'default')} ROUP grid; pass another --out "
+                         f"for --roup-grid {args.roup_grid}")
     res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
+    res["roup_grid"] = args.roup_grid
     for gran in GRANULARITIES:
         for loss in args.losses:
             key = f"{gran}@{loss:g}"
@@ -129,7 +138,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                 continue
             cfg = {
                 "model": name, "checkpoint": ck if ck == "default" else str(REPO / ck), "quant": quant,
-                "data": {"dataset": "cifar10"}, "families": ["exact", "roup"], "liberty": liberty,
+                "data": {"dataset": "cifar10"}, "families": ["exact", _roup(args)], "liberty": liberty,
                 "budget": "search", "max_accuracy_loss": loss,
                 "search": {"validation_images": args.validation_images},
                 "estimator": {"kind": "taylor-rank1", "samples": args.samples, "validate": False,
@@ -158,6 +167,14 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                   f"{(t.get('paired_difference') or {}).get('points', float('nan')):+.2f}", flush=True)
 
 
+_GRIDS = {"default": "default grid P 0-2 x R 0, 2, 4", "full": "every (P, R): P 0-3 x R 0-6"}
+
+
+def _roup(args: argparse.Namespace) -> str:
+    """The ROUP entry of the run config's families for ``--roup-grid``."""
+    return "roup:full" if args.roup_grid == "full" else "roup"
+
+
 def search_report(searched: dict[str, dict]) -> str:
     """The held-out section of the report: per model, granularity and loss bound the chosen R, its energy
     reduction, validation and test figures; then the issue's targets."""
@@ -170,8 +187,10 @@ def search_report(searched: dict[str, dict]) -> str:
         "",
         "Per model, granularity and loss bound L: `fames run` in target mode (R bisected to 0.01 on the validation "
         "split; a budget counts when its validation loss plus one standard error stays within L), the chosen model "
-        "tested once on the 10,000 test images. Library: exact + ROUP (MAx-DNN), NanGate 45 nm PDP. (L) = at that "
-        "budget the layer-level selection was more accurate on validation and was kept.",
+        "tested once on the 10,000 test images. Library: exact + ROUP (MAx-DNN; "
+        + ", ".join(sorted({_GRIDS[r.get("roup_grid", "default")] for r in searched.values()}))
+        + "), NanGate 45 nm PDP. (L) = at that budget the layer-level selection was more accurate on validation and "
+        "was kept.",
         "",
     ]
     verdict = []
@@ -237,7 +256,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
             "model": name,
             "checkpoint": str(REPO / "checkpoints" / MODELS[name]),
             "data": {"dataset": "cifar10", "batch_size": 250, "eval_images": args.eval_images},
-            "families": ["exact", "roup"],
+            "families": ["exact", _roup(args)],
             "liberty": liberty,
         }
     )

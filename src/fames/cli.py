@@ -488,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a family of AppMuls (LUT + structural Verilog)",
         description="Python: fames.appmul.families.build_family(family, a_bits, w_bits, signed)",
     )
-    b.add_argument("--family", default="all", help="family name or 'all' (see `fames lib families`)")
+    b.add_argument("--family", default="all", help="family name or 'all' (see `fames lib families`); 'roup:full': "
+                   "every (P, R) of ROUP instead of its default grid")
     b.add_argument(
         "--structure",
         default="textbook",
@@ -561,8 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "0.1 is the default of Synopsys' vector-free power analysis); default: independent uniform operands")
     c.add_argument("--hold", type=POSITIVE_INT, default=1, help="hold each weight for M operations (weight-stationary)")
     c.add_argument("--wire-load", choices=["none", "liberty"], default="none",
-                   help="liberty: add the liberty's default wire-load capacitance to every net by its fanout, as Design "
-                   "Compiler does before layout (NanGate names one; a liberty without one gets none)")
+                   help="liberty: add the liberty's default wire-load capacitance to every net by its fanout, as "
+                   "Design Compiler does before layout (NanGate names one; a liberty without one gets none)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)

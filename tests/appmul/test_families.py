@@ -516,3 +516,17 @@ def test_bit_matrix_final_adders_exact(adder, ab, wb, signed):
     c.set_output(mat.reduce(adder=adder), signed=signed)
     A, W = _operands(ab, wb, signed)
     assert np.array_equal(c.simulate(signed), A * W)
+
+
+def test_full_roup_grid_holds_every_parameter_set_and_the_default_grid():
+    full = build_family("roup:full", 8, 8, True)
+    default = build_family("roup", 8, 8, True)
+    # radix-4 Booth of a signed 8-bit weight: 4 digits (P = 0..3); rounding bit R = 0..6; (0, 0) is exact
+    assert len(full) == 4 * 7 - 1
+    assert {m.name for m in default} < {m.name for m in full}
+    by_name = {m.name: m for m in full}
+    assert np.array_equal(by_name["roup_p3r6_8x8s"].lut, build("roup", 8, 8, True, True, P=3, R=6).lut)
+    with pytest.raises(AppMulError, match="has no full grid; families with one: roup"):
+        build_family("trunc:full", 8, 8, True)
+    with pytest.raises(AppMulError, match="only grid suffix is ':full'"):
+        build_family("roup:fine", 8, 8, True)

@@ -246,6 +246,11 @@ def _grid_roup(a: int, w: int, s: bool) -> list[dict[str, Any]]:
     ]
 
 
+def _full_roup(a: int, w: int, s: bool) -> list[dict[str, Any]]:
+    """Every perforation P below the digit count and every rounding bit R up to ``a - 2`` (MAx-DNN's own space)."""
+    return [{"P": pp, "R": rr} for pp in range(_digits(w, s)) for rr in range(a - 1) if (pp, rr) != (0, 0)]
+
+
 def _grid_drum(a: int, w: int, s: bool) -> list[dict[str, Any]]:
     return [{"k": k} for k in (3, 4, 5, 6) if k < max(a, w)]
 
@@ -315,7 +320,8 @@ class Family:
     ``circuit(c, signed, **params)`` returns the output bits of the design built into ``c``;
     ``grid_fn(a_bits, w_bits, signed)`` lists the default parameter sets; ``canon(a, w, signed, params)``
     checks and normalizes parameters; ``label(params)`` is the parameter part of the design name;
-    ``params`` names the parameters and ``defaults`` gives the optional ones.
+    ``params`` names the parameters and ``defaults`` gives the optional ones; ``full_fn`` (optional) lists every
+    meaningful parameter set (``"<family>:full"`` in :func:`build_family`).
     """
 
     name: str
@@ -326,15 +332,19 @@ class Family:
     label: Callable[[dict[str, Any]], str]
     params: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
+    full_fn: Callable[[int, int, bool], list[dict[str, Any]]] | None = None
 
     @property
     def doc(self) -> str:
         return self.circuit.__doc__ or self.definition
 
-    def grid(self, a_bits: int, w_bits: int, signed: bool) -> list[dict[str, Any]]:
-        """Default parameter grid for these widths."""
+    def grid(self, a_bits: int, w_bits: int, signed: bool, full: bool = False) -> list[dict[str, Any]]:
+        """Default parameter grid for these widths (``full``: every meaningful parameter set)."""
         _check_widths(a_bits, w_bits)
-        return [dict(p) for p in self.grid_fn(a_bits, w_bits, signed)]
+        if full and self.full_fn is None:
+            with_full = [f.name for f in FAMILIES.values() if f.full_fn is not None]
+            raise AppMulError(f"family {self.name!r} has no full grid; families with one: {', '.join(with_full)}")
+        return [dict(p) for p in (self.full_fn if full else self.grid_fn)(a_bits, w_bits, signed)]
 
     def name_for(self, a_bits: int, w_bits: int, signed: bool, params: dict[str, Any]) -> str:
         lab = self.label(params)
@@ -436,6 +446,7 @@ FAMILIES: dict[str, Family] = {
             _canon_roup,
             lambda p: f"p{p['P']}r{p['R']}",
             ("P", "R"),
+            full_fn=_full_roup,
         ),
         Family(
             "drum",
@@ -493,7 +504,8 @@ def build(family: str, a_bits: int, w_bits: int, a_signed: bool, w_signed: bool,
 
 
 def build_family(family: str, a_bits: int, w_bits: int, signed: bool) -> list[AppMul]:
-    """Every design of the default grid of ``family`` (or of all families with ``"all"``, exact first).
+    """Every design of the default grid of ``family`` (or of all families with ``"all"``, exact first);
+    ``"<family>:full"`` (e.g. ``"roup:full"``): every meaningful parameter set of that family instead.
 
     Designs whose LUT equals the exact product (outside the exact family) or an earlier design are dropped.
     """
@@ -501,12 +513,15 @@ def build_family(family: str, a_bits: int, w_bits: int, signed: bool) -> list[Ap
     expect(a_bits, (int, np.integer), "build_family: a_bits")
     expect(w_bits, (int, np.integer), "build_family: w_bits")
     expect(signed, (bool, np.bool_), "build_family: signed")
-    fams = list(FAMILIES.values()) if family == "all" else [_family(family)]
+    name, _, grid = family.partition(":")
+    if grid not in ("", "full"):
+        raise AppMulError(f"family {family!r}: the only grid suffix is ':full' (every parameter set), e.g. 'roup:full'")
+    fams = list(FAMILIES.values()) if name == "all" else [_family(name)]
     out: list[AppMul] = []
     seen: set[bytes] = set()
     exact_key: bytes | None = None
     for fam in fams:
-        for params in fam.grid(a_bits, w_bits, signed):
+        for params in fam.grid(a_bits, w_bits, signed, full=grid == "full"):
             m = fam.build(a_bits, w_bits, signed, **params)
             key = m.lut.tobytes()
             if exact_key is None:

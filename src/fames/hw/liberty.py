@@ -472,10 +472,8 @@ class WireLoad:
             return 0.0
         f = np.array([p[0] for p in self.fanout_length])
         ln = np.array([p[1] for p in self.fanout_length])
-        if fanout > f[-1]:
-            length = ln[-1] + self.slope * (fanout - f[-1])
-        else:
-            length = float(np.interp(fanout, f, ln))
+        beyond = fanout > f[-1]
+        length = ln[-1] + self.slope * (fanout - f[-1]) if beyond else float(np.interp(fanout, f, ln))
         return float(self.cap_per_length_ff * length)
 
 
