@@ -126,7 +126,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
     path = out.with_name(f"{out.stem}_search_{name}.json")
     res = json.loads(path.read_text()) if path.is_file() else {"model": name, "runs": {}}
     liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
-    if res.get("roup_grid", "default") != args.roup_grid:
+    if res["runs"] and res.get("roup_grid", "default") != args.roup_grid:
         raise SystemExit(f"{path} holds runs with the {res.get('roup_grid', 'default')} ROUP grid; pass another --out "
                          f"for --roup-grid {args.roup_grid}")
     res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
