@@ -395,3 +395,34 @@ def test_error_plan_sums_the_error_table_exactly(maker, gi):
     assert torch.equal(got, want) and want.abs().max() > 0
     assert (plan.shifts is not None or plan.r <= 8) if maker != "random" else True
     assert error_plan(am) is plan  # cached
+
+
+@pytest.mark.parametrize("widths", [(4, 4, True, True), (8, 8, True, True), (8, 8, False, False)])
+def test_empty_bit_planes_are_skipped_and_stay_exact(widths):
+    """ReLU-like codes (non-negative under signed quantization, small under unsigned) leave the top bit planes
+    empty: they are dropped from the stacked convolution, and the result is still bit-exact."""
+    from fames.appmul.families import build
+    from fames.emulate.kernels import _live_planes
+
+    a, wb, sa, sw = widths
+    am = build("trunc", a, wb, sa, sw, k=max(a, wb))
+    plan = plan_layer(am)
+    U, V = plan.tables(torch.device("cpu"), torch.float64)
+    sh = plan.shift_table(torch.device("cpu"))
+    g = _gen(5)
+    top = (1 << (a - 2)) - 1  # codes 0 .. 2**(a-2) - 1: the two top bits are never set
+    x = torch.randint(0, top + 1, (2, 6, 7, 6), generator=g).double()
+    Ul, Vl, shl = _live_planes(x.to(torch.uint8), U, V, sh, a)
+    assert shl is not None and set(shl.tolist()) == {s for s in sh.tolist() if s >= a or s < a - 2}
+    assert Ul.shape[1] == Vl.shape[1] == len(shl) < len(sh)
+    x[0, 0, 0, 0] = top + 1  # one code with bit a-2 set brings that plane back
+    assert len(_live_planes(x.to(torch.uint8), U, V, sh, a)[2]) == len(shl) + 1
+    for C, O, k, stride, padding, dilation, groups in GEOMS:
+        xc = torch.randint(0, top + 1, (2, C, 7, 6), generator=g).double()
+        w = codes(wb, sw, (O, C // groups, *((k, k) if isinstance(k, int) else k)), g)
+        ref = reference_conv2d(xc, w, am, stride, padding, dilation, groups).double()
+        for dtype in (torch.float32, torch.float64):
+            y = approx_conv2d(xc, w, am, stride, padding, dilation, groups, dtype=dtype, method="conv")
+            assert torch.equal(y.double(), ref)
+    xl, wl = torch.randint(0, top + 1, (5, 13), generator=g).double(), codes(wb, sw, (7, 13), g)
+    assert torch.equal(approx_linear(xl, wl, am).double(), reference_linear(xl, wl, am).double())
