@@ -51,6 +51,8 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=None, choices=list(SEARCH_MODELS))
     ap.add_argument("--search", action="store_true", help="the held-out protocol (see the module docstring)")
     ap.add_argument("--losses", nargs="+", type=float, default=[1.0, 4.0], help="with --search: loss bounds (points)")
+    ap.add_argument("--granularities", nargs="+", choices=GRANULARITIES, default=list(GRANULARITIES),
+                    help="with --search: the granularities to run (a later call adds the others to the same json)")
     ap.add_argument("--validation-images", type=int, default=None,
                     help="with --search: validation split (default: all the checkpoint held out, else 2000)")
     ap.add_argument("--work", default=str(REPO / "out" / "granularity"), help="with --search: run folders")
@@ -131,7 +133,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                          f"for --roup-grid {args.roup_grid}")
     res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
     res["roup_grid"] = args.roup_grid
-    for gran in GRANULARITIES:
+    for gran in args.granularities:
         for loss in args.losses:
             key = f"{gran}@{loss:g}"
             if key in res["runs"]:
