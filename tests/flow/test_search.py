@@ -204,3 +204,20 @@ def test_the_layer_level_search_wins_the_final_choice_when_the_finer_one_ends_wo
 
     approx = {n: a for n, a in fine.best.assignment.items() if not a.startswith("exact")}
     assert approx and current_assignment(model)["layers"] == approx
+
+
+def test_lazy_budget_rows_are_keyed_by_their_bound():
+    """A budget row whose calibration was skipped (or judged beyond reach) under one bound is no answer under
+    another: its stage key holds the bound, the margin and calibrate_within, and nothing else of the search."""
+    from fames.flow.approximate import lazy_budget_key
+
+    def cfg(**kw):
+        search = {"resolution": 0.01, **kw.pop("search", {})}
+        return RunConfig.from_dict({"budget": "search", "max_accuracy_loss": 1.0, "search": search, **kw})
+
+    base = lazy_budget_key("b", 0.5, cfg())
+    assert lazy_budget_key("b", 0.5, cfg()) == base
+    assert lazy_budget_key("b", 0.5, cfg(search={"resolution": 0.02})) == base  # the grid does not decide laziness
+    for other in (cfg(max_accuracy_loss=4.0), cfg(search={"margin": 2.0}), cfg(search={"calibrate_within": 5.0})):
+        assert lazy_budget_key("b", 0.5, other) != base
+    assert lazy_budget_key("b", 0.51, cfg()) != base

@@ -371,8 +371,7 @@ def approximate_(
             model already within the bound before calibration is not calibrated (the search's decision is the
             same)."""
             nonlocal reused_s
-            keys = [content_hash(base, repr(float(ratio)))] + ([content_hash(
-                base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within))] if lazy else [])
+            keys = [content_hash(base, repr(float(ratio)))] + ([lazy_budget_key(base, ratio, cfg)] if lazy else [])
             for key in keys:
                 row, state = stages.load_json("budget", key), stages.tensors("budget", key)
                 if isinstance(row, dict) and (state is not None or row.get("infeasible")):
@@ -453,6 +452,14 @@ def approximate_(
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
         test=test_result,
     )
+
+
+def lazy_budget_key(base: str, ratio: float, cfg: FamesConfig) -> str:
+    """Stage key of a budget row measured lazily (calibration skipped, or judged beyond reach, before calibrating):
+    both decisions depend on the bound (``max_accuracy_loss``, ``search.margin``) and ``search.calibrate_within``, so
+    they are part of the key (a row skipped under a 4-point bound is no answer under a 1-point one)."""
+    return content_hash(base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within),
+                        repr(float(cfg.max_accuracy_loss)), repr(float(cfg.search.margin)))
 
 
 def _calibration_count(cfg: FamesConfig) -> int:
