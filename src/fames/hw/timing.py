@@ -78,9 +78,7 @@ def net_loads(netlist: Netlist, output_load_ff: float = OUTPUT_LOAD_FF, wire_loa
             load[n] += output_load_ff
             fanout[n] += 1
     if wire_load == "liberty" and lib.wire_load is not None:
-        wl = lib.wire_load
-        caps = {int(f): wl.cap_ff(int(f)) for f in np.unique(fanout)}
-        load += np.array([caps[int(f)] for f in fanout])
+        load += np.array([lib.wire_load.cap_ff(f) for f in range(int(fanout.max()) + 1)])[fanout]
     load[CONST0] = load[CONST1] = 0.0
     return load
 
