@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fames.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fames.method.assignment import describe_spec
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -99,7 +100,7 @@ def markdown(report: dict[str, Any]) -> str:
                          "found is used).")
     lines += ["", "## Assignment of the headline run", "", "| layer | AppMul |", "|---|---|"]
     for n, v in report["assignment"].items():
-        lines.append(f"| {n} | {v if isinstance(v, str) else v} |")
+        lines.append(f"| {n} | {describe_spec(v)} |")
     lines += [
         "",
         "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`.",

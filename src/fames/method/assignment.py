@@ -89,6 +89,21 @@ def current_assignment(model: nn.Module) -> dict[str, Any]:
     return {"format": FORMAT, "layers": out}
 
 
+def describe_spec(spec: Any) -> str:
+    """One line for a layer's assignment ``spec`` (file format): the AppMul name; a compensated layer's AppMul with
+    its control variate; at filter or kernel level each AppMul with the number of groups using it, most used first."""
+    if isinstance(spec, str):
+        return spec
+    names = spec["appmuls"]
+    comp = spec.get("compensation")
+    if spec["granularity"] == "layer":
+        return names[0] + (f" + control variate ({comp['method']}, {comp['fit']})" if comp else "")
+    counts = torch.bincount(torch.as_tensor(spec["index"]).flatten(), minlength=len(names)).tolist()
+    unit = "filters" if spec["granularity"] == "filter" else "kernels"
+    used = sorted(((c, n) for c, n in zip(counts, names) if c), key=lambda t: (-t[0], t[1]))
+    return f"{sum(counts)} {unit}: " + ", ".join(f"{n} x{c}" for c, n in used)
+
+
 def save_assignment(assignment: dict[str, Any], path: str | Path) -> Path:
     return atomic_write_json(path, assignment)
 
