@@ -100,7 +100,7 @@ def describe_spec(spec: Any) -> str:
         return names[0] + (f" + control variate ({comp['method']}, {comp['fit']})" if comp else "")
     counts = torch.bincount(torch.as_tensor(spec["index"]).flatten(), minlength=len(names)).tolist()
     unit = "filters" if spec["granularity"] == "filter" else "kernels"
-    used = sorted(((c, n) for c, n in zip(counts, names) if c), key=lambda t: (-t[0], t[1]))
+    used = sorted(((c, n) for c, n in zip(counts, names, strict=True) if c), key=lambda t: (-t[0], t[1]))
     return f"{sum(counts)} {unit}: " + ", ".join(f"{n} x{c}" for c, n in used)
 
 
