@@ -44,6 +44,7 @@ SEARCH_MODELS = {  # (checkpoint, quant): PTQ when quant is given
 TARGET_MAXDNN = 0.54  # MAx-DNN: 54% at <= 4 points loss on ResNet-8
 GRANULARITIES = ("layer", "filter", "kernel")
 LOSSES = (1.0, 2.0, 4.0)
+NOTES_MARK = "<!-- hand-written notes: kept by every re-run -->"
 
 
 def main() -> int:
@@ -109,7 +110,10 @@ def main() -> int:
         plot_heatmap(res, out.with_name(f"{out.stem}_{name}_filters.png"))
     searched = {n: json.loads(p.read_text()) for n in SEARCH_MODELS
                 if (p := out.with_name(f"{out.stem}_search_{n}.json")).is_file()}
-    atomic_write_text(out, search_report(searched) + report(results, out))
+    notes = out.read_text() if out.is_file() else ""  # hand-written notes below NOTES_MARK are kept
+    notes = notes[notes.index(NOTES_MARK):] if NOTES_MARK in notes else ""
+    body = search_report(searched) + report(results, out)
+    atomic_write_text(out, body.rstrip("\n") + "\n\n" + notes if notes else body)
     print(f"wrote {out}")
     return 0
 
