@@ -44,7 +44,7 @@ SEARCH_MODELS = {  # (checkpoint, quant): PTQ when quant is given
 TARGET_MAXDNN = 0.54  # MAx-DNN: 54% at <= 4 points loss on ResNet-8
 GRANULARITIES = ("layer", "filter", "kernel")
 LOSSES = (1.0, 2.0, 4.0)
-NOTES_MARK = "<!-- hand-written notes: kept by every re-run -->"
+MARK = "<!-- granularity -->"  # the generated report sits between two of these; hand-written notes outside stay
 
 
 def main() -> int:
@@ -79,7 +79,7 @@ def main() -> int:
         return 0
     import torch
 
-    from fames.io import atomic_write_text
+    from fames.io import atomic_write_text, write_section
 
     out = Path(args.out)
     if args.search and not args.report_only:
@@ -110,10 +110,7 @@ def main() -> int:
         plot_heatmap(res, out.with_name(f"{out.stem}_{name}_filters.png"))
     searched = {n: json.loads(p.read_text()) for n in SEARCH_MODELS
                 if (p := out.with_name(f"{out.stem}_search_{n}.json")).is_file()}
-    notes = out.read_text() if out.is_file() else ""  # hand-written notes below NOTES_MARK are kept
-    notes = notes[notes.index(NOTES_MARK):] if NOTES_MARK in notes else ""
-    body = search_report(searched) + report(results, out)
-    atomic_write_text(out, body.rstrip("\n") + "\n\n" + notes if notes else body)
+    write_section(out, MARK, search_report(searched) + report(results, out))
     print(f"wrote {out}")
     return 0
 
