@@ -274,7 +274,7 @@ def test_run_config_accepts_compensation_modes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["control_variate", "auto"])
+@pytest.mark.parametrize("mode", ["control_variate", "auto", "bias"])
 def test_run_with_compensation(tmp_path, mode):
     from fames.data import get_loader
     from fames.flow.config import RunConfig
@@ -288,12 +288,16 @@ def test_run_with_compensation(tmp_path, mode):
     ck = save_checkpoint(net, tmp_path / "f.pt", meta={"quant": None})
     cfg = RunConfig.from_dict(dict(
         model="digits_cnn", checkpoint=str(ck), quant="W4A4", families=["perf", "trunc"], budget=[0.6],
-        estimator={"samples": 64, "validate": False}, calibration=False, selection={"compensation": mode},
+        estimator={"samples": 64, "validate": False}, calibration=False,
+        selection={"compensation": mode, "granularity": "filter" if mode == "bias" else "layer"},
         output=str(tmp_path / "out")))
     r = run(cfg, progress=False).to_dict()
     (one,) = r["runs"]
     e_mult = one["energy_fj"] - one["compensation_overhead_fj"]
     if mode == "auto":  # the ILP saw the overhead: the budget holds with it included
+        assert one["relative_energy"] <= 0.6 + 1e-9
+    elif mode == "bias":  # every approximate filter group corrected, at no cost
+        assert one["compensated_layers"] and one["compensation_overhead_fj"] == 0
         assert one["relative_energy"] <= 0.6 + 1e-9
     else:  # every approximate layer compensated after selection: the overhead comes on top of the budget
         assert one["compensated_layers"] and one["compensation_overhead_fj"] > 0

@@ -312,11 +312,12 @@ def approximate_(
                         lambda: evaluate(model, judge, progress, "eval exact", per_sample=True))
 
     # ------------------------------------------------------------------ estimate (and its validation)
+    bias = sel_cfg.compensation == "bias"
     estimator = make_estimator(est_cfg.kind, progress, forward_above=est_cfg.forward_above,
-                               curvature=est_cfg.curvature)
+                               curvature=est_cfg.curvature, bias_correction=bias)
     def estimate_key(granularity: str) -> str:
         return content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
-                                                          granularity))
+                                                          granularity, *(["bias"] if bias else [])))
 
     def estimated(granularity: str) -> tuple[dict[str, np.ndarray], float, bool]:
         """``(Omega per layer, estimate seconds, computed now)`` at ``granularity``, a stage of its own."""
@@ -337,7 +338,7 @@ def approximate_(
         if est_cfg.validate else (None, None)
 
     # ------------------------------------------------------------------ the selection problem
-    liberty_file = str(liberty_path(liberty)) if sel_cfg.compensation != "none" else None
+    liberty_file = str(liberty_path(liberty)) if sel_cfg.compensation in ("control_variate", "auto") else None
     if sel_cfg.compensation == "auto":  # candidates k >= K_l: the layer's AppMuls with their corrections
         pairs, c_omega, c_over = compensated_candidates(model, x, y, cands, estimator, liberty_file, setup.macs,
                                                         sel_cfg.energy_metric)
@@ -574,6 +575,13 @@ class _BudgetContext:
         self.last_correct = r["correct"]
         return r["accuracy"]
 
+    def _corrected(self, m: nn.Module) -> nn.Module:
+        """``m`` with the bias correction of every approximate layer fitted on the calibration images (compensation
+        ``bias``: what the estimate and the selection assumed), else ``m`` as it is."""
+        if self.cfg.selection.compensation == "bias":
+            compensate_model(m, self.calib[0], calibrated=True, method="bias")
+        return m
+
     def run(self, ratio: float, floor: float | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         """Row and calibrated state of budget ``ratio``; with ``floor`` (accuracy, %) a model at or above it before
         calibration is not calibrated (the calibration guard can only raise accuracy: the decision stands), nor one
@@ -590,13 +598,13 @@ class _BudgetContext:
         except InfeasibleBudget as e:
             return asdict(BudgetRow(ratio, infeasible=True, min_ratio=e.min_ratio, message=str(e))), None
         mp = self.mp
-        m = apply_choice(copy.deepcopy(self.model), mp, sel.choice)
+        m = self._corrected(apply_choice(copy.deepcopy(self.model), mp, sel.choice))
         acc_u = self.evaluate(m, f"eval R={ratio}")
         hits_u = self.last_correct
         used, acc_finer = None, None
         if self.coarse is not None:  # the layer-level selection of the same budget, kept when more accurate
             sel_l = ILPSelector(verbose=cfg.selection.solver_output).solve(self.coarse.problem, ratio)
-            m_l = apply_choice(copy.deepcopy(self.model), self.coarse, sel_l.choice)
+            m_l = self._corrected(apply_choice(copy.deepcopy(self.model), self.coarse, sel_l.choice))
             acc_l = self.evaluate(m_l, f"eval R={ratio} layer level")
             hits_l = self.last_correct
             used, acc_finer = cfg.selection.granularity, acc_u
@@ -641,7 +649,8 @@ class _BudgetContext:
         if comp != "none":
             names = to_compensate if comp == "auto" else None
             if names is None or names:
-                compensate_model(m, self.calib[0], calibrated=True, layers=names)
+                compensate_model(m, self.calib[0], calibrated=True, layers=names,
+                                 method="bias" if comp == "bias" else "auto")
                 overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0], cfg.selection.energy_metric)
                 acc_c = self.evaluate(m, f"eval R={ratio} compensated")
                 z_cal = _logits(self.model, m, self.probe)[1]

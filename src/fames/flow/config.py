@@ -30,7 +30,7 @@ from fames.method.estimate import ESTIMATOR_NAMES
 from fames.quant.layers import GRANULARITIES
 
 STRICT = {"extra": "forbid", "strict": True}  # pydantic settings of every config dataclass
-COMPENSATIONS = ("none", "control_variate", "auto")
+COMPENSATIONS = ("none", "control_variate", "auto", "bias")
 # field constraints that pydantic checks (every problem at once); __post_init__ checks them again for direct use
 Ratio = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Positive = Annotated[int, Field(ge=1)]
@@ -74,7 +74,9 @@ class EstimatorConfig:
 class SelectionConfig:
     """How the ILP selects: ``granularity`` (``layer`` | ``filter`` | ``kernel`` = output x input channel pair),
     ``energy_metric`` (``pdp`` as the paper, or simulated ``energy`` per op), ``compensation`` (``none`` |
-    ``control_variate`` on every approximate layer | ``auto``: the ILP decides per layer), ``stop_at_loss``
+    ``control_variate`` on every approximate layer | ``auto``: the ILP decides per layer, both layer granularity
+    only | ``bias``: the mean-error correction folded into every approximate layer's bias, no hardware cost, any
+    granularity, estimated and selected with the correction applied), ``stop_at_loss``
     (sweep budgets downwards and stop after the first one beyond ``max_accuracy_loss``), ``solver_output`` (let
     HiGHS print its log; silenced by default), ``layer_fallback`` (filter and kernel granularity: at every budget
     the selection a layer-level run makes there, from its own layer-level estimate, is measured too on the same
@@ -98,8 +100,9 @@ class SelectionConfig:
         _one_of("granularity", self.granularity, GRANULARITIES)
         _one_of("energy_metric", self.energy_metric, ENERGY_METRICS)
         _one_of("compensation", self.compensation, COMPENSATIONS)
-        if self.compensation != "none" and self.granularity != "layer":
-            raise ConfigError("compensation shares one control variate per layer: it needs granularity 'layer'")
+        if self.compensation in ("control_variate", "auto") and self.granularity != "layer":
+            raise ConfigError(f"compensation {self.compensation!r} shares one control variate per layer: it needs "
+                              "granularity 'layer' (compensation 'bias' works at every granularity)")
 
 
 @dataclass
@@ -191,6 +194,10 @@ class FamesConfig:
         if self.estimator.kind.endswith("+forward") and self.selection.granularity != "layer":
             raise ConfigError(f"estimator {self.estimator.kind!r} runs a forward pass per layer and candidate: it "
                              "needs granularity 'layer' (drop '+forward' for filters or kernels)")
+        if self.selection.compensation == "bias" and self.estimator.kind not in ("first-order", "taylor-rank1",
+                                                                                  "taylor-full"):
+            raise ConfigError(f"compensation 'bias' is estimated by the Taylor model of the corrected error: use "
+                              f"estimator kind first-order, taylor-rank1 or taylor-full, not {self.estimator.kind!r}")
 
     @property
     def searching(self) -> bool:

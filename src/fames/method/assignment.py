@@ -54,9 +54,11 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
                     "nor {'granularity': 'filter'|'kernel', 'appmuls': [...], 'index': [...]}"
                 )
             if s.get("compensation") is not None:
-                from fames.method.compensate import Compensation, attach
+                from fames.method.compensate import BiasCorrection, Compensation, attach
+                from fames.method.compensate.bias import METHOD as BIAS
 
-                attach(layer, Compensation.from_dict(s["compensation"]))
+                rec = s["compensation"]
+                attach(layer, (BiasCorrection if rec.get("method") == BIAS else Compensation).from_dict(rec))
         else:
             raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
     return model
@@ -85,23 +87,29 @@ def current_assignment(model: nn.Module) -> dict[str, Any]:
                 "granularity": a.granularity,
                 "appmuls": [m.name for m in a.appmuls],
                 "index": a.index.tolist(),
+                **({"compensation": comp.to_dict()} if comp is not None else {}),
             }
     return {"format": FORMAT, "layers": out}
 
 
 def describe_spec(spec: Any) -> str:
     """One line for a layer's assignment ``spec`` (file format): the AppMul name; a compensated layer's AppMul with
-    its control variate; at filter or kernel level each AppMul with the number of groups using it, most used first."""
+    its control variate or bias correction; at filter or kernel level each AppMul with the number of groups using it,
+    most used first."""
     if isinstance(spec, str):
         return spec
     names = spec["appmuls"]
     comp = spec.get("compensation")
+    tail = ""
+    if comp:
+        tail = f" + bias correction ({comp['fit']})" if comp["method"] == "bias" else \
+            f" + control variate ({comp['method']}, {comp['fit']})"
     if spec["granularity"] == "layer":
-        return names[0] + (f" + control variate ({comp['method']}, {comp['fit']})" if comp else "")
+        return names[0] + tail
     counts = torch.bincount(torch.as_tensor(spec["index"]).flatten(), minlength=len(names)).tolist()
     unit = "filters" if spec["granularity"] == "filter" else "kernels"
     used = sorted(((c, n) for c, n in zip(counts, names, strict=True) if c), key=lambda t: (-t[0], t[1]))
-    return f"{sum(counts)} {unit}: " + ", ".join(f"{n} x{c}" for c, n in used)
+    return f"{sum(counts)} {unit}: " + ", ".join(f"{n} x{c}" for c, n in used) + tail
 
 
 def save_assignment(assignment: dict[str, Any], path: str | Path) -> Path:

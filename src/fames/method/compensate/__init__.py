@@ -1,6 +1,7 @@
-"""Control-variate compensation of accumulated AppMul error (Zervakis et al.): the correction, its fits, and the
-hardware overhead it costs."""
+"""Compensation of accumulated AppMul error: the control variate (Zervakis et al.), its fits and the hardware
+overhead it costs, and the mean-error (bias) correction, which costs none."""
 
+from fames.method.compensate.bias import BiasCorrection, fit_bias, fit_bias_calibrated, kernel_alphas
 from fames.method.compensate.overhead import Overhead, model_overhead, overhead_costs
 from fames.method.compensate.variate import (
     METHODS,
@@ -22,6 +23,7 @@ from fames.method.compensate.variate import (
 
 __all__ = [
     "METHODS",
+    "BiasCorrection",
     "Compensation",
     "Overhead",
     "ProductModel",
@@ -30,8 +32,11 @@ __all__ = [
     "compensate_model",
     "correction_means",
     "correction_projections",
+    "fit_bias",
+    "fit_bias_calibrated",
     "fit_calibrated",
     "fit_offline",
+    "kernel_alphas",
     "layer_inputs",
     "model_overhead",
     "overhead_costs",

@@ -120,11 +120,14 @@ def overhead_costs(
 
 def model_overhead(model: nn.Module, macs: dict[str, int], liberty: str, x: torch.Tensor, metric: str = "pdp"
                    ) -> dict[str, float]:
-    """Overhead energy (fJ per inference) of every compensated layer of ``model`` (histograms from ``x``)."""
+    """Overhead energy (fJ per inference) of every compensated layer of ``model`` (histograms from ``x``); a bias
+    correction (:mod:`fames.method.compensate.bias`) costs 0: it folds into the bias the accumulator starts from."""
+    from fames.method.compensate.bias import BiasCorrection
     from fames.quant.convert import qlayers
 
     ql = dict(qlayers(model))
     names = [n for n, m in ql.items() if m.compensation is not None]
-    ins = layer_inputs(model, names, x)
+    variates = [n for n in names if not isinstance(ql[n].compensation, BiasCorrection)]
+    ins = layer_inputs(model, variates, x) if variates else {}
     return {n: overhead_costs(ql[n], ql[n].compensation, macs[n], liberty, activation_histogram(ql[n], ins[n]))
-            .energy(metric) for n in names}
+            .energy(metric) if n in ins else 0.0 for n in names}

@@ -319,8 +319,9 @@ def fit_calibrated(layer: QuantLayer, x: torch.Tensor, base: Compensation) -> Co
                      "calibrated", base.coef_bits)
 
 
-def attach(layer: QuantLayer, comp: Compensation | None) -> None:
-    """Apply ``comp`` in the layer's approximate forward (None removes it)."""
+def attach(layer: QuantLayer, comp: Any) -> None:
+    """Apply ``comp`` (a :class:`Compensation` or a :class:`fames.method.compensate.bias.BiasCorrection`) in the
+    layer's approximate forward (None removes it)."""
     if comp is not None:
         comp.check(layer)
     layer.compensation = comp
@@ -365,14 +366,17 @@ def compensate_model(
     layers: list[str] | None = None,
     method: str = "auto",
     coef_bits: int = 16,
-) -> dict[str, Compensation]:
+) -> dict[str, Any]:
     """Fit and attach a correction to every approximate layer (or those named) of ``model``, in forward order.
 
     ``x`` (unlabelled inputs) gives each layer's activation distribution, captured with the layers before it
     already compensated; with ``calibrated`` ``beta``/``alpha`` are then refitted by :func:`fit_calibrated` on
     the same layer inputs. Layers whose AppMuls are all exact are skipped. Cost: about half a forward pass of
-    ``x`` per compensated layer.
+    ``x`` per compensated layer. ``method="bias"``: the mean-error correction of :mod:`fames.method.compensate.bias`
+    instead (any granularity, no variate; ``calibrated``: the measured mean error).
     """
+    from fames.method.compensate.bias import METHOD as BIAS
+    from fames.method.compensate.bias import fit_bias, fit_bias_calibrated
     from fames.quant.convert import qlayers
 
     ql = dict(qlayers(model))
@@ -383,12 +387,15 @@ def compensate_model(
         names = [n for n in ql if n in set(layers)]
     for n in names:
         ql[n].compensation = None
-    out: dict[str, Compensation] = {}
+    out: dict[str, Any] = {}
     for n in names:
         inp = layer_inputs(model, [n], x)[n]
-        comp = fit_offline(ql[n], activation_histogram(ql[n], inp), method, coef_bits)
-        if calibrated:
-            comp = fit_calibrated(ql[n], inp, comp)
+        if method == BIAS:
+            comp = fit_bias_calibrated(ql[n], inp) if calibrated else fit_bias(ql[n], activation_histogram(ql[n], inp))
+        else:
+            comp = fit_offline(ql[n], activation_histogram(ql[n], inp), method, coef_bits)
+            if calibrated:
+                comp = fit_calibrated(ql[n], inp, comp)
         attach(ql[n], comp)
         out[n] = comp
     return out

@@ -96,11 +96,13 @@ ESTIMATOR_NAMES = (
 
 
 def make_estimator(
-    name: str, progress: bool = True, scale: str = "none", forward_above: float = 0.1, curvature: str = "own"
+    name: str, progress: bool = True, scale: str = "none", forward_above: float = 0.1, curvature: str = "own",
+    bias_correction: bool = False,
 ) -> Estimator:
     """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``
     (the paper's), and any of them with ``+forward``: wrapped in :class:`MeanForward` (the mean output error of a
-    candidate forwarded where the estimate exceeds ``forward_above`` nats)."""
+    candidate forwarded where the estimate exceeds ``forward_above`` nats). ``bias_correction`` (Taylor kinds
+    without ``+forward``): candidates estimated with the mean-error correction applied."""
     base, _, mean = name.partition("+")
     if mean not in ("", "forward"):
         raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
@@ -110,7 +112,10 @@ def make_estimator(
     elif base == "mre":
         inner = MREEstimator(scale)
     elif hessian is not None:
-        inner = TaylorEstimator(hessian, progress=progress, curvature=curvature)
+        inner = TaylorEstimator(hessian, progress=progress, curvature=curvature, bias_correction=bias_correction)
     else:
         raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
+    if bias_correction and (mean or hessian is None):
+        raise FamesError(f"estimator {name!r} cannot estimate bias-corrected candidates: use a Taylor kind "
+                         "(first-order, taylor-rank1, taylor-full) without '+forward'")
     return MeanForward(inner, forward_above, progress=progress) if mean else inner

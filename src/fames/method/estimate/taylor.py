@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
-from fames.method.compensate import correction_projections
+from fames.method.compensate import correction_projections, kernel_alphas
+from fames.method.compensate.bias import activation_histograms
 from fames.method.estimate.base import (
     Estimate,
     as_pairs,
@@ -75,6 +76,10 @@ class TaylorEstimator:
     mild budgets and the errors add up. Clipped, Omega is the non-negative curvature cost plus any predicted
     increase.
 
+    ``bias_correction``: every candidate is estimated with the mean-error correction of
+    :mod:`fames.method.compensate.bias` applied (the Taylor model of the residual ``dY_A - s_x s_w alpha``, ``alpha``
+    per kernel from the activation histograms of ``x``), at any granularity.
+
     ``curvature`` (filter and kernel granularity) is how the second-order term is split over the groups of a
     layer: ``"own"`` takes each group alone, ``c_g = (J e_g)^T H (J e_g)`` per sample, and misses the cross
     terms between groups: errors of one candidate in many groups of a layer add up coherently (biased errors),
@@ -98,6 +103,7 @@ class TaylorEstimator:
         linearized: bool = False,
         curvature: str = "own",
         first_order: str = "clip",
+        bias_correction: bool = False,
     ):
         if hessian not in HESSIANS:
             raise FamesError(f"hessian={hessian!r} is not one of {HESSIANS}")
@@ -111,6 +117,7 @@ class TaylorEstimator:
         if first_order not in ("clip", "signed"):
             raise FamesError(f"first_order={first_order!r}: use 'clip' or 'signed'")
         self.linearized, self.curvature, self.first_order = linearized, curvature, first_order
+        self.bias_correction = bias_correction
         self.name = {"none": "first-order", "rank1": "taylor-rank1", "full": "taylor-full"}[hessian]
         if linearized:
             self.name = "linearized-logits"
@@ -133,6 +140,9 @@ class TaylorEstimator:
         check_granularity(granularity)
         if mean_errors is not None and granularity != "layer":
             raise FamesError("mean_errors (the mean-forward estimate) need granularity 'layer'")
+        if self.bias_correction and (mean_errors is not None or any(
+                isinstance(c, tuple) for cs in candidates.values() for c in cs)):
+            raise FamesError("bias_correction replaces the control variate and the mean forward: use one of them")
         t0 = time.perf_counter()
         (second, first), rest = self._terms(model, x, y, candidates, granularity, mean_errors)
         residual = None
@@ -160,6 +170,10 @@ class TaylorEstimator:
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             fst = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             rest = None
+            alphas = {}
+            if self.bias_correction:  # expected accumulated error per kernel and candidate, (O, C/groups, K)
+                hist = activation_histograms(model, {n: layers[n] for n in candidates}, x, self.chunk)
+                alphas = {n: kernel_alphas(layers[n], hist[n], ms) for n, ms in candidates.items()}
             if mu is not None:
                 rest = ({n: np.zeros_like(v) for n, v in sec.items()}, {n: np.zeros_like(v) for n, v in fst.items()})
             chunks = (S + self.chunk - 1) // self.chunk
@@ -185,6 +199,8 @@ class TaylorEstimator:
                 for k, n in enumerate(names):
                     grads = [gl[k]] + [g[k] for g in Gc]
                     f, q = self._projections(layers[n], ins[n], grads, candidates[n], granularity)  # (S,G,K), (S,C,G,K)
+                    if n in alphas:
+                        f, q = _minus_bias(layers[n], grads, alphas[n], granularity, f, q)
                     terms = [((f, q), (sec, fst))]
                     if mu is not None:  # project out the mean error: <G[s], mu_A> per gradient, sample, candidate
                         pm = torch.stack([g.double().flatten(1) @ mu[n].flatten(1).T for g in grads])  # (1 + C, S, K)
@@ -255,6 +271,23 @@ class TaylorEstimator:
             return own
         root = own.clamp_min(0).sqrt()
         return root * root.sum(1, keepdim=True)
+
+
+def _minus_bias(layer: QuantLayer, grads: list[torch.Tensor], alpha: np.ndarray, granularity: str,
+               f: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projections ``f (S, G, K)``, ``q (S, C, G, K)`` of the bias-corrected candidates: minus
+    ``<G, s_x s_w alpha>`` per gradient, with ``alpha (O, C/groups, K)`` per kernel summed over each group."""
+    scale = layer.error_scale(layer.VIEW, torch.float64).detach()
+    o = layer.weight.shape[0]
+    p0 = torch.stack([layer.output_rows(g.double() * scale).reshape(g.shape[0], o, -1).sum(2) for g in grads])
+    a = torch.from_numpy(alpha)  # p0: (1 + C, S, O)
+    if granularity == "layer":
+        corr = (p0 @ a.sum(1))[:, :, None]
+    elif granularity == "filter":
+        corr = p0[..., None] * a.sum(1)
+    else:
+        corr = (p0[..., None, None] * a).flatten(2, 3)
+    return f - corr[0], q - corr[1:].transpose(0, 1)
 
 
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
