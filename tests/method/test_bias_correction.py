@@ -71,6 +71,11 @@ def test_constant_errors_are_cancelled_exactly(granularity, calibrated):
     attach(layer, comp)
     assert torch.equal(layer(x), exact)
     assert comp.fit == ("calibrated" if calibrated else "offline") and comp.method == "bias"
+    # live (during calibration): the batch's own mean error, whatever the stored alpha
+    comp.alpha = comp.alpha * 0 + 7
+    assert not torch.equal(layer(x), exact)
+    comp.live = True
+    assert torch.equal(layer(x), exact)
 
 
 def _small_model():

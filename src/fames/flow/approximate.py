@@ -38,6 +38,7 @@ from fames.io import content_hash
 from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import calibrate
 from fames.method.compensate import compensate_model, model_overhead
+from fames.method.compensate.bias import set_live
 from fames.method.estimate import compensated_candidates, make_estimator, true_loss_changes
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
 from fames.method.select import ILPSelector, InfeasibleBudget
@@ -358,7 +359,8 @@ def approximate_(
 
     # ------------------------------------------------------------------ per budget
     def budget_key_base(sel: Any, estimate: str) -> str:  # a layer-level run of the same settings shares its stages
-        return content_hash("v2", estimate, jkey, _fields_key(sel, cal_cfg, cfg.seed),
+        return content_hash("v2" + ("-live" if sel.compensation == "bias" else ""), estimate, jkey,
+                            _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
                             else "", str(liberty_file))
 
@@ -629,8 +631,10 @@ class _BudgetContext:
             before = copy.deepcopy(m.state_dict())
             acc_before = acc_u if self.held_out is None else 100 * _accuracy(m, *self.held_out)
             c = cfg.calibration
+            set_live(m, True)  # bias corrections follow the scales calibration changes (refitted below)
             calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
                                                     "progress": progress}))
+            self._corrected(m)  # refitted to the calibrated scales before the guard judges
             calib_s = time.perf_counter() - t1
             if self.held_out is None:  # the guard judges on the evaluation images themselves
                 acc_c = self.evaluate(m, f"eval R={ratio} calibrated")

@@ -133,7 +133,7 @@ class QuantLayer(nn.Module):
         qx, qw = self.operands(x)
         acc = self.integer(qx, qw, **self.emulation_args(x.device))
         if self.compensation is not None and self.error_probe is None:
-            acc = acc - self.compensation.correction(self, qx, qw).to(acc.dtype)
+            acc = acc - self.compensation.correction(self, qx, qw, acc).to(acc.dtype)
         sum_x = self.sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
         return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(x.dtype)
 

@@ -21,7 +21,7 @@ position). The estimate of a bias-corrected candidate (:class:`fames.method.esti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ class BiasCorrection:
     alpha: torch.Tensor
     fan_in: int
     method: str = METHOD
+    live: bool = field(default=False, repr=False, compare=False)  # see correction(); never saved
 
     def check(self, layer: QuantLayer) -> None:
         """Raise :class:`FamesError` if this correction does not fit ``layer``."""
@@ -61,8 +62,17 @@ class BiasCorrection:
             raise FamesError(f"bias correction was fitted for AppMuls {sorted(self.appmuls)} but the layer uses "
                              f"{names}; refit after changing the assignment")
 
-    def correction(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
-        """Integer correction subtracted from the accumulator, ``(O,)`` float64 in the layer's broadcast view."""
+    def correction(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor, acc: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """Integer correction subtracted from the accumulator ``acc``, ``(O,)`` float64 in the layer's broadcast
+        view. ``live`` (set during calibration, which changes the operands' scales and so the codes and errors the
+        stored ``alpha`` was fitted to): the rounded mean error of each output channel over this very batch instead,
+        measured against the exact integer sum (one extra exact convolution)."""
+        if self.live and acc is not None:
+            with torch.no_grad():
+                eps = acc.detach().double() - layer.exact_integer(qx, qw).double()
+                rows = layer.output_rows(eps).reshape(eps.shape[0], layer.weight.shape[0], -1)
+                return torch.round(rows.mean((0, 2))).view(layer.VIEW)
         return self.alpha.double().to(qx.device).view(layer.VIEW)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,3 +160,14 @@ def activation_histograms(model: torch.nn.Module, layers: dict[str, QuantLayer],
         for h in handles:
             h.remove()
     return hist
+
+
+def set_live(model: torch.nn.Module, live: bool) -> int:
+    """Switch every bias correction of ``model`` to (or from) its ``live`` batch-mean form (for calibration, see
+    :meth:`BiasCorrection.correction`); returns how many there are."""
+    from fames.quant.convert import qlayers
+
+    found = [m.compensation for _, m in qlayers(model) if isinstance(m.compensation, BiasCorrection)]
+    for c in found:
+        c.live = live
+    return len(found)

@@ -110,8 +110,10 @@ class Compensation:
         finally:
             layer.emulation_dtype = saved
 
-    def correction(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
-        """Integer correction subtracted from the accumulator (float64, shaped like the layer output)."""
+    def correction(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor, acc: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """Integer correction subtracted from the accumulator (float64, shaped like the layer output; ``acc``, the
+        accumulator itself, is not needed here)."""
         view = layer.VIEW
         num = self.beta.double().to(qx.device).view(view) * self.variate(layer, qx, qw)
         num = num + self.alpha.double().to(qx.device).view(view)
