@@ -24,7 +24,8 @@ from fames.method.compensate import (
     model_overhead,
 )
 from fames.method.estimate import TaylorEstimator, estimate_with_compensation
-from fames.quant import QConv2d, calibrate_ptq, qlayers, quantize
+from fames.quant import QConv2d, qlayers
+from tests.method.test_compensate import _small_model
 
 
 def _offset(c: int, bits: int = 4) -> AppMul:
@@ -76,15 +77,6 @@ def test_constant_errors_are_cancelled_exactly(granularity, calibrated):
     assert not torch.equal(layer(x), exact)
     comp.live = True
     assert torch.equal(layer(x), exact)
-
-
-def _small_model():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
-    quantize(model, {"w_bits": 4, "a_bits": 4, "first_last": "same"})
-    x = torch.randn(40, 3, 6, 6)
-    calibrate_ptq(model, [(x, None)], num_batches=1)
-    return model, x, torch.randint(0, 5, (40,))
 
 
 @pytest.mark.parametrize("granularity", ["layer", "filter", "kernel"])

@@ -29,7 +29,7 @@ import torch
 
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
-from fames.method.compensate.variate import distribution
+from fames.method.compensate.variate import accumulated_error, distribution
 from fames.quant.layers import QuantLayer
 
 METHOD = "bias"
@@ -127,12 +127,7 @@ def fit_bias_calibrated(layer: QuantLayer, x: torch.Tensor) -> BiasCorrection:
     if layer.assignment is None or layer.mode != "approx":
         raise FamesError("a bias correction needs a layer in approx mode with an assignment; call set_assignment first")
     qx, qw = layer.operands(x)
-    saved = layer.emulation_dtype
-    layer.emulation_dtype = torch.float64
-    try:
-        eps = layer.integer(qx, qw, **layer.emulation_args(qx.device)) - layer.exact_integer(qx, qw)
-    finally:
-        layer.emulation_dtype = saved
+    eps = accumulated_error(layer, qx, qw)
     o = layer.weight.shape[0]
     e = layer.output_rows(eps).reshape(eps.shape[0], o, -1)
     return _record(layer, e.mean((0, 2)).numpy(), "calibrated")

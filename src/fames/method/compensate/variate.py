@@ -296,17 +296,23 @@ def fit_offline(
 
 
 @torch.no_grad()
+def accumulated_error(layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
+    """Approximate minus exact integer accumulator for operand codes ``qx``, ``qw`` (float64, output-shaped)."""
+    saved = layer.emulation_dtype
+    layer.emulation_dtype = torch.float64
+    try:
+        return layer.integer(qx, qw, **layer.emulation_args(qx.device)) - layer.exact_integer(qx, qw)
+    finally:
+        layer.emulation_dtype = saved
+
+
+@torch.no_grad()
 def fit_calibrated(layer: QuantLayer, x: torch.Tensor, base: Compensation) -> Compensation:
     """Refit ``beta_f = Cov(eps_f, V) / Var(V)`` and ``alpha_f = mean(eps_f - beta_f V)`` on layer inputs ``x``
     (every output position of every sample), keeping ``base.phi`` (and ``base.beta`` where V is constant)."""
     am = _single_appmul(layer)
     qx, qw = layer.operands(x)
-    saved = layer.emulation_dtype
-    layer.emulation_dtype = torch.float64
-    try:
-        eps = layer.integer(qx, qw, **layer.emulation_args(qx.device)) - layer.exact_integer(qx, qw)
-    finally:
-        layer.emulation_dtype = saved
+    eps = accumulated_error(layer, qx, qw)
     V = base.variate(layer, qx, qw).expand_as(eps)
     o = layer.weight.shape[0]
     e = layer.output_rows(eps).reshape(eps.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
