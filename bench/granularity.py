@@ -158,6 +158,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
             t0 = time.perf_counter()
             r = run(RunConfig.from_dict(cfg)).to_dict()
             res["runs"][key] = {
+                "command": res["command"], "date": dt.date.today().isoformat(),
                 "granularity": gran, "compensation": comp, "loss": loss, "budget": r["budget"],
                 "energy_reduction": r["energy_reduction"],
                 "validation": r["accuracy"], "test": r["test"], "estimate_s": r["timing"].get("estimate_s"),
@@ -197,7 +198,9 @@ def search_report(searched: dict[str, dict]) -> str:
     lines = [
         "# Layer, filter and kernel granularity under the held-out protocol",
         "",
-        "Commands: " + "; ".join(f"`{r['command']}` ({r.get('date', '?')})" for r in searched.values()),
+        "Commands: " + "; ".join(f"`{c}` ({d})" for c, d in dict.fromkeys(
+            (run.get("command", r["command"]), run.get("date", r.get("date", "?")))
+            for r in searched.values() for run in r["runs"].values())),
         "",
         "Per model, granularity and loss bound L: `fames run` in target mode (R bisected to 0.01 on the validation "
         "split; a budget counts when its validation loss plus one standard error stays within L), the chosen model "
