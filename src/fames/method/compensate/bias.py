@@ -29,7 +29,7 @@ import torch
 
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
-from fames.method.compensate.variate import accumulated_error, distribution
+from fames.method.compensate.variate import accumulated_error, activation_histogram, channel_rows, distribution
 from fames.quant.layers import QuantLayer
 
 METHOD = "bias"
@@ -71,8 +71,7 @@ class BiasCorrection:
         if self.live and acc is not None:
             with torch.no_grad():
                 eps = acc.detach().double() - layer.exact_integer(qx, qw).double()
-                rows = layer.output_rows(eps).reshape(eps.shape[0], layer.weight.shape[0], -1)
-                return torch.round(rows.mean((0, 2))).view(layer.VIEW)
+                return torch.round(channel_rows(layer, eps).mean((0, 2))).view(layer.VIEW)
         return self.alpha.double().to(qx.device).view(layer.VIEW)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,11 +97,15 @@ def kernel_alphas(layer: QuantLayer, act_hist: np.ndarray | None, appmuls: list[
     return torch.from_numpy(ebar)[codes].sum(2).numpy()  # (O, C/groups, K)
 
 
+def _check_assigned(layer: QuantLayer) -> None:
+    if layer.assignment is None or layer.mode != "approx":
+        raise FamesError("a bias correction needs a layer in approx mode with an assignment; call set_assignment first")
+
+
 def _assigned_alpha(layer: QuantLayer, act_hist: np.ndarray | None) -> np.ndarray:
     """``alpha_f`` ``(O,)`` float64 for the layer's current assignment (each kernel with its own AppMul)."""
+    _check_assigned(layer)
     a = layer.assignment
-    if a is None or layer.mode != "approx":
-        raise FamesError("a bias correction needs a layer in approx mode with an assignment; call set_assignment first")
     k = kernel_alphas(layer, act_hist, a.appmuls)  # (O, Cg, K)
     idx = a.index.reshape(layer.group_shape(a.granularity))
     idx = (idx[:, None] if a.granularity == "filter" else idx).expand(k.shape[:2])  # the AppMul of every kernel
@@ -124,13 +127,9 @@ def fit_bias(layer: QuantLayer, act_hist: np.ndarray | None = None) -> BiasCorre
 def fit_bias_calibrated(layer: QuantLayer, x: torch.Tensor) -> BiasCorrection:
     """``alpha_f`` = mean accumulated error of output channel ``f`` over layer inputs ``x`` (every output position
     of every sample), measured by bit-exact emulation against the exact integer sum."""
-    if layer.assignment is None or layer.mode != "approx":
-        raise FamesError("a bias correction needs a layer in approx mode with an assignment; call set_assignment first")
+    _check_assigned(layer)
     qx, qw = layer.operands(x)
-    eps = accumulated_error(layer, qx, qw)
-    o = layer.weight.shape[0]
-    e = layer.output_rows(eps).reshape(eps.shape[0], o, -1)
-    return _record(layer, e.mean((0, 2)).numpy(), "calibrated")
+    return _record(layer, channel_rows(layer, accumulated_error(layer, qx, qw)).mean((0, 2)).numpy(), "calibrated")
 
 
 @torch.no_grad()
@@ -138,8 +137,6 @@ def activation_histograms(model: torch.nn.Module, layers: dict[str, QuantLayer],
                           ) -> dict[str, np.ndarray]:
     """Counts of each named layer's (padded) activation codes over ``x`` in ``model``'s current state (one chunked
     forward pass, hooks only: no layer input is kept), indexed by bit pattern."""
-    from fames.method.compensate.variate import activation_histogram
-
     hist = {n: np.zeros(1 << m.a_bits) for n, m in layers.items()}
 
     def hook(name: str):  # type: ignore[no-untyped-def]
@@ -157,12 +154,11 @@ def activation_histograms(model: torch.nn.Module, layers: dict[str, QuantLayer],
     return hist
 
 
-def set_live(model: torch.nn.Module, live: bool) -> int:
+def set_live(model: torch.nn.Module, live: bool) -> None:
     """Switch every bias correction of ``model`` to (or from) its ``live`` batch-mean form (for calibration, see
-    :meth:`BiasCorrection.correction`); returns how many there are."""
+    :meth:`BiasCorrection.correction`)."""
     from fames.quant.convert import qlayers
 
-    found = [m.compensation for _, m in qlayers(model) if isinstance(m.compensation, BiasCorrection)]
-    for c in found:
-        c.live = live
-    return len(found)
+    for _, m in qlayers(model):
+        if isinstance(m.compensation, BiasCorrection):
+            m.compensation.live = live

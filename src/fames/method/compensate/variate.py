@@ -295,6 +295,11 @@ def fit_offline(
     return _quantize(layer, am, pm.method, pm.phi, pm.phi_bits, beta, alpha, "offline", coef_bits)
 
 
+def channel_rows(layer: QuantLayer, y: torch.Tensor) -> torch.Tensor:
+    """Output-shaped ``y`` ``(S, O, ...)`` as ``(S, O, positions)``: one row per sample and output channel."""
+    return layer.output_rows(y).reshape(y.shape[0], layer.weight.shape[0], -1)
+
+
 @torch.no_grad()
 def accumulated_error(layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
     """Approximate minus exact integer accumulator for operand codes ``qx``, ``qw`` (float64, output-shaped)."""
@@ -315,8 +320,8 @@ def fit_calibrated(layer: QuantLayer, x: torch.Tensor, base: Compensation) -> Co
     eps = accumulated_error(layer, qx, qw)
     V = base.variate(layer, qx, qw).expand_as(eps)
     o = layer.weight.shape[0]
-    e = layer.output_rows(eps).reshape(eps.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
-    v = layer.output_rows(V).reshape(V.shape[0], o, -1).transpose(0, 1).reshape(o, -1)
+    e = channel_rows(layer, eps).transpose(0, 1).reshape(o, -1)
+    v = channel_rows(layer, V).transpose(0, 1).reshape(o, -1)
     vc = v - v.mean(1, keepdim=True)
     var = (vc * vc).sum(1)
     cov = ((e - e.mean(1, keepdim=True)) * vc).sum(1)
@@ -419,15 +424,14 @@ def correction_projections(
     """``<G_k[s], s_x s_w (beta V + alpha) / 2^frac>`` (unrounded correction) per gradient, sample, correction."""
     qx, qw = layer.operands(x)
     scale = layer.error_scale(layer.VIEW, torch.float64)
-    o = layer.weight.shape[0]
     out = torch.zeros(len(grads), x.shape[0], len(comps), dtype=torch.float64)
-    rows = [layer.output_rows(g.double() * scale).reshape(g.shape[0], o, -1) for g in grads]  # (S, O, L)
+    rows = [channel_rows(layer, g.double() * scale) for g in grads]  # (S, O, L)
     p0 = torch.stack([r.sum(2) for r in rows])  # (k, S, O)
     cache: dict[int, torch.Tensor] = {}
     for j, c in enumerate(comps):
         key = hash(c.phi.numpy().tobytes())
         if key not in cache:
-            V = layer.output_rows(c.variate(layer, qx, qw).expand(grads[0].shape)).reshape(x.shape[0], o, -1)
+            V = channel_rows(layer, c.variate(layer, qx, qw).expand(grads[0].shape))
             cache[key] = torch.stack([(r * V).sum(2) for r in rows])  # (k, S, O)
         p1 = cache[key]
         out[:, :, j] = (p1 @ c.beta.double() + p0 @ c.alpha.double()) * 2.0**-c.frac

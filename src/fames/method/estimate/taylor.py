@@ -36,6 +36,7 @@ from fames.appmul.core import AppMul
 from fames.errors import FamesError
 from fames.method.compensate import correction_projections, kernel_alphas
 from fames.method.compensate.bias import activation_histograms
+from fames.method.compensate.variate import channel_rows
 from fames.method.estimate.base import (
     Estimate,
     as_pairs,
@@ -278,9 +279,8 @@ def _minus_bias(layer: QuantLayer, grads: list[torch.Tensor], alpha: np.ndarray,
     """Projections ``f (S, G, K)``, ``q (S, C, G, K)`` of the bias-corrected candidates: minus
     ``<G, s_x s_w alpha>`` per gradient, with ``alpha (O, C/groups, K)`` per kernel summed over each group."""
     scale = layer.error_scale(layer.VIEW, torch.float64).detach()
-    o = layer.weight.shape[0]
-    p0 = torch.stack([layer.output_rows(g.double() * scale).reshape(g.shape[0], o, -1).sum(2) for g in grads])
-    a = torch.from_numpy(alpha)  # p0: (1 + C, S, O)
+    p0 = torch.stack([channel_rows(layer, g.double() * scale).sum(2) for g in grads])  # (1 + C, S, O)
+    a = torch.from_numpy(alpha)
     if granularity == "layer":
         corr = (p0 @ a.sum(1))[:, :, None]
     elif granularity == "filter":
