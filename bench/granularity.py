@@ -57,6 +57,9 @@ def main() -> int:
     ap.add_argument("--compensation", choices=["none", "bias"], default="none",
                     help="with --search: 'bias' corrects every approximate layer's mean error in its bias (no hardware "
                          "cost, any granularity), in the estimate, the selection and the model")
+    ap.add_argument("--curvature", choices=["covariance", "bound", "own"], default="covariance",
+                    help="with --search: how the filter/kernel estimate splits a layer's second-order term "
+                         "(estimator.curvature; runs with another than covariance are keyed and labelled with it)")
     ap.add_argument("--validation-images", type=int, default=None,
                     help="with --search: validation split (default: all the checkpoint held out, else 2000)")
     ap.add_argument("--work", default=str(REPO / "out" / "granularity"), help="with --search: run folders")
@@ -140,7 +143,8 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
     for gran in args.granularities:
         for loss in args.losses:
             comp = args.compensation
-            key = f"{gran}{'+' + comp if comp != 'none' else ''}@{loss:g}"
+            curv = "covariance" if gran == "layer" else args.curvature  # one group per layer: no split to make
+            key = f"{gran}{'+' + comp if comp != 'none' else ''}{'' if curv == 'covariance' else '/' + curv}@{loss:g}"
             if key in res["runs"]:
                 continue
             cfg = {
@@ -149,7 +153,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                 "budget": "search", "max_accuracy_loss": loss,
                 "search": {"validation_images": args.validation_images},
                 "estimator": {"kind": "taylor-rank1", "samples": args.samples, "validate": False,
-                              "curvature": "bound"},
+                              "curvature": curv},
                 "selection": {"granularity": gran, "compensation": comp},
                 "output": str(Path(args.work) / name),  # one folder: its stages (estimates) serve every run
             }
@@ -159,7 +163,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
             r = run(RunConfig.from_dict(cfg)).to_dict()
             res["runs"][key] = {
                 "command": res["command"], "date": dt.date.today().isoformat(),
-                "granularity": gran, "compensation": comp, "loss": loss, "budget": r["budget"],
+                "granularity": gran, "compensation": comp, "curvature": curv, "loss": loss, "budget": r["budget"],
                 "energy_reduction": r["energy_reduction"],
                 "validation": r["accuracy"], "test": r["test"], "estimate_s": r["timing"].get("estimate_s"),
                 "seconds": time.perf_counter() - t0,
@@ -180,9 +184,16 @@ _GRIDS = {"default": "default grid P 0-2 x R 0, 2, 4", "full": "every (P, R): P 
 
 
 def _kind(run: dict) -> str:
-    """A held-out run's granularity, with its compensation when it has one."""
+    """A held-out run's granularity (:func:`_finer`), with its compensation when it has one."""
     comp = run.get("compensation", "none")
-    return run["granularity"] + ("" if comp == "none" else f" + {comp}")
+    return _finer(run) + ("" if comp == "none" else f" + {comp}")
+
+
+def _finer(run: dict) -> str:
+    """A run's granularity, for filters and kernels with the curvature split of its estimate when that is not the
+    covariance one (runs before 2026-12-03 have no record of it: bound)."""
+    curv = run.get("curvature", "bound")
+    return run["granularity"] + ("" if run["granularity"] == "layer" or curv == "covariance" else f" ({curv})")
 
 
 def _roup(args: argparse.Namespace) -> str:
@@ -229,23 +240,24 @@ def search_report(searched: dict[str, dict]) -> str:
                 f"{v['approx']:.2f} / {v['exact_quant']:.2f} | {pdiff.get('points', float('nan')):+.2f} "
                 f"[{ci[0]:+.2f}, {ci[1]:+.2f}] | {r['estimate_s'] or 0:.0f} | {r['seconds']:.0f} |")
         lines.append("")
-        red = {(r["granularity"], r.get("compensation", "none"), r["loss"]): r["energy_reduction"]
-               for r in runs.values()}
+        red = {(_finer(r), r.get("compensation", "none"), r["loss"]): r["energy_reduction"] for r in runs.values()}
         for comp in sorted({c for _, c, _ in red}):  # finer against layer level with the same compensation
             tag = "" if comp == "none" else f" (compensation {comp})"
+            finer = sorted({g for g, c, _ in red if c == comp and g != "layer"})
             for loss in sorted({r["loss"] for r in runs.values()}):
                 lay = red.get(("layer", comp, loss))
-                for g in ("filter", "kernel"):
+                for g in finer:
                     if lay is not None and (g, comp, loss) in red:  # equal within half the resolution of R (0.01)
                         got = red[(g, comp, loss)]
                         verdict.append((f"{name}: {g} >= layer at <= {loss:g} points{tag}", got >= lay - 0.005,
                                         f"{100 * got:.2f}% vs {100 * lay:.2f}%"))
-            gains = [red[("filter", comp, loss)] / red[("layer", comp, loss)] - 1 for loss in (1.0, 4.0)
-                     if red.get(("layer", comp, loss)) and ("filter", comp, loss) in red]
-            if gains:
-                verdict.append((f"{name}: filter >= 1.1x layer reduction (best of the bounds){tag}",
-                                max(gains) >= 0.1, f"{100 * max(gains):+.0f}%"))
-        if name == "resnet8" and any(g == "filter" and loss == 4.0 for g, _, loss in red):
+            for g in [g for g in finer if g.startswith("filter")]:
+                gains = [red[(g, comp, loss)] / red[("layer", comp, loss)] - 1 for loss in (1.0, 4.0)
+                         if red.get(("layer", comp, loss)) and (g, comp, loss) in red]
+                if gains:
+                    verdict.append((f"{name}: {g} >= 1.1x layer reduction (best of the bounds){tag}",
+                                    max(gains) >= 0.1, f"{100 * max(gains):+.0f}%"))
+        if name == "resnet8" and any(g.startswith("filter") and loss == 4.0 for g, _, loss in red):
             best = max(v for (_, _, loss), v in red.items() if loss == 4.0)
             verdict.append(("resnet8: >= 54% at <= 4 points (MAx-DNN)", best >= TARGET_MAXDNN, f"{100 * best:.2f}%"))
         if name == "resnet20":

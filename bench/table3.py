@@ -31,10 +31,16 @@ CONFIGS = {
     "w8a8-evo": ("resnet20_w8a8.pt", "evoapprox"),
     "w4a4-aware": ("resnet20_w4a4.pt", "generate+synth"),  # the synthesized designs tailored to the model's operands
     "w4a4-bias": ("resnet20_w4a4.pt", "generate+synth"),  # with the mean-error correction folded into the biases
+    "w4a4-filter": ("resnet20_w4a4.pt", "generate+synth"),  # one AppMul per filter instead of per layer
+    "w3a3-filter": ("resnet20_w3a3.pt", "generate+synth"),
 }
 SYNTH = {"w4a4-aware": {"operands": True, "metric": "mred0"}}  # `synth:` options of a configuration (else defaults)
-COMPENSATION = {"w4a4-bias": "bias"}  # `selection.compensation` of a configuration (else none)
-VARIANTS = set(SYNTH) | set(COMPENSATION)  # variants of a row: not counted twice in the mean
+SELECTION = {  # `selection:` options of a configuration (else layer level, no compensation) and their label
+    "w4a4-bias": ({"compensation": "bias"}, " + bias correction"),
+    "w4a4-filter": ({"granularity": "filter"}, ", filter level"),
+    "w3a3-filter": ({"granularity": "filter"}, ", filter level"),
+}
+VARIANTS = set(SYNTH) | set(SELECTION)  # variants of a row: not counted twice in the mean
 
 
 def main() -> int:
@@ -141,7 +147,7 @@ def main() -> int:
                     "quantile_max": args.calib_max,
                     "search_samples": args.search_samples,
                 },
-                "selection": {"stop_at_loss": not args.search, "compensation": COMPENSATION.get(name, "none")},
+                "selection": {"stop_at_loss": not args.search, **SELECTION.get(name, ({}, ""))[0]},
                 "output": str(Path(args.work) / name),
             })
         ).to_dict()
@@ -153,7 +159,7 @@ def main() -> int:
         a = r["accuracy"]
         rows[name] = {
             "library": library + (" (operand-aware, mred0)" if name in SYNTH else "")
-            + (" + bias correction" if name in COMPENSATION else ""),
+            + SELECTION.get(name, ({}, ""))[1],
             "checkpoint": ck, "float": a["float"], "exact_quant": a["exact_quant"],
             "approx": a["approx"], "approx_uncalibrated": a["approx_uncalibrated"],
             "relative_energy": r["relative_energy"], "energy_reduction": r["energy_reduction"],

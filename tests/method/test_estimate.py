@@ -275,3 +275,36 @@ def test_kernel_first_order_sums_to_layer_and_bound_curvature():
         assert (bound.second[n].sum(0) >= lay.second[n][0] * (1 - 1e-6)).all()
     with pytest.raises(FamesError, match="curvature"):
         TaylorEstimator("full", curvature="bound", linearized=True)
+
+
+@pytest.mark.parametrize("hessian", ["rank1", "full"])
+@pytest.mark.parametrize("granularity", ["filter", "kernel"])
+def test_covariance_curvature_between_own_and_bound(hessian, granularity):
+    """The covariance split is floored at each group's own term, never above the triangle bound, and its shares
+    over a layer add up to at least the layer's second-order term (exactly, before the floor)."""
+    model, x, y, cands = _model(4)
+    lay = TaylorEstimator(hessian, progress=False).estimate(model, x, y, cands)
+    est = {c: TaylorEstimator(hessian, progress=False, curvature=c).estimate(model, x, y, cands, granularity)
+           for c in ("own", "bound", "covariance")}
+    for n in cands:
+        cov = est["covariance"].second[n]
+        np.testing.assert_array_equal(est["covariance"].first[n], est["own"].first[n])
+        assert (cov >= est["own"].second[n] - 1e-12).all()
+        assert (cov <= est["bound"].second[n] * (1 + 1e-9) + 1e-12).all()
+        assert (cov.sum(0) >= lay.second[n][0] * (1 - 1e-6) - 1e-12).all()
+        if granularity == "kernel":  # the kernels of a filter share its output channel: their cross terms count
+            assert (cov.sum(0) > est["own"].second[n].sum(0) * (1 + 1e-3)).any()
+
+
+@pytest.mark.parametrize("rank1", [True, False])
+def test_covariance_shares_add_up_to_the_whole(rank1):
+    """Before the floor, the groups' shares of the quadratic form add up exactly to the form of their sum."""
+    g = torch.Generator().manual_seed(0)
+    S, C, G, K = 6, 5, 7, 3
+    q = torch.randn(S, C, G, K, dtype=torch.float64, generator=g)
+    p = torch.softmax(torch.randn(S, C, dtype=torch.float64, generator=g), 1)
+    lam = torch.rand(S, dtype=torch.float64, generator=g) if rank1 else None
+    est = TaylorEstimator("rank1" if rank1 else "full", progress=False, curvature="covariance")
+    shares = est._curvature(None, None, p, lam, q).sum(1)  # (S, K)
+    whole = est._curvature(None, None, p, lam, q.sum(2, keepdim=True), "own")[:, 0]
+    torch.testing.assert_close(shares, whole)

@@ -27,6 +27,7 @@ from pydantic import Field
 from fames.errors import ConfigError, FamesError
 from fames.method.calibrate import CalibrationConfig
 from fames.method.estimate import ESTIMATOR_NAMES
+from fames.method.estimate.taylor import CURVATURES
 from fames.quant.layers import GRANULARITIES
 
 STRICT = {"extra": "forbid", "strict": True}  # pydantic settings of every config dataclass
@@ -34,7 +35,6 @@ COMPENSATIONS = ("none", "control_variate", "auto", "bias")
 # field constraints that pydantic checks (every problem at once); __post_init__ checks them again for direct use
 Ratio = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Positive = Annotated[int, Field(ge=1)]
-CURVATURES = ("bound", "own")
 ENERGY_METRICS = ("pdp", "energy")
 
 
@@ -50,7 +50,8 @@ class EstimatorConfig:
     ``kind``: ``taylor-rank1`` (default), ``taylor-full``, ``first-order``, ``l2``, ``mre``, each optionally with
     ``+forward`` (the mean output error forwarded where the estimate exceeds ``forward_above`` nats; layer
     granularity). ``samples``: training images of the estimate (paper: 256). ``curvature``: how the second-order
-    term is split over filters/kernels (``bound`` | ``own``). ``validate`` (opt-in): also measure the true loss
+    term is split over filters/kernels (``covariance`` | ``bound`` | ``own``, see
+    :class:`~fames.method.estimate.TaylorEstimator`). ``validate`` (opt-in): also measure the true loss
     change of every (layer, AppMul) for the Spearman figure: one forward pass of the sample batch per pair (ResNet-20
     W4A4, 522 pairs x 256 images: about 100 s on 2 cores; some 36 minutes projected for ResNet-32).
     """
@@ -59,7 +60,7 @@ class EstimatorConfig:
     kind: str = "taylor-rank1"
     samples: Positive = 256
     forward_above: Annotated[float, Field(allow_inf_nan=False)] = 0.1
-    curvature: str = "bound"
+    curvature: str = "covariance"
     validate: bool = False
 
     def __post_init__(self) -> None:

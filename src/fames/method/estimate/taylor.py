@@ -48,7 +48,7 @@ from fames.method.estimate.base import (
 from fames.quant.layers import QuantLayer
 
 HESSIANS = ("none", "rank1", "full")
-CURVATURES = ("own", "bound")
+CURVATURES = ("own", "bound", "covariance")
 
 
 def counting_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
@@ -87,7 +87,12 @@ class TaylorEstimator:
     so for a whole layer of G groups it gives about G times too little curvature, which a selection exploits.
     ``"bound"`` takes ``sqrt(c_g) sum_h sqrt(c_h)`` (h over the layer's groups, same candidate): by the
     triangle inequality in the H-norm, summed over any subset of groups it bounds that subset's quadratic
-    form from above, with equality for a whole layer of aligned errors.
+    form from above, with equality for a whole layer of aligned errors; for errors of random sign it
+    overstates a whole layer's term about G times. ``"covariance"`` measures the cross terms instead:
+    ``c_g = max(own_g, E_s[(J e_g)^T H (J sum_h e_h)])`` (h over the layer's groups, same candidate), the
+    group's share of the layer's quadratic form when the whole layer takes that candidate (the shares of all
+    groups add up exactly to the layer-level term, up to the floor at the group's own term, which keeps a group
+    whose errors happen to cancel the others' from looking free).
 
     """
 
@@ -170,6 +175,7 @@ class TaylorEstimator:
             G = {n: int(np.prod(layers[n].group_shape(granularity))) for n in candidates}
             sec = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
             fst = {n: np.zeros((G[n], len(ms))) for n, ms in candidates.items()}
+            own = {n: np.zeros_like(v) for n, v in sec.items()}  # floor of the covariance split
             rest = None
             alphas = {}
             if self.bias_correction:  # expected accumulated error per kernel and candidate, (O, C/groups, K)
@@ -210,8 +216,12 @@ class TaylorEstimator:
                         fo[n] += fi.sum(0).numpy()
                         if Gc:
                             so[n] += (self._curvature(z.detach().double(), yb, p, lam, qi).sum(0) / S).numpy()
+                    if Gc and self.curvature == "covariance" and granularity != "layer":
+                        own[n] += (self._curvature(z.detach().double(), yb, p, lam, q, "own").sum(0) / S).numpy()
                     bar.update()
             bar.close()
+        if self.curvature == "covariance" and granularity != "layer" and self.hessian != "none":
+            sec = {n: np.maximum(v, own[n]) for n, v in sec.items()}
         return (sec, fst), rest
 
     def _projections(self, layer: QuantLayer, x, grads, cands, granularity):
@@ -253,22 +263,29 @@ class TaylorEstimator:
             f[:, :, j], q[:, :, :, j] = pr[:, 0], pr[:, 1:]
         return f, q
 
-    def _curvature(self, z, y, p, lam, q):
+    def _curvature(self, z, y, p, lam, q, curvature=None):
         """Second-order term per sample ``(S, G, K)`` from the logit changes ``q = J_s e_A`` ``(S, C, G, K)``
-        (per group, or bounded over the layer's groups with ``curvature="bound"``), or with ``linearized``
-        twice the exact loss change at the linearized logits minus its first-order part."""
+        (per group, bounded over the layer's groups with ``curvature="bound"``, or the group's covariance with
+        the layer's sum with ``"covariance"``, before its floor), or with ``linearized`` twice the exact loss
+        change at the linearized logits minus its first-order part."""
+        curvature = curvature or self.curvature
         if self.linearized:
             zq = z[:, :, None, None] + q  # (S, C, G, K)
             ce = torch.logsumexp(zq, 1) - zq.gather(1, y.view(-1, 1, 1, 1).expand(-1, 1, *zq.shape[2:]))[:, 0]
             ce0 = (torch.logsumexp(z, 1) - z.gather(1, y.view(-1, 1))[:, 0])[:, None, None]
             first = ((p - F.one_hot(y, z.shape[1]).double())[:, :, None, None] * q).sum(1)
             return 2 * (ce - ce0 - first)
-        if lam is None:
-            pb = p[:, :, None, None]
-            own = (pb * q * q).sum(1) - (pb * q).sum(1) ** 2
-        else:
-            own = lam[:, None, None] * q[:, 0] ** 2
-        if self.curvature == "own":
+        pb = p[:, :, None, None]
+
+        def form(a, b):  # a^T H b per sample, group and candidate: H = lam v v^T (rank 1) or diag(p) - p p^T
+            if lam is not None:
+                return lam[:, None, None] * a[:, 0] * b[:, 0]
+            return (pb * a * b).sum(1) - (pb * a).sum(1) * (pb * b).sum(1)
+
+        if curvature == "covariance":
+            return form(q, q.sum(2, keepdim=True))
+        own = form(q, q)
+        if curvature == "own":
             return own
         root = own.clamp_min(0).sqrt()
         return root * root.sum(1, keepdim=True)
