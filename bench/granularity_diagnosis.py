@@ -1,11 +1,14 @@
 """Why a finer granularity can lose: estimated against true loss changes of layer- and filter-level ILP selections.
 
 Usage: python bench/granularity_diagnosis.py [--models resnet32] [--budgets 0.7 0.6 0.5 0.4 0.3]
-       [--compensation none bias] [--samples 512] [--validation-images 2000] [--out docs/results/granularity.md]
+       [--compensation none bias] [--curvatures bound covariance] [--samples 512] [--validation-images 2000]
+       [--out docs/results/granularity.md] [--report-only]
 
 For each model (W8A8; ResNet-32 by PTQ from the akamaster weights, as in ``bench/granularity.py --search``) and
-compensation: one rank-1 Taylor estimate per granularity (``curvature="bound"`` as ``fames run`` uses it), the
-exact ILP at every energy budget R at layer and at filter level, and for every selection
+compensation: one rank-1 Taylor estimate at layer level and one at filter level per ``--curvatures`` split of the
+second-order term (``bound``: the triangle bound, ``fames run``'s default until 2026-12-03; ``covariance``: each
+filter's measured share, the default since), the exact ILP at every energy budget R on each, and for every
+selection
 
 * the estimate: the ILP objective, sum over groups of the estimated loss change (nats);
 * the truth: the measured mean cross-entropy change against the exact quantized model on validation images
@@ -47,6 +50,7 @@ def main() -> int:
     ap.add_argument("--ilp-time", type=float, default=120.0, help="ILP time limit per budget (s)")
     ap.add_argument("--liberty", default=str(REPO.parent / "shared" / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "granularity.md"))
+    ap.add_argument("--report-only", action="store_true", help="rebuild the section and plots from the JSON files")
     args = ap.parse_args()
     if not (REPO.parent / "shared" / "data" / "cifar10").is_dir():
         raise SystemExit("skipped: ../shared/data/cifar10 is missing (this bench needs JPEG CIFAR-10)")
@@ -54,7 +58,7 @@ def main() -> int:
 
     out = Path(args.out)
     command = "python bench/granularity_diagnosis.py " + " ".join(sys.argv[1:])
-    for name in args.models:
+    for name in [] if args.report_only else args.models:
         res = diagnose(name, args)
         res.update(command=command, date=dt.date.today().isoformat())
         path = out.with_name(f"granularity_diagnosis_{name}.json")
@@ -62,6 +66,8 @@ def main() -> int:
         plot(res, path.with_suffix(".png"))
     results = {n: json.loads(p.read_text()) for n in SEARCH_MODELS
                if (p := out.with_name(f"granularity_diagnosis_{n}.json")).is_file()}
+    for name, res in results.items() if args.report_only else ():
+        plot(res, out.with_name(f"granularity_diagnosis_{name}.png"))
     write_section(out, MARK, report(results, out))
     print(f"wrote {out}")
     return 0
@@ -173,9 +179,11 @@ def plot(res: dict, path: Path) -> None:
             ax.scatter([r["estimate"] for r in rows], [r["true"] for r in rows], marker=mk, label=gran)
             for r in rows:
                 ax.annotate(f"{r['budget']:g}", (r["estimate"], r["true"]), fontsize=7)
-        lim = [min(0, *(r["estimate"] for r in res["rows"])), max(r["true"] for r in res["rows"])]
-        ax.plot(lim, lim, "k:", lw=0.8)
+        mine = [v for r in res["rows"] if r["compensation"] == comp for v in (r["estimate"], r["true"])]
+        lim = [min(0.0, *mine), max(mine)]
+        ax.plot(lim, lim, "k:", lw=0.8, label="estimate = truth")
         ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_yscale("symlog", linthresh=0.01)
         ax.set_xlabel("estimated loss change (nats)")
         ax.set_ylabel("true loss change on validation (nats)")
         ax.set_title(f"{res['model']} W8A8, compensation {comp} (labels: R)")
