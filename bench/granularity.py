@@ -57,9 +57,9 @@ def main() -> int:
     ap.add_argument("--compensation", choices=["none", "bias"], default="none",
                     help="with --search: 'bias' corrects every approximate layer's mean error in its bias (no hardware "
                          "cost, any granularity), in the estimate, the selection and the model")
-    ap.add_argument("--curvature", choices=["covariance", "bound", "own"], default="covariance",
+    ap.add_argument("--curvature", choices=["bound", "covariance", "own"], default="bound",
                     help="with --search: how the filter/kernel estimate splits a layer's second-order term "
-                         "(estimator.curvature; runs with another than covariance are keyed and labelled with it)")
+                         "(estimator.curvature; finer-granularity runs are keyed and labelled with it)")
     ap.add_argument("--validation-images", type=int, default=None,
                     help="with --search: validation split (default: all the checkpoint held out, else 2000)")
     ap.add_argument("--work", default=str(REPO / "out" / "granularity"), help="with --search: run folders")
@@ -143,8 +143,8 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
     for gran in args.granularities:
         for loss in args.losses:
             comp = args.compensation
-            curv = "covariance" if gran == "layer" else args.curvature  # one group per layer: no split to make
-            key = f"{gran}{'+' + comp if comp != 'none' else ''}{'' if curv == 'covariance' else '/' + curv}@{loss:g}"
+            curv = None if gran == "layer" else args.curvature  # one group per layer: no split to make
+            key = f"{gran}{'+' + comp if comp != 'none' else ''}{'/' + curv if curv else ''}@{loss:g}"
             if key in res["runs"]:
                 continue
             cfg = {
@@ -153,7 +153,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
                 "budget": "search", "max_accuracy_loss": loss,
                 "search": {"validation_images": args.validation_images},
                 "estimator": {"kind": "taylor-rank1", "samples": args.samples, "validate": False,
-                              "curvature": curv},
+                              "curvature": curv or "bound"},
                 "selection": {"granularity": gran, "compensation": comp},
                 "output": str(Path(args.work) / name),  # one folder: its stages (estimates) serve every run
             }
@@ -190,10 +190,9 @@ def _kind(run: dict) -> str:
 
 
 def _finer(run: dict) -> str:
-    """A run's granularity, for filters and kernels with the curvature split of its estimate when that is not the
-    covariance one (runs before 2026-12-03 have no record of it: bound)."""
-    curv = run.get("curvature", "bound")
-    return run["granularity"] + ("" if run["granularity"] == "layer" or curv == "covariance" else f" ({curv})")
+    """A run's granularity, for filters and kernels with the curvature split of its estimate (runs before
+    2026-12-03 have no record of it: bound)."""
+    return run["granularity"] + ("" if run["granularity"] == "layer" else f" ({run.get('curvature') or 'bound'})")
 
 
 def _roup(args: argparse.Namespace) -> str:

@@ -4,11 +4,11 @@ Usage: python bench/granularity_diagnosis.py [--models resnet32] [--budgets 0.7 
        [--compensation none bias] [--curvatures bound covariance] [--samples 512] [--validation-images 2000]
        [--out docs/results/granularity.md] [--report-only]
 
-For each model (W8A8; ResNet-32 by PTQ from the akamaster weights, as in ``bench/granularity.py --search``) and
-compensation: one rank-1 Taylor estimate at layer level and one at filter level per ``--curvatures`` split of the
-second-order term (``bound``: the triangle bound, ``fames run``'s default until 2026-12-03; ``covariance``: each
-filter's measured share, the default since), the exact ILP at every energy budget R on each, and for every
-selection
+For each model (W8A8; ResNet-32 by PTQ from the akamaster weights, as in ``bench/granularity.py --search``; or
+``--checkpoint`` / ``--library`` for another one) and compensation: one rank-1 Taylor estimate at layer level and
+one at filter level per ``--curvatures`` split of the second-order term (``bound``: the triangle bound, ``fames
+run``'s default; ``covariance``: each filter's measured share), the exact ILP at every energy budget R on each, and
+for every selection
 
 * the estimate: the ILP objective, sum over groups of the estimated loss change (nats);
 * the truth: the measured mean cross-entropy change against the exact quantized model on validation images
@@ -51,6 +51,10 @@ def main() -> int:
     ap.add_argument("--liberty", default=str(REPO.parent / "shared" / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "granularity.md"))
     ap.add_argument("--report-only", action="store_true", help="rebuild the section and plots from the JSON files")
+    ap.add_argument("--checkpoint", default=None,
+                    help="another checkpoint for the (single) model, e.g. checkpoints/holdout5k/resnet20_w4a4.pt")
+    ap.add_argument("--library", default=None, help="another library than exact + ROUP, e.g. generate+synth")
+    ap.add_argument("--tag", default=None, help="name of the result (default: the model's)")
     args = ap.parse_args()
     if not (REPO.parent / "shared" / "data" / "cifar10").is_dir():
         raise SystemExit("skipped: ../shared/data/cifar10 is missing (this bench needs JPEG CIFAR-10)")
@@ -58,14 +62,16 @@ def main() -> int:
 
     out = Path(args.out)
     command = "python bench/granularity_diagnosis.py " + " ".join(sys.argv[1:])
+    if (args.checkpoint or args.library or args.tag) and len(args.models) != 1:
+        raise SystemExit("--checkpoint, --library and --tag apply to one model: give one --models")
     for name in [] if args.report_only else args.models:
         res = diagnose(name, args)
         res.update(command=command, date=dt.date.today().isoformat())
-        path = out.with_name(f"granularity_diagnosis_{name}.json")
+        path = out.with_name(f"granularity_diagnosis_{args.tag or name}.json")
         atomic_write_text(path, json.dumps(res, indent=1))
         plot(res, path.with_suffix(".png"))
-    results = {n: json.loads(p.read_text()) for n in SEARCH_MODELS
-               if (p := out.with_name(f"granularity_diagnosis_{n}.json")).is_file()}
+    results = {p.stem.removeprefix("granularity_diagnosis_"): json.loads(p.read_text())
+               for p in sorted(out.parent.glob("granularity_diagnosis_*.json"))}
     for name, res in results.items() if args.report_only else ():
         plot(res, out.with_name(f"granularity_diagnosis_{name}.png"))
     write_section(out, MARK, report(results, out))
@@ -88,10 +94,13 @@ def diagnose(name: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(2)
     ck, quant = SEARCH_MODELS[name]
+    if args.checkpoint:
+        ck, quant = args.checkpoint, None
     liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
+    lib = {"library": args.library} if args.library else {"families": ["exact", "roup"]}
     cfg = RunConfig.from_dict({
         "model": name, "checkpoint": ck if ck == "default" else str(REPO / ck), "quant": quant,
-        "data": {"dataset": "cifar10"}, "families": ["exact", "roup"], "liberty": liberty,
+        "data": {"dataset": "cifar10"}, "liberty": liberty, **lib,
     })
     prep = prepare(cfg, progress=True)
     model, cands = prep.model, prep.candidates
@@ -103,7 +112,8 @@ def diagnose(name: str, args: argparse.Namespace) -> dict:
     val = [(vx[i:i + 250], vy[i:i + 250]) for i in range(0, len(vy), 250)]
     exact = evaluate(model, val, False)
     print(f"{name}: exact validation {exact['accuracy']:.2f}%, loss {exact['loss']:.4f}", flush=True)
-    res: dict = {"model": name, "exact": exact, "validation_images": len(vy), "samples": n_est, "rows": []}
+    res: dict = {"model": name, "checkpoint": ck, "library": args.library or "exact + roup", "exact": exact,
+                 "validation_images": len(vy), "samples": n_est, "rows": []}
     ilp = ILPSelector(args.ilp_time, 1e-4)
     for comp in args.compensation:
         mps = {}
@@ -186,11 +196,18 @@ def plot(res: dict, path: Path) -> None:
         ax.set_yscale("symlog", linthresh=0.01)
         ax.set_xlabel("estimated loss change (nats)")
         ax.set_ylabel("true loss change on validation (nats)")
-        ax.set_title(f"{res['model']} W8A8, compensation {comp} (labels: R)")
+        ax.set_title(f"{_title(res)}, compensation {comp} (labels: R)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _title(res: dict) -> str:
+    """``resnet32 W8A8`` for the bench's own models, else the model, checkpoint and library."""
+    if "checkpoint" not in res or res["checkpoint"] == SEARCH_MODELS[res["model"]][0]:
+        return f"{res['model']} W8A8"
+    return f"{res['model']}, {Path(res['checkpoint']).name}, library {res['library']}"
 
 
 def _keys(res: dict) -> list[str]:
@@ -201,7 +218,7 @@ def _keys(res: dict) -> list[str]:
 def report(results: dict, out: Path) -> str:
     lines = ["", "## Estimated against true loss change of layer- and filter-level selections", ""]
     for name, res in results.items():
-        lines += [f"### {name} W8A8", "", f"Command: `{res['command']}` ({res['date']}). Validation: "
+        lines += [f"### {_title(res)}", "", f"Command: `{res['command']}` ({res['date']}). Validation: "
                   f"{res['validation_images']} training images not used by the estimate ({res['samples']} images), "
                   f"uncalibrated; exact {res['exact']['accuracy']:.2f}%, loss {res['exact']['loss']:.4f} nats. "
                   "Estimate = ILP objective (nats); true = measured mean cross-entropy change; `layer@filter` = the "

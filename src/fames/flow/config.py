@@ -50,7 +50,7 @@ class EstimatorConfig:
     ``kind``: ``taylor-rank1`` (default), ``taylor-full``, ``first-order``, ``l2``, ``mre``, each optionally with
     ``+forward`` (the mean output error forwarded where the estimate exceeds ``forward_above`` nats; layer
     granularity). ``samples``: training images of the estimate (paper: 256). ``curvature``: how the second-order
-    term is split over filters/kernels (``covariance`` | ``bound`` | ``own``, see
+    term is split over filters/kernels (``bound`` | ``covariance`` | ``own``, see
     :class:`~fames.method.estimate.TaylorEstimator`). ``validate`` (opt-in): also measure the true loss
     change of every (layer, AppMul) for the Spearman figure: one forward pass of the sample batch per pair (ResNet-20
     W4A4, 522 pairs x 256 images: about 100 s on 2 cores; some 36 minutes projected for ResNet-32).
@@ -60,7 +60,7 @@ class EstimatorConfig:
     kind: str = "taylor-rank1"
     samples: Positive = 256
     forward_above: Annotated[float, Field(allow_inf_nan=False)] = 0.1
-    curvature: str = "covariance"
+    curvature: str = "bound"
     validate: bool = False
 
     def __post_init__(self) -> None:

@@ -92,7 +92,10 @@ class TaylorEstimator:
     ``c_g = max(own_g, E_s[(J e_g)^T H (J sum_h e_h)])`` (h over the layer's groups, same candidate), the
     group's share of the layer's quadratic form when the whole layer takes that candidate (the shares of all
     groups add up exactly to the layer-level term, up to the floor at the group's own term, which keeps a group
-    whose errors happen to cancel the others' from looking free).
+    whose errors happen to cancel the others' from looking free). It assumes the layer's other groups take the same
+    candidate: when a selection mixes designs inside a layer the cancellations it credits can vanish, so it may
+    underestimate (measured on ResNet-20 W4A4 with synthesized designs: docs/results/granularity.md); ``"bound"``
+    cannot.
 
     """
 
