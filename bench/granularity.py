@@ -47,6 +47,21 @@ LOSSES = (1.0, 2.0, 4.0)
 MARK = "<!-- granularity -->"  # the generated report sits between two of these; hand-written notes outside stay
 
 
+def recorded_command(script: str) -> str:
+    """The command line to record with a result: where the run's files went (``--work``, ``--out``) is dropped, being
+    machine-local and without effect on the figures."""
+    args, out = sys.argv[1:], []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--work", "--out"):
+            skip = True
+        elif not a.startswith(("--work=", "--out=")):
+            out.append(a)
+    return " ".join([f"python bench/{script}", *out])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=None, choices=list(SEARCH_MODELS))
@@ -95,7 +110,7 @@ def main() -> int:
     args.models = args.models or (list(SEARCH_MODELS) if args.search else list(MODELS))
     for name in [] if args.report_only or args.search else args.models:
         res = bench_model(name, args)
-        res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
+        res["command"] = recorded_command("granularity.py")
         res["roup_grid"] = args.roup_grid
         res["date"] = dt.date.today().isoformat()
         path = out.with_name(f"{out.stem}_{name}.json")
@@ -138,7 +153,7 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
     if res["runs"] and res.get("roup_grid", "default") != args.roup_grid:
         raise SystemExit(f"{path} holds runs with the {res.get('roup_grid', 'default')} ROUP grid; pass another --out "
                          f"for --roup-grid {args.roup_grid}")
-    res["command"] = "python bench/granularity.py " + " ".join(sys.argv[1:])
+    res["command"] = recorded_command("granularity.py")
     res["roup_grid"] = args.roup_grid
     for gran in args.granularities:
         for loss in args.losses:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from granularity import SEARCH_MODELS  # noqa: E402  (the models of the granularity bench, same checkpoints)
+from granularity import SEARCH_MODELS, recorded_command  # noqa: E402  (the granularity bench's models and checkpoints)
 
 MARK = "<!-- granularity_diagnosis -->"
 
@@ -61,7 +61,7 @@ def main() -> int:
     from fames.io import atomic_write_text, write_section
 
     out = Path(args.out)
-    command = "python bench/granularity_diagnosis.py " + " ".join(sys.argv[1:])
+    command = recorded_command("granularity_diagnosis.py")
     if (args.checkpoint or args.library or args.tag) and len(args.models) != 1:
         raise SystemExit("--checkpoint, --library and --tag apply to one model: give one --models")
     for name in [] if args.report_only else args.models:
