@@ -4,11 +4,12 @@ uniform error, compared by the true loss change they cause in that layer at equa
 Usage: python bench/als_operands.py [--checkpoint checkpoints/resnet20_w4a4.pt] [--layers L1 L2 L3]
        [--generations G] [--seeds S] [--images N] [--metric M] [--out docs/results/als.md]
 
-For each layer: the exact operand-pair counts of the layer on N training images weight the MRED of a CGP-only
+For each layer: the exact operand-pair counts of the layer on N training images weight the error of a CGP-only
 synthesis (same seeds, generations and thresholds as the uniform one); every design of both libraries is costed on
-NanGate (PDP relative to our exact multiplier) and put alone into its layer to measure the loss change on the same
-N images. Per PDP level p: the smallest loss change among each library's designs with PDP/exact <= p. Writes the
-section between the `<!-- als_operands -->` markers of docs/results/als.md.
+NanGate (PDP relative to our exact multiplier) and put alone into its layer to measure the loss change on N other
+training images (since 2026-12-03; before, the same ones). Per PDP level p: the smallest loss change among each
+library's designs with PDP/exact <= p. Writes the section between the `<!-- als_operands -->` markers of
+docs/results/als.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MARK = "<!-- als_operands{} -->"  # one section per metric: "" for mred, "_mred0", ...
+MAX_ERROR = {"mred": 20.0, "mred0": 20.0, "med": 8.0, "mse": 100.0}  # MRED in %, MED in LSB, MSE in LSB^2
 LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
@@ -36,6 +38,9 @@ def main() -> int:
                     help="training images of the loss change (512 left it within the rounding noise, 2026-12-02)")
     ap.add_argument("--metric", default="mred", choices=["mred", "mred0", "med", "mse"],
                     help="error metric of both libraries (mred0: zero products counted, see fames.appmul.synth.error)")
+    ap.add_argument("--max-error", type=float, default=None,
+                    help="error bound of both libraries (default: 20 for mred/mred0, 8 for med, 100 for mse, the "
+                         "range of the 4x4 family designs with MRED <= 20%%); the CGP thresholds scale with it")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--liberty", default=str(SHARED / "liberty" / "nangate45_typ.lib.gz"))
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "als.md"))
@@ -48,7 +53,7 @@ def main() -> int:
 
     import torch
 
-    from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
+    from fames.appmul.synth.library import DEFAULT_THRESHOLDS, SynthConfig, gate_costs, synthesize
     from fames.data import get_loader
     from fames.flow.library import pdp_costs
     from fames.hw.cost import cost_library
@@ -65,13 +70,15 @@ def main() -> int:
         raise SystemExit(f"the layers {args.layers} have different widths {widths}")
     a, w, signed, _ = widths.pop()
     loader = get_loader("cifar10", "train", 128, shuffle=False)
-    batches = list(itertools.islice(loader, -(-args.images // 128)))
-    x = torch.cat([b[0] for b in batches])[: args.images]
-    y = torch.cat([b[1] for b in batches])[: args.images]
-    hists = operand_histograms(model, x, args.layers)
+    batches = list(itertools.islice(loader, -(-2 * args.images // 128)))
+    xs = torch.cat([b[0] for b in batches])
+    x, y = xs[: args.images], torch.cat([b[1] for b in batches])[: args.images]
+    hists = operand_histograms(model, xs[args.images : 2 * args.images], args.layers)  # not the images of the loss
     gc = gate_costs(args.liberty)
+    bound = args.max_error or MAX_ERROR[args.metric]
     cfg = SynthConfig(a, w, signed, methods=("cgp",), metric=args.metric, generations=args.generations,
-                      seeds=args.seeds)
+                      seeds=args.seeds, max_error=bound,
+                      thresholds=tuple(t * bound / 20.0 for t in DEFAULT_THRESHOLDS))
     t0 = time.perf_counter()
     real = pdp_costs(args.liberty)  # both libraries' fronts chosen on the same real PDP
     libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers, cost=real)}
@@ -87,10 +94,11 @@ def main() -> int:
     lines = [f"## Operand-aware synthesis (`bench/als_operands.py`, {args.metric})", "",
              f"`python bench/als_operands.py {' '.join(shlex.quote(s) for s in sys.argv[1:])}` "
              f"({dt.date.today().isoformat()}; synthesis {synth_s:.0f} s): {a}x{w} "
-             f"{'signed' if signed else 'unsigned'} CGP libraries, {args.metric} <= 20%; loss change (nat) of "
+             f"{'signed' if signed else 'unsigned'} CGP libraries, {args.metric} <= {bound:g}; loss change (nat) of "
              f"{args.checkpoint.split('/')[-1]} on {args.images} training images when only that layer uses the "
              "design. Per PDP/exact level: the smallest loss change among designs at or below it, the uniform "
-             f"{args.metric} against the {args.metric} weighted by the layer's own operand pairs.", "",
+             f"{args.metric} against the {args.metric} weighted by the layer's own operand pairs (counted on "
+             f"{args.images} other training images).", "",
              "| layer | PDP/exact <= | uniform | operand-aware | aware better |", "|---|---|---|---|---|"]
     wins = total = 0
     for n in args.layers:

@@ -10,6 +10,7 @@ from fames.method.select import (
     InfeasibleBudget,
     SelectionProblem,
     dominated,
+    lp_rounding,
     pareto_sweep,
     select,
 )
@@ -107,3 +108,45 @@ def test_solver_output_does_not_change_stage_keys():
 
     assert _fields_key(SelectionConfig()) == _fields_key(SelectionConfig(solver_output=True))
     assert _fields_key(SelectionConfig()) != _fields_key(SelectionConfig(granularity="filter"))
+
+
+def test_lp_rounding_closed_form():
+    # two groups, each: exact (energy 1, omega 0) or off (energy 0, omega 1); R = 0.75 leaves half a group to turn
+    # off in the LP (bound 0.5); the rounding turns one group off whole (omega 1, R = 0.5), which is optimal here
+    p = SelectionProblem(np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[1.0, 0.0], [1.0, 0.0]]), np.ones(2))
+    choice, bound = lp_rounding(p, 0.75)
+    assert bound == pytest.approx(0.5)
+    assert p.evaluate(choice) == pytest.approx((1.0, 0.5))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lp_rounding_is_feasible_and_brackets_the_optimum(seed):
+    p = _problem(seed=seed)
+    p.exact_energy = p.energy[:, 0].copy()
+    p.omega[1, 2] = np.inf
+    for ratio in (0.5, 0.7, 0.9):
+        try:
+            choice, bound = lp_rounding(p, ratio)
+        except InfeasibleBudget:
+            assert _brute(p, ratio) is None
+            continue
+        om, r = p.evaluate(choice)
+        best = _brute(p, ratio)
+        assert r <= ratio + 1e-9 and choice[1] != 2
+        assert bound <= best + 1e-9 <= om + 2e-9  # the LP bound never beats the optimum, nor the optimum the rounding
+        assert om - bound <= np.ptp(p.omega[np.isfinite(p.omega)]) + 1e-9  # at most one move above the bound
+
+
+def test_ilp_time_limit_falls_back_to_a_feasible_selection():
+    rng = np.random.default_rng(2)
+    G, K = 3000, 10
+    energy = np.sort(rng.uniform(0.05, 1, (G, K)), 1)[:, ::-1].copy()
+    energy[:, 0] = 1
+    omega = np.cumsum(rng.uniform(0, 1, (G, K)), 1)
+    omega[:, 0] = 0
+    p = SelectionProblem(omega, energy, np.ones(G))
+    s = ILPSelector(time_limit=1e-3).solve(p, 0.5)  # no search finishes in a millisecond: no FamesError either
+    _, bound = lp_rounding(p, 0.5)
+    assert s.ratio <= 0.5 + 1e-9 and s.choice.shape == (G,)
+    assert "time limit" in s.status and "gap" in s.status
+    assert bound - 1e-9 <= s.omega <= bound + omega.max()

@@ -1,7 +1,7 @@
 """Selection under an energy budget: the problem data, selectors (ILP, greedy) and drivers."""
 
 from fames.method.select.problem import InfeasibleBudget, Selection, SelectionProblem, Selector, check_budget
-from fames.method.select.solvers import GreedySelector, ILPSelector, dominated, pareto_sweep, select
+from fames.method.select.solvers import GreedySelector, ILPSelector, dominated, lp_rounding, pareto_sweep, select
 
 __all__ = [
     "GreedySelector",
@@ -12,6 +12,7 @@ __all__ = [
     "Selector",
     "check_budget",
     "dominated",
+    "lp_rounding",
     "pareto_sweep",
     "select",
 ]
