@@ -33,11 +33,11 @@ class ILPSelector:
 
         check_budget(problem, ratio)
         t0 = time.perf_counter()
-        rounded, bound = lp_rounding(problem, ratio)
+        allowed = problem.allowed & ~dominated(problem)
+        rounded, bound = lp_rounding(problem, ratio, allowed)
         om_r, r_r = problem.evaluate(rounded)
         if om_r - bound <= self.mip_rel_gap * abs(om_r):  # within HiGHS' own optimality gap: no search needed
             return Selection(rounded, r_r, ratio, om_r, time.perf_counter() - t0, self.name, "optimal")
-        allowed = problem.allowed & ~dominated(problem)
         gi, ki = np.nonzero(allowed)  # one variable per allowed, undominated (group, candidate)
         n, G = len(gi), allowed.shape[0]
         c = problem.omega[gi, ki]
@@ -59,36 +59,38 @@ class ILPSelector:
             )
         if res.status not in (0, 1) or (res.status == 0 and res.x is None):
             raise FamesError(f"ILP solver failed ({res.message})")
-        if res.status == 0:
+        inc = None if res.x is None else np.full(G, -1, dtype=np.int64)
+        if inc is not None:
             x = res.x > 0.5
-            choice = np.full(G, -1, dtype=np.int64)
-            choice[gi[x]] = ki[x]
-            if (choice < 0).any():
-                raise FamesError("ILP returned an assignment that leaves a group without a multiplier")
-            om, r = problem.evaluate(choice)
-            return Selection(choice, r, ratio, om, time.perf_counter() - t0, self.name, "optimal")
+            inc[gi[x]] = ki[x]
+            if (inc < 0).any():
+                if res.status == 0:
+                    raise FamesError("ILP returned an assignment that leaves a group without a multiplier")
+                inc = None  # an incomplete incumbent: the rounding stands
+        if res.status == 0:
+            om, r = problem.evaluate(inc)
+            return Selection(inc, r, ratio, om, time.perf_counter() - t0, self.name, "optimal")
         # time limit: HiGHS' incumbent (if any) or the rounded LP relaxation, whichever estimates less loss
         choice, how = rounded, "LP rounding"
-        if res.x is not None:
-            x = res.x > 0.5
-            inc = np.full(G, -1, dtype=np.int64)
-            inc[gi[x]] = ki[x]
-            if (inc >= 0).all() and problem.evaluate(inc)[0] <= om_r:
-                choice, how = inc, "HiGHS incumbent"
+        if inc is not None and problem.evaluate(inc)[0] <= om_r:
+            choice, how = inc, "HiGHS incumbent"
         om, r = problem.evaluate(choice)
         gap = (om - bound) / max(abs(om), 1e-30)  # relative to the LP bound, which no assignment beats
         return Selection(choice, r, ratio, om, time.perf_counter() - t0, self.name,
                          f"time limit {self.time_limit:g} s: {how}, gap {100 * gap:.2f}% to the LP bound")
 
 
-def lp_rounding(problem: SelectionProblem, ratio: float) -> tuple[np.ndarray, float]:
+def lp_rounding(problem: SelectionProblem, ratio: float,
+                allowed: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """A feasible choice ``(G,)`` and the LP-relaxation optimum (a lower bound on every choice's omega) of the
     multiple-choice knapsack, in O(N log N) for N candidates and no solver: each group's undominated candidates on
     their lower convex hull in (energy, omega), the moves down every hull taken in increasing omega added per
     energy saved until the budget holds. The LP optimum stops inside the last move; the choice takes it whole, so
-    its omega exceeds the bound by at most that one move's omega."""
+    its omega exceeds the bound by at most that one move's omega. ``allowed``: the allowed, undominated candidates
+    ``(G, K)`` when the caller has them already."""
     check_budget(problem, ratio)
-    allowed = problem.allowed & ~dominated(problem)
+    if allowed is None:
+        allowed = problem.allowed & ~dominated(problem)
     om, en = problem.omega, problem.energy
     G = om.shape[0]
     choice = np.empty(G, dtype=np.int64)
