@@ -33,8 +33,12 @@ CONFIGS = {
     "w4a4-bias": ("resnet20_w4a4.pt", "generate+synth"),  # with the mean-error correction folded into the biases
     "w4a4-filter": ("resnet20_w4a4.pt", "generate+synth"),  # one AppMul per filter instead of per layer
     "w3a3-filter": ("resnet20_w3a3.pt", "generate+synth"),
+    "w4a4-rich": ("resnet20_w4a4.pt", "generate+synth"),  # a longer synthesis keeping more designs
 }
-SYNTH = {"w4a4-aware": {"operands": True, "metric": "mred0"}}  # `synth:` options of a configuration (else defaults)
+SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
+    "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
+    "w4a4-rich": ({"rounds": 3, "designs": 48}, " (3 search rounds, 48 designs)"),
+}
 SELECTION = {  # `selection:` options of a configuration (else layer level, no compensation) and their label
     "w4a4-bias": ({"compensation": "bias"}, " + bias correction"),
     "w4a4-filter": ({"granularity": "filter"}, ", filter level"),
@@ -131,7 +135,7 @@ def main() -> int:
                 "float_checkpoint": str(Path(args.checkpoints) / "resnet20_float.pt"),
                 "data": {"dataset": "cifar10", "eval_images": args.eval_images},
                 "library": library,
-                **({"synth": SYNTH[name]} if name in SYNTH else {}),
+                **({"synth": SYNTH[name][0]} if name in SYNTH else {}),
                 "liberty": liberty,
                 "budget": "search" if args.search else args.budgets,
                 "search": {"validation_images": args.validation_images, "resolution": args.resolution},
@@ -158,7 +162,7 @@ def main() -> int:
         ]
         a = r["accuracy"]
         rows[name] = {
-            "library": library + (" (operand-aware, mred0)" if name in SYNTH else "")
+            "library": library + SYNTH.get(name, ({}, ""))[1]
             + SELECTION.get(name, ({}, ""))[1],
             "checkpoint": ck, "float": a["float"], "exact_quant": a["exact_quant"],
             "approx": a["approx"], "approx_uncalibrated": a["approx_uncalibrated"],
@@ -283,7 +287,7 @@ def time_calibration(name: str, args: argparse.Namespace, liberty: str) -> float
     run_dir = Path(args.work) / name
     p = prepare(RunConfig.from_dict({"model": "resnet20", "checkpoint": str(Path(args.checkpoints) / ck),
                                      "data": {"dataset": "cifar10"}, "library": library, "liberty": liberty,
-                                     **({"synth": SYNTH[name]} if name in SYNTH else {})}),
+                                     **({"synth": SYNTH[name][0]} if name in SYNTH else {})}),
                 progress=False)
     substitute(p.model, load_assignment(run_dir / "assignment.json"), Library.load(run_dir / "library"))
     cfg = CalibrationConfig(quantile_step=args.calib_step, quantile_max=args.calib_max,

@@ -181,11 +181,14 @@ def proxy_cost(net: Network, proxy: str, gate_cost: dict[int, float]) -> float:
 
 def job_key(cfg: SynthConfig, job: tuple[str, int, float, str], start: Network, weights: np.ndarray | None,
             gate_cost: dict[int, float]) -> str:
-    """Content key of a job's result: settings, the job, its start network, the operand weights, the gate costs."""
+    """Content key of a job's result: the settings a single job depends on (not how many seeds, rounds,
+    thresholds or designs the whole synthesis has, so a run with more rounds reuses the earlier jobs), the job, its
+    start network, the operand weights, the gate costs."""
     from fames.io import content_hash
 
     w = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
-    return content_hash(JOB_VERSION, repr(cfg), repr(job), repr((start.nodes, start.outputs)), w,
+    settings = (cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, cfg.generations, cfg.proxy, cfg.time_s)
+    return content_hash(JOB_VERSION, repr(settings), repr(job), repr((start.nodes, start.outputs)), w,
                         repr(sorted(gate_cost.items())))
 
 
