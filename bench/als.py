@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -63,7 +62,7 @@ def main() -> int:
     from fames.flow.library import cheapest_implementations, pdp_costs
     from fames.hw.cost import cost_library
     from fames.hw.verify import check_design
-    from fames.io import atomic_write_text, write_section
+    from fames.io import atomic_write_text
 
     store = Path(args.out).with_suffix(".json")
     results = json.loads(store.read_text()) if store.is_file() else {}
@@ -141,10 +140,10 @@ def main() -> int:
     fig.savefig(Path(args.out).with_suffix(".png"), dpi=110)
     text = "\n".join(lines) + "\n"
     old = Path(args.out).read_text(encoding="utf-8") if Path(args.out).is_file() else ""
-    atomic_write_text(args.out, text)
-    for mark in re.findall(r"<!-- als_[a-z0-9_]+ -->", old):  # hand-written notes, bench/als_operands.py's
-        if old.count(mark) >= 2 and Path(args.out).read_text(encoding="utf-8").count(mark) < 2:
-            write_section(args.out, mark, old.split(mark)[1])
+    # everything from the first marked section on (hand-written notes, bench/als_operands.py's sections and the notes
+    # between them) is kept as it was; only the tables and verdicts above it are rewritten
+    first = old.find("<!-- als_")
+    atomic_write_text(args.out, text + ("\n" + old[first:] if first >= 0 else ""))
     print(text)
     return 0
 
