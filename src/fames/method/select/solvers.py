@@ -71,10 +71,9 @@ class ILPSelector:
             om, r = problem.evaluate(inc)
             return Selection(inc, r, ratio, om, time.perf_counter() - t0, self.name, "optimal")
         # time limit: HiGHS' incumbent (if any) or the rounded LP relaxation, whichever estimates less loss
-        choice, how = rounded, "LP rounding"
-        if inc is not None and problem.evaluate(inc)[0] <= om_r:
-            choice, how = inc, "HiGHS incumbent"
-        om, r = problem.evaluate(choice)
+        choice, how, (om, r) = rounded, "LP rounding", (om_r, r_r)
+        if inc is not None and (ev := problem.evaluate(inc))[0] <= om_r:
+            choice, how, (om, r) = inc, "HiGHS incumbent", ev
         gap = (om - bound) / max(abs(om), 1e-30)  # relative to the LP bound, which no assignment beats
         return Selection(choice, r, ratio, om, time.perf_counter() - t0, self.name,
                          f"time limit {self.time_limit:g} s: {how}, gap {100 * gap:.2f}% to the LP bound")
