@@ -4,7 +4,7 @@ Usage: python bench/als.py [--configs 3x3u 3x3s 4x4u 4x4s 6x6u 6x6s 8x8u] [--gen
        [--rounds R] [--workers N] [--liberty PATH] [--out docs/results/als.md]
 
 For each width pair: `fames lib synth`'s engine (LAC + CGP from our exact multiplier, NanGate cell areas as the
-inner-loop proxy) builds a library; our eight families (`build_family("all", ...)`) and, at 8x8 unsigned, the 19
+inner-loop proxy) builds a library; our families (`build_family("all", ...)`) and, at 8x8 unsigned, the 19
 EvoApproxLib gate-level netlists of ../shared/evoapproxlib/verilog_dev are imported; every design is costed by the
 same engine (Yosys + ABC on the liberty, STA, toggle energy) and its PDP taken relative to our exact multiplier
 of the widths. Per MRED grid point g (0.5 .. 20%) the table gives each source's best PDP/exact with MRED <= g.

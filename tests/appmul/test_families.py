@@ -138,6 +138,19 @@ def m_kulkarni(ab, wb, signed, A, W, levels):
     return _signmag(A, W, signed, f)
 
 
+def m_orc(ab, wb, signed, A, W, k):
+    def f(a, w):
+        y = np.zeros_like(a)
+        for col in range(ab + wb):
+            bits = [_bit(a, i) * _bit(w, col - i) for i in range(ab) if 0 <= col - i < wb]
+            if not bits:
+                continue
+            y = y + (np.maximum.reduce(bits) if col < k else sum(bits)) * 2**col  # OR of 0/1 bits = max
+        return y
+
+    return _signmag(A, W, signed, f)
+
+
 MODELS = {
     "exact": m_exact,
     "trunc": m_trunc,
@@ -147,6 +160,7 @@ MODELS = {
     "drum": m_drum,
     "mitchell": m_mitchell,
     "kulkarni": m_kulkarni,
+    "orc": m_orc,
 }
 
 
@@ -162,6 +176,7 @@ def _extra(family: str, ab: int, wb: int, signed: bool) -> list[dict]:
         "drum": [{"k": 3}, {"k": 8}],
         "mitchell": [{"t": 0}, {"t": 1}, {}],
         "kulkarni": [{"levels": 0}, {"levels": 1}, {"levels": 64}],
+        "orc": [{"k": 0}, {"k": 1}, {"k": n - 1}],
     }[family]
     return ex
 
@@ -180,6 +195,7 @@ def test_models_reduce_to_exact(ab, wb, signed):
         ("roup", {"P": 0, "R": 0}),
         ("drum", {"k": 8}),
         ("kulkarni", {"levels": 0}),
+        ("orc", {"k": 1}),
     ]:
         assert np.array_equal(MODELS[fam](ab, wb, signed, A, W, **params), ex), fam
     # Mitchell is exact when one operand is a power of two; never above the exact magnitude

@@ -120,6 +120,10 @@ def test_pareto_and_thin():
     assert [(d.error, d.cost) for d in front] == [(0, 10), (1, 9), (3, 5), (8, 1)]
     kept = thin(front, 3, 8.0)
     assert len(kept) <= 3 and kept[0].error == 0 and kept[-1].error == 8
+    # an anchor (a requested error level) keeps the cheapest design within it, which log-spaced bounds miss
+    ds = [Design(net, e, c, "cgp", 0, 1.0) for e, c in [(0, 10), (1, 9), (2, 8), (3, 5), (3.5, 4.9), (5, 3), (8, 1)]]
+    assert [d.error for d in thin(pareto(ds), 4, 8.0)] == [0, 1, 2, 8]
+    assert [d.error for d in thin(pareto(ds), 4, 8.0, anchors=(3.0,))] == [0, 1, 3, 8]
 
 
 def test_a_real_cost_chooses_the_front(tmp_path, monkeypatch):

@@ -197,6 +197,32 @@ def _kulkarni(c: Circuit, signed: bool, levels: int) -> Word:
     return _unsigned_or_signmag(c, signed, _kulkarni_core(levels))
 
 
+def _orc_core(k: int) -> Callable[[Circuit, Word, Word], Word]:
+    def core(c: Circuit, a: Word, w: Word) -> Word:
+        mat = BitMatrix(c, c.out_bits)
+        low: list[Word] = [[] for _ in range(min(k, c.out_bits))]
+        for j, wb in enumerate(w):
+            for i, ab in enumerate(a):
+                bit = c.AND(ab, wb)
+                if i + j < k:
+                    low[i + j].append(bit)
+                else:
+                    mat.add_bit(i + j, bit)
+        for col, bits in enumerate(low):
+            mat.add_bit(col, c.or_all(bits))
+        return mat.reduce()
+
+    return core
+
+
+def _orc(c: Circuit, signed: bool, k: int) -> Word:
+    """orc: OR-accumulated columns: the AND-array bits of each column ``i + j < k`` are ORed into one bit (no
+    carries into or out of them); columns ``>= k`` are summed exactly (Dadda tree). ``k = a_bits + w_bits`` gives a
+    carry-free multiplier. Signed via sign-magnitude.
+    """
+    return _unsigned_or_signmag(c, signed, _orc_core(k))
+
+
 def _unsigned_or_signmag(c: Circuit, signed: bool, core: Callable[[Circuit, Word, Word], Word]) -> Word:
     if signed:
         return arith.sign_magnitude(c, c.a, c.w, core, c.out_bits)
@@ -260,6 +286,11 @@ def _grid_mitchell(a: int, w: int, s: bool) -> list[dict[str, Any]]:
     return [{"t": t} for t in sorted({F} | {t for t in (4, 2) if t < F}, reverse=True)]
 
 
+def _grid_orc(a: int, w: int, s: bool) -> list[dict[str, Any]]:
+    n = a + w
+    return [{"k": k} for k in sorted({n // 2, 5 * n // 8, 3 * n // 4, n}) if k >= 2]
+
+
 def _grid_kulkarni(a: int, w: int, s: bool) -> list[dict[str, Any]]:
     nl = _kul_levels(a, w)
     return [{"levels": lv} for lv in sorted({min(2, nl), nl // 2 + 1, nl})]
@@ -301,6 +332,10 @@ def _canon_drum(a: int, w: int, s: bool, p: dict[str, Any]) -> dict[str, Any]:
 def _canon_mitchell(a: int, w: int, s: bool, p: dict[str, Any]) -> dict[str, Any]:
     F = max(a, w) - 1
     return {"t": F if p["t"] is None else min(F, _int_param(p, "t", 0, 64, "mitchell"))}
+
+
+def _canon_orc(a: int, w: int, s: bool, p: dict[str, Any]) -> dict[str, Any]:
+    return {"k": _int_param(p, "k", 0, a + w, "orc")}
 
 
 def _canon_kulkarni(a: int, w: int, s: bool, p: dict[str, Any]) -> dict[str, Any]:
@@ -477,6 +512,16 @@ FAMILIES: dict[str, Family] = {
             _canon_kulkarni,
             lambda p: f"l{p['levels']}",
             ("levels",),
+        ),
+        Family(
+            "orc",
+            "OR-accumulated columns: the AND-array bits of each column i+j<k are ORed into one bit (carry-free), "
+            "columns >= k summed exactly; signed via sign-magnitude",
+            _orc,
+            _grid_orc,
+            _canon_orc,
+            lambda p: f"k{p['k']}",
+            ("k",),
         ),
     )
 }

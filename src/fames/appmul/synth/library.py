@@ -47,7 +47,8 @@ class SynthConfig:
     generations: int = 20000  # per CGP run
     proxy: str = "pdp"  # what CGP minimizes: "pdp" (switching energy x depth) or "area" (LAC always saves area)
     time_s: float | None = None  # optional wall-clock cap per job (then results depend on machine load)
-    designs: int = 24  # at most this many designs in the library, spread over the error axis
+    designs: int = 24  # at most this many designs in the library: the best within each CGP threshold, the rest
+    # at log-spaced error bounds
     family_starts: bool = True  # CGP also starts from the families' Pareto-best designs within max_error
     rounds: int = 1  # round r > 1: CGP restarts at every threshold from the cheapest design found so far within it
 
@@ -246,9 +247,18 @@ def _bounds(designs: Sequence[Design], n: int, max_error: float) -> np.ndarray:
     return np.geomspace(lo, max_error, max(1, n))
 
 
-def thin(front: Sequence[Design], n: int, max_error: float) -> list[Design]:
-    """At most ``n`` designs of a Pareto ``front``: for error bounds log-spaced up to ``max_error``, the cheapest
-    design within each (exact-error designs always kept)."""
+def _thin_bounds(designs: Sequence[Design], n: int, max_error: float, anchors: Sequence[float]) -> list[float]:
+    """``n`` error bounds: the ``anchors`` within ``max_error`` (dropped when they alone would fill ``n``), the rest
+    log-spaced (:func:`_bounds`)."""
+    anchors = sorted({float(t) for t in anchors if 0 < t <= max_error})
+    if len(anchors) >= n:
+        anchors = []
+    return sorted({*anchors, *_bounds(designs, n - len(anchors), max_error).tolist()})
+
+
+def thin(front: Sequence[Design], n: int, max_error: float, anchors: Sequence[float] = ()) -> list[Design]:
+    """At most ``n`` designs of a Pareto ``front``: for error bounds up to ``max_error`` (the ``anchors``, e.g. the
+    CGP thresholds, and log-spaced ones), the cheapest design within each (exact-error designs always kept)."""
     if len(front) <= n:
         return list(front)
     exact = [d for d in front if d.error <= 0]
@@ -256,7 +266,7 @@ def thin(front: Sequence[Design], n: int, max_error: float) -> list[Design]:
     if not rest:
         return exact[:1]
     chosen: dict[int, Design] = {}
-    for b in _bounds(rest, n - len(exact[:1]), max_error):
+    for b in _thin_bounds(rest, n - len(exact[:1]), max_error, anchors):
         within = [d for d in rest if d.error <= b * (1 + 1e-9)]
         if within:
             d = min(within, key=lambda d: d.cost)
@@ -265,18 +275,18 @@ def thin(front: Sequence[Design], n: int, max_error: float) -> list[Design]:
 
 
 def shortlist(designs: Sequence[Design], n: int, max_error: float, slack: float = PROXY_SLACK,
-              per_bound: int = PER_BOUND) -> list[Design]:
+              per_bound: int = PER_BOUND, anchors: Sequence[float] = ()) -> list[Design]:
     """The designs worth a real costing: the family designs the searches started from (``method == "seed"``),
-    and at each of ``n`` error bounds (those of :func:`thin`, 0 included) up to ``per_bound`` designs of distinct
-    function within the bound whose proxy cost is at most ``1 + slack`` times the cheapest's. The proxy ranks
-    near-ties wrongly often enough (4x4u, NanGate: a family design 16% dearer by proxy than the front's at
-    MRED <= 2% has the lower PDP) that the front is chosen on real costs."""
+    and at each of ``n`` error bounds (those of :func:`thin` with the same ``anchors``, 0 included) up to
+    ``per_bound`` designs of distinct function within the bound whose proxy cost is at most ``1 + slack`` times the
+    cheapest's. The proxy ranks near-ties wrongly often enough (4x4u, NanGate: a family design 16% dearer by proxy
+    than the front's at MRED <= 2% has the lower PDP) that the front is chosen on real costs."""
     pool: dict[bytes, Design] = {}
     for d in sorted(designs, key=lambda d: (d.error, d.cost)):  # one design per function: its cheapest (first)
         pool.setdefault(hashlib.blake2b(d.network.output_values().tobytes(), digest_size=16).digest(), d)
     uniq = list(pool.values())
     chosen = {id(d): d for d in designs if d.method == "seed" and d.error <= max_error}
-    for b in [0.0, *_bounds(uniq, n, max_error)]:
+    for b in [0.0, *_thin_bounds(uniq, n, max_error, anchors)]:
         within = sorted((d for d in uniq if d.error <= b * (1 + 1e-9)), key=lambda d: d.cost)
         for d in within[:per_bound]:
             if d.cost <= within[0].cost * (1 + slack):
@@ -395,14 +405,16 @@ def synthesize(
     for d in designs:  # one cost for the front: LAC paths are scored by area, CGP by cfg.proxy
         d.cost = proxy_cost(d.network, cfg.proxy, gc)
     front = pareto(designs)
+    anchors = cfg.cgp_thresholds() if "cgp" in cfg.methods else []  # each requested error level keeps its best
     if on_front is not None:
         on_front(designs, front)
     if cost is None:
-        return _distinct([to_appmul(d, cfg, i) for i, d in enumerate(thin(front, cfg.designs, cfg.max_error))])
-    cands = shortlist(designs, cfg.designs, cfg.max_error)
+        kept_front = thin(front, cfg.designs, cfg.max_error, anchors)
+        return _distinct([to_appmul(d, cfg, i) for i, d in enumerate(kept_front)])
+    cands = shortlist(designs, cfg.designs, cfg.max_error, anchors=anchors)
     made = [to_appmul(d, cfg, i) for i, d in enumerate(cands)]
     real = [replace(d, cost=float(c)) for d, c in zip(cands, cost(made), strict=True)]
-    kept = {id(d) for d in thin(pareto(real), cfg.designs, cfg.max_error)}
+    kept = {id(d) for d in thin(pareto(real), cfg.designs, cfg.max_error, anchors)}
     return [m for d, m in zip(real, made, strict=True) if id(d) in kept]
 
 
