@@ -47,8 +47,7 @@ class SynthConfig:
     generations: int = 20000  # per CGP run
     proxy: str = "pdp"  # what CGP minimizes: "pdp" (switching energy x depth) or "area" (LAC always saves area)
     time_s: float | None = None  # optional wall-clock cap per job (then results depend on machine load)
-    designs: int = 24  # at most this many designs in the library: the best within each CGP threshold, the rest
-    # at log-spaced error bounds
+    designs: int = 24  # library size: the best design within each CGP threshold, the rest at log-spaced bounds
     family_starts: bool = True  # CGP also starts from the families' Pareto-best designs within max_error
     rounds: int = 1  # round r > 1: CGP restarts at every threshold from the cheapest design found so far within it
 
