@@ -126,6 +126,27 @@ def test_pareto_and_thin():
     assert [d.error for d in thin(pareto(ds), 4, 8.0, anchors=(3.0,))] == [0, 1, 3, 8]
 
 
+def test_shortlist_costs_several_circuits_of_one_function():
+    """One function's circuits all reach the real costing (up to ``per_function``, cheapest proxy first): the cell
+    mapping can cost them very differently."""
+    from fames.appmul.synth.library import Design, shortlist
+
+    base = exact_network(2, 2, False)
+
+    def padded(k: int) -> Network:  # the same function through k buffers on output 0
+        net = base.copy()
+        for _ in range(k):
+            net.nodes.append((BUF, net.outputs[0], 0))
+            net.outputs[0] = net.n_inputs + len(net.nodes) - 1
+        return net
+
+    same = [Design(padded(k), 0.0, 10.0 + k, "cgp", 0, 1.0) for k in range(5)]
+    assert len({d.network.output_values().tobytes() for d in same}) == 1
+    got = shortlist([*same, *same[:2]], 4, 5.0, slack=0.0, per_bound=1, per_function=3)
+    assert [d.cost for d in got] == [10.0, 11.0, 12.0]  # distinct circuits only, the duplicates once
+    assert [d.cost for d in shortlist(same, 4, 5.0, per_function=1)] == [10.0]
+
+
 def test_a_real_cost_chooses_the_front(tmp_path, monkeypatch):
     """With a real cost the library is the Pareto front of (error, real cost) over every design costed, and the
     family seeds are always among those costed, whatever the proxy thinks of them."""

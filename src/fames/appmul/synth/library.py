@@ -28,7 +28,8 @@ from fames.errors import AppMulError
 METHODS = ("lac", "cgp")
 JOB_VERSION = "synth-job-1"  # bump when a search changes what the same settings produce
 PROXY_SLACK = 0.25  # with a real cost: designs up to 25% dearer by proxy than the cheapest are costed too
-PER_BOUND = 3  # ... at most this many per error bound
+PER_BOUND = 3  # ... at most this many functions per error bound
+PER_FUNCTION = 4  # ... each with at most this many of its circuits
 DEFAULT_THRESHOLDS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0)  # MRED %, CGP runs (<= max_error)
 
 
@@ -274,22 +275,33 @@ def thin(front: Sequence[Design], n: int, max_error: float, anchors: Sequence[fl
 
 
 def shortlist(designs: Sequence[Design], n: int, max_error: float, slack: float = PROXY_SLACK,
-              per_bound: int = PER_BOUND, anchors: Sequence[float] = ()) -> list[Design]:
+              per_bound: int = PER_BOUND, per_function: int = PER_FUNCTION,
+              anchors: Sequence[float] = ()) -> list[Design]:
     """The designs worth a real costing: the family designs the searches started from (``method == "seed"``),
     and at each of ``n`` error bounds (those of :func:`thin` with the same ``anchors``, 0 included) up to
-    ``per_bound`` designs of distinct function within the bound whose proxy cost is at most ``1 + slack`` times the
-    cheapest's. The proxy ranks near-ties wrongly often enough (4x4u, NanGate: a family design 16% dearer by proxy
-    than the front's at MRED <= 2% has the lower PDP) that the front is chosen on real costs."""
-    pool: dict[bytes, Design] = {}
-    for d in sorted(designs, key=lambda d: (d.error, d.cost)):  # one design per function: its cheapest (first)
-        pool.setdefault(hashlib.blake2b(d.network.output_values().tobytes(), digest_size=16).digest(), d)
-    uniq = list(pool.values())
+    ``per_bound`` functions within the bound whose proxy cost is at most ``1 + slack`` times the cheapest's, each
+    with up to ``per_function`` of its distinct circuits (the cheapest by proxy). The proxy ranks near-ties wrongly
+    often enough (4x4u, NanGate: a family design 16% dearer by proxy than the front's at MRED <= 2% has the lower
+    PDP) that the front is chosen on real costs; and one function's circuits differ in real cost far more than in
+    proxy (3x3u, MRED 0.33%: PDP/exact 0.83-1.26 among circuits within 7% of each other by proxy)."""
+    circuits: dict[bytes, list[Design]] = {}  # function -> its distinct circuits, cheapest proxy first
+    seen: set[str] = set()
+    for d in sorted(designs, key=lambda d: (d.error, d.cost)):
+        key = repr((d.network.compact().nodes, d.network.compact().outputs))
+        if key in seen:
+            continue
+        seen.add(key)
+        fn = circuits.setdefault(hashlib.blake2b(d.network.output_values().tobytes(), digest_size=16).digest(), [])
+        if len(fn) < per_function:
+            fn.append(d)
+    uniq = [c[0] for c in circuits.values()]  # each function by its cheapest circuit
+    of = {id(c[0]): c for c in circuits.values()}
     chosen = {id(d): d for d in designs if d.method == "seed" and d.error <= max_error}
     for b in [0.0, *_thin_bounds(uniq, n, max_error, anchors)]:
         within = sorted((d for d in uniq if d.error <= b * (1 + 1e-9)), key=lambda d: d.cost)
         for d in within[:per_bound]:
             if d.cost <= within[0].cost * (1 + slack):
-                chosen[id(d)] = d
+                chosen.update((id(c), c) for c in of[id(d)])
     return sorted(chosen.values(), key=lambda d: (d.error, d.cost))
 
 
