@@ -283,11 +283,12 @@ def shortlist(designs: Sequence[Design], n: int, max_error: float, slack: float 
     with up to ``per_function`` of its distinct circuits (the cheapest by proxy). The proxy ranks near-ties wrongly
     often enough (4x4u, NanGate: a family design 16% dearer by proxy than the front's at MRED <= 2% has the lower
     PDP) that the front is chosen on real costs; and one function's circuits differ in real cost far more than in
-    proxy (3x3u, MRED 0.33%: PDP/exact 0.83-1.26 among circuits within 7% of each other by proxy)."""
+    proxy (3x3u, MRED 0.33%: PDP/exact 0.83-1.26 among ten circuits within 13% of each other by proxy)."""
     circuits: dict[bytes, list[Design]] = {}  # function -> its distinct circuits, cheapest proxy first
     seen: set[str] = set()
     for d in sorted(designs, key=lambda d: (d.error, d.cost)):
-        key = repr((d.network.compact().nodes, d.network.compact().outputs))
+        small = d.network.compact()
+        key = repr((small.nodes, small.outputs))
         if key in seen:
             continue
         seen.add(key)
