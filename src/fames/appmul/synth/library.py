@@ -295,14 +295,13 @@ def shortlist(designs: Sequence[Design], n: int, max_error: float, slack: float 
         fn = circuits.setdefault(hashlib.blake2b(d.network.output_values().tobytes(), digest_size=16).digest(), [])
         if len(fn) < per_function:
             fn.append(d)
-    uniq = [c[0] for c in circuits.values()]  # each function by its cheapest circuit
-    of = {id(c[0]): c for c in circuits.values()}
+    groups = list(circuits.values())  # each function's circuits; its first (cheapest) stands for it
     chosen = {id(d): d for d in designs if d.method == "seed" and d.error <= max_error}
-    for b in [0.0, *_thin_bounds(uniq, n, max_error, anchors)]:
-        within = sorted((d for d in uniq if d.error <= b * (1 + 1e-9)), key=lambda d: d.cost)
-        for d in within[:per_bound]:
-            if d.cost <= within[0].cost * (1 + slack):
-                chosen.update((id(c), c) for c in of[id(d)])
+    for b in [0.0, *_thin_bounds([g[0] for g in groups], n, max_error, anchors)]:
+        within = sorted((g for g in groups if g[0].error <= b * (1 + 1e-9)), key=lambda g: g[0].cost)
+        for g in within[:per_bound]:
+            if g[0].cost <= within[0][0].cost * (1 + slack):
+                chosen.update((id(c), c) for c in g)
     return sorted(chosen.values(), key=lambda d: (d.error, d.cost))
 
 
