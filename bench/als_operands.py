@@ -54,7 +54,13 @@ def main() -> int:
 
     import torch
 
-    from fames.appmul.synth.library import DEFAULT_THRESHOLDS, SynthConfig, gate_costs, synthesize
+    from fames.appmul.synth.library import (
+        DEFAULT_THRESHOLDS,
+        SynthConfig,
+        gate_costs,
+        synthesize,
+        weighted_thresholds,
+    )
     from fames.data import get_loader
     from fames.flow.library import pdp_costs
     from fames.hw.cost import cost_library
@@ -88,6 +94,7 @@ def main() -> int:
         for m in libs[n]:  # unique names; the Verilog keeps its module (m.top)
             m.name = m.name.replace("synth_", f"synth_{n.replace('.', '_')}_")
     synth_s = time.perf_counter() - t0
+    scales = ", ".join(f"{n} x{weighted_thresholds(cfg, hists[n])[-1] / cfg.thresholds[-1]:.3g}" for n in args.layers)
     pdp = {}
     for ms in libs.values():
         for m in cost_library(ms, args.liberty, jobs=args.workers):
@@ -99,7 +106,8 @@ def main() -> int:
              f"{args.checkpoint.split('/')[-1]} on {args.images} training images when only that layer uses the "
              "design. Per PDP/exact level each library offers its design of smallest own error among those at or "
              f"below it (chosen without the loss): the uniform {args.metric} against the {args.metric} weighted by "
-             f"the layer's own operand pairs (counted on {args.images} other training images).", "",
+             f"the layer's own operand pairs (counted on {args.images} other training images; CGP thresholds mapped to "
+             f"the weighted metric by `weighted_thresholds`: {scales}).", "",
              "| layer | PDP/exact <= | uniform: design | loss change | operand-aware: design | loss change | "
              "aware better |", "|---|---|---|---|---|---|---|"]
     wins = total = 0

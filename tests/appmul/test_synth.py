@@ -302,3 +302,27 @@ def test_a_second_round_restarts_from_the_cheapest_design_and_never_loses(tmp_pa
     # the second synthesis reuses every round-1 job (the key holds only what one job depends on) and adds the two
     # restarts
     assert len(list((tmp_path / "synth-jobs").glob("*.json"))) == len(one.jobs()) + 2
+
+
+def test_operand_weights_map_the_threshold_grid(tmp_path, monkeypatch):
+    """With operand weights the CGP grid moves by the median weighted/uniform error ratio of the family designs
+    (unchanged for uniform weights), and the searches run at the moved thresholds."""
+    from fames.appmul.families import build_family
+    from fames.appmul.synth.library import weighted_thresholds
+
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
+    cfg = SynthConfig(3, 3, False, methods=("cgp",), metric="mse", max_error=50.0, thresholds=(1.0, 4.0), seeds=1,
+                      generations=100, family_starts=False)
+    assert weighted_thresholds(cfg, np.ones((8, 8))) == pytest.approx(cfg.thresholds)
+    weights = np.ones((8, 8))
+    weights[0] = 30.0  # a ReLU layer: mostly zero activations, where most designs are exact
+    uniform, weighted = ErrorModel(3, 3, False, "mse"), ErrorModel(3, 3, False, "mse", weights)
+    ratios = [weighted(v) / uniform(v) for m in build_family("all", 3, 3, False)
+              if 0 < uniform(v := m.lut.reshape(-1).astype(np.int64)) <= 50.0]
+    scale = float(np.median(ratios))
+    assert 0 < scale < 0.5
+    mapped = weighted_thresholds(cfg, weights)
+    assert mapped == pytest.approx((scale, 4 * scale), rel=1e-3)
+    lib = synthesize(cfg, weights=weights, workers=1, progress=False)
+    ths = {m.provenance["threshold"] for m in lib if m.provenance["method"] == "cgp"}
+    assert ths and ths <= {*mapped, 50.0}

@@ -185,6 +185,10 @@ class FamesConfig:
         if self.calibration is not None and not isinstance(self.calibration, CalibrationConfig):
             raise ConfigError(f"FamesConfig calibration must be a fames.CalibrationConfig or None, not "
                               f"{type(self.calibration).__name__}")
+        if self.calibration is not None and self.calibration.seed != 0:
+            raise ConfigError(f"calibration.seed={self.calibration.seed} would be ignored: the run's seed (`seed:`, "
+                              f"FamesConfig.seed, now {self.seed}) seeds the calibration with everything else; set "
+                              "that one instead")
         for r in self.budgets:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
                 raise ConfigError(f"energy budget {r!r} must be a number in (0, 1] (fraction of the exact energy)")

@@ -43,7 +43,9 @@ class SynthConfig:
     methods: tuple[str, ...] = METHODS
     metric: str = "mred"
     max_error: float = 20.0
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # one CGP run per threshold (<= max_error) and seed
+    # one CGP run per threshold (<= max_error) and seed; with operand weights the grid is first mapped to the weighted
+    # metric (weighted_thresholds)
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     seeds: int = 2
     generations: int = 20000  # per CGP run
     proxy: str = "pdp"  # what CGP minimizes: "pdp" (switching energy x depth) or "area" (LAC always saves area)
@@ -411,6 +413,8 @@ def synthesize(
     (:func:`shortlist`), and the front and its thinning use these real costs.
     """
     gc = gate_cost or GATE_EQUIVALENTS
+    if weights is not None:
+        cfg = replace(cfg, thresholds=weighted_thresholds(cfg, weights))
     results = _run_all(cfg, weights, gc, workers or os.cpu_count() or 1, ray_address, progress)
     designs = [d for r in results for d in r]
     for d in designs:  # one cost for the front: LAC paths are scored by area, CGP by cfg.proxy
@@ -427,6 +431,30 @@ def synthesize(
     real = [replace(d, cost=float(c)) for d, c in zip(cands, cost(made), strict=True)]
     kept = {id(d) for d in thin(pareto(real), cfg.designs, cfg.max_error, anchors)}
     return [m for d, m in zip(real, made, strict=True) if id(d) in kept]
+
+
+def weighted_thresholds(cfg: SynthConfig, weights: np.ndarray) -> tuple[float, ...]:
+    """``cfg.thresholds`` mapped from the uniform metric to the metric weighted by ``weights``: times the median, over
+    the family designs with a nonzero uniform error within ``max_error``, of weighted / uniform error.
+
+    Operand weights concentrate on a few operand pairs (e.g. a ReLU layer's zero activations), so the weighted errors
+    of the same designs are often 5-20x smaller than the uniform ones; the uniform grid would then spend every CGP run
+    on loose thresholds and leave the mild end, where a layer's designs are chosen, to chance. ``max_error`` stays the
+    bound in the weighted metric's own unit."""
+    from fames.appmul.families import build_family
+
+    uniform = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric)
+    weighted = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
+    ratios = []
+    for m in build_family("all", cfg.a_bits, cfg.w_bits, cfg.signed):
+        v = m.lut.reshape(-1).astype(np.int64)
+        u = uniform(v)
+        if 0 < u <= cfg.max_error:
+            ratios.append(weighted(v) / u)
+    scale = float(np.median(ratios)) if ratios else 1.0
+    if not scale > 0:  # every family design exact on the weighted pairs: keep the grid
+        return cfg.thresholds
+    return tuple(float(f"{t * scale:.4g}") for t in cfg.thresholds)
 
 
 def _distinct(appmuls: list[AppMul]) -> list[AppMul]:
@@ -448,4 +476,4 @@ def front_table(designs: Sequence[Design]) -> list[dict[str, Any]]:
 
 __all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "family_network",
            "front_table", "gate_costs", "pareto", "proxy_cost", "shortlist", "start_networks", "synthesize", "thin",
-           "to_appmul"]
+           "to_appmul", "weighted_thresholds"]
