@@ -450,6 +450,7 @@ def approximate_(
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],
         library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
         timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all + reused_s,
+                 "threads": torch.get_num_threads(),
                  "reused_s": reused_s}, model=model,
         liberty=str(liberty), within_bound=bool(within), states=states,
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
