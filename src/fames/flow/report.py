@@ -70,8 +70,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
         f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s, total {t['total_s']:.1f} s"
-        + (f" on {t['threads']} torch thread(s) (calibration is repeatable at a fixed thread count; another count "
-           "changes its float sums and, measured, the calibrated accuracy by up to 0.5 points)" if "threads" in t
+        + (f" on {t['threads']} torch thread(s) (calibration repeats exactly at the same count)" if "threads" in t
            else "") + ".",
         "",
         "| bits | R | multipliers | accuracy % | before calib. % | rel. accuracy | rel. energy | reduced energy |",
