@@ -32,6 +32,7 @@ CONFIGS = {
     "mixed48": "resnet20_mixed48.pt",
 }
 TRAIN_SPLIT = 50000
+MARK = "<!-- calibration -->"  # the generated section of --out
 
 
 def main() -> int:
@@ -61,7 +62,7 @@ def main() -> int:
     from fames.data import get_loader
     from fames.flow.config import RunConfig
     from fames.flow.inputs import prepare
-    from fames.io import atomic_write_text
+    from fames.io import write_section
     from fames.method.calibrate import CalibrationConfig, calibrate
     from fames.method.estimate import TaylorEstimator
     from fames.method.problem import apply_choice
@@ -122,7 +123,8 @@ def main() -> int:
         ret_acc = evaluate(ret, test, False)["accuracy"]
         full_s = rep.seconds * TRAIN_SPLIT / min(args.retrain_images, TRAIN_SPLIT)
         rows.append((name, exact, sel.ratio, before, cal_acc, cal_s, ret_acc, rep.seconds, full_s))
-        atomic_write_text(args.out, _render(args, rows))  # after every configuration: an interrupted run keeps them
+        # after every configuration (an interrupted run keeps them), between the markers: hand-written notes below stay
+        write_section(args.out, MARK, _render(args, rows))
         print(
             f"{name}: R={sel.ratio:.3f} exact {exact:.2f} approx {before:.2f} calibrated {cal_acc:.2f} "
             f"({cal_s:.0f} s) retrained {ret_acc:.2f} ({rep.seconds:.0f} s; full epochs ~{full_s:.0f} s)"

@@ -34,6 +34,7 @@ CONFIGS = {
     "w4a4-filter": ("resnet20_w4a4.pt", "generate+synth"),  # one AppMul per filter instead of per layer
     "w3a3-filter": ("resnet20_w3a3.pt", "generate+synth"),
     "w4a4-rich": ("resnet20_w4a4.pt", "generate+synth"),  # a longer synthesis keeping more designs
+    "w4a4-grid": ("resnet20_w4a4.pt", "generate+synth"),  # every R of a grid measured on validation, no bisection
 }
 SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
     "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
@@ -44,7 +45,10 @@ SELECTION = {  # `selection:` options of a configuration (else layer level, no c
     "w4a4-filter": ({"granularity": "filter"}, ", filter level"),
     "w3a3-filter": ({"granularity": "filter"}, ", filter level"),
 }
-VARIANTS = set(SYNTH) | set(SELECTION)  # variants of a row: not counted twice in the mean
+SEARCH = {  # `search:` options of a configuration with --search (else bisection) and their label
+    "w4a4-grid": ({"grid": [0.8, 0.78, 0.76, 0.74, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
+}
+VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH)  # variants of a row: not counted twice in the mean
 
 
 def main() -> int:
@@ -138,7 +142,8 @@ def main() -> int:
                 **({"synth": SYNTH[name][0]} if name in SYNTH else {}),
                 "liberty": liberty,
                 "budget": "search" if args.search else args.budgets,
-                "search": {"validation_images": args.validation_images, "resolution": args.resolution},
+                "search": {"validation_images": args.validation_images, "resolution": args.resolution,
+                           **SEARCH.get(name, ({}, ""))[0]},
                 "seeds": args.seeds,
                 "max_accuracy_loss": args.max_loss,
                 # --estimator-mean forward: the mean output error by forward passes (MeanForward), Taylor on the rest
@@ -163,7 +168,7 @@ def main() -> int:
         a = r["accuracy"]
         rows[name] = {
             "library": library + SYNTH.get(name, ({}, ""))[1]
-            + SELECTION.get(name, ({}, ""))[1],
+            + SELECTION.get(name, ({}, ""))[1] + SEARCH.get(name, ({}, ""))[1],
             "checkpoint": ck, "float": a["float"], "exact_quant": a["exact_quant"],
             "approx": a["approx"], "approx_uncalibrated": a["approx_uncalibrated"],
             "relative_energy": r["relative_energy"], "energy_reduction": r["energy_reduction"],
@@ -171,6 +176,7 @@ def main() -> int:
             "date": dt.date.today().isoformat(), "eval_images": args.eval_images,
             "budget": r["budget"], "test": r.get("test"), "seeds": r.get("seeds"),
             "calibrate_s": {f"{x['budget']:g}": x["calibrate_s"] for x in r["runs"] if not x["infeasible"]},
+            "validation": {f"{x['budget']:g}": x["accuracy"] for x in r["runs"] if not x["infeasible"]},
         }
         print(f"{name}: calibration seconds per budget: " + ", ".join(
             f"R={k}: {v:.0f} s" for k, v in rows[name]["calibrate_s"].items()))

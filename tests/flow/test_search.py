@@ -7,7 +7,7 @@ import torch
 
 import fames
 from fames.data import get_loader
-from fames.flow.approximate import BudgetRow, _bisect
+from fames.flow.approximate import BudgetRow, _bisect, _search
 from fames.flow.config import RunConfig, SearchConfig, SelectionConfig
 from fames.flow.sources import TensorSamples, holdout
 from tests.flow.test_own_model import DepthwiseSeparableCNN
@@ -45,6 +45,32 @@ def test_bisection_finds_the_smallest_ratio_within_the_bound():
     assert seen[0] == pytest.approx(0.13) and len(seen) <= 10  # cheapest feasible first, then ~log2(87) steps
     # the cheapest feasible R already within: one measurement
     assert len(_bisect(measure, lambda row: True, min_ratio=0.5, resolution=0.01)) == 1
+
+
+def test_grid_search_measures_every_ratio_and_tolerates_a_non_monotone_curve():
+    """Accuracy within the bound at R = 0.66 but not at 0.70 / 0.72 (calibration noise): bisection from the cheapest
+    feasible R never visits 0.66 once it is below a failing R; the grid measures all of its R and takes 0.66."""
+    seen = []
+
+    def measure(r):
+        seen.append(r)
+        return BudgetRow(budget=r, relative_energy=r, accuracy=90.0 if r >= 0.75 or r == 0.66 else 85.0)
+
+    def within(row):
+        return row.accuracy >= 89.0
+
+    rows = _search(measure, within, 0.1, SearchConfig(grid=[0.8, 0.66, 0.72, 0.7, 0.75, 0.6, 0.66]))
+    assert seen == [0.8, 0.75, 0.72, 0.7, 0.66, 0.6]  # each once, largest first
+    assert [r.budget for r in rows] == sorted(seen) and min(r.budget for r in rows if within(r)) == 0.66
+    seen.clear()
+    rows = _search(measure, within, 0.1, SearchConfig(grid=[0.6, 0.7]))  # none within: the exact assignment too
+    assert seen == [0.7, 0.6, 1.0] and [r.budget for r in rows] == [0.6, 0.7, 1.0]
+    seen.clear()
+    _search(measure, within, 0.6, SearchConfig(resolution=0.02))  # no grid: the bisection
+    assert seen[0] == 0.6 and 0.66 not in seen
+    for bad in ([], [0.5, 1.2], [0.0]):
+        with pytest.raises(fames.FamesError, match="grid"):
+            RunConfig.from_dict({"budget": "search", "search": {"grid": bad}})
 
 
 def test_holdout_is_disjoint_and_seeded():

@@ -29,7 +29,7 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import FamesError
-from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig
+from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig, SearchConfig
 from fames.flow.library import candidate_appmuls, liberty_path, model_operand_weights
 from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
@@ -400,7 +400,7 @@ def approximate_(
         return not r.infeasible and exact["accuracy"] - r.accuracy + cfg.search.margin * se <= cfg.max_accuracy_loss
 
     if searching:
-        rows = _bisect(lambda r: measure(r, lazy=True), within_bound, mp.problem.min_ratio(), cfg.search.resolution)
+        rows = _search(lambda r: measure(r, lazy=True), within_bound, mp.problem.min_ratio(), cfg.search)
     for ratio in budgets:
         if sel_cfg.stop_at_loss and any(not r.infeasible and not within_bound(r) for r in rows):
             break
@@ -420,8 +420,8 @@ def approximate_(
         measure_layer = measurer(_BudgetContext(model, setup, coarse, judge, probe, (cx, cy), held, replace(
             cfg, selection=layer_sel), liberty_file, progress, exact["correct"]),
             budget_key_base(layer_sel, estimate_key("layer")), layer_states)
-        got = [r for r in _bisect(lambda r: measure_layer(r, lazy=True), within_bound, coarse.problem.min_ratio(),
-                                  cfg.search.resolution) if not r.infeasible and within_bound(r)]
+        got = [r for r in _search(lambda r: measure_layer(r, lazy=True), within_bound, coarse.problem.min_ratio(),
+                                  cfg.search) if not r.infeasible and within_bound(r)]
         layer_best = min(got, key=lambda r: r.relative_energy) if got else None
         if layer_best is not None and (not within or layer_best.relative_energy < best.relative_energy - 1e-12):
             if layer_best.calibration_skipped:
@@ -485,6 +485,17 @@ def split_samples(samples: Samples, cfg: FamesConfig, record: Any = None) -> tup
 def calibration_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The calibration images ``(x (N, C, H, W), y (N,))`` of a run: a seeded draw of the training samples."""
     return samples.draw(min(_calibration_count(cfg), len(samples)), cfg.seed)
+
+
+def _search(measure, within, min_ratio: float, search: SearchConfig) -> list[BudgetRow]:  # type: ignore[no-untyped-def]
+    """Rows of the target mode's search, sorted by R: every R of ``search.grid`` (plus R = 1 when none of them is
+    within the bound), else a bisection to ``search.resolution``."""
+    if search.grid is None:
+        return _bisect(measure, within, min_ratio, search.resolution)
+    rows = [measure(r) for r in sorted(set(search.grid), reverse=True)]
+    if not any(within(r) for r in rows) and 1.0 not in search.grid:
+        rows.append(measure(1.0))
+    return sorted(rows, key=lambda r: r.budget)
 
 
 def _bisect(measure, within, min_ratio: float, resolution: float) -> list[BudgetRow]:  # type: ignore[no-untyped-def]

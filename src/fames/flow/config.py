@@ -143,17 +143,25 @@ class SearchConfig:
     W4A4 at R = 0.52: 67.5% -> 83.0%, so the default leaves a wide margin). ``margin`` (standard errors): a budget
     counts as within the bound when its paired validation loss plus ``margin`` standard errors of that paired
     difference is (the smallest R that only just touches the bound on validation is optimistic by selection:
-    ResNet-20 W8A8 chosen at exactly -1.00 on 2,000 validation images tested at -1.67 points)."""
+    ResNet-20 W8A8 chosen at exactly -1.00 on 2,000 validation images tested at -1.67 points). ``grid``: instead of
+    bisecting, measure each of these R on the validation split (one calibration each) and choose the cheapest within
+    the bound. Bisection assumes the calibrated accuracy falls monotonically with R; near the bound it need not
+    (ResNet-20 W4A4, docs/results/calibration.md: calibrated validation accuracy flat at 84.0-85.4% and not monotone
+    over R = 0.62-0.80), and a grid shows the whole curve; it also tests more R, so its choice is the more
+    optimistic by selection (keep ``margin``)."""
 
     __pydantic_config__ = STRICT
     resolution: Annotated[float, Field(ge=0.001, le=0.1)] = 0.01
     validation_images: Positive | None = None
     calibrate_within: Annotated[float, Field(ge=0)] = 30.0
     margin: Annotated[float, Field(ge=0)] = 1.0
+    grid: list[Ratio] | None = None
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.resolution <= 0.1:
             raise ConfigError(f"search resolution={self.resolution} must lie in [0.001, 0.1]")
+        if self.grid is not None and (not self.grid or any(not 0 < r <= 1 for r in self.grid)):
+            raise ConfigError(f"search grid={self.grid} must be a non-empty list of energy ratios in (0, 1]")
         if self.validation_images is not None and self.validation_images < 1:
             raise ConfigError(f"search validation_images={self.validation_images} must be >= 1")
 
