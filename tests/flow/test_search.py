@@ -93,7 +93,12 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
     assert len(r.rows) <= 9 and r.test["images"] == 360
     assert r.test["paired_difference"]["points"] == pytest.approx(r.test["accuracy"] - r.test["exact_accuracy"])
     files = r.save(tmp_path)
-    assert tmp_path / "fig_frontier.png" in files and "**Test** (360 images" in (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert tmp_path / "fig_frontier.png" in files and "**Test** (360 images" in text
+    for row in r.rows:  # each R's paired validation loss, the quantity the bound judges, in the report's table
+        pd = row.paired_difference
+        assert pd["points"] == pytest.approx(row.accuracy - r.exact_accuracy)  # the same validation images
+        assert f"| {100 * row.energy_reduction:.2f}% | {pd['points']:+.2f} [{pd['ci95'][0]:+.2f}, " in text
     with pytest.raises(fames.FamesError, match="search.validation_images: Input should be greater than or equal to 1"):
         RunConfig.from_dict({"budget": "search", "search": {"validation_images": 0}})
     with pytest.raises(fames.FamesError, match="budget"):

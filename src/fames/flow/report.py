@@ -39,9 +39,15 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "relative_accuracy": r["accuracy"] / exact if exact else None,
                 "relative_energy": r["relative_energy"],
                 "energy_reduction": r["energy_reduction"],
+                "paired_difference": r.get("paired_difference"),
             }
         )
     return rows
+
+
+def _paired(pd: dict[str, Any] | None) -> str:
+    """``-0.41 [-0.86, +0.04]``: a paired accuracy difference in points with its 95% interval."""
+    return "-" if not pd else f"{pd['points']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}]"
 
 
 def _on_validation(report: dict[str, Any]) -> str:
@@ -73,24 +79,29 @@ def markdown(report: dict[str, Any]) -> str:
         + (f" on {t['threads']} torch thread(s) (calibration repeats exactly at the same count)" if "threads" in t
            else "") + ".",
         "",
-        "| bits | R | multipliers | accuracy % | before calib. % | rel. accuracy | rel. energy | reduced energy |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in table3_rows(report):
+    rows = table3_rows(report)
+    paired = any(r["paired_difference"] for r in rows)  # the target mode: each R judged by its paired loss
+    lines += [
+        "| bits | R | multipliers | accuracy % | before calib. % | rel. accuracy | rel. energy | reduced energy |"
+        + (" paired difference to exact, points [95%] |" if paired else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if paired else ""),
+    ]
+    for r in rows:
         lines.append(
             f"| {r['bits']} | {r['budget']:g}{' (L)' if r['layer_fallback'] else ''} | {r['multipliers']} | "
             f"{r['accuracy']:.2f}{'*' if r['calibration_skipped'] else ''}{'+' if r['beyond_reach'] else ''} | "
             f"{r['accuracy_uncalibrated']:.2f} | {_fmt(r['relative_accuracy'], '.4f')} | {r['relative_energy']:.4f} "
-            f"| {100 * r['energy_reduction']:.2f}% |"
+            f"| {100 * r['energy_reduction']:.2f}% |" + (f" {_paired(r['paired_difference'])} |" if paired else "")
         )
-    if any(r["calibration_skipped"] for r in table3_rows(report)):
+    if any(r["calibration_skipped"] for r in rows):
         lines.append("\n\\* within the bound before calibration: the search did not calibrate this R (calibration "
                      "cannot move it out of the bound).")
-    if any(r["beyond_reach"] for r in table3_rows(report)):
+    if any(r["beyond_reach"] for r in rows):
         within = report["config"]["search"]["calibrate_within"]
         lines.append(f"\n\\+ more than {within:g} points below the bound before calibration: judged beyond it "
                      "without calibrating (`search.calibrate_within`).")
-    if any(r["layer_fallback"] for r in table3_rows(report)):
+    if any(r["layer_fallback"] for r in rows):
         lines.append(f"\n(L): the layer-level selection of this budget scored better than the "
                      f"{report['config']['selection']['granularity']}-level one before calibration and replaced it "
                      "(`selection.layer_fallback`).")
