@@ -194,6 +194,8 @@ def main() -> int:
 
 def render(rows: dict[str, dict], notes: list[str], args: argparse.Namespace, liberty: str) -> str:
     """docs/results/table3.md from the stored rows: the held-out protocol's rows first, then any grid-sweep rows."""
+    from fames.flow.report import paired_text
+
     lines = [
         f"# Table III (ours): ResNet-20, JPEG CIFAR-10, energy reduction at <= {args.max_loss:g} point accuracy loss",
         "",
@@ -242,8 +244,8 @@ def render(rows: dict[str, dict], notes: list[str], args: argparse.Namespace, li
             lines.append(
                 f"| {n} | {r['library']} | {r['budget']:g} | {r['approx']:.2f} / {r['exact_quant']:.2f}"
                 f"{' seen' if seen else ''} | "
-                f"{t['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | {t['exact_accuracy']:.2f} | {pd['points']:+.2f} "
-                f"[{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}], {pd['mcnemar_p']:.2g} | "
+                f"{t['accuracy']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | {t['exact_accuracy']:.2f} | "
+                f"{paired_text(pd)}, {pd['mcnemar_p']:.2g} | "
                 f"{'yes' if -pd['points'] <= args.max_loss else 'NO'} | {100 * r['energy_reduction']:.2f}% | "
                 f"{spread} | {cal} | {1 + [c for c, _ in commands].index(r['command'])} |"
             )

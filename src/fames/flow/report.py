@@ -45,7 +45,7 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _paired(pd: dict[str, Any] | None) -> str:
+def paired_text(pd: dict[str, Any] | None) -> str:
     """``-0.41 [-0.86, +0.04]``: a paired accuracy difference in points with its 95% interval."""
     return "-" if not pd else f"{pd['points']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}]"
 
@@ -92,7 +92,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['bits']} | {r['budget']:g}{' (L)' if r['layer_fallback'] else ''} | {r['multipliers']} | "
             f"{r['accuracy']:.2f}{'*' if r['calibration_skipped'] else ''}{'+' if r['beyond_reach'] else ''} | "
             f"{r['accuracy_uncalibrated']:.2f} | {_fmt(r['relative_accuracy'], '.4f')} | {r['relative_energy']:.4f} "
-            f"| {100 * r['energy_reduction']:.2f}% |" + (f" {_paired(r['paired_difference'])} |" if paired else "")
+            f"| {100 * r['energy_reduction']:.2f}% |" + (f" {paired_text(r['paired_difference'])} |" if paired else "")
         )
     if any(r["calibration_skipped"] for r in rows):
         lines.append("\n\\* within the bound before calibration: the search did not calibrate this R (calibration "
