@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul, operand_values
 from fames.emulate.decompose import Factors, decompose_table
+from fames.emulate.int8 import Int8Plan, _blocks, int8_available, int8_conv, lower
 
 __all__ = [
     "EmulationPlan",
@@ -82,6 +83,8 @@ class EmulationPlan:
     # Bit-plane activation basis: ``U[x, k] == (x | 2**a_bits) >> shifts[k] & 1`` (shift ``a_bits`` is the
     # constant 1), so the stacked activations come from shifts instead of table lookups.
     shifts: np.ndarray | None = None
+    # the same tables as uint8 planes x int8 weights (fames.emulate.int8), None where they do not fit
+    int8: Int8Plan | None = None
     _torch: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -164,7 +167,9 @@ def plan_layer(
         U = np.concatenate([av, f_err.U], axis=1)
         V = np.concatenate([wv, f_err.V], axis=1)
         plan = EmulationPlan(a_bits, w_bits, *sig, M, U, V, "err", f_err.kind, f_err.integer, luts=L)
-    return _to_bit_planes(plan)
+    plan = _to_bit_planes(plan)
+    plan.int8 = lower(L, a_bits, sig[0], wv[:, 0].astype(np.int64), w_bits, used)
+    return plan
 
 
 def lut_plan(appmul: AppMul | Sequence[AppMul], error: bool = False) -> EmulationPlan:
@@ -631,32 +636,48 @@ def choose_method(
     groups: int = 1,
     stride: IntPair = 1,
     dtype: torch.dtype = torch.float32,
+    allow_int8: bool = True,
 ) -> str:
-    """``"conv"`` (stacked factors: ``r`` times the exact convolution's work plus, unless the plan uses bit
-    planes, one table lookup per activation and term) or ``"gather"`` (one ``embedding_bag`` over the LUTs,
-    cost independent of ``r``) for a convolution.
+    """``"int8"`` (uint8 planes x int8 weights, :mod:`fames.emulate.int8`), ``"conv"`` (stacked float factors:
+    ``r`` times the exact convolution's work plus, unless the plan uses bit planes, one table lookup per
+    activation and term) or ``"gather"`` (one ``embedding_bag`` over the LUTs, cost independent of ``r``) for a
+    convolution.
 
-    Cost model in multiples of the exact convolution (measured on CPU, 8-bit EvoApproxLib tables, ResNet-20
-    shapes, one thread): the gather path costs about ``GATHER_RATIO (O/groups * kh * kw / 144)**GATHER_GROWTH``;
-    a lookup plan about
-    ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as
-    ``LOOKUP_MACS`` multiply-adds of the convolution). Bit-plane plans (no lookups) always use the convolution;
-    a plan with float (SVD) factors uses the gather unless ``dtype`` is float64 (float32 sums of non-integer products
-    can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
+    Cost model in multiples of the exact float32 convolution (measured on CPU, 8-bit EvoApproxLib tables,
+    ResNet-20 shapes, one thread): the gather path costs about
+    ``GATHER_RATIO (O/groups * kh * kw / 144)**GATHER_GROWTH``; a lookup plan about
+    ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as ``LOOKUP_MACS``
+    multiply-adds of the convolution), a bit-plane plan ``r``, the int8 plan
+    ``INT8_TERM_COST`` per term (float32 output only, ``allow_int8`` and oneDNN's int8 convolution exact here). A
+    plan with float (SVD) factors uses the gather (or int8) unless ``dtype`` is float64 (float32 sums of
+    non-integer products can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
     """
-    if _float_factors_round(plan, dtype):
-        return "gather"
-    if plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
-        return "conv"
     O, Cg, kh, kw = w_shape
-    table_bytes = Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * (O // groups) * 8
-    if table_bytes > GATHER_MAX_TABLE_BYTES:
-        return "conv"
-    sh, sw = _pair(stride)
-    macs_per_lookup = (O // groups) * kh * kw / (sh * sw)  # exact multiply-adds per activation element
-    conv_ratio = plan.r * (1 + LOOKUP_MACS / macs_per_lookup)
     gather_ratio = GATHER_RATIO * ((O // groups) * kh * kw / 144) ** GATHER_GROWTH
-    return "conv" if conv_ratio < gather_ratio else "gather"
+    if _float_factors_round(plan, dtype):
+        method, cost = "gather", gather_ratio
+    elif plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
+        method, cost = "conv", float(plan.r)
+    else:
+        sh, sw = _pair(stride)
+        macs_per_lookup = (O // groups) * kh * kw / (sh * sw)  # exact multiply-adds per activation element
+        conv_ratio = plan.r * (1 + LOOKUP_MACS / macs_per_lookup)
+        table_bytes = Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * (O // groups) * 8
+        if table_bytes > GATHER_MAX_TABLE_BYTES or conv_ratio < gather_ratio:
+            method, cost = "conv", conv_ratio
+        else:
+            method, cost = "gather", gather_ratio
+    p8 = plan.int8
+    if (
+        allow_int8
+        and p8 is not None
+        and dtype == torch.float32
+        and (groups == 1 or not p8.row)
+        and p8.cost() < cost
+        and int8_available()
+    ):
+        return "int8"
+    return method
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -694,8 +715,8 @@ def approx_conv2d(
         raise ValueError(f"expected x (N, C, H, W) and w (O, C/groups, kh, kw), got {x_codes.shape}, {w_codes.shape}")
     if x_codes.shape[1] != w_codes.shape[1] * groups:
         raise ValueError(f"input has {x_codes.shape[1]} channels; weight expects {w_codes.shape[1]} x {groups} groups")
-    if method not in ("auto", "conv", "gather"):
-        raise ValueError(f"method must be 'auto', 'conv' or 'gather', not {method!r}")
+    if method not in ("auto", "conv", "gather", "int8"):
+        raise ValueError(f"method must be 'auto', 'conv', 'gather' or 'int8', not {method!r}")
     conv_args = (_pair(stride), _pair(padding), _pair(dilation), int(groups))
     x_idx, wkey, plan, a_bits, w_bits, M = _prepare(
         x_codes, w_codes, appmul, assign, dtype, need_plan=error_table is None
@@ -715,7 +736,10 @@ def approx_conv2d(
         y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     if method == "auto":
-        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype)
+        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, x_codes.device.type == "cpu")
+    if method == "int8":
+        compute8 = _int8_compute(x_idx, wkey, plan, conv_args, max_chunk_bytes)
+        return _SteConvFn.apply(x_codes, w_codes, compute8, conv_args, dtype)
     if method == "gather":
         L = plan.lut_table(x_codes.device, dtype)
 
@@ -734,6 +758,33 @@ def approx_conv2d(
             return y if plan.integer else torch.round(y)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
+
+
+def _int8_compute(
+    x_idx: Callable[..., torch.Tensor], wkey: torch.Tensor, plan: EmulationPlan, conv_args: tuple, max_bytes: int
+) -> Callable[[], torch.Tensor]:
+    """The int8 path's forward: planes x int8 weights in one quantized convolution,
+    the weight-only term as bias plus its border correction."""
+    p8 = plan.int8
+    if p8 is None or (conv_args[3] > 1 and p8.row) or not int8_available():
+        raise ValueError("method='int8' needs an int8 plan (a_bits, w_bits <= 8, integer tables), oneDNN's exact "
+                         "int8 convolution on this CPU and, for grouped convolutions, a signed or <= 7-bit weight")
+    const = None
+    if p8.const is not None:
+        const = F.embedding(wkey, torch.as_tensor(p8.const, dtype=torch.float32, device=wkey.device)[:, None])
+        const = const.squeeze(-1)
+
+    def compute() -> torch.Tensor:
+        xi = x_idx()
+        N, C, H, W = xi.shape
+        bias = None if const is None else const.sum((1, 2, 3))
+        per_sample = H * W * C * sum(_blocks(p8.terms))
+        y = int8_conv(xi.permute(0, 2, 3, 1).contiguous(), wkey, p8, conv_args, _chunks(N, per_sample, max_bytes), bias)
+        if const is not None:
+            _add_border(y, _constant_bias(const, xi.shape, conv_args) - bias.view(1, -1, 1, 1))
+        return y
+
+    return compute
 
 
 def _float_factors_round(plan: EmulationPlan, dtype: torch.dtype) -> bool:
