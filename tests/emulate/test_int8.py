@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul, exact_lut, operand_values, output_range
 from fames.emulate import approx_conv2d, plan_layer
-from fames.emulate.int8 import INDEX_PLANE, int8_available, lower
+from fames.emulate.int8 import KEEP_PLANE, int8_available, lower
 from fames.emulate.kernels import choose_method
 from fames.emulate.reference import reference_conv2d
 
@@ -53,12 +53,12 @@ def test_lowering_reconstructs_a_full_rank_table(a, wb, sa, sw):
     p = lower(am.lut, a, sa, operand_values(wb, sw), wb)
     assert p is not None and p.U.dtype == np.uint8 and p.V.dtype == np.int8
     index_value = operand_values(a, sa) + ((1 << (a - 1)) if sa else 0)  # the index plane: value + offset, 0..2**a-1
-    assert p.masks[0] != INDEX_PLANE or np.array_equal(p.U[:, 0], index_value)
-    rec = p.U.astype(np.int64) @ p.V.astype(np.int64).T + p.row * index_value[:, None]
+    assert p.masks[0] != KEEP_PLANE or np.array_equal(p.U[:, 0], index_value)
+    rec = p.U.astype(np.int64) @ p.V.astype(np.int64).T + p.row * p.U[:, :1].astype(np.int64)
     if p.const is not None:
         rec = rec + p.const[None, :]
     assert np.array_equal(rec, am.lut)
-    assert (p.row != 0) == (not sw and wb == 8 and p.masks[0] == INDEX_PLANE)
+    assert (p.row != 0) == (not sw and wb == 8 and p.masks[0] == KEEP_PLANE)
 
 
 def test_lowering_of_a_table_without_int8_digits_is_none():

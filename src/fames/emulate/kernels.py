@@ -161,14 +161,14 @@ def plan_layer(
     if f_err.r == 0:
         return EmulationPlan(a_bits, w_bits, *sig, M, av, wv, "err", "zero", True, exact_only=True, luts=L)
     f_lut: Factors = decompose_table(L, used)
+    U_err, V_err = np.concatenate([av, f_err.U], axis=1), np.concatenate([wv, f_err.V], axis=1)
     if f_lut.r < f_err.r + 1 and (f_lut.integer or allow_float_lut):
         plan = EmulationPlan(a_bits, w_bits, *sig, M, f_lut.U, f_lut.V, "lut", f_lut.kind, f_lut.integer, luts=L)
     else:
-        U = np.concatenate([av, f_err.U], axis=1)
-        V = np.concatenate([wv, f_err.V], axis=1)
-        plan = EmulationPlan(a_bits, w_bits, *sig, M, U, V, "err", f_err.kind, f_err.integer, luts=L)
+        plan = EmulationPlan(a_bits, w_bits, *sig, M, U_err, V_err, "err", f_err.kind, f_err.integer, luts=L)
     plan = _to_bit_planes(plan)
-    plan.int8 = lower(L, a_bits, sig[0], wv[:, 0].astype(np.int64), w_bits, used)
+    factors = [(f.U, f.V) for f in (plan, f_lut) if f.integer] + [(U_err, V_err)] * f_err.integer
+    plan.int8 = lower(L, a_bits, sig[0], wv[:, 0].astype(np.int64), w_bits, used, factors)
     return plan
 
 
@@ -292,7 +292,7 @@ def _indices(codes: torch.Tensor, bits: int, signed: bool, exact_round: bool = F
         idx = c.to(torch.int8).view(torch.uint8) if signed else c.to(torch.uint8)
         return idx.bitwise_and((1 << bits) - 1) if signed and bits < 8 else idx
     idx = c.to(torch.int32)
-    return torch.bitwise_and(idx, (1 << bits) - 1) if signed else idx
+    return idx.bitwise_and_((1 << bits) - 1) if signed else idx
 
 
 def _weight_keys(w_idx: torch.Tensor, assign: torch.Tensor | int | None, n_appmuls: int, w_bits: int) -> torch.Tensor:
