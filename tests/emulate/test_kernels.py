@@ -314,8 +314,8 @@ def test_lookup_plans_choose_by_cost():
     from fames.emulate.kernels import GATHER_RATIO, choose_method
 
     rng = np.random.default_rng(44)
-    U, V = rng.integers(-3, 4, (256, 4)), rng.integers(-3, 4, (256, 4))
-    low = AppMul("rank4", 8, 8, False, False, np.clip(np.outer(np.arange(256), np.arange(256)) + U @ V.T, 0, 65025))
+    U, V = rng.integers(-3, 4, (256, 1)), rng.integers(-3, 4, (256, 1))
+    low = AppMul("rank1", 8, 8, False, False, np.clip(np.outer(np.arange(256), np.arange(256)) + U @ V.T, 0, 65025))
     plan = plan_layer(low)
     assert plan.shifts is None and 2 < plan.r < GATHER_RATIO
     x_shape, w_shape = (1, 64, 8, 8), (64, 64, 3, 3)

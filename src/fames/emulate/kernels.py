@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul, operand_values
 from fames.emulate.decompose import Factors, decompose_table
-from fames.emulate.int8 import Int8Plan, _blocks, int8_available, int8_conv, lower
+from fames.emulate.int8 import INT8_CHUNK_BYTES, Int8Plan, int8_available, int8_conv, lower
 
 __all__ = [
     "EmulationPlan",
@@ -51,10 +51,10 @@ IntPair = int | tuple[int, int]
 DEFAULT_CHUNK_BYTES = 1 << 24
 GATHER_MIN_R = 2  # up to this many looked-up terms the stacked convolution always wins
 # gather path / exact convolution: about GATHER_RATIO at 144 multiply-adds per activation element (16 outputs x 3 x 3),
-# growing as that number to the power GATHER_GROWTH (measured: 10-14x at 16 x 3 x 3, 19-25x at 64 x 3 x 3; 8-bit
-# tables, ResNet-20 shapes, one CPU thread)
-GATHER_RATIO = 12.0
-GATHER_GROWTH = 0.4
+# growing as that number to the power GATHER_GROWTH (measured 2026-12-04: 6-8x at 16 x 3 x 3, 4-5x at 32 x 3 x 3,
+# 7-11x at 64 x 3 x 3; 8-bit EvoApproxLib tables, ResNet-20 shapes, 200 images, one CPU thread)
+GATHER_RATIO = 7.0
+GATHER_GROWTH = 0.1
 LOOKUP_MACS = 50.0  # one activation-term lookup costs about this many convolution multiply-adds (measured)
 GATHER_MAX_TABLE_BYTES = 1 << 27
 
@@ -647,8 +647,8 @@ def choose_method(
     ResNet-20 shapes, one thread): the gather path costs about
     ``GATHER_RATIO (O/groups * kh * kw / 144)**GATHER_GROWTH``; a lookup plan about
     ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as ``LOOKUP_MACS``
-    multiply-adds of the convolution), a bit-plane plan ``r``, the int8 plan
-    ``INT8_TERM_COST`` per term (float32 output only, ``allow_int8`` and oneDNN's int8 convolution exact here). A
+    multiply-adds of the convolution), a bit-plane plan ``r``, the int8 plan ``INT8_FIXED_COST`` plus
+    ``INT8_PLANE_COST`` per plane (float32 output only, ``allow_int8`` and oneDNN's int8 convolution exact here). A
     plan with float (SVD) factors uses the gather (or int8) unless ``dtype`` is float64 (float32 sums of
     non-integer products can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
     """
@@ -672,7 +672,6 @@ def choose_method(
         allow_int8
         and p8 is not None
         and dtype == torch.float32
-        and (groups == 1 or not p8.row)
         and p8.cost() < cost
         and int8_available()
     ):
@@ -738,7 +737,7 @@ def approx_conv2d(
     if method == "auto":
         method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, x_codes.device.type == "cpu")
     if method == "int8":
-        compute8 = _int8_compute(x_idx, wkey, plan, conv_args, max_chunk_bytes)
+        compute8 = _int8_compute(x_codes, wkey, plan, conv_args, max_chunk_bytes)
         return _SteConvFn.apply(x_codes, w_codes, compute8, conv_args, dtype)
     if method == "gather":
         L = plan.lut_table(x_codes.device, dtype)
@@ -761,27 +760,27 @@ def approx_conv2d(
 
 
 def _int8_compute(
-    x_idx: Callable[..., torch.Tensor], wkey: torch.Tensor, plan: EmulationPlan, conv_args: tuple, max_bytes: int
+    x_codes: torch.Tensor, wkey: torch.Tensor, plan: EmulationPlan, conv_args: tuple, max_bytes: int
 ) -> Callable[[], torch.Tensor]:
-    """The int8 path's forward: planes x int8 weights in one quantized convolution,
-    the weight-only term as bias plus its border correction."""
+    """The int8 path's forward: planes x int8 weights (:func:`fames.emulate.int8.int8_conv`), the weight-only term
+    as bias plus its border correction."""
     p8 = plan.int8
-    if p8 is None or (conv_args[3] > 1 and p8.row) or not int8_available():
-        raise ValueError("method='int8' needs an int8 plan (a_bits, w_bits <= 8, integer tables), oneDNN's exact "
-                         "int8 convolution on this CPU and, for grouped convolutions, a signed or <= 7-bit weight")
+    if p8 is None or not int8_available():
+        raise ValueError(
+            "method='int8' needs an int8 plan (a_bits, w_bits <= 8, tables whose planes fit uint8 x int8) and "
+            "oneDNN's exact int8 convolution on this CPU; use method='auto'"
+        )
     const = None
     if p8.const is not None:
         const = F.embedding(wkey, torch.as_tensor(p8.const, dtype=torch.float32, device=wkey.device)[:, None])
         const = const.squeeze(-1)
 
     def compute() -> torch.Tensor:
-        xi = x_idx()
-        N, C, H, W = xi.shape
         bias = None if const is None else const.sum((1, 2, 3))
-        per_sample = H * W * C * sum(_blocks(p8.terms))
-        y = int8_conv(xi.permute(0, 2, 3, 1).contiguous(), wkey, p8, conv_args, _chunks(N, per_sample, max_bytes), bias)
+        mask = (1 << plan.a_bits) - 1 if plan.a_signed else None
+        y = int8_conv(x_codes.detach(), mask, wkey, p8, conv_args, max(max_bytes, INT8_CHUNK_BYTES), bias)
         if const is not None:
-            _add_border(y, _constant_bias(const, xi.shape, conv_args) - bias.view(1, -1, 1, 1))
+            _add_border(y, _constant_bias(const, x_codes.shape, conv_args) - bias.view(1, -1, 1, 1))
         return y
 
     return compute
