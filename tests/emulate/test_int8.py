@@ -54,18 +54,36 @@ def test_lowering_reconstructs_a_full_rank_table(a, wb, sa, sw):
     assert p is not None and p.U.dtype == np.uint8 and p.V.dtype == np.int8
     index_value = operand_values(a, sa) + ((1 << (a - 1)) if sa else 0)  # the index plane: value + offset, 0..2**a-1
     assert p.masks[0] != KEEP_PLANE or np.array_equal(p.U[:, 0], index_value)
-    rec = p.U.astype(np.int64) @ p.V.astype(np.int64).T + p.row * p.U[:, :1].astype(np.int64)
+    rec = (p.U.astype(np.int64) * np.array(p.scales)) @ p.V.astype(np.int64).T + p.row * p.U[:, :1].astype(np.int64)
     if p.const is not None:
         rec = rec + p.const[None, :]
     assert np.array_equal(rec, am.lut)
     assert (p.row != 0) == (not sw and wb == 8 and p.masks[0] == KEEP_PLANE)
 
 
-def test_lowering_of_a_table_without_int8_digits_is_none():
+def test_lowering_splits_large_coefficients_into_scaled_digits():
     rng = np.random.default_rng(3)
-    lut = rng.integers(-(1 << 15), 1 << 15, (256, 256))  # monomial coefficients far beyond two int8 digits
-    assert lower(lut, 8, True, operand_values(8, True), 8) is None
+    lut = rng.integers(-(1 << 15), 1 << 15, (256, 256))  # monomial coefficients far beyond int8: base-256 digits
+    p = lower(lut, 8, True, operand_values(8, True), 8)
+    assert max(p.scales) >= 256 and all(s & (s - 1) == 0 for s in p.scales)  # powers of two
+    rec = (p.U.astype(np.int64) * np.array(p.scales)) @ p.V.astype(np.int64).T
+    assert np.array_equal(rec + (0 if p.const is None else p.const[None, :]), lut)
     assert lower(lut[:, :16], 9, True, operand_values(4, True), 4) is None  # more than 8 activation bits
+
+
+def test_scaled_digits_conv_bit_exact():
+    if not int8_available():
+        pytest.skip("oneDNN's int8 convolution is missing or inexact here")
+    rng = np.random.default_rng(4)
+    lut = exact_lut(8, 8, False, True) + rng.integers(-3000, 3001, (256, 256))  # errors beyond two int8 digits
+    am = AppMul("big", 8, 8, False, True, np.clip(lut, *output_range(8, 8, False, True)))
+    gen = torch.Generator().manual_seed(5)
+    x, w = codes(8, False, (2, 5, 6, 6), gen).clamp(max=60), codes(8, True, (3, 5, 3, 3), gen).clamp(-20, 20)
+    plan = plan_layer(am)
+    plan.int8 = lower(am.lut, 8, False, operand_values(8, True), 8)  # the monomials: scaled digits
+    assert max(plan.int8.scales) > 1
+    ref = reference_conv2d(x, w, am, 1, 1).double()
+    assert torch.equal(approx_conv2d(x.float(), w.float(), plan, 1, 1, method="int8").double(), ref)
 
 
 @needs_int8

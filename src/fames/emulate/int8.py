@@ -46,13 +46,16 @@ class Int8Plan:
 
     ``U``: ``(2**a_bits, T)`` uint8 plane values per activation index; ``masks[t]``: the monomial (bit mask) of
     term ``t``, ``KEEP_PLANE`` for other planes (the index plane: the activation value plus ``2**(a_bits - 1)``
-    if signed; a factor column); ``V``: ``(n_keys, T)`` int8; ``const``: ``(n_keys,)`` int64 or None; ``row``:
-    the multiplier of the row term (plane 0, the index plane, summed over the taps), 0 for none.
+    if signed; a factor column); ``V``: ``(n_keys, T)`` int8; ``scales[t]``: the factor term ``t``'s products
+    are multiplied by (a power of 256: a digit of a weight too large for int8, applied as oneDNN's per-channel
+    weight scale); ``const``: ``(n_keys,)`` int64 or None; ``row``: the multiplier of the row term (plane 0, the
+    index plane, summed over the taps), 0 for none.
     """
 
     masks: tuple[int, ...]
     U: np.ndarray
     V: np.ndarray
+    scales: tuple[int, ...]
     const: np.ndarray | None
     row: int
     offset: int = 0
@@ -62,25 +65,35 @@ class Int8Plan:
     def terms(self) -> int:
         return len(self.masks)
 
+    def _groups(self, keep: tuple[int, ...]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for t in keep:
+            groups.setdefault(self.scales[t], []).append(t)
+        return groups
+
     def cost(self) -> float:
         """Estimated time in multiples of the float32 exact convolution."""
-        return INT8_FIXED_COST + INT8_PLANE_COST * sum(_blocks(max(self.terms, 1)))
+        planes = sum(sum(_blocks(len(ts))) for ts in self._groups(tuple(range(self.terms))).values())
+        return INT8_FIXED_COST + INT8_PLANE_COST * max(planes, 1)
 
-    def packed(self, keep: tuple[int, ...]) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:
-        """Terms ``keep`` as lookup tables of packed planes, ``[(table (2**a_bits,), bytes per entry)]`` (one
-        ``index_select`` yields up to 8 planes side by side), and their weights ``(n_keys, padded T)`` int32."""
+    def packed(self, keep: tuple[int, ...]) -> tuple[list[tuple[torch.Tensor, int, int]], torch.Tensor]:
+        """Terms ``keep`` as blocks of packed planes ``[(table (2**a_bits,), bytes per entry, scale)]`` (one
+        ``index_select`` yields up to 8 planes side by side; the terms of a block share their scale), and the
+        weights of the blocks' planes side by side, ``(n_keys, planes)`` int32 (zero for padding planes)."""
         hit = self._packed.get(keep)
         if hit is None:
-            widths = _blocks(len(keep))
-            pad = sum(widths) - len(keep)
-            U = np.pad(self.U[:, keep], ((0, 0), (0, pad)))
-            V = np.pad(self.V[:, keep], ((0, 0), (0, pad)))
-            tables, off = [], 0
-            for w in widths:
-                word = np.ascontiguousarray(U[:, off : off + w].astype(np.uint8)).view(_WORD[w]).reshape(-1)
-                tables.append((torch.from_numpy(word.copy()), w))
-                off += w
-            hit = self._packed[keep] = (tables, torch.as_tensor(V.astype(np.int32)))
+            blocks, cols = [], []
+            # largest scale first: partial sums of scaled blocks are multiples of 256, exact in float32 up to 2**32
+            for scale, ts in sorted(self._groups(keep).items(), reverse=True):
+                off = 0
+                for w in _blocks(len(ts)):
+                    part = ts[off : off + w]
+                    U = np.pad(self.U[:, part], ((0, 0), (0, w - len(part))))
+                    cols.append(np.pad(self.V[:, part].astype(np.int32), ((0, 0), (0, w - len(part)))))
+                    word = np.ascontiguousarray(U.astype(np.uint8)).view(_WORD[w]).reshape(-1)
+                    blocks.append((torch.from_numpy(word.copy()), w, scale))
+                    off += w
+            hit = self._packed[keep] = (blocks, torch.as_tensor(np.concatenate(cols, axis=1)))
         return hit
 
 
@@ -104,14 +117,27 @@ def _moebius(T: np.ndarray, bits: int) -> np.ndarray:
     return C
 
 
-def _split(c: np.ndarray) -> list[tuple[int, np.ndarray]] | None:
-    """``c == sum_j m_j * e_j`` with plane multipliers ``m_j`` in 1..255 and int8 ``e_j`` (one digit, else two,
-    trying every common divisor ``m_0`` of ``c`` up to 255); None when two digits do not suffice."""
+def _digits(c: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Balanced base-256 digits of an integer vector: ``c == sum_j e_j * 256**j`` with int8 ``e_j``."""
+    out, scale = [], 1
+    while True:
+        e = (c + 128) % 256 - 128
+        out.append((e, scale))
+        c = (c - e) // 256
+        if not c.any():
+            return out
+        scale *= 256
+
+
+def _split(c: np.ndarray) -> list[tuple[int, np.ndarray, int]]:
+    """``c == sum_j m_j * e_j * s_j`` with plane multipliers ``m_j`` in 1..255, int8 ``e_j`` and scales ``s_j``:
+    one digit if a common divisor of ``c`` up to 255 brings it into int8; else two digits of scale 1 with the high
+    one's factor on the plane; else base-256 digits scaled by oneDNN's weight scale."""
     g = reduce(gcd, np.abs(c[c != 0]).tolist(), 0)
     divisors = [d for d in range(255, 0, -1) if g % d == 0]
     for a in divisors:
         if np.abs(c // a).max() <= 127:
-            return [(a, c // a)]
+            return [(a, c // a, 1)]
     for a in divisors:
         s = 255 // a
         if s < 2:
@@ -119,31 +145,30 @@ def _split(c: np.ndarray) -> list[tuple[int, np.ndarray]] | None:
         hi = np.round(c // a / s).astype(np.int64)
         lo = c // a - s * hi
         if np.abs(hi).max() <= 127 and np.abs(lo).max() <= 127:
-            return [(a, lo), (a * s, hi)]
-    return None
+            return [(a, lo, 1), (a * s, hi, 1)]
+    return [(divisors[0], e, scale) for e, scale in _digits(c // divisors[0])]
 
 
-def _terms(C: np.ndarray) -> tuple[list[int], list[int], list[np.ndarray]] | None:
-    masks, mult, cols = [], [], []
+def _terms(C: np.ndarray) -> tuple[list[int], list[int], list[np.ndarray], list[int]]:
+    masks, mult, cols, scales = [], [], [], []
     for S in np.flatnonzero(np.abs(C[1:]).sum(1)) + 1:
-        parts = _split(C[S])
-        if parts is None:
-            return None
-        for m, e in parts:
+        for m, e, scale in _split(C[S]):
             masks.append(int(S))
             mult.append(m)
             cols.append(e)
-    return masks, mult, cols
+            scales.append(scale)
+    return masks, mult, cols, scales
 
 
-def _factor_terms(Uf: np.ndarray, Vf: np.ndarray, index: np.ndarray) -> tuple[list, list, np.ndarray, int] | None:
-    """Planes ``(us, vs, const, row)`` of an integer factorization ``T = Uf Vf^T`` (columns: arbitrary functions of
-    the index, looked up): each column offset to start at 0 (the offset times its weights joins ``const``), its
-    common factor moved to the weights, then one term if it fits uint8 x int8, else two digits on the side with
-    room; the index plane ``index`` with weights spanning 0..255 becomes the row term (weights - 128). None if a term
-    needs more."""
+def _factor_terms(Uf: np.ndarray, Vf: np.ndarray, index: np.ndarray) -> tuple[list, list, list, np.ndarray, int]:
+    """Planes ``(us, vs, scales, const, row)`` of an integer factorization ``T = Uf Vf^T`` (columns: arbitrary
+    functions of the index, looked up): each column offset to start at 0 (the offset times its weights joins
+    ``const``), common factors moved to the side with room; then one term if it fits uint8 x int8; the index plane
+    ``index`` with weights spanning 0..255 becomes the row term (weights - 128); else two weight digits with the high
+    one's factor on the plane; else base-256 digits of both sides, scaled by oneDNN's weight scale."""
     us: list[np.ndarray] = []
     vs: list[np.ndarray] = []
+    scales: list[int] = []
     const = np.zeros(Vf.shape[0], dtype=np.int64)
     row = 0
     for u, v in zip(Uf.T.astype(np.int64), Vf.T.astype(np.int64), strict=True):
@@ -161,25 +186,25 @@ def _factor_terms(Uf: np.ndarray, Vf: np.ndarray, index: np.ndarray) -> tuple[li
         if u_max <= 255 and v_max <= 127:
             us.append(u)
             vs.append(v)
+            scales.append(1)
         elif not row and np.array_equal(u, index) and v.min() >= 0 and v.max() <= 255:
             us.insert(0, u)
             vs.insert(0, v - 128)
+            scales.insert(0, 1)
             row = 128
-        elif u_max <= 127 and 255 // u_max >= 2:  # two weight digits, the high one's scale on the plane
+        elif u_max <= 127 and 127 * (255 // u_max) >= v_max:  # two weight digits, the high one's factor on the plane
             s = 255 // u_max
             hi = np.round(v / s).astype(np.int64)
-            lo = v - s * hi
-            if np.abs(hi).max() > 127 or np.abs(lo).max() > 127:
-                return None
             us += [u, s * u]
-            vs += [lo, hi]
-        elif v_max <= 63 and u_max // (127 // v_max) <= 255:  # two plane digits, the high one's scale on the weights
-            b = 127 // v_max
-            us += [u % b, u // b]
-            vs += [v, b * v]
+            vs += [v - s * hi, hi]
+            scales += [1, 1]
         else:
-            return None
-    return us, vs, const, row
+            for i in range((u_max.bit_length() + 7) // 8):
+                for e, scale in _digits(v):
+                    us.append((u >> (8 * i)) & 255)
+                    vs.append(e)
+                    scales.append(scale << (8 * i))
+    return us, vs, scales, const, row
 
 
 def lower(
@@ -191,13 +216,13 @@ def lower(
     used: np.ndarray | None = None,
     factors: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> Int8Plan | None:
-    """The cheapest :class:`Int8Plan` of ``table (2**a_bits, n_keys)`` (integer) or None if none fits int8.
+    """The cheapest :class:`Int8Plan` of ``table (2**a_bits, n_keys)`` (integer), None for more than 8 bits.
 
     ``w_values``: ``(n_keys,)`` weight value of each column; ``used``: bool ``(n_keys,)``, columns that occur (the
     others are zeroed); ``factors``: integer factorizations ``(U, V)`` of the table, if known. Candidates: the
     monomials of the table; the index plane (activation value plus ``2**(a_bits - 1)`` if signed; coefficient: the
     weight value) plus the monomials of the rest; each factorization's columns as looked-up planes. The one with
-    the fewest stacked planes wins.
+    the lowest :meth:`Int8Plan.cost` wins.
     """
     if a_bits > 8 or w_bits > 8:
         return None
@@ -215,30 +240,26 @@ def lower(
         if with_index and (int(v_index.min(initial=0)) < -128 or int(v_index.max(initial=0)) > 127):
             continue
         C = _moebius(T - np.outer(x, w_values) if with_index else T, a_bits)
-        found = _terms(C)
-        if found is None:
-            continue
-        masks, mult, cols = found
+        masks, mult, cols, scales = _terms(C)
         us = [m * ((x0 & k) == k) for k, m in zip(masks, mult, strict=True)]
         if with_index:
-            masks, us, cols = [KEEP_PLANE, *masks], [x, *us], [v_index, *cols]
-        cands.append(_plan(masks, us, cols, C[0], row_off if with_index else 0, offset, T.shape))
+            masks, us, cols, scales = [KEEP_PLANE, *masks], [x, *us], [v_index, *cols], [1, *scales]
+        cands.append(_plan(masks, us, cols, scales, C[0], row_off if with_index else 0, offset, T.shape))
     for Uf, Vf in factors:
-        found_f = _factor_terms(np.asarray(Uf), np.where(keep[:, None], np.asarray(Vf), 0), x)
-        if found_f is not None:
-            us, vs, const, row = found_f
-            cands.append(_plan([KEEP_PLANE] * len(us), us, vs, const, row, offset, T.shape))
+        us, vs, scales, const, row = _factor_terms(np.asarray(Uf), np.where(keep[:, None], np.asarray(Vf), 0), x)
+        cands.append(_plan([KEEP_PLANE] * len(us), us, vs, scales, const, row, offset, T.shape))
     return min(cands, key=Int8Plan.cost, default=None)
 
 
 def _plan(
-    masks: list[int], us: list, vs: list, const: np.ndarray, row: int, offset: int, shape: tuple[int, int]
+    masks: list[int], us: list, vs: list, scales: list[int], const: np.ndarray, row: int, offset: int,
+    shape: tuple[int, int],
 ) -> Int8Plan:
     U = np.stack(us, axis=1) if us else np.zeros((shape[0], 0), np.int64)
     V = np.stack(vs, axis=1) if vs else np.zeros((shape[1], 0), np.int64)
     assert U.min(initial=0) >= 0 and U.max(initial=0) <= 255 and np.abs(V).max(initial=0) <= 128
     const_or_none = const if np.any(const) else None
-    return Int8Plan(tuple(masks), U.astype(np.uint8), V.astype(np.int8), const_or_none, row, offset)
+    return Int8Plan(tuple(masks), U.astype(np.uint8), V.astype(np.int8), tuple(scales), const_or_none, row, offset)
 
 
 @lru_cache(maxsize=1)
@@ -261,11 +282,11 @@ def int8_available() -> bool:
         return False
 
 
-def _pack(w: torch.Tensor, conv_args: tuple) -> torch.Tensor:
-    """oneDNN's packed form of int8 weights ``(O, C / groups, kh, kw)`` (scale 1, no zero points)."""
+def _pack(w: torch.Tensor, conv_args: tuple, scale: int = 1) -> torch.Tensor:
+    """oneDNN's packed form of int8 weights ``(O, C / groups, kh, kw)`` (weight scale ``scale``, no zero points)."""
     stride, padding, dilation, groups = conv_args
-    ones = torch.ones(w.shape[0], dtype=torch.float32)
-    return torch.ops.onednn.qconv_prepack(w, ones, 1.0, 0, list(stride), list(padding), list(dilation), groups, None)
+    scales = torch.full((w.shape[0],), float(scale))
+    return torch.ops.onednn.qconv_prepack(w, scales, 1.0, 0, list(stride), list(padding), list(dilation), groups, None)
 
 
 def _qconv(
@@ -275,10 +296,12 @@ def _qconv(
     bias: torch.Tensor | None,
     conv_args: tuple,
     accum: torch.Tensor | None = None,
+    scale: int = 1,
 ) -> torch.Tensor:
-    """``conv(x, w) + bias`` (``+ accum``, in place) for uint8 ``x (N, C, H, W)`` (channels_last), float32 output."""
+    """``scale * conv(x, w) + bias`` (``+ accum``, in place) for uint8 ``x (N, C, H, W)`` (channels_last) and the
+    packed int8 ``w`` (:func:`_pack` with the same ``scale``), float32 output."""
     stride, padding, dilation, groups = conv_args
-    ones = torch.ones(O, dtype=torch.float32)
+    ones = torch.full((O,), float(scale))
     zeros = torch.zeros(O, dtype=torch.int64)
     geometry = (list(stride), list(padding), list(dilation), groups)
     if accum is None:
@@ -354,21 +377,22 @@ def int8_conv(
     tables, V = plan.packed(keep)
     wt = F.embedding(wkey, V)  # (O, Cg, kh, kw, T) int32
     packed, off = [], 0
-    for _, w in tables:  # weights in the layout of the block's input: per group, (channel, plane)
+    for _, w, scale in tables:  # weights in the layout of the block's input: per group, (channel, plane)
         wb = wt[..., off : off + w].permute(0, 1, 4, 2, 3).reshape(O, Cg * w, kh, kw)
-        packed.append(_pack(wb.to(torch.int8).contiguous(memory_format=torch.channels_last), conv_args))
+        packed.append(_pack(wb.to(torch.int8).contiguous(memory_format=torch.channels_last), conv_args, scale))
         off += w
-    step = max(1, min(N, max_bytes // max(1, H * W * C * max(w for _, w in tables))))
+    step = max(1, min(N, max_bytes // max(1, H * W * C * max(w for _, w, _ in tables))))
     outs = []
     for s in range(0, N, step):
         e = min(N, s + step)
         flat = xi[s:e].reshape(-1)
         y = None
-        for (tab, w), packed_w in zip(tables, packed, strict=True):
+        for b, ((tab, w, scale), packed_w) in enumerate(zip(tables, packed, strict=True)):
             planes = _buffer("planes", (flat.numel(),), tab.dtype)
             torch.index_select(tab, 0, flat, out=planes)
             xb = planes.view(torch.uint8).view(e - s, H, W, C * w).permute(0, 3, 1, 2)
-            y = _qconv(xb, packed_w, O, bias if y is None else None, conv_args, y)
+            last = b == len(tables) - 1  # the bias joins the smallest scale's block
+            y = _qconv(xb, packed_w, O, bias if last else None, conv_args, y, scale)
         outs.append(y)
     y = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
     if plan.row:  # row * (plane 0 summed over the taps), the same for every output channel of a group
