@@ -127,3 +127,16 @@ def test_auto_choice_takes_int8_for_bit_plane_tables_in_float32_only():
     assert choose_method(plan, (2, 16, 8, 8), (16, 16, 3, 3)) == "int8"
     assert choose_method(plan, (2, 16, 8, 8), (16, 16, 3, 3), dtype=torch.float64) == "conv"
     assert choose_method(plan, (2, 16, 8, 8), (16, 16, 3, 3), allow_int8=False) == "conv"
+
+
+@needs_int8
+def test_error_plan_int8_sums_the_error_table():
+    from fames.emulate.kernels import error_plan
+
+    am = noisy_appmul(8, 8, False, False, spread=40, seed=9)
+    gen = torch.Generator().manual_seed(9)
+    x, w = codes(8, False, (2, 4, 6, 6), gen), codes(8, False, (5, 4, 3, 3), gen)
+    plan = error_plan(am)
+    assert plan.int8 is not None and plan.int8.row == 0  # the error table has no exact-product plane
+    ref = reference_conv2d(x, w, am.error(), 2, 1).double()
+    assert torch.equal(approx_conv2d(x.float(), w.float(), plan, 2, 1, method="int8").double(), ref)

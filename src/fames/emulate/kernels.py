@@ -223,14 +223,18 @@ def error_plan(appmul: AppMul) -> EmulationPlan:
     """A factorized plan of ``appmul``'s error table ``E = LUT - a*w`` alone (the kernels then return
     ``sum_i E[x_i, w_i]``): bit planes or a low-rank product where the table has them (one convolution of a few
     terms), the LUT gather otherwise (:func:`choose_method`). Exact on every weight value; cached per table, so a
-    candidate evaluated in many layers is factorized once."""
+    candidate evaluated in many layers is factorized once. The int8 lowering (:mod:`fames.emulate.int8`) is
+    attached as for :func:`plan_layer`."""
 
     def make() -> EmulationPlan:
         E = appmul.error().astype(np.int64)
         f = decompose_table(E)
         a_bits, w_bits, sa, sw = appmul.widths
-        return _to_bit_planes(EmulationPlan(a_bits, w_bits, sa, sw, 1, f.U, f.V, "lut", f.kind if f.r else "zero",
+        plan = _to_bit_planes(EmulationPlan(a_bits, w_bits, sa, sw, 1, f.U, f.V, "lut", f.kind if f.r else "zero",
                                             f.integer, exact_only=False, luts=E))
+        factors = [(g.U, g.V) for g in (plan, f) if g.integer]
+        plan.int8 = lower(E, a_bits, sa, operand_values(w_bits, sw), w_bits, None, factors)
+        return plan
 
     return _memo([appmul], ("error",), make)
 

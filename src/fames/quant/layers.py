@@ -22,7 +22,7 @@ from torch import nn
 
 from fames.appmul.core import AppMul
 from fames.emulate.decompose import decompose_table
-from fames.emulate.kernels import approx_conv2d, approx_linear, error_plan, lut_plan
+from fames.emulate.kernels import approx_conv2d, approx_linear, choose_method, error_plan, lut_plan
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
 
@@ -157,7 +157,12 @@ class QuantLayer(nn.Module):
                 yield None
                 continue
             plan = error_plan(m)
-            exact32 = plan.integer and int(np.abs(m.error()).max()) * fan_in < 1 << 24
+            # float32 is exact when the sums stay below 2**24 and the plan's factors are integers; float (SVD) factors
+            # round in float32, so there float32 runs the exact gather (or int8) unless float64 would not gather
+            # either (a few float factor terms in float64 beat the gather)
+            small = int(np.abs(m.error()).max()) * fan_in < 1 << 24
+            gathers = qw.dim() == 4 and choose_method(plan, qx.shape, qw.shape, dtype=torch.float64) == "gather"
+            exact32 = small and (plan.integer or gathers)
             dt = torch.float32 if exact32 else torch.float64
             acc = self.integer(qx, qw, appmul=plan, assign=None, dtype=dt)
             yield acc if scale is None else acc.double() * scale
