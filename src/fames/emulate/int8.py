@@ -373,7 +373,16 @@ def int8_conv(
         xi.bitwise_and_(index_mask)
     # planes of monomials with a bit above the batch's largest index are zero: left out (exact)
     top = 1 << int(xi.max()).bit_length() if xi.numel() else 1
-    keep = tuple(t for t, mask in enumerate(plan.masks) if mask < top) or (0,)  # (KEEP_PLANE < 0)
+    keep = tuple(t for t, mask in enumerate(plan.masks) if mask < top) or (0,) * bool(plan.terms)  # KEEP_PLANE < 0
+    if not keep:  # no plane: the weight-only term (bias) and the row term are all
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        y = torch.zeros(N, Ho, Wo, O).permute(0, 3, 1, 2)
+        if bias is not None:
+            y += bias.view(1, -1, 1, 1)
+        if plan.row:
+            y.add_(_index_window_sums(x_codes, plan.offset, wkey.shape, conv_args, O), alpha=plan.row)
+        return y
     tables, V = plan.packed(keep)
     wt = F.embedding(wkey, V)  # (O, Cg, kh, kw, T) int32
     packed, off = [], 0
