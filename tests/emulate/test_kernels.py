@@ -311,13 +311,13 @@ def test_plan_cache_follows_in_place_lut_edits():
 def test_lookup_plans_choose_by_cost():
     """A low-rank lookup plan goes to the stacked convolution where its r terms cost less than the gather, a
     high-rank one to the gather; both are exact on every geometry (covered above)."""
-    from fames.emulate.kernels import GATHER_RATIO, choose_method
+    from fames.emulate.kernels import GATHER_FLOAT_COST, GATHER_LLC_PENALTY, GATHER_ROW_COST, choose_method
 
     rng = np.random.default_rng(44)
     U, V = rng.integers(-3, 4, (256, 1)), rng.integers(-3, 4, (256, 1))
     low = AppMul("rank1", 8, 8, False, False, np.clip(np.outer(np.arange(256), np.arange(256)) + U @ V.T, 0, 65025))
     plan = plan_layer(low)
-    assert plan.shifts is None and 2 < plan.r < GATHER_RATIO
+    assert plan.shifts is None and 2 < plan.r < (GATHER_ROW_COST / 64 + GATHER_FLOAT_COST) * GATHER_LLC_PENALTY
     x_shape, w_shape = (1, 64, 8, 8), (64, 64, 3, 3)
     assert choose_method(plan, x_shape, w_shape, dtype=torch.float64) == "conv"  # float64: any factors are exact
     assert choose_method(plan_layer(random_appmul(8, 8, False, False, seed=44)), x_shape, w_shape) == "gather"

@@ -50,11 +50,15 @@ IntPair = int | tuple[int, int]
 # vs 2.6x exact for W4A4 ResNet-20 at 256 MB chunks)
 DEFAULT_CHUNK_BYTES = 1 << 24
 GATHER_MIN_R = 2  # up to this many looked-up terms the stacked convolution always wins
-# gather path / exact convolution: about GATHER_RATIO at 144 multiply-adds per activation element (16 outputs x 3 x 3),
-# growing as that number to the power GATHER_GROWTH (measured 2026-12-04: 6-8x at 16 x 3 x 3, 4-5x at 32 x 3 x 3,
-# 7-11x at 64 x 3 x 3; 8-bit EvoApproxLib tables, ResNet-20 shapes, 200 images, one CPU thread)
-GATHER_RATIO = 7.0
-GATHER_GROWTH = 0.1
+# gather path / exact convolution, per output pixel: one looked-up row of O/groups floats per (input channel, tap)
+# against O/groups multiply-adds: about GATHER_ROW_COST / (O/groups) + GATHER_FLOAT_COST, times GATHER_LLC_PENALTY
+# when the layer's table (float32) outgrows GATHER_LLC_BYTES (measured 2026-12-04, 8-bit EvoApproxLib tables,
+# ResNet-20 shapes, 200 images, one thread of an EPYC with 32 MB L3: 6-9.5x at 16 outputs, 4.2-4.8x at 32, 7-9x at
+# 64 with a 38 MB table)
+GATHER_ROW_COST = 80.0
+GATHER_FLOAT_COST = 2.0
+GATHER_LLC_BYTES = 32 << 20
+GATHER_LLC_PENALTY = 2.3
 LOOKUP_MACS = 50.0  # one activation-term lookup costs about this many convolution multiply-adds (measured)
 GATHER_MAX_TABLE_BYTES = 1 << 27
 
@@ -651,7 +655,8 @@ def choose_method(
 
     Cost model in multiples of the exact float32 convolution (measured on CPU, 8-bit EvoApproxLib tables,
     ResNet-20 shapes, one thread): the gather path costs about
-    ``GATHER_RATIO (O/groups * kh * kw / 144)**GATHER_GROWTH``; a lookup plan about
+    ``(GATHER_ROW_COST / (O/groups) + GATHER_FLOAT_COST)``, times ``GATHER_LLC_PENALTY`` for a table beyond
+    ``GATHER_LLC_BYTES``; a lookup plan about
     ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as ``LOOKUP_MACS``
     multiply-adds of the convolution), a bit-plane plan ``r``, the int8 plan ``INT8_FIXED_COST`` plus
     ``INT8_PLANE_COST`` per plane (float32 output only, ``allow_int8`` and oneDNN's int8 convolution exact here). A
@@ -659,7 +664,10 @@ def choose_method(
     non-integer products can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
     """
     O, Cg, kh, kw = w_shape
-    gather_ratio = GATHER_RATIO * ((O // groups) * kh * kw / 144) ** GATHER_GROWTH
+    Og = O // groups
+    gather_ratio = GATHER_ROW_COST / Og + GATHER_FLOAT_COST
+    if Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * Og * 4 > GATHER_LLC_BYTES:
+        gather_ratio *= GATHER_LLC_PENALTY
     if _float_factors_round(plan, dtype):
         method, cost = "gather", gather_ratio
     elif plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
