@@ -7,6 +7,13 @@ import torch
 
 from fames.appmul.core import AppMul, exact_lut, operand_values, output_range
 
+GEOMS = [  # convolution geometries of the exactness tests: (C, O, k, stride, padding, dilation, groups)
+    (3, 4, 3, 1, 1, 1, 1),
+    (4, 6, 3, 2, 1, 1, 2),
+    (4, 4, 3, 1, 2, 2, 4),  # depthwise, dilated
+    (2, 3, (1, 3), (2, 1), (0, 1), 1, 1),
+]
+
 
 def random_appmul(a: int, w: int, sa: bool, sw: bool, seed: int = 0, name: str = "rnd") -> AppMul:
     """A full-rank random LUT within the product range."""

@@ -15,7 +15,7 @@ from fames.emulate.int8 import KEEP_PLANE, int8_available, lower
 from fames.emulate.kernels import choose_method
 from fames.emulate.reference import reference_conv2d
 
-from .helpers import codes, pp_trunc_appmul
+from .helpers import GEOMS, codes, pp_trunc_appmul
 
 needs_int8 = pytest.mark.skipif(not int8_available(), reason="oneDNN's int8 convolution is missing or inexact here")
 
@@ -27,14 +27,7 @@ WIDTHS = [  # (a_bits, w_bits, a_signed, w_signed)
     (6, 6, False, False),
     (8, 4, False, True),
     (8, 8, True, True),
-    (8, 8, False, False),  # unsigned 8-bit weights: the extra row channel
-]
-
-GEOMS = [  # (C, O, k, stride, padding, dilation, groups)
-    (3, 4, 3, 1, 1, 1, 1),
-    (4, 6, 3, 2, 1, 1, 2),
-    (4, 4, 3, 1, 2, 2, 4),  # depthwise, dilated
-    (2, 3, (1, 3), (2, 1), (0, 1), 1, 1),
+    (8, 8, False, False),  # unsigned 8-bit weights: the row term
 ]
 
 
@@ -140,3 +133,15 @@ def test_error_plan_int8_sums_the_error_table():
     assert plan.int8 is not None and plan.int8.row == 0  # the error table has no exact-product plane
     ref = reference_conv2d(x, w, am.error(), 2, 1).double()
     assert torch.equal(approx_conv2d(x.float(), w.float(), plan, 2, 1, method="int8").double(), ref)
+
+
+@needs_int8
+def test_row_term_with_padding_wider_than_the_kernel():
+    """A 1 x 1 kernel with padding 1 (the row term's sum pool cannot pad more than half its window: the one-channel
+    convolution takes over)."""
+    am = noisy_appmul(8, 8, False, False, spread=7, seed=12)
+    gen = torch.Generator().manual_seed(12)
+    x, w = codes(8, False, (2, 3, 5, 4), gen), codes(8, False, (4, 3, 1, 1), gen)
+    assert plan_layer(am).int8.row == 128
+    ref = reference_conv2d(x, w, am, 1, 1).double()
+    assert torch.equal(approx_conv2d(x.float(), w.float(), am, 1, 1, method="int8").double(), ref)

@@ -10,7 +10,7 @@ from fames.emulate import approx_conv2d, approx_linear, plan_layer
 from fames.emulate.reference import product_counts_grad, reference_conv2d, reference_linear
 
 from .conftest_shared import evo_appmul
-from .helpers import codes, operand_trunc_appmul, pp_trunc_appmul, random_appmul
+from .helpers import GEOMS, codes, operand_trunc_appmul, pp_trunc_appmul, random_appmul
 
 WIDTHS = [
     (2, 2, False, False),
@@ -22,13 +22,6 @@ WIDTHS = [
     (6, 7, False, False),
     (8, 8, False, False),
     (8, 8, True, True),
-]
-
-GEOMS = [  # (C, O, k, stride, padding, dilation, groups)
-    (3, 4, 3, 1, 1, 1, 1),
-    (4, 6, 3, 2, 1, 1, 2),
-    (4, 4, 3, 1, 2, 2, 4),  # depthwise, dilated
-    (2, 3, (1, 3), (2, 1), (0, 1), 1, 1),
 ]
 
 

@@ -1,20 +1,23 @@
-"""Integer execution of an AppMul layer: uint8 activation planes x int8 weights, int32 accumulation (oneDNN).
+"""Integer execution of an AppMul layer: uint8 activation planes x int8 weights, int32 sums (oneDNN).
 
 Any integer table ``T[x, w]`` over ``a_bits <= 8`` activation bits is a sum of products of the activation index's
 bits (its Moebius transform: ``T[x, w] = sum_S c_S(w) prod_{i in S} bit_i(x)``, ``S`` a subset of the bits). Each
-monomial with a non-zero coefficient vector becomes one *plane*, the AND of its bits shifted out of the uint8
-codes (no table lookup), optionally times a small integer absorbed from its coefficients, and the coefficients
-become int8 weights (split in two digits where they exceed int8). With the activation index itself as one more
-plane (its coefficient the weight value) the exact product costs one term, so a table close to the exact product
-needs few planes. All planes are stacked along the input channels into ONE quantized convolution (oneDNN's
-``qconv2d_pointwise``: uint8 x int8 products summed in int32, returned as float32), which runs 3-4x faster than
-the float32 convolution of the same shape on CPUs with AVX512-VNNI/AMX (measured: 0.24-0.34x of one float32
-convolution per term at ResNet-20 shapes).
+monomial with a non-zero coefficient vector becomes one *plane* (a function of the index with values 0..255: the
+AND of its bits, times a common factor of its coefficients up to 255), and its coefficients become int8 weights.
+With the index plane (the activation value, offset to 0..255) as one more plane, the exact product costs one term;
+the columns of an integer factorization of the table are planes too. Coefficients beyond int8 are split into
+digits: the high digit's factor on the plane, else base-256 digits carried by oneDNN's per-channel weight scale.
 
-The empty monomial (a weight-only term) is returned as ``const`` for the caller's bias and border correction;
-an unsigned 8-bit weight ``w`` enters the index plane as ``w - 128`` plus one extra output channel that sums the
-index plane over the taps (times 128). Exact: integer arithmetic throughout, the float32 result is exact while it
-and the convolution's outputs stay below ``2**24`` (the float32 contract of :mod:`fames.emulate.kernels`).
+At run time one ``index_select`` of a packed table (8 planes per int64 word) gives up to 8 planes side by side,
+which is the input of oneDNN's quantized convolution (``qconv2d_pointwise``: uint8 x int8 products summed in int32,
+float32 output) as it is; the blocks of planes accumulate through its sum post-op. On a CPU with AVX512-VNNI a
+plane costs 0.24-0.34 of the float32 convolution of the layer (measured at ResNet-20 shapes).
+
+The empty monomial (a weight-only term) is returned as ``const`` for the caller's bias and border correction; an
+unsigned 8-bit weight ``w`` enters the index plane as ``w - 128``, plus 128 times the index plane summed over the
+taps (a sum pool of the codes). Exact: integer arithmetic throughout; the float32 result is exact while every
+partial sum (of a block, and over the blocks in order) stays below ``2**24`` (the float32 contract of
+:mod:`fames.emulate.kernels`); :func:`int8_available` checks once per process that the CPU's int8 kernels are exact.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class Int8Plan:
     if signed; a factor column); ``V``: ``(n_keys, T)`` int8; ``scales[t]``: the factor term ``t``'s products
     are multiplied by (a power of 256: a digit of a weight too large for int8, applied as oneDNN's per-channel
     weight scale); ``const``: ``(n_keys,)`` int64 or None; ``row``: the multiplier of the row term (plane 0, the
-    index plane, summed over the taps), 0 for none.
+    index plane, summed over the taps), 0 for none; ``offset``: the index plane's offset (``2**(a_bits - 1)`` for
+    signed activations, else 0).
     """
 
     masks: tuple[int, ...]
@@ -420,7 +424,8 @@ def _index_window_sums(
     xs = x_codes.to(torch.float32).view(N, groups, Cg, H, W).sum(2)
     if offset:
         xs += offset * Cg
-    if tuple(dilation) == (1, 1):  # a sum pool (exact: small integers in float32); 4x faster than a 1-channel conv
+    pool_ok = tuple(dilation) == (1, 1) and 2 * padding[0] <= kh and 2 * padding[1] <= kw  # avg_pool2d's limits
+    if pool_ok:  # a sum pool (exact: small integers in float32); 4x faster than a one-channel convolution
         s = F.avg_pool2d(xs, (kh, kw), stride, padding, count_include_pad=True, divisor_override=1)
     else:
         s = F.conv2d(xs, torch.ones(groups, 1, kh, kw), None, stride, padding, dilation, groups)

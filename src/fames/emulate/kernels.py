@@ -87,7 +87,7 @@ class EmulationPlan:
     # Bit-plane activation basis: ``U[x, k] == (x | 2**a_bits) >> shifts[k] & 1`` (shift ``a_bits`` is the
     # constant 1), so the stacked activations come from shifts instead of table lookups.
     shifts: np.ndarray | None = None
-    # the same tables as uint8 planes x int8 weights (fames.emulate.int8), None where they do not fit
+    # the same tables as uint8 planes x int8 weights (fames.emulate.int8); None above 8 bits
     int8: Int8Plan | None = None
     _torch: dict = field(default_factory=dict, repr=False)
 
