@@ -792,7 +792,8 @@ def _int8_compute(
     def compute() -> torch.Tensor:
         bias = None if const is None else const.sum((1, 2, 3))
         mask = (1 << plan.a_bits) - 1 if plan.a_signed else None
-        y = int8_conv(x_codes.detach(), mask, wkey, p8, conv_args, max(max_bytes, INT8_CHUNK_BYTES), bias)
+        chunk = INT8_CHUNK_BYTES if max_bytes == DEFAULT_CHUNK_BYTES else max_bytes  # larger default: buffers reused
+        y = int8_conv(x_codes.detach(), mask, wkey, p8, conv_args, chunk, bias)
         if const is not None:
             _add_border(y, _constant_bias(const, x_codes.shape, conv_args) - bias.view(1, -1, 1, 1))
         return y
