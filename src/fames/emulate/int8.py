@@ -275,13 +275,18 @@ def int8_available() -> bool:
         return False
     try:
         g = torch.Generator().manual_seed(0)
-        x = torch.randint(200, 256, (2, 64, 6, 6), generator=g, dtype=torch.uint8)
-        w = torch.randint(100, 128, (8, 64, 3, 3), generator=g, dtype=torch.int8)
+        x = torch.randint(200, 256, (2, 32, 6, 6), generator=g, dtype=torch.uint8)  # sums below 2**24
+        w = torch.randint(100, 128, (8, 32, 3, 3), generator=g, dtype=torch.int8)
         w[1::2] = -128
         args = ((1, 1), (1, 1), (1, 1), 1)
-        y = _qconv(x.contiguous(memory_format=torch.channels_last), _pack(w, args), 8, None, args)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        y = _qconv(xc, _pack(w, args), 8, None, args)
         ref = F.conv2d(x.double(), w.double(), None, 1, 1)
-        return bool(torch.equal(y.double(), ref))
+        # weight scale and sum post-op (values kept below 2**24)
+        x1, w1 = (x[:, :1] // 64).contiguous(memory_format=torch.channels_last), w[:, :1].contiguous()
+        y2 = _qconv(x1, _pack(w1, args, 256), 8, None, args, torch.full_like(y, 3.0), 256)
+        ref2 = 3 + 256 * F.conv2d(x1.double(), w1.double(), None, 1, 1)
+        return bool(torch.equal(y.double(), ref)) and bool(torch.equal(y2.double(), ref2))
     except (RuntimeError, AttributeError):
         return False
 
@@ -305,19 +310,19 @@ def _qconv(
     """``scale * conv(x, w) + bias`` (``+ accum``, in place) for uint8 ``x (N, C, H, W)`` (channels_last) and the
     packed int8 ``w`` (:func:`_pack` with the same ``scale``), float32 output."""
     stride, padding, dilation, groups = conv_args
-    ones = torch.full((O,), float(scale))
+    scales = torch.full((O,), float(scale))
     zeros = torch.zeros(O, dtype=torch.int64)
     geometry = (list(stride), list(padding), list(dilation), groups)
     if accum is None:
         return torch.ops.onednn.qconv2d_pointwise(
-            x, 1.0, 0, packed, ones, zeros, bias, *geometry, 1.0, 0, torch.float32, "none", [], ""
+            x, 1.0, 0, packed, scales, zeros, bias, *geometry, 1.0, 0, torch.float32, "none", [], ""
         )
     return torch.ops.onednn.qconv2d_pointwise.binary(
         x,
         1.0,
         0,
         packed,
-        ones,
+        scales,
         zeros,
         accum,
         bias,
