@@ -11,7 +11,9 @@ and all ``r`` terms are stacked into ONE convolution with ``r`` times the input 
 ``c * r_total + k`` holds ``u_k(x_c)``, so every group of a grouped/depthwise convolution keeps its channels
 together. The factor tensor is zero-padded *after* the lookup (a padded position is no product).
 Several AppMuls (per-layer, per-filter or per-kernel assignment) share the activation basis ``U`` (a
-factorization of the tables side by side), so mixed assignments are still one convolution.
+factorization of the tables side by side), so mixed assignments are still one convolution. In float32 on a CPU
+whose oneDNN int8 kernels are exact, the same sums usually run as uint8 planes x int8 weights
+(:mod:`fames.emulate.int8`), 3-4x cheaper per term; high-rank tables take the LUT gather.
 
 Backward is the straight-through estimator: the gradient of the exact convolution of the codes. With
 ``error_table=`` a differentiable error table enters the graph instead, and one backward pass yields
@@ -716,8 +718,9 @@ def approx_conv2d(
     ``appmul``: one AppMul, a list of AppMuls of equal widths (with ``assign``: scalar, ``(O,)`` per filter
     or ``(O, C // groups)`` per kernel), or a prebuilt :class:`EmulationPlan`. Padded positions contribute
     nothing. Gradients w.r.t. the codes are those of the exact convolution (straight-through).
-    ``method``: ``"conv"`` (stacked factor convolution), ``"gather"`` (``embedding_bag`` over the LUTs) or
-    ``"auto"`` (:func:`choose_method`). The output is channels_last in memory.
+    ``method``: ``"int8"`` (uint8 planes x int8 weights in oneDNN's quantized convolution, float32 output,
+    :mod:`fames.emulate.int8`), ``"conv"`` (stacked factor convolution), ``"gather"`` (``embedding_bag`` over the
+    LUTs) or ``"auto"`` (:func:`choose_method`). The output is channels_last in memory.
 
     ``error_table``: a float tensor ``(2**a_bits, 2**w_bits)`` (or ``(M, 2**a_bits, 2**w_bits)`` with
     ``assign``) used as the error table instead of the AppMul's; the output is
