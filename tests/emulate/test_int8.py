@@ -145,3 +145,12 @@ def test_row_term_with_padding_wider_than_the_kernel():
     assert plan_layer(am).int8.row == 128
     ref = reference_conv2d(x, w, am, 1, 1).double()
     assert torch.equal(approx_conv2d(x.float(), w.float(), am, 1, 1, method="int8").double(), ref)
+
+
+@needs_int8
+def test_int8_method_refuses_float64():
+    am = noisy_appmul(4, 4, True, True, seed=13)
+    gen = torch.Generator().manual_seed(13)
+    x, w = codes(4, True, (1, 2, 4, 4), gen), codes(4, True, (2, 2, 3, 3), gen)
+    with pytest.raises(ValueError, match="float32"):
+        approx_conv2d(x, w, am, dtype=torch.float64, method="int8")

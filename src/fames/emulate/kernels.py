@@ -754,6 +754,9 @@ def approx_conv2d(
     if method == "auto":
         method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, x_codes.device.type == "cpu")
     if method == "int8":
+        if dtype != torch.float32 or x_codes.device.type != "cpu":
+            raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
+                             f"{x_codes.device} (use method='auto', or dtype=torch.float32 on the CPU)")
         compute8 = _int8_compute(x_codes, wkey, plan, conv_args, max_chunk_bytes)
         return _SteConvFn.apply(x_codes, w_codes, compute8, conv_args, dtype)
     if method == "gather":
