@@ -35,6 +35,7 @@ CONFIGS = {
     "w3a3-filter": ("resnet20_w3a3.pt", "generate+synth"),
     "w4a4-rich": ("resnet20_w4a4.pt", "generate+synth"),  # a longer synthesis keeping more designs
     "w4a4-grid": ("resnet20_w4a4.pt", "generate+synth"),  # every R of a grid measured on validation, no bisection
+    "w4a4-cv": ("resnet20_w4a4.pt", "generate+synth"),  # the grid with control-variate compensation where it pays
 }
 SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
     "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
@@ -44,9 +45,11 @@ SELECTION = {  # `selection:` options of a configuration (else layer level, no c
     "w4a4-bias": ({"compensation": "bias"}, " + bias correction"),
     "w4a4-filter": ({"granularity": "filter"}, ", filter level"),
     "w3a3-filter": ({"granularity": "filter"}, ", filter level"),
+    "w4a4-cv": ({"compensation": "auto"}, " + control variate where the ILP takes it"),
 }
 SEARCH = {  # `search:` options of a configuration with --search (else bisection) and their label
     "w4a4-grid": ({"grid": [0.8, 0.78, 0.76, 0.74, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
+    "w4a4-cv": ({"grid": [0.8, 0.76, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
 }
 VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH)  # variants of a row: not counted twice in the mean
 
