@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Int8Plan", "int8_available", "int8_conv", "lower"]
+__all__ = ["Int8Plan", "int8_available", "int8_conv", "lower", "window_sums"]
 
 KEEP_PLANE = -1  # a plane that is not a monomial (the index plane, a factor column): never dropped
 INT8_CHUNK_BYTES = 1 << 26  # planes of one chunk (scratch buffers are reused, so chunks can be large)
@@ -291,6 +291,15 @@ def int8_available() -> bool:
         return False
 
 
+def conv_output_hw(hw: tuple[int, int], kernel_size: tuple[int, int], conv_args: tuple) -> tuple[int, int]:
+    """Output height and width of a convolution of an ``hw`` input (``conv_args``: stride, padding, dilation, ...)."""
+    stride, padding, dilation = conv_args[:3]
+    return tuple(  # type: ignore[return-value]
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation, strict=True)
+    )
+
+
 def _pack(w: torch.Tensor, conv_args: tuple, scale: int = 1) -> torch.Tensor:
     """oneDNN's packed form of int8 weights ``(O, C / groups, kh, kw)`` (weight scale ``scale``, no zero points)."""
     stride, padding, dilation, groups = conv_args
@@ -384,13 +393,11 @@ def int8_conv(
     top = 1 << int(xi.max()).bit_length() if xi.numel() else 1
     keep = tuple(t for t, mask in enumerate(plan.masks) if mask < top) or (0,) * bool(plan.terms)  # KEEP_PLANE < 0
     if not keep:  # no plane: the weight-only term (bias) and the row term are all
-        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-        Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        y = torch.zeros(N, Ho, Wo, O).permute(0, 3, 1, 2)
+        y = torch.zeros(N, *conv_output_hw((H, W), (kh, kw), conv_args), O).permute(0, 3, 1, 2)
         if bias is not None:
             y += bias.view(1, -1, 1, 1)
         if plan.row:
-            y.add_(_index_window_sums(x_codes, plan.offset, wkey.shape, conv_args, O), alpha=plan.row)
+            y.add_(window_sums(x_codes, (kh, kw), conv_args, O, offset=plan.offset), alpha=plan.row)
         return y
     tables, V = plan.packed(keep)
     wt = F.embedding(wkey, V)  # (O, Cg, kh, kw, T) int32
@@ -414,24 +421,31 @@ def int8_conv(
         outs.append(y)
     y = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
     if plan.row:  # row * (plane 0 summed over the taps), the same for every output channel of a group
-        y.add_(_index_window_sums(x_codes, plan.offset, wkey.shape, conv_args, O), alpha=plan.row)
+        y.add_(window_sums(x_codes, (kh, kw), conv_args, O, offset=plan.offset), alpha=plan.row)
     return y
 
 
-def _index_window_sums(
-    x_codes: torch.Tensor, offset: int, w_shape: tuple[int, ...], conv_args: tuple, O: int
+def window_sums(
+    x_codes: torch.Tensor,
+    kernel_size: tuple[int, int],
+    conv_args: tuple,
+    out_channels: int,
+    dtype: torch.dtype = torch.float32,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """``sum over the taps of (code + offset)`` (the index plane) per output position, ``(N, O or 1, H', W')``
-    float32: channels summed per group, then one box filter (padded taps hold no plane: they add 0)."""
+    """``sum over a window's taps of (code + offset)`` per output position and group, ``(N, O or 1, H', W')`` in
+    ``dtype``: channels summed per group, then one box filter (``(N, 1, H', W')`` for one group; padded taps add 0).
+    ``conv_args``: ``(stride, padding, dilation, groups)`` pairs as in the convolution."""
     stride, padding, dilation, groups = conv_args
     N, C, H, W = x_codes.shape
-    _, Cg, kh, kw = w_shape
-    xs = x_codes.to(torch.float32).view(N, groups, Cg, H, W).sum(2)
+    kh, kw = kernel_size
+    xs = x_codes.to(dtype).view(N, groups, C // groups, H, W).sum(2)
     if offset:
-        xs += offset * Cg
+        xs += offset * (C // groups)
     pool_ok = tuple(dilation) == (1, 1) and 2 * padding[0] <= kh and 2 * padding[1] <= kw  # avg_pool2d's limits
-    if pool_ok:  # a sum pool (exact: small integers in float32); 4x faster than a one-channel convolution
+    if pool_ok:  # a sum pool (exact: small integers); 4x faster than a one-channel convolution
         s = F.avg_pool2d(xs, (kh, kw), stride, padding, count_include_pad=True, divisor_override=1)
     else:
-        s = F.conv2d(xs, torch.ones(groups, 1, kh, kw), None, stride, padding, dilation, groups)
-    return s if groups == 1 else s.repeat_interleave(O // groups, dim=1)
+        box = torch.ones(groups, 1, kh, kw, dtype=dtype, device=xs.device)
+        s = F.conv2d(xs, box, None, stride, padding, dilation, groups)
+    return s if groups == 1 else s.repeat_interleave(out_channels // groups, dim=1)

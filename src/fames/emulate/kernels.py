@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul, operand_values
 from fames.emulate.decompose import Factors, decompose_table
-from fames.emulate.int8 import INT8_CHUNK_BYTES, Int8Plan, int8_available, int8_conv, lower
+from fames.emulate.int8 import INT8_CHUNK_BYTES, Int8Plan, conv_output_hw, int8_available, int8_conv, lower
 
 __all__ = [
     "EmulationPlan",
@@ -554,8 +554,7 @@ def _gather_conv(
     dev = x_idx.device
     T = _gather_table(L, wkey, G)
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    Ho, Wo = conv_output_hw((H, W), (kh, kw), (stride, padding, dilation))
     blk = A + 1
     c_off = torch.arange(C, device=dev, dtype=torch.int32) * (KK * blk)  # (C,)
     k_off = (torch.arange(KK, device=dev, dtype=torch.int32) * blk).view(kh, kw, 1)

@@ -22,6 +22,7 @@ from torch import nn
 
 from fames.appmul.core import AppMul
 from fames.emulate.decompose import decompose_table
+from fames.emulate.int8 import window_sums
 from fames.emulate.kernels import approx_conv2d, approx_linear, choose_method, error_plan, lut_plan
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
@@ -389,12 +390,8 @@ class QConv2d(QuantLayer):
         """Window sums of the activation codes per group, ``(N, groups, Ho, Wo)``, broadcast over each group's
         outputs: ``(N, 1, Ho, Wo)`` for an ordinary convolution (channels summed first, then one box filter:
         ``1 / O`` of a ones-weight convolution's work)."""
-        n, c, h, w = qx.shape
-        g = self.groups
-        xs = qx.to(self.emulation_dtype).view(n, g, c // g, h, w).sum(2)
-        box = torch.ones(g, 1, *self.kernel_size, dtype=xs.dtype, device=xs.device)
-        s = F.conv2d(xs, box, None, self.stride, 0, self.dilation, g)
-        return s if g == 1 else s.repeat_interleave(self.out_channels // g, dim=1)
+        args = (self.stride, (0, 0), self.dilation, self.groups)  # qx is padded already
+        return window_sums(qx, self.kernel_size, args, self.out_channels, self.emulation_dtype)
 
     def patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Padded activation codes ``(N, C, H, W)`` -> ``(N, groups, C/groups * kh * kw, positions)`` long."""
