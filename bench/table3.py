@@ -36,6 +36,7 @@ CONFIGS = {
     "w4a4-rich": ("resnet20_w4a4.pt", "generate+synth"),  # a longer synthesis keeping more designs
     "w4a4-grid": ("resnet20_w4a4.pt", "generate+synth"),  # every R of a grid measured on validation, no bisection
     "w4a4-cv": ("resnet20_w4a4.pt", "generate+synth"),  # the grid with control-variate compensation where it pays
+    "w4a4-measured": ("resnet20_w4a4.pt", "generate+synth"),  # the grid with every pair's loss change measured
 }
 SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
     "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
@@ -50,8 +51,12 @@ SELECTION = {  # `selection:` options of a configuration (else layer level, no c
 SEARCH = {  # `search:` options of a configuration with --search (else bisection) and their label
     "w4a4-grid": ({"grid": [0.8, 0.78, 0.76, 0.74, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
     "w4a4-cv": ({"grid": [0.8, 0.76, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
+    "w4a4-measured": ({"grid": [0.8, 0.78, 0.76, 0.74, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
 }
-VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH)  # variants of a row: not counted twice in the mean
+ESTIMATOR = {  # `estimator:` options of a configuration (else the rank-1 Taylor estimate) and their label
+    "w4a4-measured": ({"kind": "measured", "samples": 1024}, ", measured loss changes (1,024 images)"),
+}
+VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR)  # variants of a row: not in the mean
 
 
 def main() -> int:
@@ -153,6 +158,7 @@ def main() -> int:
                 "estimator": {
                     "kind": "taylor-rank1" + ("+forward" if args.estimator_mean == "forward" else ""),
                     "validate": False,
+                    **ESTIMATOR.get(name, ({}, ""))[0],
                 },
                 "calibration": {
                     "quantile_step": args.calib_step,
@@ -171,7 +177,7 @@ def main() -> int:
         a = r["accuracy"]
         rows[name] = {
             "library": library + SYNTH.get(name, ({}, ""))[1]
-            + SELECTION.get(name, ({}, ""))[1] + SEARCH.get(name, ({}, ""))[1],
+            + SELECTION.get(name, ({}, ""))[1] + SEARCH.get(name, ({}, ""))[1] + ESTIMATOR.get(name, ({}, ""))[1],
             "checkpoint": ck, "float": a["float"], "exact_quant": a["exact_quant"],
             "approx": a["approx"], "approx_uncalibrated": a["approx_uncalibrated"],
             "relative_energy": r["relative_energy"], "energy_reduction": r["energy_reduction"],

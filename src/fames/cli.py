@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+from fames.allocator import keep_freed_memory
 from fames.appmul.synth.error import METRICS
 from fames.appmul.synth.library import DEFAULT_THRESHOLDS
 from fames.errors import FamesError
@@ -733,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; exit status 0 ok, 2 user error, 1 internal error, 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args)
     except (FamesError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:

@@ -105,5 +105,7 @@ def test_bad_input_names_the_problem_and_the_fix(tmp_path):
         fames.FamesConfig(budget=[0.7, 0.7])
     with pytest.raises(FamesError, match="calibration.seed=3 would be ignored.*run's seed"):
         RunConfig.from_dict({"seed": 1, "calibration": {"seed": 3}})
+    with pytest.raises(FamesError, match="estimator 'measured'.*granularity 'layer'"):
+        RunConfig.from_dict({"estimator": {"kind": "measured"}, "selection": {"granularity": "filter"}})
     with pytest.raises(FamesError, match=r"3 problem\(s\).*budget.*estimator.samples.*calibration.epochs"):
         RunConfig.from_dict({"budget": [True], "estimator": {"samples": "abc"}, "calibration": {"epochs": 1.5}})

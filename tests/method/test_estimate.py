@@ -11,7 +11,7 @@ from torch import nn
 from fames.appmul.core import AppMul, exact_lut
 from fames.appmul.families import build, build_family
 from fames.errors import FamesError
-from fames.method.estimate import MeanForward, TaylorEstimator, counting_gradients, true_loss_changes
+from fames.method.estimate import MeanForward, TaylorEstimator, counting_gradients, make_estimator, true_loss_changes
 from fames.quant import calibrate_ptq, qlayers, quantize
 
 
@@ -95,6 +95,42 @@ def test_mean_forward_is_exact_for_a_constant_error(hessian):
         assert np.abs(true[n][0, 3:]).min() > 1e-4  # the shifts do change the loss (100x the tolerance)
         # the random designs keep a zero-mean remainder: first + second order of it, plus the measured shift
         assert (got.second[n][0, :3] >= 0).all() and np.isfinite(got.omega[n]).all()
+
+
+def test_measured_estimate_of_a_constant_error_is_the_shifted_bias_loss():
+    """One linear layer, every product off by c: the logits move by c * fan_in * s_x * s_w, i.e. the loss change is
+    that of the exact model with its bias shifted so; the exact design changes nothing; other layers' names are kept."""
+    model, x, y, cands = _model(5, conv=False)
+    (n, layer), = qlayers(model)
+    cs = (-3, 2, 5)
+    cands[n] = [_constant_error(layer, 0)] + [_constant_error(layer, c) for c in cs]
+    got = make_estimator("measured", progress=False).estimate(model, x, y, cands)
+    base = F.cross_entropy(model(x), y).item()
+    scale = layer.error_scale((-1,), torch.float64)
+    want = [0.0]
+    for c in cs:
+        bias = layer.bias.detach().clone()
+        with torch.no_grad():
+            layer.bias += (c * layer.in_features * scale).to(bias.dtype)
+            want.append(F.cross_entropy(model(x), y).item() - base)
+            layer.bias.copy_(bias)
+    assert got.omega[n].shape == (1, 4) and got.granularity == "layer"
+    np.testing.assert_allclose(got.omega[n][0], want, rtol=1e-4, atol=1e-6)
+    assert min(abs(v) for v in want[1:]) > 1e-3  # the shifts do change the loss
+    np.testing.assert_array_equal(got.second[n], 0.0)
+
+
+def test_measured_estimate_refuses_what_it_cannot_measure():
+    model, x, y, cands = _model(3)
+    est = make_estimator("measured", progress=False)
+    with pytest.raises(FamesError, match="per layer.*taylor-rank1"):
+        est.estimate(model, x, y, cands, granularity="filter")
+    pairs = {n: [(m, None) for m in ms] for n, ms in cands.items()}
+    with pytest.raises(FamesError, match="plain AppMuls"):
+        est.estimate(model, x, y, pairs)
+    for kind, kw in (("measured+forward", {}), ("measured", {"bias_correction": True})):
+        with pytest.raises(FamesError, match="'measured' alone"):
+            make_estimator(kind, **kw)
 
 
 def test_mean_forward_only_above_the_threshold():

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fames.allocator import keep_freed_memory
 from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import FamesError
@@ -266,6 +267,7 @@ def approximate_(
     designs without a cost; ``synth``: a :class:`~fames.flow.config.SynthOptions` for the synthesized libraries.
     """
     t_all = time.perf_counter()
+    keep_freed_memory()  # large activations reuse heap memory instead of faulting in fresh pages (~2x, allocator.py)
     cfg = config or FamesConfig()
     if not isinstance(cfg, FamesConfig):
         raise FamesError(f"config must be a fames.FamesConfig, not {type(cfg).__name__}")

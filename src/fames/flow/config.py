@@ -49,8 +49,9 @@ class EstimatorConfig:
 
     ``kind``: ``taylor-rank1`` (default), ``taylor-full``, ``first-order``, ``l2``, ``mre``, each optionally with
     ``+forward`` (the mean output error forwarded where the estimate exceeds ``forward_above`` nats; layer
-    granularity). ``samples``: training images of the estimate (paper: 256). ``curvature``: how the second-order
-    term is split over filters/kernels (``bound`` | ``covariance`` | ``own``, see
+    granularity), or ``measured`` (the loss change of every (layer, AppMul) pair measured by one forward pass of the
+    samples; layer granularity, no compensation). ``samples``: training images of the estimate (paper: 256).
+    ``curvature``: how the second-order term is split over filters/kernels (``bound`` | ``covariance`` | ``own``, see
     :class:`~fames.method.estimate.TaylorEstimator`). ``validate`` (opt-in): also measure the true loss
     change of every (layer, AppMul) for the Spearman figure: one forward pass of the sample batch per pair (ResNet-20
     W4A4, 522 pairs x 256 images: about 100 s on 2 cores; some 36 minutes projected for ResNet-32).
@@ -207,6 +208,11 @@ class FamesConfig:
         if self.estimator.kind.endswith("+forward") and self.selection.granularity != "layer":
             raise ConfigError(f"estimator {self.estimator.kind!r} runs a forward pass per layer and candidate: it "
                              "needs granularity 'layer' (drop '+forward' for filters or kernels)")
+        if self.estimator.kind == "measured" and (self.selection.granularity != "layer"
+                                                  or self.selection.compensation in ("control_variate", "auto")):
+            raise ConfigError("estimator 'measured' runs a forward pass per layer and plain AppMul: it needs "
+                              "granularity 'layer' and no control variate (use taylor-rank1 for filters, kernels or "
+                              "compensation)")
         if self.selection.compensation == "bias" and self.estimator.kind not in ("first-order", "taylor-rank1",
                                                                                   "taylor-full"):
             raise ConfigError(f"compensation 'bias' is estimated by the Taylor model of the corrected error: use "

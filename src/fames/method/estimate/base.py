@@ -122,3 +122,31 @@ def capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor)
         for h in hooks:
             h.remove()
     return z, ins, outs
+
+
+def recorded_pass(
+    model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+    """One forward of ``x``: the logits, each quantized layer's output, and the names in the order the layers ran
+    (a layer shared between calls appears more than once)."""
+    calls: list[str] = []
+    hooks = [m.register_forward_hook(lambda *_, n=n: calls.append(n)) for n, m in ql]
+    try:
+        z, _, outs = capture(model, ql, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return z, outs, calls
+
+
+@contextlib.contextmanager
+def replaying(layers: dict[str, QuantLayer], outs: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Within the block, each layer named in ``outs`` returns its recorded output instead of computing it (so a pass
+    that changes only a later layer costs the rest of the network)."""
+    for n, t in outs.items():
+        layers[n].forward = lambda *_, t=t: t  # instance attribute: nn.Module.__call__ uses it
+    try:
+        yield
+    finally:
+        for n in outs:
+            del layers[n].forward

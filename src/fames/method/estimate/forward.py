@@ -20,7 +20,16 @@ from tqdm.auto import tqdm
 
 from fames.errors import FamesError
 from fames.method.compensate import correction_means
-from fames.method.estimate.base import Estimate, Estimator, as_pairs, capture, check_candidates, layer_states
+from fames.method.estimate.base import (
+    Estimate,
+    Estimator,
+    as_pairs,
+    capture,
+    check_candidates,
+    layer_states,
+    recorded_pass,
+    replaying,
+)
 from fames.quant.layers import QuantLayer
 
 
@@ -114,13 +123,7 @@ def shifted_losses(
     )
     for s0 in range(0, S, chunk):
         xb, yb = x[s0 : s0 + chunk], y[s0 : s0 + chunk]
-        calls: list[str] = []
-        hooks = [m.register_forward_hook(lambda *_, n=n, c=calls: c.append(n)) for n, m in ql]
-        try:
-            z, _, outs = capture(model, ql, xb)
-        finally:
-            for h in hooks:
-                h.remove()
+        z, outs, calls = recorded_pass(model, ql, xb)
         if len(calls) != len(set(calls)):
             raise FamesError("mean='forward' needs every quantized layer to run once per forward pass (shared layers)")
         base = F.cross_entropy(z, yb, reduction="sum").item()
@@ -130,14 +133,7 @@ def shifted_losses(
                 bar.update()
                 if not bool(mu[j].any()):
                     continue
-                shifted = outs[n] + mu[j].to(outs[n].dtype)
-                replay = {**{b: outs[b] for b in before}, n: shifted}
-                for b, t in replay.items():
-                    layers[b].forward = lambda *_, t=t: t  # instance attribute: nn.Module.__call__ uses it
-                try:
+                with replaying(layers, {**{b: outs[b] for b in before}, n: outs[n] + mu[j].to(outs[n].dtype)}):
                     out[n][j] += F.cross_entropy(model(xb), yb, reduction="sum").item() - base
-                finally:
-                    for b in replay:
-                        del layers[b].forward
     bar.close()
     return {n: v[None] / S for n, v in out.items()}

@@ -27,6 +27,7 @@ from fames.method.energy import group_macs, layer_macs
 from fames.method.estimate.base import Estimate, Estimator, check_candidates, check_granularity
 from fames.method.estimate.forward import MeanForward
 from fames.method.estimate.taylor import TaylorEstimator
+from fames.method.estimate.truth import MeasuredEstimator
 from fames.quant.convert import qlayers
 
 SCALES = ("none", "macs")
@@ -91,7 +92,7 @@ class MREEstimator(MetricEstimator):
 
 
 ESTIMATOR_NAMES = (
-    "l2", "mre", "first-order", "taylor-rank1", "taylor-full", "taylor-rank1+forward", "taylor-full+forward"
+    "l2", "mre", "first-order", "taylor-rank1", "taylor-full", "taylor-rank1+forward", "taylor-full+forward", "measured"
 )  # "+forward" also applies to l2, mre and first-order
 
 
@@ -100,7 +101,8 @@ def make_estimator(
     bias_correction: bool = False,
 ) -> Estimator:
     """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``
-    (the paper's), and any of them with ``+forward``: wrapped in :class:`MeanForward` (the mean output error of a
+    (the paper's), ``measured`` (:class:`~fames.method.estimate.truth.MeasuredEstimator`: one forward pass per
+    pair), and any but ``measured`` with ``+forward``: wrapped in :class:`MeanForward` (the mean output error of a
     candidate forwarded where the estimate exceeds ``forward_above`` nats). ``bias_correction`` (Taylor kinds
     without ``+forward``): candidates estimated with the mean-error correction applied."""
     base, _, mean = name.partition("+")
@@ -111,6 +113,11 @@ def make_estimator(
         inner: Estimator = L2Estimator(scale)
     elif base == "mre":
         inner = MREEstimator(scale)
+    elif base == "measured":
+        if mean or bias_correction:
+            raise FamesError(f"estimator {name!r}: the measured estimate already forwards every candidate, so "
+                             "'+forward' and the bias correction do not apply; use 'measured' alone or a Taylor kind")
+        return MeasuredEstimator(progress)
     elif hessian is not None:
         inner = TaylorEstimator(hessian, progress=progress, curvature=curvature, bias_correction=bias_correction)
     else:
