@@ -162,6 +162,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the other core may be busy)")
     ap.add_argument("--layer-threads", nargs="+", type=int, default=[1, 2], help="thread counts of the per-layer table")
     ap.add_argument("--layer-images", type=int, default=200, help="images per forward of the per-layer table")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc malloc as it is (default: fames.allocator.keep_freed_memory, as fames run)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "emulation.md"))
     args = ap.parse_args()
     missing = [p for p in (SHARED / "weights", SHARED / "data", SHARED / "evoapproxlib") if not p.exists()]
@@ -171,12 +173,14 @@ def main() -> int:
 
     import torch
 
+    from fames.allocator import keep_freed_memory
     from fames.appmul.families import build
     from fames.appmul.importers import import_evoapprox_tables
     from fames.data import get_loader
     from fames.models import create_model
     from fames.quant import QuantConfig, calibrate_ptq, qlayers, quantize, set_mode
 
+    kept = not args.system_malloc and keep_freed_memory()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     x, _ = next(iter(get_loader("cifar10", "test", args.images)))
@@ -300,10 +304,12 @@ def main() -> int:
         + (f" --max-designs {args.max_designs}" if args.max_designs is not None else "")
         + (f" --evo-images {args.evo_images}" if args.evo_images else "")
         + f" --naive-images {args.naive_images} --threads {args.threads}"
-        + f" --layer-threads {' '.join(map(str, args.layer_threads))} --layer-images {args.layer_images}`  ",
+        + f" --layer-threads {' '.join(map(str, args.layer_threads))} --layer-images {args.layer_images}"
+        + (" --system-malloc" if args.system_malloc else "") + "`  ",
         f"Date: {dt.date.today().isoformat()}; machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{args.threads} threads (per-layer table: as stated); one forward over {n_img} JPEG CIFAR-10 test images "
-        "(one batch).",
+        "(one batch); glibc malloc " + ("keeping freed memory (`fames.allocator`, as `fames run`)" if kept
+                                         else "as it is") + ".",
         "",
         "Timings: exact (mode `exact`, fake-quantized float conv) and approx (mode `approx`, float32 emulation) "
         "forwards interleaved; each time is the minimum over the repetitions; the first approx call (planning and "

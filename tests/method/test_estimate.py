@@ -98,26 +98,30 @@ def test_mean_forward_is_exact_for_a_constant_error(hessian):
 
 
 def test_measured_estimate_of_a_constant_error_is_the_shifted_bias_loss():
-    """One linear layer, every product off by c: the logits move by c * fan_in * s_x * s_w, i.e. the loss change is
-    that of the exact model with its bias shifted so; the exact design changes nothing; other layers' names are kept."""
+    """One linear layer, every product off by c: the logits move by c * fan_in * s_x * s_w, i.e. the per-image loss
+    change is that of the exact model with its bias shifted so; its mean and standard error are the measured estimate
+    (plus ``margin`` standard errors); the exact design changes nothing."""
     model, x, y, cands = _model(5, conv=False)
     (n, layer), = qlayers(model)
     cs = (-3, 2, 5)
     cands[n] = [_constant_error(layer, 0)] + [_constant_error(layer, c) for c in cs]
-    got = make_estimator("measured", progress=False).estimate(model, x, y, cands)
-    base = F.cross_entropy(model(x), y).item()
+    base = F.cross_entropy(model(x), y, reduction="none").double()
     scale = layer.error_scale((-1,), torch.float64)
-    want = [0.0]
+    mean, se = [0.0], [0.0]
     for c in cs:
         bias = layer.bias.detach().clone()
         with torch.no_grad():
             layer.bias += (c * layer.in_features * scale).to(bias.dtype)
-            want.append(F.cross_entropy(model(x), y).item() - base)
+            d = F.cross_entropy(model(x), y, reduction="none").double() - base
             layer.bias.copy_(bias)
-    assert got.omega[n].shape == (1, 4) and got.granularity == "layer"
-    np.testing.assert_allclose(got.omega[n][0], want, rtol=1e-4, atol=1e-6)
-    assert min(abs(v) for v in want[1:]) > 1e-3  # the shifts do change the loss
-    np.testing.assert_array_equal(got.second[n], 0.0)
+        mean.append(d.mean().item())
+        se.append(d.std().item() / len(d) ** 0.5)
+    assert min(abs(v) for v in mean[1:]) > 1e-3 and min(se[1:]) > 1e-4  # the shifts do change the loss, unevenly
+    for margin in (0.0, 2.0):
+        got = make_estimator("measured", progress=False, measured_margin=margin).estimate(model, x, y, cands)
+        assert got.omega[n].shape == (1, 4) and got.granularity == "layer"
+        np.testing.assert_allclose(got.omega[n][0], np.array(mean) + margin * np.array(se), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(got.second[n], 0.0)
 
 
 def test_measured_estimate_refuses_what_it_cannot_measure():

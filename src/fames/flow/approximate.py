@@ -317,10 +317,13 @@ def approximate_(
     # ------------------------------------------------------------------ estimate (and its validation)
     bias = sel_cfg.compensation == "bias"
     estimator = make_estimator(est_cfg.kind, progress, forward_above=est_cfg.forward_above,
-                               curvature=est_cfg.curvature, bias_correction=bias)
+                               curvature=est_cfg.curvature, bias_correction=bias,
+                               measured_margin=est_cfg.measured_margin)
+    measured = [f"margin={est_cfg.measured_margin!r}"] if est_cfg.kind == "measured" else []
+
     def estimate_key(granularity: str) -> str:
         return content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
-                                                          granularity, *(["bias"] if bias else [])))
+                                                          granularity, *(["bias"] if bias else []), *measured))
 
     def estimated(granularity: str) -> tuple[dict[str, np.ndarray], float, bool]:
         """``(Omega per layer, estimate seconds, computed now)`` at ``granularity``, a stage of its own."""

@@ -50,7 +50,8 @@ class EstimatorConfig:
     ``kind``: ``taylor-rank1`` (default), ``taylor-full``, ``first-order``, ``l2``, ``mre``, each optionally with
     ``+forward`` (the mean output error forwarded where the estimate exceeds ``forward_above`` nats; layer
     granularity), or ``measured`` (the loss change of every (layer, AppMul) pair measured by one forward pass of the
-    samples; layer granularity, no compensation). ``samples``: training images of the estimate (paper: 256).
+    samples, plus ``measured_margin`` standard errors of it so that chance falls are not taken for gains; layer
+    granularity, no compensation). ``samples``: training images of the estimate (paper: 256).
     ``curvature``: how the second-order term is split over filters/kernels (``bound`` | ``covariance`` | ``own``, see
     :class:`~fames.method.estimate.TaylorEstimator`). ``validate`` (opt-in): also measure the true loss
     change of every (layer, AppMul) for the Spearman figure: one forward pass of the sample batch per pair (ResNet-20
@@ -63,6 +64,7 @@ class EstimatorConfig:
     forward_above: Annotated[float, Field(allow_inf_nan=False)] = 0.1
     curvature: str = "bound"
     validate: bool = False
+    measured_margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
     def __post_init__(self) -> None:
         base = self.kind.removesuffix("+forward")

@@ -98,13 +98,14 @@ ESTIMATOR_NAMES = (
 
 def make_estimator(
     name: str, progress: bool = True, scale: str = "none", forward_above: float = 0.1, curvature: str = "own",
-    bias_correction: bool = False,
+    bias_correction: bool = False, measured_margin: float = 1.0,
 ) -> Estimator:
     """Estimator by name: ``l2``, ``mre`` (``scale`` applies), ``first-order``, ``taylor-rank1``, ``taylor-full``
     (the paper's), ``measured`` (:class:`~fames.method.estimate.truth.MeasuredEstimator`: one forward pass per
-    pair), and any but ``measured`` with ``+forward``: wrapped in :class:`MeanForward` (the mean output error of a
-    candidate forwarded where the estimate exceeds ``forward_above`` nats). ``bias_correction`` (Taylor kinds
-    without ``+forward``): candidates estimated with the mean-error correction applied."""
+    pair, ``measured_margin`` standard errors added), and any but ``measured`` with ``+forward``: wrapped in
+    :class:`MeanForward` (the mean output error of a candidate forwarded where the estimate exceeds ``forward_above``
+    nats). ``bias_correction`` (Taylor kinds without ``+forward``): candidates estimated with the mean-error correction
+    applied."""
     base, _, mean = name.partition("+")
     if mean not in ("", "forward"):
         raise FamesError(f"estimator {name!r} is not one of {ESTIMATOR_NAMES}")
@@ -117,7 +118,7 @@ def make_estimator(
         if mean or bias_correction:
             raise FamesError(f"estimator {name!r}: the measured estimate already forwards every candidate, so "
                              "'+forward' and the bias correction do not apply; use 'measured' alone or a Taylor kind")
-        return MeasuredEstimator(progress)
+        return MeasuredEstimator(progress, measured_margin)
     elif hessian is not None:
         inner = TaylorEstimator(hessian, progress=progress, curvature=curvature, bias_correction=bias_correction)
     else:
