@@ -124,6 +124,54 @@ def test_measured_estimate_of_a_constant_error_is_the_shifted_bias_loss():
         np.testing.assert_array_equal(got.second[n], 0.0)
 
 
+def _full_forward_loss_changes(model, x, y, cands):
+    """Reference: every candidate in its layer, the whole model run from the input (no replay), float32 gather."""
+    base = F.cross_entropy(model(x), y).item()
+    out = {}
+    for n, layer in qlayers(model):
+        vals = []
+        for m in cands.get(n, []):
+            layer.set_assignment(m)
+            layer.emulation_dtype, layer.gather_only = torch.float32, True
+            vals.append(F.cross_entropy(model(x), y).item() - base)
+            layer.mode, layer.gather_only = "exact", False
+        out[n] = vals
+    return out
+
+
+class _Twice(nn.Module):
+    """A quantized layer called twice per forward (weights shared): nothing can be replayed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(torch.relu(self.conv(x)))).flatten(1))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_replayed_loss_changes_match_full_forwards(shared):
+    """Earlier layers replay their recorded outputs (and, with a shared layer, nothing does): the loss changes are
+    those of whole forward passes, for every chunking of the batch."""
+    if shared:
+        torch.manual_seed(1)
+        model = _Twice().eval()
+        quantize(model, {"w_bits": 4, "a_bits": 4, "first_last": "same"})
+        x = torch.randn(24, 3, 8, 8)
+        calibrate_ptq(model, [(x, None)], num_batches=1)
+        y = torch.randint(0, 4, (24,))
+        cands = {n: build_family("all", 4, 4, layer.signed)[1:6] for n, layer in qlayers(model)}
+    else:
+        model, x, y, cands = _model(5)
+    want = _full_forward_loss_changes(model, x, y, cands)
+    for chunk in (24, 7):
+        got = true_loss_changes(model, x, y, cands, progress=False, chunk=chunk)
+        for n in cands:
+            np.testing.assert_allclose(got[n][0], want[n], rtol=1e-4, atol=1e-6)
+    assert max(abs(v) for vs in want.values() for v in vs) > 1e-3  # the candidates do change the loss
+
+
 def test_measured_estimate_refuses_what_it_cannot_measure():
     model, x, y, cands = _model(3)
     est = make_estimator("measured", progress=False)
