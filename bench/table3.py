@@ -54,7 +54,7 @@ SEARCH = {  # `search:` options of a configuration with --search (else bisection
     "w4a4-measured": ({"grid": [0.8, 0.78, 0.76, 0.74, 0.72, 0.7, 0.68, 0.66, 0.64, 0.62]}, ", R on a grid"),
 }
 ESTIMATOR = {  # `estimator:` options of a configuration (else the rank-1 Taylor estimate) and their label
-    "w4a4-measured": ({"kind": "measured", "samples": 1024}, ", measured loss changes (1,024 images)"),
+    "w4a4-measured": ({"kind": "measured", "samples": 1024}, ", measured loss changes + 1 SE (1,024 images)"),
 }
 VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR)  # variants of a row: not in the mean
 
