@@ -121,3 +121,16 @@ def test_seeds_repeat_the_run_and_report_the_spread(float_ckpt, tmp_path):
     assert "Over 2 seeds (3, 4)" in (out / "report.md").read_text()
     with pytest.raises(FamesError, match="distinct seeds"):
         RunConfig.from_dict({"seeds": [1, 1]})
+
+
+def test_run_with_the_measured_estimator(float_ckpt, tmp_path):
+    """`estimator: {kind: measured}` runs end to end; with no margin its Omega is the measured truth itself, so the
+    validation's Spearman is exactly 1; the margin changes the stage key (no stale estimate)."""
+    r = run(_cfg(float_ckpt, tmp_path / "m", estimator={"kind": "measured", "measured_margin": 0.0}, budget=[0.7],
+                 calibration=False), progress=False).to_dict()
+    assert r["relative_energy"] <= 0.7 + 1e-9 and r["estimator_spearman"] == pytest.approx(1.0)
+    stages = tmp_path / "m" / "stages"
+    before = {p.name for p in stages.glob("estimate-*")}
+    run(_cfg(float_ckpt, tmp_path / "m", estimator={"kind": "measured"}, budget=[0.7], calibration=False),
+        progress=False)
+    assert len({p.name for p in stages.glob("estimate-*")} - before) == 1
