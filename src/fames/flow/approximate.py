@@ -265,9 +265,11 @@ def approximate_(
     directory, a ``Library`` or a list of AppMuls (the exact multiplier of each width is added); ``eval_data``:
     images the accuracies are measured on (default: held-out draws of ``data``); ``liberty``: cell library for
     designs without a cost; ``synth``: a :class:`~fames.flow.config.SynthOptions` for the synthesized libraries.
+    Sets glibc's allocator to keep freed memory for the rest of the process (:mod:`fames.allocator`; ``FAMES_MALLOC=0``
+    in the environment leaves it alone).
     """
     t_all = time.perf_counter()
-    keep_freed_memory()  # large activations reuse heap memory instead of faulting in fresh pages (~2x, allocator.py)
+    keep_freed_memory()  # large activations reuse heap memory instead of faulting in fresh pages
     cfg = config or FamesConfig()
     if not isinstance(cfg, FamesConfig):
         raise FamesError(f"config must be a fames.FamesConfig, not {type(cfg).__name__}")
