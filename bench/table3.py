@@ -37,6 +37,8 @@ CONFIGS = {
     "w4a4-grid": ("resnet20_w4a4.pt", "generate+synth"),  # every R of a grid measured on validation, no bisection
     "w4a4-cv": ("resnet20_w4a4.pt", "generate+synth"),  # the grid with control-variate compensation where it pays
     "w4a4-measured": ("resnet20_w4a4.pt", "generate+synth"),  # the grid with every pair's loss change measured
+    "w4a4-finetune": ("resnet20_w4a4.pt", "generate+synth"),  # approximation-aware retraining after calibration
+    "w3a3-finetune": ("resnet20_w3a3.pt", "generate+synth"),
 }
 SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
     "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
@@ -56,7 +58,12 @@ SEARCH = {  # `search:` options of a configuration with --search (else bisection
 ESTIMATOR = {  # `estimator:` options of a configuration (else the rank-1 Taylor estimate) and their label
     "w4a4-measured": ({"kind": "measured", "samples": 1024}, ", measured loss changes + 1 SE (1,024 images)"),
 }
-VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR)  # variants of a row: not in the mean
+_TUNE = {"samples": 20000, "epochs": 1, "lr": 0.002, "kd_alpha": 0.5, "hflip": True}
+FINETUNE = {  # `finetune:` of a configuration (else none, FAMES as published) and its label
+    "w4a4-finetune": (_TUNE, " + fine-tuning with the AppMuls (20,000 images, 1 epoch)"),
+    "w3a3-finetune": (_TUNE, " + fine-tuning with the AppMuls (20,000 images, 1 epoch)"),
+}
+VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR) | set(FINETUNE)  # variants: not in the mean
 
 
 def main() -> int:
@@ -166,6 +173,7 @@ def main() -> int:
                     "search_samples": args.search_samples,
                 },
                 "selection": {"stop_at_loss": not args.search, **SELECTION.get(name, ({}, ""))[0]},
+                **({"finetune": FINETUNE[name][0]} if name in FINETUNE else {}),
                 "output": str(Path(args.work) / name),
             })
         ).to_dict()
@@ -177,7 +185,8 @@ def main() -> int:
         a = r["accuracy"]
         rows[name] = {
             "library": library + SYNTH.get(name, ({}, ""))[1]
-            + SELECTION.get(name, ({}, ""))[1] + SEARCH.get(name, ({}, ""))[1] + ESTIMATOR.get(name, ({}, ""))[1],
+            + SELECTION.get(name, ({}, ""))[1] + SEARCH.get(name, ({}, ""))[1] + ESTIMATOR.get(name, ({}, ""))[1]
+            + FINETUNE.get(name, ({}, ""))[1],
             "checkpoint": ck, "float": a["float"], "exact_quant": a["exact_quant"],
             "approx": a["approx"], "approx_uncalibrated": a["approx_uncalibrated"],
             "relative_energy": r["relative_energy"], "energy_reduction": r["energy_reduction"],

@@ -32,6 +32,7 @@ _PUBLIC = {
     "DataConfig": "fames.flow.config",
     "RunConfig": "fames.flow.config",
     "CalibrationConfig": "fames.method.calibrate",
+    "FinetuneConfig": "fames.method.finetune",
     "Library": "fames.appmul.library",
     "AppMul": "fames.appmul.core",
     "Cost": "fames.appmul.core",

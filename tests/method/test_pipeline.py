@@ -134,3 +134,21 @@ def test_run_with_the_measured_estimator(float_ckpt, tmp_path):
     run(_cfg(float_ckpt, tmp_path / "m", estimator={"kind": "measured"}, budget=[0.7], calibration=False),
         progress=False)
     assert len({p.name for p in stages.glob("estimate-*")} - before) == 1
+
+
+def test_run_with_finetuning(float_ckpt, tmp_path):
+    """`finetune:` retrains every budget's model after its calibration (reported apart), keys the budget's stage (no
+    stale row from a run without it), and refuses more images than the training part holds."""
+    out = tmp_path / "ft"
+    plain = run(_cfg(float_ckpt, out, budget=[0.5], estimator={"validate": False}), progress=False)
+    rows = {p.name for p in (out / "stages").glob("budget-*")}
+    tuned = run(_cfg(float_ckpt, out, budget=[0.5], estimator={"validate": False},
+                     finetune={"samples": 512, "epochs": 1, "lr": 0.01}), progress=False)
+    assert {p.name for p in (out / "stages").glob("budget-*")} > rows
+    b = tuned.best
+    assert b.finetune_s > 0 and b.calibrate_s >= b.finetune_s and plain.best.finetune_s == 0
+    assert b.assignment == plain.best.assignment  # the same selection, then retrained
+    with pytest.raises(FamesError, match="finetune.samples=100000 but the training data holds"):
+        run(_cfg(float_ckpt, tmp_path / "big", budget=[0.5], finetune={"samples": 100000}), progress=False)
+    with pytest.raises(FamesError, match=r"finetune.epoch: unknown key \(known keys here: .*epochs"):
+        RunConfig.from_dict({"finetune": {"epoch": 1}})

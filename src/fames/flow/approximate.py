@@ -41,6 +41,7 @@ from fames.method.calibrate import calibrate
 from fames.method.compensate import compensate_model, model_overhead
 from fames.method.compensate.bias import set_live
 from fames.method.estimate import compensated_candidates, make_estimator, true_loss_changes
+from fames.method.finetune import finetune
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
 from fames.method.select import ILPSelector, InfeasibleBudget
 from fames.models import save_checkpoint
@@ -68,7 +69,8 @@ class BudgetRow:
     compensated_layers: list[str] = field(default_factory=list)
     compensation_overhead_fj: float = 0.0
     select_s: float = 0.0
-    calibrate_s: float = 0.0
+    calibrate_s: float = 0.0  # calibration and fine-tuning together
+    finetune_s: float = 0.0  # of which fine-tuning
     calibration_kept: bool = False
     calibration_skipped: bool = False  # target mode: within the bound before calibration, so not calibrated here
     beyond_reach: bool = False  # target mode: too far below the bound before calibration to calibrate
@@ -283,8 +285,8 @@ def approximate_(
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     searching = cfg.searching
     record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
-    samples: Samples = as_samples(data, limit=max(est_cfg.samples, _calibration_count(cfg)) * 2 + PROBE_IMAGES
-                                  + (_validation_count(cfg, record) if searching else 0))
+    samples: Samples = as_samples(data, limit=max(est_cfg.samples, _calibration_count(cfg), _finetune_count(cfg)) * 2
+                                  + PROBE_IMAGES + (_validation_count(cfg, record) if searching else 0))
     samples, val = split_samples(samples, cfg, record)
     validation_source = "" if val is None else (
         "held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
@@ -296,6 +298,7 @@ def approximate_(
     x, y = samples.draw(est_cfg.samples, cfg.seed)
     cx, cy = calibration_draw(samples, cfg)
     calib_n = len(cy)
+    tune = finetune_draw(samples, cfg)
     # judges a calibration: the validation split in the target mode, else another draw of training images
     hx, hy = val if val is not None else samples.draw(calib_n, cfg.seed + 1)
     if eval_data is None:
@@ -369,7 +372,7 @@ def approximate_(
         return content_hash("v2" + ("-live" if sel.compensation == "bias" else ""), estimate, jkey,
                             _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
-                            else "", str(liberty_file))
+                            else "", str(liberty_file), *_finetune_key(cfg, tune))
 
     budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
     rows: list[BudgetRow] = []
@@ -400,7 +403,7 @@ def approximate_(
 
     held = None if val is not None else (hx, hy)
     measure = measurer(_BudgetContext(model, setup, mp, judge, probe, (cx, cy), held, cfg, liberty_file, progress,
-                                      exact["correct"], coarse), budget_key_base(sel_cfg, ekey), states)
+                                      exact["correct"], coarse, tune), budget_key_base(sel_cfg, ekey), states)
 
     def within_bound(r: BudgetRow) -> bool:  # target mode: with search.margin standard errors of the paired loss
         se = _paired_se(r.paired_difference) if searching else 0.0
@@ -425,7 +428,7 @@ def approximate_(
         layer_states: dict[float, dict[str, torch.Tensor]] = {}
         layer_sel = replace(sel_cfg, granularity="layer")
         measure_layer = measurer(_BudgetContext(model, setup, coarse, judge, probe, (cx, cy), held, replace(
-            cfg, selection=layer_sel), liberty_file, progress, exact["correct"]),
+            cfg, selection=layer_sel), liberty_file, progress, exact["correct"], tune=tune),
             budget_key_base(layer_sel, estimate_key("layer")), layer_states)
         got = [r for r in _search(lambda r: measure_layer(r, lazy=True), within_bound, coarse.problem.min_ratio(),
                                   cfg.search) if not r.infeasible and within_bound(r)]
@@ -492,6 +495,27 @@ def split_samples(samples: Samples, cfg: FamesConfig, record: Any = None) -> tup
 def calibration_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The calibration images ``(x (N, C, H, W), y (N,))`` of a run: a seeded draw of the training samples."""
     return samples.draw(min(_calibration_count(cfg), len(samples)), cfg.seed)
+
+
+def _finetune_count(cfg: FamesConfig) -> int:
+    return cfg.finetune.samples if cfg.finetune is not None else 0
+
+
+def finetune_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fine-tuning images ``(x (N, C, H, W), y (N,))`` of a run (a seeded draw of the training samples, never
+    the validation split), None without fine-tuning. Fewer images than ``finetune.samples`` is an error, not a
+    silently smaller run."""
+    if cfg.finetune is None:
+        return None
+    if cfg.finetune.samples > len(samples):
+        raise FamesError(f"finetune.samples={cfg.finetune.samples} but the training data holds {len(samples)} images "
+                         f"(after the validation split): give more data or set `finetune: {{samples: {len(samples)}}}`")
+    return samples.draw(cfg.finetune.samples, cfg.seed + 3)
+
+
+def _finetune_key(cfg: FamesConfig, tune: tuple[torch.Tensor, torch.Tensor] | None) -> list[str]:
+    """Stage-key parts of the fine-tuning (none without it, so runs without fine-tuning keep their stages)."""
+    return [] if tune is None else ["finetune", _fields_key(cfg.finetune), tensors_hash(*tune)]
 
 
 def _search(measure, within, min_ratio: float, search: SearchConfig) -> list[BudgetRow]:  # type: ignore[no-untyped-def]
@@ -588,6 +612,7 @@ class _BudgetContext:
     progress: bool
     exact_correct: list[int]
     coarse: ModelProblem | None = None  # the layer-level problem of the fallback (finer granularities)
+    tune: tuple[torch.Tensor, torch.Tensor] | None = None  # the fine-tuning images (None: no fine-tuning)
     last_correct: list[int] = field(default_factory=list)  # 1/0 per image of the latest evaluation
 
     def evaluate(self, m: nn.Module, desc: str) -> float:
@@ -640,19 +665,22 @@ class _BudgetContext:
         to_compensate = [n for n, q in qlayers(m) if q.compensation is not None]
         e, e_exact, per_layer = self.setup.energy(m)
         z_exact, z_unc = _logits(self.model, m, self.probe)
-        acc_c, calib_s, z_cal, calib_kept = acc_u, 0.0, None, False
+        acc_c, calib_s, tune_s, z_cal, calib_kept = acc_u, 0.0, 0.0, None, False
         margin = cfg.search.margin * _paired_se(paired_difference(self.exact_correct, hits_u).to_dict())
-        skip = cfg.calibration is not None and floor is not None and acc_u - margin >= floor
-        out_of_reach = cfg.calibration is not None and floor is not None and \
-            acc_u < floor - cfg.search.calibrate_within
-        if cfg.calibration is not None and not skip and not out_of_reach:
+        recovers = cfg.calibration is not None or cfg.finetune is not None  # a step that can raise accuracy
+        skip = recovers and floor is not None and acc_u - margin >= floor
+        out_of_reach = recovers and floor is not None and acc_u < floor - cfg.search.calibrate_within
+        if recovers and not skip and not out_of_reach:
             t1 = time.perf_counter()
             before = copy.deepcopy(m.state_dict())
             acc_before = acc_u if self.held_out is None else 100 * _accuracy(m, *self.held_out)
-            c = cfg.calibration
             set_live(m, True)  # bias corrections follow the scales calibration changes (refitted below)
-            calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
-                                                    "progress": progress}))
+            if cfg.calibration is not None:
+                c = cfg.calibration
+                calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
+                                                        "progress": progress}))
+            if cfg.finetune is not None and self.tune is not None:
+                tune_s = finetune(m, self.tune, cfg.finetune, teacher=self.model, seed=cfg.seed, progress=progress)
             self._corrected(m)  # refitted to the calibrated scales before the guard judges
             calib_s = time.perf_counter() - t1
             if self.held_out is None:  # the guard judges on the evaluation images themselves
@@ -689,7 +717,7 @@ class _BudgetContext:
             budget=ratio, relative_energy=e / e_exact, energy_reduction=1 - e / e_exact, energy_fj=e,
             exact_energy_fj=e_exact, accuracy_uncalibrated=acc_u, accuracy_before_compensation=acc_before_comp,
             accuracy=acc_c, compensated_layers=sorted(overhead), compensation_overhead_fj=sum(overhead.values()),
-            select_s=sel.seconds, calibrate_s=calib_s, calibration_kept=calib_kept,
+            select_s=sel.seconds, calibrate_s=calib_s, finetune_s=tune_s, calibration_kept=calib_kept,
             calibration_skipped=skip, beyond_reach=out_of_reach, ilp_status=sel.status, granularity_used=used,
             accuracy_finer=acc_finer,
             assignment=assignment,

@@ -10,6 +10,7 @@ YAML (``fames run``): the same fields as keys, nested by concern, plus what the 
     estimator: {kind: taylor-rank1, samples: 256}
     selection: {granularity: layer}
     calibration: {samples: 1024, epochs: 5}   # or `calibration: false`
+    finetune: {samples: 20000, epochs: 1}     # optional: approximation-aware retraining after calibration
 
 Every problem of a YAML config (unknown key, wrong type, out of range) is reported at once, before any work.
 """
@@ -28,6 +29,7 @@ from fames.errors import ConfigError, FamesError
 from fames.method.calibrate import CalibrationConfig
 from fames.method.estimate import ESTIMATOR_NAMES
 from fames.method.estimate.taylor import CURVATURES
+from fames.method.finetune import FinetuneConfig
 from fames.quant.layers import GRANULARITIES
 
 STRICT = {"extra": "forbid", "strict": True}  # pydantic settings of every config dataclass
@@ -176,7 +178,10 @@ class FamesConfig:
     ``budget``: energy ratio R in (0, 1] (multiplier energy / exact), a list (a sweep), or ``"search"`` (the target
     mode, :class:`SearchConfig`); ``max_accuracy_loss`` (points): the headline is the cheapest budget within this
     loss of the exact quantized model; ``calibration``:
-    :class:`~fames.method.calibrate.CalibrationConfig` (None: no calibration); ``seed`` draws the samples.
+    :class:`~fames.method.calibrate.CalibrationConfig` (None: no calibration); ``finetune``:
+    :class:`~fames.method.finetune.FinetuneConfig`, approximation-aware retraining of every budget's model after its
+    calibration, under the same held-out guard (None, the default: FAMES as published, no retraining); ``seed`` draws
+    the samples.
     """
 
     __pydantic_config__ = STRICT
@@ -185,6 +190,7 @@ class FamesConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)
+    finetune: FinetuneConfig | None = None
     search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0
 
@@ -196,6 +202,9 @@ class FamesConfig:
         if self.calibration is not None and not isinstance(self.calibration, CalibrationConfig):
             raise ConfigError(f"FamesConfig calibration must be a fames.CalibrationConfig or None, not "
                               f"{type(self.calibration).__name__}")
+        if self.finetune is not None and not isinstance(self.finetune, FinetuneConfig):
+            raise ConfigError(f"FamesConfig finetune must be a fames.FinetuneConfig or None, not "
+                              f"{type(self.finetune).__name__}")
         if self.calibration is not None and self.calibration.seed != 0:
             raise ConfigError(f"calibration.seed={self.calibration.seed} would be ignored: the run's seed (`seed:`, "
                               f"FamesConfig.seed, now {self.seed}) seeds the calibration with everything else; set "
@@ -372,6 +381,7 @@ def _is_branch(part: str) -> bool:
 def _known_keys(cls: type, loc: tuple) -> list[str]:
     """Field names of the (nested) config dataclass at ``loc``."""
     types = {"estimator": EstimatorConfig, "selection": SelectionConfig, "calibration": CalibrationConfig,
+             "finetune": FinetuneConfig,
              "data": DataConfig, "search": SearchConfig}
     t = types.get(str(loc[-1]), cls) if loc else cls
     return sorted(f.name for f in fields(t))
