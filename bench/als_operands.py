@@ -2,15 +2,15 @@
 uniform error, compared by the true loss change they cause in that layer at equal PDP.
 
 Usage: python bench/als_operands.py [--checkpoint checkpoints/resnet20_w4a4.pt] [--layers L1 L2 L3]
-       [--generations G] [--seeds S] [--images N] [--metric M] [--out docs/results/als.md]
+       [--generations G] [--seeds S] [--images N] [--loss-images M] [--metric M] [--out docs/results/als.md]
 
 For each layer: the exact operand-pair counts of the layer on N training images weight the error of a CGP-only
 synthesis (same seeds, generations and thresholds as the uniform one); every design of both libraries is costed on
-NanGate (PDP relative to our exact multiplier) and put alone into its layer to measure the loss change on N other
-training images (since 2026-12-03; before, the same ones). Per PDP level p each library offers, as a user would
-choose without seeing any loss, its design of smallest own error (uniform, or weighted by the layer's operands)
-among those with PDP/exact <= p; the table compares the loss changes of the two offers. Writes the section between
-the `<!-- als_operands -->` markers of docs/results/als.md.
+NanGate (PDP relative to our exact multiplier). Per PDP level p each library offers, as a user would choose without
+seeing any loss, its design of smallest own error (uniform, or weighted by the layer's operands) among those with
+PDP/exact <= p; each offer is put alone into its layer and its loss change measured per image on --loss-images other
+training images; the table compares the two offers by their paired difference on the same images, with its 95%
+interval. Writes the section between the `<!-- als_operands -->` markers of docs/results/als.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def main() -> int:
     ap.add_argument("--generations", type=int, default=20000)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--images", type=int, default=4096,
-                    help="training images of the loss change (512 left it within the rounding noise, 2026-12-02)")
+                    help="training images the operand pairs are counted on")
+    ap.add_argument("--loss-images", type=int, default=16384,
+                    help="other training images the loss changes are measured on, paired (same images for both "
+                         "offers); at 4,096 a W4A4 loss change has a standard error of ~0.008 nat")
     ap.add_argument("--metric", default="mred", choices=["mred", "mred0", "med", "mse"],
                     help="error metric of both libraries (mred0: zero products counted, see fames.appmul.synth.error)")
     ap.add_argument("--max-error", type=float, default=None,
@@ -65,7 +68,6 @@ def main() -> int:
     from fames.flow.library import pdp_costs
     from fames.hw.cost import cost_library
     from fames.io import write_section
-    from fames.method.estimate.truth import true_loss_changes
     from fames.quant.convert import qlayers
     from fames.quant.operands import operand_histograms
     from fames.train import load_model
@@ -77,10 +79,13 @@ def main() -> int:
         raise SystemExit(f"the layers {args.layers} have different widths {widths}")
     a, w, signed, _ = widths.pop()
     loader = get_loader("cifar10", "train", 128, shuffle=False)
-    batches = list(itertools.islice(loader, -(-2 * args.images // 128)))
-    xs = torch.cat([b[0] for b in batches])
-    x, y = xs[: args.images], torch.cat([b[1] for b in batches])[: args.images]
-    hists = operand_histograms(model, xs[args.images : 2 * args.images], args.layers)  # not the images of the loss
+    batches = list(itertools.islice(loader, -(-(args.images + max(args.loss_images, args.images)) // 128)))
+    xs, ys = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    # operand pairs from images [N, 2N) (as since 2026-12-03, so the synthesis jobs keep their keys); the loss changes
+    # on the first N and those after 2N: never the images the operand pairs were counted on
+    hists = operand_histograms(model, xs[args.images : 2 * args.images], args.layers)
+    keep = torch.cat([torch.arange(args.images), torch.arange(2 * args.images, len(ys))])[: args.loss_images]
+    x, y = xs[keep].contiguous(memory_format=torch.channels_last), ys[keep]
     gc = gate_costs(args.liberty)
     bound = args.max_error or MAX_ERROR[args.metric]
     cfg = SynthConfig(a, w, signed, methods=("cgp",), metric=args.metric, generations=args.generations,
@@ -103,37 +108,69 @@ def main() -> int:
              f"`python bench/als_operands.py {' '.join(shlex.quote(s) for s in sys.argv[1:])}` "
              f"({dt.date.today().isoformat()}; synthesis {synth_s:.0f} s): {a}x{w} "
              f"{'signed' if signed else 'unsigned'} CGP libraries, {args.metric} <= {bound:g}; loss change (nat) of "
-             f"{args.checkpoint.split('/')[-1]} on {args.images} training images when only that layer uses the "
+             f"{args.checkpoint.split('/')[-1]} on {len(y)} training images when only that layer uses the "
              "design. Per PDP/exact level each library offers its design of smallest own error among those at or "
              f"below it (chosen without the loss): the uniform {args.metric} against the {args.metric} weighted by "
              f"the layer's own operand pairs (counted on {args.images} other training images; CGP thresholds mapped to "
-             f"the weighted metric by `weighted_thresholds`: {scales}).", "",
+             f"the weighted metric by `weighted_thresholds`: {scales}). `aware - uniform`: the paired difference of "
+             "the two offers' loss changes on the same images, mean [95% interval]; `worse` when the interval lies "
+             "above 0.", "",
              "| layer | PDP/exact <= | uniform: design | loss change | operand-aware: design | loss change | "
-             "aware better |", "|---|---|---|---|---|---|---|"]
-    wins = total = 0
+             "aware - uniform, nat [95%] | aware better |", "|---|---|---|---|---|---|---|---|"]
+    wins = total = worse = 0
     for n in args.layers:
-        cands = {n: libs["uniform"] + libs[n]}
-        dl = true_loss_changes(model, x, y, cands)[n][0]
-        names = [m.name for m in cands[n]]
+        cands = libs["uniform"] + libs[n]
+        names = [m.name for m in cands]
         k = len(libs["uniform"])
+        offers = []
         for p in LEVELS:
             picks = []
             for part in (range(k), range(k, len(names))):
                 v = [i for i in part if pdp[names[i]] <= p]
-                picks.append(min(v, key=lambda i: (cands[n][i].provenance["error"], pdp[names[i]])) if v else None)
-            best = [None if i is None else float(dl[i]) for i in picks]
-            if None not in best:
-                total += 1
-                wins += best[1] <= best[0]
+                picks.append(min(v, key=lambda i: (cands[i].provenance["error"], pdp[names[i]])) if v else None)
+            offers.append(picks)
+        offered = sorted({i for ps in offers for i in ps if i is not None})
+        changes = per_image_loss_changes(model, layers[n], x, y, {i: cands[i] for i in offered})
+        for p, picks in zip(LEVELS, offers, strict=True):
             cells = " | ".join("- | -" if i is None else
-                               f"{cands[n][i].provenance['error']:.3g} @ {pdp[names[i]]:.3f} | {dl[i]:.4f}"
+                               f"{cands[i].provenance['error']:.3g} @ {pdp[names[i]]:.3f} | {changes[i].mean():.4f}"
                                for i in picks)
-            verdict = "-" if None in best else ("yes" if best[1] <= best[0] else "no")
-            lines.append(f"| {n} | {p:g} | {cells} | {verdict} |")
-    lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points."]
+            if None in picks:
+                lines.append(f"| {n} | {p:g} | {cells} | - | - |")
+                continue
+            d = changes[picks[1]] - changes[picks[0]]
+            half = 1.96 * float(d.std(ddof=1)) / len(d) ** 0.5 if picks[0] != picks[1] else 0.0
+            lo, hi = float(d.mean()) - half, float(d.mean()) + half
+            total += 1
+            wins += d.mean() <= 0
+            worse += lo > 0
+            verdict = "yes" if d.mean() <= 0 else ("no, worse" if lo > 0 else "no (within noise)")
+            lines.append(f"| {n} | {p:g} | {cells} | {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
+    lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points; significantly worse "
+              f"(paired 95% interval above 0) at {worse}."]
     write_section(args.out, MARK.format("" if args.metric == "mred" else f"_{args.metric}"), "\n".join(lines))
     print("\n".join(lines))
     return 0
+
+
+def per_image_loss_changes(model, layer, x, y, designs, chunk: int = 1024):  # type: ignore[no-untyped-def]
+    """Per-image loss change (CE, nats; ``(S,)`` float64 per design) when only ``layer`` uses each design of
+    ``designs`` (index -> AppMul), the rest of ``model`` exact."""
+    import torch
+    import torch.nn.functional as F
+
+    def ce() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([F.cross_entropy(model(x[i : i + chunk]), y[i : i + chunk], reduction="none")
+                              for i in range(0, len(y), chunk)]).double()
+
+    base = ce()
+    out = {}
+    for i, m in designs.items():
+        layer.set_assignment(m)
+        out[i] = (ce() - base).numpy()
+        layer.clear_assignment()
+    return out
 
 
 if __name__ == "__main__":

@@ -679,7 +679,7 @@ class _BudgetContext:
                 c = cfg.calibration
                 calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
                                                         "progress": progress}))
-            if cfg.finetune is not None and self.tune is not None:
+            if cfg.finetune is not None and self.tune is not None and any(q.mode == "approx" for _, q in qlayers(m)):
                 tune_s = finetune(m, self.tune, cfg.finetune, teacher=self.model, seed=cfg.seed, progress=progress)
             self._corrected(m)  # refitted to the calibrated scales before the guard judges
             calib_s = time.perf_counter() - t1
