@@ -3,12 +3,12 @@
 FAMES' calibration (:mod:`fames.method.calibrate`) moves only activation ranges and weight clipping, on 1,024
 images. Fine-tuning trains every weight (and the quantizers' step sizes) on many more training images, the forward
 through the emulated AppMuls and the backward straight-through (the gradient of the exact product, as the emulation
-kernels define it), with knowledge distillation from the exact quantized model's logits. This is the approximation-
-aware retraining of TFApprox/AdaPT/TorchApprox-style flows, run after the calibration and judged by the same held-
-out guard (``fames.baselines.retrain`` is the same training used *instead of* calibration, FAMES' Table IV
-comparison). Measured on ResNet-20 W4A4 (docs/results/table3.md): validation accuracy of one R = 0.62 assignment
-80.86% before calibration, 84.20% calibrated, 85.14% fine-tuned on 20,000 images (one epoch, lr 0.002, 87 s on 2
-cores).
+kernels define it), with knowledge distillation from the exact quantized model's logits. This is the
+approximation-aware retraining of TFApprox/AdaPT/TorchApprox-style flows, run after the calibration and judged by
+the same held-out guard (``fames.baselines.retrain`` is the same training used *instead of* calibration, FAMES'
+Table IV comparison). Measured on ResNet-20 W4A4 (docs/results/table3.md): validation accuracy of one R = 0.62
+assignment 80.86% before calibration, 84.20% calibrated, 85.14% fine-tuned on 20,000 images (one epoch, lr 0.002, 87
+s on 2 cores).
 """
 
 from __future__ import annotations
