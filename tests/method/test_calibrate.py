@@ -16,21 +16,14 @@ from fames.method.calibrate import (
     calibrate,
     calibration_data,
 )
-from fames.models import create_model
 from fames.quant import QuantConfig, calibrate_ptq, qlayers, quantize
-from fames.train import TrainConfig, evaluate, train
+from fames.train import evaluate
+from tests.conftest import digits_w4a4_model
 
 
 @pytest.fixture(scope="module")
 def digits_w4a4():
-    """digits_cnn trained for 3 epochs, quantized W4A4 signed (PTQ min-max on the first 1,024 training images)."""
-    torch.manual_seed(0)
-    m = create_model("digits_cnn")
-    train(m, get_loader("digits", "train", 64), TrainConfig(epochs=3, lr=0.05), progress=False)
-    quantize(m, "W4A4")
-    calib = get_loader("digits", "train", 256, shuffle=False)
-    calibrate_ptq(m, calib, num_batches=4)
-    return m, calib, get_loader("digits", "test", 360)
+    return digits_w4a4_model(), get_loader("digits", "train", 256, shuffle=False), get_loader("digits", "test", 360)
 
 
 def _with_appmul(model, family="perf", **params):

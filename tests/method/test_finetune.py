@@ -10,18 +10,14 @@ from fames.appmul.families import build
 from fames.data import get_loader
 from fames.errors import FamesError
 from fames.method.finetune import FinetuneConfig, ShuffledBatches, finetune
-from fames.models import create_model
-from fames.quant import calibrate_ptq, qlayers, quantize
-from fames.train import TrainConfig, evaluate, train
+from fames.quant import qlayers
+from fames.train import evaluate
+from tests.conftest import digits_w4a4_model
 
 
 @pytest.fixture(scope="module")
 def digits_w4a4():
-    torch.manual_seed(0)
-    m = create_model("digits_cnn")
-    train(m, get_loader("digits", "train", 64), TrainConfig(epochs=3, lr=0.05), progress=False)
-    quantize(m, "W4A4")
-    calibrate_ptq(m, get_loader("digits", "train", 256, shuffle=False), num_batches=4)
+    m = digits_w4a4_model()
     xs, ys = zip(*get_loader("digits", "train", 256, shuffle=False), strict=True)
     return m.eval(), (torch.cat(xs), torch.cat(ys)), get_loader("digits", "test", 360)
 
