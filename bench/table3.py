@@ -39,6 +39,7 @@ CONFIGS = {
     "w4a4-measured": ("resnet20_w4a4.pt", "generate+synth"),  # the grid with every pair's loss change measured
     "w4a4-finetune": ("resnet20_w4a4.pt", "generate+synth"),  # approximation-aware retraining after calibration
     "w3a3-finetune": ("resnet20_w3a3.pt", "generate+synth"),
+    "w4a4-finetune-full": ("resnet20_w4a4.pt", "generate+synth"),  # one epoch over all 45,000 training images
 }
 SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
     "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
@@ -62,6 +63,8 @@ _TUNE = {"samples": 20000, "epochs": 1, "lr": 0.002, "kd_alpha": 0.5, "hflip": T
 FINETUNE = {  # `finetune:` of a configuration (else none, FAMES as published) and its label
     "w4a4-finetune": (_TUNE, " + fine-tuning with the AppMuls (20,000 images, 1 epoch)"),
     "w3a3-finetune": (_TUNE, " + fine-tuning with the AppMuls (20,000 images, 1 epoch)"),
+    "w4a4-finetune-full": ({**_TUNE, "samples": 45000, "lr": 0.005},
+                           " + fine-tuning with the AppMuls (45,000 images, 1 epoch, lr 0.005)"),
 }
 VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR) | set(FINETUNE)  # variants: not in the mean
 
