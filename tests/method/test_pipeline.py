@@ -148,6 +148,7 @@ def test_run_with_finetuning(float_ckpt, tmp_path):
     b = tuned.best
     assert b.finetune_s > 0 and b.calibrate_s >= b.finetune_s and plain.best.finetune_s == 0
     assert b.assignment == plain.best.assignment  # the same selection, then retrained
+    assert "of which fine-tuning" in (out / "report.md").read_text()
     with pytest.raises(FamesError, match="finetune.samples=100000 but the training data holds"):
         run(_cfg(float_ckpt, tmp_path / "big", budget=[0.5], finetune={"samples": 100000}), progress=False)
     with pytest.raises(FamesError, match=r"finetune.epoch: unknown key \(known keys here: .*epochs"):

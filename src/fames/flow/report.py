@@ -75,7 +75,9 @@ def markdown(report: dict[str, Any]) -> str:
         *_seeds(report),
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
         f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
-        f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s, total {t['total_s']:.1f} s"
+        f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s"
+        + (f" (of which fine-tuning {t['finetune_s']:.1f} s)" if t.get("finetune_s") else "")
+        + f", total {t['total_s']:.1f} s"
         + (f" on {t['threads']} torch thread(s) (calibration repeats exactly at the same count)" if "threads" in t
            else "") + ".",
         "",
