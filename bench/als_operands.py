@@ -68,6 +68,7 @@ def main() -> int:
     from fames.flow.library import pdp_costs
     from fames.hw.cost import cost_library
     from fames.io import write_section
+    from fames.method.estimate.truth import per_image_loss_changes
     from fames.quant.convert import qlayers
     from fames.quant.operands import operand_histograms
     from fames.train import load_model
@@ -130,7 +131,8 @@ def main() -> int:
                 picks.append(min(v, key=lambda i: (cands[i].provenance["error"], pdp[names[i]])) if v else None)
             offers.append(picks)
         offered = sorted({i for ps in offers for i in ps if i is not None})
-        changes = per_image_loss_changes(model, layers[n], x, y, {i: cands[i] for i in offered})
+        changes = dict(zip(offered, per_image_loss_changes(model, x, y, {n: [cands[i] for i in offered]})[n],
+                           strict=True))  # (S,) per offered design, the same images for every one
         for p, picks in zip(LEVELS, offers, strict=True):
             cells = " | ".join("- | -" if i is None else
                                f"{cands[i].provenance['error']:.3g} @ {pdp[names[i]]:.3f} | {changes[i].mean():.4f}"
@@ -151,26 +153,6 @@ def main() -> int:
     write_section(args.out, MARK.format("" if args.metric == "mred" else f"_{args.metric}"), "\n".join(lines))
     print("\n".join(lines))
     return 0
-
-
-def per_image_loss_changes(model, layer, x, y, designs, chunk: int = 1024):  # type: ignore[no-untyped-def]
-    """Per-image loss change (CE, nats; ``(S,)`` float64 per design) when only ``layer`` uses each design of
-    ``designs`` (index -> AppMul), the rest of ``model`` exact."""
-    import torch
-    import torch.nn.functional as F
-
-    def ce() -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([F.cross_entropy(model(x[i : i + chunk]), y[i : i + chunk], reduction="none")
-                              for i in range(0, len(y), chunk)]).double()
-
-    base = ce()
-    out = {}
-    for i, m in designs.items():
-        layer.set_assignment(m)
-        out[i] = (ce() - base).numpy()
-        layer.clear_assignment()
-    return out
 
 
 if __name__ == "__main__":

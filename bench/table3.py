@@ -59,11 +59,12 @@ SEARCH = {  # `search:` options of a configuration with --search (else bisection
 ESTIMATOR = {  # `estimator:` options of a configuration (else the rank-1 Taylor estimate) and their label
     "w4a4-measured": ({"kind": "measured", "samples": 1024}, ", measured loss changes + 1 SE (1,024 images)"),
 }
-_TUNE = {"samples": 20000, "epochs": 1, "lr": 0.002, "kd_alpha": 0.5, "hflip": True}
+_TUNE = ({"samples": 20000, "epochs": 1, "lr": 0.002, "kd_alpha": 0.5, "hflip": True},
+         " + fine-tuning with the AppMuls (20,000 images, 1 epoch)")
 FINETUNE = {  # `finetune:` of a configuration (else none, FAMES as published) and its label
-    "w4a4-finetune": (_TUNE, " + fine-tuning with the AppMuls (20,000 images, 1 epoch)"),
-    "w3a3-finetune": (_TUNE, " + fine-tuning with the AppMuls (20,000 images, 1 epoch)"),
-    "w4a4-finetune-full": ({**_TUNE, "samples": 45000, "lr": 0.005},
+    "w4a4-finetune": _TUNE,
+    "w3a3-finetune": _TUNE,
+    "w4a4-finetune-full": ({**_TUNE[0], "samples": 45000, "lr": 0.005},
                            " + fine-tuning with the AppMuls (45,000 images, 1 epoch, lr 0.005)"),
 }
 VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR) | set(FINETUNE)  # variants: not in the mean

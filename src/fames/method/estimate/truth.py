@@ -26,19 +26,31 @@ def true_loss_changes(
     return loss_change_stats(model, x, y, candidates, progress, chunk)[0]
 
 
-@torch.no_grad()
 def loss_change_stats(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: dict[str, list[AppMul]], progress: bool = True,
     chunk: int = 512,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(mean, standard error)`` of the per-image loss change (CE, nats) when ONLY layer k uses AppMul A (all others
-    exact), each ``(1, K)`` per layer; the standard error is that of the mean over the ``S`` images of ``x (S, ...)``.
+    exact), each ``(1, K)`` per layer; the standard error is that of the mean over the ``S`` images of ``x (S, ...)``
+    (:func:`per_image_loss_changes`)."""
+    d = per_image_loss_changes(model, x, y, candidates, progress, chunk)
+    S = x.shape[0]
+    mean = {n: v.mean(1)[None] for n, v in d.items()}
+    return mean, {n: (v.std(1, ddof=1) if S > 1 else np.zeros(len(v)))[None] / np.sqrt(S) for n, v in d.items()}
+
+
+@torch.no_grad()
+def per_image_loss_changes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: dict[str, list[AppMul]], progress: bool = True,
+    chunk: int = 512,
+) -> dict[str, np.ndarray]:
+    """Loss change (CE, nats) of every image when ONLY layer k uses AppMul A (all others exact): ``(K, S)`` float64
+    per layer, for the ``S`` images of ``x (S, ...)`` (paired across candidates: the same images for all).
 
     ``x`` runs in chunks of ``chunk`` images; the layers before k replay their outputs recorded in an exact pass (same
     numbers, no compute), unless the model calls some quantized layer more than once."""
     S = x.shape[0]
-    total = {n: np.zeros(len(ms)) for n, ms in candidates.items()}
-    squares = {n: np.zeros(len(ms)) for n, ms in candidates.items()}
+    out = {n: np.zeros((len(ms), S)) for n, ms in candidates.items()}
     with layer_states(model) as ql:
         for _, m in ql:
             m.emulation_dtype, m.gather_only = torch.float32, True
@@ -56,14 +68,11 @@ def loss_change_stats(
                     for j, m in enumerate(ms):
                         layers[n].set_assignment(m)
                         d = F.cross_entropy(model(xb), yb, reduction="none").double() - base
-                        total[n][j] += d.sum().item()
-                        squares[n][j] += d.square().sum().item()
+                        out[n][j, s0 : s0 + len(yb)] = d.numpy()
                         bar.update()
                 layers[n].mode = "exact"
         bar.close()
-    mean = {n: v[None] / S for n, v in total.items()}
-    var = {n: np.maximum(squares[n][None] / S - mean[n] ** 2, 0.0) * S / max(S - 1, 1) for n in total}
-    return mean, {n: np.sqrt(v / S) for n, v in var.items()}
+    return out
 
 
 class MeasuredEstimator:
