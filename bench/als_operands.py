@@ -165,8 +165,9 @@ def main() -> int:
                 verdict = "no, worse"
             lines.append(f"| {n} | {p:g} | {cells} | {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
         wins += layer_wins
-        per_layer.append(f"| {n} | {layer_wins} of {len(means[0])} | {sum(means[0]) / len(means[0]):+.4f} | "
-                         f"{sum(means[1]) / len(means[1]):+.4f} |")
+        if means[0]:  # a layer where one library offers nothing at any level has no row
+            per_layer.append(f"| {n} | {layer_wins} of {len(means[0])} | {sum(means[0]) / len(means[0]):+.4f} | "
+                             f"{sum(means[1]) / len(means[1]):+.4f} |")
     lines += ["", f"Operand-aware at least as good at {wins} of {total} (layer, level) points; significantly worse "
               f"(paired 95% interval above 0) at equal or higher PDP at {worse}, cheaper but with more loss at "
               f"{cheaper}.", "", "Per layer: levels where the operand-aware offer is at least as good, and the mean "
