@@ -5,7 +5,8 @@ Usage: python bench/als_operands.py [--checkpoint checkpoints/resnet20_w4a4.pt] 
        [--generations G] [--seeds S] [--images N] [--loss-images M] [--metric M] [--out docs/results/als.md]
 
 For each layer: the exact operand-pair counts of the layer on N training images weight the error of a CGP-only
-synthesis (same seeds, generations and thresholds as the uniform one); every design of both libraries is costed on
+synthesis (same seeds, generations and thresholds as the uniform one; with --metric omse the layer's per-channel
+counts weight its output error, against a uniform mse library); every design of both libraries is costed on
 NanGate (PDP relative to our exact multiplier). Per PDP level p each library offers, as a user would choose without
 seeing any loss, its design of smallest own error (uniform, or weighted by the layer's operands) among those with
 PDP/exact <= p; each offer is put alone into its layer and its loss change measured per image on --loss-images other
@@ -22,12 +23,14 @@ import datetime as dt
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MARK = "<!-- als_operands{} -->"  # one section per metric: "" for mred, "_mred0", ...
-MAX_ERROR = {"mred": 20.0, "mred0": 20.0, "med": 8.0, "mse": 100.0}  # MRED in %, MED in LSB, MSE in LSB^2
+# MRED in %, MED in LSB, MSE in LSB^2; omse's bound is in the uniform mse's unit, mapped to each layer (synthesize)
+MAX_ERROR = {"mred": 20.0, "mred0": 20.0, "med": 8.0, "mse": 100.0, "omse": 100.0}
 LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
@@ -42,8 +45,10 @@ def main() -> int:
     ap.add_argument("--loss-images", type=int, default=16384,
                     help="other training images the loss changes are measured on, paired (same images for both "
                          "offers); at 4,096 a W4A4 loss change has a standard error of ~0.008 nat")
-    ap.add_argument("--metric", default="mred", choices=["mred", "mred0", "med", "mse"],
-                    help="error metric of both libraries (mred0: zero products counted, see fames.appmul.synth.error)")
+    ap.add_argument("--metric", default="mred", choices=["mred", "mred0", "med", "mse", "omse"],
+                    help="error metric of both libraries (mred0: zero products counted; omse: the layer's output "
+                         "error, each channel's bias accumulated over its fan-in, against a uniform mse library; "
+                         "see fames.appmul.synth.error)")
     ap.add_argument("--max-error", type=float, default=None,
                     help="error bound of both libraries (default: 20 for mred/mred0, 8 for med, 100 for mse, the "
                          "range of the 4x4 family designs with MRED <= 20%%); the CGP thresholds scale with it")
@@ -60,11 +65,10 @@ def main() -> int:
     import torch
 
     from fames.appmul.synth.library import (
-        DEFAULT_THRESHOLDS,
         SynthConfig,
         gate_costs,
         synthesize,
-        weighted_thresholds,
+        threshold_scale,
     )
     from fames.data import get_loader
     from fames.flow.library import pdp_costs
@@ -86,23 +90,25 @@ def main() -> int:
     xs, ys = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     # operand pairs from images [N, 2N) (as since 2026-12-03, so the synthesis jobs keep their keys); the loss changes
     # on the first N and those after 2N: never the images the operand pairs were counted on
-    hists = operand_histograms(model, xs[args.images : 2 * args.images], args.layers)
+    hists = operand_histograms(model, xs[args.images : 2 * args.images], args.layers, per_output=args.metric == "omse")
     keep = torch.cat([torch.arange(args.images), torch.arange(2 * args.images, len(ys))])[: args.loss_images]
     x, y = xs[keep].contiguous(memory_format=torch.channels_last), ys[keep]
     gc = gate_costs(args.liberty)
     bound = args.max_error or MAX_ERROR[args.metric]
-    cfg = SynthConfig(a, w, signed, methods=("cgp",), metric=args.metric, generations=args.generations,
-                      seeds=args.seeds, max_error=bound,
-                      thresholds=tuple(t * bound / 20.0 for t in DEFAULT_THRESHOLDS))
+    # omse has no uniform form (it needs a layer's channels): its uniform counterpart is mse
+    uniform_metric = "mse" if args.metric == "omse" else args.metric
+    cfg = SynthConfig(a, w, signed, methods=("cgp",), metric=uniform_metric, generations=args.generations,
+                      seeds=args.seeds, max_error=bound)  # the default CGP grid, scaled to the bound
+    aware = replace(cfg, metric=args.metric)
     t0 = time.perf_counter()
     real = pdp_costs(args.liberty)  # both libraries' fronts chosen on the same real PDP
     libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers, cost=real)}
     for n in args.layers:
-        libs[n] = synthesize(cfg, weights=hists[n], gate_cost=gc, workers=args.workers, cost=real)
+        libs[n] = synthesize(aware, weights=hists[n], gate_cost=gc, workers=args.workers, cost=real)
         for m in libs[n]:  # unique names; the Verilog keeps its module (m.top)
             m.name = m.name.replace("synth_", f"synth_{n.replace('.', '_')}_")
     synth_s = time.perf_counter() - t0
-    scales = ", ".join(f"{n} x{weighted_thresholds(cfg, hists[n])[-1] / cfg.thresholds[-1]:.3g}" for n in args.layers)
+    scales = ", ".join(f"{n} x{threshold_scale(aware, hists[n]):.3g}" for n in args.layers)
     pdp = {}
     for ms in libs.values():
         for m in cost_library(ms, args.liberty, jobs=args.workers):
@@ -110,12 +116,14 @@ def main() -> int:
     lines = [f"## Operand-aware synthesis (`bench/als_operands.py`, {args.metric})", "",
              f"`python bench/als_operands.py {' '.join(shlex.quote(s) for s in sys.argv[1:])}` "
              f"({dt.date.today().isoformat()}; synthesis {synth_s:.0f} s): {a}x{w} "
-             f"{'signed' if signed else 'unsigned'} CGP libraries, {args.metric} <= {bound:g}; loss change (nat) of "
-             f"{args.checkpoint.split('/')[-1]} on {len(y)} training images when only that layer uses the "
-             "design. Per PDP/exact level each library offers its design of smallest own error among those at or "
-             f"below it (chosen without the loss): the uniform {args.metric} against the {args.metric} weighted by "
-             f"the layer's own operand pairs (counted on {args.images} other training images; CGP thresholds mapped to "
-             f"the weighted metric by `weighted_thresholds`: {scales}). `aware - uniform`: the paired difference of "
+             f"{'signed' if signed else 'unsigned'} CGP libraries, {uniform_metric} <= {bound:g}"
+             + (" (omse: the bound mapped like the thresholds)" if args.metric == "omse" else "")
+             + f"; loss change (nat) of {args.checkpoint.split('/')[-1]} on {len(y)} training images when only that "
+             "layer uses the design. Per PDP/exact level each library offers its design of smallest own error among "
+             f"those at or below it (chosen without the loss): the uniform {uniform_metric} against the "
+             f"{args.metric} weighted by the layer's own operand pairs (counted on {args.images} other training "
+             f"images; CGP thresholds mapped to the weighted metric by `threshold_scale`: {scales}). "
+             "`aware - uniform`: the paired difference of "
              "the two offers' loss changes on the same images, mean [95% interval]; `worse` when the interval lies "
              "above 0 and the aware offer costs as much or more, `cheaper, more loss` when it costs less.", "",
              "| layer | PDP/exact <= | uniform: design | loss change | operand-aware: design | loss change | "

@@ -40,10 +40,14 @@ CONFIGS = {
     "w4a4-finetune": ("resnet20_w4a4.pt", "generate+synth"),  # approximation-aware retraining after calibration
     "w3a3-finetune": ("resnet20_w3a3.pt", "generate+synth"),
     "w4a4-finetune-full": ("resnet20_w4a4.pt", "generate+synth"),  # one epoch over all 45,000 training images
+    "w4a4-layer": ("resnet20_w4a4.pt", "generate+synth"),  # one synthesized library per layer, by its output error
+    "w3a3-layer": ("resnet20_w3a3.pt", "generate+synth"),
 }
 SYNTH = {  # `synth:` options of a configuration (else defaults) and their label
     "w4a4-aware": ({"operands": True, "metric": "mred0"}, " (operand-aware, mred0)"),
     "w4a4-rich": ({"rounds": 3, "designs": 48}, " (3 search rounds, 48 designs)"),
+    **{f"{c}-layer": ({"operands": "layer", "metric": "omse", "methods": ["cgp"], "max_error": 100.0},
+                      " (one CGP library per layer, omse)") for c in ("w4a4", "w3a3")},
 }
 SELECTION = {  # `selection:` options of a configuration (else layer level, no compensation) and their label
     "w4a4-bias": ({"compensation": "bias"}, " + bias correction"),

@@ -169,7 +169,8 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
 
 
 def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
-    """Operand-pair counts ``(2^a, 2^w)`` of one layer (``CHECKPOINT:LAYER``) or of every layer of the widths."""
+    """Operand-pair counts ``(2^a, 2^w)`` of one layer (``CHECKPOINT:LAYER``) or of every layer of the widths; for
+    ``--metric omse`` the layer's per-output counts ``(O, 2^a, 2^w)``."""
     import itertools
 
     import torch
@@ -189,6 +190,9 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
             raise FamesError(f"--operands: no {args.bits[0]}x{args.bits[1]}-bit layer {layer!r} in {ck}; "
                              f"layers: {[n for n, _ in qlayers(model)]}")
         names = [layer]
+    elif args.metric == "omse":
+        raise FamesError(f"--metric omse scores one layer's output error: name the layer, --operands {ck}:LAYER "
+                         f"(layers of these widths: {names})")
     if not names:
         raise FamesError(f"--operands: {ck} has no {args.bits[0]}x{args.bits[1]}-bit layer")
     signed = {m.widths[2] for n, m in qlayers(model) if n in names}
@@ -201,7 +205,7 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
         data = subset(data, held_out(record, len(data))[1])
     loader = get_loader(data, "train", 128, shuffle=False)
     x = torch.cat([b[0] for b in itertools.islice(loader, -(-args.operand_images // 128))])[: args.operand_images]
-    return sum(operand_histograms(model, x, names).values())
+    return sum(operand_histograms(model, x, names, per_output=args.metric == "omse").values())
 
 
 def cmd_lib_synth(args: argparse.Namespace) -> int:
@@ -214,7 +218,7 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
     check_replaceable(args.out, lambda p: (p / "index.json").is_file(), args.force, "library")
     methods = ("lac", "cgp") if args.method == "both" else (args.method,)
     cfg = SynthConfig(a_bits, w_bits, args.signed, methods=methods, metric=args.metric, max_error=args.max_error,
-                      thresholds=tuple(args.thresholds) if args.thresholds else SynthConfig.thresholds,
+                      thresholds=tuple(args.thresholds) if args.thresholds else None,
                       seeds=args.seeds, generations=args.generations, proxy=args.proxy, time_s=args.time_s,
                       designs=args.designs, family_starts=not args.no_family_starts, rounds=args.rounds)
     liberty = liberty_path(args.liberty) if args.liberty else None
@@ -597,10 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--method", choices=["lac", "cgp", "both"], default="both")
     sy.add_argument("--metric", choices=list(METRICS), default="mred",
                     help="error metric bounded by --max-error (mred, mred0 and er in percent; mred0 also counts "
-                    "errors on zero products, relative to one LSB: use it with --operands)")
+                    "errors on zero products, relative to one LSB: use it with --operands; omse: one layer's output "
+                    "error per product in LSB^2, each channel's bias accumulated over its fan-in, needs --operands "
+                    "CHECKPOINT:LAYER)")
     sy.add_argument("--max-error", type=POSITIVE_FLOAT, default=20.0)
-    sy.add_argument("--thresholds", type=POSITIVE_FLOAT, nargs="+", help="error bounds of the CGP runs "
-                    f"(default {' '.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)}, clipped to --max-error)")
+    sy.add_argument("--thresholds", type=POSITIVE_FLOAT, nargs="+", help="error bounds of the CGP runs (default "
+                    f"{' '.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)} times --max-error / 20, and --max-error)")
     sy.add_argument("--seeds", type=POSITIVE_INT, default=2, help="CGP runs per threshold")
     sy.add_argument("--generations", type=POSITIVE_INT, default=20000, help="generations per CGP run")
     sy.add_argument("--rounds", type=POSITIVE_INT, default=1, help="search rounds: each further round restarts "

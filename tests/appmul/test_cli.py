@@ -130,6 +130,9 @@ def test_lib_synth_operand_aware(tmp_path, capsys):
     assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", f"{ck}:nope", "--dataset", "digits",
                  "--out", str(tmp_path / "z")]) == 2
     assert "no 3x3-bit layer 'nope'" in capsys.readouterr().err
+    assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", str(ck), "--metric", "omse",
+                 "--dataset", "digits", "--out", str(tmp_path / "z")]) == 2
+    assert "--metric omse scores one layer's output error: name the layer" in capsys.readouterr().err
 
 
 def test_operand_counts_skip_the_images_a_checkpoint_holds_out(tmp_path):
@@ -152,7 +155,7 @@ def test_operand_counts_skip_the_images_a_checkpoint_holds_out(tmp_path):
     data = get_dataset("digits", "train")
     rec = holdout_record(len(data), 300)
     ck = save_checkpoint(m, tmp_path / "q.pt", meta={"quant": m.fames_quant_config, "holdout": rec})
-    args = argparse.Namespace(model=None, bits=[3, 3], signed=bool(m.conv2.widths[2]), dataset="digits",
+    args = argparse.Namespace(model=None, metric="mred", bits=[3, 3], signed=bool(m.conv2.widths[2]), dataset="digits",
                               data_root=None, operand_images=64)
     got = _operand_weights(f"{ck}:conv2", args)
     trained = subset(data, held_out(rec, len(data))[1])

@@ -234,6 +234,58 @@ def test_operand_histogram_counts_every_multiplication():
     assert np.array_equal(h, ref)
 
 
+def test_omse_accumulates_each_channels_bias_over_its_fan_in():
+    """A constant error of b LSB on every pair: one output of a channel of fan-in K errs by exactly K b, so the
+    bound sum h d^2 + (sum h d)^2 is K b^2 + K^2 b^2 and omse, per product, b^2 (1 + K) averaged over channels."""
+    rng = np.random.default_rng(0)
+    per_output = rng.random((3, 8, 8))
+    fan_in = np.array([9.0, 36.0, 576.0])
+    per_output *= (fan_in / per_output.sum((1, 2)))[:, None, None]
+    exact = exact_lut(3, 3).reshape(-1)
+    model = ErrorModel(3, 3, False, "omse", per_output)
+    assert model(exact) == 0.0
+    assert model(exact + 2) == pytest.approx(4 * (1 + fan_in).mean())
+    # a zero-mean error pays no bias: +1 and -1 on two pairs of equal count in every channel
+    flat = np.zeros((3, 64))
+    flat[:, [10, 20]] = 5.0
+    zero_mean = exact.copy()
+    zero_mean[10] += 1
+    zero_mean[20] -= 1
+    assert ErrorModel(3, 3, False, "omse", flat.reshape(3, 8, 8))(zero_mean) == pytest.approx(1.0)
+    # the other metrics see the channels' sum
+    assert ErrorModel(3, 3, False, "mse", per_output)(exact + 2) == pytest.approx(4.0)
+    with pytest.raises(AppMulError, match="per-output-channel operand counts"):
+        ErrorModel(3, 3, False, "omse")
+    with pytest.raises(AppMulError, match="per-output-channel operand counts"):
+        ErrorModel(3, 3, False, "omse", np.ones((8, 8)))
+    with pytest.raises(AppMulError, match=r"output channel\(s\) \[1\] see no operands"):
+        ErrorModel(3, 3, False, "omse", np.stack([np.ones((8, 8)), np.zeros((8, 8))]))
+
+
+def test_per_output_histograms_give_each_channels_mean_output_error():
+    """operand_histograms(per_output=True): each channel sums to the fan-in, the channels times the outputs add up to
+    the layer's counts, and sum h_c E (times the layer's scale) is channel c's mean output error, as the layer's own
+    exact mean_errors finds it at every position."""
+    from fames.appmul.families import build_family
+    from fames.quant import calibrate_ptq, quantize
+    from fames.quant.operands import operand_histograms
+
+    torch.manual_seed(0)
+    net = quantize(nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, groups=2)), "W4A4")
+    x = torch.rand(5, 4, 6, 6)
+    calibrate_ptq(net, [x])
+    layer = net[0]
+    per_output = operand_histograms(net, x, per_output=True)["0"]
+    assert per_output.shape == (6, 16, 16)
+    assert np.allclose(per_output.sum((1, 2)), 2 * 3 * 3)
+    assert np.allclose(per_output.sum(0) * 5 * 6 * 6, operand_histograms(net, x)["0"])
+    m = next(m for m in build_family("all", *layer.widths[:3]) if m.widths == layer.widths and m.error().any())
+    want = layer.mean_errors(x, [m])[0].mean((1, 2)).numpy()  # (O,) per channel
+    scale = layer.error_scale((-1,), torch.float64).detach().numpy()
+    got = (per_output * m.error()[None]).sum((1, 2)) * scale
+    assert np.allclose(got, want)
+
+
 @pytest.mark.parametrize("a,w,signed", [(3, 3, True), (4, 4, False)])
 def test_cgp_incremental_evaluation_equals_a_full_one(a, w, signed):
     from fames.appmul.synth.cgp import _Evaluated, _mutate
@@ -308,12 +360,12 @@ def test_operand_weights_map_the_threshold_grid(tmp_path, monkeypatch):
     """With operand weights the CGP grid moves by the median weighted/uniform error ratio of the family designs
     (unchanged for uniform weights), and the searches run at the moved thresholds."""
     from fames.appmul.families import build_family
-    from fames.appmul.synth.library import weighted_thresholds
+    from fames.appmul.synth.library import threshold_scale
 
     monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
     cfg = SynthConfig(3, 3, False, methods=("cgp",), metric="mse", max_error=50.0, thresholds=(1.0, 4.0), seeds=1,
                       generations=100, family_starts=False)
-    assert weighted_thresholds(cfg, np.ones((8, 8))) == pytest.approx(cfg.thresholds)
+    assert threshold_scale(cfg, np.ones((8, 8))) == pytest.approx(1.0)
     weights = np.ones((8, 8))
     weights[0] = 30.0  # a ReLU layer: mostly zero activations, where most designs are exact
     uniform, weighted = ErrorModel(3, 3, False, "mse"), ErrorModel(3, 3, False, "mse", weights)
@@ -321,8 +373,29 @@ def test_operand_weights_map_the_threshold_grid(tmp_path, monkeypatch):
               if 0 < uniform(v := m.lut.reshape(-1).astype(np.int64)) <= 50.0]
     scale = float(np.median(ratios))
     assert 0 < scale < 0.5
-    mapped = weighted_thresholds(cfg, weights)
-    assert mapped == pytest.approx((scale, 4 * scale), rel=1e-3)
+    assert threshold_scale(cfg, weights) == pytest.approx(scale)
+    mapped = (float(f"{scale:.4g}"), float(f"{4 * scale:.4g}"))
     lib = synthesize(cfg, weights=weights, workers=1, progress=False)
     ths = {m.provenance["threshold"] for m in lib if m.provenance["method"] == "cgp"}
     assert ths and ths <= {*mapped, 50.0}
+
+
+def test_omse_synthesis_maps_its_bound_from_mse(tmp_path, monkeypatch):
+    """omse has no unit of its own: its thresholds and bound are the mse ones times the family median ratio, and
+    every design written holds that bound in omse."""
+    from fames.appmul.synth.library import threshold_scale
+
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path))
+    per_output = np.random.default_rng(1).random((4, 8, 8))
+    per_output *= 27 / per_output.sum((1, 2), keepdims=True)  # fan-in 27: a 3x3 convolution of 3 channels
+    cfg = SynthConfig(3, 3, False, methods=("cgp",), metric="omse", max_error=20.0, thresholds=(2.0, 8.0), seeds=1,
+                      generations=100, family_starts=False)
+    k = threshold_scale(cfg, per_output)
+    assert k > 1  # the channels' accumulated bias costs more than the per-product mse
+    lib = synthesize(cfg, weights=per_output, workers=1, progress=False)
+    model = ErrorModel(3, 3, False, "omse", per_output)
+    errors = [model(m.lut.reshape(-1).astype(np.int64)) for m in lib]
+    assert max(errors) <= float(f"{20 * k:.4g}") and max(errors) > 0
+    assert [m.provenance["error"] for m in lib] == pytest.approx(errors)
+    assert {m.provenance["threshold"] for m in lib if m.provenance["method"] == "cgp"} <= {
+        float(f"{2 * k:.4g}"), float(f"{8 * k:.4g}"), float(f"{20 * k:.4g}")}

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from fames.errors import FamesError
 from fames.flow.config import RunConfig, SynthOptions
 from fames.flow.library import candidate_appmuls
 
@@ -30,6 +31,10 @@ def test_generate_plus_synth_candidates(tmp_path, monkeypatch):
 def test_run_config_synth_block():
     cfg = RunConfig.from_dict({"library": "synth", "synth": {"seeds": 1, "generations": 10, "max_error": 5.0}})
     assert cfg.synth.generations == 10 and cfg.synth.methods == ["lac", "cgp"]
+    with pytest.raises(FamesError, match="synth.metric omse scores one layer.s output error"):
+        RunConfig.from_dict({"library": "synth", "synth": {"metric": "omse", "operands": True}})
+    assert RunConfig.from_dict({"library": "synth", "synth": {"metric": "omse", "operands": "layer"}}).synth.operands \
+        == "layer"
 
 
 def test_a_family_function_takes_the_cheaper_circuit(tmp_path, monkeypatch):
@@ -117,3 +122,36 @@ def test_model_operand_weights_sum_the_layers_of_each_width():
     assert set(got) == {m.widths for _, m in qlayers(model)} and len(got) == 2
     for widths, counts in got.items():
         assert np.array_equal(counts, sum(per_layer[n] for n, m in qlayers(model) if m.widths == widths))
+
+
+def test_one_library_per_layer_weighted_by_its_own_output_error(tmp_path, monkeypatch):
+    """`synth: {operands: layer, metric: omse}`: one library per layer of a quantized model, each design named after
+    its layer and scored by that layer's output error (per-output counts on the same images), no function twice."""
+    import torch
+    from torch import nn
+
+    from fames.appmul.core import sanitize_name
+    from fames.appmul.synth.error import ErrorModel
+    from fames.flow.library import synth_operand_weights, synthesized_appmuls
+    from fames.quant import calibrate_ptq, quantize
+    from fames.quant.operands import operand_histograms
+
+    monkeypatch.setenv("FAMES_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU()), "W3A3").eval()
+    x = torch.rand(6, 3, 8, 8)
+    calibrate_ptq(model, [x])
+    opts = SynthOptions(methods=["cgp"], seeds=1, generations=200, designs=4, metric="omse", max_error=20.0,
+                        operands="layer")
+    weights = synth_operand_weights(model, x, opts)
+    (key, per_layer), = weights.items()
+    assert key[:2] == (3, 3) and set(per_layer) == {"0", "2"}
+    ms = synthesized_appmuls({key}, "synthetic", opts, progress=False, operand_weights=weights)
+    want = operand_histograms(model, x, per_output=True)
+    by_layer = {n: [m for m in ms if m.name.startswith(f"synth_{sanitize_name(n)}_")] for n in ("0", "2")}
+    assert len(by_layer["0"]) + len(by_layer["2"]) == len(ms) and by_layer["0"] and by_layer["2"]
+    for n, group in by_layer.items():
+        model_n = ErrorModel(3, 3, key[2], "omse", want[n])
+        assert [m.provenance["error"] for m in group] == pytest.approx([model_n(m.lut.reshape(-1)) for m in group])
+    assert len({m.lut.tobytes() for m in ms}) == len(ms)
+    assert synth_operand_weights(model, x, SynthOptions()) is None

@@ -31,7 +31,7 @@ from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig, SearchConfig
-from fames.flow.library import candidate_appmuls, liberty_path, model_operand_weights
+from fames.flow.library import candidate_appmuls, liberty_path, synth_operand_weights
 from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
 from fames.flow.stages import Stages
 from fames.flow.stats import Z95, paired_difference, wilson_interval
@@ -310,7 +310,7 @@ def approximate_(
     model.eval()
 
     lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress, synth,
-                            model_operand_weights(model, cx) if getattr(synth, "operands", False) else None)
+                            synth_operand_weights(model, cx, synth))
     setup = ModelSetup.build(model, lib, tuple(x.shape[1:]), sel_cfg.energy_metric)
     cands = setup.candidates
     mkey = model_key(model)

@@ -257,7 +257,9 @@ class SynthOptions:
     hour on two cores; ``generate+synth`` still gives them the families). ``operands``: weight each width pair's
     error by the operand pairs of the model's own layers of those widths (counted exactly on the calibration images,
     never on the validation split), so that the designs are tailored to the model; pair it with ``metric: mred0``
-    (``mred`` leaves the zero products, the most frequent pairs after a ReLU, unconstrained)."""
+    (``mred`` leaves the zero products, the most frequent pairs after a ReLU, unconstrained). ``operands: layer``:
+    one library per layer instead, each tailored to that layer's own operand pairs (pair it with ``metric: omse``,
+    the layer's output error, with ``max_error`` in the unit of ``mse``); every layer may take any layer's design."""
 
     __pydantic_config__ = STRICT
     max_bits: Annotated[int, Field(ge=2, le=8)] = 6
@@ -270,7 +272,12 @@ class SynthOptions:
     proxy: str = "pdp"
     family_starts: bool = True
     rounds: Positive = 1
-    operands: bool = False
+    operands: bool | Literal["layer"] = False
+
+    def __post_init__(self) -> None:
+        if self.metric == "omse" and self.operands != "layer":
+            raise ConfigError("synth.metric omse scores one layer's output error: it needs one library per layer, "
+                              "synth.operands: layer")
 
 
 @dataclass

@@ -179,15 +179,15 @@ class Prepared:
 def prepare(cfg: RunConfig, progress: bool = True) -> Prepared:
     """Load ``cfg``'s model and data and build its costed candidates (what :func:`fames.run` prepares)."""
     from fames.flow.approximate import calibration_draw, split_samples
-    from fames.flow.library import candidate_appmuls, model_operand_weights
+    from fames.flow.library import candidate_appmuls, synth_operand_weights
 
     inputs = load_inputs(cfg, progress)
     layers = qlayers(inputs.model)
     weights = None
     if cfg.synth is not None and cfg.synth.operands:  # the run's own calibration images, as fames.approximate_ does
         record = (getattr(inputs.model, "checkpoint_meta", None) or {}).get("holdout")
-        weights = model_operand_weights(inputs.model, calibration_draw(split_samples(inputs.samples, cfg, record)[0],
-                                                                       cfg)[0])
+        weights = synth_operand_weights(inputs.model, calibration_draw(split_samples(inputs.samples, cfg, record)[0],
+                                                                       cfg)[0], cfg.synth)
     lib = candidate_appmuls(cfg.library, {m.widths for _, m in layers}, cfg.liberty, cfg.families, progress,
                             cfg.synth, weights)
     x, _ = inputs.samples.draw(1, cfg.seed)

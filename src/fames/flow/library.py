@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fames.appmul.core import AppMul
+from fames.appmul.core import AppMul, sanitize_name
 from fames.appmul.families import build, build_family
 from fames.appmul.importers import import_evoapprox
 from fames.appmul.library import Library
@@ -32,12 +32,13 @@ def liberty_path(value: str | Path) -> Path:
 
 
 def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any = None,
-                        progress: bool = True, operand_weights: dict[Widths, np.ndarray] | None = None,
+                        progress: bool = True, operand_weights: dict[Widths, Any] | None = None,
                         ) -> list[AppMul]:
     """Approximate logic synthesis for every width pair (``options``: a ``SynthOptions``, default settings when
     None), NanGate-style gate costs from ``liberty``; each library is cached by its settings, the liberty and the
-    operand weights. ``operand_weights``: per width pair, operand-pair counts ``(2^a, 2^w)`` weighting the error
-    (:func:`model_operand_weights`; needed when ``options.operands``)."""
+    operand weights. ``operand_weights`` (needed when ``options.operands``, :func:`synth_operand_weights`): per width
+    pair, operand-pair counts ``(2^a, 2^w)`` weighting the error, or ``{layer: counts}`` for one library per layer
+    (each design named after its layer; a function found for two layers is kept once)."""
     from dataclasses import asdict
 
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
@@ -60,14 +61,44 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
             raise FamesError(f"library synth: layers with {a}x{w} bits mix signed and unsigned operands; synthesis "
                              "needs both signed or both unsigned")
         cfg = SynthConfig(a, w, sa, **opts)
-        weights = None if operand_weights is None else operand_weights[(a, w, sa, sw)]
-        tag = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
-        where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-3", tag)
-        if not (where / "index.json").is_file():
-            made = synthesize(cfg, weights, gate_cost=gate_costs(lib_file), progress=progress,
-                              cost=pdp_costs(lib_file))
-            Library(cheapest_implementations(made, lib_file)).save(where, force=True)
-        out += list(Library.load(where))
+        entry = None if operand_weights is None else operand_weights[(a, w, sa, sw)]
+        seen: set[bytes] = set()
+        for layer, weights in (entry if isinstance(entry, dict) else {"": entry}).items():
+            tag = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+            where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-3", tag)
+            if not (where / "index.json").is_file():
+                if layer and progress:
+                    print(f"synthesizing {a}x{w} designs for layer {layer}")
+                made = synthesize(cfg, weights, gate_cost=gate_costs(lib_file), progress=progress,
+                                  cost=pdp_costs(lib_file))
+                Library(cheapest_implementations(made, lib_file)).save(where, force=True)
+            for m in Library.load(where):
+                key = np.asarray(m.lut, dtype=np.int64).tobytes()
+                if key in seen:
+                    continue
+                seen.add(key)
+                if layer:  # unique across the layers' libraries; the Verilog keeps its module (m.top)
+                    m.name = m.name.replace("synth_", f"synth_{sanitize_name(layer)}_", 1)
+                out.append(m)
+    return out
+
+
+def synth_operand_weights(model: Any, x: Any, options: Any) -> dict[Widths, Any] | None:
+    """What ``options.operands`` (a ``SynthOptions``) asks :func:`synthesized_appmuls` to weight the error by, counted
+    exactly on the images ``x (N, C, H, W)``: None (uniform), per width pair the model's operand-pair counts
+    (``true``), or per width pair ``{layer: per-output counts (O, 2^a, 2^w)}`` (``layer``)."""
+    from fames.quant.convert import qlayers
+    from fames.quant.operands import operand_histograms
+
+    how = getattr(options, "operands", False)
+    if not how:
+        return None
+    if how != "layer":
+        return model_operand_weights(model, x)
+    layers = dict(qlayers(model))
+    out: dict[Widths, dict[str, np.ndarray]] = {}
+    for name, h in operand_histograms(model, x, per_output=True).items():
+        out.setdefault(layers[name].widths, {})[name] = h
     return out
 
 

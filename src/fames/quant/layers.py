@@ -185,11 +185,16 @@ class QuantLayer(nn.Module):
         return hist.view(*codes.shape[1:], na)
 
     @torch.no_grad()
-    def operand_histogram(self, x: torch.Tensor) -> np.ndarray:
+    def operand_histogram(self, x: torch.Tensor, per_channel: bool = False) -> np.ndarray:
         """Counts ``(2^a, 2^w)`` float64 of the (activation code, weight code) bit-pattern pairs the layer's
-        multipliers see on the batch ``x (S, ...)``: every tap of every output channel at every position, exactly."""
+        multipliers see on the batch ``x (S, ...)``: every tap of every output channel at every position, exactly.
+        ``per_channel``: one count matrix per output channel, ``(O, 2^a, 2^w)`` (their sum is the layer's)."""
         acts = self.code_histogram(x).sum(2).double()  # (groups, taps, 2^a)
         qw = self.kernel_rows(self.weight_codes()) & ((1 << self.w_bits) - 1)  # (groups, O/groups, taps)
+        if per_channel:
+            wts = F.one_hot(qw, 1 << self.w_bits).double()  # (groups, O/groups, taps, 2^w)
+            h = torch.einsum("gta,gotw->goaw", acts, wts)
+            return h.reshape(-1, *h.shape[2:]).numpy()
         wts = F.one_hot(qw, 1 << self.w_bits).sum(1).double()  # (groups, taps, 2^w)
         return torch.einsum("gta,gtw->aw", acts, wts).numpy()
 

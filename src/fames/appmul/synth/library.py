@@ -30,7 +30,8 @@ JOB_VERSION = "synth-job-1"  # bump when a search changes what the same settings
 PROXY_SLACK = 0.25  # with a real cost: designs up to 25% dearer by proxy than the cheapest are costed too
 PER_BOUND = 3  # ... at most this many functions per error bound
 PER_FUNCTION = 4  # ... each with at most this many of its circuits
-DEFAULT_THRESHOLDS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0)  # MRED %, CGP runs (<= max_error)
+# CGP runs at MRED <= 20%; by default the grid is scaled to max_error (these values times max_error / 20)
+DEFAULT_THRESHOLDS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0)
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ class SynthConfig:
     methods: tuple[str, ...] = METHODS
     metric: str = "mred"
     max_error: float = 20.0
-    # one CGP run per threshold (<= max_error) and seed; with operand weights the grid is first mapped to the weighted
-    # metric (weighted_thresholds)
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    # one CGP run per threshold (<= max_error) and seed; None: DEFAULT_THRESHOLDS scaled to max_error. With operand
+    # weights the grid is first mapped to the weighted metric (threshold_scale)
+    thresholds: tuple[float, ...] | None = None
     seeds: int = 2
     generations: int = 20000  # per CGP run
     proxy: str = "pdp"  # what CGP minimizes: "pdp" (switching energy x depth) or "area" (LAC always saves area)
@@ -69,6 +70,8 @@ class SynthConfig:
             raise AppMulError(f"unknown cost proxy {self.proxy!r}; choose one of {PROXIES}")
         if not self.max_error > 0 or min(self.seeds, self.generations, self.designs, self.rounds) < 1:
             raise AppMulError("max_error must be > 0 and seeds, generations, designs, rounds >= 1")
+        if self.thresholds is None:  # frozen: set once, so that repr (a cache key) shows the grid
+            object.__setattr__(self, "thresholds", _scaled(DEFAULT_THRESHOLDS, self.max_error / 20.0))
 
     def cgp_thresholds(self) -> list[float]:
         """The error thresholds of the CGP runs: ``thresholds`` up to ``max_error``, and ``max_error``."""
@@ -413,8 +416,10 @@ def synthesize(
     (:func:`shortlist`), and the front and its thinning use these real costs.
     """
     gc = gate_cost or GATE_EQUIVALENTS
-    if weights is not None:
-        cfg = replace(cfg, thresholds=weighted_thresholds(cfg, weights))
+    if weights is not None:  # omse has no unit of its own to bound: its bound, too, is mapped from mse
+        k = threshold_scale(cfg, weights)
+        cfg = replace(cfg, thresholds=_scaled(cfg.thresholds, k),
+                      **({"max_error": _scaled((cfg.max_error,), k)[0]} if cfg.metric == "omse" else {}))
     results = _run_all(cfg, weights, gc, workers or os.cpu_count() or 1, ray_address, progress)
     designs = [d for r in results for d in r]
     for d in designs:  # one cost for the front: LAC paths are scored by area, CGP by cfg.proxy
@@ -433,17 +438,18 @@ def synthesize(
     return [m for d, m in zip(real, made, strict=True) if id(d) in kept]
 
 
-def weighted_thresholds(cfg: SynthConfig, weights: np.ndarray) -> tuple[float, ...]:
-    """``cfg.thresholds`` mapped from the uniform metric to the metric weighted by ``weights``: times the median, over
-    the family designs with a nonzero uniform error within ``max_error``, of weighted / uniform error.
+def threshold_scale(cfg: SynthConfig, weights: np.ndarray) -> float:
+    """The factor from the uniform metric to the metric weighted by ``weights``: the median, over the family designs
+    with a nonzero uniform error within ``max_error``, of weighted / uniform error (1 when there is none).
 
     Operand weights concentrate on a few operand pairs (e.g. a ReLU layer's zero activations), so the weighted errors
     of the same designs are often 5-20x smaller than the uniform ones; the uniform grid would then spend every CGP run
     on loose thresholds and leave the mild end, where a layer's designs are chosen, to chance. ``max_error`` stays the
-    bound in the weighted metric's own unit."""
+    bound in the weighted metric's own unit, except for ``omse`` (a layer's output error, whose scale grows with
+    the fan-in), which maps from the uniform ``mse`` and has its bound mapped too (:func:`synthesize`)."""
     from fames.appmul.families import build_family
 
-    uniform = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric)
+    uniform = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, "mse" if cfg.metric == "omse" else cfg.metric)
     weighted = ErrorModel(cfg.a_bits, cfg.w_bits, cfg.signed, cfg.metric, weights)
     ratios = []
     for m in build_family("all", cfg.a_bits, cfg.w_bits, cfg.signed):
@@ -452,9 +458,12 @@ def weighted_thresholds(cfg: SynthConfig, weights: np.ndarray) -> tuple[float, .
         if 0 < u <= cfg.max_error:
             ratios.append(weighted(v) / u)
     scale = float(np.median(ratios)) if ratios else 1.0
-    if not scale > 0:  # every family design exact on the weighted pairs: keep the grid
-        return cfg.thresholds
-    return tuple(float(f"{t * scale:.4g}") for t in cfg.thresholds)
+    return scale if scale > 0 else 1.0  # every family design exact on the weighted pairs: keep the grid
+
+
+def _scaled(values: Sequence[float], k: float) -> tuple[float, ...]:
+    """``values`` times ``k``, to 4 significant digits (stable job keys)."""
+    return tuple(float(f"{t * k:.4g}") for t in values)
 
 
 def _distinct(appmuls: list[AppMul]) -> list[AppMul]:
@@ -476,4 +485,4 @@ def front_table(designs: Sequence[Design]) -> list[dict[str, Any]]:
 
 __all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "family_network",
            "front_table", "gate_costs", "pareto", "proxy_cost", "shortlist", "start_networks", "synthesize", "thin",
-           "to_appmul", "weighted_thresholds"]
+           "threshold_scale", "to_appmul"]
