@@ -133,6 +133,15 @@ def test_lib_synth_operand_aware(tmp_path, capsys):
     assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", str(ck), "--metric", "omse",
                  "--dataset", "digits", "--out", str(tmp_path / "z")]) == 2
     assert "--metric omse scores one layer's output error: name the layer" in capsys.readouterr().err
+    # omse: the layer's output error from its per-output counts, recorded for every design
+    o = tmp_path / "omse"
+    assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", f"{ck}:{layer}", "--metric", "omse",
+                 "--dataset", "digits", "--operand-images", "128", "--generations", "80", "--seeds", "1",
+                 "--thresholds", "5", "--max-error", "10", "--workers", "1", "--out", str(o)]) == 0
+    per_output = operand_histograms(load_model(None, ck), x, [layer], per_output=True)[layer]
+    omse = ErrorModel(3, 3, bool(signed), "omse", per_output)
+    assert [a.provenance["error"] for a in Library.load(o)] == pytest.approx(
+        [omse(a.lut.reshape(-1)) for a in Library.load(o)])
 
 
 def test_operand_counts_skip_the_images_a_checkpoint_holds_out(tmp_path):
