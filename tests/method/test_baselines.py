@@ -312,3 +312,18 @@ def test_retraining_lowers_the_loss_with_appmuls_in_the_loop():
     assert loss1 < loss0
     assert [(n, layer.assignment.names()) for n, layer in qlayers(model)] == assigned
     assert all(layer.mode == "approx" for _, layer in qlayers(model))
+
+
+def test_a_free_design_costs_nothing_and_leaves_the_exact_reference():
+    """A synthesized design of wires and constants only has PDP 0 (relative 0): its energy is 0, and the exact
+    multiplier's energy per op comes from another design of the widths, whichever comes first (a relative PDP of 0
+    once read as 'no relative cost' and stopped a run)."""
+    from fames.appmul.core import Cost
+    from fames.appmul.families import build
+    from fames.method.energy import appmul_op_energy
+
+    free = build("trunc", 4, 4, False, False, k=6).with_cost(Cost(pdp_fj=0.0, relative={"pdp": 0.0}))
+    mild = build("trunc", 4, 4, False, False, k=2).with_cost(Cost(pdp_fj=30.0, relative={"pdp": 0.5}))
+    assert appmul_op_energy(free)[0] == 0.0 and np.isnan(appmul_op_energy(free)[1])
+    assert exact_costs([free, mild]) == {(4, 4, False, False): pytest.approx(60.0)}
+    assert exact_costs([free]) == {}

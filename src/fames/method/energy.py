@@ -8,6 +8,8 @@ Units: MACs per inference (one sample); energies in fJ per inference.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -57,7 +59,8 @@ def group_macs(layer: QuantLayer, macs: int, granularity: str) -> int:
 
 
 def appmul_op_energy(m: AppMul, metric: str = "pdp") -> tuple[float, float]:
-    """``(energy per op of m, energy per op of the exact multiplier of its widths)`` in fJ."""
+    """``(energy per op of m, energy per op of the exact multiplier of its widths)`` in fJ; the second is NaN for a
+    design of zero energy (wires and constants), which cannot tell it."""
     if metric not in METRICS:
         raise FamesError(f"energy metric {metric!r} is not one of {list(METRICS)}")
     attr, rel_key = METRICS[metric]
@@ -68,10 +71,12 @@ def appmul_op_energy(m: AppMul, metric: str = "pdp") -> tuple[float, float]:
         )
     value = float(getattr(c, attr))
     rel = c.relative.get(rel_key)
-    if not rel:
+    if rel is None:
         if m.is_exact():
             return value, value
         raise FamesError(f"AppMul {m.name!r} has no cost relative to the exact multiplier of its widths")
+    if rel == 0:  # wires and constants only (a synthesized design may be): free, and no measure of the exact one
+        return value, math.nan
     return value, value / rel
 
 
@@ -79,8 +84,8 @@ def exact_costs(appmuls: list[AppMul], metric: str = "pdp") -> dict[tuple[int, i
     """Energy per op (fJ) of the exact multiplier of every widths key present among ``appmuls``."""
     out: dict[tuple[int, int, bool, bool], float] = {}
     for m in appmuls:
-        if m.cost is not None and m.widths not in out:
-            out[m.widths] = appmul_op_energy(m, metric)[1]
+        if m.cost is not None and m.widths not in out and not math.isnan(e := appmul_op_energy(m, metric)[1]):
+            out[m.widths] = e
     return out
 
 
