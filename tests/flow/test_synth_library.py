@@ -131,8 +131,10 @@ def test_one_library_per_layer_weighted_by_its_own_output_error(tmp_path, monkey
     from torch import nn
 
     from fames.appmul.core import sanitize_name
+    from fames.appmul.library import Library
     from fames.appmul.synth.error import ErrorModel
     from fames.flow.library import synth_operand_weights, synthesized_appmuls
+    from fames.hw.verify import check_design
     from fames.quant import calibrate_ptq, quantize
     from fames.quant.operands import operand_histograms
 
@@ -154,4 +156,7 @@ def test_one_library_per_layer_weighted_by_its_own_output_error(tmp_path, monkey
         model_n = ErrorModel(3, 3, key[2], "omse", want[n])
         assert [m.provenance["error"] for m in group] == pytest.approx([model_n(m.lut.reshape(-1)) for m in group])
     assert len({m.lut.tobytes() for m in ms}) == len(ms)
+    lib = Library(ms).save(tmp_path / "lib")  # one Verilog module per design (the layers' libraries reuse names)
+    for m in Library.load(lib):
+        check_design(m)  # the renamed module still computes its LUT
     assert synth_operand_weights(model, x, SynthOptions()) is None

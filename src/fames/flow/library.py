@@ -3,6 +3,7 @@ with the exact multiplier of every width added and every design costed on the li
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,20 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
                 if key in seen:
                     continue
                 seen.add(key)
-                if layer:  # unique across the layers' libraries; the Verilog keeps its module (m.top)
-                    m.name = m.name.replace("synth_", f"synth_{sanitize_name(layer)}_", 1)
+                if layer:  # names and Verilog modules unique across the layers' libraries
+                    m = _renamed(m, m.name.replace("synth_", f"synth_{sanitize_name(layer)}_", 1))
                 out.append(m)
     return out
+
+
+def _renamed(m: AppMul, name: str) -> AppMul:
+    """``m`` named ``name``, its Verilog module too (a library keeps one module per name)."""
+    from dataclasses import replace
+
+    if m.verilog is None or m.top is None:
+        return replace(m, name=name)
+    top = sanitize_name(name)
+    return replace(m, name=name, top=top, verilog=re.sub(rf"\b{re.escape(m.top)}\b", top, m.verilog))
 
 
 def synth_operand_weights(model: Any, x: Any, options: Any) -> dict[Widths, Any] | None:
