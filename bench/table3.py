@@ -40,6 +40,7 @@ CONFIGS = {
     "w4a4-finetune": ("resnet20_w4a4.pt", "generate+synth"),  # approximation-aware retraining after calibration
     "w3a3-finetune": ("resnet20_w3a3.pt", "generate+synth"),
     "w4a4-finetune-full": ("resnet20_w4a4.pt", "generate+synth"),  # one epoch over all 45,000 training images
+    "w3a3-finetune-full": ("resnet20_w3a3.pt", "generate+synth"),
     "w4a4-layer": ("resnet20_w4a4.pt", "generate+synth"),  # one synthesized library per layer, by its output error
     "w3a3-layer": ("resnet20_w3a3.pt", "generate+synth"),
 }
@@ -68,8 +69,9 @@ _TUNE = ({"samples": 20000, "epochs": 1, "lr": 0.002, "kd_alpha": 0.5, "hflip": 
 FINETUNE = {  # `finetune:` of a configuration (else none, FAMES as published) and its label
     "w4a4-finetune": _TUNE,
     "w3a3-finetune": _TUNE,
-    "w4a4-finetune-full": ({**_TUNE[0], "samples": 45000, "lr": 0.005},
-                           " + fine-tuning with the AppMuls (45,000 images, 1 epoch, lr 0.005)"),
+    **{f"{c}-finetune-full": ({**_TUNE[0], "samples": 45000, "lr": 0.005},
+                              " + fine-tuning with the AppMuls (45,000 images, 1 epoch, lr 0.005)")
+       for c in ("w4a4", "w3a3")},
 }
 VARIANTS = set(SYNTH) | set(SELECTION) | set(SEARCH) | set(ESTIMATOR) | set(FINETUNE)  # variants: not in the mean
 
