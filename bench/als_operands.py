@@ -71,7 +71,7 @@ def main() -> int:
         threshold_scale,
     )
     from fames.data import get_loader
-    from fames.flow.library import pdp_costs
+    from fames.flow.library import for_layer, pdp_costs
     from fames.hw.cost import cost_library
     from fames.io import write_section
     from fames.method.estimate.truth import per_image_loss_changes
@@ -103,10 +103,9 @@ def main() -> int:
     t0 = time.perf_counter()
     real = pdp_costs(args.liberty)  # both libraries' fronts chosen on the same real PDP
     libs = {"uniform": synthesize(cfg, gate_cost=gc, workers=args.workers, cost=real)}
-    for n in args.layers:
-        libs[n] = synthesize(aware, weights=hists[n], gate_cost=gc, workers=args.workers, cost=real)
-        for m in libs[n]:  # unique names; the Verilog keeps its module (m.top)
-            m.name = m.name.replace("synth_", f"synth_{n.replace('.', '_')}_")
+    for n in args.layers:  # unique names across the layers' libraries
+        libs[n] = [for_layer(m, n) for m in synthesize(aware, weights=hists[n], gate_cost=gc, workers=args.workers,
+                                                        cost=real)]
     synth_s = time.perf_counter() - t0
     scales = ", ".join(f"{n} x{threshold_scale(aware, hists[n]):.3g}" for n in args.layers)
     pdp = {}

@@ -78,16 +78,16 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
                 if key in seen:
                     continue
                 seen.add(key)
-                if layer:  # names and Verilog modules unique across the layers' libraries
-                    m = _renamed(m, m.name.replace("synth_", f"synth_{sanitize_name(layer)}_", 1))
-                out.append(m)
+                out.append(for_layer(m, layer) if layer else m)
     return out
 
 
-def _renamed(m: AppMul, name: str) -> AppMul:
-    """``m`` named ``name``, its Verilog module too (a library keeps one module per name)."""
+def for_layer(m: AppMul, layer: str) -> AppMul:
+    """Synthesized design ``m`` named after the layer it was made for (``synth_<layer>_...``), its Verilog module
+    too, so that the libraries of several layers can share one library (one module per name)."""
     from dataclasses import replace
 
+    name = m.name.replace("synth_", f"synth_{sanitize_name(layer)}_", 1)
     if m.verilog is None or m.top is None:
         return replace(m, name=name)
     top = sanitize_name(name)

@@ -70,6 +70,8 @@ class ErrorModel:
                     empty = np.flatnonzero(self._fan_in <= 0).tolist()
                     raise AppMulError(f"operand weights: output channel(s) {empty} see no operands; count them on real "
                                       "inputs")
+                # the mean-square term is linear in d^2: one vector over the pairs, not a (C, pairs) product per call
+                self._square = (self._per_output / self._fan_in[:, None]).mean(0)
             p = q.reshape(-1, self.exact.size).sum(0)
             p = p / p.sum()
         self.p = p
@@ -93,8 +95,9 @@ class ErrorModel:
         if self.metric == "mse":
             return float((d.astype(np.float64) ** 2 * self.p).sum())
         if self.metric == "omse":
-            t = self._per_output * d  # (C, pairs)
-            return float((((t * d).sum(1) + t.sum(1) ** 2) / self._fan_in).mean())
+            d = d.astype(np.float64)
+            bias = (self._per_output * d).sum(1)  # (C,) one output's summed error per channel
+            return float((self._square * d * d).sum() + (bias * bias / self._fan_in).mean())
         if self.metric == "er":
             return float(self.p[d != 0].sum()) * 100.0
         return float(np.abs(d[self._support]).max(initial=0))
