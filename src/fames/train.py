@@ -45,7 +45,13 @@ def evaluate(
         x, y = x.to(dev), y.to(dev)
         out = model(x)
         if not torch.isfinite(out).all():
-            raise FamesError("the model produced NaN/inf outputs; check the checkpoint and quantization ranges")
+            bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+            raise FamesError("the model produced NaN/inf outputs; " + (
+                f"these tensors of the model hold NaN/inf: {bad[:5]}; fix the checkpoint" if bad
+                else "check the input images and the quantization ranges"))
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= out.shape[1]):
+            raise FamesError(f"labels must lie in [0, {out.shape[1]}) for a model of {out.shape[1]} outputs, got "
+                             f"{int(y.min())}..{int(y.max())}; check the dataset's labels and the model's classes")
         loss += F.cross_entropy(out, y, reduction="sum").item()
         ok = out.argmax(1) == y
         correct += ok.sum().item()

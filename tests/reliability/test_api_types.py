@@ -52,3 +52,35 @@ def test_nan_weights_are_named_before_quantizing():
         net[2].bias[3] = float("inf")
     with pytest.raises(FamesError, match=r"layers \['2'\] hold NaN or infinite"):
         fames.quantize(net, "W4A4")
+
+
+def test_calibrate_ptq_reads_a_pair_of_tensors_as_one_dataset_and_refuses_non_images():
+    def net(seed):
+        torch.manual_seed(seed)
+        return fames.quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 10)), "W4A4")
+
+    x, y = torch.randn(300, 3, 4, 4), torch.randint(0, 10, (300,))
+    x[290] *= 10  # the widest range lies in the last 44 images
+    a = fames.calibrate_ptq(net(1), (x, y))  # a pair of tensors: the 300 images, not two batches
+    b = fames.calibrate_ptq(net(1), [(x[:256], y[:256]), (x[256:], y[256:])])
+    c = fames.calibrate_ptq(net(1), [(x[:256], y[:256])])
+    assert not torch.equal(a[0].act_quant.scale, c[0].act_quant.scale)  # the last 44 images matter
+    for qa, qb in zip((a[0], a[3]), (b[0], b[3]), strict=True):
+        assert torch.equal(qa.act_quant.scale, qb.act_quant.scale)
+        assert torch.equal(qa.act_quant.zero_point, qb.act_quant.zero_point)
+    bad = x.clone()
+    bad[5, 0, 0, 0] = float("nan")
+    with pytest.raises(FamesError, match="NaN or infinite"):
+        fames.calibrate_ptq(fames.quantize(nn.Sequential(nn.Conv2d(3, 4, 3)), "W4A4"), (bad, y))
+    with pytest.raises(FamesError, match="not images"):
+        fames.calibrate_ptq(fames.quantize(nn.Sequential(nn.Conv2d(3, 4, 3)), "W4A4"), [y])
+
+
+def test_evaluate_names_out_of_range_labels_and_non_finite_weights():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 10)).eval()
+    with pytest.raises(FamesError, match=r"labels must lie in \[0, 10\).*0\.\.49"):
+        fames.evaluate(net, [(X, torch.tensor([0, 1, 2, 3, 4, 5, 6, 49]))], progress=False)
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FamesError, match=r"hold NaN/inf: \['0.weight'\]"):
+        fames.evaluate(net, [(X, Y)], progress=False)

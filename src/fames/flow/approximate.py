@@ -419,7 +419,8 @@ def approximate_(
 
     feasible = [r for r in rows if not r.infeasible]
     if not feasible:
-        raise FamesError(f"every budget was infeasible; smallest feasible ratio {rows[0].min_ratio:.4f}")
+        raise FamesError(f"every budget was infeasible: even the cheapest AppMuls use {rows[0].min_ratio:.4f} of the "
+                         f"exact energy; choose budgets R >= {rows[0].min_ratio:.4f}")
     within = [r for r in feasible if within_bound(r)]
     best = min(within, key=lambda r: r.relative_energy) if within else feasible[0]
     if searching and coarse is not None:

@@ -8,7 +8,7 @@ quantizers, and warn (listing them) about layers with parameters that stay float
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +151,25 @@ def set_mode(model: nn.Module, mode: str, layers: Iterable[str] | None = None) -
             m.mode = mode
 
 
+def _image_batches(batches: Any, size: int = 256) -> Iterator[torch.Tensor]:
+    """The image batches of ``batches``: a loader (or iterable) of images or ``(images, labels)``, a pair of tensors
+    ``(x (N, ...), y (N,))`` or one tensor ``x (N, ...)`` (both cut into batches of ``size``)."""
+    if isinstance(batches, (tuple, list)) and len(batches) == 2 and all(isinstance(t, torch.Tensor) for t in batches) \
+            and batches[1].dim() == 1 and not batches[1].is_floating_point() and len(batches[1]) == len(batches[0]):
+        batches = batches[0]
+    if isinstance(batches, torch.Tensor):
+        yield from batches.split(size)
+        return
+    for b in batches:
+        yield b[0] if isinstance(b, (tuple, list)) else b
+
+
 @torch.no_grad()
 def calibrate_ptq(
     model: nn.Module, batches: Iterable[torch.Tensor | tuple], num_batches: int | None = None, method: str | None = None
 ) -> nn.Module:
-    """PTQ: observe activations on ``batches`` (images or ``(images, labels)``), then fix scales/zero points.
+    """PTQ: observe activations on ``batches`` (a loader of images or ``(images, labels)``, a pair of tensors
+    ``(x, y)`` or a tensor of images, as :func:`_image_batches` reads them), then fix scales/zero points.
 
     Layers are observed in float mode, so each activation range is that of the float model.
     """
@@ -171,10 +185,14 @@ def calibrate_ptq(
         m.act_quant.observing = True
     seen = 0
     dev = next(model.parameters()).device
-    for k, b in enumerate(batches):
+    for k, x in enumerate(_image_batches(batches)):
         if num_batches is not None and k >= num_batches:
             break
-        x = b[0] if isinstance(b, (tuple, list)) else b
+        if not x.is_floating_point():
+            raise FamesError(f"calibrate_ptq: batch {k} holds {x.dtype} values, not images; give images (N, ...) or "
+                             "(images, labels) batches")
+        if not torch.isfinite(x).all():
+            raise FamesError(f"calibrate_ptq: batch {k} holds NaN or infinite values; clean the data first")
         model(x.to(dev))
         seen += 1
     if seen == 0:
