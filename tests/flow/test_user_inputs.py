@@ -109,3 +109,26 @@ def test_bad_input_names_the_problem_and_the_fix(tmp_path):
         RunConfig.from_dict({"estimator": {"kind": "measured"}, "selection": {"granularity": "filter"}})
     with pytest.raises(FamesError, match=r"3 problem\(s\).*budget.*estimator.samples.*calibration.epochs"):
         RunConfig.from_dict({"budget": [True], "estimator": {"samples": "abc"}, "calibration": {"epochs": 1.5}})
+
+
+def test_the_report_lists_the_layers_left_in_floating_point():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.up = nn.Conv2d(3, 4, 3, padding=1), nn.ConvTranspose2d(4, 4, 2, 2)
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(self.up(torch.relu(self.conv(x))).mean((2, 3)))
+
+    x, y = torch.rand(64, 3, 8, 8), torch.randint(0, 10, (64,))
+    with pytest.warns(UserWarning, match="up"):
+        net = fames.quantize(Net().eval(), "W4A4")
+    fames.calibrate_ptq(net, (x, y))
+    cfg = fames.FamesConfig(budget=0.8, calibration=None, estimator=fames.EstimatorConfig(samples=16, validate=False))
+    result = fames.approximate_(net, (x, y), families=("trunc",), config=cfg, progress=False)
+    assert result.to_dict()["float_layers"] == ["up (ConvTranspose2d)"]
+    assert "Layers computed in floating point (no AppMul, outside the energy figures): up (ConvTranspose2d)." \
+        in result.report()

@@ -227,3 +227,27 @@ def test_pact_is_a_config_option():
     assert all(m.act_quant.learning == "pact" for _, m in qlayers(model))
     with pytest.raises(FamesError, match="act_qat"):
         QuantConfig(act_qat="dorefa")
+
+
+def test_float_layers_lists_unsupported_kinds_and_layers_the_config_leaves_in_float():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+            self.seq = nn.Conv1d(4, 4, 3, padding=1)
+            self.mid = nn.Linear(4, 4)
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x):
+            x = self.up(self.bn(self.conv(x))).mean(2)
+            return self.fc(self.mid(self.seq(x).mean(2)))
+
+    from fames.quant import float_layers
+
+    with pytest.warns(UserWarning, match=r"\['up \(ConvTranspose2d\)', 'seq \(Conv1d\)'\]"):
+        net = quantize(Net().eval(), {"w_bits": 4, "a_bits": 4, "first_last": "float"})
+    assert float_layers(net) == ["conv (Conv2d)", "up (ConvTranspose2d)", "seq (Conv1d)", "fc (Linear)"]
+    assert float_layers(net, unsupported_only=True) == ["up (ConvTranspose2d)", "seq (Conv1d)"]
+    assert [n for n, _ in qlayers(net)] == ["mid"]

@@ -45,7 +45,7 @@ from fames.method.finetune import finetune
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
 from fames.method.select import ILPSelector, InfeasibleBudget
 from fames.models import save_checkpoint
-from fames.quant.convert import qlayers
+from fames.quant.convert import float_layers, qlayers
 from fames.train import evaluate
 
 PROBE_IMAGES = 1000  # evaluation images whose logits feed the output-difference histograms
@@ -139,6 +139,7 @@ class FamesResult:
             "model": self.model_name,
             "quant": getattr(self.model, "fames_quant_config", None),
             "layers": self.layers,
+            "float_layers": float_layers(self.model),
             "library": {"size": len(self.library), "liberty": self.liberty,
                         "energy_metric": self.config.selection.energy_metric},
             "accuracy": {

@@ -73,6 +73,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_uncertainty(report),
         *_seeds(report),
+        *([f"Layers computed in floating point (no AppMul, outside the energy figures): "
+           f"{', '.join(report['float_layers'])}.", ""] if report.get("float_layers") else []),
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
         f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s"

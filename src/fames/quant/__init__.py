@@ -1,7 +1,7 @@
 """Quantization: config, quantizers, quantized layers, model conversion and PTQ calibration."""
 
 from fames.quant.config import LayerBits, QuantConfig, load_config
-from fames.quant.convert import calibrate_ptq, qlayers, quantize, set_mode
+from fames.quant.convert import calibrate_ptq, float_layers, qlayers, quantize, set_mode
 from fames.quant.layers import Assignment, QConv2d, QLinear, QuantLayer
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "QuantConfig",
     "QuantLayer",
     "calibrate_ptq",
+    "float_layers",
     "load_config",
     "qlayers",
     "quantize",
