@@ -101,6 +101,10 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
         assert f"| {100 * row.energy_reduction:.2f}% | {pd['points']:+.2f} [{pd['ci95'][0]:+.2f}, " in text
     with pytest.raises(fames.FamesError, match="search.validation_images: Input should be greater than or equal to 1"):
         RunConfig.from_dict({"budget": "search", "search": {"validation_images": 0}})
+    from fames.flow.sources import TensorSamples, holdout
+
+    with pytest.raises(fames.FamesError, match=r"validation_images=600 holds out at least all 600 .*e\.g\. 120"):
+        holdout(TensorSamples(torch.rand(600, 3, 2, 2), torch.zeros(600, dtype=torch.long)), 600, 0)
     with pytest.raises(fames.FamesError, match="budget"):
         RunConfig.from_dict({"budget": "seek"})
 

@@ -103,8 +103,9 @@ def holdout(
                              f"images: lower it or retrain with `fames train --holdout {n}`")
         return DatasetSamples(subset(samples.dataset, rest), samples.name), _all(subset(samples.dataset, held[:n]))
     if n >= len(samples):
-        raise FamesError(f"a validation split of {n} images leaves nothing of the {len(samples)} training images; "
-                         "lower search.validation_images")
+        raise FamesError(f"search.validation_images={n} holds out at least all {len(samples)} training images given, "
+                         f"leaving none to estimate and calibrate on; lower it (e.g. {max(1, len(samples) // 5)}, a "
+                         "fifth) or give more data")
     perm = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed + 7919))
     val, rest = perm[:n], perm[n:]
     if isinstance(samples, TensorSamples):
