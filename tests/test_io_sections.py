@@ -13,3 +13,24 @@ def test_write_section_replaces_or_appends(tmp_path):
     write_section(f, "<!-- t -->", "other")
     assert f.read_text().endswith("tail\n\n<!-- t -->\n\nother\n\n<!-- t -->\n")
     assert "second" in f.read_text()
+
+
+def test_npz_bytes_round_trips_any_array_name(tmp_path):
+    import io
+
+    import numpy as np
+
+    from fames.flow.stages import Stages
+    from fames.io import npz_bytes
+
+    arrays = {"file": np.arange(6).reshape(2, 3), "layer1.0.conv1": np.ones((2, 2), np.float32), "x": np.int8(3)}
+    for compress in (False, True):
+        with np.load(io.BytesIO(npz_bytes(arrays, compress))) as z:
+            assert z.files == list(arrays)
+            for k, v in arrays.items():
+                assert z[k].dtype == np.asarray(v).dtype and np.array_equal(z[k], v)
+    st = Stages(tmp_path)
+    calls = []
+    got = st.arrays("estimate", "k", lambda: calls.append(1) or arrays)
+    again = st.arrays("estimate", "k", lambda: calls.append(1) or arrays)  # from disk
+    assert calls == [1] and all(np.array_equal(again[k], v) for k, v in arrays.items()) and got is arrays

@@ -8,6 +8,7 @@ from fames.appmul.families import build_family
 from fames.appmul.importers import import_design
 from fames.appmul.library import Library
 from fames.cli import main
+from fames.errors import AppMulError
 from fames.hw.synth import synthesize
 
 WIDTHS = [(n, n) for n in range(2, 9)] + [(8, 4), (4, 8), (3, 5)]
@@ -98,3 +99,26 @@ def test_import_verilog_with_other_port_names(tmp_path):
     )
     mb = import_design(blif, 2, 2)
     assert np.array_equal(mb.lut, np.multiply.outer(np.arange(4) & 1, np.arange(4) & 1))
+
+
+def test_import_finds_the_top_module_when_it_is_not_named_after_the_file(tmp_path):
+    v = tmp_path / "designs.v"
+    v.write_text(
+        "// module decoy(input x); (a comment does not define or use a module)\n"
+        "module and1(input a, input b, output c); assign c = a & b; endmodule\n"
+        "module approx_mul(input [2:0] x, input [2:0] y, output [5:0] p);\n"
+        "  wire low; and1 u0(.a(x[0]), .b(y[1]), .c(low));\n"
+        "  assign p = ((x * y) & 6'b111110) | {5'b0, low};\n"
+        "endmodule\n"
+    )
+    m = import_design(v, 3, 3, ports=None)
+    x, y = np.arange(8)[:, None], np.arange(8)[None, :]
+    assert np.array_equal(m.lut, (x * y & ~1) | (x & (y >> 1) & 1))
+    two = tmp_path / "two.v"
+    two.write_text("module m1(input [1:0] a, input [1:0] w, output [3:0] y); assign y = a * w; endmodule\n"
+                   "module m2(input [1:0] a, input [1:0] w, output [3:0] y); assign y = a + w; endmodule\n")
+    with pytest.raises(AppMulError, match=r"defines modules \['m1', 'm2'\].*--top"):
+        import_design(two, 2, 2)
+    assert import_design(two, 2, 2, top="m1").is_exact()
+    with pytest.raises(AppMulError, match=r"no module 'm3'.*\['m1', 'm2'\]"):
+        import_design(two, 2, 2, top="m3")

@@ -372,8 +372,11 @@ add("import-v-wrong-ports",
     notes="three inputs: ports cannot be detected, --ports is needed")
 add("import-v-wrong-widths",
     lambda tmp, a: _import(tmp, write(tmp / "m4.v", GOOD_V.format(n="m4")), "--bits", "8", "8"))
-add("import-v-top-not-found", lambda tmp, a: _import(tmp, write(tmp / "file.v", GOOD_V.format(n="other")),
-                                                     "--bits", "4", "4"))
+add("import-v-top-not-found", lambda tmp, a: _import(tmp, write(tmp / "file.v", GOOD_V.format(n="one")
+                                                                 + GOOD_V.format(n="two")), "--bits", "4", "4"),
+    notes="two modules, neither named after the file: which one is the multiplier must be asked (--top)")
+add("import-v-top-option-not-in-file", lambda tmp, a: _import(tmp, write(tmp / "m.v", GOOD_V.format(n="m")),
+                                                              "--bits", "4", "4", "--top", "other"))
 add("import-v-undriven-output",
     lambda tmp, a: _import(tmp, write(tmp / "u.v", "module u(input [3:0] a, input [3:0] w, output [7:0] y);\n"
                                       "endmodule\n"), "--bits", "4", "4"),

@@ -353,8 +353,9 @@ def import_design(
     if not path.is_file():
         raise AppMulError(f"{path}: no such design file")
     fmt = "blif" if path.suffix.lower() == ".blif" else "verilog"
-    top = top or path.stem
-    netlist = synthesize(read_text_file(path, "design"), top, None, fmt=fmt)
+    source = read_text_file(path, "design")
+    top = top_module(source, fmt, path, top)
+    netlist = synthesize(source, top, None, fmt=fmt)
     pa, pw, py = ports or _detect_ports(netlist.inputs, netlist.outputs, a_bits, w_bits, path, top)
     for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
         if p not in group:
@@ -396,6 +397,31 @@ def import_design(
         structural=True,
         provenance={"family": "imported", "source": str(path), "format": fmt},
     )
+
+
+def top_module(source: str, fmt: str, path: Path, top: str | None = None) -> str:
+    """The top module of a design file: ``top`` when given (it must be defined there), else the file stem when a
+    module of that name is defined, else the one module no other module of the file instantiates."""
+    if fmt == "blif":
+        names = re.findall(r"^\s*\.model\s+(\S+)", source, re.M)
+        text = source
+    else:
+        text = re.sub(r"//[^\n]*|/\*.*?\*/", " ", source, flags=re.S)  # comments can name modules
+        names = re.findall(r"^\s*module\s+\\?([\w$]+)", text, re.M)
+    if not names:  # let the synthesis say what is wrong with the file
+        return top or path.stem
+    if top is not None:
+        if top not in names:
+            raise AppMulError(f"{path}: no module {top!r} in the file; it defines {names}: name one with --top")
+        return top
+    if path.stem in names:
+        return path.stem
+    used = {m for m in names if len(re.findall(rf"(?<![\w$]){re.escape(m)}(?![\w$])", text)) > 1}
+    roots = [m for m in names if m not in used]
+    if len(roots) != 1:
+        raise AppMulError(f"{path}: the file defines modules {names} and none is named {path.stem!r}; name the "
+                          "multiplier with --top")
+    return roots[0]
 
 
 def _detect_ports(inputs: dict[str, list[int]], outputs: dict[str, list[int]], a_bits: int, w_bits: int,

@@ -8,7 +8,6 @@ library untouched and never a half-written directory.
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -18,7 +17,7 @@ import numpy as np
 
 from fames.appmul.core import AppMul, Cost
 from fames.errors import AppMulError, ArgumentTypeError, expect
-from fames.io import atomic_directory, read_json, repair_directory
+from fames.io import atomic_directory, npz_bytes, read_json, repair_directory
 
 FORMAT = "fames-appmul-library"
 VERSION = 1
@@ -105,9 +104,7 @@ class Library:
             for m, e in zip(self, entries, strict=True):
                 if e["verilog"]:
                     (tmp / e["verilog"]).write_text(m.verilog)
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **{m.name: m.lut.astype(np.int32) for m in self})
-            (tmp / "luts.npz").write_bytes(buf.getvalue())
+            (tmp / "luts.npz").write_bytes(npz_bytes({m.name: m.lut.astype(np.int32) for m in self}, compress=True))
             index = {"format": FORMAT, "version": VERSION, "appmuls": entries}
             (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         return path

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fames.io import atomic_write_bytes, read_checked_json, write_checked_json
+from fames.io import atomic_write_bytes, npz_bytes, read_checked_json, write_checked_json
 
 
 class Stages:
@@ -68,9 +68,7 @@ class Stages:
         if val is None:
             val = fn()
             if p is not None:
-                buf = io.BytesIO()
-                np.savez(buf, **val)
-                atomic_write_bytes(p, buf.getvalue())
+                atomic_write_bytes(p, npz_bytes(val))
         return val
 
     def tensors(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
