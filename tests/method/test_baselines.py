@@ -327,3 +327,19 @@ def test_a_free_design_costs_nothing_and_leaves_the_exact_reference():
     assert appmul_op_energy(free)[0] == 0.0 and np.isnan(appmul_op_energy(free)[1])
     assert exact_costs([free, mild]) == {(4, 4, False, False): pytest.approx(60.0)}
     assert exact_costs([free]) == {}
+
+
+def test_layer_macs_counts_every_call_of_a_shared_layer():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.d = torch.nn.Conv2d(3, 6, 3, stride=2, groups=3, bias=False)
+            self.fc = torch.nn.Linear(6, 10)
+
+        def forward(self, x):
+            return self.fc(self.d(self.c(torch.relu(self.c(x)))).mean((2, 3)))
+
+    model = quantize(Twice().eval(), "W4A4")
+    # c: 3 outputs x 8 x 8 positions x 27 products, twice; d: 6 x 3 x 3 positions x (1 x 3 x 3); fc: 6 x 10
+    assert layer_macs(model, (3, 8, 8)) == {"c": 2 * 3 * 64 * 27, "d": 6 * 9 * 9, "fc": 60}

@@ -251,3 +251,21 @@ def test_float_layers_lists_unsupported_kinds_and_layers_the_config_leaves_in_fl
     assert float_layers(net) == ["conv (Conv2d)", "up (ConvTranspose2d)", "seq (Conv1d)", "fc (Linear)"]
     assert float_layers(net, unsupported_only=True) == ["up (ConvTranspose2d)", "seq (Conv1d)"]
     assert [n for n, _ in qlayers(net)] == ["mid"]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's note on the even kernel
+def test_same_padding_is_made_numeric_and_other_padding_modes_stay_float_and_listed():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(), nn.Conv2d(4, 4, (3, 5), padding="same",
+                                                                                   dilation=2),
+                        nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(4, 4, 2, padding="same"),
+                        nn.Flatten(), nn.Linear(4 * 36, 10)).eval()
+    x = torch.randn(5, 3, 6, 6)
+    ref = net(x)
+    with pytest.warns(UserWarning, match=r"3 \(Conv2d with padding_mode='reflect'.*4 \(Conv2d with padding_mode="
+                                         r"'zeros', padding='same'\)"):
+        quantize(net, "W8A8")
+    assert [n for n, _ in qlayers(net)] == ["0", "2", "6"]  # an even kernel pads 'same' unevenly: stays float
+    assert net[0].padding == (1, 1) and net[2].padding == (2, 4)
+    set_mode(net, "float")
+    assert torch.allclose(net(x), ref, atol=1e-5)

@@ -23,13 +23,14 @@ METRICS = {"pdp": ("pdp_fj", "pdp"), "energy": ("energy_fj", "energy")}
 
 @torch.no_grad()
 def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-accumulates per inference of every quantized layer, for one input of shape ``(C, H, W)``."""
+    """Multiply-accumulates per inference of every quantized layer, for one input of shape ``(C, H, W)`` (a layer
+    the forward calls more than once counts every call)."""
     macs: dict[str, int] = {}
     hooks = []
     for name, m in qlayers(model):
         def hook(mod, inp, out, name=name):
             per_output = mod.weight[0].numel()  # fan-in of one output = products per output element
-            macs[name] = int(out[0].numel() * per_output)
+            macs[name] = macs.get(name, 0) + int(out[0].numel() * per_output)
         hooks.append(m.register_forward_hook(hook))
     modes = [(m, m.mode) for _, m in qlayers(model)]
     try:

@@ -17,7 +17,7 @@ from torch import nn
 
 from fames.errors import FamesError, expect
 from fames.quant.config import QuantConfig, load_config
-from fames.quant.layers import QConv2d, QLinear, QuantLayer
+from fames.quant.layers import QConv2d, QLinear, QuantLayer, conv_padding
 
 SUPPORTED = (nn.Conv2d, nn.Linear)
 PARAMETER_FREE_OK = (nn.BatchNorm2d, nn.BatchNorm1d)
@@ -91,6 +91,8 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
             fold_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
             _set_module(model, bn_name, nn.Identity())
     layers = [(n, m) for n, m in quantizable_layers(model) if isinstance(m, SUPPORTED)]
+    padded = [(n, m) for n, m in layers if isinstance(m, nn.Conv2d) and conv_padding(m) is None]
+    layers = [(n, m) for n, m in layers if (n, m) not in padded]  # other padding: stays float, listed below
     if not layers:
         raise FamesError("the model has no Conv2d or Linear layer to quantize")
     bad = [n for n, m in layers if any(p is not None and not bool(torch.isfinite(p).all()) for p in (m.weight, m.bias))]
@@ -112,7 +114,8 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
         q.act_quant.learning = cfg.act_qat
         q.to(m.weight.device)
         _set_module(model, name, q)
-    _warn_unsupported(model)
+    _warn_unsupported(model, [f"{n} (Conv2d with padding_mode={m.padding_mode!r}, padding={m.padding!r})"
+                              for n, m in padded])
     model.fames_quant_config = cfg.to_dict()
     return model
 
@@ -137,8 +140,8 @@ def float_layers(model: nn.Module, unsupported_only: bool = False) -> list[str]:
     ]
 
 
-def _warn_unsupported(model: nn.Module) -> None:
-    left = float_layers(model, unsupported_only=True)
+def _warn_unsupported(model: nn.Module, also: list[str]) -> None:
+    left = float_layers(model, unsupported_only=True) + also
     if left:
         warnings.warn(f"these layers stay in floating point (not supported by fames.quantize): {left}", stacklevel=3)
 

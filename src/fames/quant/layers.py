@@ -348,6 +348,19 @@ def _exact_appmul(widths: tuple[int, int, bool, bool]) -> AppMul:
     return _EXACT[widths]
 
 
+def conv_padding(conv: nn.Conv2d) -> tuple[int, ...] | None:
+    """The numeric zero padding ``(ph, pw)`` of ``conv``; None when it pads otherwise (``padding_mode`` other than
+    ``zeros``, or ``'same'`` that needs more padding on one side than the other)."""
+    if conv.padding_mode != "zeros":
+        return None
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
+        return None if any(t % 2 for t in total) else tuple(t // 2 for t in total)
+    return tuple(conv.padding)
+
+
 class QConv2d(QuantLayer):
     """Quantized ``Conv2d`` (any stride, padding, dilation, groups); input ``(N, C, H, W)``."""
 
@@ -355,11 +368,13 @@ class QConv2d(QuantLayer):
 
     def __init__(self, conv: nn.Conv2d, w_bits: int, a_bits: int, signed: bool) -> None:
         super().__init__()
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise FamesError("QConv2d supports numeric zero padding only; pad explicitly before the conv")
+        padding = conv_padding(conv)
+        if padding is None:
+            raise FamesError(f"QConv2d supports zero padding only (this conv: padding_mode={conv.padding_mode!r}, "
+                             f"padding={conv.padding!r}); pad explicitly before the conv")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation, self.groups = conv.padding, conv.dilation, conv.groups
+        self.padding, self.dilation, self.groups = padding, conv.dilation, conv.groups
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
         self._init_quant(w_bits, a_bits, signed, conv.out_channels)
