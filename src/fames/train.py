@@ -44,6 +44,11 @@ def evaluate(
             break
         x, y = x.to(dev), y.to(dev)
         out = model(x)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else \
+                f"a tensor of shape {tuple(out.shape)}"
+            raise FamesError(f"the model returned {got}; fames needs class logits (N, classes): wrap the model so "
+                             "that its forward returns them")
         if not torch.isfinite(out).all():
             bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
             raise FamesError("the model produced NaN/inf outputs; " + (
@@ -64,6 +69,20 @@ def evaluate(
     if per_sample:
         res["correct"] = hits
     return res
+
+
+@torch.no_grad()
+def check_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One forward of the few samples ``x (n, ...)``, ``y (n,)``: raise a :class:`FamesError` naming the problem when
+    the data does not fit the model (shapes, channels), the model does not return logits ``(n, classes)``, holds
+    NaN/inf, or the labels lie outside its classes."""
+    model.eval()
+    try:
+        model(x)
+    except RuntimeError as e:
+        raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
+                         f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e
+    evaluate(model, [(x, y)], False)
 
 
 @dataclass

@@ -84,3 +84,52 @@ def test_evaluate_names_out_of_range_labels_and_non_finite_weights():
         net[0].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(FamesError, match=r"hold NaN/inf: \['0.weight'\]"):
         fames.evaluate(net, [(X, Y)], progress=False)
+
+
+class _Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.spare, self.out = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(x)))
+
+
+def test_layers_the_forward_never_runs_are_put_back_in_float_or_named():
+    from fames.method.energy import layer_macs
+    from fames.quant import float_layers, qlayers
+
+    x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
+    torch.manual_seed(0)
+    net = fames.quantize(_Unused().eval(), "W4A4")
+    spare = net.spare.weight.detach().clone()
+    with pytest.raises(FamesError, match=r"layers \['spare'\] do not run in the model's forward"):
+        layer_macs(net, (8,))
+    with pytest.warns(UserWarning, match=r"did not run in the forward.*\['spare'\]"):
+        fames.calibrate_ptq(net, (x, y))
+    assert [n for n, _ in qlayers(net)] == ["a", "out"] and float_layers(net) == ["spare (Linear)"]
+    assert type(net.spare) is nn.Linear and torch.equal(net.spare.weight, spare)
+    assert layer_macs(net, (8,)) == {"a": 128, "out": 64}
+    with pytest.raises(FamesError, match="no calibration batches"):
+        fames.calibrate_ptq(fames.quantize(_Unused().eval(), "W4A4"), [torch.randn(0, 8)])
+
+    class Bypass(_Unused):
+        def forward(self, x):
+            return torch.zeros(len(x), 4)
+
+    with pytest.raises(FamesError, match="no quantized layer ran"):
+        fames.calibrate_ptq(fames.quantize(Bypass().eval(), "W4A4"), (x, y))
+
+
+def test_a_model_that_does_not_fit_the_data_or_return_logits_is_named():
+    from fames.train import check_fits
+
+    with pytest.raises(FamesError, match=r"inputs of shape \(5,\).*check that the data fits the model"):
+        check_fits(_Unused(), torch.randn(2, 5), torch.zeros(2, dtype=torch.long))
+
+    class Pair(_Unused):
+        def forward(self, x):
+            return super().forward(x), x
+
+    with pytest.raises(FamesError, match="returned a tuple; fames needs class logits"):
+        check_fits(Pair().eval(), torch.randn(2, 8), torch.zeros(2, dtype=torch.long))

@@ -46,7 +46,7 @@ from fames.method.problem import ModelProblem, ModelSetup, apply_choice
 from fames.method.select import ILPSelector, InfeasibleBudget
 from fames.models import save_checkpoint
 from fames.quant.convert import float_layers, qlayers
-from fames.train import evaluate
+from fames.train import check_fits, evaluate
 
 PROBE_IMAGES = 1000  # evaluation images whose logits feed the output-difference histograms
 
@@ -298,6 +298,7 @@ def approximate_(
                          f"{len(samples)}: give more data or lower it (FamesConfig(estimator=EstimatorConfig("
                          f"samples={len(samples)})), or `estimator: {{samples: {len(samples)}}}` in a run config)")
     x, y = samples.draw(est_cfg.samples, cfg.seed)
+    check_fits(model, x[:2], y[:2])
     cx, cy = calibration_draw(samples, cfg)
     calib_n = len(cy)
     tune = finetune_draw(samples, cfg)

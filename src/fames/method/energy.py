@@ -44,6 +44,10 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
             h.remove()
         for m, mode in modes:
             m.mode = mode
+    idle = [n for n, _ in qlayers(model) if n not in macs]
+    if idle:
+        raise FamesError(f"quantized layers {idle[:5]} do not run in the model's forward, so they have no MACs: "
+                         "remove them, or let fames.calibrate_ptq put them back in floating point")
     return macs
 
 

@@ -198,6 +198,8 @@ def calibrate_ptq(
     for k, x in enumerate(_image_batches(batches)):
         if num_batches is not None and k >= num_batches:
             break
+        if len(x) == 0:
+            continue
         if not x.is_floating_point():
             raise FamesError(f"calibrate_ptq: batch {k} holds {x.dtype} values, not images; give images (N, ...) or "
                              "(images, labels) batches")
@@ -207,6 +209,17 @@ def calibrate_ptq(
         seen += 1
     if seen == 0:
         raise FamesError("calibrate_ptq: no calibration batches")
-    for _, m in ql:
-        m.act_quant.finalize(method, percentile)
+    idle = [n for n, m in ql if not m.act_quant.has_observed]  # never called by the forward
+    if len(idle) == len(ql):
+        raise FamesError(f"calibrate_ptq: no quantized layer ran on the calibration data ({seen} batch(es)); check "
+                         "that the model's forward uses its layers")
+    for n, m in ql:
+        if n in idle:
+            m.act_quant.observing = False
+            _set_module(model, n, m.to_float())
+        else:
+            m.act_quant.finalize(method, percentile)
+    if idle:
+        warnings.warn(f"these quantized layers did not run in the forward on the calibration data and are put back "
+                      f"in floating point (no AppMul, no energy): {idle}", stacklevel=3)
     return model

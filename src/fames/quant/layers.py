@@ -348,6 +348,14 @@ def _exact_appmul(widths: tuple[int, int, bool, bool]) -> AppMul:
     return _EXACT[widths]
 
 
+def _copy_parameters(q: QuantLayer, m: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        m.weight.copy_(q.weight)
+        if q.bias is not None:
+            m.bias.copy_(q.bias)
+    return m.to(q.weight.device)
+
+
 def conv_padding(conv: nn.Conv2d) -> tuple[int, ...] | None:
     """The numeric zero padding ``(ph, pw)`` of ``conv``; None when it pads otherwise (``padding_mode`` other than
     ``zeros``, or ``'same'`` that needs more padding on one side than the other)."""
@@ -378,6 +386,12 @@ class QConv2d(QuantLayer):
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
         self._init_quant(w_bits, a_bits, signed, conv.out_channels)
+
+    def to_float(self) -> nn.Conv2d:
+        """The float ``Conv2d`` this layer was made from (same weights and bias)."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, bias=self.bias is not None)
+        return _copy_parameters(self, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (self.stride, self.padding, self.dilation, self.groups)
@@ -463,6 +477,10 @@ class QLinear(QuantLayer):
         self.weight = nn.Parameter(lin.weight.detach().clone())
         self.bias = nn.Parameter(lin.bias.detach().clone()) if lin.bias is not None else None
         self._init_quant(w_bits, a_bits, signed, lin.out_features)
+
+    def to_float(self) -> nn.Linear:
+        """The float ``Linear`` this layer was made from (same weights and bias)."""
+        return _copy_parameters(self, nn.Linear(self.in_features, self.out_features, bias=self.bias is not None))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "float" or self.act_quant.observing:

@@ -158,6 +158,11 @@ class Quantizer(nn.Module):
         self.zero_point.data = z.to(self.zero_point.device).view_as(self.zero_point).clone()
         self.calibrated.fill_(True)
 
+    @property
+    def has_observed(self) -> bool:
+        """Whether the quantizer has seen data since observing began (what :meth:`finalize` needs)."""
+        return self._lo is not None
+
     @torch.no_grad()
     def finalize(self, method: str = "minmax", percentile: float = 99.99) -> None:
         """Turn the observed statistics into scale / zero point (``minmax``, ``percentile`` or ``mse``)."""
