@@ -538,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("files", nargs="+")
     im.add_argument("--bits", nargs=2, type=int, action="append", metavar=("A", "W"))
     im.add_argument("--signed", action="store_true")
-    im.add_argument("--top", help="top module of a Verilog design (default: the file stem)")
+    im.add_argument("--top", help="top module of a Verilog design (default: the module named after the file, else "
+                    "the one module no other module of the file instantiates)")
     im.add_argument(
         "--ports",
         nargs=3,
