@@ -152,6 +152,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         input_nets=args.input_nets,
         output_load_ff=args.output_load,
         wire_load=args.wire_load,
+        adder_cells=args.adder_cells,
         **({"stream": "toggle", "toggle_rate": args.toggle_rate} if args.toggle_rate is not None else {}),
         hold=args.hold,
         n_vectors=args.vectors,
@@ -570,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--wire-load", choices=["none", "liberty"], default="none",
                    help="liberty: add the liberty's default wire-load capacitance to every net by its fanout, as "
                    "Design Compiler does before layout (NanGate names one; a liberty without one gets none)")
+    c.add_argument("--adder-cells", action="store_true",
+                   help="map full and half adders to the liberty's adder cells before ABC maps the rest (closer to "
+                   "EvoApproxLib's own netlists, but larger and slower than ABC's gates; docs/results/hw_cost.md)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=int, default=0)

@@ -121,3 +121,11 @@ def test_gscl_units_and_axis_order():
     assert t.load[0] == pytest.approx(100.0) and t.slew[0] == pytest.approx(0.06)
     assert t.values.shape == (len(t.slew), len(t.load))
     assert lib.cells["AND2X1"].truth() == (0, 0, 0, 1)
+
+
+def test_adder_cells_found_by_function_with_their_pins():
+    nangate = read_liberty(shared_liberty("nangate45_typ.lib.gz")).adder_cells()
+    assert nangate == {"fa": ("FA_X1", {"A": "A", "B": "B", "C": "CI", "S": "S", "CO": "CO"}),
+                       "ha": ("HA_X1", {"A": "A", "B": "B", "S": "S", "CO": "CO"})}
+    gscl = read_liberty(shared_liberty("gscl45nm.lib.gz")).adder_cells()
+    assert gscl["fa"] == ("FAX1", {"A": "A", "B": "B", "C": "C", "S": "YS", "CO": "YC"}) and gscl["ha"][0] == "HAX1"

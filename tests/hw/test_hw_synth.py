@@ -96,3 +96,28 @@ def test_toggle_counts():
     seq = np.array([0, 1, 3, 2, 2, 0])
     t = nl.toggle_counts({"a": seq})
     assert t[nl.inputs["a"][0]] == 2 and t[nl.inputs["a"][1]] == 2 and t[nl.outputs["y"][0]] == 4
+
+
+@pytest.mark.parametrize("lib_name", ["nangate45_typ.lib.gz", "gscl45nm.lib.gz"])
+def test_adder_cells_map_a_multiplier_to_full_and_half_adders_bit_exactly(lib_name):
+    from fames.hw.liberty import read_liberty
+    from tests.hw.hw_helpers import shared_liberty
+
+    path = shared_liberty(lib_name)
+    cells = read_liberty(path).adder_cells()
+    fa, ha = cells["fa"][0], cells["ha"][0]
+    for signs in [(False, False), (True, True)]:
+        plain = synthesize(mult_verilog(4, 4, *signs), "mul", path)
+        nl = synthesize(mult_verilog(4, 4, *signs), "mul", path, adder_cells=True)
+        kinds = [c.type for c in nl.cells]
+        assert kinds.count(fa) >= 4 and kinds.count(ha) >= 1 and fa not in {c.type for c in plain.cells}
+        assert np.array_equal(simulate_lut(nl, 4, 4, *signs), exact_lut(4, 4, *signs))
+
+
+def test_adder_cells_need_a_full_adder_in_the_liberty(synth_lib):
+    from fames.hw.liberty import read_liberty
+
+    if "fa" in read_liberty(synth_lib).adder_cells():
+        pytest.skip("the synthetic liberty has a full adder")
+    with pytest.raises(HardwareError, match="no full-adder cell"):
+        synthesize(mult_verilog(3, 3, False, False), "mul", synth_lib, adder_cells=True)

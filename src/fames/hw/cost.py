@@ -87,6 +87,7 @@ def cost_appmul(
     activity: str = "zero-delay",
     toggle_rate: float = 0.1,
     wire_load: str = "none",
+    adder_cells: bool = False,
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
@@ -96,7 +97,8 @@ def cost_appmul(
     (:func:`fames.hw.energy.energy_per_op`); ``output_load_ff``: the load on every product bit (fF), for timing and
     energy; ``activity``: how toggles are counted (:func:`fames.hw.energy.energy_per_op`); ``wire_load``:
     ``"liberty"`` adds the liberty's default wire-load capacitance to every net, for timing and energy
-    (:func:`fames.hw.timing.net_loads`).
+    (:func:`fames.hw.timing.net_loads`); ``adder_cells``: map full and half adders to the liberty's adder cells before
+    ABC maps the rest (:func:`fames.hw.synth.synthesize`; not the default, see docs/results/hw_cost.md).
     """
     if clock_ns <= 0:
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
@@ -110,6 +112,7 @@ def cost_appmul(
         "input_nets": input_nets, "output_load_ff": float(output_load_ff),
         "activity": activity, **({"toggle_rate": float(toggle_rate)} if stream == "toggle" else {}),
         **({"wire_load": wire_load} if wire_load != "none" else {}),
+        **({"adder_cells": True} if adder_cells else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     path = cache_dir() / "hw" / f"{key}.json"
@@ -119,7 +122,7 @@ def cost_appmul(
             return Cost.from_dict(cached)
         except (ValueError, TypeError, KeyError):
             pass
-    netlist = synthesize(verilog, top, liberty_path)
+    netlist = synthesize(verilog, top, liberty_path, adder_cells=adder_cells)
     if check:
         got = simulate_lut(netlist, *appmul.widths)
         if not np.array_equal(got, appmul.lut.astype(np.int64)):

@@ -514,6 +514,23 @@ class Liberty:
                 best = c
         return best
 
+    def adder_cells(self) -> dict[str, tuple[str, dict[str, str]]]:
+        """The smallest usable full- and half-adder cells: ``{"fa": (cell, {"A", "B", "C", "S", "CO" -> pin}),
+        "ha": (cell, {"A", "B", "S", "CO" -> pin})}`` (a kind is absent when the library has no such cell)."""
+        wanted = {"fa": (3, (0, 1, 1, 0, 1, 0, 0, 1), (0, 0, 0, 1, 0, 1, 1, 1)), "ha": (2, (0, 1, 1, 0), (0, 0, 0, 1))}
+        found: dict[str, tuple[str, dict[str, str]]] = {}
+        for kind, (n, sum_t, carry_t) in wanted.items():
+            best: Cell | None = None
+            for c in self.cells.values():
+                if c.dont_use or len(c.inputs) != n or len(c.outputs) != 2:
+                    continue
+                outs = {c.truth(o): o for o in c.outputs}  # sum and carry are symmetric in their inputs
+                if sum_t in outs and carry_t in outs and (best is None or c.area < best.area):
+                    best, pins = c, {**dict(zip("ABC", c.inputs, strict=False)), "S": outs[sum_t], "CO": outs[carry_t]}
+            if best is not None:
+                found[kind] = (best.name, pins)
+        return found
+
     def inverter(self) -> Cell | None:
         return self.find((1, 0), 1)
 

@@ -38,10 +38,14 @@ RECIPE_VERSION = "yosys-abc-1"
 _WORKER = Path(__file__).with_name("_yosys_worker.py")
 
 
-def recipe(top: str, liberty_file: str | None, fmt: str = "verilog") -> list[str]:
-    """The Yosys commands of the fixed recipe (file names relative to the scratch directory)."""
+def recipe(top: str, liberty_file: str | None, fmt: str = "verilog", adders_map: str | None = None) -> list[str]:
+    """The Yosys commands of the fixed recipe (file names relative to the scratch directory); with ``adders_map``
+    (a techmap file of ``$fa`` to the liberty's adder cells) every full and half adder Yosys finds is mapped to those
+    cells before ABC maps the rest."""
     read = "read_verilog -sv design.v" if fmt == "verilog" else "read_blif -wideports design.blif"
     cmds = [read, f"synth -flatten -top {top}"]
+    if adders_map is not None:
+        cmds += ["extract_fa", f"techmap -map {adders_map}"]
     if liberty_file is not None:
         cmds.append(f"abc -liberty {liberty_file}")
     cmds += ["opt_clean", "write_json netlist.json"]
@@ -71,20 +75,46 @@ def run_yosys(commands: list[str], workdir: Path, what: str, timeout_s: float = 
     return log
 
 
+def adders_techmap(cells: dict[str, tuple[str, dict[str, str]]]) -> str:
+    """A Yosys techmap of ``$fa`` (``X`` carry, ``Y`` sum) to the cells of :meth:`Liberty.adder_cells`: a half-adder
+    cell where the third input is constant 0 (when the library has one), else the full-adder cell."""
+    fa, p = cells["fa"]
+    full = f"{fa} f (.{p['A']}(A[i]), .{p['B']}(B[i]), .{p['C']}(C[i]), .{p['S']}(Y[i]), .{p['CO']}(X[i]));"
+    if "ha" in cells:
+        ha, q = cells["ha"]
+        body = (f"if (_TECHMAP_CONSTMSK_C_[i] && !_TECHMAP_CONSTVAL_C_[i])\n"
+                f"      {ha} h (.{q['A']}(A[i]), .{q['B']}(B[i]), .{q['S']}(Y[i]), .{q['CO']}(X[i]));\n"
+                f"    else\n      {full}")
+    else:
+        body = full
+    return ("module \\$fa (A, B, C, X, Y);\n  parameter WIDTH = 1;\n  parameter _TECHMAP_CONSTMSK_C_ = 0;\n"
+            "  parameter _TECHMAP_CONSTVAL_C_ = 0;\n  input [WIDTH-1:0] A, B, C;\n  output [WIDTH-1:0] X, Y;\n"
+            f"  genvar i;\n  generate for (i = 0; i < WIDTH; i = i + 1) begin : g\n    {body}\n  end endgenerate\n"
+            "endmodule\n")
+
+
 def synthesize(
     source: str,
     top: str,
     liberty: str | os.PathLike | None = None,
     fmt: Literal["verilog", "blif"] = "verilog",
+    adder_cells: bool = False,
 ) -> Netlist:
     """Synthesise ``source`` (Verilog or BLIF text) with top module ``top`` by the fixed recipe.
 
     With ``liberty`` (a .lib or .lib.gz path) the netlist is mapped to its cells; without, to Yosys
-    internal gates. Raises :class:`HardwareError` naming the module for unparsable/unsynthesisable input.
+    internal gates. ``adder_cells``: map full and half adders to the liberty's adder cells first (an option; the
+    default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). Raises :class:`HardwareError` naming the
+    module for unparsable/unsynthesisable input, or a liberty without a full-adder cell when ``adder_cells`` asks for
+    one.
     """
     if fmt not in ("verilog", "blif"):
         raise HardwareError(f"unknown design format {fmt!r}; use 'verilog' or 'blif'")
     lib = read_liberty(liberty) if liberty is not None else None
+    cells = lib.adder_cells() if lib is not None and adder_cells else {}
+    if adder_cells and "fa" not in cells:
+        raise HardwareError(f"adder cells asked for, but liberty {liberty} has no full-adder cell (3 inputs, sum and "
+                            "carry outputs); cost without them")
     with tempfile.TemporaryDirectory(prefix="fames-synth-") as tmp:
         work = Path(tmp)
         (work / ("design.v" if fmt == "verilog" else "design.blif")).write_text(source, encoding="utf-8")
@@ -95,7 +125,11 @@ def synthesize(
                 raw = gzip.decompress(raw)
             (work / "cells.lib").write_bytes(raw)
             lib_file = "cells.lib"
-        run_yosys(recipe(top, lib_file, fmt), work, f"module {top!r}")
+        adders_map = None
+        if cells:
+            (work / "adders.v").write_text(adders_techmap(cells), encoding="utf-8")
+            adders_map = "adders.v"
+        run_yosys(recipe(top, lib_file, fmt, adders_map), work, f"module {top!r}")
         data = json.loads((work / "netlist.json").read_text(encoding="utf-8"))
     return Netlist.from_yosys_json(data, top, lib)
 
