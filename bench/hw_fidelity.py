@@ -1,7 +1,8 @@
 """Hardware-cost fidelity: our cost engine against EvoApproxLib's published PDK45 figures (Synopsys DC).
 
 Usage: python bench/hw_fidelity.py [--liberties nangate45_typ gscl45nm] [--toggle-rates 0.5 0.1]
-       [--energy ...] [--input-nets ...] [--output-loads ...] [--extra-netlists DIR] [--out docs/results/hw_cost.md]
+       [--energy ...] [--input-nets ...] [--output-loads ...] [--wire-loads ...] [--mappings gates adders]
+       [--extra-netlists DIR] [--out docs/results/hw_cost.md]
 
 Imports the EvoApproxLib 8x8 unsigned gate-level netlists of ../shared/evoapproxlib/verilog_dev in one batch,
 costs each under every liberty, energy model (zero-delay, glitch-aware or propagated toggles), product-bit load
@@ -81,6 +82,9 @@ def main() -> int:
                     help="probability that an operand bit flips between consecutive operations: 0.5 = independent "
                     "uniform operands (fames' default stream), 0.1 = the default toggle rate of Synopsys' vector-free "
                     "power analysis, which the published figures appear to use (docs/results/hw_cost.md)")
+    ap.add_argument("--mappings", nargs="+", default=["gates"], choices=["gates", "adders"],
+                    help="adders = map full and half adders to the liberty's adder cells before ABC maps the rest "
+                    "(fames lib cost --adder-cells); gates = ABC maps everything (the default recipe)")
     ap.add_argument("--wire-loads", nargs="+", default=["none"], choices=["none", "liberty"],
                     help="liberty = add the liberty's default wire-load capacitance per net fanout (NanGate: "
                     "5K_hvratio_1_1; gscl45nm names none), as Design Compiler does before layout")
@@ -142,22 +146,25 @@ def main() -> int:
              f"{len(near)} designs. `input_nets`: how switching of nets no cell drives counts (all = pin loads and "
              "output-port loads they reach directly; pins = cell input pins only; none = left to the upstream "
              "driver); `toggle`: input toggle rate per operation (0.5: independent uniform operands); `wire`: the "
-             "liberty's default wire-load model added per net fanout (liberty) or not (none). Spearman "
+             "liberty's default wire-load model added per net fanout (liberty) or not (none); `mapping`: ABC maps "
+             "all logic (gates) or full and half adders go to the liberty's adder cells first (adders). Spearman "
              "rho / Pearson r of logs against the published values.", "",
-             "| liberty | energy | input_nets | output load fF | toggle | wire | subset | power | delay | area | PDP | "
-             "small designs: power fames/published |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    variants = [(ln, lp, md, ol, en, tr, wl) for ln, lp in libs.items() for tr in args.toggle_rates
-                for en in args.energy for ol in args.output_loads for md in args.input_nets for wl in args.wire_loads]
-    default: dict[str, dict] = {}  # "liberty, toggle rate[, wire]" -> design -> Cost, default recipe otherwise
-    for lname, lpath, mode, oload, energy, rate, wire in variants:
+             "| liberty | energy | input_nets | output load fF | toggle | wire | mapping | subset | power | delay | "
+             "area | PDP | small designs: power fames/published |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    variants = [(ln, lp, md, ol, en, tr, wl, mp) for ln, lp in libs.items() for tr in args.toggle_rates
+                for en in args.energy for ol in args.output_loads for md in args.input_nets for wl in args.wire_loads
+                for mp in args.mappings]
+    default: dict[str, dict] = {}  # "liberty, toggle rate[, wire][, mapping]" -> design -> Cost, default recipe else
+    for lname, lpath, mode, oload, energy, rate, wire, mapping in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
-                lambda m, lp=lpath, md=mode, ol=oload, en=energy, tr=rate, wl=wire: cost_appmul(
+                lambda m, lp=lpath, md=mode, ol=oload, en=energy, tr=rate, wl=wire, mp=mapping: cost_appmul(
                     m, lp, input_nets=md, output_load_ff=ol, activity=en, stream="uniform" if tr == 0.5 else "toggle",
-                    toggle_rate=tr, wire_load=wl), designs), strict=True))
+                    toggle_rate=tr, wire_load=wl, adder_cells=mp == "adders"), designs), strict=True))
         if (mode, oload, energy) == (INPUT_NETS_DEFAULT, OUTPUT_LOAD_FF, "zero-delay"):
-            default[f"{lname}, toggle {rate:g}" + (f", wire {wire}" if len(args.wire_loads) > 1 else "")] = costs
+            default[f"{lname}, toggle {rate:g}" + (f", wire {wire}" if len(args.wire_loads) > 1 else "")
+                    + (f", {mapping}" if len(args.mappings) > 1 else "")] = costs
         small = [n for n in names if (costs[n].cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0]
         ratio = ", ".join(f"{n} {costs[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.1f}x" for n in small)
         for subset, sel in subsets:
@@ -167,7 +174,8 @@ def main() -> int:
                 theirs = [float(pub[n][pub_key]) for n in sel]
                 rho, r = correlations(ours, theirs)
                 cells.append(f"{rho:.3f} / {r:.3f}")
-            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {rate:g} | {wire} | {subset} ({len(sel)}) | "
+            lines.append(f"| {lname} | {energy} | {mode} | {oload:g} | {rate:g} | {wire} | {mapping} | {subset} "
+                         f"({len(sel)}) | "
                          + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
         print(*lines[-len(subsets):], sep="\n", flush=True)
