@@ -469,6 +469,8 @@ add("cost-liberty-missing",
 add("cost-liberty-garbage",
     lambda tmp, a: _cost(tmp, a.copy("lib22", tmp / "lib"), "--liberty",
                          str(write(tmp / "bad.lib", "library (x) { cell (AND2) { area : banana ; } ")) ))
+add("cost-adder-cells-without-a-full-adder",  # the synthetic liberty has no full-adder cell
+    lambda tmp, a: _cost(tmp, a.copy("lib22", tmp / "lib"), "--liberty", "synthetic", "--adder-cells"))
 add("cost-liberty-binary",
     lambda tmp, a: _cost(tmp, a.copy("lib22", tmp / "lib"), "--liberty", str(write(tmp / "bin.lib", garbage()))))
 add("cost-hold-0",

@@ -26,7 +26,7 @@ from fames.appmul.core import AppMul, Cost
 from fames.errors import HardwareError, expect
 from fames.hw.energy import DEFAULT_VECTORS, INPUT_NETS_DEFAULT, energy_per_op, make_stream
 from fames.hw.netlist import simulate_lut
-from fames.hw.synth import RECIPE_VERSION, lut_to_verilog, synthesize
+from fames.hw.synth import RECIPE_VERSION, adder_cells_of, lut_to_verilog, synthesize
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
 from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
 
@@ -200,6 +200,8 @@ def cost_library(
 
     from tqdm.auto import tqdm
 
+    if kw.get("adder_cells"):
+        adder_cells_of(liberty_path)  # refused before any work when the liberty has no full adder
     ref_fn = reference or _default_reference
     keys = list(dict.fromkeys(m.widths for m in appmuls))
     designs = [ref_fn(*k) for k in keys] + list(appmuls)

@@ -93,6 +93,15 @@ def adders_techmap(cells: dict[str, tuple[str, dict[str, str]]]) -> str:
             "endmodule\n")
 
 
+def adder_cells_of(liberty: str | os.PathLike) -> dict[str, tuple[str, dict[str, str]]]:
+    """:meth:`Liberty.adder_cells` of the liberty at ``liberty``; a :class:`HardwareError` when it has no full adder."""
+    cells = read_liberty(liberty).adder_cells()
+    if "fa" not in cells:
+        raise HardwareError(f"adder cells asked for, but liberty {liberty} has no full-adder cell (3 inputs, sum and "
+                            "carry outputs); cost without them")
+    return cells
+
+
 def synthesize(
     source: str,
     top: str,
@@ -111,10 +120,7 @@ def synthesize(
     if fmt not in ("verilog", "blif"):
         raise HardwareError(f"unknown design format {fmt!r}; use 'verilog' or 'blif'")
     lib = read_liberty(liberty) if liberty is not None else None
-    cells = lib.adder_cells() if lib is not None and adder_cells else {}
-    if adder_cells and "fa" not in cells:
-        raise HardwareError(f"adder cells asked for, but liberty {liberty} has no full-adder cell (3 inputs, sum and "
-                            "carry outputs); cost without them")
+    cells = adder_cells_of(liberty) if liberty is not None and adder_cells else {}
     with tempfile.TemporaryDirectory(prefix="fames-synth-") as tmp:
         work = Path(tmp)
         (work / ("design.v" if fmt == "verilog" else "design.blif")).write_text(source, encoding="utf-8")
