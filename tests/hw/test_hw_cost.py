@@ -28,6 +28,15 @@ def test_cost_fields_and_cache_hit(synth_lib):
     assert c2 == c1
     c3 = cost_appmul(m, synth_lib, n_vectors=512, clock_ns=2.0, hold=8)  # other stream: new entry
     assert c3.energy_fj < c1.energy_fj and len(list((cache_dir() / "hw").glob("*.json"))) == 2
+    # every cost says how it was made, fresh or from the cache, and keeps it in a saved library
+    assert c1.recipe["hold"] == 1 and c3.recipe["hold"] == 8 and c1.recipe["n_vectors"] == 512
+    assert c1.recipe["clock_ns"] == 2.0 and c1.recipe["version"].startswith("yosys-abc")
+    c4 = cost_appmul(m, synth_lib, n_vectors=512, stream="toggle", toggle_rate=0.1)
+    assert c4.recipe["stream"] == "toggle" and c4.recipe["toggle_rate"] == 0.1 and "toggle_rate" not in c1.recipe
+    from fames.appmul.library import Library
+
+    Library([m.with_cost(c4)]).save(cache_dir() / "lib")
+    assert Library.load(cache_dir() / "lib")["exact"].cost.recipe == c4.recipe
 
 
 def test_missing_liberty_names_path(tmp_path):

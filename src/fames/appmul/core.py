@@ -73,6 +73,8 @@ class Cost:
     note: str = ""
     cells: int | None = None
     relative: dict[str, float] = field(default_factory=dict)
+    # the costing settings (engine version, operand stream, energy accounting, mapping options) the figures come from
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,13 @@ def cost_appmul(
         **({"adder_cells": True} if adder_cells else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
+    # what a reader of the figures needs to reproduce them (not the design's own widths, table or histogram)
+    recipe = {"version": COST_VERSION, **{k: v for k, v in params.items() if k not in ("widths", "lut", "check")}}
     path = cache_dir() / "hw" / f"{key}.json"
     cached = read_checked_json(path) if cache else None  # an edited or damaged entry is recomputed
     if cached is not None:
         try:
-            return Cost.from_dict(cached)
+            return replace(Cost.from_dict(cached), recipe=recipe)
         except (ValueError, TypeError, KeyError):
             pass
     netlist = synthesize(verilog, top, liberty_path, adder_cells=adder_cells)
@@ -149,6 +152,7 @@ def cost_appmul(
         comparable=comparable,
         note=note,
         cells=len(netlist.cells),
+        recipe=recipe,
     )
     if cache:
         write_checked_json(path, cost.to_dict())
