@@ -200,9 +200,9 @@ def calibrate_ptq(
             break
         if len(x) == 0:
             continue
-        if not x.is_floating_point():
-            raise FamesError(f"calibrate_ptq: batch {k} holds {x.dtype} values, not images; give images (N, ...) or "
-                             "(images, labels) batches")
+        if not x.is_floating_point() and x.dim() == 1:  # integer images (e.g. uint8 pixels) have more dimensions
+            raise FamesError(f"calibrate_ptq: batch {k} is a vector of {x.dtype} values (labels?), not images; give "
+                             "images (N, ...) or (images, labels) batches")
         if not torch.isfinite(x).all():
             raise FamesError(f"calibrate_ptq: batch {k} holds NaN or infinite values; clean the data first")
         model(x.to(dev))
