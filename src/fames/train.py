@@ -71,18 +71,17 @@ def evaluate(
     return res
 
 
-@torch.no_grad()
 def check_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """One forward of the few samples ``x (n, ...)``, ``y (n,)``: raise a :class:`FamesError` naming the problem when
     the data does not fit the model (shapes, channels), the model does not return logits ``(n, classes)``, holds
     NaN/inf, or the labels lie outside its classes."""
-    model.eval()
     try:
-        model(x)
-    except RuntimeError as e:
+        evaluate(model, [(x, y)], False)
+    except FamesError:
+        raise
+    except RuntimeError as e:  # torch's own: shapes, channels, dtypes
         raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
                          f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e
-    evaluate(model, [(x, y)], False)
 
 
 @dataclass

@@ -92,7 +92,8 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
             _set_module(model, bn_name, nn.Identity())
     layers = [(n, m) for n, m in quantizable_layers(model) if isinstance(m, SUPPORTED)]
     padded = [(n, m) for n, m in layers if isinstance(m, nn.Conv2d) and conv_padding(m) is None]
-    layers = [(n, m) for n, m in layers if (n, m) not in padded]  # other padding: stays float, listed below
+    skip = {n for n, _ in padded}  # other padding: stays float, listed below
+    layers = [(n, m) for n, m in layers if n not in skip]
     if not layers:
         raise FamesError("the model has no Conv2d or Linear layer to quantize")
     bad = [n for n, m in layers if any(p is not None and not bool(torch.isfinite(p).all()) for p in (m.weight, m.bias))]
@@ -215,7 +216,6 @@ def calibrate_ptq(
                          "that the model's forward uses its layers")
     for n, m in ql:
         if n in idle:
-            m.act_quant.observing = False
             _set_module(model, n, m.to_float())
         else:
             m.act_quant.finalize(method, percentile)
