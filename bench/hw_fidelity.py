@@ -2,7 +2,7 @@
 
 Usage: python bench/hw_fidelity.py [--liberties nangate45_typ gscl45nm] [--toggle-rates 0.5 0.1]
        [--energy ...] [--input-nets ...] [--output-loads ...] [--wire-loads ...] [--mappings gates adders]
-       [--extra-netlists DIR] [--out docs/results/hw_cost.md]
+       [--extra-netlists DIR [--as-mapped]] [--out docs/results/hw_cost.md]
 
 Imports the EvoApproxLib 8x8 unsigned gate-level netlists of ../shared/evoapproxlib/verilog_dev in one batch,
 costs each under every liberty, energy model (zero-delay, glitch-aware or propagated toggles), product-bit load
@@ -10,7 +10,10 @@ and accounting of primary-input switching (`input_nets`), and prints
 Spearman and log-Pearson correlations of power, delay, area and PDP against the published figures of
 ../shared/evoapproxlib/index.csv, pooled and on the near-exact designs (published MRED < 0.5%), plus the
 fames/published power ratio of the smallest designs (<= 6 cells). Writes the section between the
-`<!-- hw_fidelity -->` markers of docs/results/hw_cost.md.
+`<!-- hw_fidelity -->` markers of docs/results/hw_cost.md (`<!-- hw_fidelity_all -->` with --extra-netlists).
+With --as-mapped, the designs whose authors' mapped netlist (`<name>_pdk45.v`, OSU FreePDK45 cells) lies under the
+--extra-netlists folder are also costed as mapped (`fames lib import --liberty`), under gscl45nm, and compared with
+their re-synthesis: what of the gap to the published figures is mapping and what is the cost model.
 """
 
 from __future__ import annotations
@@ -71,6 +74,48 @@ def rank_floor(ours: list[float], rows: list[dict], target: float, draws: int = 
     return scatter, float(hits[0] / draws), float(hits[1] / draws)
 
 
+def as_mapped_lines(designs: list, pub: dict, folder: Path, liberty: Path, toggle_rates: list[float]) -> list[str]:
+    """Table lines: the designs with a ``<name>_pdk45.v`` under ``folder``, costed as their authors mapped them and
+    as fames re-synthesises them (default recipe, ``liberty``), against the published figures."""
+    import concurrent.futures as cf
+    import warnings
+
+    import numpy as np
+
+    from fames.appmul.importers import import_design
+    from fames.hw.cost import cost_appmul
+
+    found = {p.name[: -len("_pdk45.v")]: p for p in sorted(folder.rglob("*_pdk45.v"))}
+    ours = {m.name: m for m in designs if m.name in found}
+    if not ours:
+        return []
+    with warnings.catch_warnings(), cf.ThreadPoolExecutor() as ex:
+        warnings.simplefilter("ignore")
+        mapped = dict(zip(ours, ex.map(lambda n: import_design(found[n], 8, 8, pub[n]["signed"] == "True", top=n,
+                                                               ports=None, liberty=liberty), ours), strict=True))
+    for n, m in mapped.items():
+        if not np.array_equal(m.lut, ours[n].lut):
+            raise SystemExit(f"{found[n]} computes another function than {n}.v")
+    lines = ["", f"As mapped by the authors (`<name>_pdk45.v`, imported with `--liberty {liberty.name}`) against "
+             f"re-synthesised by fames (Yosys + ABC), both costed with the default recipe under {liberty.name}, "
+             f"{len(ours)} designs: median fames/published, sd of its log (design-to-design scatter), Spearman:", "",
+             "| netlist | toggle | cells (median) | power | delay | area | PDP |", "|---|---|---|---|---|---|---|"]
+    for rate in toggle_rates:
+        kw = {"stream": "uniform"} if rate == 0.5 else {"stream": "toggle", "toggle_rate": rate}
+        for what, group in (("as mapped", mapped), ("re-synthesised", ours)):
+            with cf.ThreadPoolExecutor() as ex:
+                costs = dict(zip(group, ex.map(lambda m: cost_appmul(m, liberty, **kw), group.values()), strict=True))
+            cells = []
+            for _, key, pkey, scale in QUANTITIES:
+                x = np.array([getattr(costs[n], key) * scale for n in group])
+                y = np.array([float(pub[n][pkey]) for n in group])
+                rho = correlations(list(x), list(y))[0]
+                cells.append(f"{np.median(x / y):.2f}, {np.std(np.log(x / y), ddof=1):.3f}, {rho:.3f}")
+            med_cells = int(np.median([costs[n].cells for n in group]))
+            lines.append(f"| {what} | {rate:g} | {med_cells} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--liberties", nargs="+", default=["nangate45_typ", "gscl45nm"])
@@ -94,6 +139,9 @@ def main() -> int:
                     help="also import every other 8x8 design of index.csv found under DIR (its <name>.v, searched "
                     "recursively; e.g. a checkout of github.com/ehw-fit/evoapproxlib, branch v2022), signed included; "
                     "they get their own subsets")
+    ap.add_argument("--as-mapped", action="store_true",
+                    help="with --extra-netlists: also cost the authors' mapped netlists (<name>_pdk45.v) as mapped, "
+                    "under gscl45nm, against their re-synthesis")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "hw_cost.md"))
     args = ap.parse_args()
     src = SHARED / "evoapproxlib" / "verilog_dev"
@@ -216,6 +264,8 @@ def main() -> int:
             rho = correlations(ours, [float(pub[n]["pdp_pJ"]) for n in sel])[0]
             scatter, p_exact, p_ours = rank_floor(ours, [pub[n] for n in sel], args.target)
             lines.append(f"| {lname} | {len(sel)} | {scatter:.3f} | {rho:.3f} | {p_exact:.3f} | {p_ours:.3f} |")
+    if args.as_mapped and args.extra_netlists and "gscl45nm" in libs:
+        lines += as_mapped_lines(designs, pub, Path(args.extra_netlists), libs["gscl45nm"], args.toggle_rates)
     write_section(args.out, MARK_ALL if extra else MARK, "\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -86,6 +86,9 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
     from fames.appmul.importers import import_design, read_text_lut
     from fames.appmul.library import Library
 
+    if args.remap and not args.liberty:
+        raise FamesError("--remap replaces a mapped netlist's cells by their functions: it needs --liberty L, the "
+                         "liberty whose cells the netlist instantiates")
     lib = Library.load(args.out) if (Path(args.out) / "index.json").is_file() else Library()
 
     def one(f: str):  # noqa: ANN202 - an AppMul
@@ -95,7 +98,8 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
                 raise FamesError(f"{p}: importing a design needs --bits A W (operand widths)")
             a_bits, w_bits = args.bits[0]
             return import_design(p, a_bits, w_bits, args.signed, top=args.top,
-                                 ports=tuple(args.ports) if args.ports else None)
+                                 ports=tuple(args.ports) if args.ports else None, liberty=args.liberty,
+                                 remap=args.remap)
         bits = args.bits[0] if args.bits else (None, None)
         return read_text_lut(p, a_bits=bits[0], w_bits=bits[1], signed=True if args.signed else None)
 
@@ -159,13 +163,15 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         seed=args.seed,
         clock_ns=args.clock_ns,
     )
-    out = Library(costed)
+    done = {m.name: m for m in costed}
+    # a design that failed stays in the library, without a cost (an old one would mix recipes or liberties)
+    out = Library([done.get(m.name) or m.with_cost(None) for m in lib])
     out.save(args.out or args.dir, force=args.force)
-    print(f"costed {len(out)} AppMuls with {liberty}"
+    print(f"costed {len(costed)} of {len(out)} AppMuls with {liberty}"
           + (f" (relative figures against {args.reference})" if args.reference else "")
           + f"; saved to {args.out or args.dir}")
     for name, e in failed.items():
-        print(f"skipped {name} (left out of the costed library): {e}", file=sys.stderr)
+        print(f"not costed: {name} (kept in the library without a cost): {e}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -536,9 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
         "at once, a failing file is reported and skipped (exit 1)",
         description="Python: fames.appmul.importers.read_text_lut / import_design",
     )
-    im.add_argument("files", nargs="+")
-    im.add_argument("--bits", nargs=2, type=int, action="append", metavar=("A", "W"))
-    im.add_argument("--signed", action="store_true")
+    im.add_argument("files", nargs="+", help="design files: .v/.sv Verilog, .blif BLIF, any other suffix a text LUT")
+    im.add_argument("--bits", nargs=2, type=int, action="append", metavar=("A", "W"),
+                    help="activation and weight widths (needed for Verilog/BLIF; text LUTs infer them)")
+    im.add_argument("--signed", action="store_true", help="two's-complement operands and product")
     im.add_argument("--top", help="top module of a Verilog design (default: the module named after the file, else "
                     "the one module no other module of the file instantiates)")
     im.add_argument(
@@ -549,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="names of the activation, weight and product ports (default: detected in a module with two inputs "
         "and one output)",
     )
+    im.add_argument("--liberty", help="the .lib(.gz) whose cells a mapped netlist instantiates: the cells are kept as "
+                    "mapped, so `fames lib cost` with that liberty costs the netlist as it is")
+    im.add_argument("--remap", action="store_true", help="with --liberty: replace the cells by their functions, "
+                    "so the design is re-synthesised like any other (and can be costed with any liberty)")
     im.add_argument("--out", required=True, help="library directory (created or extended)")
     im.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     im.set_defaults(func=cmd_lib_import)

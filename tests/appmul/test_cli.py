@@ -100,6 +100,76 @@ def test_cost_library_isolates_a_failing_design():
     assert list(failures) == [bad.name] and "disagrees with its LUT in 1" in failures[bad.name]
 
 
+def test_lib_cost_keeps_a_failing_design_in_the_library(tmp_path, capsys):
+    from fames.appmul.families import build
+
+    good = build("trunc", 3, 3, False, False, k=2)
+    bad = build("trunc", 3, 3, False, False, k=3)
+    bad.lut = bad.lut.copy()
+    bad.lut[7, 7] += 1  # its Verilog no longer matches its LUT
+    d = tmp_path / "lib"
+    Library([good, bad]).save(d)
+    assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--vectors", "256"]) == 1
+    assert "not costed: " + bad.name in capsys.readouterr().err
+    lib = Library.load(d)  # costed in place: nothing lost
+    assert [m.name for m in lib] == [good.name, bad.name]
+    assert lib[good.name].cost is not None and lib[bad.name].cost is None
+
+
+# a 2x2 multiplier mapped by hand to the synthetic liberty's cells; p[0] is NAND + INV where a mapper takes AND2_X1
+_MAPPED_2X2 = """module m2(input [1:0] a, input [1:0] w, output [3:0] p);
+  wire n0, t1, t2, c1, t3;
+  NAND2_X1 g0 (.A1(a[0]), .A2(w[0]), .ZN(n0));
+  INV_X1 g1 (.A(n0), .ZN(p[0]));
+  AND2_X1 g2 (.A1(a[1]), .A2(w[0]), .ZN(t1));
+  AND2_X1 g3 (.A1(a[0]), .A2(w[1]), .ZN(t2));
+  XOR2_X1 g4 (.A(t1), .B(t2), .Z(p[1]));
+  AND2_X1 g5 (.A1(t1), .A2(t2), .ZN(c1));
+  AND2_X1 g6 (.A1(a[1]), .A2(w[1]), .ZN(t3));
+  XOR2_X1 g7 (.A(t3), .B(c1), .Z(p[2]));
+  AND2_X1 g8 (.A1(t3), .A2(c1), .ZN(p[3]));
+endmodule
+"""
+
+
+def test_lib_import_a_mapped_netlist_costs_it_as_mapped(tmp_path, capsys):
+    from fames.hw.synthetic import default_synthetic_liberty, liberty_text
+
+    lib_file = default_synthetic_liberty()
+    src = tmp_path / "m2.v"
+    src.write_text(_MAPPED_2X2)
+    prod = np.arange(4)[:, None] * np.arange(4)[None, :]
+    d = tmp_path / "lib"
+    # without the liberty its cells are unknown modules: the error says how to read it
+    assert main(["lib", "import", str(src), "--bits", "2", "2", "--out", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "instantiates '" in err and "which the design does not define" in err and "--liberty" in err
+    assert main(["lib", "import", str(src), "--bits", "2", "2", "--liberty", str(lib_file), "--out", str(d)]) == 0
+    m = Library.load(d)["m2"]
+    assert np.array_equal(m.lut, prod) and m.provenance["mapping"] == "as imported"
+    assert main(["lib", "cost", str(d), "--liberty", str(lib_file), "--vectors", "256"]) == 0
+    c = Library.load(d)["m2"].cost
+    # costed as mapped: the nine cells of the file, NAND + INV included (not re-mapped by ABC)
+    assert c.cells == 9 and c.area_um2 == pytest.approx(0.8 + 0.53 + 5 * 1.06 + 2 * 1.6)
+    # a liberty without the netlist's XOR2_X1 is refused, and the design is kept uncosted
+    other = tmp_path / "other.lib"
+    other.write_text(liberty_text().replace("XOR2_X1", "XOR2_X9"))
+    assert main(["lib", "cost", str(d), "--liberty", str(other), "--vectors", "256"]) == 1
+    err = capsys.readouterr().err
+    assert "'XOR2_X1'" in err and "neither defined in the design nor a cell of liberty" in err
+    assert Library.load(d)["m2"].cost is None
+    # --remap reads the cells as their functions: the design is re-synthesised, with any liberty
+    d2 = tmp_path / "lib2"
+    assert main(["lib", "import", str(src), "--bits", "2", "2", "--liberty", str(lib_file), "--remap",
+                 "--out", str(d2)]) == 0
+    assert "X1" not in Library.load(d2)["m2"].verilog
+    assert main(["lib", "cost", str(d2), "--liberty", str(other), "--vectors", "256"]) == 0
+    assert main(["lib", "cost", str(d2), "--liberty", str(lib_file), "--vectors", "256"]) == 0
+    assert Library.load(d2)["m2"].cost.area_um2 < c.area_um2  # ABC maps NAND + INV to one AND2_X1
+    assert main(["lib", "import", str(src), "--bits", "2", "2", "--remap", "--out", str(d2)]) == 2
+    assert "--remap" in capsys.readouterr().err
+
+
 def test_lib_synth_operand_aware(tmp_path, capsys):
     import torch
 

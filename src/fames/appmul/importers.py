@@ -336,6 +336,8 @@ def import_design(
     top: str | None = None,
     ports: tuple[str, str, str] | None = ("a", "w", "y"),
     name: str | None = None,
+    liberty: str | os.PathLike | None = None,
+    remap: bool = False,
 ) -> AppMul:
     """Import a combinational multiplier from Verilog (``.v``/``.sv``) or BLIF (``.blif``).
 
@@ -345,6 +347,11 @@ def import_design(
     module with exactly two inputs and one output (inputs matched to the widths, else in declaration order).
     A product that is the same constant for every pair (e.g. EvoApproxLib's ``mul8u_TD3``) is imported with a
     warning; an undriven product port is an error.
+
+    A netlist already mapped to standard cells is read with ``liberty``, the .lib(.gz) whose cells it instantiates
+    (their functions give the LUT): its cells are kept as they are, so costing with that liberty takes the
+    netlist as mapped (only logic around the cells is mapped by ABC), and costing with another liberty is refused;
+    ``remap`` replaces the cells by their functions instead, to re-synthesise the design with any liberty.
     """
     from fames.hw.netlist import netlist_to_verilog
     from fames.hw.synth import synthesize
@@ -355,7 +362,13 @@ def import_design(
     fmt = "blif" if path.suffix.lower() == ".blif" else "verilog"
     source = read_text_file(path, "design")
     top = top_module(source, fmt, path, top)
-    netlist = synthesize(source, top, None, fmt=fmt)
+    mapped = False
+    if liberty is not None:
+        from fames.hw.liberty import read_liberty
+        from fames.hw.synth import liberty_cells_in
+
+        mapped = bool(liberty_cells_in(source, read_liberty(liberty)))
+    netlist = synthesize(source, top, liberty, fmt=fmt, mapping="generic" if remap else "keep")
     pa, pw, py = ports or _detect_ports(netlist.inputs, netlist.outputs, a_bits, w_bits, path, top)
     for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
         if p not in group:
@@ -395,7 +408,9 @@ def import_design(
         verilog=verilog,
         top=tname,
         structural=True,
-        provenance={"family": "imported", "source": str(path), "format": fmt},
+        provenance={"family": "imported", "source": str(path), "format": fmt,
+                    **({"cells_of": Path(liberty).name, "mapping": "re-synthesised" if remap else "as imported"}
+                       if mapped else {})},
     )
 
 

@@ -296,7 +296,8 @@ def simulate_lut(netlist: Netlist, a_bits: int, w_bits: int, a_signed: bool, w_s
 
 
 def netlist_to_verilog(netlist: Netlist, top: str, ports: Mapping[str, str] | None = None) -> str:
-    """Structural Verilog of a netlist of Yosys internal gates (one ``assign`` per gate).
+    """Structural Verilog of a netlist: one ``assign`` per Yosys internal gate, one instance per liberty cell
+    (a netlist mapped to the cells of ``netlist.liberty``, read back with that liberty).
 
     ``ports`` renames ports (old name -> new name), e.g. ``{"A": "a", "B": "w", "O": "y"}``.
     """
@@ -312,21 +313,28 @@ def netlist_to_verilog(netlist: Netlist, top: str, ports: Mapping[str, str] | No
             if kind == "input":
                 for k, n in enumerate(bits):
                     wire.setdefault(n, f"{name}[{k}]")
+    lib_cells = netlist.liberty.cells if netlist.liberty is not None else {}
     body = []
     for idx in netlist.order:
         c = netlist.cells[idx]
-        if c.type not in INTERNAL_GATES:
-            raise HardwareError(f"netlist_to_verilog: cell type {c.type!r} is not a Yosys internal gate")
-        pins, funcs = INTERNAL_GATES[c.type]
-        for out_pin, fn in funcs.items():
-            n = c.outputs.get(out_pin)
-            if n is None:
-                continue
-            name = wire.setdefault(n, f"n{n}")
-            expr = re.sub(
-                r"\b([A-D]|S)\b", lambda m, c=c: wire.get(c.inputs[m.group(1)], f"n{c.inputs[m.group(1)]}"), fn
-            )
-            body.append(f"  assign {name} = {expr.replace('!', '~')};")
+        if c.type in INTERNAL_GATES:
+            pins, funcs = INTERNAL_GATES[c.type]
+            for out_pin, fn in funcs.items():
+                n = c.outputs.get(out_pin)
+                if n is None:
+                    continue
+                name = wire.setdefault(n, f"n{n}")
+                expr = re.sub(
+                    r"\b([A-D]|S)\b", lambda m, c=c: wire.get(c.inputs[m.group(1)], f"n{c.inputs[m.group(1)]}"), fn
+                )
+                body.append(f"  assign {name} = {expr.replace('!', '~')};")
+        elif c.type in lib_cells:
+            conns = [f".{pin}({wire.get(n, f'n{n}')})" for pin, n in c.inputs.items()]
+            conns += [f".{pin}({wire.setdefault(n, f'n{n}')})" for pin, n in c.outputs.items()]
+            body.append(f"  {c.type} u{idx} ({', '.join(conns)});")
+        else:
+            raise HardwareError(f"netlist_to_verilog: cell type {c.type!r} is neither a Yosys internal gate nor a cell "
+                                "of the netlist's liberty")
     wires = sorted({w for w in wire.values() if w.startswith("n") and "[" not in w}, key=lambda s: int(s[1:]))
     outs = []
     for p, bits in netlist.outputs.items():

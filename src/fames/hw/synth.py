@@ -8,6 +8,11 @@ With a liberty::
     opt_clean
     write_json netlist.json
 
+A design that already instantiates cells of the liberty (a netlist mapped by another tool) keeps them as they are:
+``read_liberty -lib LIB`` declares them first, and ABC maps only the logic around them (``mapping="keep"`` leaves
+that logic as Yosys gates; ``mapping="generic"`` replaces the cells by their functions instead, so the netlist can be
+re-synthesised with any liberty).
+
 Constant outputs are not mapped to tie cells: they stay constant nets (0/1) of the :class:`Netlist` and
 cost nothing. Without a liberty the recipe stops after ``synth -flatten -top TOP; opt_clean`` and the
 netlist holds Yosys internal gates (``$_AND_``, ``$_XOR_``, ``$_MUX_``, ...): good for simulating a
@@ -22,6 +27,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,25 +37,42 @@ from typing import Literal
 import numpy as np
 
 from fames.errors import HardwareError
-from fames.hw.liberty import read_liberty
+from fames.hw.liberty import Liberty, read_liberty
 from fames.hw.netlist import Netlist
 
 RECIPE_VERSION = "yosys-abc-1"
 _WORKER = Path(__file__).with_name("_yosys_worker.py")
 
 
-def recipe(top: str, liberty_file: str | None, fmt: str = "verilog", adders_map: str | None = None) -> list[str]:
+Mapping = Literal["liberty", "keep", "generic"]
+_NOT_IN_DESIGN = re.compile(r"Module `\\?([^']+)' referenced in module `\\?([^']+)'.* is not part of the design")
+
+
+def recipe(top: str, liberty_file: str | None, fmt: str = "verilog", adders_map: str | None = None,
+           cells: Literal["none", "keep", "generic"] = "none") -> list[str]:
     """The Yosys commands of the fixed recipe (file names relative to the scratch directory); with ``adders_map``
     (a techmap file of ``$fa`` to the liberty's adder cells) every full and half adder Yosys finds is mapped to those
-    cells before ABC maps the rest."""
+    cells before ABC maps the rest. ``cells``: how the design's instances of the liberty's cells are read (``keep``:
+    as black boxes that stay as they are; ``generic``: as their functions; ``none``: the design names none), and
+    ``liberty_file`` is the ABC target only when ``cells`` is not ``generic``."""
     read = "read_verilog -sv design.v" if fmt == "verilog" else "read_blif -wideports design.blif"
-    cmds = [read, f"synth -flatten -top {top}"]
+    cmds = []
+    if cells != "none":
+        cmds.append(f"read_liberty {'-lib' if cells == 'keep' else '-ignore_miss_func'} cells.lib")
+        read = read.replace("read_verilog", "read_verilog -overwrite")  # the design's own modules win over cells
+    cmds += [read, f"synth -flatten -top {top}"]
     if adders_map is not None:
         cmds += ["extract_fa", f"techmap -map {adders_map}"]
-    if liberty_file is not None:
+    if liberty_file is not None and cells != "generic":
         cmds.append(f"abc -liberty {liberty_file}")
     cmds += ["opt_clean", "write_json netlist.json"]
     return cmds
+
+
+def liberty_cells_in(source: str, liberty: Liberty) -> list[str]:
+    """Names of ``liberty``'s cells that ``source`` (Verilog or BLIF text) mentions, sorted: the cells a netlist
+    mapped to that liberty instantiates (a word that merely equals a cell name also counts, harmlessly)."""
+    return sorted(set(re.findall(r"[A-Za-z_][\w$]*", source)) & set(liberty.cells))
 
 
 def run_yosys(commands: list[str], workdir: Path, what: str, timeout_s: float = 900.0) -> str:
@@ -108,19 +131,25 @@ def synthesize(
     liberty: str | os.PathLike | None = None,
     fmt: Literal["verilog", "blif"] = "verilog",
     adder_cells: bool = False,
+    mapping: Mapping = "liberty",
 ) -> Netlist:
     """Synthesise ``source`` (Verilog or BLIF text) with top module ``top`` by the fixed recipe.
 
-    With ``liberty`` (a .lib or .lib.gz path) the netlist is mapped to its cells; without, to Yosys
-    internal gates. ``adder_cells``: map full and half adders to the liberty's adder cells first (an option; the
-    default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). Raises :class:`HardwareError` naming the
-    module for unparsable/unsynthesisable input, or a liberty without a full-adder cell when ``adder_cells`` asks for
-    one.
+    With ``liberty`` (a .lib or .lib.gz path) the netlist is mapped to its cells (``mapping="liberty"``); the design's
+    own instances of the liberty's cells stay as they are. ``mapping="keep"`` keeps those instances and leaves the
+    rest as Yosys internal gates; ``mapping="generic"`` replaces them by their functions, so that everything is Yosys
+    internal gates (as without a liberty). ``adder_cells``: map full and half adders to the liberty's adder cells
+    first (an option; the default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). Raises
+    :class:`HardwareError` naming the module for unparsable/unsynthesisable input, a cell the design instantiates but
+    neither defines nor finds in the liberty, or a liberty without a full-adder cell when ``adder_cells`` asks for one.
     """
     if fmt not in ("verilog", "blif"):
         raise HardwareError(f"unknown design format {fmt!r}; use 'verilog' or 'blif'")
+    if mapping not in ("liberty", "keep", "generic"):
+        raise HardwareError(f"unknown mapping {mapping!r}; use 'liberty', 'keep' or 'generic'")
     lib = read_liberty(liberty) if liberty is not None else None
-    cells = adder_cells_of(liberty) if liberty is not None and adder_cells else {}
+    cells = adder_cells_of(liberty) if liberty is not None and adder_cells and mapping == "liberty" else {}
+    named = lib is not None and bool(liberty_cells_in(source, lib))
     with tempfile.TemporaryDirectory(prefix="fames-synth-") as tmp:
         work = Path(tmp)
         (work / ("design.v" if fmt == "verilog" else "design.blif")).write_text(source, encoding="utf-8")
@@ -130,12 +159,24 @@ def synthesize(
             if raw[:2] == b"\x1f\x8b":
                 raw = gzip.decompress(raw)
             (work / "cells.lib").write_bytes(raw)
-            lib_file = "cells.lib"
+            lib_file = "cells.lib" if mapping == "liberty" else None
         adders_map = None
         if cells:
             (work / "adders.v").write_text(adders_techmap(cells), encoding="utf-8")
             adders_map = "adders.v"
-        run_yosys(recipe(top, lib_file, fmt, adders_map), work, f"module {top!r}")
+        how = ("keep" if mapping != "generic" else "generic") if named else "none"
+        try:
+            run_yosys(recipe(top, lib_file, fmt, adders_map, how), work, f"module {top!r}")
+        except HardwareError as e:
+            m = _NOT_IN_DESIGN.search(str(e))
+            if m is None:
+                raise
+            where = (f"is neither defined in the design nor a cell of liberty {lib.name}" if lib is not None
+                     else "the design does not define, and no liberty was given to define it as a cell")
+            raise HardwareError(
+                f"module {m.group(2)!r} instantiates {m.group(1)!r}, which {where}: a "
+                "netlist mapped to standard cells is read with the liberty it was mapped to (fames lib import "
+                "--liberty L; fames lib cost with that liberty)") from None
         data = json.loads((work / "netlist.json").read_text(encoding="utf-8"))
     return Netlist.from_yosys_json(data, top, lib)
 
