@@ -104,7 +104,8 @@ def as_mapped_lines(designs: list, pub: dict, folder: Path, liberty: Path, toggl
         kw = {"stream": "uniform"} if rate == 0.5 else {"stream": "toggle", "toggle_rate": rate}
         for what, group in (("as mapped", mapped), ("re-synthesised", ours)):
             with cf.ThreadPoolExecutor() as ex:
-                costs = dict(zip(group, ex.map(lambda m: cost_appmul(m, liberty, **kw), group.values()), strict=True))
+                costs = dict(zip(group, ex.map(lambda m, kw=kw: cost_appmul(m, liberty, **kw), group.values()),
+                                 strict=True))
             cells = []
             for _, key, pkey, scale in QUANTITIES:
                 x = np.array([getattr(costs[n], key) * scale for n in group])
