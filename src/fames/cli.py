@@ -104,6 +104,7 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
         return read_text_lut(p, a_bits=bits[0], w_bits=bits[1], signed=True if args.signed else None)
 
     failed: dict[str, str] = {}
+    source: dict[str, str] = {}  # design name -> the file of this call that imported it
     # Yosys runs in a child process per design, so threads overlap the files
     with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
         futs = [ex.submit(one, f) for f in args.files]
@@ -113,7 +114,16 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
             except FamesError as e:
                 failed[f] = str(e)
                 continue
-            lib.add(m)
+            if m.name in source:
+                failed[f] = (f"its design name {m.name!r} is that of {source[m.name]}, imported by this call; "
+                             "rename one file (the name is the file's stem)")
+                continue
+            if m.name in lib and not args.replace:
+                failed[f] = (f"{args.out} already holds a design named {m.name!r}; pass --replace to overwrite it, or "
+                             "rename the file (the name is the file's stem)")
+                continue
+            lib.replace(m)
+            source[m.name] = f
             print(f"imported {m.name} ({m.signature()}) from {f}")
     if len(failed) == len(args.files):
         raise FamesError("no design imported: " + "; ".join(failed.values()))
@@ -561,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--remap", action="store_true", help="with --liberty: replace the cells by their functions, "
                     "so the design is re-synthesised like any other (and can be costed with any liberty)")
     im.add_argument("--out", required=True, help="library directory (created or extended)")
+    im.add_argument("--replace", action="store_true", help="overwrite designs of --out with the same names (default: "
+                    "such a file is reported and skipped)")
     im.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     im.set_defaults(func=cmd_lib_import)
 

@@ -85,6 +85,27 @@ def test_lib_import_many_files_detects_ports_and_skips_a_broken_one(tmp_path, ca
     assert own.cost.relative["pdp"] == pytest.approx(1.0)
 
 
+def test_lib_import_name_clashes_are_reported_not_lost(tmp_path, capsys):
+    mul = "module mul(input [2:0] a, input [2:0] w, output [5:0] y);\n  assign y = a * w{};\nendmodule\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fa, fb = tmp_path / "a" / "mul.v", tmp_path / "b" / "mul.v"
+    fa.write_text(mul.format(""))
+    fb.write_text(mul.format(" + 1"))
+    d = tmp_path / "lib"
+    prod = np.arange(8)[:, None] * np.arange(8)[None, :]
+    # two files of one call with the same stem: the second is reported, the first is saved
+    assert main(["lib", "import", str(fa), str(fb), "--bits", "3", "3", "--out", str(d)]) == 1
+    assert "imported by this call" in capsys.readouterr().err
+    assert np.array_equal(Library.load(d)["mul"].lut, prod)
+    # a name the library already holds is kept unless --replace
+    assert main(["lib", "import", str(fb), "--bits", "3", "3", "--out", str(d)]) == 2
+    assert "--replace" in capsys.readouterr().err
+    assert np.array_equal(Library.load(d)["mul"].lut, prod)
+    assert main(["lib", "import", str(fb), "--bits", "3", "3", "--out", str(d), "--replace"]) == 0
+    assert np.array_equal(Library.load(d)["mul"].lut, prod + 1) and len(Library.load(d)) == 1
+
+
 def test_cost_library_isolates_a_failing_design():
     from fames.appmul.families import build
     from fames.hw.cost import cost_library

@@ -40,6 +40,11 @@ class Library:
             raise AppMulError(f"duplicate AppMul name {m.name!r}: names in a library must be unique")
         self._items[m.name] = m
 
+    def replace(self, m: AppMul) -> None:
+        """Put ``m`` in place of the AppMul of the same name (at its position), or add it."""
+        expect(m, AppMul, "Library.replace")
+        self._items[m.name] = m
+
     def extend(self, ms: Iterable[AppMul]) -> None:
         for m in ms:
             self.add(m)
