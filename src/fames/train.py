@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fames.errors import FamesError, expect
+from fames.quant import model_input
 
 
 @torch.no_grad()
@@ -42,7 +43,7 @@ def evaluate(
     for k, (x, y) in enumerate(tqdm(loader, desc=desc, total=total_batches, disable=not progress, leave=False)):
         if max_batches is not None and k >= max_batches:
             break
-        x, y = x.to(dev), y.to(dev)
+        x, y = model_input(x).to(dev), y.to(dev)
         out = model(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else \

@@ -269,3 +269,33 @@ def test_same_padding_is_made_numeric_and_other_padding_modes_stay_float_and_lis
     assert net[0].padding == (1, 1) and net[2].padding == (2, 4)
     set_mode(net, "float")
     assert torch.allclose(net(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_models_and_inputs_of_other_float_types_run_in_float32(dtype):
+    from fames.train import evaluate
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    with pytest.warns(UserWarning, match=f"{str(dtype).removeprefix('torch.')} tensors.*converted to float32"):
+        m = quantize(net.to(dtype), "W4A4")
+    assert all(t.dtype == torch.float32 for t in [*m.parameters(), *m.buffers()] if t.is_floating_point())
+    x = torch.randn(64, 8).to(dtype).float()  # values the other type can hold exactly
+    y = torch.randint(0, 4, (64,))
+    calibrate_ptq(m, (x.to(dtype), y))  # a batch of the model's old type calibrates ...
+    got = evaluate(m, [(x.to(dtype), y)], progress=False, per_sample=True)
+    want = evaluate(m, [(x, y)], progress=False, per_sample=True)
+    assert got == want  # ... and evaluates as the same values in float32 do
+
+
+def test_quantize_names_functional_layers():
+    class Func(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.w)
+
+    with pytest.raises(FamesError, match="functional calls"):
+        quantize(Func(), "W4A4")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from fames.errors import FamesError
+from fames.quant import model_input
 
 
 class Samples(Protocol):
@@ -31,8 +32,9 @@ def _check_pair(x: Any, y: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]
                          f"{type(y).__name__}); wrap your data so that it yields (inputs, integer labels)")
     if y.dim() != 1 or y.is_floating_point() or y.shape[0] != x.shape[0]:
         raise FamesError(f"{where}: labels must be integers of shape (N,) matching x {tuple(x.shape)}, got "
-                         f"{y.dtype} {tuple(y.shape)}")
-    return x, y
+                         f"{y.dtype} {tuple(y.shape)}" + ("; one-hot or soft labels: pass y.argmax(1)" if y.dim() == 2
+                                                          else ""))
+    return model_input(x), y
 
 
 def _batches(data: Any, where: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

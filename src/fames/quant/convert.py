@@ -78,14 +78,28 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, SUPPORTED + (QuantLayer,))]
 
 
-def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path = "W8A8") -> nn.Module:
-    """Quantize ``model`` in place according to ``config`` and return it (eval mode).
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a quantized model takes it: floating-point inputs in float32 (the precision fames computes in; a
+    float64 or half-precision batch would not fit its layers), integer inputs (e.g. uint8 pixels) unchanged."""
+    return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
 
-    Activation quantizers start uncalibrated: run :func:`fames.quant.calibrate_ptq` (PTQ) before use.
+
+def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path = "W8A8") -> nn.Module:
+    """Quantize ``model`` in place according to ``config`` and return it (eval mode, float32).
+
+    Activation quantizers start uncalibrated: run :func:`fames.quant.calibrate_ptq` (PTQ) before use. A model held
+    in another floating-point type (float64, float16, bfloat16) is converted to float32, with a warning: quantized
+    layers compute in float32, where every integer product and sum of the supported widths is exact.
     """
     expect(model, nn.Module, "quantize: model")
     cfg = load_config(config)
     model.eval()
+    other = sorted({str(t.dtype).removeprefix("torch.") for t in [*model.parameters(), *model.buffers()]
+                    if t.is_floating_point() and t.dtype != torch.float32})
+    if other:
+        warnings.warn(f"the model holds {'/'.join(other)} tensors; fames computes quantized layers in float32, so the "
+                      "model is converted to float32 (model.float())", stacklevel=2)
+        model.float()
     if cfg.fold_bn:
         for conv_name, bn_name in _conv_bn_pairs(model):
             fold_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
@@ -95,7 +109,8 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
     skip = {n for n, _ in padded}  # other padding: stays float, listed below
     layers = [(n, m) for n, m in layers if n not in skip]
     if not layers:
-        raise FamesError("the model has no Conv2d or Linear layer to quantize")
+        raise FamesError("the model has no Conv2d or Linear layer to quantize (fames replaces nn.Conv2d and nn.Linear "
+                         "modules; layers computed by functional calls such as F.linear(x, weight) are not seen)")
     bad = [n for n, m in layers if any(p is not None and not bool(torch.isfinite(p).all()) for p in (m.weight, m.bias))]
     if bad:
         raise FamesError(f"layers {bad[:5]} hold NaN or infinite weights or biases: check the checkpoint (a diverged "
@@ -206,7 +221,7 @@ def calibrate_ptq(
                              "images (N, ...) or (images, labels) batches")
         if not torch.isfinite(x).all():
             raise FamesError(f"calibrate_ptq: batch {k} holds NaN or infinite values; clean the data first")
-        model(x.to(dev))
+        model(model_input(x).to(dev))
         seen += 1
     if seen == 0:
         raise FamesError("calibrate_ptq: no calibration batches")
