@@ -122,3 +122,15 @@ def test_import_finds_the_top_module_when_it_is_not_named_after_the_file(tmp_pat
     assert import_design(two, 2, 2, top="m1").is_exact()
     with pytest.raises(AppMulError, match=r"no module 'm3'.*\['m1', 'm2'\]"):
         import_design(two, 2, 2, top="m3")
+
+
+def test_import_reads_include_files_next_to_the_design(tmp_path):
+    d = tmp_path / "a folder"  # a space in the path, as users have
+    d.mkdir()
+    (d / "widths.vh").write_text("`define W 3\n")
+    v = d / "inc_mul.v"
+    v.write_text('`include "widths.vh"\n'
+                 "module inc_mul(input [`W-1:0] a, input [`W-1:0] w, output [2*`W-1:0] y); assign y = a * w | 1;\n"
+                 "endmodule\n")
+    m = import_design(v, 3, 3, ports=None)
+    assert np.array_equal(m.lut, np.multiply.outer(np.arange(8), np.arange(8)) | 1)

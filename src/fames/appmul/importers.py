@@ -368,7 +368,8 @@ def import_design(
         from fames.hw.synth import liberty_cells_in
 
         mapped = bool(liberty_cells_in(source, read_liberty(liberty)))
-    netlist = synthesize(source, top, liberty, fmt=fmt, mapping="generic" if remap else "keep")
+    netlist = synthesize(source, top, liberty, fmt=fmt, mapping="generic" if remap else "keep",
+                         include_dirs=(path.parent,))
     pa, pw, py = ports or _detect_ports(netlist.inputs, netlist.outputs, a_bits, w_bits, path, top)
     for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
         if p not in group:

@@ -49,13 +49,15 @@ _NOT_IN_DESIGN = re.compile(r"Module `\\?([^']+)' referenced in module `\\?([^']
 
 
 def recipe(top: str, liberty_file: str | None, fmt: str = "verilog", adders_map: str | None = None,
-           cells: Literal["none", "keep", "generic"] = "none") -> list[str]:
+           cells: Literal["none", "keep", "generic"] = "none", include_dirs: tuple[str, ...] = ()) -> list[str]:
     """The Yosys commands of the fixed recipe (file names relative to the scratch directory); with ``adders_map``
     (a techmap file of ``$fa`` to the liberty's adder cells) every full and half adder Yosys finds is mapped to those
     cells before ABC maps the rest. ``cells``: how the design's instances of the liberty's cells are read (``keep``:
     as black boxes that stay as they are; ``generic``: as their functions; ``none``: the design names none), and
-    ``liberty_file`` is the ABC target only when ``cells`` is not ``generic``."""
-    read = "read_verilog -sv design.v" if fmt == "verilog" else "read_blif -wideports design.blif"
+    ``liberty_file`` is the ABC target only when ``cells`` is not ``generic``; ``include_dirs``: where Verilog
+    `` `include`` files are looked up."""
+    incs = "".join(f" -I{d}" for d in include_dirs)
+    read = f"read_verilog -sv{incs} design.v" if fmt == "verilog" else "read_blif -wideports design.blif"
     cmds = []
     if cells != "none":
         cmds.append(f"read_liberty {'-lib' if cells == 'keep' else '-ignore_miss_func'} cells.lib")
@@ -132,6 +134,7 @@ def synthesize(
     fmt: Literal["verilog", "blif"] = "verilog",
     adder_cells: bool = False,
     mapping: Mapping = "liberty",
+    include_dirs: tuple[str | os.PathLike, ...] = (),
 ) -> Netlist:
     """Synthesise ``source`` (Verilog or BLIF text) with top module ``top`` by the fixed recipe.
 
@@ -139,7 +142,8 @@ def synthesize(
     own instances of the liberty's cells stay as they are. ``mapping="keep"`` keeps those instances and leaves the
     rest as Yosys internal gates; ``mapping="generic"`` replaces them by their functions, so that everything is Yosys
     internal gates (as without a liberty). ``adder_cells``: map full and half adders to the liberty's adder cells
-    first (an option; the default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). Raises
+    first (an option; the default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). ``include_dirs``:
+    folders searched for Verilog `` `include`` files (e.g. the design file's own). Raises
     :class:`HardwareError` naming the module for unparsable/unsynthesisable input, a cell the design instantiates but
     neither defines nor finds in the liberty, or a liberty without a full-adder cell when ``adder_cells`` asks for one.
     """
@@ -166,7 +170,11 @@ def synthesize(
             adders_map = "adders.v"
         how = ("keep" if mapping != "generic" else "generic") if named else "none"
         try:
-            run_yosys(recipe(top, lib_file, fmt, adders_map, how), work, f"module {top!r}")
+            incs = []
+            for k, d in enumerate(include_dirs):  # linked under plain names: Yosys cannot quote a path with spaces
+                (work / f"inc{k}").symlink_to(Path(d).resolve(), target_is_directory=True)
+                incs.append(f"inc{k}")
+            run_yosys(recipe(top, lib_file, fmt, adders_map, how, tuple(incs)), work, f"module {top!r}")
         except HardwareError as e:
             m = _NOT_IN_DESIGN.search(str(e))
             if m is None:
