@@ -124,7 +124,10 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
                 continue
             lib.replace(m)
             source[m.name] = f
-            print(f"imported {m.name} ({m.signature()}) from {f}")
+            ports = m.provenance.get("ports")
+            how = f"; activation {ports['activation']}, weight {ports['weight']}, product {ports['product']}" \
+                if ports else ""
+            print(f"imported {m.name} ({m.signature()}{how}) from {f}")
     if len(failed) == len(args.files):
         raise FamesError("no design imported: " + "; ".join(failed.values()))
     lib.save(args.out, force=args.force)

@@ -344,7 +344,9 @@ def import_design(
     The design is synthesized to generic gates, simulated on all input pairs to obtain its LUT, and
     re-emitted as structural Verilog with the fames port convention, so that it can be costed by
     synthesis. ``ports`` names the activation, weight and product ports of the design; None detects them in a
-    module with exactly two inputs and one output (inputs matched to the widths, else in declaration order).
+    module with exactly two inputs and one output (inputs matched to the widths, else in declaration order; the
+    choice is kept in ``provenance["ports"]``: EvoApproxLib's 8x8 tables index their axis 0 by port ``B``, so
+    ``("B", "A", "O")`` reproduces a table's orientation from its Verilog).
     A product that is the same constant for every pair (e.g. EvoApproxLib's ``mul8u_TD3``) is imported with a
     warning; an undriven product port is an error.
 
@@ -409,7 +411,8 @@ def import_design(
         verilog=verilog,
         top=tname,
         structural=True,
-        provenance={"family": "imported", "source": str(path), "format": fmt,
+        provenance={"family": "imported", "source": str(path), "format": fmt, "top": top,
+                    "ports": {"activation": pa, "weight": pw, "product": py},
                     **({"cells_of": Path(liberty).name, "mapping": "re-synthesised" if remap else "as imported"}
                        if mapped else {})},
     )
