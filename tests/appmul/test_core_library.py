@@ -24,7 +24,9 @@ def test_operand_values_twos_complement():
     "kw, msg",
     [
         (dict(lut=np.zeros((16, 8), np.int32)), "shape"),
-        (dict(lut=np.zeros((16, 16), np.float32)), "dtype"),
+        (dict(lut=np.zeros((16, 16), np.complex64)), "dtype"),
+        (dict(lut=np.full((16, 16), 0.5)), r"LUT\[0, 0\] = 0.5 is not an integer \(256 such"),
+        (dict(lut=np.where(np.eye(16) > 0, np.nan, 0.0)), r"LUT\[0, 0\] = nan is not an integer \(16 such"),
         (dict(lut=np.full((16, 16), 256, np.int32)), "product range"),
         (dict(lut=np.full((16, 16), -1, np.int32)), "product range"),
         (dict(a_bits=9, lut=np.zeros((512, 16), np.int32)), "2..8"),
@@ -34,6 +36,12 @@ def test_bad_appmul_is_rejected(kw, msg):
     args = dict(name="x", a_bits=4, w_bits=4, a_signed=False, w_signed=False) | kw
     with pytest.raises(AppMulError, match=msg):
         AppMul(**args)
+
+
+def test_integer_valued_float_lut_is_taken_as_integers():
+    exact = exact_lut(4, 4, True, True)
+    m = AppMul("x", 4, 4, True, True, exact.astype(np.float64))  # e.g. read by np.loadtxt
+    assert m.lut.dtype == np.int32 and np.array_equal(m.lut, exact) and m.is_exact()
 
 
 def test_library_round_trip(tmp_path):

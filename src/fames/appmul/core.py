@@ -127,7 +127,15 @@ class AppMul:
                 f"AppMul {self.name!r}{at}: LUT shape {self.lut.shape} does not match a_bits={self.a_bits}, "
                 f"w_bits={self.w_bits}; expected {expected} (axis 0 = activation, axis 1 = weight)"
             )
-        if not np.issubdtype(self.lut.dtype, np.integer):
+        if np.issubdtype(self.lut.dtype, np.floating) and self.lut.size:
+            bad = np.flatnonzero(~np.isfinite(self.lut) | (self.lut != np.round(self.lut)))
+            if bad.size:
+                i, j = np.unravel_index(bad[0], self.lut.shape)
+                raise AppMulError(
+                    f"AppMul {self.name!r}{at}: LUT[{i}, {j}] = {float(self.lut[i, j])} is not an integer ({bad.size} "
+                    "such entries); a multiplier table holds integer products"
+                )  # integer values held in floats (e.g. a table read by np.loadtxt) pass: cast below
+        elif not np.issubdtype(self.lut.dtype, np.integer):
             raise AppMulError(
                 f"AppMul {self.name!r}{at}: LUT dtype {self.lut.dtype} is not an integer type; "
                 "a multiplier table holds integer products"
