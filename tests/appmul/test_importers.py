@@ -82,3 +82,23 @@ def test_text_lut_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.txt").write_text("a,b,p\n1,2\n")
     with pytest.raises(AppMulError, match="bad.txt:2"):
         read_text_lut(tmp_path / "bad.txt")
+
+
+def test_text_lut_as_a_matrix_or_with_float_formatted_integers(tmp_path):
+    rng = np.random.default_rng(0)
+    lut = exact_lut(4, 3, True, True) + rng.integers(-2, 3, (16, 8))  # not symmetric, negative products
+    np.savetxt(tmp_path / "m.txt", lut)  # floats, rows = activation bit patterns
+    m = read_text_lut(tmp_path / "m.txt")
+    assert (m.a_bits, m.w_bits, m.a_signed, m.w_signed) == (4, 3, True, True) and np.array_equal(m.lut, lut)
+    np.savetxt(tmp_path / "u.csv", exact_lut(2, 2, False, False), delimiter=",", fmt="%d", header="a x w")
+    assert read_text_lut(tmp_path / "u.csv").is_exact()
+    (tmp_path / "f.txt").write_text("".join(f"{a} {w} {float(a * w)}\n" for a in range(4) for w in range(4)))
+    assert read_text_lut(tmp_path / "f.txt").is_exact()
+    (tmp_path / "r.txt").write_text("0 0 0 0 0\n" * 4)
+    with pytest.raises(AppMulError, match="4 x 5"):
+        read_text_lut(tmp_path / "r.txt")
+    with pytest.raises(AppMulError, match="2\\^3 columns: w_bits = 3, but 4 was asked for"):
+        read_text_lut(tmp_path / "m.txt", w_bits=4)
+    (tmp_path / "h.txt").write_text("0 0 0 0\n0 1 2 3\n0 2 4.5 6\n0 3 6 9\n")
+    with pytest.raises(AppMulError, match="h.txt:3: non-integer field"):
+        read_text_lut(tmp_path / "h.txt")

@@ -243,6 +243,17 @@ def read_text_file(path: Path, what: str) -> str:
     return text
 
 
+def _int_field(text: str) -> int:
+    """An integer field: ``12``, or an integer written as a float (``12.0``, ``1.2e+01``, as ``np.savetxt`` writes)."""
+    try:
+        return int(text)
+    except ValueError:
+        v = float(text)
+        if not np.isfinite(v) or v != int(v):
+            raise ValueError(text) from None
+        return int(v)
+
+
 def read_text_lut(
     path: str | Path,
     name: str | None = None,
@@ -250,31 +261,40 @@ def read_text_lut(
     w_bits: int | None = None,
     signed: bool | None = None,
 ) -> AppMul:
-    """Read a LUT given as ``a b product`` per line (spaces or commas; ``#`` comments; a header allowed).
+    """Read a LUT given as ``a b product`` per line (spaces, tabs, commas or semicolons; ``#`` comments; a header
+    allowed), or as a matrix: ``2^a_bits`` lines of ``2^w_bits`` products, line i and column j for the operand bit
+    patterns i and j (two's complement when signed), as ``np.savetxt(lut)`` writes it.
 
-    Operands are values (negative for signed). Widths and signedness are inferred when not given:
-    signed if any operand is negative, widths the smallest that hold the operands. Every operand pair
-    must appear exactly once.
+    Operands of ``a b product`` lines are values (negative for signed). Widths and signedness are inferred when not
+    given: signed if any operand (of a matrix: any product) is negative, widths the smallest that hold the operands
+    (of a matrix: its shape). Every operand pair must appear exactly once. Integers written as floats (``12.0``) are
+    read as integers.
     """
     path = Path(path)
     if not path.is_file():
         raise AppMulError(f"{path}: no such LUT file")
-    rows = []
+    rows: list[list[int]] = []
+    width = 0  # fields per line: 3 for `a b product` lines, 2^w_bits for a matrix
     for ln, line in enumerate(read_text_file(path, "text LUT").splitlines(), 1):
         s = line.split("#", 1)[0].strip()
         if not s:
             continue
         parts = re.split(r"[,\s;]+", s)
-        if len(parts) != 3:
-            raise AppMulError(f"{path}:{ln}: expected 3 fields `a b product`, got {len(parts)}: {line!r}")
         try:
-            rows.append([int(p) for p in parts])
+            vals = [_int_field(p) for p in parts]
         except ValueError:
             if not rows:  # header line
                 continue
             raise AppMulError(f"{path}:{ln}: non-integer field in {line!r}") from None
+        width = width or len(vals)
+        if len(vals) != width or width < 3:
+            raise AppMulError(f"{path}:{ln}: expected {max(width, 3)} fields (`a b product` lines, or a matrix row of "
+                              f"2^w_bits products), got {len(vals)}: {line!r}")
+        rows.append(vals)
     if not rows:
-        raise AppMulError(f"{path}: no `a b product` lines found")
+        raise AppMulError(f"{path}: no `a b product` lines or matrix rows found")
+    if width > 3:
+        return _matrix_lut(path, np.asarray(rows, dtype=np.int64), name, a_bits, w_bits, signed)
     arr = np.asarray(rows, dtype=np.int64)
     if signed is None:
         signed = bool((arr[:, :2] < 0).any())
@@ -314,6 +334,23 @@ def read_text_lut(
         structural=False,
         provenance={"family": "text", "source": str(path)},
     )
+
+
+def _matrix_lut(path: Path, lut: np.ndarray, name: str | None, a_bits: int | None, w_bits: int | None,
+                signed: bool | None) -> AppMul:
+    """The AppMul of a LUT read as a matrix (rows: activation bit patterns, columns: weight bit patterns)."""
+    rows, cols = lut.shape
+    shape_bits = [int(n).bit_length() - 1 if n >= 4 and n & (n - 1) == 0 else None for n in (rows, cols)]
+    if None in shape_bits:
+        raise AppMulError(f"{path}: a LUT matrix has 2^a_bits rows of 2^w_bits products (a, w in 2..8); this one is "
+                          f"{rows} x {cols}")
+    for given, got, what in ((a_bits, shape_bits[0], "rows: a_bits"), (w_bits, shape_bits[1], "columns: w_bits")):
+        if given is not None and given != got:
+            raise AppMulError(f"{path}: the matrix has 2^{got} {what} = {got}, but {given} was asked for")
+    signed = bool((lut < 0).any()) if signed is None else signed
+    return AppMul(name=name or sanitize_name(path.stem), a_bits=shape_bits[0], w_bits=shape_bits[1], a_signed=signed,
+                  w_signed=signed, lut=lut, structural=False,
+                  provenance={"family": "text", "source": str(path), "format": "matrix"})
 
 
 def write_text_lut(m: AppMul, path: str | Path) -> Path:
