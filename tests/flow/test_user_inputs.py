@@ -132,3 +132,31 @@ def test_the_report_lists_the_layers_left_in_floating_point():
     assert result.to_dict()["float_layers"] == ["up (ConvTranspose2d)"]
     assert "Layers computed in floating point (no AppMul, outside the energy figures): up (ConvTranspose2d)." \
         in result.report()
+
+
+def test_no_budget_within_the_bound_keeps_the_most_accurate_one_and_says_so():
+    from fames.appmul.core import AppMul, exact_lut
+
+    torch.manual_seed(0)
+    x = torch.randn(600, 8)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    fames.quantize(net.eval(), "W4A4")
+    fames.calibrate_ptq(net, (x, y))
+    e = exact_lut(4, 4, True, True)  # two crude truncations: every budget loses far more than a point
+    crude = [AppMul("t5", 4, 4, True, True, (e >> 5) << 5), AppMul("t4", 4, 4, True, True, (e >> 4) << 4)]
+    cfg = fames.FamesConfig(budget=[0.45, 0.7], calibration=None,
+                            estimator=fames.EstimatorConfig(samples=64, validate=False))
+    with pytest.warns(UserWarning, match="no budget keeps the accuracy within 1 points"):
+        res = fames.approximate_(net, (x, y), crude, cfg, liberty="synthetic", progress=False)
+    assert not res.within_bound
+    acc = {r.budget: r.accuracy for r in res.rows}
+    assert acc[0.7] > acc[0.45] and res.best.budget == 0.7  # the most accurate, not the first budget asked for
+    # the model now computes with AppMuls: a second call would take it for the exact model
+    with pytest.raises(FamesError, match="already computes with AppMuls.*set_mode"):
+        fames.approximate_(net, (x, y), crude, cfg, liberty="synthetic", progress=False)

@@ -86,6 +86,13 @@ def test_akamaster_deeper_resnets_load(name, params):
     shared_path("weights", "akamaster")
     m = create_model(name, pretrained="default")
     assert sum(p.numel() for p in m.parameters()) == params and not m.training
+    same = create_model(name, pretrained=True)  # timm's spelling of the reference weights
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), same.state_dict().values(), strict=True))
+    torch.manual_seed(0)
+    fresh = create_model(name, pretrained=False)
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(create_model(name).state_dict().values(),
+                                                  fresh.state_dict().values(), strict=True))
 
 
 def test_resnet8_keras_weights_and_accuracy(cifar_subset):

@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,13 @@ def approximate_(
     if not layers:
         raise FamesError("the model has no quantized layer: call fames.quantize(model, 'W4A4') and "
                          "fames.calibrate_ptq(model, data) first")
+    approx = [n for n, m in layers if m.mode == "approx"]
+    if approx:  # its accuracy would be taken for the exact model's
+        raise FamesError(
+            f"the model already computes with AppMuls in {len(approx)} layer(s) ({', '.join(approx[:3])}"
+            f"{', ...' if len(approx) > 3 else ''}), e.g. from an earlier fames.approximate_, which also calibrates "
+            "in place: start from the exact quantized model (keep a copy.deepcopy(model) before approximating), or "
+            "call fames.quant.set_mode(model, 'exact') to take its current state as the exact model")
     stages = stages or Stages(None)
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     searching = cfg.searching
@@ -424,7 +432,8 @@ def approximate_(
         raise FamesError(f"every budget was infeasible: even the cheapest AppMuls use {rows[0].min_ratio:.4f} of the "
                          f"exact energy; choose budgets R >= {rows[0].min_ratio:.4f}")
     within = [r for r in feasible if within_bound(r)]
-    best = min(within, key=lambda r: r.relative_energy) if within else feasible[0]
+    # none within the bound: the most accurate of the budgets measured (the user asked for approximation), named
+    best = min(within, key=lambda r: r.relative_energy) if within else max(feasible, key=lambda r: r.accuracy)
     if searching and coarse is not None:
         # the final choice between granularities on the validation split: the layer-level search (its stages are
         # those of a layer-level run with these settings, so after one it costs nothing) wins when it reaches less
@@ -459,6 +468,13 @@ def approximate_(
             "paired_difference": paired_difference(ex_test["correct"], got["correct"]).to_dict(),
             "validation": {"images": len(val[1]), "source": validation_source},
         }
+    if not within:
+        warnings.warn(
+            f"no budget keeps the accuracy within {cfg.max_accuracy_loss:g} points of the exact quantized model "
+            f"({exact['accuracy']:.2f}%): the model holds the most accurate one measured, R = {best.budget:g} at "
+            f"{best.accuracy:.2f}%; try larger budgets or milder AppMuls, or undo it by "
+            "fames.quant.set_mode(model, 'exact')",
+            stacklevel=2)
     return FamesResult(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],

@@ -114,14 +114,18 @@ def _resolve_default(spec: ModelSpec) -> Path:
 
 
 def create_model(
-    name: str, num_classes: int = 10, pretrained: str | Path | None = None, **kw: Any
+    name: str, num_classes: int = 10, pretrained: str | Path | bool | None = None, **kw: Any
 ) -> nn.Module:
     """Build architecture ``name``; load weights from ``pretrained`` (a path, or ``"default"``) if given.
+
+    As in timm, ``pretrained=True`` means the reference weights (``"default"``) and ``False`` none.
 
     The model is returned in eval mode when weights were loaded. Every model takes images in [0, 1]
     (normalization is inside the model) and describes its input in ``model.input_spec``.
     """
     spec = model_spec(name)
+    if isinstance(pretrained, bool):
+        pretrained = "default" if pretrained else None
     model = spec.builder(num_classes=num_classes, **kw)
     model.arch = name  # type: ignore[assignment]
     if pretrained is not None:
