@@ -348,6 +348,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if Path(args.out).is_dir():
         raise FamesError(f"--out {args.out} is a folder; give a checkpoint file name such as {args.out}/model.pt")
+    if Path(args.out).exists() and not args.force:  # found now, not after hours of training
+        raise FamesError(f"--out {args.out} exists: training would replace it; choose another file, or pass --force")
     _setup_torch(args.threads)
     torch.manual_seed(args.seed)
     model = load_model(args.model, args.init)
@@ -705,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "`fames run` in target mode then validates on them). Default: the --init checkpoint's, else 0")
     tr.add_argument("--threads", type=POSITIVE_INT, default=None)
     tr.add_argument("--out", required=True, help="checkpoint file (.pt)")
+    tr.add_argument("--force", action="store_true", help="replace --out if it exists")
     tr.add_argument("--manifest", default=None, help="manifest JSON to add this checkpoint to")
     tr.set_defaults(func=cmd_train)
 

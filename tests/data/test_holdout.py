@@ -57,3 +57,5 @@ def test_train_holdout_is_recorded_and_inherited(tmp_path):
     assert main([*args, "--init", str(f), "--bits", "W4A4", "--out", str(q)]) == 0
     assert load_checkpoint_file(q)[1]["holdout"] == meta["holdout"]  # QAT keeps the float model's split
     assert main([*args, "--init", str(f), "--holdout", "100", "--out", str(tmp_path / "bad.pt")]) == 2
+    before = q.read_bytes()  # an existing checkpoint is not replaced without --force
+    assert main([*args, "--init", str(f), "--bits", "W4A4", "--out", str(q)]) == 2 and q.read_bytes() == before
