@@ -36,6 +36,7 @@ def evaluate(
 
     model.eval()
     dev = next(model.parameters()).device
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     correct, total, loss, hits = 0, 0, 0.0, []
     total_batches = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None and total_batches is not None:
@@ -43,7 +44,7 @@ def evaluate(
     for k, (x, y) in enumerate(tqdm(loader, desc=desc, total=total_batches, disable=not progress, leave=False)):
         if max_batches is not None and k >= max_batches:
             break
-        x, y = model_input(x).to(dev), y.to(dev)
+        x, y = model_input(x, dtype).to(dev), y.to(dev)
         out = model(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else \

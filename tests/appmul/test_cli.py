@@ -172,6 +172,7 @@ def test_lib_import_a_mapped_netlist_costs_it_as_mapped(tmp_path, capsys):
     c = Library.load(d)["m2"].cost
     # costed as mapped: the nine cells of the file, NAND + INV included (not re-mapped by ABC)
     assert c.cells == 9 and c.area_um2 == pytest.approx(0.8 + 0.53 + 5 * 1.06 + 2 * 1.6)
+    assert c.recipe["kept_cells"] == ["AND2_X1", "INV_X1", "NAND2_X1", "XOR2_X1"]  # the figures say how they were made
     # a liberty without the netlist's XOR2_X1 is refused, and the design is kept uncosted
     other = tmp_path / "other.lib"
     other.write_text(liberty_text().replace("XOR2_X1", "XOR2_X9"))

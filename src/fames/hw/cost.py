@@ -26,8 +26,9 @@ import numpy as np
 from fames.appmul.core import AppMul, Cost
 from fames.errors import HardwareError, expect
 from fames.hw.energy import DEFAULT_VECTORS, INPUT_NETS_DEFAULT, energy_per_op, make_stream
+from fames.hw.liberty import read_liberty
 from fames.hw.netlist import simulate_lut
-from fames.hw.synth import RECIPE_VERSION, adder_cells_of, lut_to_verilog, synthesize
+from fames.hw.synth import RECIPE_VERSION, adder_cells_of, liberty_cells_in, lut_to_verilog, synthesize
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
 from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
 
@@ -105,6 +106,7 @@ def cost_appmul(
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
     lib_hash = liberty_hash(liberty_path)
     verilog, top, comparable, note = design_of(appmul)
+    kept = liberty_cells_in(verilog, read_liberty(liberty_path))  # a netlist mapped to these cells: costed as mapped
     params = {
         "widths": list(appmul.widths), "stream": stream, "hold": int(hold), "n_vectors": int(n_vectors),
         "seed": int(seed), "clock_ns": float(clock_ns), "check": bool(check),
@@ -114,6 +116,7 @@ def cost_appmul(
         "activity": activity, **({"toggle_rate": float(toggle_rate)} if stream == "toggle" else {}),
         **({"wire_load": wire_load} if wire_load != "none" else {}),
         **({"adder_cells": True} if adder_cells else {}),
+        **({"kept_cells": kept} if kept else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     # what a reader of the figures needs to reproduce them (not the design's own widths, table or histogram)

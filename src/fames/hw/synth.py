@@ -44,7 +44,7 @@ RECIPE_VERSION = "yosys-abc-1"
 _WORKER = Path(__file__).with_name("_yosys_worker.py")
 
 
-Mapping = Literal["liberty", "keep", "generic"]
+MappingMode = Literal["liberty", "keep", "generic"]
 _NOT_IN_DESIGN = re.compile(r"Module `\\?([^']+)' referenced in module `\\?([^']+)'.* is not part of the design")
 
 
@@ -133,7 +133,7 @@ def synthesize(
     liberty: str | os.PathLike | None = None,
     fmt: Literal["verilog", "blif"] = "verilog",
     adder_cells: bool = False,
-    mapping: Mapping = "liberty",
+    mapping: MappingMode = "liberty",
     include_dirs: tuple[str | os.PathLike, ...] = (),
 ) -> Netlist:
     """Synthesise ``source`` (Verilog or BLIF text) with top module ``top`` by the fixed recipe.

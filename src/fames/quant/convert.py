@@ -78,10 +78,11 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, SUPPORTED + (QuantLayer,))]
 
 
-def model_input(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a quantized model takes it: floating-point inputs in float32 (the precision fames computes in; a
-    float64 or half-precision batch would not fit its layers), integer inputs (e.g. uint8 pixels) unchanged."""
-    return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+def model_input(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``x`` as a model computing in ``dtype`` takes it (a quantized model: float32): floating-point inputs cast to
+    ``dtype`` (a float64 or half-precision batch would not fit its layers), integer inputs (e.g. uint8 pixels)
+    unchanged."""
+    return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x
 
 
 def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path = "W8A8") -> nn.Module:
