@@ -40,3 +40,21 @@ def test_cli_help_and_public_api():
         assert getattr(fames, name) is not None
     with pytest.raises(AttributeError):
         fames.no_such_name  # noqa: B018
+
+
+def test_every_command_line_option_says_what_it_does():
+    import argparse
+
+    from fames.cli import build_parser
+
+    def undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        out = []
+        for a in parser._actions:  # argparse keeps subcommands and options here
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    out += undocumented(sub, f"{path} {name}")
+            elif not a.help and a.dest != "help":
+                out.append(f"{path} {'/'.join(a.option_strings) or a.dest}")
+        return out
+
+    assert undocumented(build_parser(), "fames") == []

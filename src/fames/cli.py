@@ -533,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="activation and weight widths, 2..8; repeat for several (default 8 8)",
     )
     b.add_argument("--signed", action="store_true", help="two's-complement operands (same as --signedness signed)")
-    b.add_argument("--signedness", choices=list(SIGNEDNESS), default="unsigned")
+    b.add_argument("--signedness", choices=list(SIGNEDNESS), default="unsigned",
+                   help="operand signedness of the designs (both: one library with each)")
     b.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
     b.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     b.set_defaults(func=cmd_lib_build)
@@ -547,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Python: fames.appmul.importers.import_evoapprox(src)",
     )
     e.add_argument("--src", help="folder with index.csv + luts.npz, or an EvoApproxLib checkout (default: ../shared)")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
     e.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     e.set_defaults(func=cmd_lib_import_evoapprox)
 
@@ -587,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthesize every AppMul with Yosys+ABC on a liberty; area, delay, energy/op, PDP (cached)",
         description="Python: fames.hw.cost.cost_library(appmuls, liberty)",
     )
-    c.add_argument("dir")
+    c.add_argument("dir", help="library directory (updated in place unless --out)")
     c.add_argument(
         "--liberty",
         required=True,
@@ -605,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "EvoApproxLib's own netlists, but larger and slower than ABC's gates; docs/results/hw_cost.md)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="seed of the operand stream")
     c.add_argument("--energy", choices=["zero-delay", "glitch", "propagated"], default="zero-delay",
                    help="toggle counts of a zero-delay simulation, of a timing-aware one with the cells' delays "
                    "(glitches included), or transition densities propagated from the inputs' activity (as Design "
@@ -632,13 +633,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sy.add_argument("--bits", nargs=2, type=int, required=True, metavar=("A", "W"), help="operand widths, 2..8")
     sy.add_argument("--signed", action="store_true", help="two's-complement operands")
-    sy.add_argument("--method", choices=["lac", "cgp", "both"], default="both")
+    sy.add_argument("--method", choices=["lac", "cgp", "both"], default="both",
+                    help="local approximate changes (ALSRAC/SASIMI line), Cartesian genetic programming, or both")
     sy.add_argument("--metric", choices=list(METRICS), default="mred",
                     help="error metric bounded by --max-error (mred, mred0 and er in percent; mred0 also counts "
                     "errors on zero products, relative to one LSB: use it with --operands; omse: one layer's output "
                     "error per product in LSB^2, each channel's bias accumulated over its fan-in, needs --operands "
                     "CHECKPOINT:LAYER)")
-    sy.add_argument("--max-error", type=POSITIVE_FLOAT, default=20.0)
+    sy.add_argument("--max-error", type=POSITIVE_FLOAT, default=20.0,
+                    help="largest error kept, in the unit of --metric (MRED: percent)")
     sy.add_argument("--thresholds", type=POSITIVE_FLOAT, nargs="+", help="error bounds of the CGP runs (default "
                     f"{' '.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)} times --max-error / 20, and --max-error)")
     sy.add_argument("--seeds", type=POSITIVE_INT, default=2, help="CGP runs per threshold")
@@ -660,8 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "or one layer)")
     sy.add_argument("--model", default=None, help="architecture of --operands when the checkpoint does not say")
     sy.add_argument("--dataset", default="cifar10", help="images for the activation codes of --operands")
-    sy.add_argument("--data-root", default=None)
-    sy.add_argument("--operand-images", type=POSITIVE_INT, default=256)
+    sy.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
+    sy.add_argument("--operand-images", type=POSITIVE_INT, default=256,
+                    help="training images the activation codes of --operands are counted on")
     sy.add_argument("--workers", type=POSITIVE_INT, default=None, help="local processes (default: CPU count)")
     sy.add_argument("--ray", metavar="ADDRESS", default=None,
                     help="run the jobs on Ray: 'auto' (a cluster started by `ray start --head`), 'local' or host:port")
@@ -670,12 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
     sy.set_defaults(func=cmd_lib_synth)
 
     s = ls.add_parser("show", help="one row per AppMul: bits, MRED, WCE, area, delay, energy/op, PDP")
-    s.add_argument("dir")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("dir", help="library directory")
+    s.add_argument("--json", action="store_true", help="print the library index as JSON")
     s.set_defaults(func=cmd_lib_show)
 
     pl = ls.add_parser("plot", help="PDP (relative to exact) vs MRED with the Pareto front marked")
-    pl.add_argument("dir")
+    pl.add_argument("dir", help="library directory")
     pl.add_argument("--out", required=True, help="image file (.png, .pdf, .svg)")
     pl.set_defaults(func=cmd_lib_plot)
 
@@ -686,8 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--model", required=True, help="architecture (see fames.models.list_models())")
     tr.add_argument("--init", default=None, help="initial weights: 'default' (zoo), a .pt checkpoint or a path")
-    tr.add_argument("--dataset", default="digits")
-    tr.add_argument("--data-root", default=None)
+    tr.add_argument("--dataset", default="digits", help="registered dataset (digits, cifar10) or imagefolder:PATH")
+    tr.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
     tr.add_argument("--bits", default=None, help="QAT: 'W4A4' or a JSON/YAML quantization config; omit for float")
     tr.add_argument(
         "--act-qat",
@@ -695,17 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="QAT of activation ranges: lsq (learned step size, default) or pact (learned clipping bounds)",
     )
-    tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=1.0)
-    tr.add_argument("--lr", type=POSITIVE_FLOAT, default=0.01)
-    tr.add_argument("--weight-decay", type=NON_NEGATIVE, default=5e-4)
+    tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=1.0,
+                    help="passes over the training images (fractions allowed)")
+    tr.add_argument("--lr", type=POSITIVE_FLOAT, default=0.01, help="peak learning rate (SGD, cosine schedule)")
+    tr.add_argument("--weight-decay", type=NON_NEGATIVE, default=5e-4, help="L2 weight decay")
     tr.add_argument("--kd", type=NON_NEGATIVE, default=0.5, help="distillation weight from the float model (QAT only)")
     tr.add_argument("--scale-lr-mult", type=POSITIVE_FLOAT, default=1.0, help="lr multiplier of quantizer step sizes")
-    tr.add_argument("--batch-size", type=POSITIVE_INT, default=128)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="training images per step")
+    tr.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
     tr.add_argument("--holdout", type=NON_NEGATIVE_INT, default=None, metavar="N",
                     help="never train on a fixed random N of the training images (recorded in the checkpoint; "
                     "`fames run` in target mode then validates on them). Default: the --init checkpoint's, else 0")
-    tr.add_argument("--threads", type=POSITIVE_INT, default=None)
+    tr.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
     tr.add_argument("--out", required=True, help="checkpoint file (.pt)")
     tr.add_argument("--force", action="store_true", help="replace --out if it exists")
     tr.add_argument("--manifest", default=None, help="manifest JSON to add this checkpoint to")
@@ -716,19 +721,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy of a model/checkpoint, optionally with AppMuls substituted",
         description="Python: fames.train.load_model + fames.train.evaluate",
     )
-    ev.add_argument("--model", default=None)
+    ev.add_argument("--model", default=None, help="architecture (needed unless --checkpoint is a fames .pt)")
     ev.add_argument("--checkpoint", default=None, help="a .pt checkpoint, 'default' or a weights path")
-    ev.add_argument("--dataset", default="digits")
-    ev.add_argument("--data-root", default=None)
-    ev.add_argument("--split", default="test")
+    ev.add_argument("--dataset", default="digits", help="registered dataset (digits, cifar10) or imagefolder:PATH")
+    ev.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
+    ev.add_argument("--split", default="test", help="dataset split to evaluate (test or train)")
     ev.add_argument("--assignment", default=None, help="assignment JSON (layer -> AppMul name)")
     ev.add_argument("--library", default=None, help="AppMul library directory for --assignment")
-    ev.add_argument("--batch-size", type=POSITIVE_INT, default=500)
-    ev.add_argument("--max-batches", type=POSITIVE_INT, default=None)
+    ev.add_argument("--batch-size", type=POSITIVE_INT, default=500, help="images per forward pass")
+    ev.add_argument("--max-batches", type=POSITIVE_INT, default=None, help="stop after this many batches")
     ev.add_argument("--eval-images", type=POSITIVE_INT, default=None,
                     help="evaluate the class-stratified test subset of this size (what a run's data.eval_images used)")
-    ev.add_argument("--threads", type=POSITIVE_INT, default=None)
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    ev.add_argument("--json", action="store_true", help="also print accuracy, loss and count as JSON")
     ev.set_defaults(func=cmd_eval)
 
     rn = sub.add_parser(
@@ -740,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("config", help="YAML run configuration")
     rn.add_argument("--output", default=None, help="override the config's output directory")
-    rn.add_argument("--threads", type=POSITIVE_INT, default=None)
+    rn.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
     rn.add_argument("--force", action="store_true", help="write into an output folder that holds other files")
     rn.add_argument("--verbose", action="store_true", help="show the ILP solver's (HiGHS) log")
     rn.set_defaults(func=cmd_run)
@@ -750,14 +755,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole flow on embedded digits data (a few minutes, no files needed)",
         description="Python: fames.flow.demo.run_demo(out)",
     )
-    dm.add_argument("--out", default="fames-demo")
-    dm.add_argument("--threads", type=POSITIVE_INT, default=None)
+    dm.add_argument("--out", default="fames-demo", help="folder for summary.md and the per-configuration reports")
+    dm.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
     dm.set_defaults(func=cmd_demo)
 
     hw = sub.add_parser("hw", help="hardware helpers")
     hs = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")
     wl = hs.add_parser("write-liberty", help="write the project's small synthetic liberty (for tests and demos)")
-    wl.add_argument("--out", required=True)
+    wl.add_argument("--out", required=True, help="liberty file to write (.lib)")
     wl.add_argument("--force", action="store_true", help="replace --out even if fames did not write it")
     wl.set_defaults(func=cmd_hw_liberty)
     return p
