@@ -265,3 +265,10 @@ def test_operand_counts_skip_the_images_a_checkpoint_holds_out(tmp_path):
     seen = next(iter(get_loader("digits", "train", 64, shuffle=False)))[0]
     assert np.array_equal(got, want)
     assert not np.array_equal(got, operand_histograms(m, seen, ["conv2"])["conv2"])
+
+
+def test_lib_plot_of_an_uncosted_library_is_a_clear_error(tmp_path, capsys):
+    d = tmp_path / "lib"
+    assert main(["lib", "build", "--family", "trunc", "--bits", "3", "3", "--out", str(d)]) == 0
+    assert main(["lib", "plot", str(d), "--out", str(tmp_path / "f.png")]) == 2  # a user error, not an internal one
+    assert "run `fames lib cost DIR --liberty LIB` first" in capsys.readouterr().err

@@ -90,6 +90,8 @@ def test_stratified_indices():
     idx = stratified_indices(y, 2000)
     assert len(idx) == 2000 and np.bincount(y[idx]).tolist() == [200] * 10
     assert np.array_equal(idx, np.arange(0, 10000, 5))
+    with pytest.raises(FamesError, match="class 0 has 1000 items, fewer than the 1001"):
+        stratified_indices(y, 10010)
 
 
 def test_cifar10_jpeg(monkeypatch):

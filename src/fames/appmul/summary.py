@@ -9,6 +9,7 @@ import numpy as np
 
 from fames.appmul.core import AppMul
 from fames.appmul.metrics import error_metrics
+from fames.errors import AppMulError
 
 COLUMNS = [
     ("name", "name", "{}"),
@@ -87,7 +88,7 @@ def plot_pdp_vs_mred(rows: list[dict[str, Any]], out: str | Path, title: str = "
 
     pts = [r for r in rows if r.get("pdp_rel") is not None]
     if not pts:
-        raise ValueError("no AppMul in the library has a cost: run `fames lib cost DIR --liberty LIB` first")
+        raise AppMulError("no AppMul in the library has a cost: run `fames lib cost DIR --liberty LIB` first")
     fig, ax = plt.subplots(figsize=(7.5, 5))
     fams = sorted({r["family"] for r in pts})
     markers = "osD^v<>pPX*h"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from fames.errors import FamesError
 from fames.io import content_hash
 
 __all__ = ["Augment", "BatchLoader", "InMemoryImageDataset", "random_crop_flip", "stratified_indices"]
@@ -76,7 +77,7 @@ class InMemoryImageDataset(Dataset):
         self.images = torch.as_tensor(images)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         if self.images.ndim != 4 or len(self.images) != len(self.labels):
-            raise ValueError(f"images must be (N, C, H, W) with N == len(labels); got {tuple(self.images.shape)} "
+            raise FamesError(f"images must be (N, C, H, W) with N == len(labels); got {tuple(self.images.shape)} "
                              f"and {len(self.labels)} labels")
         self.scale = float(scale)
         inv = 1.0 / self.scale if self.scale else 0.0
@@ -201,6 +202,7 @@ def stratified_indices(labels: Sequence[int] | np.ndarray | torch.Tensor, n: int
     for c, k in zip(classes, per, strict=True):
         idx = np.flatnonzero(y == c)
         if k > len(idx):
-            raise ValueError(f"class {c} has {len(idx)} items, fewer than the {k} requested")
+            raise FamesError(f"class {c} has {len(idx)} items, fewer than the {k} a class-stratified subset of {n} "
+                             "needs; ask for fewer images")
         out.append(idx[np.floor(np.arange(k) * len(idx) / max(k, 1)).astype(int)])
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=int)
