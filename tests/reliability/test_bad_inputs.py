@@ -189,6 +189,9 @@ run_case("run-top-level-list", raw="- model: digits_cnn\n- budget: 0.7\n")
 run_case("run-top-level-scalar", raw="just a string\n")
 run_case("run-binary-config", raw=garbage(512).decode("latin-1"))
 add("run-config-missing", ["run", "no_such_config.yaml"])
+add("run-config-invalid-utf8", lambda tmp, a: ["run", str(write(tmp / "c.yaml", garbage()))])
+add("plot-uncosted-library",
+    lambda tmp, a: ["lib", "plot", str(a.copy("lib22", tmp / "lib")), "--out", str(tmp / "f.png")])
 add("run-config-is-a-folder", lambda tmp, a: (tmp / "cfgdir").mkdir() or ["run", str(tmp / "cfgdir")])
 # unknown keys
 run_case("run-unknown-top-key", "{budgett: 0.5}")
@@ -278,6 +281,15 @@ add("eval-checkpoint-missing", ["eval", "--checkpoint", "missing.pt"], subproces
 add("eval-checkpoint-truncated",
     lambda tmp, a: ["eval", "--checkpoint", str(truncated(a.root / "w4a4.pt", tmp / "t.pt"))])
 add("eval-checkpoint-garbage", lambda tmp, a: ["eval", "--checkpoint", str(write(tmp / "g.pt", garbage()))])
+def _whole_model(p: Path) -> Path:
+    import torch
+
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), p)  # the model object, not its state_dict
+    return p
+
+
+add("eval-checkpoint-whole-pickled-model",
+    lambda tmp, a: ["eval", "--model", "digits_cnn", "--checkpoint", str(_whole_model(tmp / "m.pt"))])
 add("eval-checkpoint-text", lambda tmp, a: ["eval", "--checkpoint", str(write(tmp / "t.pt", "not a checkpoint\n"))])
 add("eval-assignment-without-library",
     lambda tmp, a: ["eval", "--checkpoint", str(a.copy("w4a4.pt", tmp / "q.pt")),
@@ -520,6 +532,8 @@ add("train-dataset-nope", lambda tmp, a: _train(tmp, "--dataset", "nope", "--epo
 add("train-init-missing-pt", lambda tmp, a: _train(tmp, "--init", str(tmp / "missing.pt"), "--epochs", "0.05"))
 add("train-init-missing-pth", lambda tmp, a: _train(tmp, "--init", str(tmp / "missing.pth"), "--epochs", "0.05"))
 add("train-init-garbage", lambda tmp, a: _train(tmp, "--init", str(write(tmp / "g.pt", garbage())), "--epochs", "0.05"))
+add("train-out-existing-checkpoint",
+    lambda tmp, a: _train(a.copy("float.pt", tmp / "c.pt").parent, "--epochs", "0.05"))  # not replaced
 add("train-out-existing-folder",
     lambda tmp, a: ["train", "--model", "digits_cnn", "--epochs", "0.05", "--out", str(user_folder(tmp / "u"))],
     untouched_dirs=("u",))

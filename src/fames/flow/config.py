@@ -337,9 +337,11 @@ class RunConfig(FamesConfig):
         if not p.is_file():
             raise FamesError(f"run config {p} not found")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise FamesError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise FamesError(f"{p} is not a text file; a run config is YAML text") from None
         return cls.from_dict(data, where=str(p))
 
     def to_dict(self) -> dict[str, Any]:

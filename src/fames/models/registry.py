@@ -158,8 +158,17 @@ def load_checkpoint_file(path: str | Path, arch: str | None = None) -> tuple[dic
         hint = ""
         if suffix == ".npz":
             hint = f" (.npz weights are understood by: {', '.join(_npz_models()) or 'no model'})"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"cannot read checkpoint {path} ({first}); is it a complete torch file?{hint}") from None
+        text = str(e)
+        if "Unsupported global" in text:  # torch.save(model): a pickled object, which weights_only refuses to run
+            g = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+            raise CheckpointError(f"cannot read checkpoint {path}: it pickles Python objects, not only tensors "
+                                  f"({g[:160]}); save model.state_dict() instead of the model and load that") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(e).__name__]
+        # torch's weights-only refusal buries the cause after its own advice
+        after = [ln for k, ln in enumerate(lines) if k and "WeightsUnpickler error" in lines[k - 1]]
+        first = (after or lines)[0]
+        raise CheckpointError(f"cannot read checkpoint {path} ({first[:200]}); is it a complete torch file?{hint}") \
+            from None
     meta: dict = {}
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         ck_arch = obj.get("arch")
