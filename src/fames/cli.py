@@ -427,6 +427,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fames.train import evaluate, load_model
 
     _setup_torch(args.threads)
+    if args.checkpoint is None and args.model:
+        print(f"note: no --checkpoint: {args.model!r} is evaluated with random initial weights", file=sys.stderr)
     model = load_model(args.model, args.checkpoint)
     model = model.to(memory_format=torch.channels_last)
     if args.assignment:

@@ -160,3 +160,10 @@ def test_no_budget_within_the_bound_keeps_the_most_accurate_one_and_says_so():
     # the model now computes with AppMuls: a second call would take it for the exact model
     with pytest.raises(FamesError, match="already computes with AppMuls.*set_mode"):
         fames.approximate_(net, (x, y), crude, cfg, liberty="synthetic", progress=False)
+
+
+def test_a_zoo_model_without_checkpoint_is_flagged_as_untrained():
+    from fames.flow.inputs import load_run_model
+
+    with pytest.warns(UserWarning, match="random initial weights"):
+        load_run_model("digits_cnn", None)

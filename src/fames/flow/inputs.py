@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
     """The model of a run: zoo name or ``package.module:factory`` (called without arguments), with weights from
     ``checkpoint`` (fames ``.pt`` float or quantized, a plain ``state_dict``, ``default`` or None)."""
     if ":" not in model:
+        if checkpoint is None:
+            warnings.warn(f"no checkpoint given: {model!r} runs with random initial weights, so its accuracies mean "
+                          "nothing; set `checkpoint:` to a file, or `default` for the zoo's reference weights",
+                          stacklevel=2)
         return load_model(model, checkpoint)
     factory = resolve_import(model, "model")
     net = factory()
