@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fames.appmul.core import AppMul
+from fames.cluster import connect_ray
 from fames.errors import FamesError
 from fames.method.problem import ModelProblem, apply_choice
 from fames.method.select import Selection, SelectionProblem
@@ -192,9 +193,7 @@ class AccuracyEvaluator:
 
     def _map_ray(self, choices: list[np.ndarray]) -> list[tuple[float, float]]:
         if self._ray is None:
-            ray = import_ray()
-            if not ray.is_initialized():
-                ray.init(address=None if self.ray_address == "local" else self.ray_address)
+            ray = connect_ray(self.ray_address, "--ray-address")
             task = ray.remote(num_cpus=self.threads)(_ray_accuracy)
             self._ray = (ray, task, ray.put(self.worker))
         ray, task, ref = self._ray
@@ -211,15 +210,6 @@ class AccuracyEvaluator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or a FamesError saying how to install it."""
-    try:
-        import ray
-    except ImportError as e:
-        raise FamesError("--ray-address needs Ray: pip install 'fames[ray]' (or pip install 'ray>=2')") from e
-    return ray
 
 
 def choose_best(

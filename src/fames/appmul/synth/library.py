@@ -365,13 +365,9 @@ def _run_jobs(cfg: SynthConfig, jobs: list, starts: dict[str, Network], weights:
     bar = tqdm(total=len(jobs), desc=f"synth {cfg.a_bits}x{cfg.w_bits}", unit="job", disable=not progress)
     try:
         if ray_address is not None:
-            try:
-                import ray
-            except ImportError as e:
-                raise AppMulError("--ray needs Ray: pip install 'fames[ray]'") from e
-            if not ray.is_initialized():
-                ray.init(address=None if ray_address == "local" else ray_address, include_dashboard=False,
-                         log_to_driver=False)
+            from fames.cluster import connect_ray
+
+            ray = connect_ray(ray_address)
             task = ray.remote(run_job)
             refs = [task.remote(cfg, j, starts[j[3]], weights, gate_cost) for j in jobs]
             out = []
