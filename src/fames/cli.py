@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +83,6 @@ def cmd_lib_import_evoapprox(args: argparse.Namespace) -> int:
 
 def cmd_lib_import(args: argparse.Namespace) -> int:
     import concurrent.futures as cf
-    import os
 
     from fames.appmul.importers import import_design, read_text_lut
     from fames.appmul.library import Library
@@ -328,8 +329,6 @@ def cmd_hw_liberty(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- models
 def _setup_torch(threads: int | None) -> None:
-    import os
-
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -478,9 +477,10 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{pd['points']:+.2f} points, 95% interval {pd['ci95'][0]:+.2f} to {pd['ci95'][1]:+.2f}); report: "
               f"{Path(cfg.output) / 'report.md'}")
     else:
+        beyond = "" if r.within_bound else f", BEYOND the {cfg.max_accuracy_loss:g}-point bound: no budget is within"
         print(
             f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% "
-            f"(exact quantized {r.exact_accuracy:.2f}%); report: {Path(cfg.output) / 'report.md'}"
+            f"(exact quantized {r.exact_accuracy:.2f}%{beyond}); report: {Path(cfg.output) / 'report.md'}"
         )
     return 0
 
@@ -778,11 +778,24 @@ def cmd_lib_families(args: argparse.Namespace) -> int:
     return 0
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """fames' own warnings as ``fames: warning: ...`` (others as Python prints them)."""
+    if issubclass(category, UserWarning) and f"{os.sep}fames{os.sep}" in filename:
+        print("fames: warning: " + " ".join(str(message).split()), file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; exit status 0 ok, 2 user error, 1 internal error, 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()
+    if argv is None:  # the console program (tests pass argv and keep Python's warning machinery)
+        warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except (FamesError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:

@@ -272,3 +272,15 @@ def test_lib_plot_of_an_uncosted_library_is_a_clear_error(tmp_path, capsys):
     assert main(["lib", "build", "--family", "trunc", "--bits", "3", "3", "--out", str(d)]) == 0
     assert main(["lib", "plot", str(d), "--out", str(tmp_path / "f.png")]) == 2  # a user error, not an internal one
     assert "run `fames lib cost DIR --liberty LIB` first" in capsys.readouterr().err
+
+
+def test_the_console_prints_fames_warnings_on_one_line(capsys):
+    import os
+
+    from fames.cli import _one_line_warning
+
+    ours = os.path.join("x", "fames", "run.py")
+    _one_line_warning(UserWarning("no budget keeps\n  the accuracy"), UserWarning, ours, 9)
+    assert capsys.readouterr().err == "fames: warning: no budget keeps the accuracy\n"
+    _one_line_warning(UserWarning("theirs"), UserWarning, os.path.join("x", "torch", "nn.py"), 9)
+    assert "nn.py:9: UserWarning: theirs" in capsys.readouterr().err  # another library's, as Python prints it

@@ -473,8 +473,8 @@ def approximate_(
         warnings.warn(
             f"no budget keeps the accuracy within {cfg.max_accuracy_loss:g} points of the exact quantized model "
             f"({exact['accuracy']:.2f}%): the model holds the most accurate one measured, R = {best.budget:g} at "
-            f"{best.accuracy:.2f}%; try larger budgets or milder AppMuls, or undo it by "
-            "fames.quant.set_mode(model, 'exact')",
+            f"{best.accuracy:.2f}%; try larger budgets or milder AppMuls (in Python, "
+            "fames.quant.set_mode(model, 'exact') undoes it)",
             stacklevel=2)
     return FamesResult(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
