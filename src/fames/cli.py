@@ -778,15 +778,12 @@ def cmd_lib_families(args: argparse.Namespace) -> int:
     return 0
 
 
-_python_showwarning = warnings.showwarning
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """fames' own warnings as ``fames: warning: ...`` (others as Python prints them)."""
     if issubclass(category, UserWarning) and f"{os.sep}fames{os.sep}" in filename:
         print("fames: warning: " + " ".join(str(message).split()), file=sys.stderr)
     else:
-        _python_showwarning(message, category, filename, lineno, file, line)
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: list[str] | None = None) -> int:
