@@ -312,3 +312,25 @@ def test_run_with_compensation(tmp_path, mode):
     m = load_model("digits_cnn", out / "model.pt")
     substitute(m, load_assignment(out / "assignment.json"), Library.load(out / "library"))
     assert evaluate(m, get_loader("digits", "test", 256))["accuracy"] == pytest.approx(one["accuracy"])
+
+
+def test_forced_control_variate_says_when_its_overhead_breaks_the_budget():
+    import warnings
+
+    import fames
+
+    torch.manual_seed(0)
+    # a layer of fan-in 27 at 4 bits: its control variate costs about as much as the multipliers it corrects
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+    x, y = torch.rand(300, 3, 12, 12), torch.randint(0, 5, (300,))
+    fames.quantize(net, "W4A4")
+    fames.calibrate_ptq(net, (x, y))
+    cfg = fames.FamesConfig(budget=0.7, estimator=fames.EstimatorConfig(samples=64), calibration=None,
+                            selection=fames.SelectionConfig(compensation="control_variate"))
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        r = fames.approximate_(net, (x, y), "generate", cfg, liberty="synthetic", progress=False)
+    over = [str(w.message) for w in got if "control-variate overhead" in str(w.message)]
+    assert r.best.compensation_overhead_fj > 0 and r.best.relative_energy > 0.7  # the overhead broke the budget ...
+    assert len(over) == 1 and f"total is {r.best.relative_energy:.3f}" in over[0]  # ... and the run says so

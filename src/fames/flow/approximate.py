@@ -469,6 +469,12 @@ def approximate_(
             "paired_difference": paired_difference(ex_test["correct"], got["correct"]).to_dict(),
             "validation": {"images": len(val[1]), "source": validation_source},
         }
+    if sel_cfg.compensation == "control_variate" and best.relative_energy > best.budget + 1e-9:
+        warnings.warn(
+            f"the control-variate overhead ({100 * best.compensation_overhead_fj / best.exact_energy_fj:.1f}% of the "
+            f"exact energy) comes on top of the budget R = {best.budget:g} (compensation 'control_variate' corrects "
+            f"every approximate layer after selection): the total is {best.relative_energy:.3f} of the exact energy; "
+            "with compensation 'auto' the ILP weighs the overhead inside the budget", stacklevel=2)
     if not within:
         warnings.warn(
             f"no budget keeps the accuracy within {cfg.max_accuracy_loss:g} points of the exact quantized model "
