@@ -30,6 +30,8 @@ _PUBLIC = {
     "EstimatorConfig": "fames.flow.config",
     "SelectionConfig": "fames.flow.config",
     "DataConfig": "fames.flow.config",
+    "SearchConfig": "fames.flow.config",
+    "SynthOptions": "fames.flow.config",
     "RunConfig": "fames.flow.config",
     "CalibrationConfig": "fames.method.calibrate",
     "FinetuneConfig": "fames.method.finetune",
