@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--signed", action="store_true", help="two's-complement operands (same as --signedness signed)")
     b.add_argument("--signedness", choices=list(SIGNEDNESS), default="unsigned",
-                   help="operand signedness of the designs (both: one library with each)")
+                   help="operand signedness of the designs (both: unsigned and signed ones in the same library)")
     b.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
     b.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     b.set_defaults(func=cmd_lib_build)
