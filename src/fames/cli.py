@@ -95,10 +95,8 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
     def one(f: str):  # noqa: ANN202 - an AppMul
         p = Path(f)
         if p.suffix.lower() in (".v", ".sv", ".blif"):
-            if not args.bits:
-                raise FamesError(f"{p}: importing a design needs --bits A W (operand widths)")
-            a_bits, w_bits = args.bits[0]
-            return import_design(p, a_bits, w_bits, args.signed, top=args.top,
+            a_bits, w_bits = args.bits[0] if args.bits else (None, None)
+            return import_design(p, a_bits, w_bits, True if args.signed else None, top=args.top,
                                  ports=tuple(args.ports) if args.ports else None, liberty=args.liberty,
                                  remap=args.remap)
         bits = args.bits[0] if args.bits else (None, None)
@@ -563,8 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("files", nargs="+", help="design files: .v/.sv Verilog, .blif BLIF, any other suffix a text LUT "
                     "(`a w product` lines, or a matrix of 2^A rows of 2^W products as np.savetxt writes it)")
     im.add_argument("--bits", nargs=2, type=int, action="append", metavar=("A", "W"),
-                    help="activation and weight widths (needed for Verilog/BLIF; text LUTs infer them)")
-    im.add_argument("--signed", action="store_true", help="two's-complement operands and product")
+                    help="activation and weight widths (default: a Verilog/BLIF design's port widths; "
+                    "text LUTs infer them from their values)")
+    im.add_argument("--signed", action="store_true",
+                    help="two's-complement operands and product (default: as the Verilog ports are declared, "
+                    "`input signed [7:0] a`, else unsigned; text LUTs infer it from their values)")
     im.add_argument("--top", help="top module of a Verilog design (default: the module named after the file, else "
                     "the one module no other module of the file instantiates)")
     im.add_argument(

@@ -72,7 +72,8 @@ def test_lib_import_many_files_detects_ports_and_skips_a_broken_one(tmp_path, ca
     broken = tmp_path / "broken.v"
     broken.write_text("module broken(input [2:0] a, input [2:0] w, output [5:0] y);\n assign y = a * ;\nendmodule\n")
     d = tmp_path / "lib"
-    assert main(["lib", "import", *[str(f) for f, _ in files], str(broken), "--bits", "3", "3", "--out", str(d)]) == 1
+    # no --bits: the widths come from the ports
+    assert main(["lib", "import", *[str(f) for f, _ in files], str(broken), "--out", str(d)]) == 1
     err = capsys.readouterr().err
     assert "skipped" in err and "broken.v" in err and "imported 2 of 3 files" in err
     lib = Library.load(d)

@@ -134,3 +134,27 @@ def test_import_reads_include_files_next_to_the_design(tmp_path):
                  "endmodule\n")
     m = import_design(v, 3, 3, ports=None)
     assert np.array_equal(m.lut, np.multiply.outer(np.arange(8), np.arange(8)) | 1)
+
+
+def test_import_takes_widths_and_signedness_from_the_port_declarations(tmp_path):
+    s = tmp_path / "smul.v"
+    s.write_text("module smul(input signed [3:0] a, input signed [2:0] b, output signed [6:0] y);\n"
+                 "  assign y = a * b;\nendmodule\n")
+    m = import_design(s, ports=None)  # widths 4x3 and two's complement, as declared
+    assert (m.a_bits, m.w_bits, m.a_signed, m.w_signed) == (4, 3, True, True)
+    assert m.is_exact()
+    # read as unsigned, the bits of a signed product would import as a wildly wrong "unsigned multiplier"
+    with pytest.raises(AppMulError, match=r"declared signed.*--signed"):
+        import_design(s, 4, 3, signed=False, ports=None)
+    mixed = tmp_path / "mixed.v"
+    mixed.write_text("module mixed(input [3:0] a, input signed [3:0] w, output signed [7:0] y);\n"
+                     "  assign y = $signed({1'b0, a}) * w;\nendmodule\n")
+    mm = import_design(mixed, ports=None)
+    assert (mm.a_signed, mm.w_signed) == (False, True)
+    assert np.array_equal(mm.lut, np.multiply.outer(np.arange(16), np.r_[0:8, -8:0]))
+    # plain ports read as two's complement on request (EvoApproxLib's signed designs declare no `signed`)
+    plain = tmp_path / "plain.v"
+    plain.write_text("module plain(input [2:0] a, input [2:0] w, output [5:0] y);\n"
+                     "  assign y = $signed(a) * $signed(w);\nendmodule\n")
+    assert import_design(plain, signed=True, ports=None).is_exact()
+    assert not import_design(plain, ports=None).is_exact()

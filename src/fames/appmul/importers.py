@@ -367,9 +367,9 @@ def write_text_lut(m: AppMul, path: str | Path) -> Path:
 # --------------------------------------------------------------------------- Verilog / BLIF
 def import_design(
     path: str | Path,
-    a_bits: int,
-    w_bits: int,
-    signed: bool = False,
+    a_bits: int | None = None,
+    w_bits: int | None = None,
+    signed: bool | None = None,
     top: str | None = None,
     ports: tuple[str, str, str] | None = ("a", "w", "y"),
     name: str | None = None,
@@ -384,6 +384,10 @@ def import_design(
     module with exactly two inputs and one output (inputs matched to the widths, else in declaration order; the
     choice is kept in ``provenance["ports"]``: EvoApproxLib's 8x8 tables index their axis 0 by port ``B``, so
     ``("B", "A", "O")`` reproduces a table's orientation from its Verilog).
+    ``a_bits``/``w_bits`` default to the widths of the activation and weight ports. ``signed`` None takes each
+    operand's signedness from its port declaration (``input signed [3:0] a``); True reads both operands as two's
+    complement even where the ports are declared plain (EvoApproxLib's ``mul8s_*``); False refuses ports declared
+    ``signed``, whose bits the design itself treats as two's complement.
     A product that is the same constant for every pair (e.g. EvoApproxLib's ``mul8u_TD3``) is imported with a
     warning; an undriven product port is an error.
 
@@ -410,11 +414,22 @@ def import_design(
     netlist = synthesize(source, top, liberty, fmt=fmt, mapping="generic" if remap else "keep",
                          include_dirs=(path.parent,))
     pa, pw, py = ports or _detect_ports(netlist.inputs, netlist.outputs, a_bits, w_bits, path, top)
-    for p, group, width in ((pa, netlist.inputs, a_bits), (pw, netlist.inputs, w_bits)):
-        if p not in group:
-            raise AppMulError(f"{path}: module {top!r} has no input port {p!r} (ports: {sorted(group)}); pass --ports")
-        if len(group[p]) != width:
-            raise AppMulError(f"{path}: port {p!r} is {len(group[p])} bits wide, but --bits asks for {width}")
+    for p in (pa, pw):
+        if p not in netlist.inputs:
+            raise AppMulError(f"{path}: module {top!r} has no input port {p!r} (ports: {sorted(netlist.inputs)}); "
+                              "pass --ports")
+    a_bits = len(netlist.inputs[pa]) if a_bits is None else a_bits
+    w_bits = len(netlist.inputs[pw]) if w_bits is None else w_bits
+    for p, width in ((pa, a_bits), (pw, w_bits)):
+        if len(netlist.inputs[p]) != width:
+            raise AppMulError(f"{path}: port {p!r} is {len(netlist.inputs[p])} bits wide, but --bits asks for {width}")
+    declared = [p for p in (pa, pw) if p in netlist.signed_ports]
+    if signed is False and declared:
+        raise AppMulError(f"{path}: port(s) {declared} of module {top!r} are declared signed, so the design treats "
+                          "their bits as two's complement; import it as signed (--signed, or leave signedness to "
+                          "the port declarations)")
+    a_signed = bool(signed) or pa in netlist.signed_ports
+    w_signed = bool(signed) or pw in netlist.signed_ports
     if py in netlist.undriven:
         raise AppMulError(f"{path}: the product port {py!r} of module {top!r} is not (fully) driven; an undriven "
                           "output would import as a constant")
@@ -430,7 +445,7 @@ def import_design(
     y = netlist.simulate({pa: av, pw: wv})[py]
     n = a_bits + w_bits
     y = y & ((1 << n) - 1)
-    if signed:
+    if a_signed or w_signed:
         y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
     if np.all(y == y[0]):
         warnings.warn(f"{path}: the product port {py!r} is the constant {int(y[0])} for every input pair",
@@ -442,8 +457,8 @@ def import_design(
         name=name,
         a_bits=a_bits,
         w_bits=w_bits,
-        a_signed=signed,
-        w_signed=signed,
+        a_signed=a_signed,
+        w_signed=w_signed,
         lut=y.reshape(1 << a_bits, 1 << w_bits),
         verilog=verilog,
         top=tname,
@@ -480,7 +495,7 @@ def top_module(source: str, fmt: str, path: Path, top: str | None = None) -> str
     return roots[0]
 
 
-def _detect_ports(inputs: dict[str, list[int]], outputs: dict[str, list[int]], a_bits: int, w_bits: int,
+def _detect_ports(inputs: dict[str, list[int]], outputs: dict[str, list[int]], a_bits: int | None, w_bits: int | None,
                   path: Path, top: str) -> tuple[str, str, str]:
     """``(activation, weight, product)`` port names of a module with exactly two inputs and one output."""
     if len(inputs) != 2 or len(outputs) != 1:

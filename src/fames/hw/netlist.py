@@ -61,6 +61,7 @@ class Netlist:
     liberty: Liberty | None = None
     order: list[int] = field(default_factory=list)  # cell indices in topological order
     undriven: list[str] = field(default_factory=list)  # output ports with a bit no cell, input or constant drives
+    signed_ports: frozenset[str] = frozenset()  # ports the source declares ``signed``
     _fns: dict[str, dict[str, BoolFn]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ construction
@@ -127,7 +128,8 @@ class Netlist:
             n for c in cells for n in c.outputs.values()}
         undriven = [pname for pname, p in mod.get("ports", {}).items() if p["direction"] == "output" and any(
             b in ("x", "z") or (isinstance(b, int) and ids[b] not in driven) for b in p["bits"])]
-        nl = cls(top, inputs, outputs, cells, names, liberty, undriven=undriven)
+        signed_ports = frozenset(pname for pname, p in mod.get("ports", {}).items() if p.get("signed"))
+        nl = cls(top, inputs, outputs, cells, names, liberty, undriven=undriven, signed_ports=signed_ports)
         nl._levelize()
         return nl
 
