@@ -158,3 +158,10 @@ def test_import_takes_widths_and_signedness_from_the_port_declarations(tmp_path)
                      "  assign y = $signed(a) * $signed(w);\nendmodule\n")
     assert import_design(plain, signed=True, ports=None).is_exact()
     assert not import_design(plain, ports=None).is_exact()
+
+
+def test_import_reads_files_that_start_with_a_byte_order_mark(tmp_path):
+    v = tmp_path / "bom.v"  # as Windows editors save UTF-8
+    v.write_bytes(b"\xef\xbb\xbfmodule bom(input [1:0] a, input [1:0] w, output [3:0] y);\r\n"
+                  b"  assign y = a * w;\r\nendmodule\r\n")
+    assert import_design(v, ports=None).is_exact()

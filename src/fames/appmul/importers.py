@@ -233,9 +233,10 @@ def _infer_width(vals: np.ndarray, signed: bool) -> int:
 
 
 def read_text_file(path: Path, what: str) -> str:
-    """The text of ``path``; a binary or undecodable file is an :class:`AppMulError` naming it."""
+    """The text of ``path`` (a leading byte-order mark, as Windows editors write, dropped); a binary or
+    undecodable file is an :class:`AppMulError` naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text)") from None
     if "\x00" in text:
