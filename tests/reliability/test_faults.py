@@ -107,7 +107,9 @@ def test_the_report_says_when_no_budget_is_within_the_bound(ckpt, tmp_path):
     if r.within_bound:  # the mildest budget kept the accuracy: nothing to check on this model
         pytest.skip("R = 0.3 kept the exact accuracy")
     text = (tmp_path / "o" / "report.md").read_text()
-    assert "No budget stayed within 0.0 point(s)" in text
+    assert "No budget stayed within 0.0 point(s)" in text and "the most accurate one" in text
+    best = max((row for row in r.rows if not row.infeasible), key=lambda row: row.accuracy)
+    assert r.best.budget == best.budget
 
 
 def test_cli_prints_one_line_for_an_internal_error_and_for_ctrl_c(tmp_path, capsys, monkeypatch):

@@ -66,7 +66,7 @@ def markdown(report: dict[str, Any]) -> str:
         (f"Headline (cheapest budget within {report['config']['max_accuracy_loss']} point(s) of the exact quantized "
          f"model{_on_validation(report)}): " if report.get("within_bound", True) else
          f"**No budget stayed within {report['config']['max_accuracy_loss']} point(s) of the exact quantized model**;"
-         " the first feasible one: ")
+         " the most accurate one: ")
         + f"budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
         f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, float {_fmt(acc['float'])}%, "
         f"before calibration {acc['approx_uncalibrated']:.2f}%).",
