@@ -132,6 +132,10 @@ def test_the_report_lists_the_layers_left_in_floating_point():
     assert result.to_dict()["float_layers"] == ["up (ConvTranspose2d)"]
     assert "Layers computed in floating point (no AppMul, outside the energy figures): up (ConvTranspose2d)." \
         in result.report()
+    # and what they multiply: conv 4 x 8 x 8 outputs x 27, fc 40; up 4 x 8 x 8 inputs x (4 x 2 x 2)
+    share = 4096 / (4096 + 6912 + 40)
+    assert result.to_dict()["float_macs"] == {"modules": {"up (ConvTranspose2d)": 4096}, "share": pytest.approx(share)}
+    assert f"{100 * share:.1f}% of the model's; per inference: up (ConvTranspose2d) 4,096." in result.report()
 
 
 def test_no_budget_within_the_bound_keeps_the_most_accurate_one_and_says_so():

@@ -343,3 +343,32 @@ def test_layer_macs_counts_every_call_of_a_shared_layer():
     model = quantize(Twice().eval(), "W4A4")
     # c: 3 outputs x 8 x 8 positions x 27 products, twice; d: 6 x 3 x 3 positions x (1 x 3 x 3); fc: 6 x 10
     assert layer_macs(model, (3, 8, 8)) == {"c": 2 * 3 * 64 * 27, "d": 6 * 9 * 9, "fc": 60}
+
+
+def test_trace_macs_counts_what_runs_in_float_outside_the_quantized_layers():
+    from fames.method.energy import trace_macs
+
+    class Attn(torch.nn.Module):
+        def forward(self, q):  # (2N, heads 2, L 4, E 8): two products of L x L x E per head
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(2, 4, 3, padding=1)
+            self.up = torch.nn.ConvTranspose2d(4, 2, 2, stride=2)  # stays float
+            self.attn = Attn()
+            self.w = torch.nn.Parameter(torch.randn(8, 3))
+
+        def forward(self, x):  # x (N, 2, 4, 4)
+            h = self.up(self.c(x))  # (N, 2, 8, 8)
+            a = self.attn(h.reshape(-1, 2, 4, 8))  # (2N, 2, 4, 8)
+            return a.reshape(-1, 2, 32).mean(2) @ self.w[:2]  # functional (2N, 2) @ (2, 3) in the model's forward
+
+    with pytest.warns(UserWarning, match="up"):
+        model = quantize(Mixed().eval(), "W4A4")
+    quant, floating = trace_macs(model, (2, 4, 4))
+    assert quant == {"c": 4 * 16 * 18}
+    # transposed conv: every input element times one (2 x 2) kernel per output channel; attention 2 x (2 x 2 x 4 x
+    # 4 x 8); the functional product 2 x 2 x 3
+    assert floating == {"up": 4 * 16 * 2 * 4, "attn": 2 * (2 * 2 * 4 * 4 * 8), "": 2 * 2 * 3}

@@ -116,6 +116,7 @@ class FamesResult:
     test: dict[str, Any] | None = None  # target mode: the chosen model evaluated once on the test data
     seed_runs: list[dict[str, Any]] | None = None  # headline of every seed of a repeated run (fames.run seeds)
     states: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    float_macs: dict[str, Any] = field(default_factory=dict)  # see float_mac_report
 
     @property
     def assignment(self) -> dict[str, Any]:
@@ -141,6 +142,7 @@ class FamesResult:
             "quant": getattr(self.model, "fames_quant_config", None),
             "layers": self.layers,
             "float_layers": float_layers(self.model),
+            "float_macs": self.float_macs,
             "library": {"size": len(self.library), "liberty": self.liberty,
                         "energy_metric": self.config.selection.energy_metric},
             "accuracy": {
@@ -322,6 +324,12 @@ def approximate_(
     lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress, synth,
                             synth_operand_weights(model, cx, synth))
     setup = ModelSetup.build(model, lib, tuple(x.shape[1:]), sel_cfg.energy_metric)
+    outside = float_mac_report(model, setup)
+    if outside:
+        shown = ", ".join(f"{k} {v:,}" for k, v in list(outside["modules"].items())[:4])
+        warnings.warn(f"{100 * outside['share']:.1f}% of the model's multiply-accumulates run in floating point "
+                      f"outside the quantized layers (no AppMul, outside the energy figures; MACs per inference): "
+                      f"{shown}{', ...' if len(outside['modules']) > 4 else ''}", stacklevel=2)
     cands = setup.candidates
     mkey = model_key(model)
     lkey = appmuls_key([m for ms in cands.values() for m in ms])
@@ -485,7 +493,7 @@ def approximate_(
     return FamesResult(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],
-        library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
+        float_macs=outside, library=lib, config=cfg, estimator=est_cfg.kind, spearman=spearman, scatter=scatter,
         timings={"estimate_s": est_seconds, "total_s": time.perf_counter() - t_all + reused_s,
                  "threads": torch.get_num_threads(),
                  "reused_s": reused_s}, model=model,
@@ -493,6 +501,18 @@ def approximate_(
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
         test=test_result,
     )
+
+
+def float_mac_report(model: nn.Module, setup: ModelSetup) -> dict[str, Any]:
+    """``{"modules": {"name (Type)": MACs per inference}, "share": fraction of all MACs}`` of what the forward
+    multiplies in floating point outside the quantized layers, largest first; ``{}`` when nothing."""
+    if not setup.float_macs:
+        return {}
+    mods = dict(model.named_modules())
+    rows = sorted(setup.float_macs.items(), key=lambda kv: -kv[1])
+    total = sum(setup.float_macs.values())
+    return {"modules": {f"{k or '(model)'} ({type(mods[k]).__name__})": v for k, v in rows},
+            "share": total / (total + sum(setup.macs.values()))}
 
 
 def lazy_budget_key(base: str, ratio: float, cfg: FamesConfig) -> str:

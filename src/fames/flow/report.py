@@ -75,6 +75,10 @@ def markdown(report: dict[str, Any]) -> str:
         *_seeds(report),
         *([f"Layers computed in floating point (no AppMul, outside the energy figures): "
            f"{', '.join(report['float_layers'])}.", ""] if report.get("float_layers") else []),
+        *([f"Multiply-accumulates in floating point outside the quantized layers (no AppMul, outside the energy "
+           f"figures): {100 * report['float_macs']['share']:.1f}% of the model's; per inference: "
+           + ", ".join(f"{k} {v:,}" for k, v in report["float_macs"]["modules"].items()) + ".", ""]
+          if report.get("float_macs") else []),
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
         f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s"

@@ -21,10 +21,27 @@ from fames.quant.layers import QuantLayer
 METRICS = {"pdp": ("pdp_fj", "pdp"), "energy": ("energy_fj", "energy")}
 
 
+def _sdpa_cpu_flops(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...], *args: object,
+                    out_shape: object = None, **kwargs: object) -> int:
+    """FLOPs of PyTorch's CPU attention kernel (the flop counter knows only the CUDA ones)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(q, k, v)
+
+
 @torch.no_grad()
-def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-accumulates per inference of every quantized layer, for one input of shape ``(C, H, W)`` (a layer
-    the forward calls more than once counts every call)."""
+def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, int], dict[str, int]]:
+    """``(quantized, floating)`` multiply-accumulates per inference for one input of shape ``(C, H, W)``.
+
+    ``quantized[layer]``: every quantized layer (a layer the forward calls more than once counts every call).
+    ``floating[module]``: what the forward multiplies outside them, in floating point, per innermost module that
+    runs it (``""`` for the model's own ``forward``): matrix products, convolutions and attention of layers
+    ``fames.quantize`` left in float and of functional calls (``x @ w``, ``F.scaled_dot_product_attention``); no
+    AppMul computes these and no energy figure counts them. Counted by :class:`torch.utils.flop_counter.
+    FlopCounterMode` (2 FLOPs per MAC).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
     macs: dict[str, int] = {}
     hooks = []
     for name, m in qlayers(model):
@@ -33,12 +50,15 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
             macs[name] = macs.get(name, 0) + int(out[0].numel() * per_output)
         hooks.append(m.register_forward_hook(hook))
     modes = [(m, m.mode) for _, m in qlayers(model)]
+    sdpa_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    counter = FlopCounterMode(display=False, custom_mapping={sdpa_cpu: _sdpa_cpu_flops} if sdpa_cpu else None)
     try:
         for m, _ in modes:
             m.mode = "float"
         dev = next(model.parameters()).device
         model.eval()
-        model(torch.zeros((1, *input_shape), device=dev))
+        with counter:
+            model(torch.zeros((1, *input_shape), device=dev))
     finally:
         for h in hooks:
             h.remove()
@@ -48,7 +68,27 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     if idle:
         raise FamesError(f"quantized layers {idle[:5]} do not run in the model's forward, so they have no MACs: "
                          "remove them, or let fames.calibrate_ptq put them back in floating point")
-    return macs
+    return macs, _outside(counter.get_flop_counts(), type(model).__name__, {n for n, _ in qlayers(model)})
+
+
+def _outside(flops: dict[str, dict[object, int]], root: str, quantized: set[str]) -> dict[str, int]:
+    """MACs per module of the flop counter's per-module totals (each includes the modules it calls), outside the
+    ``quantized`` layers; the counter names modules ``Root.child.grandchild``, ``""`` here for the root."""
+    total = {("" if k == root else k[len(root) + 1:]): sum(ops.values()) // 2
+             for k, ops in flops.items() if k == root or k.startswith(root + ".")}
+    own = dict(total)
+    for k, n in total.items():  # take each module's count off the nearest module above it that ran
+        above = [p for p in total if p != k and (p == "" or k.startswith(p + "."))]
+        if above:
+            own[max(above, key=len)] -= n
+    return {k: n for k, n in own.items()
+            if n > 0 and not any(k == q or k.startswith(q + ".") for q in quantized)}
+
+
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates per inference of every quantized layer, for one input of shape ``(C, H, W)`` (a layer
+    the forward calls more than once counts every call)."""
+    return trace_macs(model, input_shape)[0]
 
 
 def group_macs(layer: QuantLayer, macs: int, granularity: str) -> int:

@@ -20,7 +20,7 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
 from fames.method.compensate import attach
-from fames.method.energy import appmul_op_energy, exact_costs, layer_macs, model_energy
+from fames.method.energy import appmul_op_energy, exact_costs, model_energy, trace_macs
 from fames.method.select import SelectionProblem
 from fames.quant.convert import qlayers
 from fames.quant.layers import GRANULARITIES
@@ -133,13 +133,15 @@ def check_widths(widths: set[tuple[int, int, bool, bool]], appmuls: list[AppMul]
 class ModelSetup:
     """What every selection on a model needs, built once: ``candidates[layer]`` (the library's AppMuls of the
     layer's widths, the exact one included), ``macs[layer]`` per inference (traced from one input) and
-    ``exact_cost[widths]``, the exact multiplier's energy per op (fJ) under ``metric``."""
+    ``exact_cost[widths]``, the exact multiplier's energy per op (fJ) under ``metric``; ``float_macs[module]``, what
+    the forward multiplies in floating point outside the quantized layers (see :func:`trace_macs`)."""
 
     model: nn.Module
     candidates: dict[str, list[AppMul]]
     macs: dict[str, int]
     exact_cost: dict[tuple[int, int, bool, bool], float]
     metric: str = "pdp"
+    float_macs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, model: nn.Module, appmuls: list[AppMul], input_shape: tuple[int, ...], metric: str = "pdp"
@@ -151,7 +153,8 @@ class ModelSetup:
                              "fames.calibrate_ptq(model, data)) first")
         check_widths({layer.widths for _, layer in layers}, appmuls)
         cands = {n: [m for m in appmuls if m.widths == layer.widths] for n, layer in layers}
-        return cls(model, cands, layer_macs(model, input_shape), exact_costs(appmuls, metric), metric)
+        macs, float_macs = trace_macs(model, input_shape)
+        return cls(model, cands, macs, exact_costs(appmuls, metric), metric, float_macs)
 
     def problem(
         self,

@@ -148,7 +148,7 @@ def float_layers(model: nn.Module, unsupported_only: bool = False) -> list[str]:
     support and (unless ``unsupported_only``) Conv2d/Linear layers the quantization config left in float. They get
     no AppMul and are outside every energy figure; batch norms are not listed (foldable)."""
     return [
-        f"{n} ({type(m).__name__})"
+        f"{n or '(model)'} ({type(m).__name__})"  # the model's own parameters (e.g. a class token) have no name
         for n, m in model.named_modules()
         if not isinstance(m, (QuantLayer, *PARAMETER_FREE_OK))
         and not (unsupported_only and isinstance(m, SUPPORTED))
