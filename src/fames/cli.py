@@ -349,9 +349,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FamesError(f"--out {args.out} exists: training would replace it; choose another file, or pass --force")
     _setup_torch(args.threads)
     torch.manual_seed(args.seed)
-    model = load_model(args.model, args.init)
-    model = model.to(memory_format=torch.channels_last)
     data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
+    n_classes = len(data.classes) if hasattr(data, "classes") else 10
+    model = load_model(args.model, args.init, num_classes=None if args.init else n_classes)
+    with torch.no_grad():
+        outputs = model.eval()(data[0][0][None]).shape[-1]
+    if outputs != n_classes:
+        raise FamesError(f"--init {args.init} gives a model of {outputs} outputs, but {args.dataset} has {n_classes} "
+                         "classes: fames train does not replace a model's head; train from scratch (no --init) or "
+                         f"on a dataset of {outputs} classes")
+    model = model.to(memory_format=torch.channels_last)
     inherited = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
     n_hold = args.holdout if args.holdout is not None else (int(inherited["n"]) if inherited else 0)
     if inherited and n_hold != int(inherited["n"]):
@@ -386,7 +393,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     acc = evaluate(model, test)
     meta = {
         "quant": quant,
-        "num_classes": 10,
+        "num_classes": n_classes,
         "dataset": args.dataset,
         "data_hash": dataset_hash(args.dataset, "train", root=args.data_root),
         "test_hash": dataset_hash(args.dataset, "test", root=args.data_root),

@@ -203,3 +203,18 @@ def test_imagefolder(tmp_path):
     assert gray[0][0].shape == (1, 4, 4)
     assert len(get_dataset("imagefolder", "any", root=tmp_path / "train")) == 6  # no split folder: root itself
     assert len(dataset_hash("imagefolder", "test", root=tmp_path)) == 16
+    # "imagefolder:PATH", the spelling the command line documents, is the dataset with its folder
+    spec = f"imagefolder:{tmp_path}"
+    assert len(get_dataset(spec, "test")) == 6 and len(get_loader(spec, "test", 4).dataset) == 6
+    with pytest.raises(FamesError, match="give one"):
+        get_dataset(spec, "test", root=tmp_path / "train")
+    # fames train builds the model with the dataset's classes and records them
+    from fames.cli import main
+    from fames.models import load_checkpoint_file
+
+    ck = tmp_path / "two.pt"
+    assert main(["train", "--model", "resnet8", "--dataset", spec, "--epochs", "1", "--batch-size", "6",
+                 "--out", str(ck)]) == 0
+    assert load_checkpoint_file(ck)[1]["num_classes"] == 2
+    assert main(["train", "--model", "resnet8", "--init", "default", "--dataset", spec, "--epochs", "1",
+                 "--out", str(tmp_path / "head.pt")]) == 2  # a 10-class model for 2 classes: refused, named

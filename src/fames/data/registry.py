@@ -77,8 +77,15 @@ def get_dataset(
     """Dataset ``name`` / ``split``; items are ``(float32 (C, H, W) in [0, 1], int label)``.
 
     ``augment=True`` enables the dataset's training augmentation (CIFAR: random crop 32 pad 4 + h-flip).
-    Extra keywords go to the dataset builder (e.g. ``download=True`` for CIFAR-10).
+    Extra keywords go to the dataset builder (e.g. ``download=True`` for CIFAR-10). ``"name:PATH"`` (as
+    ``imagefolder:PATH``) is ``name`` with ``root=PATH``.
     """
+    if ":" in name and name.partition(":")[0] in _DATASETS:
+        name, _, path = name.partition(":")
+        if root is not None and Path(root) != Path(path):
+            raise DatasetError(f"dataset {name}:{path} names its folder, and root= (--data-root) names another, "
+                               f"{root}: give one")
+        root = path
     if name not in _DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     fn, splits = _DATASETS[name]
