@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fames.appmul.core import AppMul
-from fames.data import get_dataset, get_loader, stratified_indices
+from fames.data import get_dataset, get_loader, list_datasets, stratified_indices
 from fames.errors import FamesError
 from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
@@ -69,9 +69,7 @@ def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
 def dataset_split(data: DataConfig, split: str) -> Dataset:
     """Split ``split`` of the run's dataset (registered name, ``imagefolder:PATH`` or ``package.module:factory``)."""
     spec = data.dataset
-    if spec.startswith("imagefolder:"):
-        return get_dataset("imagefolder", split, root=spec.partition(":")[2])
-    if ":" in spec:
+    if ":" in spec and spec.partition(":")[0] not in list_datasets():  # not `imagefolder:PATH`
         ds = resolve_import(spec, "dataset")(split)
         if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
             raise FamesError(f"dataset {spec!r}: factory(split) must return a Dataset of (x, label), got "
