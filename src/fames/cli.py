@@ -48,6 +48,7 @@ def _number(kind: type, low: float, strict: bool = False, high: float | None = N
     return parse
 
 
+EXTENDS = "library directory (created, or extended: designs of the same names replaced; written atomically)"
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE = _number(int, 1), _number(float, 0, strict=True), _number(float, 0)
 NON_NEGATIVE_INT = _number(int, 0)
 
@@ -56,28 +57,36 @@ NON_NEGATIVE_INT = _number(int, 0)
 def cmd_lib_build(args: argparse.Namespace) -> int:
     from fames.appmul.arith import structure
     from fames.appmul.families import FAMILIES, build_family
-    from fames.appmul.library import Library
 
     if args.family != "all" and args.family not in FAMILIES:
         raise FamesError(f"unknown family {args.family!r}; choose one of: all, {', '.join(FAMILIES)}")
     signs = (True,) if args.signed else SIGNEDNESS[args.signedness]
-    lib = Library()
+    made = []
     with structure(args.structure):
         for a_bits, w_bits in args.bits or [(8, 8)]:
             for s in signs:
-                lib.extend(build_family(args.family, a_bits, w_bits, s))
-    lib.save(args.out, force=args.force)
-    print(f"wrote {len(lib)} AppMuls to {args.out}")
+                made.extend(build_family(args.family, a_bits, w_bits, s))
+    _add_to_library(made, args.out, args.force)
     return 0
+
+
+def _add_to_library(made: list, out: str, force: bool) -> None:
+    """Add AppMuls to the library ``out`` (created when absent), replacing designs of the same names."""
+    from fames.appmul.library import editing
+
+    with editing(out, force) as lib:
+        replaced = sum(m.name in lib for m in made)
+        for m in made:
+            lib.replace(m)
+    print(f"wrote {len(made)} AppMuls to {out}" + (f" ({replaced} replaced designs of the same names)" if replaced
+                                                   else "") + f"; it holds {len(lib)}")
 
 
 def cmd_lib_import_evoapprox(args: argparse.Namespace) -> int:
     from fames.appmul.importers import import_evoapprox
-    from fames.appmul.library import Library
 
-    lib = Library(import_evoapprox(args.src))
-    lib.save(args.out, force=args.force)
-    print(f"wrote {len(lib)} EvoApproxLib AppMuls (published PDK45 costs) to {args.out}")
+    print("EvoApproxLib AppMuls with their published PDK45 costs:")
+    _add_to_library(import_evoapprox(args.src), args.out, args.force)
     return 0
 
 
@@ -85,12 +94,11 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
     import concurrent.futures as cf
 
     from fames.appmul.importers import import_design, read_text_lut
-    from fames.appmul.library import Library
+    from fames.appmul.library import editing
 
     if args.remap and not args.liberty:
         raise FamesError("--remap replaces a mapped netlist's cells by their functions: it needs --liberty L, the "
                          "liberty whose cells the netlist instantiates")
-    lib = Library.load(args.out) if (Path(args.out) / "index.json").is_file() else Library()
 
     def one(f: str):  # noqa: ANN202 - an AppMul
         p = Path(f)
@@ -105,7 +113,7 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
     failed: dict[str, str] = {}
     source: dict[str, str] = {}  # design name -> the file of this call that imported it
     # Yosys runs in a child process per design, so threads overlap the files
-    with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+    with editing(args.out, args.force) as lib, cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
         futs = [ex.submit(one, f) for f in args.files]
         for f, fut in zip(args.files, futs, strict=True):
             try:
@@ -127,9 +135,8 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
             how = f"; activation {ports['activation']}, weight {ports['weight']}, product {ports['product']}" \
                 if ports else ""
             print(f"imported {m.name} ({m.signature()}{how}) from {f}")
-    if len(failed) == len(args.files):
-        raise FamesError("no design imported: " + "; ".join(failed.values()))
-    lib.save(args.out, force=args.force)
+        if len(failed) == len(args.files):  # nothing to save
+            raise FamesError("no design imported: " + "; ".join(failed.values()))
     for f, e in failed.items():
         print(f"skipped {f}: {e}", file=sys.stderr)
     if failed:
@@ -139,7 +146,7 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
 
 
 def cmd_lib_cost(args: argparse.Namespace) -> int:
-    from fames.appmul.library import Library, is_library
+    from fames.appmul.library import Library, editing, is_library
     from fames.hw.cost import cost_library
     from fames.hw.liberty import read_liberty
     from fames.io import check_replaceable
@@ -178,7 +185,15 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
     done = {m.name: m for m in costed}
     # a design that failed stays in the library, without a cost (an old one would mix recipes or liberties)
     out = Library([done.get(m.name) or m.with_cost(None) for m in lib])
-    out.save(args.out or args.dir, force=args.force)
+    if args.out and Path(args.out).resolve() != Path(args.dir).resolve():
+        out.save(args.out, force=args.force)
+    else:  # in place: what other commands changed in the library while this one costed stays
+        with editing(args.dir) as now:
+            for m in out:
+                if m.name in now and now[m.name].same_function_and_netlist(m):
+                    now.replace(m)
+                elif m.name in now:
+                    failed[m.name] = "changed by another command while it was being costed; cost it again"
     print(f"costed {len(costed)} of {len(out)} AppMuls with {liberty}"
           + (f" (relative figures against {args.reference})" if args.reference else "")
           + f"; saved to {args.out or args.dir}")
@@ -542,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--signed", action="store_true", help="two's-complement operands (same as --signedness signed)")
     b.add_argument("--signedness", choices=list(SIGNEDNESS), default="unsigned",
                    help="operand signedness of the designs (both: unsigned and signed ones in the same library)")
-    b.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
+    b.add_argument("--out", required=True, help=EXTENDS)
     b.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     b.set_defaults(func=cmd_lib_build)
 
@@ -555,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Python: fames.appmul.importers.import_evoapprox(src)",
     )
     e.add_argument("--src", help="folder with index.csv + luts.npz, or an EvoApproxLib checkout (default: ../shared)")
-    e.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
+    e.add_argument("--out", required=True, help=EXTENDS)
     e.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     e.set_defaults(func=cmd_lib_import_evoapprox)
 

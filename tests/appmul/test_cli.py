@@ -285,3 +285,46 @@ def test_the_console_prints_fames_warnings_on_one_line(capsys):
     assert capsys.readouterr().err == "fames: warning: no budget keeps the accuracy\n"
     _one_line_warning(UserWarning("theirs"), UserWarning, os.path.join("x", "torch", "nn.py"), 9)
     assert "nn.py:9: UserWarning: theirs" in capsys.readouterr().err  # another library's, as Python prints it
+
+
+def test_commands_changing_one_library_at_once_lose_nothing(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import fames.hw.cost as hw_cost
+    from fames.appmul.families import build
+    from fames.appmul.library import editing
+
+    d = tmp_path / "lib"
+    assert main(["lib", "build", "--family", "trunc", "--bits", "3", "3", "--out", str(d)]) == 0
+    # another process holds the library while `lib build` of more designs starts: the build waits, then adds
+    holder_in = threading.Event()
+
+    def hold():
+        with editing(d) as lib:
+            holder_in.set()
+            time.sleep(0.5)
+            lib.replace(build("exact", 2, 2, False, False))
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holder_in.wait()
+    with pytest.warns(UserWarning, match="being changed by another fames process"):
+        assert main(["lib", "build", "--family", "bam", "--bits", "3", "3", "--out", str(d)]) == 0
+    t.join()
+    names = set(Library.load(d).names)
+    assert "exact_2x2u" in names and any(n.startswith("bam_") for n in names) and "trunc_k2_3x3u" in names
+    # a design imported while `lib cost` costs the library in place stays (costing takes no lock meanwhile)
+    lut = tmp_path / "late.txt"
+    lut.write_text("\n".join(f"{a} {w} {a * w}" for a in range(4) for w in range(4)) + "\n")
+    real = hw_cost.cost_library
+
+    def cost_and_meanwhile_import(*a, **k):
+        assert main(["lib", "import", str(lut), "--out", str(d)]) == 0
+        return real(*a, **k)
+
+    monkeypatch.setattr(hw_cost, "cost_library", cost_and_meanwhile_import)
+    assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--vectors", "64"]) == 0
+    after = Library.load(d)
+    assert "late" in after and after["late"].cost is None
+    assert all(m.cost is not None for m in after if m.name != "late")

@@ -374,7 +374,9 @@ add("import-lut-product-out-of-range",
 add("import-lut-operand-out-of-range",
     lambda tmp, a: _import(tmp, write(tmp / "m.txt", lut_text(exact_rows() + [(7, 0, 0)])), "--bits", "2", "2"))
 add("import-lut-only-two-columns", lambda tmp, a: _import(tmp, write(tmp / "m.txt", "0 0\n0 1\n")))
-add("import-v-without-bits", lambda tmp, a: _import(tmp, write(tmp / "m4.v", GOOD_V.format(n="m4"))))
+add("import-v-product-too-narrow",  # widths from the ports (no --bits), whose product cannot hold a 4x4 product
+    lambda tmp, a: _import(tmp, write(tmp / "n.v", "module n(input [3:0] a, input [3:0] w, output [6:0] y);\n"
+                                      "  assign y = a * w;\nendmodule\n")))
 add("import-v-syntax-error",
     lambda tmp, a: _import(tmp, write(tmp / "bad.v", "module bad(input [3:0] a, input [3:0] w, output [7:0] y);\n"
                                       "  assign y = a * ;\nendmodul\n"), "--bits", "4", "4"))

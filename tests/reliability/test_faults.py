@@ -32,11 +32,12 @@ def test_a_user_folder_given_as_out_is_refused_and_left_untouched(tmp_path, caps
     f.write_text("precious")
     assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(f)]) == 2
     assert f.read_text() == "precious"
-    # a fames library is replaced; --force replaces anything
+    # a fames library is extended (the designs it held stay); --force replaces anything
     lib = tmp_path / "lib"
     assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(lib)]) == 0
     assert main(["lib", "build", "--family", "trunc", "--bits", "4", "4", "--out", str(lib)]) == 0
-    assert all(n.startswith("trunc") for n in Library.load(lib).names)
+    names = Library.load(lib).names
+    assert names[0] == "exact_4x4u" and len(names) > 1 and all(n.startswith("trunc") for n in names[1:])
     assert main(["lib", "build", "--family", "exact", "--bits", "4", "4", "--out", str(d), "--force"]) == 0
     assert Library.load(d).names == ["exact_4x4u"]
 

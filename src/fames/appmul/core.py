@@ -172,6 +172,11 @@ class AppMul:
     def is_exact(self) -> bool:
         return bool(np.array_equal(self.lut, self.exact()))
 
+    def same_function_and_netlist(self, other: AppMul) -> bool:
+        """Whether ``other`` has the same widths, LUT and Verilog (what a cost depends on), whatever its cost."""
+        return (self.widths == other.widths and self.verilog == other.verilog and self.top == other.top
+                and bool(np.array_equal(self.lut, other.lut)))
+
     def with_cost(self, cost: Cost | None) -> AppMul:
         return replace(self, cost=cost)
 

@@ -9,15 +9,17 @@ library untouched and never a half-written directory.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from fames.appmul.core import AppMul, Cost
 from fames.errors import AppMulError, ArgumentTypeError, expect
-from fames.io import atomic_directory, npz_bytes, read_json, repair_directory
+from fames.io import atomic_directory, check_replaceable, npz_bytes, read_json, repair_directory
 
 FORMAT = "fames-appmul-library"
 VERSION = 1
@@ -181,6 +183,30 @@ def is_library(path: Path) -> bool:
         return path.is_dir() and json.loads((path / "index.json").read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
+
+
+@contextmanager
+def editing(path: str | Path, force: bool = False) -> Iterator[Library]:
+    """The library at ``path`` (an empty one when there is none) to change in place, saved when the block ends
+    without error. Other fames processes editing it meanwhile wait (a lock file ``.NAME.lock`` beside it), so two
+    commands adding designs at once both keep theirs. ``force`` replaces a ``path`` that is not a fames library."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    check_replaceable(path, is_library, force, "library")  # before any work, not at the save
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.parent / f".{path.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        warnings.warn(f"library {path} is being changed by another fames process: waiting for it", stacklevel=3)
+        lock.acquire()
+    try:
+        lib = Library.load(path) if is_library(path) else Library()
+        yield lib
+        lib.save(path, force=force)
+    finally:
+        lock.release()
 
 
 def load_library(path: str | Path) -> Library:
