@@ -29,3 +29,16 @@ def expect(value: object, types: type | tuple[type, ...], what: str) -> None:
     if not ok:
         names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
         raise ArgumentTypeError(f"{what} must be {names}, not {type(value).__name__} ({value!r:.60})")
+
+
+def expect_pair(batch: object, where: str) -> tuple[object, object]:
+    """``(x, y)`` of a batch that is a tuple or list of at least two items; anything else (a dict of a
+    Hugging Face-style loader, one tensor) is a :class:`FamesError` naming what came and how to adapt it."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if isinstance(batch, dict):
+        keys = list(batch)[:6]
+        raise FamesError(f"{where}: batches are dicts (keys {keys}); fames takes (x, y) pairs: wrap the loader, "
+                         f"e.g. ((b[{keys[0]!r}], b[{keys[-1]!r}]) for b in loader) with your input and label keys"
+                         if keys else f"{where}: a batch is an empty dict; fames takes (x, y) pairs")
+    raise FamesError(f"{where}: every batch must be an (x, y) pair, got {type(batch).__name__}")

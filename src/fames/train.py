@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fames.errors import FamesError, expect
+from fames.errors import FamesError, expect, expect_pair
 from fames.quant import model_input
 
 
@@ -41,9 +41,10 @@ def evaluate(
     total_batches = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None and total_batches is not None:
         total_batches = min(total_batches, max_batches)
-    for k, (x, y) in enumerate(tqdm(loader, desc=desc, total=total_batches, disable=not progress, leave=False)):
+    for k, batch in enumerate(tqdm(loader, desc=desc, total=total_batches, disable=not progress, leave=False)):
         if max_batches is not None and k >= max_batches:
             break
+        x, y = expect_pair(batch, "evaluate")
         x, y = model_input(x, dtype).to(dev), y.to(dev)
         out = model(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:

@@ -11,7 +11,12 @@ from fames.errors import FamesError
 from fames.hw.cost import cost_library
 from fames.method.assignment import substitute
 
-NET = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 10))
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 10))
+
+
+NET = _net()
 X, Y = torch.rand(8, 3, 4, 4), torch.randint(0, 10, (8,))
 
 CASES = {
@@ -37,12 +42,16 @@ CASES = {
     "evaluate-model-str": lambda: fames.evaluate("model", [(X, Y)]),
     "substitute-library-dict": lambda: substitute(NET, {"layers": {}}, {}),
     "run-config-int": lambda: fames.run(7),
+    # Hugging Face-style dict batches: named, with the wrapping that fixes them (were AttributeErrors)
+    "calibrate_ptq-dict-batches": lambda: fames.calibrate_ptq(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
+    "evaluate-dict-batches": lambda: fames.evaluate(NET, [{"pixels": X, "y": Y}]),
+    "approximate-dict-batches": lambda: fames.approximate_(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_wrong_argument_types_raise_a_fames_error(case):
-    with pytest.raises(FamesError):
+    with pytest.raises(FamesError, match=r"b\['pixels'\], b\['y'\]" if "dict-batches" in case else None):
         CASES[case]()
 
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
-from fames.errors import FamesError
+from fames.errors import FamesError, expect_pair
 from fames.quant import model_input
 
 
@@ -45,9 +45,7 @@ def _batches(data: Any, where: str) -> Iterator[tuple[torch.Tensor, torch.Tensor
         raise FamesError(f"{where}: give a DataLoader (or iterable) of (x, y) batches or a pair of tensors (x, y), "
                          f"not {type(data).__name__}")
     for b in data:
-        if not isinstance(b, (tuple, list)) or len(b) < 2:
-            raise FamesError(f"{where}: every batch must be an (x, y) pair, got {type(b).__name__}")
-        yield _check_pair(b[0], b[1], where)
+        yield _check_pair(*expect_pair(b, where), where)
 
 
 def _check_count(n: int, have: int, what: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fames.errors import FamesError, expect
+from fames.errors import FamesError, expect, expect_pair
 from fames.quant.config import QuantConfig, load_config
 from fames.quant.layers import QConv2d, QLinear, QuantLayer, conv_padding
 
@@ -188,7 +188,11 @@ def _image_batches(batches: Any, size: int = 256) -> Iterator[torch.Tensor]:
         yield from batches.split(size)
         return
     for b in batches:
-        yield b[0] if isinstance(b, (tuple, list)) else b
+        x = expect_pair(b, "calibrate_ptq")[0] if isinstance(b, (tuple, list, dict)) else b
+        if not isinstance(x, torch.Tensor):
+            raise FamesError(f"calibrate_ptq: batches must be image tensors or (images, labels) pairs, got "
+                             f"{type(x).__name__}")
+        yield x
 
 
 @torch.no_grad()
