@@ -448,8 +448,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _setup_torch(args.threads)
     if args.checkpoint is None and args.model:
         print(f"note: no --checkpoint: {args.model!r} is evaluated with random initial weights", file=sys.stderr)
-    model = load_model(args.model, args.checkpoint)
+    if args.model and ":" in args.model:  # package.module:factory, as a run config's `model:`
+        from fames.flow.inputs import load_run_model
+
+        model = load_run_model(args.model, args.checkpoint)
+    else:
+        model = load_model(args.model, args.checkpoint)
     model = model.to(memory_format=torch.channels_last)
+    saved_with = (getattr(model, "checkpoint_meta", None) or {}).get("assignment")
+    if saved_with and not args.assignment and not args.exact:  # a run's model.pt: evaluate it as it was reported
+        here = Path(args.checkpoint).parent
+        if (here / saved_with).is_file() and (here / "library").is_dir():
+            args.assignment, args.library = str(here / saved_with), str(here / "library")
+            print(f"note: with the AppMuls of {args.assignment} ({args.library}), as saved by the run; --exact "
+                  "puts exact multipliers in their place", file=sys.stderr)
+        else:
+            print(f"note: {args.checkpoint} was saved with the AppMuls of {saved_with}, not found beside it: "
+                  "evaluating it on exact multipliers; give --assignment and --library", file=sys.stderr)
     if args.assignment:
         from fames.appmul.library import Library
         from fames.method.assignment import load_assignment, substitute
@@ -746,11 +761,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy of a model/checkpoint, optionally with AppMuls substituted",
         description="Python: fames.train.load_model + fames.train.evaluate",
     )
-    ev.add_argument("--model", default=None, help="architecture (needed unless --checkpoint is a fames .pt)")
+    ev.add_argument("--model", default=None, help="zoo architecture or package.module:factory (needed unless "
+                    "--checkpoint is a fames .pt of a zoo model)")
     ev.add_argument("--checkpoint", default=None, help="a .pt checkpoint, 'default' or a weights path")
     ev.add_argument("--dataset", default="digits", help="registered dataset (digits, cifar10) or imagefolder:PATH")
     ev.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
     ev.add_argument("--split", default="test", help="dataset split to evaluate (test or train)")
+    ev.add_argument("--exact", action="store_true",
+                    help="a run's model.pt on exact multipliers instead of the AppMuls it was saved with (its "
+                    "calibrated parameters stay; default: with its AppMuls, as the run reported it)")
     ev.add_argument("--assignment", default=None, help="assignment JSON (layer -> AppMul name)")
     ev.add_argument("--library", default=None, help="AppMul library directory for --assignment")
     ev.add_argument("--batch-size", type=POSITIVE_INT, default=500, help="images per forward pass")

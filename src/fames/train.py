@@ -172,7 +172,7 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
     A quantized checkpoint (``meta.quant`` set) is re-quantized with its config before loading, so the
     returned model is ready to evaluate (exact mode).
     """
-    from fames.models import create_model, load_checkpoint_file
+    from fames.models import create_model, load_checkpoint_file, load_state_dict_checked
     from fames.quant import quantize
 
     if checkpoint is None or str(checkpoint) == "default" or not str(checkpoint).endswith(".pt"):
@@ -191,12 +191,7 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
     model = create_model(ck_arch or arch, num_classes=num_classes or meta.get("num_classes", 10))
     if meta.get("quant"):
         quantize(model, meta["quant"])
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise FamesError(
-            f"{path} does not match architecture {ck_arch or arch!r}: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}; is --model right?"
-        )
+    load_state_dict_checked(model, sd, source=str(path), arch=ck_arch or arch)
     model.checkpoint_meta = meta
     model.eval()
     return model

@@ -1,5 +1,6 @@
 """The README's "Your own model" code, run as written on a custom CNN with a depthwise-separable block."""
 
+import json
 import re
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def trained():
     return model.eval()
 
 
-def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch):
+def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)
     test_loader = get_loader("digits", "test", 500)
@@ -67,3 +68,15 @@ def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch):
     assert "paired difference to the exact quantized model" in result.report()
     for f in ("report.md", "report.json", "assignment.json", "model.pt", "library/index.json"):
         assert (tmp_path / "my-run" / f).is_file(), f
+    # the saved model, evaluated from the command line with the user's own factory, gives the reported accuracy
+    # (with the AppMuls it was saved with), and with --exact that of its calibrated parameters on exact multipliers
+    from fames.cli import main
+    from fames.quant import set_mode
+
+    set_mode(model, "exact")
+    calibrated_exact = evaluate(model, test_loader, progress=False)["accuracy"]
+    capsys.readouterr()
+    for extra, want in (([], result.accuracy), (["--exact"], calibrated_exact)):
+        assert main(["eval", "--model", f"{__name__}:DepthwiseSeparableCNN", "--checkpoint", "my-run/model.pt",
+                     "--dataset", "digits", "--json", *extra]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == pytest.approx(want)

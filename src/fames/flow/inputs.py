@@ -19,7 +19,7 @@ from fames.errors import FamesError
 from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
 from fames.method.problem import ModelProblem, ModelSetup
-from fames.models import load_checkpoint_file
+from fames.models import load_checkpoint_file, load_state_dict_checked
 from fames.quant import calibrate_ptq, qlayers, quantize
 from fames.train import evaluate, load_model
 
@@ -58,10 +58,7 @@ def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
     sd, meta = load_checkpoint_file(checkpoint)
     if meta.get("quant"):
         quantize(net, meta["quant"])
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise FamesError(f"{checkpoint} does not fit {model!r}: missing keys {missing[:5]}, unexpected keys "
-                         f"{unexpected[:5]}")
+    load_state_dict_checked(net, sd, source=str(checkpoint), arch=model)
     net.checkpoint_meta = meta
     return net.eval()
 

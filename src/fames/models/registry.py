@@ -127,7 +127,7 @@ def create_model(
     if isinstance(pretrained, bool):
         pretrained = "default" if pretrained else None
     model = spec.builder(num_classes=num_classes, **kw)
-    model.arch = name  # type: ignore[assignment]
+    model.arch, model.num_classes = name, num_classes  # type: ignore[assignment]
     if pretrained is not None:
         path = _resolve_default(spec) if str(pretrained) == "default" else Path(pretrained)
         sd, meta = load_checkpoint_file(path, arch=name)
@@ -229,7 +229,8 @@ def load_state_dict_checked(
         what = f"architecture {arch!r}" if arch else type(model).__name__
         raise CheckpointError(
             f"{source} does not fit {what}: " + "; ".join(parts)
-            + ". Wrong --model (or --num-classes) for this checkpoint?"
+            + ". Wrong --model for this checkpoint" + (", or one trained for another number of classes?" if shapes
+                                                       else "?")
         )
     model.load_state_dict(state_dict, strict=True)
 
@@ -250,7 +251,10 @@ def save_checkpoint(
     arch = arch or getattr(model, "arch", None)
     if arch is None and require_arch:
         raise CheckpointError("save_checkpoint needs arch= (the model was not built by create_model)")
+    meta = dict(meta or {})
+    if isinstance(getattr(model, "num_classes", None), int):  # a zoo model is rebuilt with its classes
+        meta.setdefault("num_classes", model.num_classes)
     buf = io.BytesIO()
     sd = {k: v.detach().cpu() for k, v in (model.state_dict() if state_dict is None else state_dict).items()}
-    torch.save({"arch": arch, "state_dict": sd, "meta": dict(meta or {})}, buf)
+    torch.save({"arch": arch, "state_dict": sd, "meta": meta}, buf)
     return atomic_write_bytes(path, buf.getvalue())
