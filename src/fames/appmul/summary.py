@@ -78,46 +78,56 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def plot_pdp_vs_mred(rows: list[dict[str, Any]], out: str | Path, title: str = "") -> Path:
-    """Relative PDP against MRED (log x), one marker per family, Pareto front per width group."""
+    """Relative PDP against MRED (log x), one panel per width group (``8x8u``, ``4x4s``, ...), one marker per
+    family (the same in every panel), the panel's Pareto front circled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from fames.io import atomic_write_bytes
 
     pts = [r for r in rows if r.get("pdp_rel") is not None]
     if not pts:
         raise AppMulError("no AppMul in the library has a cost: run `fames lib cost DIR --liberty LIB` first")
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    groups = sorted({r["bits"] for r in pts})
+    ncol = min(3, len(groups))
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.5 + 4.2 * ncol, 0.6 + 3.9 * nrow), sharey=True, squeeze=False,
+                             layout="constrained")
     fams = sorted({r["family"] for r in pts})
-    markers = "osD^v<>pPX*h"
+    markers, colors = "osD^v<>pPX*h", plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    style = {f: (markers[k % len(markers)], colors[k % len(colors)]) for k, f in enumerate(fams)}
     floor = min([r["mred_pct"] for r in pts if r["mred_pct"] > 0] or [1e-3]) / 3
-    for k, fam in enumerate(fams):
-        sel = [r for r in pts if r["family"] == fam]
-        ax.scatter(
-            [max(r["mred_pct"], floor) for r in sel],
-            [r["pdp_rel"] for r in sel],
-            marker=markers[k % len(markers)],
-            label=fam,
-            alpha=0.75,
-            s=28,
-        )
-    for bits in sorted({r["bits"] for r in pts}):
+    for ax, bits in zip(axes.flat, groups, strict=False):
         sel = [r for r in pts if r["bits"] == bits]
+        for fam in sorted({r["family"] for r in sel}):
+            fs = [r for r in sel if r["family"] == fam]
+            ax.scatter([max(r["mred_pct"], floor) for r in fs], [r["pdp_rel"] for r in fs], marker=style[fam][0],
+                       color=style[fam][1], label=fam, alpha=0.75, s=28)
         x = np.array([max(r["mred_pct"], floor) for r in sel])
         y = np.array([r["pdp_rel"] for r in sel])
         m = pareto_mask(x, y)
         o = np.argsort(x[m])
         ax.step(x[m][o], y[m][o], where="post", color="k", lw=1, alpha=0.6)
         ax.scatter(x[m], y[m], facecolors="none", edgecolors="k", s=70, lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("MRED (%)  [exact designs drawn at the left edge]")
-    ax.set_ylabel("PDP relative to the exact multiplier")
-    ax.set_title(title or "AppMul library: PDP vs MRED (circled: Pareto front per width)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+        ax.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)  # 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
+        narrow = x.max() / x.min() < 30  # within a decade or so: label the minor ticks too
+        ax.xaxis.set_minor_formatter(plain if narrow else matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{bits} ({len(sel)} designs)", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("MRED (%)  [exact at the left edge]")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("PDP relative to exact")
+    handles = [plt.Line2D([], [], ls="", marker=style[f][0], color=style[f][1], label=f) for f in fams]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.suptitle(title or "AppMul library: PDP vs MRED per width (circled: Pareto front)")
     import io
 
     buf = io.BytesIO()
