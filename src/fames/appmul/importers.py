@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fames.appmul.core import AppMul, Cost, operand_values, sanitize_name
+from fames.appmul.core import AppMul, Cost, exact_lut, operand_values, sanitize_name
 from fames.errors import AppMulError
 
 EVO_CITE = (
@@ -446,6 +446,8 @@ def import_design(
     y = netlist.simulate({pa: av, pw: wv})[py]
     n = a_bits + w_bits
     y = y & ((1 << n) - 1)
+    if signed is None and not declared:  # plain ports: a two's-complement design read as unsigned is wrong silently
+        _warn_if_signed(y, a_bits, w_bits, path)
     if a_signed or w_signed:
         y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
     if np.all(y == y[0]):
@@ -469,6 +471,19 @@ def import_design(
                     **({"cells_of": Path(liberty).name, "mapping": "re-synthesised" if remap else "as imported"}
                        if mapped else {})},
     )
+
+
+def _warn_if_signed(y: np.ndarray, a_bits: int, w_bits: int, path: Path) -> None:
+    """Warn when the products ``y`` (bit patterns, AppMul index order) are far closer to a two's-complement
+    multiplier's than to an unsigned one's, as EvoApproxLib's ``mul8s_*`` (ports declared without ``signed``)."""
+    n = a_bits + w_bits
+    unsigned_err = np.abs(y - exact_lut(a_bits, w_bits).ravel()).mean()
+    ys = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
+    signed_err = np.abs(ys - exact_lut(a_bits, w_bits, True, True).ravel()).mean()
+    if signed_err * 4 < unsigned_err:
+        warnings.warn(f"{path}: read as unsigned, its products are off by {unsigned_err:.1f} on average; read as two's "
+                      f"complement, by {signed_err:.1f}: a signed multiplier? Import it with --signed (signed=True)",
+                      stacklevel=3)
 
 
 def top_module(source: str, fmt: str, path: Path, top: str | None = None) -> str:
