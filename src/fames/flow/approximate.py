@@ -511,7 +511,7 @@ def float_mac_report(model: nn.Module, setup: ModelSetup) -> dict[str, Any]:
     mods = dict(model.named_modules())
     rows = sorted(setup.float_macs.items(), key=lambda kv: -kv[1])
     total = sum(setup.float_macs.values())
-    return {"modules": {f"{k or '(model)'} ({type(mods[k]).__name__})": v for k, v in rows},
+    return {"modules": {f"{k or '(model)'} ({type(mods[k]).__name__ if k in mods else 'module'})": v for k, v in rows},
             "share": total / (total + sum(setup.macs.values()))}
 
 
