@@ -171,3 +171,15 @@ def test_a_zoo_model_without_checkpoint_is_flagged_as_untrained():
 
     with pytest.warns(UserWarning, match="random initial weights"):
         load_run_model("digits_cnn", None)
+
+
+def test_a_budget_of_one_that_keeps_every_layer_exact_skips_calibration():
+    torch.manual_seed(0)
+    net = fames.quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10)).eval(),
+                         "W4A4")
+    x, y = torch.rand(64, 3, 8, 8), torch.randint(0, 10, (64,))
+    fames.calibrate_ptq(net, (x, y))
+    cfg = fames.FamesConfig(budget=1.0, estimator=fames.EstimatorConfig(samples=16, validate=False))
+    # calibration used to fail ("no layer of the model is in approx mode") when R = 1 kept every layer exact
+    result = fames.approximate_(net, (x, y), families=("exact",), config=cfg, progress=False)
+    assert result.energy_reduction == 0.0 and result.accuracy == result.exact_accuracy

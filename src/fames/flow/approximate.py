@@ -714,7 +714,9 @@ class _BudgetContext:
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, tune_s, z_cal, calib_kept = acc_u, 0.0, 0.0, None, False
         margin = cfg.search.margin * _paired_se(paired_difference(self.exact_correct, hits_u).to_dict())
-        recovers = cfg.calibration is not None or cfg.finetune is not None  # a step that can raise accuracy
+        # a step that can raise accuracy, when some layer is approximate (R = 1 can keep every layer exact)
+        recovers = (cfg.calibration is not None or cfg.finetune is not None) and any(
+            q.mode == "approx" for _, q in qlayers(m))
         skip = recovers and floor is not None and acc_u - margin >= floor
         out_of_reach = recovers and floor is not None and acc_u < floor - cfg.search.calibrate_within
         if recovers and not skip and not out_of_reach:
@@ -726,7 +728,7 @@ class _BudgetContext:
                 c = cfg.calibration
                 calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
                                                         "progress": progress}))
-            if cfg.finetune is not None and self.tune is not None and any(q.mode == "approx" for _, q in qlayers(m)):
+            if cfg.finetune is not None and self.tune is not None:
                 tune_s = finetune(m, self.tune, cfg.finetune, teacher=self.model, seed=cfg.seed, progress=progress)
             self._corrected(m)  # refitted to the calibrated scales before the guard judges
             calib_s = time.perf_counter() - t1
