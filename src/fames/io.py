@@ -184,3 +184,34 @@ def read_checked_json(path: str | os.PathLike) -> Any:
         warnings.warn(f"{p} is damaged or was edited; recomputing it", stacklevel=2)
         return None
     return d["data"]
+
+
+def read_config_file(path: str | os.PathLike, what: str) -> Any:
+    """The data of a YAML (``.yaml``/``.yml``, else also JSON, which YAML reads) config file; a missing, non-text or
+    malformed file, and a key given twice in one mapping (YAML itself keeps the last silently), are a
+    :class:`FamesError` naming ``what``, the file and the line."""
+    import yaml
+
+    class _Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise FamesError(f"{path}: {what} gives {key!r} twice (lines {seen[key] + 1} and "
+                                 f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=True)
+
+    _Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    p = Path(path)
+    if not p.is_file():
+        raise FamesError(f"{what} {p} not found")
+    try:
+        return yaml.load(p.read_text(encoding="utf-8-sig"), Loader=_Strict)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        raise FamesError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise FamesError(f"{p} is not a text file; a {what} is YAML text") from None

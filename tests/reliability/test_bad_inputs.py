@@ -188,6 +188,8 @@ run_case("run-tab-indented-yaml", raw="estimator:\n\tsamples: 16\n")
 run_case("run-top-level-list", raw="- model: digits_cnn\n- budget: 0.7\n")
 run_case("run-top-level-scalar", raw="just a string\n")
 run_case("run-binary-config", raw=garbage(512).decode("latin-1"))
+run_case("run-duplicate-key", raw="model: digits_cnn\nbudget: 0.7\nestimator: {samples: 16}\nbudget: 0.5\n",
+         notes="YAML keeps the last of two equal keys silently: named with both lines")
 add("run-config-missing", ["run", "no_such_config.yaml"])
 add("run-config-invalid-utf8", lambda tmp, a: ["run", str(write(tmp / "c.yaml", garbage()))])
 add("plot-uncosted-library",

@@ -331,18 +331,9 @@ class RunConfig(FamesConfig):
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
-        import yaml
+        from fames.io import read_config_file
 
-        p = Path(path)
-        if not p.is_file():
-            raise FamesError(f"run config {p} not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise FamesError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        except UnicodeDecodeError:
-            raise FamesError(f"{p} is not a text file; a run config is YAML text") from None
-        return cls.from_dict(data, where=str(p))
+        return cls.from_dict(read_config_file(path, "run config") or {}, where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,13 +8,13 @@ from layer name (as in ``model.named_modules()``; ``fnmatch`` patterns allowed) 
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from fames.errors import FamesError
+from fames.io import read_config_file, read_json
 
 WEIGHT_SCHEMES = ("symmetric", "affine")
 CALIBRATIONS = ("minmax", "percentile", "mse")
@@ -132,14 +132,8 @@ def load_config(source: str | Path | dict[str, Any] | QuantConfig) -> QuantConfi
         p = Path(source)
         if not p.is_file():
             raise FamesError(f"quantization config {p} not found (give a JSON/YAML file or e.g. 'W4A4')")
-        text = p.read_text()
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-        source = data
+        json_file = p.suffix.lower() == ".json"
+        source = read_json(p, FamesError) if json_file else read_config_file(p, "quantization config")
     if not isinstance(source, dict):
         raise FamesError(f"quantization config must be a mapping, got {type(source).__name__}")
     known = {f.name for f in fields(QuantConfig)}
