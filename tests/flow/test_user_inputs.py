@@ -183,3 +183,19 @@ def test_a_budget_of_one_that_keeps_every_layer_exact_skips_calibration():
     # calibration used to fail ("no layer of the model is in approx mode") when R = 1 kept every layer exact
     result = fames.approximate_(net, (x, y), families=("exact",), config=cfg, progress=False)
     assert result.energy_reduction == 0.0 and result.accuracy == result.exact_accuracy
+
+
+def test_a_library_list_with_two_designs_of_one_name_is_refused_and_repeats_are_dropped():
+    from dataclasses import replace
+
+    from fames.appmul.families import build_family
+    from fames.flow.library import candidate_appmuls
+
+    widths = {(4, 4, True, True)}
+    fam = build_family("trunc", 4, 4, True)
+    # a list given twice over: one candidate per design (costs were mapped by name, so a repeat could swap designs)
+    twice = candidate_appmuls(fam + fam, widths, families=(), progress=False)
+    assert len(twice) == len(fam) + 1 and len({m.name for m in twice}) == len(twice)
+    clash = [*fam, replace(fam[-1], name=fam[0].name)]
+    with pytest.raises(FamesError, match=f"two different AppMuls are named '{fam[0].name}'"):
+        candidate_appmuls(clash, widths, families=(), progress=False)

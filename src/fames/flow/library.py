@@ -161,6 +161,19 @@ def cheapest_implementations(appmuls: list[AppMul], liberty: str | Path) -> list
     return out
 
 
+def _unique_names(ms: list[AppMul]) -> list[AppMul]:
+    """``ms`` without repeats of a design (same name and function); two different designs of one name (an
+    assignment names AppMuls) are a :class:`FamesError`."""
+    seen: dict[str, AppMul] = {}
+    for m in ms:
+        if m.name not in seen:
+            seen[m.name] = m
+        elif not seen[m.name].same_function_and_netlist(m):
+            raise FamesError(f"library: two different AppMuls are named {m.name!r}; an assignment names designs, so "
+                             "rename one")
+    return list(seen.values())
+
+
 def candidate_appmuls(
     library: Any,
     widths: set[Widths],
@@ -207,6 +220,7 @@ def candidate_appmuls(
     have = {m.widths for m in ms if m.is_exact()}
     for key in sorted(widths - have):  # the exact multiplier is always a candidate (the budget's reference)
         ms.insert(0, build("exact", *key))
+    ms = _unique_names(ms)
     if generated or any(m.cost is None for m in ms):  # one liberty for all but published figures
         need = [m for m in ms if m.cost is None or m.cost.source != "published"]
         done = {m.name: m for m in cost_library(need, liberty_path(liberty), progress=progress)}
