@@ -142,3 +142,18 @@ def test_a_model_that_does_not_fit_the_data_or_return_logits_is_named():
 
     with pytest.raises(FamesError, match="returned a tuple; fames needs class logits"):
         check_fits(Pair().eval(), torch.randn(2, 8), torch.zeros(2, dtype=torch.long))
+
+
+def test_bad_batchnorm_statistics_and_infinite_inputs_are_named():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(16, 10)).eval()
+    with torch.no_grad():
+        net[1].running_var[2] = -1.0  # folding it into the conv would write NaN weights
+    with pytest.raises(FamesError, match=r"BatchNorm '1' has a running variance .* channel\(s\) \[2\]"):
+        fames.quantize(net, "W4A4")
+    q = fames.quantize(_net(), "W4A4")
+    fames.calibrate_ptq(q, (X, Y))
+    x = X.clone()
+    x[5, 0, 1, 1] = float("inf")  # was accepted: the estimate and calibration ran on it
+    with pytest.raises(FamesError, match="input 5 of a batch holds NaN or infinite values"):
+        fames.approximate_(q, (x, Y), config=fames.FamesConfig(budget=0.9, estimator=fames.EstimatorConfig(
+            samples=4, validate=False)), progress=False)

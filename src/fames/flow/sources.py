@@ -34,6 +34,9 @@ def _check_pair(x: Any, y: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]
         raise FamesError(f"{where}: labels must be integers of shape (N,) matching x {tuple(x.shape)}, got "
                          f"{y.dtype} {tuple(y.shape)}" + ("; one-hot or soft labels: pass y.argmax(1)" if y.dim() == 2
                                                           else ""))
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0])
+        raise FamesError(f"{where}: input {bad} of a batch holds NaN or infinite values; clean the data first")
     return model_input(x), y
 
 

@@ -103,7 +103,14 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
         model.float()
     if cfg.fold_bn:
         for conv_name, bn_name in _conv_bn_pairs(model):
-            fold_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
+            bn = model.get_submodule(bn_name)
+            var = bn.running_var + bn.eps
+            bad = (~(torch.isfinite(var) & (var > 0))).nonzero().flatten()[:5].tolist()
+            if bad:
+                raise FamesError(f"BatchNorm {bn_name!r} has a running variance (+ eps) that is not positive and "
+                                 f"finite in channel(s) {bad}: check the checkpoint (BN statistics written by hand or "
+                                 "a diverged run?)")
+            fold_bn(model.get_submodule(conv_name), bn)
             _set_module(model, bn_name, nn.Identity())
     layers = [(n, m) for n, m in quantizable_layers(model) if isinstance(m, SUPPORTED)]
     padded = [(n, m) for n, m in layers if isinstance(m, nn.Conv2d) and conv_padding(m) is None]
