@@ -420,7 +420,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "holdout": holdout,
     }
-    save_checkpoint(model, args.out, meta=meta)
+    save_checkpoint(model, args.out, arch=getattr(model, "arch", None) or args.model, meta=meta)
     print(f"test accuracy {acc['accuracy']:.2f}% on {acc['n']} {args.dataset} test images; saved {args.out}")
     if args.manifest:
         _update_manifest(Path(args.manifest), Path(args.out), getattr(model, "arch", args.model), meta)
@@ -448,12 +448,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _setup_torch(args.threads)
     if args.checkpoint is None and args.model:
         print(f"note: no --checkpoint: {args.model!r} is evaluated with random initial weights", file=sys.stderr)
-    if args.model and ":" in args.model:  # package.module:factory, as a run config's `model:`
-        from fames.flow.inputs import load_run_model
-
-        model = load_run_model(args.model, args.checkpoint)
-    else:
-        model = load_model(args.model, args.checkpoint)
+    model = load_model(args.model, args.checkpoint)
     model = model.to(memory_format=torch.channels_last)
     saved_with = (getattr(model, "checkpoint_meta", None) or {}).get("assignment")
     if saved_with and not args.assignment and not args.exact:  # a run's model.pt: evaluate it as it was reported

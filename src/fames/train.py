@@ -167,14 +167,27 @@ def train(
 
 # --------------------------------------------------------------------------- checkpoints
 def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int | None = None) -> nn.Module:
-    """Build a model from the zoo and load a float or quantized checkpoint (or the zoo's own weights).
+    """Build a model from the zoo (``arch`` a registered name) or from ``package.module:factory``, and load a float or
+    quantized checkpoint (or the zoo's own weights).
 
     A quantized checkpoint (``meta.quant`` set) is re-quantized with its config before loading, so the
     returned model is ready to evaluate (exact mode).
     """
-    from fames.models import create_model, load_checkpoint_file, load_state_dict_checked
+    from fames.models import create_model, load_checkpoint_file, load_state_dict_checked, resolve_import
     from fames.quant import quantize
 
+    if arch is not None and ":" in arch:  # package.module:factory, called without arguments
+        model = resolve_import(arch, "model")()
+        if not isinstance(model, nn.Module):
+            raise FamesError(f"model {arch!r} returned {type(model).__name__}, not a torch.nn.Module")
+        if checkpoint is None:
+            return model.eval()
+        sd, meta = load_checkpoint_file(checkpoint)
+        if meta.get("quant"):
+            quantize(model, meta["quant"])
+        load_state_dict_checked(model, sd, source=str(checkpoint), arch=arch)
+        model.checkpoint_meta = meta
+        return model.eval()
     if checkpoint is None or str(checkpoint) == "default" or not str(checkpoint).endswith(".pt"):
         if arch is None:
             raise FamesError("give --model (architecture name) to load weights that are not a fames .pt checkpoint")
@@ -184,6 +197,8 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
         raise FamesError(f"checkpoint {path} not found")
     sd, meta = load_checkpoint_file(path)  # a fames checkpoint or a plain state dict; unreadable -> clear error
     ck_arch = meta.get("arch") if isinstance(meta.get("arch"), str) else None
+    if arch is None and ck_arch is not None and ":" in ck_arch:  # trained from package.module:factory
+        return load_model(ck_arch, checkpoint, num_classes)
     if ck_arch is None and arch is None:
         raise FamesError(f"{path} is a plain state dict: give --model (the architecture it belongs to)")
     if arch is not None and ck_arch is not None and arch != ck_arch:

@@ -80,3 +80,16 @@ def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch, capsys):
         assert main(["eval", "--model", f"{__name__}:DepthwiseSeparableCNN", "--checkpoint", "my-run/model.pt",
                      "--dataset", "digits", "--json", *extra]) == 0
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == pytest.approx(want)
+
+
+def test_train_and_eval_take_the_users_own_model_factory(tmp_path, capsys):
+    from fames.cli import main
+
+    spec, ck = f"{__name__}:DepthwiseSeparableCNN", tmp_path / "own.pt"
+    # it trained, then failed to save ("needs arch="): the training was lost
+    assert main(["train", "--model", spec, "--dataset", "digits", "--epochs", "1", "--out", str(ck)]) == 0
+    trained = capsys.readouterr().out.strip().splitlines()[-1]
+    # the checkpoint names its factory: no --model needed to evaluate it, and the accuracy is the one reported
+    assert main(["eval", "--checkpoint", str(ck), "--dataset", "digits"]) == 0
+    evaluated = capsys.readouterr().out.strip().splitlines()[-1]
+    assert trained.split()[2] == evaluated.split()[1]  # "test accuracy X% ..." and "accuracy X% ..."

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -19,48 +18,19 @@ from fames.errors import FamesError
 from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
 from fames.method.problem import ModelProblem, ModelSetup
-from fames.models import load_checkpoint_file, load_state_dict_checked
+from fames.models import resolve_import
 from fames.quant import calibrate_ptq, qlayers, quantize
 from fames.train import evaluate, load_model
 
 
-def resolve_import(spec: str, what: str) -> Any:
-    """The object named by ``package.module:attribute`` (``what`` names it in errors)."""
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise FamesError(f"{what} {spec!r}: an import path is written package.module:factory")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise FamesError(f"{what} {spec!r}: cannot import {mod_name!r} ({e}); is it installed or on PYTHONPATH?") \
-            from None
-    obj = getattr(mod, attr, None)
-    if obj is None:
-        raise FamesError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}")
-    return obj
-
-
 def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
-    """The model of a run: zoo name or ``package.module:factory`` (called without arguments), with weights from
-    ``checkpoint`` (fames ``.pt`` float or quantized, a plain ``state_dict``, ``default`` or None)."""
-    if ":" not in model:
-        if checkpoint is None:
-            warnings.warn(f"no checkpoint given: {model!r} runs with random initial weights, so its accuracies mean "
-                          "nothing; set `checkpoint:` to a file, or `default` for the zoo's reference weights",
-                          stacklevel=2)
-        return load_model(model, checkpoint)
-    factory = resolve_import(model, "model")
-    net = factory()
-    if not isinstance(net, nn.Module):
-        raise FamesError(f"model {model!r} returned {type(net).__name__}, not a torch.nn.Module")
-    if checkpoint is None:
-        return net.eval()
-    sd, meta = load_checkpoint_file(checkpoint)
-    if meta.get("quant"):
-        quantize(net, meta["quant"])
-    load_state_dict_checked(net, sd, source=str(checkpoint), arch=model)
-    net.checkpoint_meta = meta
-    return net.eval()
+    """The model of a run: zoo name or ``package.module:factory`` (see :func:`fames.train.load_model`), with weights
+    from ``checkpoint`` (fames ``.pt`` float or quantized, a plain ``state_dict``, ``default`` or None)."""
+    if ":" not in model and checkpoint is None:
+        warnings.warn(f"no checkpoint given: {model!r} runs with random initial weights, so its accuracies mean "
+                      "nothing; set `checkpoint:` to a file, or `default` for the zoo's reference weights",
+                      stacklevel=2)
+    return load_model(model, checkpoint)
 
 
 def dataset_split(data: DataConfig, split: str) -> Dataset:

@@ -14,6 +14,7 @@ from fames.models.registry import (
     load_state_dict_checked,
     model_spec,
     register_model,
+    resolve_import,
     save_checkpoint,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "load_state_dict_checked",
     "model_spec",
     "register_model",
+    "resolve_import",
     "save_checkpoint",
 ]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -258,3 +259,19 @@ def save_checkpoint(
     sd = {k: v.detach().cpu() for k, v in (model.state_dict() if state_dict is None else state_dict).items()}
     torch.save({"arch": arch, "state_dict": sd, "meta": meta}, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def resolve_import(spec: str, what: str) -> Any:
+    """The object named by ``package.module:attribute`` (``what`` names it in errors)."""
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise FamesError(f"{what} {spec!r}: an import path is written package.module:factory")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise FamesError(f"{what} {spec!r}: cannot import {mod_name!r} ({e}); is it installed or on PYTHONPATH?") \
+            from None
+    obj = getattr(mod, attr, None)
+    if obj is None:
+        raise FamesError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+    return obj
