@@ -696,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--operands", metavar="CHECKPOINT[:LAYER]",
                     help="weight the error by the operand pairs of a quantized model (all layers of these widths, "
                     "or one layer)")
-    sy.add_argument("--model", default=None, help="architecture of --operands when the checkpoint does not say")
+    sy.add_argument("--model", default=None, help="architecture of --operands when the checkpoint does not say (zoo "
+                    "name or package.module:factory)")
     sy.add_argument("--dataset", default="cifar10", help="images for the activation codes of --operands")
     sy.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
     sy.add_argument("--operand-images", type=POSITIVE_INT, default=256,
@@ -723,7 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a float model, or quantization-aware training (LSQ + distillation) at given bits",
         description="Python: fames.train.train / fames.train.qat",
     )
-    tr.add_argument("--model", required=True, help="architecture (see fames.models.list_models())")
+    tr.add_argument("--model", required=True,
+                    help="zoo architecture (fames.models.list_models()) or package.module:factory")
     tr.add_argument("--init", default=None, help="initial weights: 'default' (zoo), a .pt checkpoint or a path")
     tr.add_argument("--dataset", default="digits", help="registered dataset (digits, cifar10) or imagefolder:PATH")
     tr.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
