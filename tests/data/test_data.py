@@ -1,5 +1,7 @@
 import io
+import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -94,7 +96,7 @@ def test_stratified_indices():
         stratified_indices(y, 10010)
 
 
-def test_cifar10_jpeg(monkeypatch):
+def test_cifar10_jpeg(monkeypatch, tmp_path):
     shared_path("data", "cifar10", "test_jpeg.npz")
     import fames.data.cifar as cifar
 
@@ -110,6 +112,13 @@ def test_cifar10_jpeg(monkeypatch):
     monkeypatch.setattr(cifar, "_MEMO", {})  # second load comes from the .npy cache
     assert torch.equal(get_dataset("cifar10", "test").images, ds.images)
     assert ds.classes[0] == "airplane" and ds.num_classes == 10
+    # a copy elsewhere with another mtime (as ../shared provisioned anew) reuses the decode: keyed by content
+    copy = tmp_path / "cifar10" / "test_jpeg.npz"
+    copy.parent.mkdir()
+    shutil.copyfile(shared_path("data", "cifar10", "test_jpeg.npz"), copy)
+    os.utime(copy, (1e9, 1e9))
+    assert torch.equal(get_dataset("cifar10", "test", root=copy.parent).images, ds.images)
+    assert list((cache_dir() / "data").glob("test_jpeg-*.npy")) == cached
 
 
 def _write_fake_cifar10(root, n=4):

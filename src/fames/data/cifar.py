@@ -2,7 +2,7 @@
 
 Sources for CIFAR-10, tried in this order inside each candidate root:
   1. the JPEG re-encoded copy (``train_jpeg.npz`` / ``test_jpeg.npz``): decoded once with Pillow and cached
-     as ``.npy`` under ``fames.io.cache_dir()/data/`` (keyed by the npz file's size and mtime);
+     as ``.npy`` under ``fames.io.cache_dir()/data/`` (keyed by the npz file's content);
   2. the standard python-pickle batches (``cifar-10-batches-py/`` or the batch files themselves);
   3. with ``download=True``: torchvision downloads the pickle batches (torchvision is optional).
 Candidate roots: ``root=``, else ``$FAMES_DATA/cifar10``, ``$FAMES_DATA``, ``../shared/data/cifar10``.
@@ -53,8 +53,7 @@ def decode_jpeg_npz(path: str | Path, progress: bool = True) -> tuple[np.ndarray
 
 
 def _jpeg_cached(path: Path) -> np.ndarray:
-    st = path.stat()
-    key = content_hash(path.name, str(st.st_size), str(st.st_mtime_ns))
+    key = content_hash(path.read_bytes())  # by content: a copy provisioned anew (new mtime) reuses its decode
     cache = cache_dir() / "data" / f"{path.stem}-{key}.npy"
     if cache.is_file():
         try:
