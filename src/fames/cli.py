@@ -121,13 +121,17 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
             except FamesError as e:
                 failed[f] = str(e)
                 continue
+            if m.name in lib and lib[m.name].same_function_and_netlist(m):  # the same design again: nothing to do
+                print(f"unchanged {m.name} from {f}: the same design as "
+                      + (source.get(m.name, f"the one {args.out} holds")))
+                continue
             if m.name in source:
-                failed[f] = (f"its design name {m.name!r} is that of {source[m.name]}, imported by this call; "
-                             "rename one file (the name is the file's stem)")
+                failed[f] = (f"its design name {m.name!r} is that of {source[m.name]}, imported by this call, a "
+                             "different design; rename one file (the name is the file's stem)")
                 continue
             if m.name in lib and not args.replace:
-                failed[f] = (f"{args.out} already holds a design named {m.name!r}; pass --replace to overwrite it, or "
-                             "rename the file (the name is the file's stem)")
+                failed[f] = (f"{args.out} already holds a different design named {m.name!r}; pass --replace to "
+                             "overwrite it, or rename the file (the name is the file's stem)")
                 continue
             lib.replace(m)
             source[m.name] = f

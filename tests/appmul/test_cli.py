@@ -105,6 +105,13 @@ def test_lib_import_name_clashes_are_reported_not_lost(tmp_path, capsys):
     assert np.array_equal(Library.load(d)["mul"].lut, prod)
     assert main(["lib", "import", str(fb), "--bits", "3", "3", "--out", str(d), "--replace"]) == 0
     assert np.array_equal(Library.load(d)["mul"].lut, prod + 1) and len(Library.load(d)) == 1
+    # the same design again (a re-run, or one file in several folders as EvoApproxLib ships them): not an error
+    (tmp_path / "c").mkdir()
+    fc = tmp_path / "c" / "mul.v"
+    fc.write_text(mul.format(" + 1"))
+    capsys.readouterr()
+    assert main(["lib", "import", str(fb), str(fc), "--out", str(d)]) == 0
+    assert capsys.readouterr().out.count("unchanged mul") == 2 and len(Library.load(d)) == 1
 
 
 def test_cost_library_isolates_a_failing_design():
