@@ -87,7 +87,7 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
     cfg = fames.FamesConfig(budget="search", search=SearchConfig(resolution=0.02, validation_images=300),
                             estimator=fames.EstimatorConfig(samples=128, validate=False), calibration=None)
     r = fames.approximate_(model, train_loader, config=cfg, eval_data=get_loader("digits", "test", 500),
-                           families=["trunc", "perf", "bam"], progress=False)
+                           families=["trunc", "perf", "bam"], progress=False, float_accuracy=91.25)
     within = [row for row in r.rows if r.exact_accuracy - row.accuracy <= 1.0]
     assert r.best in within and r.best.budget == min(row.budget for row in within)
     assert len(r.rows) <= 9 and r.test["images"] == 360
@@ -95,6 +95,8 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
     files = r.save(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert tmp_path / "fig_frontier.png" in files and "**Test** (360 images" in text
+    # the float model's accuracy is a test figure: on the Test line, not among the headline's validation figures
+    assert "float 91.25%" in text.split("**Test**")[1].split("\n")[0] and "float" not in text.split("**Test**")[0]
     for row in r.rows:  # each R's paired validation loss, the quantity the bound judges, in the report's table
         pd = row.paired_difference
         assert pd["points"] == pytest.approx(row.accuracy - r.exact_accuracy)  # the same validation images

@@ -68,8 +68,9 @@ def markdown(report: dict[str, Any]) -> str:
          f"**No budget stayed within {report['config']['max_accuracy_loss']} point(s) of the exact quantized model**;"
          " the most accurate one: ")
         + f"budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
-        f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, float {_fmt(acc['float'])}%, "
-        f"before calibration {acc['approx_uncalibrated']:.2f}%).",
+        f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, "
+        + ("" if report.get("test") else f"float {_fmt(acc['float'])}%, ")  # the float model's is a test figure
+        + f"before calibration {acc['approx_uncalibrated']:.2f}%).",
         "",
         *_uncertainty(report),
         *_seeds(report),
@@ -141,7 +142,9 @@ def _uncertainty(report: dict[str, Any]) -> list[str]:
         split = f"the validation split ({v['images']} images, {v['source']})" if v else "the validation split"
         return [
             f"**Test** ({t['images']} images, measured once after choosing R on {split}): accuracy "
-            f"{t['accuracy']:.2f}% (95% interval {ci[0]:.2f}-{ci[1]:.2f}%), exact quantized {t['exact_accuracy']:.2f}%;"
+            f"{t['accuracy']:.2f}% (95% interval {ci[0]:.2f}-{ci[1]:.2f}%), exact quantized {t['exact_accuracy']:.2f}%"
+            + (f", float {report['accuracy']['float']:.2f}%" if report["accuracy"].get("float") is not None else "")
+            + ";"
             f" paired difference {pd['points']:+.2f} points (95% interval {pd['ci95'][0]:+.2f} to "
             f"{pd['ci95'][1]:+.2f}; McNemar p = {pd['mcnemar_p']:.3g}). The rows below are validation accuracies.",
             "",
