@@ -46,6 +46,10 @@ CASES = {
     "calibrate_ptq-dict-batches": lambda: fames.calibrate_ptq(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
     "evaluate-dict-batches": lambda: fames.evaluate(NET, [{"pixels": X, "y": Y}]),
     "approximate-dict-batches": lambda: fames.approximate_(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
+    # wrappers whose layers fames cannot rewrite (DataParallel crashed in calibration; TorchScript had "no layer")
+    "quantize-torchscript": lambda: fames.quantize(torch.jit.script(_net()), "W4A4"),
+    "quantize-dataparallel": lambda: fames.quantize(nn.DataParallel(_net()), "W4A4"),
+    "approximate-dataparallel": lambda: fames.approximate_(nn.DataParallel(fames.quantize(_net(), "W4A4")), (X, Y)),
 }
 
 

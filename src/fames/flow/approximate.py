@@ -46,7 +46,7 @@ from fames.method.finetune import finetune
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
 from fames.method.select import ILPSelector, InfeasibleBudget
 from fames.models import save_checkpoint
-from fames.quant.convert import float_layers, qlayers
+from fames.quant.convert import expect_plain_module, float_layers, qlayers
 from fames.train import check_fits, evaluate
 
 PROBE_IMAGES = 1000  # evaluation images whose logits feed the output-difference histograms
@@ -280,8 +280,7 @@ def approximate_(
     cfg = config or FamesConfig()
     if not isinstance(cfg, FamesConfig):
         raise FamesError(f"config must be a fames.FamesConfig, not {type(cfg).__name__}")
-    if not isinstance(model, nn.Module):
-        raise FamesError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    expect_plain_module(model, "approximate_")
     layers = qlayers(model)
     if not layers:
         raise FamesError("the model has no quantized layer: call fames.quantize(model, 'W4A4') and "

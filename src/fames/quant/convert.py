@@ -85,6 +85,22 @@ def model_input(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Te
     return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x
 
 
+def expect_plain_module(model: object, where: str) -> None:
+    """Raise a :class:`FamesError` unless ``model`` is an ``nn.Module`` fames can rewrite: a wrapper
+    (``nn.DataParallel``, ``DistributedDataParallel``, ``torch.compile``'s) or a TorchScript model is named with what
+    to pass instead."""
+    expect(model, nn.Module, f"{where}: model")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise FamesError(f"{where}: the model is TorchScript (torch.jit), whose layers fames cannot replace; give the "
+                         "Python nn.Module it was scripted or traced from")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise FamesError(f"{where}: the model is wrapped in {type(model).__name__}; give the module inside, "
+                         "model.module")
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise FamesError(f"{where}: the model is compiled by torch.compile; give the module it compiles, "
+                         "model._orig_mod (compile again after fames has rewritten it)")
+
+
 def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path = "W8A8") -> nn.Module:
     """Quantize ``model`` in place according to ``config`` and return it (eval mode, float32).
 
@@ -92,7 +108,7 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
     in another floating-point type (float64, float16, bfloat16) is converted to float32, with a warning: quantized
     layers compute in float32, where every integer product and sum of the supported widths is exact.
     """
-    expect(model, nn.Module, "quantize: model")
+    expect_plain_module(model, "quantize")
     cfg = load_config(config)
     model.eval()
     other = sorted({str(t.dtype).removeprefix("torch.") for t in [*model.parameters(), *model.buffers()]
