@@ -247,13 +247,13 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
 
 
 def cmd_lib_synth(args: argparse.Namespace) -> int:
-    from fames.appmul.library import Library
+    from fames.appmul.library import editing, is_library
     from fames.appmul.synth.library import SynthConfig, front_table, gate_costs, synthesize
     from fames.hw.verify import check_design
     from fames.io import atomic_write_text, check_replaceable
 
     a_bits, w_bits = args.bits
-    check_replaceable(args.out, lambda p: (p / "index.json").is_file(), args.force, "library")
+    check_replaceable(args.out, is_library, args.force, "library")  # now, not after the synthesis
     methods = ("lac", "cgp") if args.method == "both" else (args.method,)
     cfg = SynthConfig(a_bits, w_bits, args.signed, methods=methods, metric=args.metric, max_error=args.max_error,
                       thresholds=tuple(args.thresholds) if args.thresholds else None,
@@ -271,15 +271,22 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
         appmuls = cheapest_implementations(appmuls, liberty)
     for m in appmuls:  # LUT == simulated Verilog == simulated mapped netlist, for every design written
         check_design(m, liberty)
-    lib = Library(appmuls)
-    lib.save(args.out, force=args.force)
+    key = (a_bits, w_bits, args.signed, args.signed)
+    with editing(args.out, args.force) as lib:  # this synthesis replaces an earlier one of these widths, only
+        stale = [m.name for m in lib if m.widths == key and m.provenance.get("family") == "synth"]
+        for name in stale:
+            lib.remove(name)
+        for m in appmuls:
+            lib.replace(m)
     out = Path(args.out)
-    atomic_write_text(out / "front.json", json.dumps({"config": {**vars(cfg), "methods": list(methods)},
-                                                      "operands": args.operands, **fronts}, indent=1))
-    _plot_front(fronts, [m.provenance for m in appmuls], cfg, out / "front.png")
-    print(f"wrote {len(lib)} synthesized {a_bits}x{w_bits} AppMuls ({', '.join(methods)}; {cfg.metric} <= "
-          f"{cfg.max_error:g}) to {out}, checked LUT == Verilog{' == mapped netlist' if liberty else ''}; "
-          f"Pareto plot {out / 'front.png'}")
+    sig = appmuls[0].signature() if appmuls else f"{a_bits}x{w_bits}{'s' if args.signed else 'u'}"
+    atomic_write_text(out / f"front-{sig}.json", json.dumps({"config": {**vars(cfg), "methods": list(methods)},
+                                                             "operands": args.operands, **fronts}, indent=1))
+    _plot_front(fronts, [m.provenance for m in appmuls], cfg, out / f"front-{sig}.png")
+    print(f"wrote {len(appmuls)} synthesized {a_bits}x{w_bits} AppMuls ({', '.join(methods)}; {cfg.metric} <= "
+          f"{cfg.max_error:g}) to {out}" + (f" in place of the {len(stale)} of an earlier synthesis" if stale else "")
+          + f" (it holds {len(lib)}), checked LUT == Verilog{' == mapped netlist' if liberty else ''}; Pareto plot "
+          f"{out / f'front-{sig}.png'}")
     return 0
 
 
@@ -667,8 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="approximate logic synthesis of AppMuls (local approximate changes and/or Cartesian GP)",
         description="Python: fames.appmul.synth.library.synthesize(SynthConfig(...)). Starts from our exact "
         "multiplier, keeps every design on the Pareto front of error vs proxy cost (sum of gate areas) and writes "
-        "the library (LUT + structural Verilog, each checked against its Yosys simulation), front.json and "
-        "front.png. Final hardware figures: `fames lib cost DIR --liberty ...`.",
+        "the library (LUT + structural Verilog, each checked against its Yosys simulation; added to --out, replacing "
+        "an earlier synthesis of the same widths there), front-AxW.json and front-AxW.png. Final hardware figures: "
+        "`fames lib cost DIR --liberty ...`.",
     )
     sy.add_argument("--bits", nargs=2, type=int, required=True, metavar=("A", "W"), help="operand widths, 2..8")
     sy.add_argument("--signed", action="store_true", help="two's-complement operands")
@@ -709,7 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--workers", type=POSITIVE_INT, default=None, help="local processes (default: CPU count)")
     sy.add_argument("--ray", metavar="ADDRESS", default=None,
                     help="run the jobs on Ray: 'auto' (a cluster started by `ray start --head`), 'local' or host:port")
-    sy.add_argument("--out", required=True, help="library directory to write (replaced atomically)")
+    sy.add_argument("--out", required=True, help="library directory (created, or extended: an earlier synthesis of "
+                    "the same widths there is replaced; written atomically)")
     sy.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     sy.set_defaults(func=cmd_lib_synth)
 

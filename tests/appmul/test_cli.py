@@ -44,10 +44,24 @@ def test_lib_synth_writes_a_checked_library(tmp_path, capsys):
     assert "checked LUT == Verilog == mapped netlist" in capsys.readouterr().out
     lib = Library.load(d)
     assert len(lib) >= 2 and all(m.widths == (2, 3, True, True) and m.verilog for m in lib)
-    front = json.loads((d / "front.json").read_text())
+    front = json.loads((d / "front-2x3s.json").read_text())
     assert len(front["designs"]) >= len(front["front"]) >= len(lib)
     assert all(p["error"] <= 10 for p in front["designs"])
-    assert (d / "front.png").stat().st_size > 10_000
+    assert (d / "front-2x3s.png").stat().st_size > 10_000
+    # the library grows by other widths; a synthesis of the same widths replaces the earlier one; the fronts stay
+    # (every library save dropped them before, `lib cost` included)
+    assert main(["lib", "build", "--family", "exact", "--bits", "2", "2", "--out", str(d)]) == 0
+    first = {m.name: m.provenance.get("threshold") for m in lib if m.provenance.get("method") == "cgp"}
+    assert set(first.values()) == {5.0}
+    again_args = list(args)
+    again_args[again_args.index("--thresholds") + 1] = "8"
+    assert main(again_args) == 0
+    again = Library.load(d)
+    thresholds = {m.provenance["threshold"] for m in again if m.widths == (2, 3, True, True)
+                  and m.provenance.get("method") == "cgp"}
+    assert "exact_2x2u" in again and 5.0 not in thresholds  # none of the first synthesis' designs left
+    assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--vectors", "64"]) == 0
+    assert (d / "front-2x3s.json").is_file() and (d / "front-2x3s.png").is_file()
     assert main(["lib", "synth", "--bits", "9", "9", "--out", str(tmp_path / "x")]) == 2
     assert "2..8" in capsys.readouterr().err
     assert main(["lib", "synth", "--bits", "2", "2", "--operands", str(tmp_path / "nope.pt"), "--out",
@@ -226,7 +240,7 @@ def test_lib_synth_operand_aware(tmp_path, capsys):
     model = ErrorModel(3, 3, bool(signed), "mred", hist)
     for a in Library.load(d):  # every design's recorded error is the operand-weighted one
         assert model(a.lut.reshape(-1)) == pytest.approx(a.provenance["error"])
-    assert json.loads((d / "front.json").read_text())["operands"] == f"{ck}:{layer}"
+    assert json.loads(next(d.glob("front-3x3*.json")).read_text())["operands"] == f"{ck}:{layer}"
     assert main(["lib", "synth", "--bits", "3", "3", *signed, "--operands", f"{ck}:nope", "--dataset", "digits",
                  "--out", str(tmp_path / "z")]) == 2
     assert "no 3x3-bit layer 'nope'" in capsys.readouterr().err

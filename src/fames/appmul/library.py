@@ -9,6 +9,7 @@ library untouched and never a half-written directory.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -19,10 +20,11 @@ import numpy as np
 
 from fames.appmul.core import AppMul, Cost
 from fames.errors import AppMulError, ArgumentTypeError, expect
-from fames.io import atomic_directory, check_replaceable, npz_bytes, read_json, repair_directory
+from fames.io import COMPLETE, atomic_directory, check_replaceable, npz_bytes, read_json, repair_directory
 
 FORMAT = "fames-appmul-library"
 VERSION = 1
+_OWN_FILES = {"index.json", "luts.npz", "verilog", COMPLETE}  # what save writes; other files of a library stay
 
 
 class Library:
@@ -46,6 +48,10 @@ class Library:
         """Put ``m`` in place of the AppMul of the same name (at its position), or add it."""
         expect(m, AppMul, "Library.replace")
         self._items[m.name] = m
+
+    def remove(self, name: str) -> AppMul:
+        """Take the AppMul ``name`` out of the library and return it."""
+        return self._items.pop(name)
 
     def extend(self, ms: Iterable[AppMul]) -> None:
         for m in ms:
@@ -78,7 +84,8 @@ class Library:
     # ------------------------------------------------------------------ disk
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the library directory atomically; returns its path. An existing ``path`` is replaced only if it
-        is a fames library (``force`` replaces anything)."""
+        is a fames library (``force`` replaces anything); the files such a library holds besides the library itself
+        (a synthesis' ``front-*.json``, your notes) are kept."""
         path = Path(path)
         entries = []
         tops: dict[str, str] = {}
@@ -114,6 +121,11 @@ class Library:
             (tmp / "luts.npz").write_bytes(npz_bytes({m.name: m.lut.astype(np.int32) for m in self}, compress=True))
             index = {"format": FORMAT, "version": VERSION, "appmuls": entries}
             (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+            if is_library(path):
+                for extra in path.iterdir():
+                    if extra.name not in _OWN_FILES:
+                        copy = shutil.copytree if extra.is_dir() else shutil.copy2
+                        copy(extra, tmp / extra.name)
         return path
 
     @classmethod
