@@ -152,6 +152,12 @@ def test_import_takes_widths_and_signedness_from_the_port_declarations(tmp_path)
     mm = import_design(mixed, ports=None)
     assert (mm.a_signed, mm.w_signed) == (False, True)
     assert np.array_equal(mm.lut, np.multiply.outer(np.arange(16), np.r_[0:8, -8:0]))
+    # it is costed against an exact multiplier of the same mixed signedness (costing failed: no such reference)
+    from fames.hw.cost import cost_library
+    from fames.hw.synthetic import default_synthetic_liberty
+
+    (costed,) = cost_library([mm], default_synthetic_liberty(), progress=False, n_vectors=256)
+    assert costed.cost.relative["area"] == pytest.approx(1.0, abs=0.1)  # an exact design against the exact one
     # plain ports read as two's complement on request (EvoApproxLib's signed designs declare no `signed`)
     plain = tmp_path / "plain.v"
     plain.write_text("module plain(input [2:0] a, input [2:0] w, output [5:0] y);\n"

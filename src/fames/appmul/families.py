@@ -20,7 +20,7 @@ import numpy as np
 from fames.appmul import arith
 from fames.appmul.arith import BitMatrix, Word
 from fames.appmul.circuit import ONE, ZERO, Circuit
-from fames.appmul.core import MAX_BITS, MIN_BITS, AppMul, sanitize_name
+from fames.appmul.core import MAX_BITS, MIN_BITS, AppMul, exact_lut, sanitize_name
 from fames.errors import AppMulError, expect
 
 __all__ = ["FAMILIES", "Family", "build", "build_family", "family_names"]
@@ -538,8 +538,26 @@ def _family(name: str) -> Family:
         raise AppMulError(f"unknown AppMul family {name!r}; known families: {', '.join(FAMILIES)}") from None
 
 
+def _exact_mixed(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool) -> AppMul:
+    """The exact multiplier of one unsigned and one two's-complement operand (imported designs can be such), as
+    Verilog ``*`` that synthesis maps (our families' structures take operands of one signedness)."""
+    _check_widths(a_bits, w_bits)
+    name = f"exact_{a_bits}{'s' if a_signed else 'u'}x{w_bits}{'s' if w_signed else 'u'}"
+    ext = {True: "{x}", False: "{{1'b0, {x}}}"}
+    verilog = (f"module {name}(input [{a_bits - 1}:0] a, input [{w_bits - 1}:0] w, output [{a_bits + w_bits - 1}:0] y);"
+               f"\n  assign y = $signed({ext[a_signed].format(x='a')}) * $signed({ext[w_signed].format(x='w')});\n"
+               "endmodule\n")
+    return AppMul(name=name, a_bits=a_bits, w_bits=w_bits, a_signed=a_signed, w_signed=w_signed,
+                  lut=exact_lut(a_bits, w_bits, a_signed, w_signed),
+                  verilog=verilog, top=name, structural=True,
+                  provenance={"family": "exact", "structure": "Verilog '*' (operands of mixed signedness)"})
+
+
 def build(family: str, a_bits: int, w_bits: int, a_signed: bool, w_signed: bool, **params: Any) -> AppMul:
-    """Build one design of ``family``; both operands must have the same signedness."""
+    """Build one design of ``family``; both operands must have the same signedness, except for the exact
+    multiplier (:func:`_exact_mixed`)."""
+    if bool(a_signed) != bool(w_signed) and family == "exact" and not params:
+        return _exact_mixed(a_bits, w_bits, bool(a_signed), bool(w_signed))
     if bool(a_signed) != bool(w_signed):
         raise AppMulError(
             f"generated families need both operands of the same signedness, got a_signed={a_signed}, "
