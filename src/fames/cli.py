@@ -601,8 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
         "at once, a failing file is reported and skipped (exit 1)",
         description="Python: fames.appmul.importers.read_text_lut / import_design",
     )
-    im.add_argument("files", nargs="+", help="design files: .v/.sv Verilog, .blif BLIF, any other suffix a text LUT "
-                    "(`a w product` lines, or a matrix of 2^A rows of 2^W products as np.savetxt writes it)")
+    im.add_argument("files", nargs="+", help="design files: .v/.sv Verilog, .blif BLIF, .npy a LUT matrix as np.save "
+                    "writes it (rows: activation bit patterns), any other suffix a text LUT (`a w product` lines, or "
+                    "that matrix as np.savetxt writes it)")
     im.add_argument("--bits", nargs=2, type=int, action="append", metavar=("A", "W"),
                     help="activation and weight widths (default: a Verilog/BLIF design's port widths; "
                     "text LUTs infer them from their values)")

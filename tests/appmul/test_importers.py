@@ -102,3 +102,25 @@ def test_text_lut_as_a_matrix_or_with_float_formatted_integers(tmp_path):
     (tmp_path / "h.txt").write_text("0 0 0 0\n0 1 2 3\n0 2 4.5 6\n0 3 6 9\n")
     with pytest.raises(AppMulError, match="h.txt:3: non-integer field"):
         read_text_lut(tmp_path / "h.txt")
+
+
+def test_npy_lut_and_value_ordered_signed_matrices(tmp_path):
+    rng = np.random.default_rng(1)
+    lut = exact_lut(4, 3, True, True) + rng.integers(-2, 3, (16, 8))
+    np.save(tmp_path / "m.npy", lut)  # as np.save writes it: the matrix, rows = activation bit patterns
+    m = read_text_lut(tmp_path / "m.npy")
+    assert (m.a_bits, m.w_bits, m.a_signed) == (4, 3, True) and np.array_equal(m.lut, lut)
+    # the table a user builds from np.arange(-8, 8) is ordered by value, not bit pattern: named, with the fix
+    v = np.arange(-8, 8)
+    np.save(tmp_path / "by_value.npy", np.multiply.outer(v, v))
+    with pytest.warns(UserWarning, match=r"ordered by operand value .* np.roll\(lut, \(8, 8\), axis=\(0, 1\)\)"):
+        read_text_lut(tmp_path / "by_value.npy")
+    fixed = np.roll(np.multiply.outer(v, v), (8, 8), axis=(0, 1))
+    np.save(tmp_path / "fixed.npy", fixed)
+    assert read_text_lut(tmp_path / "fixed.npy").is_exact()
+    np.save(tmp_path / "cube.npy", np.zeros((4, 4, 4), dtype=np.int64))
+    with pytest.raises(AppMulError, match=r"2-D.*\(4, 4, 4\)"):
+        read_text_lut(tmp_path / "cube.npy")
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    with pytest.raises(AppMulError, match="not a numpy .npy array"):
+        read_text_lut(tmp_path / "junk.npy")

@@ -264,7 +264,8 @@ def read_text_lut(
 ) -> AppMul:
     """Read a LUT given as ``a b product`` per line (spaces, tabs, commas or semicolons; ``#`` comments; a header
     allowed), or as a matrix: ``2^a_bits`` lines of ``2^w_bits`` products, line i and column j for the operand bit
-    patterns i and j (two's complement when signed), as ``np.savetxt(lut)`` writes it.
+    patterns i and j (two's complement when signed), as ``np.savetxt(lut)`` writes it, or that matrix in a ``.npy``
+    file (``np.save``). A signed matrix whose rows look ordered by value (-8 first) is warned about.
 
     Operands of ``a b product`` lines are values (negative for signed). Widths and signedness are inferred when not
     given: signed if any operand (of a matrix: any product) is negative, widths the smallest that hold the operands
@@ -274,6 +275,14 @@ def read_text_lut(
     path = Path(path)
     if not path.is_file():
         raise AppMulError(f"{path}: no such LUT file")
+    if path.suffix.lower() == ".npy":  # np.save(lut): the same matrix, binary
+        try:
+            lut = np.load(path, allow_pickle=False)
+        except (ValueError, OSError):
+            raise AppMulError(f"{path}: not a numpy .npy array of numbers (np.save(path, lut) writes one)") from None
+        if lut.ndim != 2:
+            raise AppMulError(f"{path}: a LUT array is 2-D, (2^a_bits, 2^w_bits), this one has shape {lut.shape}")
+        return _matrix_lut(path, lut, name, a_bits, w_bits, signed)
     rows: list[list[int]] = []
     width = 0  # fields per line: 3 for `a b product` lines, 2^w_bits for a matrix
     for ln, line in enumerate(read_text_file(path, "text LUT").splitlines(), 1):
@@ -349,6 +358,14 @@ def _matrix_lut(path: Path, lut: np.ndarray, name: str | None, a_bits: int | Non
         if given is not None and given != got:
             raise AppMulError(f"{path}: the matrix has 2^{got} {what} = {got}, but {given} was asked for")
     signed = bool((lut < 0).any()) if signed is None else signed
+    if signed:  # rows and columns follow bit patterns 0..2^(b-1)-1, -2^(b-1)..-1, not values in increasing order
+        half = (shape_bits[0] - 1, shape_bits[1] - 1)
+        by_value = np.roll(lut, (-(1 << half[0]), -(1 << half[1])), axis=(0, 1))  # value-ordered rows read back
+        exact = exact_lut(*shape_bits, True, True)
+        if np.abs(by_value - exact).mean() * 4 < np.abs(lut - exact).mean():
+            warnings.warn(f"{path}: its rows and columns look ordered by operand value (-{1 << half[0]} first), but "
+                          "a LUT matrix is indexed by bit pattern (0, 1, ..., then the negative values): reorder it "
+                          f"with np.roll(lut, ({1 << half[0]}, {1 << half[1]}), axis=(0, 1))", stacklevel=3)
     return AppMul(name=name or sanitize_name(path.stem), a_bits=shape_bits[0], w_bits=shape_bits[1], a_signed=signed,
                   w_signed=signed, lut=lut, structural=False,
                   provenance={"family": "text", "source": str(path), "format": "matrix"})
