@@ -365,9 +365,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from fames.data import dataset_hash, get_dataset, get_loader, held_out, holdout_record, subset
+    from fames.io import content_hash
     from fames.models import save_checkpoint
     from fames.quant import load_config
-    from fames.train import TrainConfig, command_line, evaluate, load_model, qat, train
+    from fames.train import Resume, TrainConfig, command_line, evaluate, load_model, qat, train
 
     if Path(args.out).is_dir():
         raise FamesError(f"--out {args.out} is a folder; give a checkpoint file name such as {args.out}/model.pt")
@@ -378,8 +379,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
     n_classes = len(data.classes) if hasattr(data, "classes") else 10
     model = load_model(args.model, args.init, num_classes=None if args.init else n_classes)
-    with torch.no_grad():
-        outputs = model.eval()(data[0][0][None]).shape[-1]
+    x0 = data[0][0][None]
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(x0).shape[-1]
+    except RuntimeError as e:  # torch's own: channels, sizes
+        raise FamesError(f"--model {args.model} cannot run on the images of {args.dataset} (shape "
+                         f"{tuple(x0.shape[1:])}): {str(e).splitlines()[0]}; choose a model for this data") from None
     if outputs != n_classes:
         raise FamesError(f"--init {args.init} gives a model of {outputs} outputs, but {args.dataset} has {n_classes} "
                          "classes: fames train does not replace a model's head; train from scratch (no --init) or "
@@ -395,6 +401,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = subset(data, held_out(holdout, len(data))[1])
         print(f"training on {len(data)} images; {n_hold} held out for validation")
     tl = get_loader(data, "train", args.batch_size, seed=args.seed, channels_last=True)
+    # an interrupted run of the same command resumes from this file (what it depends on is its key)
+    same = {k: v for k, v in vars(args).items() if k not in ("func", "threads", "force", "manifest", "debug")}
+    inputs = [json.dumps(same, sort_keys=True, default=str), dataset_hash(args.dataset, "train", root=args.data_root)]
+    if args.init and Path(args.init).is_file():
+        inputs.append(Path(args.init).read_bytes())
+    resume = Resume(Path(args.out).with_name(Path(args.out).name + ".partial"), content_hash(*inputs))
     cfg = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -409,10 +421,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.act_qat:
             qcfg.act_qat = args.act_qat
             qcfg.__post_init__()
-        qat(model, qcfg, tl, cfg, distill=args.kd > 0)
+        qat(model, qcfg, tl, cfg, distill=args.kd > 0, resume=resume)
         quant = qcfg.to_dict()
     else:
-        train(model, tl, cfg)
+        train(model, tl, cfg, resume=resume)
         quant = None
     seconds = time.time() - t0
     test = get_loader(args.dataset, "test", 500, root=args.data_root, channels_last=True)
@@ -432,6 +444,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "holdout": holdout,
     }
     save_checkpoint(model, args.out, arch=getattr(model, "arch", None) or args.model, meta=meta)
+    resume.done()
     print(f"test accuracy {acc['accuracy']:.2f}% on {acc['n']} {args.dataset} test images; saved {args.out}")
     if args.manifest:
         _update_manifest(Path(args.manifest), Path(args.out), getattr(model, "arch", args.model), meta)

@@ -102,14 +102,60 @@ class TrainConfig:
     seed: int = 0
 
 
+class Resume:
+    """Where an interrupted :func:`train` leaves its state and takes it up again: the file ``path`` holds the model,
+    optimizer and random states, the step reached and where in its epoch, under ``key`` (what the run depends on: a
+    state of another run is not resumed); written atomically every ``every_s`` seconds and on Ctrl-C."""
+
+    def __init__(self, path: str | Path, key: str, every_s: float = 120.0) -> None:
+        self.path, self.key, self.every_s = Path(path), key, every_s
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged state file is a fresh start, said so
+            state = None
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            import warnings
+
+            warnings.warn(f"{self.path} holds the state of another (or a damaged) training run: starting afresh",
+                          stacklevel=3)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        import io
+
+        from fames.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save({**state, "key": self.key}, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _rng_of(loader: Iterable) -> torch.Generator | None:
+    """The generator that orders and augments ``loader``'s batches (fames' BatchLoader or a seeded DataLoader)."""
+    return getattr(loader, "generator", None)
+
+
 def train(
     model: nn.Module,
     loader: Iterable,
     cfg: TrainConfig,
     teacher: nn.Module | None = None,
     progress: bool = True,
+    resume: Resume | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place for ``cfg.epochs`` (fractions allowed) over ``loader``."""
+    """Train ``model`` in place for ``cfg.epochs`` (fractions allowed) over ``loader``.
+
+    With ``resume``, an interrupted run (Ctrl-C, a killed process) continues where its last saved state left it,
+    batch for batch as an uninterrupted run (the loader's generator is rewound to the epoch's start and the batches
+    already done are drawn again and skipped)."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -127,42 +173,82 @@ def train(
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     if teacher is not None:
         teacher.eval()
-    step = 0
-    bar = tqdm(total=total, desc="train", disable=not progress, unit="batch")
-    while step < total:
-        model.train()
-        for x, y in loader:
-            if step >= total:
-                break
-            x, y = x.to(dev), y.to(dev)
-            for g, base in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = 0.5 * base * (1 + math.cos(math.pi * step / total))
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            if teacher is not None and cfg.kd_alpha > 0:
-                with torch.no_grad():
-                    t = teacher(x)
-                T = cfg.kd_temperature
-                kd = F.kl_div(F.log_softmax(out / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T
-                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
-            if not torch.isfinite(loss):
-                raise FamesError(f"training diverged (loss {loss.item()}) at step {step}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            # Step sizes move in the log domain: d(log s) = -lr s dL/ds, i.e. ds = -lr s^2 dL/ds. Multiplicative
-            # steps stay stable when a folded layer's raw LSQ gradient is large relative to its step size.
-            for p in scale_params:
-                if p.grad is not None:
-                    p.grad.mul_(p.detach() ** 2)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    step, skip, torch_rng = 0, 0, None
+    rng = _rng_of(loader)
+    state = resume.load() if resume is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, skip, torch_rng = int(state["step"]), int(state["in_epoch"]), state["torch_rng"]
+        if rng is not None:
+            rng.set_state(state["loader_rng"])
+    bar = tqdm(total=total, initial=step, desc="train", disable=not progress, unit="batch")
+    last_save = time.monotonic()
+
+    def snapshot() -> None:
+        nonlocal last_save
+        resume.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                     "step": step, "in_epoch": in_epoch, "loader_rng": epoch_rng})
+        last_save = time.monotonic()
+
+    try:
+        while step < total:
+            model.train()
+            epoch_rng, in_epoch = (rng.get_state() if rng is not None else None), 0
+            for x, y in loader:
+                if skip:  # resumed: these batches were trained on before the interruption
+                    skip -= 1
+                    in_epoch += 1
+                    continue
+                if torch_rng is not None:  # resumed: dropout & co. continue where they were
+                    torch.set_rng_state(torch_rng)
+                    torch_rng = None
+                if step >= total:
+                    break
+                loss = _step(model, opt, x.to(dev), y.to(dev), cfg, teacher, scale_params, base_lrs, step, total)
+                step += 1
+                in_epoch += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.3f}")
+                if resume is not None and time.monotonic() - last_save > resume.every_s:
+                    snapshot()
+    except KeyboardInterrupt:
+        if resume is not None and step > 0 and not skip and torch_rng is None:  # not while replaying a resume
+            snapshot()
+        raise
     bar.close()
     model.eval()
     return model
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+          teacher: nn.Module | None, scale_params: list[torch.Tensor], base_lrs: list[float], step: int,
+          total: int) -> float:
+    """One optimizer step on the batch ``x (B, ...)``, ``y (B,)`` (cosine learning rate at ``step`` of ``total``);
+    returns the loss."""
+    for g, base in zip(opt.param_groups, base_lrs, strict=True):
+        g["lr"] = 0.5 * base * (1 + math.cos(math.pi * step / total))
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    if teacher is not None and cfg.kd_alpha > 0:
+        with torch.no_grad():
+            t = teacher(x)
+        T = cfg.kd_temperature
+        kd = F.kl_div(F.log_softmax(out / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T
+        loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+    if not torch.isfinite(loss):
+        raise FamesError(f"training diverged (loss {loss.item()}) at step {step}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    # Step sizes move in the log domain: d(log s) = -lr s dL/ds, i.e. ds = -lr s^2 dL/ds. Multiplicative
+    # steps stay stable when a folded layer's raw LSQ gradient is large relative to its step size.
+    for p in scale_params:
+        if p.grad is not None:
+            p.grad.mul_(p.detach() ** 2)
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    opt.step()
+    return loss.item()
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -224,8 +310,10 @@ def qat(
     calib_batches: int = 8,
     distill: bool = True,
     progress: bool = True,
+    resume: Resume | None = None,
 ) -> nn.Module:
-    """Quantize a float model, calibrate its activation ranges (PTQ), then fine-tune it with LSQ (+ KD)."""
+    """Quantize a float model, calibrate its activation ranges (PTQ), then fine-tune it with LSQ (+ KD); ``resume``
+    as in :func:`train`."""
     from fames.quant import calibrate_ptq, quantize
 
     teacher = copy.deepcopy(model).eval() if distill else None
@@ -233,6 +321,6 @@ def qat(
     calibrate_ptq(model, train_loader, num_batches=calib_batches)
     if cfg.epochs > 0:
         t0 = time.time()
-        train(model, train_loader, cfg, teacher=teacher, progress=progress)
+        train(model, train_loader, cfg, teacher=teacher, progress=progress, resume=resume)
         model.train_seconds = time.time() - t0
     return model
