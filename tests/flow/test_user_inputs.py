@@ -199,3 +199,19 @@ def test_a_library_list_with_two_designs_of_one_name_is_refused_and_repeats_are_
     clash = [*fam, replace(fam[-1], name=fam[0].name)]
     with pytest.raises(FamesError, match=f"two different AppMuls are named '{fam[0].name}'"):
         candidate_appmuls(clash, widths, families=(), progress=False)
+
+
+def test_without_eval_data_the_accuracies_are_measured_on_images_the_estimate_and_calibration_never_draw():
+    from fames.flow.approximate import _default_eval
+    from fames.flow.sources import TensorSamples
+
+    x = torch.arange(1500, dtype=torch.float32).view(1500, 1, 1, 1)  # each image its own index
+    samples = TensorSamples(x, torch.zeros(1500, dtype=torch.long))
+    cfg = fames.FamesConfig(estimator=fames.EstimatorConfig(samples=256))  # calibration: 1,024 images
+    rest, (ex, _) = _default_eval(samples, cfg)
+    # what the calibration does not need (1,500 - 1,024 = 476 > a fifth, 300), and the rest is all the others
+    assert len(ex) == 476 and len(rest) == 1024
+    assert not set(ex.flatten().tolist()) & set(rest.x.flatten().tolist())  # was a draw that overlapped them
+    small = TensorSamples(x[:200], torch.zeros(200, dtype=torch.long))
+    with pytest.warns(UserWarning, match="pass eval_data"):  # every image is needed by the estimate
+        _default_eval(small, fames.FamesConfig(estimator=fames.EstimatorConfig(samples=200)))

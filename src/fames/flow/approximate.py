@@ -270,7 +270,8 @@ def approximate_(
     DataLoader or iterable of ``(x, y)``, a pair of tensors, or :class:`~fames.flow.sources.Samples`) for the
     estimate and the calibration; ``library``: ``"generate"``, ``"evoapprox"``, ``"synth"``, ``"generate+synth"``, a
     directory, a ``Library`` or a list of AppMuls (the exact multiplier of each width is added); ``eval_data``:
-    images the accuracies are measured on (default: held-out draws of ``data``); ``liberty``: cell library for
+    images the accuracies are measured on (default: a fifth of ``data``, at most 1,000 images, held out from the
+    estimate and the calibration); ``liberty``: cell library for
     designs without a cost; ``synth``: a :class:`~fames.flow.config.SynthOptions` for the synthesized libraries.
     Sets glibc's allocator to keep freed memory for the rest of the process (:mod:`fames.allocator`; ``FAMES_MALLOC=0``
     in the environment leaves it alone).
@@ -299,6 +300,8 @@ def approximate_(
     samples: Samples = as_samples(data, limit=max(est_cfg.samples, _calibration_count(cfg), _finetune_count(cfg)) * 2
                                   + PROBE_IMAGES + (_validation_count(cfg, record) if searching else 0))
     samples, val = split_samples(samples, cfg, record)
+    if eval_data is None:
+        samples, eval_data = _default_eval(samples, cfg)
     validation_source = "" if val is None else (
         "held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
         else "training data the checkpoint may have seen")
@@ -313,8 +316,6 @@ def approximate_(
     tune = finetune_draw(samples, cfg)
     # judges a calibration: the validation split in the target mode, else another draw of training images
     hx, hy = val if val is not None else samples.draw(calib_n, cfg.seed + 1)
-    if eval_data is None:
-        eval_data = samples.draw(min(len(samples), PROBE_IMAGES), cfg.seed + 2)
     test = eval_batches(eval_data)
     judge = eval_batches(val) if val is not None else test  # the images every budget's accuracy is measured on
     probe = _head(judge, PROBE_IMAGES)
@@ -520,6 +521,21 @@ def lazy_budget_key(base: str, ratio: float, cfg: FamesConfig) -> str:
     they are part of the key (a row skipped under a 4-point bound is no answer under a 1-point one)."""
     return content_hash(base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within),
                         repr(float(cfg.max_accuracy_loss)), repr(float(cfg.search.margin)))
+
+
+def _default_eval(samples: Samples, cfg: FamesConfig) -> tuple[Samples, Any]:
+    """``(the rest, (x, y))``: evaluation images held out from the training ``samples`` when no ``eval_data`` is
+    given, so that the estimate and the calibration never draw them: up to 1,000, a fifth of the data or what
+    the calibration does not need, leaving the estimate's and fine-tuning's images. Data too small for that is
+    evaluated on a draw the others may share, with a warning."""
+    need = max(cfg.estimator.samples, _finetune_count(cfg))
+    n = min(PROBE_IMAGES, max(len(samples) // 5, len(samples) - max(need, _calibration_count(cfg))),
+            len(samples) - need)
+    if n >= 1:
+        return holdout(samples, n, cfg.seed + 2)
+    warnings.warn(f"no eval_data, and the {len(samples)} training images are all needed by the estimate: accuracies "
+                  "are measured on images it also uses; pass eval_data (a test split)", stacklevel=3)
+    return samples, samples.draw(min(len(samples), PROBE_IMAGES), cfg.seed + 2)
 
 
 def _calibration_count(cfg: FamesConfig) -> int:
