@@ -75,11 +75,15 @@ def _add_to_library(made: list, out: str, force: bool) -> None:
     from fames.appmul.library import editing
 
     with editing(out, force) as lib:
-        replaced = sum(m.name in lib for m in made)
+        same = {m.name for m in made if m.name in lib and lib[m.name].same_function_and_netlist(m)}
+        replaced = sum(m.name in lib for m in made) - len(same)
         for m in made:
-            lib.replace(m)
-    print(f"wrote {len(made)} AppMuls to {out}" + (f" ({replaced} replaced designs of the same names)" if replaced
-                                                   else "") + f"; it holds {len(lib)}")
+            if m.name not in same:  # an identical design stays as it is, with the cost it may have been given
+                lib.replace(m)
+    notes = [f"{len(same)} already there, unchanged"] * bool(same) + [f"{replaced} replaced designs of the same "
+                                                                      "names"] * bool(replaced)
+    print(f"wrote {len(made) - len(same)} AppMuls to {out}" + (f" ({'; '.join(notes)})" if notes else "")
+          + f"; it holds {len(lib)}")
 
 
 def cmd_lib_import_evoapprox(args: argparse.Namespace) -> int:

@@ -349,3 +349,7 @@ def test_commands_changing_one_library_at_once_lose_nothing(tmp_path, monkeypatc
     after = Library.load(d)
     assert "late" in after and after["late"].cost is None
     assert all(m.cost is not None for m in after if m.name != "late")
+    # building the same designs again keeps them as they are, costs included (they were replaced by uncosted copies)
+    monkeypatch.undo()
+    assert main(["lib", "build", "--family", "trunc", "--bits", "3", "3", "--out", str(d)]) == 0
+    assert all(m.cost is not None for m in Library.load(d) if m.name.startswith("trunc"))
