@@ -11,6 +11,7 @@ import math
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +119,6 @@ class Resume:
         except Exception:  # noqa: BLE001 - a damaged state file is a fresh start, said so
             state = None
         if not isinstance(state, dict) or state.get("key") != self.key:
-            import warnings
-
             warnings.warn(f"{self.path} holds the state of another (or a damaged) training run: starting afresh",
                           stacklevel=3)
             return None
