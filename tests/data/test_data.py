@@ -227,3 +227,17 @@ def test_imagefolder(tmp_path):
     assert load_checkpoint_file(ck)[1]["num_classes"] == 2
     assert main(["train", "--model", "resnet8", "--init", "default", "--dataset", spec, "--epochs", "1",
                  "--out", str(tmp_path / "head.pt")]) == 2  # a 10-class model for 2 classes: refused, named
+
+
+def test_imagefolder_of_mixed_sizes_is_brought_to_the_first_images_size(tmp_path):
+    from PIL import Image
+
+    for i, size in enumerate((12, 9, 12)):  # as photos from several sources are
+        (tmp_path / "c").mkdir(exist_ok=True)
+        Image.fromarray(np.full((size, size + 1, 3), 40 * i, dtype=np.uint8)).save(tmp_path / "c" / f"{i}.png")
+    ds = get_dataset("imagefolder", "any", root=tmp_path)
+    with pytest.warns(UserWarning, match=r"differ in size \(1.png is 9x10\): resized to 12x13"):
+        shapes = {tuple(ds[i][0].shape) for i in range(3)}
+    assert shapes == {(3, 12, 13)}  # a batch of them stacks (it was an internal error in the loader)
+    xb, _ = next(iter(get_loader(ds, "test", batch_size=3)))
+    assert xb.shape == (3, 3, 12, 13)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def find_images(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
 class ImageFolderDataset(Dataset):
     """Images decoded per item to float32 ``(C, H, W)`` in [0, 1] (RGB, or L for ``channels=1``).
 
-    ``image_size=(H, W)`` resizes (bilinear); otherwise images keep their size. ``augment`` applies random crop
+    ``image_size=(H, W)`` resizes (bilinear); otherwise images keep their size, and a folder of mixed sizes is
+    brought to the first image's (with a warning). ``augment`` applies random crop
     (zero padding) + horizontal flip per item.
     """
 
@@ -56,6 +58,8 @@ class ImageFolderDataset(Dataset):
         self.augment = augment if (augment is not None and augment.active) else None
         self.name, self.split, self.source = "imagefolder", split, str(self.root)
         self._hash: str | None = None
+        self._size: tuple[int, int] | None = None
+        self._warned = False
 
     @property
     def num_classes(self) -> int:
@@ -70,10 +74,25 @@ class ImageFolderDataset(Dataset):
 
         with Image.open(self.items[i][0]) as im:
             im = im.convert("RGB" if self.channels == 3 else "L")
-            if self.image_size is not None:
-                im = im.resize((self.image_size[1], self.image_size[0]), Image.BILINEAR)
+            size = self.image_size or self._first_size()
+            if (im.height, im.width) != size:
+                if self.image_size is None and not self._warned:
+                    warnings.warn(f"images under {self.root} differ in size ({self.items[i][0].name} is "
+                                  f"{im.height}x{im.width}): resized to {size[0]}x{size[1]}, the first image's; "
+                                  "give image_size=(H, W) to choose", stacklevel=2)
+                    self._warned = True
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
         return np.array(a.transpose(2, 0, 1) if a.ndim == 3 else a[None])  # writable copy
+
+    def _first_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the first image (sorted order): the size a folder of mixed sizes is brought to."""
+        if self._size is None:
+            from PIL import Image
+
+            with Image.open(self.items[0][0]) as im:
+                self._size = (im.height, im.width)
+        return self._size
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = torch.from_numpy(self.load_uint8(i))
