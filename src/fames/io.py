@@ -187,9 +187,8 @@ def read_checked_json(path: str | os.PathLike) -> Any:
 
 
 def read_config_file(path: str | os.PathLike, what: str) -> Any:
-    """The data of a YAML (``.yaml``/``.yml``, else also JSON, which YAML reads) config file; a missing, non-text or
-    malformed file, and a key given twice in one mapping (YAML itself keeps the last silently), are a
-    :class:`FamesError` naming ``what``, the file and the line."""
+    """The data of a YAML config file; a missing, non-text or malformed file, and a key given twice in one mapping
+    (YAML itself keeps the last silently), are a :class:`FamesError` naming ``what``, the file and the line."""
     import yaml
 
     class _Strict(yaml.SafeLoader):
@@ -199,6 +198,8 @@ def read_config_file(path: str | os.PathLike, what: str) -> Any:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                continue  # merge keys, complex keys: left to YAML
             if key in seen:
                 raise FamesError(f"{path}: {what} gives {key!r} twice (lines {seen[key] + 1} and "
                                  f"{key_node.start_mark.line + 1}); keep one")
