@@ -198,7 +198,7 @@ def read_config_file(path: str | os.PathLike, what: str) -> Any:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
+            if not isinstance(key, (str, int, float)):
                 continue  # merge keys, complex keys: left to YAML
             if key in seen:
                 raise FamesError(f"{path}: {what} gives {key!r} twice (lines {seen[key] + 1} and "
