@@ -372,3 +372,16 @@ def test_trace_macs_counts_what_runs_in_float_outside_the_quantized_layers():
     # transposed conv: every input element times one (2 x 2) kernel per output channel; attention 2 x (2 x 2 x 4 x
     # 4 x 8); the functional product 2 x 2 x 3
     assert floating == {"up": 4 * 16 * 2 * 4, "attn": 2 * (2 * 2 * 4 * 4 * 8), "": 2 * 2 * 3}
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = torch.nn.LSTM(8, 6, batch_first=True), torch.nn.Linear(6, 3)
+
+        def forward(self, x):  # x (N, T 5, 8)
+            return self.head(self.rnn(x)[0][:, -1])
+
+    with pytest.warns(UserWarning, match="rnn"):
+        model = quantize(Recurrent().eval(), "W4A4")
+    # every step: 4 gates x 6 units x (8 inputs + 6 states); PyTorch's fused CPU LSTM kernel was not counted
+    assert trace_macs(model, (5, 8)) == ({"head": 18}, {"rnn": 5 * 4 * 6 * (8 + 6)})

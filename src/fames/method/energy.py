@@ -29,6 +29,14 @@ def _sdpa_cpu_flops(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...], 
     return sdpa_flop_count(q, k, v)
 
 
+def _rnn_layer_flops(x: tuple[int, ...], w_ih: tuple[int, ...], w_hh: tuple[int, ...], *args: object,
+                     out_shape: object = None, **kwargs: object) -> int:
+    """FLOPs of one recurrent layer and direction of PyTorch's fused CPU kernel (LSTM): every step of every sequence
+    multiplies its input by ``w_ih (gates * H, I)`` and its state by ``w_hh (gates * H, H)``."""
+    steps = math.prod(x[:-1])
+    return 2 * steps * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
+
+
 @torch.no_grad()
 def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, int], dict[str, int]]:
     """``(quantized, floating)`` multiply-accumulates per inference for one input of shape ``(C, H, W)``.
@@ -36,7 +44,8 @@ def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str
     ``quantized[layer]``: every quantized layer (a layer the forward calls more than once counts every call).
     ``floating[module]``: what the forward multiplies outside them, in floating point, per innermost module that
     runs it (``""`` for the model's own ``forward``): matrix products, convolutions and attention of layers
-    ``fames.quantize`` left in float and of functional calls (``x @ w``, ``F.scaled_dot_product_attention``); no
+    ``fames.quantize`` left in float (recurrent ones included) and of functional calls (``x @ w``,
+    ``F.scaled_dot_product_attention``); no
     AppMul computes these and no energy figure counts them. Counted by :class:`torch.utils.flop_counter.
     FlopCounterMode` (2 FLOPs per MAC).
     """
@@ -50,8 +59,9 @@ def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str
             macs[name] = macs.get(name, 0) + int(out[0].numel() * per_output)
         hooks.append(m.register_forward_hook(hook))
     modes = [(m, m.mode) for _, m in qlayers(model)]
-    sdpa_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    counter = FlopCounterMode(display=False, custom_mapping={sdpa_cpu: _sdpa_cpu_flops} if sdpa_cpu else None)
+    extra = {getattr(torch.ops.aten, op, None): fn for op, fn in (  # fused CPU kernels the counter does not know
+        ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flops), ("mkldnn_rnn_layer", _rnn_layer_flops))}
+    counter = FlopCounterMode(display=False, custom_mapping={op: fn for op, fn in extra.items() if op is not None})
     try:
         for m, _ in modes:
             m.mode = "float"
