@@ -408,8 +408,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # an interrupted run of the same command resumes from this file (what it depends on is its key)
     same = {k: v for k, v in vars(args).items() if k not in ("func", "threads", "force", "manifest", "debug")}
     inputs = [json.dumps(same, sort_keys=True, default=str), dataset_hash(args.dataset, "train", root=args.data_root)]
-    if args.init and Path(args.init).is_file():
-        inputs.append(Path(args.init).read_bytes())
+    inputs += [Path(f).read_bytes() for f in (args.init, args.bits) if f and Path(f).is_file()]  # their contents
     resume = Resume(Path(args.out).with_name(Path(args.out).name + ".partial"), content_hash(*inputs))
     cfg = TrainConfig(
         epochs=args.epochs,
