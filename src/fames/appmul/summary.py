@@ -89,6 +89,8 @@ def plot_pdp_vs_mred(rows: list[dict[str, Any]], out: str | Path, title: str = "
     from fames.io import atomic_write_bytes
 
     pts = [r for r in rows if r.get("pdp_rel") is not None]
+    if not rows:
+        raise AppMulError("the library holds no AppMul: add some (fames lib build / import / synth) first")
     if not pts:
         raise AppMulError("no AppMul in the library has a cost: run `fames lib cost DIR --liberty LIB` first")
     groups = sorted({r["bits"] for r in pts})
