@@ -241,3 +241,17 @@ def test_imagefolder_of_mixed_sizes_is_brought_to_the_first_images_size(tmp_path
     assert shapes == {(3, 12, 13)}  # a batch of them stacks (it was an internal error in the loader)
     xb, _ = next(iter(get_loader(ds, "test", batch_size=3)))
     assert xb.shape == (3, 3, 12, 13)
+
+
+def test_an_unsplit_image_folder_is_named_once_as_train_and_test_alike(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    (tmp_path / "c").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "c" / "0.png")
+    with pytest.warns(UserWarning, match="no test/ subfolder: .* measured on the training images"):
+        get_dataset("imagefolder", "test", root=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per folder, not at every load
+        get_dataset("imagefolder", "train", root=tmp_path)

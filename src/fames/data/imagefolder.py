@@ -120,6 +120,9 @@ class ImageFolderDataset(Dataset):
         return self._hash
 
 
+_WARNED_UNSPLIT: set[str] = set()  # folders already warned about (once per process)
+
+
 @register_dataset("imagefolder", splits=())
 def imagefolder(
     split: str,
@@ -142,6 +145,11 @@ def imagefolder(
     if not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} does not exist; pass an existing folder with --data-root")
     folder = root / split if split and (root / split).is_dir() else root
+    if split in ("train", "test") and folder == root and str(root.resolve()) not in _WARNED_UNSPLIT:
+        _WARNED_UNSPLIT.add(str(root.resolve()))
+        warnings.warn(f"image folder {root} has no {split}/ subfolder: its {split} split is every image under it, the "
+                      "same as every other split, so test accuracies would be measured on the training images; split "
+                      f"it as {root}/train/<class>/ and {root}/test/<class>/", stacklevel=2)
     aug = None
     if augment:
         probe = ImageFolderDataset(folder, image_size, channels, None, split)
