@@ -86,6 +86,9 @@ def check_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     except RuntimeError as e:  # torch's own: shapes, channels, dtypes
         raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
                          f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e
+    except TypeError as e:  # its forward wants more than the one input tensor fames passes
+        raise FamesError(f"fames calls model(x) with one input tensor, and its forward says: {e}; wrap the model in an "
+                         "nn.Module whose forward(x) supplies the rest") from e
 
 
 @dataclass

@@ -17,6 +17,15 @@ def _net() -> nn.Module:
 
 
 NET = _net()
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _net()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(x * mask)
 X, Y = torch.rand(8, 3, 4, 4), torch.randint(0, 10, (8,))
 
 CASES = {
@@ -46,6 +55,9 @@ CASES = {
     "calibrate_ptq-dict-batches": lambda: fames.calibrate_ptq(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
     "evaluate-dict-batches": lambda: fames.evaluate(NET, [{"pixels": X, "y": Y}]),
     "approximate-dict-batches": lambda: fames.approximate_(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
+    # a forward that wants more than one input (raw TypeErrors before)
+    "calibrate_ptq-two-input-model": lambda: fames.calibrate_ptq(fames.quantize(_TwoInputs(), "W4A4"), (X, Y)),
+    "approximate-two-input-model": lambda: fames.approximate_(fames.quantize(_TwoInputs(), "W4A4"), (X, Y)),
     # wrappers whose layers fames cannot rewrite (DataParallel crashed in calibration; TorchScript had "no layer")
     "quantize-torchscript": lambda: fames.quantize(torch.jit.script(_net()), "W4A4"),
     "quantize-dataparallel": lambda: fames.quantize(nn.DataParallel(_net()), "W4A4"),
@@ -55,7 +67,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_wrong_argument_types_raise_a_fames_error(case):
-    with pytest.raises(FamesError, match=r"b\['pixels'\], b\['y'\]" if "dict-batches" in case else None):
+    match = {"dict-batches": r"b\['pixels'\], b\['y'\]", "two-input": "missing 1 required positional argument"}
+    with pytest.raises(FamesError, match=next((v for k, v in match.items() if k in case), None)):
         CASES[case]()
 
 

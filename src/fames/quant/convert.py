@@ -249,7 +249,11 @@ def calibrate_ptq(
                              "images (N, ...) or (images, labels) batches")
         if not torch.isfinite(x).all():
             raise FamesError(f"calibrate_ptq: batch {k} holds NaN or infinite values; clean the data first")
-        model(model_input(x).to(dev))
+        try:
+            model(model_input(x).to(dev))
+        except TypeError as e:  # its forward wants more than the one input tensor
+            raise FamesError(f"calibrate_ptq calls model(x) with one input tensor, and its forward says: {e}; wrap the "
+                             "model in an nn.Module whose forward(x) supplies the rest") from e
         seen += 1
     if seen == 0:
         raise FamesError("calibrate_ptq: no calibration batches")
