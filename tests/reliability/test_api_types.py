@@ -57,7 +57,8 @@ CASES = {
     "approximate-dict-batches": lambda: fames.approximate_(fames.quantize(_net(), "W4A4"), [{"pixels": X, "y": Y}]),
     # a forward that wants more than one input (raw TypeErrors before)
     "calibrate_ptq-two-input-model": lambda: fames.calibrate_ptq(fames.quantize(_TwoInputs(), "W4A4"), (X, Y)),
-    "approximate-two-input-model": lambda: fames.approximate_(fames.quantize(_TwoInputs(), "W4A4"), (X, Y)),
+    "approximate-two-input-model": lambda: fames.approximate_(fames.quantize(_TwoInputs(), "W4A4"), (X, Y), config=(
+        fames.FamesConfig(budget=0.9, estimator=fames.EstimatorConfig(samples=4, validate=False)))),
     # wrappers whose layers fames cannot rewrite (DataParallel crashed in calibration; TorchScript had "no layer")
     "quantize-torchscript": lambda: fames.quantize(torch.jit.script(_net()), "W4A4"),
     "quantize-dataparallel": lambda: fames.quantize(nn.DataParallel(_net()), "W4A4"),
