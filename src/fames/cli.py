@@ -378,6 +378,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FamesError(f"--out {args.out} is a folder; give a checkpoint file name such as {args.out}/model.pt")
     if Path(args.out).exists() and not args.force:  # found now, not after hours of training
         raise FamesError(f"--out {args.out} exists: training would replace it; choose another file, or pass --force")
+    if args.manifest:
+        _read_manifest(Path(args.manifest))  # likewise
     _setup_torch(args.threads)
     torch.manual_seed(args.seed)
     data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
@@ -454,10 +456,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_manifest(manifest: Path) -> dict:
+    """A checkpoint manifest (``{"checkpoints": {...}}``), a new one when the file does not exist yet."""
+    from fames.io import read_json
+
+    data = read_json(manifest, FamesError) if manifest.is_file() else {"checkpoints": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), dict):
+        raise FamesError(f"{manifest} is not a fames checkpoint manifest (a JSON object with \"checkpoints\"); give "
+                         "another --manifest")
+    return data
+
+
 def _update_manifest(manifest: Path, ckpt: Path, arch: str, meta: dict) -> None:
     from fames.io import atomic_write_json
 
-    data = json.loads(manifest.read_text()) if manifest.is_file() else {"checkpoints": {}}
+    data = _read_manifest(manifest)
     try:
         rel = str(ckpt.resolve().relative_to(manifest.parent.resolve()))
     except ValueError:

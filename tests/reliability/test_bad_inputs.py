@@ -536,6 +536,10 @@ add("train-dataset-nope", lambda tmp, a: _train(tmp, "--dataset", "nope", "--epo
 add("train-init-missing-pt", lambda tmp, a: _train(tmp, "--init", str(tmp / "missing.pt"), "--epochs", "0.05"))
 add("train-init-missing-pth", lambda tmp, a: _train(tmp, "--init", str(tmp / "missing.pth"), "--epochs", "0.05"))
 add("train-init-garbage", lambda tmp, a: _train(tmp, "--init", str(write(tmp / "g.pt", garbage())), "--epochs", "0.05"))
+add("train-manifest-not-json",  # refused before training, not after it (the JSON error was an internal error)
+    lambda tmp, a: _train(tmp, "--epochs", "0.05", "--manifest", str(write(tmp / "m.json", "{half"))))
+add("train-manifest-not-a-manifest",
+    lambda tmp, a: _train(tmp, "--epochs", "0.05", "--manifest", str(write(tmp / "m.json", "[1, 2]"))))
 add("train-out-existing-checkpoint",
     lambda tmp, a: _train(a.copy("float.pt", tmp / "c.pt").parent, "--epochs", "0.05"))  # not replaced
 add("train-out-existing-folder",
