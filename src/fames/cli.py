@@ -493,8 +493,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     saved_with = (getattr(model, "checkpoint_meta", None) or {}).get("assignment")
     if saved_with and not args.assignment and not args.exact:  # a run's model.pt: evaluate it as it was reported
         here = Path(args.checkpoint).parent
-        if (here / saved_with).is_file() and (here / "library").is_dir():
-            args.assignment, args.library = str(here / saved_with), str(here / "library")
+        if (here / saved_with).is_file() and (args.library or (here / "library").is_dir()):
+            args.assignment, args.library = str(here / saved_with), args.library or str(here / "library")
             print(f"note: with the AppMuls of {args.assignment} ({args.library}), as saved by the run; --exact "
                   "puts exact multipliers in their place", file=sys.stderr)
         else:
