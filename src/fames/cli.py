@@ -48,6 +48,9 @@ def _number(kind: type, low: float, strict: bool = False, high: float | None = N
     return parse
 
 
+DATA_ROOT_HELP = "folder of --dataset (default: $FAMES_DATA, else ../shared/data)"
+DATASET_HELP = "registered dataset (digits, cifar10) or imagefolder:PATH"
+THREADS_HELP = "torch threads (default: all cores)"
 EXTENDS = "library directory (created, or extended: designs of the same names replaced; written atomically)"
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE = _number(int, 1), _number(float, 0, strict=True), _number(float, 0)
 NON_NEGATIVE_INT = _number(int, 0)
@@ -372,7 +375,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fames.io import content_hash
     from fames.models import save_checkpoint
     from fames.quant import load_config
-    from fames.train import Resume, TrainConfig, command_line, evaluate, load_model, qat, train
+    from fames.train import Resume, TrainConfig, check_fits, command_line, evaluate, load_model, qat, train
 
     if Path(args.out).is_dir():
         raise FamesError(f"--out {args.out} is a folder; give a checkpoint file name such as {args.out}/model.pt")
@@ -385,13 +388,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
     n_classes = len(data.classes) if hasattr(data, "classes") else 10
     model = load_model(args.model, args.init, num_classes=None if args.init else n_classes)
-    x0 = data[0][0][None]
-    try:
-        with torch.no_grad():
-            outputs = model.eval()(x0).shape[-1]
-    except RuntimeError as e:  # torch's own: channels, sizes
-        raise FamesError(f"--model {args.model} cannot run on the images of {args.dataset} (shape "
-                         f"{tuple(x0.shape[1:])}): {str(e).splitlines()[0]}; choose a model for this data") from None
+    x0, y0 = data[0]
+    check_fits(model, x0[None], torch.tensor([y0]))  # the images fit the model (channels, sizes)
+    with torch.no_grad():
+        outputs = model.eval()(x0[None]).shape[-1]
     if outputs != n_classes:
         raise FamesError(f"--init {args.init} gives a model of {outputs} outputs, but {args.dataset} has {n_classes} "
                          "classes: fames train does not replace a model's head; train from scratch (no --init) or "
@@ -409,7 +409,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     tl = get_loader(data, "train", args.batch_size, seed=args.seed, channels_last=True)
     # an interrupted run of the same command resumes from this file (what it depends on is its key)
     same = {k: v for k, v in vars(args).items() if k not in ("func", "threads", "force", "manifest", "debug")}
-    inputs = [json.dumps(same, sort_keys=True, default=str), dataset_hash(args.dataset, "train", root=args.data_root)]
+    train_hash = dataset_hash(args.dataset, "train", root=args.data_root)
+    inputs = [json.dumps(same, sort_keys=True, default=str), train_hash]
     inputs += [Path(f).read_bytes() for f in (args.init, args.bits) if f and Path(f).is_file()]  # their contents
     resume = Resume(Path(args.out).with_name(Path(args.out).name + ".partial"), content_hash(*inputs))
     cfg = TrainConfig(
@@ -438,7 +439,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "quant": quant,
         "num_classes": n_classes,
         "dataset": args.dataset,
-        "data_hash": dataset_hash(args.dataset, "train", root=args.data_root),
+        "data_hash": train_hash,
         "test_hash": dataset_hash(args.dataset, "test", root=args.data_root),
         "accuracy": acc["accuracy"],
         "test_loss": acc["loss"],
@@ -741,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--model", default=None, help="architecture of --operands when the checkpoint does not say (zoo "
                     "name or package.module:factory)")
     sy.add_argument("--dataset", default="cifar10", help="images for the activation codes of --operands")
-    sy.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
+    sy.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     sy.add_argument("--operand-images", type=POSITIVE_INT, default=256,
                     help="training images the activation codes of --operands are counted on")
     sy.add_argument("--workers", type=POSITIVE_INT, default=None, help="local processes (default: CPU count)")
@@ -770,8 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True,
                     help="zoo architecture (fames.models.list_models()) or package.module:factory")
     tr.add_argument("--init", default=None, help="initial weights: 'default' (zoo), a .pt checkpoint or a path")
-    tr.add_argument("--dataset", default="digits", help="registered dataset (digits, cifar10) or imagefolder:PATH")
-    tr.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
+    tr.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    tr.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     tr.add_argument("--bits", default=None, help="QAT: 'W4A4' or a JSON/YAML quantization config; omit for float")
     tr.add_argument(
         "--act-qat",
@@ -790,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--holdout", type=NON_NEGATIVE_INT, default=None, metavar="N",
                     help="never train on a fixed random N of the training images (recorded in the checkpoint; "
                     "`fames run` in target mode then validates on them). Default: the --init checkpoint's, else 0")
-    tr.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    tr.add_argument("--threads", type=POSITIVE_INT, default=None, help=THREADS_HELP)
     tr.add_argument("--out", required=True, help="checkpoint file (.pt)")
     tr.add_argument("--force", action="store_true", help="replace --out if it exists")
     tr.add_argument("--manifest", default=None, help="manifest JSON to add this checkpoint to")
@@ -804,8 +805,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None, help="zoo architecture or package.module:factory (needed unless "
                     "--checkpoint is a fames .pt of a zoo model)")
     ev.add_argument("--checkpoint", default=None, help="a .pt checkpoint, 'default' or a weights path")
-    ev.add_argument("--dataset", default="digits", help="registered dataset (digits, cifar10) or imagefolder:PATH")
-    ev.add_argument("--data-root", default=None, help="folder of --dataset (default: $FAMES_DATA, else ../shared/data)")
+    ev.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    ev.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     ev.add_argument("--split", default="test", help="dataset split to evaluate (test or train)")
     ev.add_argument("--exact", action="store_true",
                     help="a run's model.pt on exact multipliers instead of the AppMuls it was saved with (its "
@@ -816,7 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-batches", type=POSITIVE_INT, default=None, help="stop after this many batches")
     ev.add_argument("--eval-images", type=POSITIVE_INT, default=None,
                     help="evaluate the class-stratified test subset of this size (what a run's data.eval_images used)")
-    ev.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    ev.add_argument("--threads", type=POSITIVE_INT, default=None, help=THREADS_HELP)
     ev.add_argument("--json", action="store_true", help="also print accuracy, loss and count as JSON")
     ev.set_defaults(func=cmd_eval)
 
@@ -829,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("config", help="YAML run configuration")
     rn.add_argument("--output", default=None, help="override the config's output directory")
-    rn.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    rn.add_argument("--threads", type=POSITIVE_INT, default=None, help=THREADS_HELP)
     rn.add_argument("--force", action="store_true", help="write into an output folder that holds other files")
     rn.add_argument("--verbose", action="store_true", help="show the ILP solver's (HiGHS) log")
     rn.set_defaults(func=cmd_run)
@@ -840,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Python: fames.flow.demo.run_demo(out)",
     )
     dm.add_argument("--out", default="fames-demo", help="folder for summary.md and the per-configuration reports")
-    dm.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    dm.add_argument("--threads", type=POSITIVE_INT, default=None, help=THREADS_HELP)
     dm.set_defaults(func=cmd_demo)
 
     hw = sub.add_parser("hw", help="hardware helpers")

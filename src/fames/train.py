@@ -140,11 +140,6 @@ class Resume:
         self.path.unlink(missing_ok=True)
 
 
-def _rng_of(loader: Iterable) -> torch.Generator | None:
-    """The generator that orders and augments ``loader``'s batches (fames' BatchLoader or a seeded DataLoader)."""
-    return getattr(loader, "generator", None)
-
-
 def train(
     model: nn.Module,
     loader: Iterable,
@@ -176,7 +171,7 @@ def train(
     if teacher is not None:
         teacher.eval()
     step, skip, torch_rng = 0, 0, None
-    rng = _rng_of(loader)
+    rng = getattr(loader, "generator", None)  # orders (and augments) the batches: fames' loaders or a DataLoader
     state = resume.load() if resume is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
