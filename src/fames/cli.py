@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 from fames.allocator import keep_freed_memory
 from fames.appmul.synth.error import METRICS
@@ -97,25 +98,47 @@ def cmd_lib_import_evoapprox(args: argparse.Namespace) -> int:
     return 0
 
 
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its 4-D parameters and buffers (convolution kernels) in channels_last memory format, the fast
+    layout on CPU; others (Conv1d/Conv3d kernels, vectors) stay as they are."""
+    import torch
+
+    for t in (*model.parameters(), *model.buffers()):
+        if t.dim() == 4:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def cmd_lib_import(args: argparse.Namespace) -> int:
     import concurrent.futures as cf
 
-    from fames.appmul.importers import import_design, read_text_lut
+    from fames.appmul.importers import design_kind, import_design, read_text_lut
     from fames.appmul.library import editing
 
     if args.remap and not args.liberty:
         raise FamesError("--remap replaces a mapped netlist's cells by their functions: it needs --liberty L, the "
                          "liberty whose cells the netlist instantiates")
 
+    if args.bits and len(args.bits) > 1:
+        raise FamesError(f"--bits is given {len(args.bits)} times; one call imports files of one width, or of the "
+                         "widths each file declares (leave --bits out)")
+    a_bits, w_bits = args.bits[0] if args.bits else (None, None)
+    if args.signed and args.signed_only:
+        raise FamesError("--signed makes both operands two's complement, --signed-only one of them: give one")
+    signed = {"a": (True, False), "w": (False, True)}[args.signed_only] if args.signed_only else args.signed or None
+    luts = [f for f in args.files if design_kind(Path(f))[0] in ("text", "npy")]
+    for opt in ("top", "ports", "liberty"):
+        if getattr(args, opt) and luts:
+            raise FamesError(f"--{opt} applies to Verilog/BLIF designs, but {luts[0]} is a LUT file (by its suffix; "
+                             "a design is .v, .sv or .blif, optionally .gz)")
+
     def one(f: str):  # noqa: ANN202 - an AppMul
         p = Path(f)
-        if p.suffix.lower() in (".v", ".sv", ".blif"):
-            a_bits, w_bits = args.bits[0] if args.bits else (None, None)
-            return import_design(p, a_bits, w_bits, True if args.signed else None, top=args.top,
+        if f not in luts:
+            return import_design(p, a_bits, w_bits, signed, top=args.top,
                                  ports=tuple(args.ports) if args.ports else None, liberty=args.liberty,
                                  remap=args.remap)
-        bits = args.bits[0] if args.bits else (None, None)
-        return read_text_lut(p, a_bits=bits[0], w_bits=bits[1], signed=True if args.signed else None)
+        return read_text_lut(p, a_bits=a_bits, w_bits=w_bits, signed=signed)
 
     failed: dict[str, str] = {}
     source: dict[str, str] = {}  # design name -> the file of this call that imported it
@@ -168,6 +191,10 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
     check_replaceable(args.out or args.dir, is_library, args.force, "library")
     reference = None
     if args.reference:
+        if args.reference not in lib:
+            exact = [m.name for m in lib if m.is_exact()]
+            raise FamesError(f"--reference {args.reference}: {args.dir} holds no design of that name; its exact ones: "
+                             f"{exact or 'none (leave --reference out to take ours)'}")
         ref = lib[args.reference]
 
         def reference(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool):  # noqa: ANN202, FBT001
@@ -396,7 +423,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FamesError(f"--init {args.init} gives a model of {outputs} outputs, but {args.dataset} has {n_classes} "
                          "classes: fames train does not replace a model's head; train from scratch (no --init) or "
                          f"on a dataset of {outputs} classes")
-    model = model.to(memory_format=torch.channels_last)
+    model = channels_last(model)
     inherited = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
     n_hold = args.holdout if args.holdout is not None else (int(inherited["n"]) if inherited else 0)
     if inherited and n_hold != int(inherited["n"]):
@@ -481,7 +508,6 @@ def _update_manifest(manifest: Path, ckpt: Path, arch: str, meta: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
 
     from fames.data import get_loader
     from fames.train import evaluate, load_model
@@ -490,7 +516,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.checkpoint is None and args.model:
         print(f"note: no --checkpoint: {args.model!r} is evaluated with random initial weights", file=sys.stderr)
     model = load_model(args.model, args.checkpoint)
-    model = model.to(memory_format=torch.channels_last)
+    model = channels_last(model)
     saved_with = (getattr(model, "checkpoint_meta", None) or {}).get("assignment")
     if saved_with and not args.assignment and not args.exact:  # a run's model.pt: evaluate it as it was reported
         here = Path(args.checkpoint).parent
@@ -517,7 +543,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         loader = test_loader(DataConfig(dataset=args.dataset, root=args.data_root, batch_size=args.batch_size,
                                         eval_images=args.eval_images))
     else:
-        loader = get_loader(args.dataset, args.split, args.batch_size, root=args.data_root, channels_last=True)
+        from fames.flow.config import DataConfig
+        from fames.flow.inputs import dataset_split
+
+        ds = dataset_split(DataConfig(dataset=args.dataset, root=args.data_root), args.split)
+        loader = get_loader(ds, args.split, args.batch_size, channels_last=True)
     r = evaluate(model, loader, max_batches=args.max_batches)
     meta = getattr(model, "checkpoint_meta", {}) or {}
     same = (meta.get("dataset") == args.dataset and args.split == "test" and args.max_batches is None
@@ -639,7 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "text LUTs infer them from their values)")
     im.add_argument("--signed", action="store_true",
                     help="two's-complement operands and product (default: as the Verilog ports are declared, "
-                    "`input signed [7:0] a`, else unsigned; text LUTs infer it from their values)")
+                    "`input signed [7:0] a`, else unsigned; `a w product` LUTs: an operand with negative values; a "
+                    "LUT matrix with negative products: the signedness closest to an exact multiplier)")
+    im.add_argument("--signed-only", choices=("a", "w"), help="only this operand is two's complement: a "
+                    "(activation) or w (weight); the other is unsigned")
     im.add_argument("--top", help="top module of a Verilog design (default: the module named after the file, else "
                     "the one module no other module of the file instantiates)")
     im.add_argument(
@@ -694,8 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load on every product bit, fF (0 as Design Compiler without set_load; 3.9 models the adder "
                    "input it drives in a MAC)")
     c.add_argument("--reference", metavar="NAME",
-                   help="take relative figures against this design of the library (e.g. its own exact one) for its "
-                   "widths, instead of our exact multiplier")
+                   help="take relative figures against this exact multiplier of the library (e.g. EvoApproxLib's own "
+                   "exact netlist) for its widths, instead of ours; it becomes the energy baseline of those widths")
     c.add_argument("--out", help="write the costed library here instead of updating DIR")
     c.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
     c.set_defaults(func=cmd_lib_cost)

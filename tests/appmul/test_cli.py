@@ -97,7 +97,13 @@ def test_lib_import_many_files_detects_ports_and_skips_a_broken_one(tmp_path, ca
     assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--vectors", "256", "--reference",
                  files[1][0].stem]) == 0
     own = Library.load(d)[files[1][0].stem]
-    assert own.cost.relative["pdp"] == pytest.approx(1.0)
+    assert own.cost.relative["pdp"] == pytest.approx(1.0) and own.cost.recipe["reference"] == own.name
+    # an approximate design would become every budget's baseline: refused, and an unknown name is named
+    assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--reference", files[0][0].stem]) == 2
+    assert main(["lib", "cost", str(d), "--liberty", "synthetic", "--reference", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an exact multiplier" in err and "holds no design of that name" in err
+    assert Library.load(d)[own.name].cost == own.cost
 
 
 def test_lib_import_name_clashes_are_reported_not_lost(tmp_path, capsys):

@@ -124,3 +124,56 @@ def test_npy_lut_and_value_ordered_signed_matrices(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(AppMulError, match="not a numpy .npy array"):
         read_text_lut(tmp_path / "junk.npy")
+
+
+def test_mixed_signedness_luts_hex_values_and_number_overflow(tmp_path):
+    lut = exact_lut(4, 4, False, True)  # unsigned activation x signed weight
+    np.save(tmp_path / "us.npy", lut)
+    with pytest.warns(UserWarning, match="read as 4ux4s"):
+        m = read_text_lut(tmp_path / "us.npy")
+    assert m.widths == (4, 4, False, True) and m.is_exact()
+    assert read_text_lut(tmp_path / "us.npy", signed=(False, True)).is_exact()  # told: no guess
+    # `a w product` lines: each operand signed when its values are negative
+    (tmp_path / "us.txt").write_text("".join(f"{a} {w} {a * w}\n" for a in range(16) for w in range(-8, 8)))
+    assert read_text_lut(tmp_path / "us.txt").widths == (4, 4, False, True)
+    # hex fields, and a header is a line without numbers (a first data line is not dropped as one)
+    (tmp_path / "hex.txt").write_text("# a w p\n" + "".join(f"{a:#x} {w:#x} {a * w:#x}\n" for a in range(4)
+                                                            for w in range(4)))
+    assert read_text_lut(tmp_path / "hex.txt").is_exact()
+    (tmp_path / "half.txt").write_text("0 0 0.5\n" + "".join(f"{a} {w} {a * w}\n" for a in range(4) for w in range(4)
+                                                           if (a, w) != (0, 0)))
+    with pytest.raises(AppMulError, match="half.txt:1: non-integer field"):
+        read_text_lut(tmp_path / "half.txt")
+    for text in ("0 0 1e30\n", "0 0 99999999999999999999999\n"):
+        (tmp_path / "big.txt").write_text(text)
+        with pytest.raises(AppMulError, match="does not fit a 64-bit integer"):
+            read_text_lut(tmp_path / "big.txt")
+    np.save(tmp_path / "str.npy", np.full((4, 4), "x"))
+    with pytest.raises(AppMulError, match="holds integer products; this one's dtype"):
+        read_text_lut(tmp_path / "str.npy")
+
+
+def test_appmul_refuses_what_would_break_a_library_later(tmp_path):
+    from fames.appmul.library import Library
+
+    lut = exact_lut(2, 2)
+    for kw, match in ((dict(name="a\x00b"), "printable"), (dict(top="../../evil", verilog="module m(); endmodule"),
+                                                           "not a plain Verilog module name"),
+                      (dict(a_signed="no"), "must be True or False"), (dict(verilog=""), "source text"),
+                      (dict(provenance={"f": object()}), "JSON data")):
+        args = dict(name="m", a_bits=2, w_bits=2, a_signed=False, w_signed=False, lut=lut) | kw
+        with pytest.raises(AppMulError, match=match):
+            AppMul(**args)
+    m = AppMul("m", np.int8(2), np.int64(2), np.bool_(False), 0, lut, provenance={"seed": np.int64(3)})
+    assert type(m.a_bits) is int and m.provenance == {"seed": 3} and m.a_signed is False
+    Library([m]).save(tmp_path / "L")
+    assert Library.load(tmp_path / "L")["m"].is_exact()
+    # an index.json naming Verilog outside the library folder is refused, not read
+    import json
+
+    index = json.loads((tmp_path / "L" / "index.json").read_text())
+    index["appmuls"][0]["verilog"] = "../secret.v"
+    (tmp_path / "secret.v").write_text("module m(); endmodule")
+    (tmp_path / "L" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(AppMulError, match="outside the library folder"):
+        Library.load(tmp_path / "L")

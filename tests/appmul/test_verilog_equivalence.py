@@ -174,3 +174,32 @@ def test_import_reads_files_that_start_with_a_byte_order_mark(tmp_path):
     v.write_bytes(b"\xef\xbb\xbfmodule bom(input [1:0] a, input [1:0] w, output [3:0] y);\r\n"
                   b"  assign y = a * w;\r\nendmodule\r\n")
     assert import_design(v, ports=None).is_exact()
+
+
+def test_import_finds_marked_escaped_and_labelled_tops_gzip_and_ports_by_name(tmp_path):
+    import gzip
+
+    mul = "(input [1:0] a, input [1:0] w, output [3:0] y); assign y = a * w; endmodule"
+    cases = {
+        "attr.v": f"module add(input [1:0] a, input [1:0] w, output [3:0] y); assign y = a + w; endmodule\n"
+                  f"(* top *) module mymul{mul}\n",
+        "esc.v": f"module \\mul-esc {mul}\n",
+        "label.sv": "module ha(input x, input y, output s); assign s = x ^ y; endmodule : ha\n"
+                    "module top2(input [1:0] a, input [1:0] w, output [3:0] y);\n  wire s; ha u(.x(a[0]), .y(w[0]), "
+                    ".s(s));\n  assign y = a * w;\nendmodule : top2\n",
+        "ha.v": "module ha(input x, input y, output s); assign s = x ^ y; endmodule\n"  # a helper named as the file
+                "module mul2(input [1:0] a, input [1:0] w, output [3:0] y);\n  wire s; ha u(.x(a[0]), .y(w[0]), "
+                ".s(s));\n  assign y = a * w;\nendmodule\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        m = import_design(tmp_path / name)
+        assert m.is_exact() and m.name == name.split(".")[0], name
+    assert import_design(tmp_path / "esc.v", top="mul-esc").is_exact()
+    # a gzipped design, and ports named a/w are taken by name whatever their order in the module header
+    (tmp_path / "order.v.gz").write_bytes(gzip.compress(
+        b"module order(input [2:0] w, input [1:0] a, output [4:0] y); assign y = a * w + (a & 1); endmodule\n"))
+    m = import_design(tmp_path / "order.v.gz")
+    assert (m.name, m.a_bits, m.w_bits) == ("order", 2, 3)
+    a, w = np.arange(4)[:, None], np.arange(8)[None, :]
+    assert np.array_equal(m.lut, a * w + (a & 1))

@@ -93,3 +93,28 @@ def test_train_and_eval_take_the_users_own_model_factory(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(ck), "--dataset", "digits"]) == 0
     evaluated = capsys.readouterr().out.strip().splitlines()[-1]
     assert trained.split()[2] == evaluated.split()[1]  # "test accuracy X% ..." and "accuracy X% ..."
+
+
+class Video3D(torch.nn.Module):
+    """A Conv3d model (5-D kernels: no channels_last) for clips ``(N, 1, 4, 8, 8)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3, 4)))
+
+
+def clips(split):
+    """A dataset factory: 30 random clips with labels (the test split; the train split is another draw)."""
+    g = torch.Generator().manual_seed(0 if split == "test" else 1)
+    return torch.utils.data.TensorDataset(torch.rand(30, 1, 4, 8, 8, generator=g), torch.arange(30) % 3)
+
+
+def test_eval_takes_a_dataset_factory_and_a_model_with_5d_kernels(capsys):
+    from fames.cli import main
+
+    # both were refused: the factory unless --eval-images was given, the model by channels_last
+    assert main(["eval", "--model", f"{__name__}:Video3D", "--dataset", f"{__name__}:clips"]) == 0
+    assert "on 30" in capsys.readouterr().out

@@ -385,3 +385,34 @@ def test_trace_macs_counts_what_runs_in_float_outside_the_quantized_layers():
         model = quantize(Recurrent().eval(), "W4A4")
     # every step: 4 gates x 6 units x (8 inputs + 6 states); PyTorch's fused CPU LSTM kernel was not counted
     assert trace_macs(model, (5, 8)) == ({"head": 18}, {"rnn": 5 * 4 * 6 * (8 + 6)})
+
+
+def test_macs_are_counted_per_inference_on_real_inputs_in_any_layout():
+    from fames.method.energy import trace_macs
+
+    class SeqFirst(torch.nn.Module):  # nn.Transformer's default layout: (T, N, C) into the Linear layers
+        def __init__(self):
+            super().__init__()
+            self.emb, self.l1, self.head = torch.nn.Embedding(20, 8), torch.nn.Linear(8, 16), torch.nn.Linear(16, 3)
+
+        def forward(self, tokens):  # (N, T 5) token ids
+            h = self.l1(self.emb(tokens).transpose(0, 1))  # (T, N, 16)
+            return self.head(h.mean(0))
+
+    with pytest.warns(UserWarning, match="emb"):
+        model = quantize(SeqFirst().eval(), "W4A4")
+    tokens = torch.randint(0, 20, (7, 5))  # integer inputs: a batch of zeros of a shape would be floats
+    # l1: 5 positions x 16 outputs x 8 inputs per sequence, whatever dimension holds the batch; head: 16 x 3
+    assert trace_macs(model, tokens)[0] == {"l1": 5 * 16 * 8, "head": 48}
+
+    class Squeezed(torch.nn.Module):  # drops the batch dimension of a batch of one
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(32, 32), torch.nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.fc2(self.fc1(x.flatten(1).squeeze()))
+
+    model = quantize(Squeezed().eval(), "W4A4")
+    for n in (1, 6):
+        assert trace_macs(model, torch.randn(n, 2, 16))[0] == {"fc1": 1024, "fc2": 128}

@@ -299,3 +299,43 @@ def test_quantize_names_functional_layers():
 
     with pytest.raises(FamesError, match="functional calls"):
         quantize(Func(), "W4A4")
+
+
+def test_a_layer_put_back_in_float_by_calibration_stays_float_when_the_model_is_quantized_again():
+    class Aux(torch.nn.Module):  # the auxiliary head runs only in training
+        def __init__(self):
+            super().__init__()
+            self.main, self.aux = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.main(x) + (self.aux(x) if self.training else 0)
+
+    model = quantize(Aux(), "W4A4")
+    with pytest.warns(UserWarning, match="aux"):
+        calibrate_ptq(model, torch.randn(32, 6))
+    cfg = model.fames_quant_config
+    assert cfg["layers"] == {"aux": "float"}
+    again = quantize(Aux(), cfg)  # what loading a saved run does
+    assert [n for n, _ in qlayers(again)] == ["main"]
+
+
+def test_w8a8_emulation_stays_bit_exact_when_sums_exceed_float32_integers():
+    from fames.emulate.reference import reference_linear
+    from fames.quant.layers import Assignment
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4096, 8)
+    model = torch.nn.Sequential(lin)
+    quantize(model, {"w_bits": 8, "a_bits": 8, "weight_scheme": "affine"})
+    x = torch.rand(4, 4096) * 4
+    calibrate_ptq(model, x)
+    q = model[0]
+    lut = exact_lut(8, 8) - (np.random.default_rng(0).integers(0, 3, (256, 256)))
+    lut = np.clip(lut, 0, None)
+    m = AppMul("near", 8, 8, False, False, lut)
+    q.assignment, q.mode = Assignment([m], torch.tensor(0)), "approx"
+    qx, qw = q.operands(x)
+    acc = q.integer(qx, qw, **q.emulation_args(x.device))
+    ref = reference_linear(qx.long(), qw.long(), m)
+    assert q.emulation_dtype == torch.float64 and acc.abs().max() > 1 << 24
+    assert torch.equal(acc.double().round().long(), ref)

@@ -13,6 +13,7 @@ Conventions (see DESIGN.md):
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -44,6 +45,12 @@ def output_range(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool) -> tu
     if a_signed or w_signed:
         return -(1 << (n - 1)), (1 << (n - 1)) - 1
     return 0, (1 << n) - 1
+
+
+def _json_scalar(v: Any) -> Any:
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    raise TypeError(f"{type(v).__name__} {v!r} is not JSON data")
 
 
 def sanitize_name(name: str) -> str:
@@ -116,11 +123,19 @@ class AppMul:
     def validate(self, where: str = "") -> None:
         """Raise :class:`AppMulError` naming the problem if this AppMul is malformed."""
         at = f" ({where})" if where else ""
-        if not isinstance(self.name, str) or not self.name or len(self.name) > 128:
-            raise AppMulError(f"AppMul name {self.name!r}{at} must be a non-empty string of <= 128 characters")
+        if (not isinstance(self.name, str) or not self.name or len(self.name) > 128
+                or any(ord(c) < 32 or ord(c) == 127 for c in self.name)):
+            raise AppMulError(f"AppMul name {self.name!r}{at} must be a non-empty string of <= 128 printable "
+                              "characters")
         for label, b in (("a_bits", self.a_bits), ("w_bits", self.w_bits)):
-            if not isinstance(b, (int, np.integer)) or not MIN_BITS <= int(b) <= MAX_BITS:
+            if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)) or not MIN_BITS <= b <= MAX_BITS:
                 raise AppMulError(f"AppMul {self.name!r}{at}: {label}={b!r} must be an integer in 2..8")
+        self.a_bits, self.w_bits = int(self.a_bits), int(self.w_bits)
+        for label, v in (("a_signed", self.a_signed), ("w_signed", self.w_signed)):
+            if not isinstance(v, (bool, np.bool_)) and v not in (0, 1):
+                raise AppMulError(f"AppMul {self.name!r}{at}: {label}={v!r} must be True or False")
+        self.a_signed, self.w_signed = bool(self.a_signed), bool(self.w_signed)
+        self._validate_attachments(at)
         expected = (1 << self.a_bits, 1 << self.w_bits)
         if self.lut.shape != expected:
             raise AppMulError(
@@ -150,6 +165,28 @@ class AppMul:
                 "and the operand index convention (two's-complement bit patterns for signed operands)"
             )
         self.lut = self.lut.astype(np.int32, copy=False)
+
+    def _validate_attachments(self, at: str) -> None:
+        """Check (and normalize) what comes with the table: Verilog and its module name, cost, provenance."""
+        if self.verilog is not None and (not isinstance(self.verilog, str) or not self.verilog.strip()):
+            raise AppMulError(f"AppMul {self.name!r}{at}: verilog must be the module's source text or None, not "
+                              f"{self.verilog!r}")
+        if self.top is not None and (not isinstance(self.top, str) or not _NAME_RE.match(self.top)):
+            raise AppMulError(f"AppMul {self.name!r}{at}: top={self.top!r} is not a plain Verilog module name "
+                              "(letters, digits, _; it also names the file verilog/<top>.v of a library)")
+        if isinstance(self.cost, dict):
+            self.cost = Cost.from_dict(self.cost)
+        if self.cost is not None and not isinstance(self.cost, Cost):
+            raise AppMulError(f"AppMul {self.name!r}{at}: cost must be a fames Cost (or its dict), not "
+                              f"{type(self.cost).__name__}")
+        if not isinstance(self.provenance, dict):
+            raise AppMulError(f"AppMul {self.name!r}{at}: provenance must be a dict, not "
+                              f"{type(self.provenance).__name__}")
+        try:  # stored in index.json: numpy scalars become numbers, anything else JSON cannot hold is refused
+            self.provenance = json.loads(json.dumps(self.provenance, default=_json_scalar))
+        except (TypeError, ValueError) as e:
+            raise AppMulError(f"AppMul {self.name!r}{at}: provenance must hold JSON data (str, numbers, lists, "
+                              f"dicts): {e}") from None
 
     # ------------------------------------------------------------------ views
     @property

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import gzip
+import io
 import os
 import re
 import shutil
@@ -232,11 +234,27 @@ def _infer_width(vals: np.ndarray, signed: bool) -> int:
     return max(int(vals.max()).bit_length(), 1)
 
 
+def design_kind(path: Path) -> tuple[str, str]:
+    """``(kind, stem)`` of a file to import: kind ``verilog``, ``blif``, ``npy`` or ``text`` from its suffix, a
+    ``.gz`` after it ignored (``mul.v.gz`` is Verilog ``mul``)."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    stem, dot, suffix = name.rpartition(".")
+    stem, suffix = (stem, suffix.lower()) if dot and stem else (name, "")
+    kind = {"v": "verilog", "sv": "verilog", "blif": "blif", "npy": "npy"}.get(suffix, "text")
+    return kind, stem
+
+
 def read_text_file(path: Path, what: str) -> str:
-    """The text of ``path`` (a leading byte-order mark, as Windows editors write, dropped); a binary or
-    undecodable file is an :class:`AppMulError` naming it."""
+    """The text of ``path``, gunzipped if it is gzip (a leading byte-order mark, as Windows editors write, dropped);
+    a binary or undecodable file is an :class:`AppMulError` naming it."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # gzip
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise AppMulError(f"{path}: a damaged gzip file ({e})") from None
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text)") from None
     if "\x00" in text:
@@ -245,14 +263,43 @@ def read_text_file(path: Path, what: str) -> str:
 
 
 def _int_field(text: str) -> int:
-    """An integer field: ``12``, or an integer written as a float (``12.0``, ``1.2e+01``, as ``np.savetxt`` writes)."""
+    """An integer field: ``12``, ``-0x1f`` (hex, octal or binary with its prefix), or an integer written as a float
+    (``12.0``, ``1.2e+01``, as ``np.savetxt`` writes)."""
     try:
         return int(text)
     except ValueError:
+        if re.fullmatch(r"[+-]?0[xXoObB][0-9A-Fa-f_]+", text):
+            return int(text, 0)
         v = float(text)
         if not np.isfinite(v) or v != int(v):
             raise ValueError(text) from None
         return int(v)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return bool(re.fullmatch(r"[+-]?0[xXoObB][0-9A-Fa-f_]+", text))
+    return True
+
+
+def signedness_pair(signed: bool | tuple[bool | None, bool | None] | None) -> tuple[bool | None, bool | None]:
+    """``(a_signed, w_signed)`` from ``signed``: None (infer both), a bool for both, or a pair (None: infer)."""
+    if signed is None or isinstance(signed, (bool, np.bool_)):
+        return signed, signed
+    if isinstance(signed, (tuple, list)) and len(signed) == 2:
+        return signed[0], signed[1]
+    raise AppMulError(f"signed={signed!r}: give None (inferred), True/False for both operands, or a pair "
+                      "(a_signed, w_signed)")
+
+
+def _int_table(rows: list[list[int]], path: Path) -> np.ndarray:
+    try:
+        return np.asarray(rows, dtype=np.int64)
+    except OverflowError:
+        raise AppMulError(f"{path}: a value does not fit a 64-bit integer; a LUT holds operands and products of at "
+                          "most 8-bit operands") from None
 
 
 def read_text_lut(
@@ -260,29 +307,36 @@ def read_text_lut(
     name: str | None = None,
     a_bits: int | None = None,
     w_bits: int | None = None,
-    signed: bool | None = None,
+    signed: bool | tuple[bool | None, bool | None] | None = None,
 ) -> AppMul:
-    """Read a LUT given as ``a b product`` per line (spaces, tabs, commas or semicolons; ``#`` comments; a header
-    allowed), or as a matrix: ``2^a_bits`` lines of ``2^w_bits`` products, line i and column j for the operand bit
-    patterns i and j (two's complement when signed), as ``np.savetxt(lut)`` writes it, or that matrix in a ``.npy``
-    file (``np.save``). A signed matrix whose rows look ordered by value (-8 first) is warned about.
+    """Read a LUT given as ``a b product`` per line (spaces, tabs, commas or semicolons; ``#`` comments; header lines
+    without numbers allowed), or as a matrix: ``2^a_bits`` lines of ``2^w_bits`` products, line i and column j for the
+    operand bit patterns i and j (two's complement when signed), as ``np.savetxt(lut)`` writes it, or that matrix in a
+    ``.npy`` file (``np.save``). A signed matrix whose rows look ordered by value (-8 first) is warned about.
 
-    Operands of ``a b product`` lines are values (negative for signed). Widths and signedness are inferred when not
-    given: signed if any operand (of a matrix: any product) is negative, widths the smallest that hold the operands
-    (of a matrix: its shape). Every operand pair must appear exactly once. Integers written as floats (``12.0``) are
-    read as integers.
+    ``signed``: None infers it, a bool applies to both operands, a pair ``(a_signed, w_signed)`` to each (None in it:
+    inferred). Operands of ``a b product`` lines are values (negative for signed): an operand is signed if any of
+    its values is negative. A matrix with negative products is taken with the signedness (signed x signed, unsigned x
+    signed or signed x unsigned) under which it is closest to an exact multiplier; a mixed one is said in a warning.
+    Widths are the smallest that hold the operands (of a matrix: its shape). Every operand pair must appear exactly
+    once. Integers written as floats (``12.0``) or with a ``0x``/``0b``/``0o`` prefix are read as integers.
     """
     path = Path(path)
     if not path.is_file():
         raise AppMulError(f"{path}: no such LUT file")
-    if path.suffix.lower() == ".npy":  # np.save(lut): the same matrix, binary
+    sa, sw = signedness_pair(signed)
+    kind, stem = design_kind(path)
+    if kind == "npy":  # np.save(lut): the same matrix, binary
         try:
-            lut = np.load(path, allow_pickle=False)
-        except (ValueError, OSError):
+            data = path.read_bytes()
+            lut = np.load(io.BytesIO(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data), allow_pickle=False)
+        except (ValueError, OSError, EOFError):
             raise AppMulError(f"{path}: not a numpy .npy array of numbers (np.save(path, lut) writes one)") from None
         if lut.ndim != 2:
             raise AppMulError(f"{path}: a LUT array is 2-D, (2^a_bits, 2^w_bits), this one has shape {lut.shape}")
-        return _matrix_lut(path, lut, name, a_bits, w_bits, signed)
+        if lut.dtype.kind not in "iuf":
+            raise AppMulError(f"{path}: a LUT array holds integer products; this one's dtype is {lut.dtype}")
+        return _matrix_lut(path, lut, name or sanitize_name(stem), a_bits, w_bits, (sa, sw))
     rows: list[list[int]] = []
     width = 0  # fields per line: 3 for `a b product` lines, 2^w_bits for a matrix
     for ln, line in enumerate(read_text_file(path, "text LUT").splitlines(), 1):
@@ -290,11 +344,11 @@ def read_text_lut(
         if not s:
             continue
         parts = re.split(r"[,\s;]+", s)
+        if not rows and not any(_is_number(p) for p in parts):  # a header line
+            continue
         try:
             vals = [_int_field(p) for p in parts]
         except ValueError:
-            if not rows:  # header line
-                continue
             raise AppMulError(f"{path}:{ln}: non-integer field in {line!r}") from None
         width = width or len(vals)
         if len(vals) != width or width < 3:
@@ -303,21 +357,21 @@ def read_text_lut(
         rows.append(vals)
     if not rows:
         raise AppMulError(f"{path}: no `a b product` lines or matrix rows found")
+    arr = _int_table(rows, path)
     if width > 3:
-        return _matrix_lut(path, np.asarray(rows, dtype=np.int64), name, a_bits, w_bits, signed)
-    arr = np.asarray(rows, dtype=np.int64)
-    if signed is None:
-        signed = bool((arr[:, :2] < 0).any())
-    a_bits = a_bits or _infer_width(arr[:, 0], signed)
-    w_bits = w_bits or _infer_width(arr[:, 1], signed)
+        return _matrix_lut(path, arr, name or sanitize_name(stem), a_bits, w_bits, (sa, sw))
+    sa = bool((arr[:, 0] < 0).any()) if sa is None else bool(sa)
+    sw = bool((arr[:, 1] < 0).any()) if sw is None else bool(sw)
+    a_bits = a_bits or _infer_width(arr[:, 0], sa)
+    w_bits = w_bits or _infer_width(arr[:, 1], sw)
     a_bits, w_bits = max(a_bits, 2), max(w_bits, 2)
-    av, wv = operand_values(a_bits, signed), operand_values(w_bits, signed)
-    for col, vals, bits in ((0, av, a_bits), (1, wv, w_bits)):
+    av, wv = operand_values(a_bits, sa), operand_values(w_bits, sw)
+    for col, vals, bits, sg in ((0, av, a_bits, sa), (1, wv, w_bits, sw)):
         bad = (arr[:, col] < vals.min()) | (arr[:, col] > vals.max())
         if bad.any():
             raise AppMulError(
-                f"{path}: operand {'ab'[col]}={arr[bad][0, col]} does not fit {bits} "
-                f"{'signed' if signed else 'unsigned'} bits"
+                f"{path}: operand {'aw'[col]}={arr[bad][0, col]} does not fit {bits} "
+                f"{'signed' if sg else 'unsigned'} bits"
             )
     ai = arr[:, 0] % (1 << a_bits)
     wi = arr[:, 1] % (1 << w_bits)
@@ -335,19 +389,19 @@ def read_text_lut(
     lut = np.zeros_like(seen)
     lut[ai, wi] = arr[:, 2]
     return AppMul(
-        name=name or sanitize_name(path.stem),
+        name=name or sanitize_name(stem),
         a_bits=a_bits,
         w_bits=w_bits,
-        a_signed=signed,
-        w_signed=signed,
+        a_signed=sa,
+        w_signed=sw,
         lut=lut,
         structural=False,
         provenance={"family": "text", "source": str(path)},
     )
 
 
-def _matrix_lut(path: Path, lut: np.ndarray, name: str | None, a_bits: int | None, w_bits: int | None,
-                signed: bool | None) -> AppMul:
+def _matrix_lut(path: Path, lut: np.ndarray, name: str, a_bits: int | None, w_bits: int | None,
+                signed: tuple[bool | None, bool | None]) -> AppMul:
     """The AppMul of a LUT read as a matrix (rows: activation bit patterns, columns: weight bit patterns)."""
     rows, cols = lut.shape
     shape_bits = [int(n).bit_length() - 1 if n >= 4 and n & (n - 1) == 0 else None for n in (rows, cols)]
@@ -357,18 +411,46 @@ def _matrix_lut(path: Path, lut: np.ndarray, name: str | None, a_bits: int | Non
     for given, got, what in ((a_bits, shape_bits[0], "rows: a_bits"), (w_bits, shape_bits[1], "columns: w_bits")):
         if given is not None and given != got:
             raise AppMulError(f"{path}: the matrix has 2^{got} {what} = {got}, but {given} was asked for")
-    signed = bool((lut < 0).any()) if signed is None else signed
-    if signed:  # rows and columns follow bit patterns 0..2^(b-1)-1, -2^(b-1)..-1, not values in increasing order
-        half = (shape_bits[0] - 1, shape_bits[1] - 1)
-        by_value = np.roll(lut, (-(1 << half[0]), -(1 << half[1])), axis=(0, 1))  # value-ordered rows read back
-        exact = exact_lut(*shape_bits, True, True)
+    sa, sw = _matrix_signedness(path, lut, *shape_bits, signed)
+    if sa or sw:  # rows and columns follow bit patterns 0..2^(b-1)-1, -2^(b-1)..-1, not values in increasing order
+        shift = tuple((1 << (b - 1)) if sg else 0 for b, sg in zip(shape_bits, (sa, sw), strict=True))
+        by_value = np.roll(lut, (-shift[0], -shift[1]), axis=(0, 1))  # value-ordered rows read back
+        exact = exact_lut(*shape_bits, sa, sw)
         if np.abs(by_value - exact).mean() * 4 < np.abs(lut - exact).mean():
-            warnings.warn(f"{path}: its rows and columns look ordered by operand value (-{1 << half[0]} first), but "
-                          "a LUT matrix is indexed by bit pattern (0, 1, ..., then the negative values): reorder it "
-                          f"with np.roll(lut, ({1 << half[0]}, {1 << half[1]}), axis=(0, 1))", stacklevel=3)
-    return AppMul(name=name or sanitize_name(path.stem), a_bits=shape_bits[0], w_bits=shape_bits[1], a_signed=signed,
-                  w_signed=signed, lut=lut, structural=False,
+            warnings.warn(f"{path}: its rows and columns look ordered by operand value (the negative values first), "
+                          "but a LUT matrix is indexed by bit pattern (0, 1, ..., then the negative values): reorder "
+                          f"it with np.roll(lut, {shift}, axis=(0, 1))", stacklevel=3)
+    return AppMul(name=name, a_bits=shape_bits[0], w_bits=shape_bits[1], a_signed=sa,
+                  w_signed=sw, lut=lut, structural=False,
                   provenance={"family": "text", "source": str(path), "format": "matrix"})
+
+
+def _matrix_signedness(path: Path, lut: np.ndarray, a_bits: int, w_bits: int,
+                       signed: tuple[bool | None, bool | None]) -> tuple[bool, bool]:
+    """The operands' signedness of a LUT matrix: as given, unsigned without negative products, else the signed
+    combination whose exact table (also read by value, see the warning above) is closest to the matrix."""
+    sa, sw = signed
+    if sa is not None and sw is not None:
+        return bool(sa), bool(sw)
+    if not (lut < 0).any():
+        return bool(sa), bool(sw)
+    options = [(a, w) for a in ((sa,) if sa is not None else (True, False))
+               for w in ((sw,) if sw is not None else (True, False)) if a or w]
+    if len(options) == 1:
+        return options[0]
+
+    def distance(a: bool, w: bool) -> float:
+        exact = exact_lut(a_bits, w_bits, a, w)
+        shift = ((1 << (a_bits - 1)) if a else 0, (1 << (w_bits - 1)) if w else 0)
+        return min(np.abs(lut - exact).mean(), np.abs(np.roll(lut, (-shift[0], -shift[1]), axis=(0, 1)) - exact).mean())
+
+    best = min(options, key=lambda o: distance(*o))
+    if best != (True, True):
+        kind = f"{a_bits}{'s' if best[0] else 'u'}x{w_bits}{'s' if best[1] else 'u'}"
+        warnings.warn(f"{path}: read as {kind} ({'activation' if best[0] else 'weight'} signed only), the signedness "
+                      "under which it is closest to an exact multiplier; give the signedness to choose otherwise "
+                      "(--signed, --signed-only a|w; read_text_lut(signed=(a_signed, w_signed)))", stacklevel=4)
+    return best
 
 
 def write_text_lut(m: AppMul, path: str | Path) -> Path:
@@ -387,9 +469,9 @@ def import_design(
     path: str | Path,
     a_bits: int | None = None,
     w_bits: int | None = None,
-    signed: bool | None = None,
+    signed: bool | tuple[bool | None, bool | None] | None = None,
     top: str | None = None,
-    ports: tuple[str, str, str] | None = ("a", "w", "y"),
+    ports: tuple[str, str, str] | None = None,
     name: str | None = None,
     liberty: str | os.PathLike | None = None,
     remap: bool = False,
@@ -405,7 +487,8 @@ def import_design(
     ``a_bits``/``w_bits`` default to the widths of the activation and weight ports. ``signed`` None takes each
     operand's signedness from its port declaration (``input signed [3:0] a``); True reads both operands as two's
     complement even where the ports are declared plain (EvoApproxLib's ``mul8s_*``); False refuses ports declared
-    ``signed``, whose bits the design itself treats as two's complement.
+    ``signed``, whose bits the design itself treats as two's complement; a pair ``(a_signed, w_signed)`` says it per
+    operand (None in it: from the declaration).
     A product that is the same constant for every pair (e.g. EvoApproxLib's ``mul8u_TD3``) is imported with a
     warning; an undriven product port is an error.
 
@@ -420,9 +503,10 @@ def import_design(
     path = Path(path)
     if not path.is_file():
         raise AppMulError(f"{path}: no such design file")
-    fmt = "blif" if path.suffix.lower() == ".blif" else "verilog"
+    kind, stem = design_kind(path)
+    fmt = "blif" if kind == "blif" else "verilog"
     source = read_text_file(path, "design")
-    top = top_module(source, fmt, path, top)
+    top = top_module(source, fmt, path, top, stem)
     mapped = False
     if liberty is not None:
         from fames.hw.liberty import read_liberty
@@ -442,12 +526,14 @@ def import_design(
         if len(netlist.inputs[p]) != width:
             raise AppMulError(f"{path}: port {p!r} is {len(netlist.inputs[p])} bits wide, but --bits asks for {width}")
     declared = [p for p in (pa, pw) if p in netlist.signed_ports]
-    if signed is False and declared:
-        raise AppMulError(f"{path}: port(s) {declared} of module {top!r} are declared signed, so the design treats "
+    sa, sw = signedness_pair(signed)
+    refused = [p for p, sg in ((pa, sa), (pw, sw)) if sg is False and p in netlist.signed_ports]
+    if refused:
+        raise AppMulError(f"{path}: port(s) {refused} of module {top!r} are declared signed, so the design treats "
                           "their bits as two's complement; import it as signed (--signed, or leave signedness to "
                           "the port declarations)")
-    a_signed = bool(signed) or pa in netlist.signed_ports
-    w_signed = bool(signed) or pw in netlist.signed_ports
+    a_signed = bool(sa) or pa in netlist.signed_ports
+    w_signed = bool(sw) or pw in netlist.signed_ports
     if py in netlist.undriven:
         raise AppMulError(f"{path}: the product port {py!r} of module {top!r} is not (fully) driven; an undriven "
                           "output would import as a constant")
@@ -463,14 +549,14 @@ def import_design(
     y = netlist.simulate({pa: av, pw: wv})[py]
     n = a_bits + w_bits
     y = y & ((1 << n) - 1)
-    if signed is None and not declared:  # plain ports: a two's-complement design read as unsigned is wrong silently
+    if sa is None and sw is None and not declared:  # plain ports: a signed design read as unsigned is wrong silently
         _warn_if_signed(y, a_bits, w_bits, path)
     if a_signed or w_signed:
         y = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
     if np.all(y == y[0]):
         warnings.warn(f"{path}: the product port {py!r} is the constant {int(y[0])} for every input pair",
                       stacklevel=2)
-    name = name or sanitize_name(path.stem)
+    name = name or sanitize_name(stem)
     tname = sanitize_name(name)
     verilog = netlist_to_verilog(netlist, tname, {pa: "a", pw: "w", py: "y"})
     return AppMul(
@@ -503,37 +589,63 @@ def _warn_if_signed(y: np.ndarray, a_bits: int, w_bits: int, path: Path) -> None
                       stacklevel=3)
 
 
-def top_module(source: str, fmt: str, path: Path, top: str | None = None) -> str:
-    """The top module of a design file: ``top`` when given (it must be defined there), else the file stem when a
-    module of that name is defined, else the one module no other module of the file instantiates."""
+_ESCAPED_OR_PLAIN = r"(?:\\(\S+)|([A-Za-z_][\w$]*))"  # a Verilog identifier: \escaped-name or plain
+
+
+def top_module(source: str, fmt: str, path: Path, top: str | None = None, stem: str | None = None) -> str:
+    """The top module of a design file: ``top`` when given (it must be defined there), else the module marked
+    ``(* top *)``, else the one module no other module of the file instantiates (the one named after the file when
+    several are not instantiated; ``stem`` defaults to the file's)."""
+    stem = stem or path.stem
     if fmt == "blif":
         names = re.findall(r"^\s*\.model\s+(\S+)", source, re.M)
-        text = source
+        text, marked, heads = source, [], []
     else:
         text = re.sub(r"//[^\n]*|/\*.*?\*/", " ", source, flags=re.S)  # comments can name modules
-        names = re.findall(r"^\s*module\s+\\?([\w$]+)", text, re.M)
+        text = re.sub(r"\bendmodule\s*:\s*" + _ESCAPED_OR_PLAIN, "endmodule", text)  # SystemVerilog end labels
+        heads = re.findall(r"^\s*((?:\(\*[^)]*?\*\)\s*)*)(?:macro)?module\s+" + _ESCAPED_OR_PLAIN, text, re.M)
+        names = [esc or plain for _, esc, plain in heads]
+        marked = [esc or plain for attrs, esc, plain in heads if re.search(r"\btop\b", attrs)]
+        text = re.sub(r"\(\*[^)]*?\*\)", " ", text)  # attributes can name modules too
     if not names:  # let the synthesis say what is wrong with the file
-        return top or path.stem
+        return top or stem
     if top is not None:
+        top = top.removeprefix("\\")
         if top not in names:
             raise AppMulError(f"{path}: no module {top!r} in the file; it defines {names}: name one with --top")
         return top
-    if path.stem in names:
-        return path.stem
-    used = {m for m in names if len(re.findall(rf"(?<![\w$]){re.escape(m)}(?![\w$])", text)) > 1}
+    if len(marked) == 1:
+        return marked[0]
+    escaped = {esc for _, esc, _ in heads if esc} if fmt != "blif" else set()
+
+    def uses(m: str) -> int:  # occurrences of the name: its definition and every instance
+        pattern = rf"\\{re.escape(m)}(?=\s)" if m in escaped else rf"(?<![\w$\\]){re.escape(m)}(?![\w$])"
+        return len(re.findall(pattern, text))
+
+    used = {m for m in names if uses(m) > 1}
     roots = [m for m in names if m not in used]
-    if len(roots) != 1:
-        raise AppMulError(f"{path}: the file defines modules {names} and none is named {path.stem!r}; name the "
-                          "multiplier with --top")
-    return roots[0]
+    if len(roots) == 1:
+        return roots[0]
+    if stem in roots:
+        return stem
+    raise AppMulError(f"{path}: the file defines modules {names}, of which {roots or names} are not instantiated by "
+                      "another module; name the multiplier with --top")
 
 
 def _detect_ports(inputs: dict[str, list[int]], outputs: dict[str, list[int]], a_bits: int | None, w_bits: int | None,
                   path: Path, top: str) -> tuple[str, str, str]:
-    """``(activation, weight, product)`` port names of a module with exactly two inputs and one output."""
+    """``(activation, weight, product)`` port names: ``a``, ``w`` and ``y`` (any case) when the module has them,
+    else those of a module with exactly two inputs and one output (inputs matched to the widths, else in declaration
+    order)."""
+    by_name = {n.lower(): n for n in (*inputs, *outputs)}
+    if {"a", "w"} <= by_name.keys() and by_name["a"] in inputs and by_name["w"] in inputs:
+        out = by_name.get("y") if by_name.get("y") in outputs else (next(iter(outputs)) if len(outputs) == 1 else None)
+        if out is not None:
+            return by_name["a"], by_name["w"], out
     if len(inputs) != 2 or len(outputs) != 1:
         raise AppMulError(f"{path}: module {top!r} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; ports "
-                          "are detected only with two inputs and one output: name them (--ports A W Y)")
+                          "are detected only with two inputs and one output, or inputs a, w: name them "
+                          "(--ports A W Y)")
     (i0, n0), (i1, n1) = inputs.items()
     pa, pw = (i1, i0) if len(n0) == w_bits != a_bits and len(n1) == a_bits else (i0, i1)
     return pa, pw, next(iter(outputs))

@@ -161,26 +161,37 @@ class Library:
             verilog = None
             if e.get("verilog"):
                 vf = path / e["verilog"]
+                if not vf.resolve().is_relative_to(path.resolve()):
+                    raise AppMulError(f"{index_file}: the Verilog of AppMul {name!r} is given as {e['verilog']!r}, "
+                                      "outside the library folder; a library's Verilog is verilog/<top>.v")
                 if not vf.is_file():
                     raise AppMulError(f"{vf}: Verilog of AppMul {name!r} is missing")
                 verilog = vf.read_text()
-            m = AppMul(
-                name=name,
-                a_bits=e["a_bits"],
-                w_bits=e["w_bits"],
-                a_signed=bool(e["a_signed"]),
-                w_signed=bool(e["w_signed"]),
-                lut=_checked_lut(luts[name], name, lut_file),
-                verilog=verilog,
-                top=e.get("top"),
-                structural=bool(e.get("structural", verilog is not None)),
-                cost=Cost.from_dict(e["cost"]) if e.get("cost") else None,
-                provenance=e.get("provenance") or {},
-            )
+            try:
+                m = _entry_appmul(e, name, luts[name], lut_file, verilog)
+            except AppMulError as err:
+                raise AppMulError(f"{index_file}: {err}") from None
             if name in lib:
                 raise AppMulError(f"{index_file}: duplicate AppMul name {name!r}")
             lib.add(m)
         return lib
+
+
+def _entry_appmul(e: dict, name: str, lut: np.ndarray, lut_file: Path, verilog: str | None) -> AppMul:
+    """The AppMul of one index.json entry."""
+    return AppMul(
+        name=name,
+        a_bits=e["a_bits"],
+        w_bits=e["w_bits"],
+        a_signed=e["a_signed"],
+        w_signed=e["w_signed"],
+        lut=_checked_lut(lut, name, lut_file),
+        verilog=verilog,
+        top=e.get("top"),
+        structural=bool(e.get("structural", verilog is not None)),
+        cost=Cost.from_dict(e["cost"]) if e.get("cost") else None,
+        provenance=e.get("provenance") or {},
+    )
 
 
 def _checked_lut(arr: np.ndarray, name: str, where: Path) -> np.ndarray:

@@ -66,8 +66,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Points not dominated in (smaller x, smaller y)."""
-    order = np.lexsort((y, x))
+    """Points not dominated in (smaller x, smaller y); x equal to 1e-9 relative (the MRED of a design and of its
+    transpose differ in the last bits) counts as equal."""
+    xr = np.asarray(x, dtype=float)
+    scale = np.abs(xr[np.isfinite(xr)]).max(initial=0.0) or 1.0
+    order = np.lexsort((y, np.round(xr / scale, 9)))
     mask = np.zeros(len(x), dtype=bool)
     best = np.inf
     for i in order:
@@ -117,7 +120,9 @@ def plot_pdp_vs_mred(rows: list[dict[str, Any]], out: str | Path, title: str = "
         ax.set_xscale("log")
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)  # 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
-        narrow = x.max() / x.min() < 30  # within a decade or so: label the minor ticks too
+        ax.autoscale_view()
+        lo, hi = ax.get_xlim()
+        narrow = hi / lo < 30  # the axis spans a decade or so: label the minor ticks too
         ax.xaxis.set_minor_formatter(plain if narrow else matplotlib.ticker.NullFormatter())
         ax.set_title(f"{bits} ({len(sel)} designs)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)

@@ -185,7 +185,7 @@ class BatchLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for k in range(len(self)):
             x, y = self.dataset.get_batch(order[k * self.batch_size:(k + 1) * self.batch_size], self.generator)
-            if self.channels_last:
+            if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
 

@@ -41,6 +41,7 @@ from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import calibrate
 from fames.method.compensate import compensate_model, model_overhead
 from fames.method.compensate.bias import set_live
+from fames.method.energy import MAC_SAMPLES
 from fames.method.estimate import compensated_candidates, make_estimator, true_loss_changes
 from fames.method.finetune import finetune
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
@@ -323,7 +324,7 @@ def approximate_(
 
     lib = candidate_appmuls(library, {m.widths for _, m in layers}, liberty, families, progress, synth,
                             synth_operand_weights(model, cx, synth))
-    setup = ModelSetup.build(model, lib, tuple(x.shape[1:]), sel_cfg.energy_metric)
+    setup = ModelSetup.build(model, lib, x[:MAC_SAMPLES], sel_cfg.energy_metric)
     outside = float_mac_report(model, setup)
     if outside:
         shown = ", ".join(f"{k} {v:,}" for k, v in list(outside["modules"].items())[:4])

@@ -17,6 +17,7 @@ from fames.data import get_dataset, get_loader, list_datasets, stratified_indice
 from fames.errors import FamesError
 from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
+from fames.method.energy import MAC_SAMPLES
 from fames.method.problem import ModelProblem, ModelSetup
 from fames.models import resolve_import
 from fames.quant import calibrate_ptq, qlayers, quantize
@@ -160,6 +161,5 @@ def prepare(cfg: RunConfig, progress: bool = True) -> Prepared:
                                                                        cfg)[0], cfg.synth)
     lib = candidate_appmuls(cfg.library, {m.widths for _, m in layers}, cfg.liberty, cfg.families, progress,
                             cfg.synth, weights)
-    x, _ = inputs.samples.draw(1, cfg.seed)
-    return Prepared(cfg, inputs, lib, ModelSetup.build(inputs.model, lib, tuple(x.shape[1:]),
-                                                       cfg.selection.energy_metric))
+    x, _ = inputs.samples.draw(min(MAC_SAMPLES, len(inputs.samples)), cfg.seed)
+    return Prepared(cfg, inputs, lib, ModelSetup.build(inputs.model, lib, x, cfg.selection.energy_metric))

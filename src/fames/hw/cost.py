@@ -193,7 +193,7 @@ def cost_library(
 ) -> list[AppMul]:
     """Cost every AppMul and the exact multiplier of each distinct widths key; fill ``cost.relative``.
 
-    ``reference(a_bits, w_bits, a_signed, w_signed) -> AppMul`` gives the exact design (default:
+    ``reference(a_bits, w_bits, a_signed, w_signed) -> AppMul`` gives the exact design (it must be exact; default:
     ``fames.appmul.families.build("exact", ...)``); it is costed by the same recipe and keyword
     arguments ``kw`` (those of :func:`cost_appmul`); ``jobs`` designs are costed at once (default: CPU count).
     Returns new AppMul objects, in the input order. With a ``failures`` dict, a design that fails synthesis or
@@ -212,6 +212,11 @@ def cost_library(
     ref_fn = reference or _default_reference
     keys = list(dict.fromkeys(m.widths for m in appmuls))
     designs = [ref_fn(*k) for k in keys] + list(appmuls)
+    for k, ref in zip(keys, designs, strict=False):
+        if ref.widths != k or not ref.is_exact():
+            raise HardwareError(f"reference {ref.name!r} ({ref.signature()}) is not an exact multiplier of the widths "
+                                f"{k}: relative figures are taken against an exact design, because the energy of the "
+                                "exact multiplier (every budget's baseline) is derived from them")
     jobs = max(1, jobs or os.cpu_count() or 1)
     costs: list[Cost | None] = [None] * len(designs)
     # Synthesis runs in a child process per design, so threads overlap the work of several designs.
@@ -231,10 +236,12 @@ def cost_library(
             bar.set_postfix_str(designs[i].name[:30])
             bar.update()
     refs = dict(zip(keys, costs[: len(keys)], strict=True))
+    ref_names = {k: d.name for k, d in zip(keys, designs, strict=False)}
     out: list[AppMul] = []
     for m, c in zip(appmuls, costs[len(keys) :], strict=True):
         if c is None:
             continue
         c.relative = relative_cost(c, refs[m.widths])
+        c.recipe = {**c.recipe, "reference": ref_names[m.widths]}
         out.append(m.with_cost(c))
     return out

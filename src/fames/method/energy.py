@@ -19,6 +19,7 @@ from fames.quant.convert import qlayers
 from fames.quant.layers import QuantLayer
 
 METRICS = {"pdp": ("pdp_fj", "pdp"), "energy": ("energy_fj", "energy")}
+MAC_SAMPLES = 32  # sample inputs MACs are counted on by the flow (per inference: their mean)
 
 
 def _sdpa_cpu_flops(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...], *args: object,
@@ -38,8 +39,11 @@ def _rnn_layer_flops(x: tuple[int, ...], w_ih: tuple[int, ...], w_hh: tuple[int,
 
 
 @torch.no_grad()
-def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, int], dict[str, int]]:
-    """``(quantized, floating)`` multiply-accumulates per inference for one input of shape ``(C, H, W)``.
+def trace_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> tuple[dict[str, int], dict[str, int]]:
+    """``(quantized, floating)`` multiply-accumulates per inference, counted on the sample batch ``inputs (N, ...)``
+    (real data: token ids, data-dependent paths) and divided by ``N``; a shape ``(C, H, W)`` counts on one input of
+    zeros. Any layout works (sequence-first ``(T, N, C)``, a batch dimension squeezed away): a layer's count is its
+    output elements times its fan-in, summed over the batch.
 
     ``quantized[layer]``: every quantized layer (a layer the forward calls more than once counts every call).
     ``floating[module]``: what the forward multiplies outside them, in floating point, per innermost module that
@@ -51,12 +55,15 @@ def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    macs: dict[str, int] = {}
+    dev = next(model.parameters()).device
+    x = torch.zeros((1, *inputs)) if isinstance(inputs, tuple) else inputs
+    n = x.shape[0]
+    total: dict[str, int] = {}
     hooks = []
     for name, m in qlayers(model):
         def hook(mod, inp, out, name=name):
             per_output = mod.weight[0].numel()  # fan-in of one output = products per output element
-            macs[name] = macs.get(name, 0) + int(out[0].numel() * per_output)
+            total[name] = total.get(name, 0) + int(out.numel() * per_output)
         hooks.append(m.register_forward_hook(hook))
     modes = [(m, m.mode) for _, m in qlayers(model)]
     extra = {getattr(torch.ops.aten, op, None): fn for op, fn in (  # fused CPU kernels the counter does not know
@@ -65,20 +72,22 @@ def trace_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str
     try:
         for m, _ in modes:
             m.mode = "float"
-        dev = next(model.parameters()).device
         model.eval()
         with counter:
-            model(torch.zeros((1, *input_shape), device=dev))
+            model(x.to(dev))
     finally:
         for h in hooks:
             h.remove()
         for m, mode in modes:
             m.mode = mode
+    macs = {k: round(v / n) for k, v in total.items() if v}
     idle = [n for n, _ in qlayers(model) if n not in macs]
     if idle:
-        raise FamesError(f"quantized layers {idle[:5]} do not run in the model's forward, so they have no MACs: "
+        raise FamesError(f"quantized layers {idle[:5]} do not run in the model's forward (on {n} sample inputs), so "
+                         "they have no MACs: "
                          "remove them, or let fames.calibrate_ptq put them back in floating point")
-    return macs, _outside(counter.get_flop_counts(), type(model).__name__, {n for n, _ in qlayers(model)})
+    floating = _outside(counter.get_flop_counts(), type(model).__name__, {q for q, _ in qlayers(model)})
+    return macs, {k: round(v / n) for k, v in floating.items()}
 
 
 def _outside(flops: dict[str, dict[object, int]], root: str, quantized: set[str]) -> dict[str, int]:
@@ -95,10 +104,10 @@ def _outside(flops: dict[str, dict[object, int]], root: str, quantized: set[str]
             if n > 0 and not any(k == q or k.startswith(q + ".") for q in quantized)}
 
 
-def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-accumulates per inference of every quantized layer, for one input of shape ``(C, H, W)`` (a layer
-    the forward calls more than once counts every call)."""
-    return trace_macs(model, input_shape)[0]
+def layer_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates per inference of every quantized layer, counted on a sample batch ``(N, ...)`` or one
+    input of zeros of shape ``(C, H, W)`` (a layer the forward calls more than once counts every call)."""
+    return trace_macs(model, inputs)[0]
 
 
 def group_macs(layer: QuantLayer, macs: int, granularity: str) -> int:

@@ -132,7 +132,7 @@ def check_widths(widths: set[tuple[int, int, bool, bool]], appmuls: list[AppMul]
 @dataclass
 class ModelSetup:
     """What every selection on a model needs, built once: ``candidates[layer]`` (the library's AppMuls of the
-    layer's widths, the exact one included), ``macs[layer]`` per inference (traced from one input) and
+    layer's widths, the exact one included), ``macs[layer]`` per inference (traced on sample inputs) and
     ``exact_cost[widths]``, the exact multiplier's energy per op (fJ) under ``metric``; ``float_macs[module]``, what
     the forward multiplies in floating point outside the quantized layers (see :func:`trace_macs`)."""
 
@@ -144,16 +144,17 @@ class ModelSetup:
     float_macs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, model: nn.Module, appmuls: list[AppMul], input_shape: tuple[int, ...], metric: str = "pdp"
-              ) -> ModelSetup:
-        """From a costed list of AppMuls; ``input_shape`` is one sample's ``(C, H, W)`` (or ``(features,)``)."""
+    def build(cls, model: nn.Module, appmuls: list[AppMul], inputs: torch.Tensor | tuple[int, ...],
+              metric: str = "pdp") -> ModelSetup:
+        """From a costed list of AppMuls; MACs are counted on ``inputs``, sample inputs ``(N, ...)`` of the data
+        (best: any layout and data-dependent paths count right), or one sample's shape ``(C, H, W)``."""
         layers = qlayers(model)
         if not layers:
             raise FamesError("the model has no quantized layer: call fames.quantize(model, 'W4A4') (and "
                              "fames.calibrate_ptq(model, data)) first")
         check_widths({layer.widths for _, layer in layers}, appmuls)
         cands = {n: [m for m in appmuls if m.widths == layer.widths] for n, layer in layers}
-        macs, float_macs = trace_macs(model, input_shape)
+        macs, float_macs = trace_macs(model, inputs)
         return cls(model, cands, macs, exact_costs(appmuls, metric), metric, float_macs)
 
     def problem(

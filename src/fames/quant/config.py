@@ -39,7 +39,7 @@ class QuantConfig:
     * ``weight_scheme``: ``symmetric`` (signed codes, zero point 0; the layer's AppMul is signed x signed)
       or ``affine`` (unsigned codes with a per-channel zero point; the AppMul is unsigned x unsigned).
       Activations use the same code domain, per tensor, with their own zero point.
-    * ``layers``: per-layer overrides (name or pattern -> ``{"w_bits", "a_bits"}`` or ``"W4A8"``).
+    * ``layers``: per-layer overrides (name or pattern -> ``{"w_bits", "a_bits"}``, ``"W4A8"`` or ``"float"``).
     * ``first_last``: ``same`` (as configured), ``8bit`` (first and last layer at W8A8) or ``float``.
     * ``calibration``: PTQ activation range method; ``percentile`` uses ``percentile`` (e.g. 99.99).
     * ``act_qat``: how QAT learns activation ranges: ``lsq`` (learned step size) or ``pact`` (learned clipping
@@ -76,6 +76,8 @@ class QuantConfig:
 
     def bits_for(self, name: str, position: str = "middle") -> LayerBits | None:
         """Widths of layer ``name``; ``position`` is ``first``, ``last`` or ``middle``. None means float."""
+        if any(b is None and (p == name or fnmatch.fnmatchcase(name, p)) for p, b in self.layers.items()):
+            return None  # named float
         if position in ("first", "last"):
             if self.first_last == "float":
                 return None
@@ -88,13 +90,13 @@ class QuantConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["layers"] = {k: str(v) for k, v in self.layers.items()}
+        d["layers"] = {k: "float" if v is None else str(v) for k, v in self.layers.items()}
         return d
 
     def label(self) -> str:
         if not self.layers:
             return f"W{self.w_bits}A{self.a_bits}"
-        return "mixed(" + ",".join(sorted({str(v) for v in self.layers.values()})) + ")"
+        return "mixed(" + ",".join(sorted({"float" if v is None else str(v) for v in self.layers.values()})) + ")"
 
 
 def _check_bits(b: Any, what: str) -> None:
@@ -105,10 +107,13 @@ def _check_bits(b: Any, what: str) -> None:
 _WA = re.compile(r"^W(\d)A(\d)$", re.I)
 
 
-def parse_layer_bits(v: Any, where: str = "") -> LayerBits:
-    """``"W4A8"``, ``{"w_bits": 4, "a_bits": 8}``, ``[4, 8]`` or a LayerBits -> LayerBits."""
+def parse_layer_bits(v: Any, where: str = "") -> LayerBits | None:
+    """``"W4A8"``, ``{"w_bits": 4, "a_bits": 8}``, ``[4, 8]`` or a LayerBits -> LayerBits; ``"float"`` -> None (the
+    layer stays in floating point)."""
     if isinstance(v, LayerBits):
         return v
+    if v is None or (isinstance(v, str) and v.strip().lower() == "float"):
+        return None
     if isinstance(v, str) and (m := _WA.match(v.strip())):
         w, a = int(m.group(1)), int(m.group(2))
     elif isinstance(v, dict) and {"w_bits", "a_bits"} <= set(v):
@@ -116,7 +121,8 @@ def parse_layer_bits(v: Any, where: str = "") -> LayerBits:
     elif isinstance(v, (list, tuple)) and len(v) == 2:
         w, a = v
     else:
-        raise FamesError(f"layer {where!r}: bit widths {v!r} not understood; use 'W4A8' or {{w_bits: 4, a_bits: 8}}")
+        raise FamesError(f"layer {where!r}: bit widths {v!r} not understood; use 'W4A8', {{w_bits: 4, a_bits: 8}} or "
+                         "'float'")
     _check_bits(w, f"{where}.w_bits")
     _check_bits(a, f"{where}.a_bits")
     return LayerBits(int(w), int(a))

@@ -266,6 +266,8 @@ def calibrate_ptq(
             _set_module(model, n, m.to_float())
         else:
             m.act_quant.finalize(method, percentile)
+    if idle and cfg:  # recorded, so that quantizing the model again (loading a saved run) gives the same layers
+        cfg["layers"] = {**cfg.get("layers", {}), **dict.fromkeys(idle, "float")}
     if idle:
         warnings.warn(f"these quantized layers did not run in the forward on the calibration data and are put back "
                       f"in floating point (no AppMul, no energy): {idle}", stacklevel=3)

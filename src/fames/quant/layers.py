@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -45,6 +46,11 @@ class Assignment:
     def names(self) -> list[str]:
         return [self.appmuls[i].name for i in self.index.flatten().tolist()]
 
+    @cached_property
+    def peak(self) -> int:
+        """The largest product magnitude any of the AppMuls returns."""
+        return max(int(np.abs(m.lut).max()) for m in self.appmuls)
+
 
 class QuantLayer(nn.Module):
     """Shared machinery of :class:`QConv2d` and :class:`QLinear`."""
@@ -58,7 +64,7 @@ class QuantLayer(nn.Module):
         self.weight_quant = Quantizer(w_bits, signed, per_channel=True, channels=out_channels, symmetric=signed)
         self.mode = "exact"
         self.assignment: Assignment | None = None
-        self.emulation_dtype = torch.float32
+        self._emulation_dtype: torch.dtype | None = None  # None: float32 where its sums are exact, else float64
         # Estimation hook: a (differentiable) error table used instead of the assignment (counting gradient).
         self.error_probe: torch.Tensor | None = None
         # Emulate by gathering from the LUTs instead of a factorized plan: for AppMuls used for only a few
@@ -71,6 +77,25 @@ class QuantLayer(nn.Module):
         a = self.assignment
         what = "" if a is None else f", appmuls={sorted({m.name for m in a.appmuls})} per {a.granularity}"
         return f"W{self.w_bits}A{self.a_bits}, {'signed' if self.signed else 'unsigned'}, mode={self.mode}{what}"
+
+    @property
+    def emulation_dtype(self) -> torch.dtype:
+        """Float type the integer accumulations are emulated in: float32 (fast) while every sum of the layer's
+        products is an integer float32 holds exactly, ``max |product| * fan-in < 2^24`` (W8A8 with exact signed
+        products up to fan-in 1023, unsigned up to 258), else float64 (exact to 2^53); setting it overrides that."""
+        if self._emulation_dtype is not None:
+            return self._emulation_dtype
+        if self.mode == "approx" and self.assignment is not None:
+            peak = self.assignment.peak
+        elif self.signed:  # exact products
+            peak = 1 << (self.a_bits + self.w_bits - 2)
+        else:
+            peak = ((1 << self.a_bits) - 1) * ((1 << self.w_bits) - 1)
+        return torch.float32 if peak * self.weight[0].numel() < 1 << 24 else torch.float64
+
+    @emulation_dtype.setter
+    def emulation_dtype(self, dtype: torch.dtype | None) -> None:
+        self._emulation_dtype = dtype
 
     @property
     def widths(self) -> tuple[int, int, bool, bool]:

@@ -103,12 +103,12 @@ class Compensation:
     def variate(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
         """``V`` per output (float64 integers, equal for all filters of a group), shaped like the layer output."""
         idx = qx.long() & ((1 << layer.a_bits) - 1)
-        saved = layer.emulation_dtype
+        saved = layer._emulation_dtype
         layer.emulation_dtype = torch.float64
         try:  # an exact integer pass with all-ones weights sums phi over every output's window
             return layer.exact_integer(self.phi.to(qx.device)[idx].double(), torch.ones_like(qw))
         finally:
-            layer.emulation_dtype = saved
+            layer._emulation_dtype = saved
 
     def correction(self, layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor, acc: torch.Tensor | None = None
                    ) -> torch.Tensor:
@@ -303,12 +303,12 @@ def channel_rows(layer: QuantLayer, y: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def accumulated_error(layer: QuantLayer, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
     """Approximate minus exact integer accumulator for operand codes ``qx``, ``qw`` (float64, output-shaped)."""
-    saved = layer.emulation_dtype
+    saved = layer._emulation_dtype
     layer.emulation_dtype = torch.float64
     try:
         return layer.integer(qx, qw, **layer.emulation_args(qx.device)) - layer.exact_integer(qx, qw)
     finally:
-        layer.emulation_dtype = saved
+        layer._emulation_dtype = saved
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.appmul.metrics import error_metrics
 from fames.errors import FamesError
-from fames.method.energy import group_macs, layer_macs
+from fames.method.energy import MAC_SAMPLES, group_macs, layer_macs
 from fames.method.estimate.base import Estimate, Estimator, check_candidates, check_granularity
 from fames.method.estimate.forward import MeanForward
 from fames.method.estimate.taylor import TaylorEstimator
@@ -55,14 +55,14 @@ class MetricEstimator:
         granularity: str = "layer",
         mean_errors: dict[str, torch.Tensor] | None = None,
     ) -> Estimate:
-        """Omega ``(groups, K)`` per layer; ``x (S, ...)`` is used only for its input shape (``mean_errors`` are
+        """Omega ``(groups, K)`` per layer; ``x (S, ...)`` is used only to count MACs (``mean_errors`` are
         ignored: a data-free metric does not split the error)."""
         check_granularity(granularity)
         t0 = time.perf_counter()
         ql = qlayers(model)
         check_candidates(ql, candidates, granularity)
         layers = dict(ql)
-        macs = layer_macs(model, tuple(x.shape[1:])) if self.scale == "macs" else {}
+        macs = layer_macs(model, x[:MAC_SAMPLES]) if self.scale == "macs" else {}
         value = {m.name: self.metric(m) for ms in candidates.values() for m in ms}  # once per AppMul
         omega = {}
         for n, ms in candidates.items():
