@@ -1,5 +1,6 @@
 """Estimator properties that hold exactly: linear models, rank-1 curvature of two classes, path agreement."""
 
+import contextlib
 from functools import partial
 
 import numpy as np
@@ -396,3 +397,61 @@ def test_covariance_shares_add_up_to_the_whole(rank1):
     shares = est._curvature(None, None, p, lam, q).sum(1)  # (S, K)
     whole = est._curvature(None, None, p, lam, q.sum(2, keepdim=True), "own")[:, 0]
     torch.testing.assert_close(shares, whole)
+
+
+class _Tokens(nn.Module):
+    """Linear layers over (N, T, C) sequences; ``seq_first`` runs them on (T, N, C), as nn.Transformer's default."""
+
+    def __init__(self, seq_first: bool):
+        super().__init__()
+        torch.manual_seed(3)
+        self.l1, self.l2, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+        self.seq_first = seq_first
+
+    def forward(self, x):  # (N, T 5, 6)
+        h = x.transpose(0, 1) if self.seq_first else x
+        h = self.l2(torch.relu(self.l1(h)))
+        return self.head((h.transpose(0, 1) if self.seq_first else h).mean(1))
+
+
+def test_the_estimate_does_not_depend_on_where_a_layer_sees_the_samples():
+    x, y = torch.randn(20, 5, 6), torch.randint(0, 4, (20,))
+    est = {}
+    for seq_first in (False, True):
+        model = quantize(_Tokens(seq_first).eval(), "W4A4")
+        calibrate_ptq(model, x)
+        cands = {n: build_family("all", 4, 4, True)[1:7] for n, _ in qlayers(model)}
+        with pytest.warns(UserWarning, match="one sample at a time") if seq_first else contextlib.nullcontext():
+            est[seq_first] = TaylorEstimator("rank1", progress=False).estimate(model, x, y, cands)
+    for n in est[False].omega:  # (T, N, C) was read as T samples: the terms of other samples mixed
+        np.testing.assert_allclose(est[True].first[n], est[False].first[n], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(est[True].second[n], est[False].second[n], rtol=1e-6, atol=1e-9)
+
+
+def test_a_shared_layer_is_estimated_over_all_its_calls():
+    class Twice(nn.Module):  # one layer applied twice, or two copies of it: the same products either way
+        def __init__(self, shared: bool):
+            super().__init__()
+            torch.manual_seed(5)
+            self.a = nn.Linear(6, 6)
+            self.b = self.a if shared else nn.Linear(6, 6)
+            self.b.load_state_dict(self.a.state_dict())
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.b(torch.relu(self.a(x))))
+
+    x, y = torch.randn(30, 6), torch.randint(0, 3, (30,))
+    first, ranges = {}, None
+    for shared in (True, False):
+        model = quantize(Twice(shared).eval(), "W4A4")
+        calibrate_ptq(model, x)
+        if shared:
+            ranges = {k: v.clone() for k, v in model.state_dict().items()}
+        else:  # both copies quantize as the shared layer does
+            model.load_state_dict({**ranges, **{k.replace("a.", "b.", 1): v for k, v in ranges.items()
+                                                if k.startswith("a.")}})
+        cands = {n: build_family("all", 4, 4, True)[1:7] for n, _ in qlayers(model) if n != "head"}
+        first[shared] = TaylorEstimator("rank1", progress=False).estimate(model, x, y, cands).first
+    # first-order terms are linear in the layer's output error: the shared layer's is the sum of its copies'
+    np.testing.assert_allclose(first[True]["a"], first[False]["a"] + first[False]["b"], rtol=1e-6, atol=1e-9)

@@ -339,3 +339,22 @@ def test_w8a8_emulation_stays_bit_exact_when_sums_exceed_float32_integers():
     ref = reference_linear(qx.long(), qw.long(), m)
     assert q.emulation_dtype == torch.float64 and acc.abs().max() > 1 << 24
     assert torch.equal(acc.double().round().long(), ref)
+
+
+def test_a_layer_held_under_two_names_and_tied_weights_stay_one_after_quantize():
+    class Aliased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(6, 6)
+            self.again = self.enc  # the same layer under a second name
+            self.dec = nn.Linear(6, 6)
+            self.dec.weight = self.enc.weight  # weight tying: another layer, one Parameter
+
+        def forward(self, x):
+            return self.dec(self.again(torch.relu(self.enc(x))))
+
+    model = quantize(Aliased().eval(), "W4A4")
+    assert model.again is model.enc and isinstance(model.enc, QLinear)  # the alias was left a float Linear
+    assert model.dec.weight is model.enc.weight  # QAT would have trained two copies apart
+    calibrate_ptq(model, torch.randn(16, 6))
+    assert [n for n, _ in qlayers(model)] == ["enc", "dec"]

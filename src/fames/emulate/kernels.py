@@ -440,6 +440,8 @@ def _stacked_linear(
     outs = []
     for s, e in _chunks(N, K * R * U.element_size(), max_bytes):
         outs.append(_act_terms(x_idx[s:e], U, shifts, a_bits).reshape(e - s, R * K) @ ws.t())
+    if not outs:  # no rows (a layer the data routed nothing to)
+        return ws.new_zeros(0, O)
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 

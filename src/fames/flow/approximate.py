@@ -50,6 +50,7 @@ from fames.models import save_checkpoint
 from fames.quant.convert import expect_plain_module, float_layers, qlayers
 from fames.train import check_fits, evaluate
 
+ESTIMATE_VERSION = "2"  # changes with the estimators' numerics, so that a stored estimate of older code is redone
 PROBE_IMAGES = 1000  # evaluation images whose logits feed the output-difference histograms
 
 
@@ -347,8 +348,9 @@ def approximate_(
     measured = [f"margin={est_cfg.measured_margin!r}"] if est_cfg.kind == "measured" else []
 
     def estimate_key(granularity: str) -> str:
-        return content_hash(mkey, lkey, skey, _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature,
-                                                          granularity, *(["bias"] if bias else []), *measured))
+        return content_hash(mkey, lkey, skey, ESTIMATE_VERSION,
+                            _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature, granularity,
+                                        *(["bias"] if bias else []), *measured))
 
     def estimated(granularity: str) -> tuple[dict[str, np.ndarray], float, bool]:
         """``(Omega per layer, estimate seconds, computed now)`` at ``granularity``, a stage of its own."""

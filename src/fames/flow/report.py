@@ -114,6 +114,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"\n(L): the layer-level selection of this budget scored better than the "
                      f"{report['config']['selection']['granularity']}-level one before calibration and replaced it "
                      "(`selection.layer_fallback`).")
+    over = [r for r in report["runs"] if not r["infeasible"] and r["relative_energy"] > r["budget"] + 1e-9]
+    if over:
+        lines.append("\nThe relative energy exceeds the budget at R = " + ", ".join(f"{r['budget']:g}" for r in over)
+                     + ": the control-variate correction (`selection.compensation: control_variate`) of every "
+                     "approximate layer comes on top of the budget (its accumulator's energy is in the total); "
+                     "`compensation: auto` weighs it inside the budget.")
     for r in report["runs"]:
         if r["infeasible"]:
             lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")

@@ -29,6 +29,14 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
+def _set_module_everywhere(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` in place of ``old`` under every name ``old`` is registered as (a module held by two attributes
+    is one layer: both must become the same new one)."""
+    for name, m in list(root.named_modules(remove_duplicate=False)):
+        if m is old:
+            _set_module(root, name, new)
+
+
 @torch.no_grad()
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold an eval-mode BatchNorm into ``conv`` (weight and bias rewritten)."""
@@ -144,16 +152,20 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
         raise FamesError(
             f"per-layer bit widths name layers the model does not have: {unknown}; layers are: {[n for n, _ in layers]}"
         )
+    tied: dict[int, nn.Parameter] = {}  # a weight two layers share (weight tying) stays shared
     for k, (name, m) in enumerate(layers):
         position = "first" if k == 0 else "last" if k == len(layers) - 1 else "middle"
         bits = cfg.bits_for(name, position)
         if bits is None:
             continue
         q = (QConv2d if isinstance(m, nn.Conv2d) else QLinear)(m, bits.w_bits, bits.a_bits, cfg.signed)
+        q.to(m.weight.device)
+        if id(m.weight) in tied and tied[id(m.weight)].shape == q.weight.shape:
+            q.weight = tied[id(m.weight)]
+        tied.setdefault(id(m.weight), q.weight)
         q.weight_quant.init_from_weight(q.weight, "mse" if cfg.calibration == "mse" else "minmax")
         q.act_quant.learning = cfg.act_qat
-        q.to(m.weight.device)
-        _set_module(model, name, q)
+        _set_module_everywhere(model, m, q)
     _warn_unsupported(model, [f"{n} (Conv2d with padding_mode={m.padding_mode!r}, padding={m.padding!r})"
                               for n, m in padded])
     model.fames_quant_config = cfg.to_dict()
@@ -263,7 +275,7 @@ def calibrate_ptq(
                          "that the model's forward uses its layers")
     for n, m in ql:
         if n in idle:
-            _set_module(model, n, m.to_float())
+            _set_module_everywhere(model, m, m.to_float())
         else:
             m.act_quant.finalize(method, percentile)
     if idle and cfg:  # recorded, so that quantizing the model again (loading a saved run) gives the same layers

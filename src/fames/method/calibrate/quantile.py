@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -25,8 +26,9 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def _capture(model: nn.Module, layer: nn.Module, data: CalibrationData, batch_size: int, what: str) -> list:
-    """Input (``what="input"``) or output of ``layer`` for every batch of ``data``; the forward stops at the layer."""
-    got: list[torch.Tensor] = []
+    """Input (``what="input"``) or output of ``layer`` for every batch of ``data`` (None for a batch whose forward,
+    routed by the data, does not call it); the forward stops at the layer."""
+    got: list[torch.Tensor | None] = []
 
     def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         got.append((inp[0] if what == "input" else out).detach())
@@ -37,11 +39,15 @@ def _capture(model: nn.Module, layer: nn.Module, data: CalibrationData, batch_si
         for k, (xb, _) in enumerate(data.batches(batch_size)):
             with contextlib.suppress(_Stop):
                 model(xb)
-            if len(got) != k + 1:
-                raise FamesError("calibrate: a quantized layer is not called in the model's forward")
+            if len(got) == k:
+                got.append(None)
     finally:
         h.remove()
     return got
+
+
+class _Unmatched(Exception):
+    """The layer's outputs cannot be compared with the reference's (the data routes other rows to it)."""
 
 
 @torch.no_grad()
@@ -49,7 +55,8 @@ def _mre(layer: QuantLayer, xs: list[torch.Tensor], refs: list[torch.Tensor]) ->
     """``sum |layer(x) - ref| / (sum |ref| + eps)`` over all batches and elements."""
     num, den = 0.0, 0.0
     for x, r in zip(xs, refs, strict=True):
-        y = layer(x)
+        if x is None or r is None or (y := layer(x)).shape != r.shape:
+            raise _Unmatched
         num += (y.double() - r.double()).abs().sum().item()
         den += r.double().abs().sum().item()
     return num / (den + EPS)
@@ -125,8 +132,16 @@ class QuantileSearch:
         saved = (aq.scale.detach().clone(), aq.zero_point.clone())
         range_before = _act_range(aq)
         lc = LayerCalibration(name, is_approx(layer), range_before=range_before, range_after=range_before)
+        try:
+            lc.mre_before = _mre(layer, xs, refs)
+        except _Unmatched:  # data-dependent routing (e.g. mixture of experts): the search has no reference
+            why = ("is not called on the calibration samples" if all(x is None for x in xs) else
+                   "gets other rows than in the reference model (its inputs are routed by the data)")
+            warnings.warn(f"calibrate: layer {name} {why}, so its activation range is kept as it is", stacklevel=2)
+            bar.update(len(self.qs))
+            lc.seconds = time.perf_counter() - t0
+            return lc
         vals = torch.cat([x.flatten() for x in xs]).float()
-        lc.mre_before = _mre(layer, xs, refs)
         if vals.numel() > self.max_values:
             g = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + k)
             vals = vals[torch.randint(vals.numel(), (self.max_values,), generator=g).to(vals.device)]

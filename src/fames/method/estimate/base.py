@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -104,16 +104,21 @@ def check_candidates(ql: list[tuple[str, QuantLayer]], candidates: dict[str, lis
                 raise FamesError(f"layer {n}: correction fitted for {comp.appmul!r} paired with AppMul {m.name!r}")
 
 
-def capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor):
-    """Forward with hooks: logits, and per layer its input and output (output kept in the graph)."""
-    ins: dict[str, torch.Tensor] = {}
-    outs: dict[str, torch.Tensor] = {}
+def capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor, every_call: bool = False):
+    """Forward with hooks: logits, and per layer its input and output (output kept in the graph); with
+    ``every_call`` lists of them, one entry per call of the layer (none for a layer the forward did not call)."""
+    ins: dict[str, Any] = {}
+    outs: dict[str, Any] = {}
     hooks = []
     for n, m in ql:
 
         def hook(mod, inp, out, n=n):
-            ins[n] = inp[0].detach()
-            outs[n] = out
+            if every_call:
+                ins.setdefault(n, []).append(inp[0].detach())
+                outs.setdefault(n, []).append(out)
+            else:
+                ins[n] = inp[0].detach()
+                outs[n] = out
 
         hooks.append(m.register_forward_hook(hook))
     try:
@@ -122,6 +127,28 @@ def capture(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor)
         for h in hooks:
             h.remove()
     return z, ins, outs
+
+
+@torch.no_grad()
+def samples_first(model: nn.Module, ql: list[tuple[str, QuantLayer]], x: torch.Tensor) -> list[str]:
+    """The quantized layers whose inputs do not hold the samples of ``x`` in their first dimension (sequence-first
+    ``(T, N, C)``, samples flattened with positions, tokens routed by the data, a batch squeezed away), found by
+    running two and three samples; empty when every layer's input is ``(N, ...)``."""
+    def input_shapes(n: int) -> dict[str, list[tuple[int, ...]]]:
+        seen: dict[str, list[tuple[int, ...]]] = {}
+        hooks = [m.register_forward_hook(lambda mod, inp, out, k=k: seen.setdefault(k, []).append(
+            tuple(inp[0].shape))) for k, m in ql]
+        try:
+            model(x[:n])
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen
+
+    two, three = input_shapes(2), input_shapes(3)
+    return [k for k, _ in ql if len(two.get(k, [])) != len(three.get(k, [])) or any(
+        a[:1] != (2,) or b[:1] != (3,) or a[1:] != b[1:]
+        for a, b in zip(two.get(k, []), three.get(k, []), strict=True))]
 
 
 def recorded_pass(

@@ -25,6 +25,7 @@ The mean-forward extension lives in :mod:`fames.method.estimate.forward` (a wrap
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -44,8 +45,9 @@ from fames.method.estimate.base import (
     check_candidates,
     check_granularity,
     layer_states,
+    samples_first,
 )
-from fames.quant.layers import QuantLayer
+from fames.quant.layers import QConv2d, QuantLayer
 
 HESSIANS = ("none", "rank1", "full")
 CURVATURES = ("own", "bound", "covariance")
@@ -186,33 +188,62 @@ class TaylorEstimator:
                 alphas = {n: kernel_alphas(layers[n], hist[n], ms) for n, ms in candidates.items()}
             if mu is not None:
                 rest = ({n: np.zeros_like(v) for n, v in sec.items()}, {n: np.zeros_like(v) for n, v in fst.items()})
-            chunks = (S + self.chunk - 1) // self.chunk
+            # per-sample terms need each layer's input as (samples, ...): a layer that sees them otherwise (sequence
+            # first, flattened with positions, routed by the data) is estimated one sample at a time
+            odd = samples_first(model, [(n, layers[n]) for n in candidates], x) if S >= 3 else list(candidates)
+            chunk = 1 if odd else self.chunk
+            if odd and S >= 3:
+                warnings.warn(f"quantized layers {odd[:3]} do not take the samples in the first dimension of their "
+                              f"input (e.g. (T, N, C)): the {self.name} estimate runs one sample at a time (slower)",
+                              stacklevel=4)
+            if mu is not None and odd:
+                raise FamesError(f"the mean-forward estimate needs every layer's output as (samples, ...); layers "
+                                 f"{odd[:3]} take them otherwise: use the estimator kind without +forward")
+            chunks = (S + chunk - 1) // chunk
             bar = tqdm(total=len(candidates) * chunks, desc=f"estimate ({self.name})", disable=not self.progress)
-            for s0 in range(0, S, self.chunk):
-                xb, yb = x[s0 : s0 + self.chunk], y[s0 : s0 + self.chunk]
+            for s0 in range(0, S, chunk):
+                xb, yb = x[s0 : s0 + chunk], y[s0 : s0 + chunk]
                 with torch.enable_grad():
-                    z, ins, outs = capture(model, ql, xb)
-                    names = list(candidates)
-                    tensors = [outs[n] for n in names]
+                    z, ins, outs = capture(model, ql, xb, every_call=True)
+                    names = [n for n in candidates if n in outs]  # a layer the data routes around adds nothing
+                    tensors = [t for n in names for t in outs[n]]
                     p = F.softmax(z.detach().double(), 1)
                     # dL/dY for the first-order term (L = mean CE over the whole batch)
-                    gl = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum") / S, tensors, retain_graph=True)
+                    gl = torch.autograd.grad(F.cross_entropy(z, yb, reduction="sum") / S, tensors, retain_graph=True,
+                                             allow_unused=True)
                     if self.hessian == "full":
                         C = z.shape[1]
-                        Gc = [torch.autograd.grad(z[:, c].sum(), tensors, retain_graph=c < C - 1) for c in range(C)]
+                        Gc = [torch.autograd.grad(z[:, c].sum(), tensors, retain_graph=c < C - 1, allow_unused=True)
+                              for c in range(C)]
                         lam = None
                     elif self.hessian == "rank1":
                         lam, vec = _top_eig(p, self.power_iters)
-                        Gc = [torch.autograd.grad((z * vec.to(z.dtype)).sum(), tensors)]
+                        Gc = [torch.autograd.grad((z * vec.to(z.dtype)).sum(), tensors, allow_unused=True)]
                     else:
                         Gc, lam = [], None
-                for k, n in enumerate(names):
-                    grads = [gl[k]] + [g[k] for g in Gc]
-                    f, q = self._projections(layers[n], ins[n], grads, candidates[n], granularity)  # (S,G,K), (S,C,G,K)
-                    if n in alphas:
-                        f, q = _minus_bias(layers[n], grads, alphas[n], granularity, f, q)
+                k = 0
+                for n in names:
+                    f = q = None
+                    for xi, out in zip(ins[n], outs[n], strict=True):  # every call of the layer (shared layers)
+                        grads = [g if g is not None else torch.zeros_like(out) for g in [gl[k]] + [g[k] for g in Gc]]
+                        k += 1
+                        if xi.numel() == 0:  # called on no rows (an expert no token was routed to)
+                            continue
+                        if odd:  # one sample: all of the call's rows are its
+                            xi, grads = _one_sample(layers[n], xi), [_one_sample(layers[n], g) for g in grads]
+                        # (S, G, K) and (S, C, G, K)
+                        fc, qc = self._projections(layers[n], xi, grads, candidates[n], granularity)
+                        if n in alphas:
+                            fc, qc = _minus_bias(layers[n], grads, alphas[n], granularity, fc, qc)
+                        f, q = (fc, qc) if f is None else (f + fc, q + qc)  # the same AppMul errs on every call
+                    bar.update()
+                    if f is None:
+                        continue
                     terms = [((f, q), (sec, fst))]
                     if mu is not None:  # project out the mean error: <G[s], mu_A> per gradient, sample, candidate
+                        if len(outs[n]) > 1:
+                            raise FamesError(f"the mean-forward estimate takes one call per layer; {n} is called "
+                                             f"{len(outs[n])} times: use the estimator kind without +forward")
                         pm = torch.stack([g.double().flatten(1) @ mu[n].flatten(1).T for g in grads])  # (1 + C, S, K)
                         terms.append(((f - pm[0][:, None], q - pm[1:].transpose(0, 1)[:, :, None]), rest))
                     for (fi, qi), (so, fo) in terms:
@@ -221,7 +252,7 @@ class TaylorEstimator:
                             so[n] += (self._curvature(z.detach().double(), yb, p, lam, qi).sum(0) / S).numpy()
                     if Gc and self.curvature == "covariance" and granularity != "layer":
                         own[n] += (self._curvature(z.detach().double(), yb, p, lam, q, "own").sum(0) / S).numpy()
-                    bar.update()
+                bar.update(len(candidates) - len(names))
             bar.close()
         if self.curvature == "covariance" and granularity != "layer" and self.hessian != "none":
             sec = {n: np.maximum(v, own[n]) for n, v in sec.items()}
@@ -294,6 +325,12 @@ class TaylorEstimator:
         return root * root.sum(1, keepdim=True)
 
 
+def _one_sample(layer: QuantLayer, t: torch.Tensor) -> torch.Tensor:
+    """A layer input or output of one sample as a batch of one: a Linear's rows all belong to it (any layout), a
+    convolution's input is ``(C, H, W)`` when the model dropped the batch dimension."""
+    return t if isinstance(layer, QConv2d) and t.dim() == 4 else t.unsqueeze(0)
+
+
 def _minus_bias(layer: QuantLayer, grads: list[torch.Tensor], alpha: np.ndarray, granularity: str,
                f: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Projections ``f (S, G, K)``, ``q (S, C, G, K)`` of the bias-corrected candidates: minus
@@ -318,8 +355,10 @@ def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _top_eig(p: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top eigenpair of H_L = diag(p) - p p^T for every row of ``p (S, C)`` by power iteration."""
-    v = torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(0))
+    """Top eigenpair of H_L = diag(p) - p p^T for every row of ``p (S, C)`` by power iteration, each row from the same
+    start (so a sample's pair does not depend on which chunk of samples it is computed in)."""
+    start = torch.randn(p.shape[1], dtype=p.dtype, generator=torch.Generator().manual_seed(0))
+    v = start.expand_as(p).clone()
     for _ in range(iters):
         hv = p * v - p * (p * v).sum(1, keepdim=True)
         v = hv / hv.norm(dim=1, keepdim=True).clamp_min(1e-30)
