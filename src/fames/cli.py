@@ -602,6 +602,10 @@ def _bits(values: list[str]) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import dataclasses
+
+    from fames.flow.config import RunConfig
+
     p = _Parser(
         prog="fames",
         description="Approximate multipliers for quantized neural networks: AppMul libraries with hardware cost, "
@@ -737,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
         "synth",
         help="approximate logic synthesis of AppMuls (local approximate changes and/or Cartesian GP)",
         description="Python: fames.appmul.synth.library.synthesize(SynthConfig(...)). Starts from our exact "
-        "multiplier, keeps every design on the Pareto front of error vs proxy cost (sum of gate areas) and writes "
+        "multiplier, keeps every design on the Pareto front of error vs proxy cost (--proxy) and writes "
         "the library (LUT + structural Verilog, each checked against its Yosys simulation; added to --out, replacing "
         "an earlier synthesis of the same widths there), front-AxW.json and front-AxW.png. Final hardware figures: "
         "`fames lib cost DIR --liberty ...`.",
@@ -788,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = ls.add_parser("show", help="one row per AppMul: bits, MRED, WCE, area, delay, energy/op, PDP")
     s.add_argument("dir", help="library directory")
-    s.add_argument("--json", action="store_true", help="print the library index as JSON")
+    s.add_argument("--json", action="store_true", help="print the rows (errors and costs of every AppMul) as JSON")
     s.set_defaults(func=cmd_lib_show)
 
     pl = ls.add_parser("plot", help="PDP (relative to exact) vs MRED with the Pareto front marked")
@@ -858,8 +862,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="FAMES end to end from a YAML config: estimate, ILP selection, calibration, report",
         description="Python: fames.run(fames.RunConfig(...)) or fames.approximate_(model, data, library, "
-        "fames.FamesConfig(...)). Keys: see fames.RunConfig (top level: model, checkpoint, quant, library, liberty, "
-        "budget, max_accuracy_loss, output, seed; nested: data, estimator, selection, calibration).",
+        "fames.FamesConfig(...)). Keys (each documented in fames.RunConfig and the README; examples/*.yaml): "
+        + ", ".join(sorted(f.name for f in dataclasses.fields(RunConfig))) + ".",
     )
     rn.add_argument("config", help="YAML run configuration")
     rn.add_argument("--output", default=None, help="override the config's output directory")

@@ -283,9 +283,11 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
     if arch is None and ck_arch is not None and ":" in ck_arch:  # trained from package.module:factory
         return load_model(ck_arch, checkpoint, num_classes)
     if ck_arch is None and arch is None:
-        raise FamesError(f"{path} is a plain state dict: give --model (the architecture it belongs to)")
+        raise FamesError(f"{path} is a plain state dict: give --model (in a run config: model:), the architecture it "
+                         "belongs to")
     if arch is not None and ck_arch is not None and arch != ck_arch:
-        raise FamesError(f"{path} holds a {ck_arch!r} model, not {arch!r}; use --model {ck_arch}")
+        raise FamesError(f"{path} holds a {ck_arch!r} model, not {arch!r}; use --model {ck_arch} (in a run config: "
+                         f"model: {ck_arch})")
     model = create_model(ck_arch or arch, num_classes=num_classes or meta.get("num_classes", 10))
     if meta.get("quant"):
         quantize(model, meta["quant"])

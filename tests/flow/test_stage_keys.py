@@ -73,5 +73,46 @@ def test_recosted_library_recomputes(ck, tmp_path):
     Library(recosted).save(lib_dir)
     r = run(_cfg(ck, out, library=str(lib_dir)), progress=False)
     assert set(bud) < set(_stage_files(out, "budget"))
-    assert len(_stage_files(out, "estimate")) == 2
+    assert len(_stage_files(out, "estimate")) == 1  # the estimate reads the tables, not the costs: reused
     assert r.to_dict()["library"]["size"] == len(ms)
+
+
+def test_settings_that_do_not_change_a_budget_reuse_its_stages(ck, tmp_path):
+    out = tmp_path / "run"
+    r1 = run(_cfg(ck, out), progress=False)
+    stages = {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()}
+    # the same images in other batches, the sweep's stopping rule, the fallback a layer-level run never uses
+    r2 = run(_cfg(ck, out, data={"dataset": "digits", "batch_size": 37},
+                  selection={"stop_at_loss": True, "layer_fallback": False}), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()} == stages
+    assert r2.to_dict()["runs"] == r1.to_dict()["runs"]
+
+
+def test_edited_binary_stage_files_are_recomputed_not_trusted(ck, tmp_path):
+    out = tmp_path / "run"
+    r1 = run(_cfg(ck, out), progress=False)
+    (est,) = (out / "stages").glob("estimate-*.npz")
+    (model,) = (out / "stages").glob("budget-*.pt")
+    data = bytearray(est.read_bytes())
+    data[-40] ^= 0xFF  # one flipped byte of the stored Omega
+    est.write_bytes(bytes(data))
+    model.write_bytes(model.read_bytes()[:-10])  # a truncated model state
+    with pytest.warns(UserWarning, match="does not match its checksum or cannot be read") as got:
+        r2 = run(_cfg(ck, out), progress=False)
+    assert {str(w.message).split()[2] for w in got if "checksum" in str(w.message)} == {str(est), str(model)}
+    same = ("relative_energy", "accuracy", "assignment")
+    assert [{k: r[k] for k in same} for r in r2.to_dict()["runs"]] == [{k: r[k] for k in same}
+                                                                        for r in r1.to_dict()["runs"]]
+
+
+def test_a_library_costed_on_another_liberty_is_costed_on_the_runs(tmp_path):
+    from fames.hw.synthetic import default_synthetic_liberty
+
+    lib_dir = tmp_path / "lib"
+    Library(candidate_appmuls("generate", {(4, 4, True, True)}, "synthetic", ["trunc"], progress=False)).save(lib_dir)
+    other = tmp_path / "other.lib"  # the same cells under another library name
+    text = default_synthetic_liberty().read_text()
+    other.write_text(text.replace("library (fames_synth45)", "library (other45)", 1))
+    assert "library (other45)" in other.read_text()
+    ms = candidate_appmuls(str(lib_dir), {(4, 4, True, True)}, other, progress=False)
+    assert {m.cost.liberty for m in ms} == {"other45"}  # the run's liberty, as its report says

@@ -215,3 +215,17 @@ def test_without_eval_data_the_accuracies_are_measured_on_images_the_estimate_an
     small = TensorSamples(x[:200], torch.zeros(200, dtype=torch.long))
     with pytest.warns(UserWarning, match="pass eval_data"):  # every image is needed by the estimate
         _default_eval(small, fames.FamesConfig(estimator=fames.EstimatorConfig(samples=200)))
+
+
+def test_quant_that_differs_from_a_quantized_checkpoint_is_refused_not_ignored(tmp_path):
+    from fames.flow.run import run
+    from fames.models import save_checkpoint
+    from tests.conftest import digits_w4a4_model
+
+    m = digits_w4a4_model()
+    ck = save_checkpoint(m, tmp_path / "w4a4.pt", meta={"quant": m.fames_quant_config})
+    base = {"model": "digits_cnn", "checkpoint": str(ck), "families": ["trunc"], "budget": 0.8, "calibration": False,
+            "estimator": {"samples": 32, "validate": False}}
+    with pytest.raises(FamesError, match="already quantized.*w_bits: 4 in the checkpoint, 8 asked"):
+        run(base | {"quant": "W8A8", "output": str(tmp_path / "a")}, progress=False)  # ran W4A4 under a W8A8 label
+    assert run(base | {"quant": "W4A4", "output": str(tmp_path / "b")}, progress=False).rows

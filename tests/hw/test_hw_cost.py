@@ -74,3 +74,20 @@ def test_wide_table_only_design_not_comparable(synth_lib):
     m = AppMul("t52", 5, 2, False, False, lut)
     c = cost_appmul(m, synth_lib, n_vectors=64)
     assert not c.comparable and c.note == "from truth table, not comparable"
+
+
+def test_an_interrupted_costing_drops_its_queue(monkeypatch, tmp_path):
+    import fames.hw.cost as hc
+    from fames.appmul.families import build_family
+
+    calls = []
+
+    def interrupted(design, *a, **kw):
+        calls.append(design.name)
+        raise KeyboardInterrupt  # Ctrl-C while the first design is costed
+
+    monkeypatch.setattr(hc, "cost_appmul", interrupted)
+    ms = build_family("trunc", 4, 4, False)
+    with pytest.raises(KeyboardInterrupt):
+        hc.cost_library(ms, tmp_path / "any.lib", jobs=1, progress=False)
+    assert len(calls) == 1  # the other designs were waited for, one by one, before

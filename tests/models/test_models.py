@@ -193,7 +193,7 @@ def test_checkpoint_roundtrip_and_clear_errors(tmp_path):
     torch.save(m.state_dict(), tmp_path / "bare.pt")
     with pytest.raises(CheckpointError, match=r"missing keys: .*layer1\.2\.conv1\.weight") as ei:
         create_model("resnet20", pretrained=tmp_path / "bare.pt")
-    assert "Wrong --model" in str(ei.value)
+    assert "Wrong model for this checkpoint (--model" in str(ei.value)
     sd = {("renamed." + k): v for k, v in m.state_dict().items()}
     torch.save({"state_dict": sd}, tmp_path / "renamed.pt")
     with pytest.raises(CheckpointError, match=r"unexpected keys: renamed\.conv1\.weight"):

@@ -196,6 +196,14 @@ add("plot-uncosted-library",
     lambda tmp, a: ["lib", "plot", str(a.copy("lib22", tmp / "lib")), "--out", str(tmp / "f.png")])
 add("run-config-is-a-folder", lambda tmp, a: (tmp / "cfgdir").mkdir() or ["run", str(tmp / "cfgdir")])
 # unknown keys
+run_case("run-empty-config", raw="# nothing here yet\n", notes="fell back to every default: 'no checkpoint'")
+run_case("run-no-families", "{families: []}", notes="ran, then every budget infeasible")
+run_case("run-library-keyword-typo", "{library: generated}", notes="named the folder only, not the keywords")
+run_case("run-quant-other-than-the-quantized-checkpoint",
+         lambda tmp, a: {"checkpoint": str(a.copy("w4a4.pt", tmp / "w4a4.pt")), "quant": "W8A8"},
+         notes="ran the checkpoint's W4A4 under a W8A8 label")
+run_case("run-library-is-its-own-output", lambda tmp, a: {"library": str(tmp / "out" / "library")},
+         notes="the run rewrote that library with its candidates only")
 run_case("run-unknown-top-key", "{budgett: 0.5}")
 run_case("run-unknown-estimator-key", "{estimator: {samples: 16, validate: false, sample: 8}}")
 run_case("run-unknown-selection-key", "{selection: {granularty: filter}}")

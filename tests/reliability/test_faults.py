@@ -101,6 +101,19 @@ def test_a_run_folder_is_locked_refuses_user_files_and_never_mixes_runs(ckpt, tm
     with pytest.raises(FamesError, match="holds files fames did not write"):
         run(_cfg(ckpt, user), progress=False)
     assert (user / "report.md").read_text() == "my own report"
+    (user / "run.json").write_text('{"experiment": {"name": "mine"}, "status": "COMPLETED"}')  # another tool's
+    with pytest.raises(FamesError, match="holds files fames did not write"):
+        run(_cfg(ckpt, user), progress=False)
+    assert (user / "report.md").read_text() == "my own report"
+    # files of a save interrupted before run.json was written (not listed there) go with the next run too
+    (out / "model_R0.3.pt").write_bytes(b"half a save")
+    run(_cfg(ckpt, out), progress=False)
+    assert not (out / "model_R0.3.pt").exists()
+    # a run whose input library is its own output library/ (rewritten with the candidates) is refused
+    with pytest.raises(FamesError, match="this run's own output library"):
+        run(_cfg(ckpt, out, library=str(out / "library")), progress=False)
+    with pytest.raises(FamesError, match="is a run's result"):  # its calibrated model taken for the exact one
+        run(_cfg(out / "model.pt", tmp_path / "again", quant=None), progress=False)
 
 
 def test_the_report_says_when_no_budget_is_within_the_bound(ckpt, tmp_path):

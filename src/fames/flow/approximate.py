@@ -33,7 +33,15 @@ from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig, SearchConfig
 from fames.flow.library import candidate_appmuls, liberty_path, synth_operand_weights
-from fames.flow.sources import DatasetSamples, Samples, as_samples, eval_batches, holdout, tensors_hash
+from fames.flow.sources import (
+    DatasetSamples,
+    Samples,
+    as_samples,
+    batches_hash,
+    eval_batches,
+    holdout,
+    tensors_hash,
+)
 from fames.flow.stages import Stages
 from fames.flow.stats import Z95, paired_difference, wilson_interval
 from fames.io import content_hash
@@ -230,16 +238,18 @@ def model_key(model: nn.Module) -> str:
                         json.dumps(getattr(model, "fames_quant_config", None), sort_keys=True, default=str))
 
 
-def appmuls_key(appmuls: list[AppMul]) -> str:
-    """Content key of AppMuls: names, tables and cost records."""
+def appmuls_key(appmuls: list[AppMul], costs: bool = True) -> str:
+    """Content key of AppMuls: names, tables and (unless not ``costs``) cost records."""
     parts: list[bytes | str] = []
     for m in appmuls:
-        parts += [m.name, m.signature(), np.ascontiguousarray(m.lut).tobytes(),
-                  json.dumps(None if m.cost is None else m.cost.to_dict(), sort_keys=True, default=str)]
+        parts += [m.name, m.signature(), np.ascontiguousarray(m.lut).tobytes()]
+        if costs:
+            parts.append(json.dumps(None if m.cost is None else m.cost.to_dict(), sort_keys=True, default=str))
     return content_hash(*parts)
 
 
-UNKEYED_FIELDS = {"solver_output"}  # settings that change what is printed, not what is computed
+# settings that change what is printed, or which budgets are measured, not what one budget computes
+UNKEYED_FIELDS = {"solver_output", "stop_at_loss"}
 
 
 def _fields_key(*objs: Any) -> str:
@@ -335,8 +345,9 @@ def approximate_(
     cands = setup.candidates
     mkey = model_key(model)
     lkey = appmuls_key([m for ms in cands.values() for m in ms])
-    skey, tkey = tensors_hash(x, y), tensors_hash(*[t for b in test for t in b])
-    jkey = tensors_hash(*[t for b in judge for t in b]) if val is not None else tkey
+    fkey = appmuls_key([m for ms in cands.values() for m in ms], costs=False)  # what the estimate reads
+    skey, tkey = tensors_hash(x, y), batches_hash(test)
+    jkey = batches_hash(judge) if val is not None else tkey
     exact = stages.json("exact", content_hash(mkey, jkey, "per-sample"),
                         lambda: evaluate(model, judge, progress, "eval exact", per_sample=True))
 
@@ -348,7 +359,7 @@ def approximate_(
     measured = [f"margin={est_cfg.measured_margin!r}"] if est_cfg.kind == "measured" else []
 
     def estimate_key(granularity: str) -> str:
-        return content_hash(mkey, lkey, skey, ESTIMATE_VERSION,
+        return content_hash(mkey, fkey, skey, ESTIMATE_VERSION,
                             _fields_key(est_cfg.kind, est_cfg.forward_above, est_cfg.curvature, granularity,
                                         *(["bias"] if bias else []), *measured))
 
@@ -367,7 +378,7 @@ def approximate_(
     ekey = estimate_key(sel_cfg.granularity)
     omega, est_seconds, fresh = estimated(sel_cfg.granularity)
     reused_s = 0.0 if fresh else est_seconds  # total_s counts the time of stages an earlier invocation computed
-    spearman, scatter = _validation(model, x, y, cands, omega, stages, content_hash(mkey, lkey, skey), progress) \
+    spearman, scatter = _validation(model, x, y, cands, omega, stages, content_hash(mkey, fkey, skey), progress) \
         if est_cfg.validate else (None, None)
 
     # ------------------------------------------------------------------ the selection problem
@@ -391,7 +402,9 @@ def approximate_(
 
     # ------------------------------------------------------------------ per budget
     def budget_key_base(sel: Any, estimate: str) -> str:  # a layer-level run of the same settings shares its stages
-        return content_hash("v2" + ("-live" if sel.compensation == "bias" else ""), estimate, jkey,
+        if sel.granularity == "layer":  # the fallback to the layer level has nothing to do there
+            sel = replace(sel, layer_fallback=True)
+        return content_hash("v2" + ("-live" if sel.compensation == "bias" else ""), estimate, lkey, jkey,
                             _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
                             else "", str(liberty_file), *_finetune_key(cfg, tune))

@@ -307,6 +307,9 @@ class RunConfig(FamesConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.families:
+            raise ConfigError("families: [] leaves no generated design; name families (fames lib families lists "
+                              "them) or leave the key out for all")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ConfigError(f"seeds {self.seeds}: give distinct seeds (the first one is the reported run)")
 
@@ -333,7 +336,11 @@ class RunConfig(FamesConfig):
     def from_file(cls, path: str | Path) -> RunConfig:
         from fames.io import read_config_file
 
-        return cls.from_dict(read_config_file(path, "run config") or {}, where=str(path))
+        d = read_config_file(path, "run config")
+        if d is None:
+            raise FamesError(f"{path} is empty (or only comments): a run config names at least model, checkpoint and "
+                             "output; see examples/*.yaml")
+        return cls.from_dict(d, where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,27 @@ def test_loader(data: DataConfig, seed: int = 0):  # type: ignore[no-untyped-def
     return get_loader(ds, "test", data.batch_size, channels_last=True, seed=seed)
 
 
+def _check_same_quantization(model: nn.Module, quant: Any) -> None:
+    """Refuse a ``quant`` that asks for other widths than those of an already quantized checkpoint (it would be
+    ignored: a quantized checkpoint is used as it is)."""
+    saved = getattr(model, "fames_quant_config", None)
+    if quant is None or not saved:
+        return
+    from fames.quant import load_config
+
+    keys = ("w_bits", "a_bits", "weight_scheme", "first_last")
+
+    def widths(d: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: d.get(k) for k in keys}, "layers": {n: v for n, v in (d.get("layers") or {}).items()
+                                                          if v != "float"}}
+
+    want, have = widths(load_config(quant).to_dict()), widths(saved)
+    if want != have:
+        diff = ", ".join(f"{k}: {have[k]} in the checkpoint, {want[k]} asked" for k in want if want[k] != have[k])
+        raise FamesError(f"the checkpoint is already quantized, and 'quant' asks for other settings ({diff}): give a "
+                         "float checkpoint to quantize (checkpoint: float.pt, quant: ...), or leave 'quant' out")
+
+
 @dataclass
 class RunInputs:
     """The exact quantized model, its float accuracy (when known), training samples and the test loader."""
@@ -80,6 +102,9 @@ def check_inputs(cfg: RunConfig) -> None:
     if cfg.quant is not None:
         load_config(cfg.quant)
     if not is_library_keyword(cfg.library):
+        if not Path(cfg.library).exists():
+            raise FamesError(f"library: {cfg.library!r} is neither generate, evoapprox, synth, generate+synth nor an "
+                             "existing library folder")
         Library.load(cfg.library)
     read_liberty(liberty_path(cfg.liberty))
 
@@ -88,6 +113,10 @@ def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     """Load the model (quantized by PTQ when ``quant`` is given and the checkpoint is float) and the data."""
     check_inputs(cfg)
     model = load_run_model(cfg.model, cfg.checkpoint)
+    if (getattr(model, "checkpoint_meta", None) or {}).get("assignment"):
+        raise FamesError(f"checkpoint {cfg.checkpoint} is a run's result, calibrated with the AppMuls of "
+                         f"{model.checkpoint_meta['assignment']}: as the exact model it would be judged against "
+                         "itself; give the checkpoint that run started from")
     test = test_loader(cfg.data, cfg.seed)
     samples = DatasetSamples(dataset_split(cfg.data, "train"), cfg.data.dataset)
     float_acc = None
@@ -98,9 +127,11 @@ def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
         quantize(model, cfg.quant)
         calibrate_ptq(model, get_loader(samples.dataset, "train", 128, shuffle=True, seed=cfg.seed,
                                         channels_last=True), num_batches=8)
-    elif cfg.float_checkpoint:
-        fm = load_run_model(cfg.model, cfg.float_checkpoint)
-        float_acc = evaluate(fm, test, progress, "eval float")["accuracy"]
+    else:
+        _check_same_quantization(model, cfg.quant)
+        if cfg.float_checkpoint:
+            fm = load_run_model(cfg.model, cfg.float_checkpoint)
+            float_acc = evaluate(fm, test, progress, "eval float")["accuracy"]
     model.eval()
     return RunInputs(model, float_acc, samples, test)
 

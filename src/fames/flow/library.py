@@ -16,6 +16,7 @@ from fames.appmul.importers import import_evoapprox
 from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.hw.cost import cost_appmul, cost_library
+from fames.hw.liberty import read_liberty
 from fames.hw.synthetic import default_synthetic_liberty
 from fames.method.problem import check_widths
 
@@ -221,8 +222,11 @@ def candidate_appmuls(
     for key in sorted(widths - have):  # the exact multiplier is always a candidate (the budget's reference)
         ms.insert(0, build("exact", *key))
     ms = _unique_names(ms)
-    if generated or any(m.cost is None for m in ms):  # one liberty for all but published figures
+    lib_file = liberty_path(liberty)
+    own = read_liberty(lib_file).name
+    # one liberty for all but published figures: the run's (a library costed on another one is costed again)
+    if generated or any(m.cost is None or (m.cost.source != "published" and m.cost.liberty != own) for m in ms):
         need = [m for m in ms if m.cost is None or m.cost.source != "published"]
-        done = {m.name: m for m in cost_library(need, liberty_path(liberty), progress=progress)}
+        done = {m.name: m for m in cost_library(need, lib_file, progress=progress)}
         ms = [done.get(m.name, m) for m in ms]
     return ms

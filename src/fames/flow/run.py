@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
     cfg = as_run_config(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.output)
+    if isinstance(cfg.library, str) and Path(cfg.library).resolve() == (out / "library").resolve():
+        raise FamesError(f"library: {cfg.library} is this run's own output library, which the run replaces with its "
+                         "candidates (designs of other widths would be lost): copy it to another folder and name "
+                         "that one")
     previous = _check_output(out, force)
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / ".fames-run.lock"))
@@ -72,7 +77,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
         result.timings["total_s"] = time.perf_counter() - t0 + result.timings.get("reused_s", 0.0)
         written = sorted({p.name for p in result.save(out, per_budget=True)})
         for name in set(previous) - set(written):  # an earlier run's files this run did not write again
-            (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
         atomic_write_json(out / MANIFEST, {"format": "fames-run", "config": result.to_dict()["config"],
                                            "inputs": result.keys, "files": written})
     finally:
@@ -94,13 +99,14 @@ def _check_output(out: Path, force: bool) -> list[str]:
     if not out.is_dir() or all(p.name.startswith(".fames-run.") for p in out.iterdir()):
         return []
     manifest = out / MANIFEST
-    if manifest.is_file():
-        try:
-            files = json.loads(manifest.read_text()).get("files", [])
-            return [f for f in files if isinstance(f, str) and _ours(f)]
-        except (OSError, ValueError, AttributeError):
-            pass
-    if (out / "stages").is_dir() or force:
+    try:
+        ours = json.loads(manifest.read_text()).get("format") == "fames-run"
+    except (OSError, ValueError, AttributeError):  # absent, or not fames' (another tool's run.json)
+        ours = False
+    if ours or (out / "stages").is_dir() and not manifest.exists():  # a run's, or one interrupted before its end
+        # every output file a run writes, listed or not (a save interrupted before run.json was written)
+        return sorted(p.name for p in out.iterdir() if _ours(p.name))
+    if force:
         return []
-    raise FamesError(f"output folder {out} holds files fames did not write (no {MANIFEST}); choose a new or empty "
-                     "folder, or pass --force to write into it anyway")
+    raise FamesError(f"output folder {out} holds files fames did not write (no fames {MANIFEST}); choose a new or "
+                     "empty folder, or pass --force to write into it anyway")

@@ -155,6 +155,19 @@ def eval_batches(data: Any, batch_size: int = 500) -> list[tuple[torch.Tensor, t
     return out
 
 
+def batches_hash(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """Short SHA-256 of ``(x, y)`` batches as one dataset: the same samples in the same order give the same key
+    whatever the batch size (or memory layout)."""
+    hx, hy, n, shape = hashlib.sha256(), hashlib.sha256(), 0, ""
+    for x, y in batches:
+        x, y = x.detach().cpu().contiguous(), y.detach().cpu().contiguous()
+        shape = f"{tuple(x.shape[1:])}{x.dtype}{y.dtype}"
+        hx.update(x.numpy().tobytes() if x.dtype != torch.bfloat16 else x.float().numpy().tobytes())
+        hy.update(y.numpy().tobytes())
+        n += len(x)
+    return hashlib.sha256(f"{n}{shape}".encode() + hx.digest() + hy.digest()).hexdigest()[:16]
+
+
 def tensors_hash(*tensors: torch.Tensor) -> str:
     """Short SHA-256 of tensors' shapes, dtypes and bytes (stage keys)."""
     h = hashlib.sha256()

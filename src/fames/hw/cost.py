@@ -225,16 +225,21 @@ def cost_library(
         cf.ThreadPoolExecutor(max_workers=jobs) as ex,
     ):
         futs = {ex.submit(cost_appmul, d, liberty_path, **kw): i for i, d in enumerate(designs)}
-        for f in cf.as_completed(futs):
-            i = futs[f]
-            try:
-                costs[i] = f.result()
-            except HardwareError as e:
-                if failures is None or i < len(keys):  # a reference must cost
-                    raise
-                failures[designs[i].name] = str(e)
-            bar.set_postfix_str(designs[i].name[:30])
-            bar.update()
+        try:
+            for f in cf.as_completed(futs):
+                i = futs[f]
+                try:
+                    costs[i] = f.result()
+                except HardwareError as e:
+                    if failures is None or i < len(keys):  # a reference must cost
+                        raise
+                    failures[designs[i].name] = str(e)
+                bar.set_postfix_str(designs[i].name[:30])
+                bar.update()
+        except BaseException:  # Ctrl-C or an error: only the designs being costed finish, the queue is dropped
+            for f in futs:
+                f.cancel()
+            raise
     refs = dict(zip(keys, costs[: len(keys)], strict=True))
     ref_names = {k: d.name for k, d in zip(keys, designs, strict=False)}
     out: list[AppMul] = []

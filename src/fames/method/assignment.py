@@ -66,7 +66,8 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
 
 def _lookup(library: Library, name: str, layer: str) -> Any:
     if name not in library:
-        raise FamesError(f"layer {layer}: AppMul {name!r} is not in the library ({len(library)} AppMuls)")
+        raise FamesError(f"layer {layer}: AppMul {name!r} is not in the library ({len(library)} AppMuls); an "
+                         "assignment a run wrote names the designs of that run's own library, RUN/library")
     return library[name]
 
 

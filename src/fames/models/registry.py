@@ -176,7 +176,7 @@ def load_checkpoint_file(path: str | Path, arch: str | None = None) -> tuple[dic
         if arch and ck_arch and ck_arch != arch:
             raise CheckpointError(
                 f"checkpoint {path} was saved for architecture {ck_arch!r}, not {arch!r}; "
-                f"use --model {ck_arch} (or pass the right checkpoint)"
+                f"use --model {ck_arch} (in a run config: model: {ck_arch}), or pass the right checkpoint"
             )
         meta = dict(obj.get("meta") or {})
         meta.update({k: v for k, v in obj.items() if k not in ("state_dict", "meta", "optimizer")
@@ -230,8 +230,8 @@ def load_state_dict_checked(
         what = f"architecture {arch!r}" if arch else type(model).__name__
         raise CheckpointError(
             f"{source} does not fit {what}: " + "; ".join(parts)
-            + ". Wrong --model for this checkpoint" + (", or one trained for another number of classes?" if shapes
-                                                       else "?")
+            + ". Wrong model for this checkpoint (--model, or model: in a run config)"
+            + (", or one trained for another number of classes?" if shapes else "?")
         )
     model.load_state_dict(state_dict, strict=True)
 
