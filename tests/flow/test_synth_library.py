@@ -79,7 +79,7 @@ def test_library_keywords_pass_the_input_check():
         assert is_library_keyword(name)
         check_inputs(RunConfig.from_dict({"library": name}))
     assert not any(is_library_keyword(x) for x in ("generate+generate", "evo", "synth+evoapprox", "", None))
-    with pytest.raises(FamesError, match="not a library directory"):
+    with pytest.raises(FamesError, match="is neither generate, evoapprox, synth"):
         check_inputs(RunConfig.from_dict({"library": "generate+evo"}))
 
 

@@ -91,3 +91,13 @@ def test_an_interrupted_costing_drops_its_queue(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         hc.cost_library(ms, tmp_path / "any.lib", jobs=1, progress=False)
     assert len(calls) == 1  # the other designs were waited for, one by one, before
+
+
+def test_the_signed_exact_reference_costs_the_same_in_either_orientation(synth_lib):
+    from fames.appmul.families import build
+
+    # the wider operand was Booth-recoded when it was the weight: exact 2x6s cost 4x exact 6x2s, so an imported
+    # `assign y = a * w` showed a 58% saving against it
+    for a, w in ((2, 6), (3, 5)):
+        ab, ba = (cost_appmul(build("exact", x, y, True, True), synth_lib, n_vectors=512) for x, y in ((a, w), (w, a)))
+        assert ab.pdp_fj == pytest.approx(ba.pdp_fj, rel=0.05) and ab.area_um2 == pytest.approx(ba.area_um2, rel=0.05)

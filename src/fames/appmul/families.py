@@ -29,12 +29,15 @@ __all__ = ["FAMILIES", "Family", "build", "build_family", "family_names"]
 
 
 def _exact(c: Circuit, signed: bool) -> Word:
-    """exact: unsigned = AND array + Dadda tree + fast final adder; signed = radix-4 Booth + the same tree and adder."""
+    """exact: unsigned = AND array + Dadda tree + fast final adder; signed = radix-4 Booth + the same tree and adder,
+    the narrower operand recoded (fewer partial products of the wider one: a 2x6 multiplier costs 0.42x with the
+    2-bit operand recoded instead of the 6-bit one, synthetic liberty)."""
     n = c.out_bits
     if not signed:
         return arith.multiply_exact_array(c, c.a, c.w, n, False)
     mat = BitMatrix(c, n)
-    arith.booth_pp(c, mat, c.a, c.w, True)
+    x, recoded = (c.w, c.a) if len(c.a) < len(c.w) else (c.a, c.w)
+    arith.booth_pp(c, mat, x, recoded, True)
     return mat.reduce()
 
 
