@@ -250,7 +250,7 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
     from fames.data import get_dataset, get_loader, held_out, subset
     from fames.quant.convert import qlayers
     from fames.quant.operands import operand_histograms
-    from fames.train import load_model
+    from fames.train import check_fits, load_model
 
     ck, sep, layer = spec.rpartition(":")
     if not sep or layer.endswith(".pt"):
@@ -271,8 +271,12 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
     if signed != {args.signed}:
         raise FamesError(f"--operands: the layers' operands are {'signed' if True in signed else 'unsigned'}; "
                          f"{'drop' if args.signed else 'add'} --signed")
-    data = get_dataset(args.dataset, "train", root=args.data_root)
-    record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    dataset = args.dataset or meta.get("dataset") or "cifar10"  # the images the checkpoint was trained on
+    data = get_dataset(dataset, "train", root=args.data_root)
+    x0, y0 = data[0]
+    check_fits(model, x0[None], torch.tensor([y0]))  # before counting on thousands of images
+    record = meta.get("holdout")
     if record:  # never count on the images the checkpoint holds out for validation
         data = subset(data, held_out(record, len(data))[1])
     loader = get_loader(data, "train", 128, shuffle=False)
@@ -393,15 +397,17 @@ def _setup_torch(threads: int | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
     import datetime as dt
     import time
 
     import torch
 
     from fames.data import dataset_hash, get_dataset, get_loader, held_out, holdout_record, subset
+    from fames.flow.inputs import check_same_quantization
     from fames.io import content_hash
     from fames.models import save_checkpoint
-    from fames.quant import load_config
+    from fames.quant import load_config, qlayers
     from fames.train import Resume, TrainConfig, check_fits, command_line, evaluate, load_model, qat, train
 
     if Path(args.out).is_dir():
@@ -424,7 +430,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "classes: fames train does not replace a model's head; train from scratch (no --init) or "
                          f"on a dataset of {outputs} classes")
     model = channels_last(model)
-    inherited = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
+    init_meta = getattr(model, "checkpoint_meta", None) or {}
+    if init_meta.get("assignment"):
+        raise FamesError(f"--init {args.init} is a run's result, calibrated with the AppMuls of "
+                         f"{init_meta['assignment']}; give the checkpoint that run started from")
+    quantized = getattr(model, "fames_quant_config", None) if qlayers(model) else None
+    if quantized:  # more quantization-aware training of a quantized checkpoint, at its own widths
+        check_same_quantization(model, args.bits)
+        print(f"--init {args.init} is quantized already: training it further at its widths (no distillation: its "
+              "float teacher is not in the checkpoint)", file=sys.stderr)
+    inherited = init_meta.get("holdout")
     n_hold = args.holdout if args.holdout is not None else (int(inherited["n"]) if inherited else 0)
     if inherited and n_hold != int(inherited["n"]):
         raise FamesError(f"--init {args.init} was trained without {inherited['n']} held-out images; give --holdout "
@@ -449,7 +464,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         scale_lr_mult=args.scale_lr_mult,
     )
     t0 = time.time()
-    if args.bits:
+    if quantized:
+        train(model, tl, dataclasses.replace(cfg, kd_alpha=0.0), resume=resume)
+        quant = quantized
+    elif args.bits:
         qcfg = load_config(args.bits)
         if args.act_qat:
             qcfg.act_qat = args.act_qat
@@ -778,7 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "or one layer)")
     sy.add_argument("--model", default=None, help="architecture of --operands when the checkpoint does not say (zoo "
                     "name or package.module:factory)")
-    sy.add_argument("--dataset", default="cifar10", help="images for the activation codes of --operands")
+    sy.add_argument("--dataset", help="images for the activation codes of --operands (default: the dataset the "
+                    "checkpoint was trained on, else cifar10)")
     sy.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     sy.add_argument("--operand-images", type=POSITIVE_INT, default=256,
                     help="training images the activation codes of --operands are counted on")

@@ -399,3 +399,11 @@ def test_omse_synthesis_maps_its_bound_from_mse(tmp_path, monkeypatch):
     assert [m.provenance["error"] for m in lib] == pytest.approx(errors)
     assert {m.provenance["threshold"] for m in lib if m.provenance["method"] == "cgp"} <= {
         float(f"{2 * k:.4g}"), float(f"{8 * k:.4g}"), float(f"{20 * k:.4g}")}
+
+
+def test_the_error_free_design_of_a_library_is_the_exact_multiplier():
+    # MRED does not count pairs whose product is 0: a design wrong only there is "MRED 0"; it took the exact
+    # multiplier's place as the front's first point (2x2s: LUT row a=0 [0 0 -8 -8] shown as MRED 0)
+    lib = synthesize(SynthConfig(2, 2, True, max_error=20.0, seeds=1, generations=100), workers=1, progress=False)
+    assert lib[0].is_exact()
+    assert all(m.is_exact() or m.provenance["error"] > 0 for m in lib)

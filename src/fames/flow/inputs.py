@@ -61,9 +61,9 @@ def test_loader(data: DataConfig, seed: int = 0):  # type: ignore[no-untyped-def
     return get_loader(ds, "test", data.batch_size, channels_last=True, seed=seed)
 
 
-def _check_same_quantization(model: nn.Module, quant: Any) -> None:
-    """Refuse a ``quant`` that asks for other widths than those of an already quantized checkpoint (it would be
-    ignored: a quantized checkpoint is used as it is)."""
+def check_same_quantization(model: nn.Module, quant: Any) -> None:
+    """Refuse a ``quant`` (a run's ``quant``, ``fames train --bits``) that asks for other widths than those of an
+    already quantized checkpoint (it would be ignored: a quantized checkpoint is used as it is)."""
     saved = getattr(model, "fames_quant_config", None)
     if quant is None or not saved:
         return
@@ -78,8 +78,8 @@ def _check_same_quantization(model: nn.Module, quant: Any) -> None:
     want, have = widths(load_config(quant).to_dict()), widths(saved)
     if want != have:
         diff = ", ".join(f"{k}: {have[k]} in the checkpoint, {want[k]} asked" for k in want if want[k] != have[k])
-        raise FamesError(f"the checkpoint is already quantized, and 'quant' asks for other settings ({diff}): give a "
-                         "float checkpoint to quantize (checkpoint: float.pt, quant: ...), or leave 'quant' out")
+        raise FamesError(f"the checkpoint is already quantized, and {quant!r} (quant: in a run config, --bits of fames "
+                         f"train) asks for other settings ({diff}): quantize a float checkpoint, or leave it out")
 
 
 @dataclass
@@ -128,7 +128,7 @@ def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
         calibrate_ptq(model, get_loader(samples.dataset, "train", 128, shuffle=True, seed=cfg.seed,
                                         channels_last=True), num_batches=8)
     else:
-        _check_same_quantization(model, cfg.quant)
+        check_same_quantization(model, cfg.quant)
         if cfg.float_checkpoint:
             fm = load_run_model(cfg.model, cfg.float_checkpoint)
             float_acc = evaluate(fm, test, progress, "eval float")["accuracy"]

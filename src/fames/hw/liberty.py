@@ -748,6 +748,12 @@ def parse_liberty(text: str, source: str = "<text>", path: str = "") -> Liberty:
             skipped.append(g.name)
         else:
             cells[c.name] = c
+    untimed = [f"{c.name}.{o.name} from {sorted(missing)}" for c in cells.values() for o in c.outputs.values()
+               if (missing := set(function_inputs(o.tree)) - {a.related_pin for a in o.arcs})]
+    if untimed:
+        raise HardwareError(f"liberty {source}: outputs with no timing arc from inputs their function reads: "
+                            f"{untimed[:4]}; timing would take them as zero delay: add the timing groups or remove "
+                            "the cells")
     nom = float(lib.simple.get("nom_voltage", "0") or 0) * b.v
     if nom <= 0:
         oc = lib.children("operating_conditions")

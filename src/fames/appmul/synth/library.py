@@ -27,6 +27,9 @@ from fames.errors import AppMulError
 
 METHODS = ("lac", "cgp")
 JOB_VERSION = "synth-job-1"  # bump when a search changes what the same settings produce
+# the error a design gets that the metric calls error-free but that is not the exact multiplier (e.g. wrong only
+# where the product is 0, which MRED does not count): error 0, the front's first point, stays the exact multiplier's
+INEXACT_FLOOR = 1e-12
 PROXY_SLACK = 0.25  # with a real cost: designs up to 25% dearer by proxy than the cheapest are costed too
 PER_BOUND = 3  # ... at most this many functions per error bound
 PER_FUNCTION = 4  # ... each with at most this many of its circuits
@@ -338,7 +341,7 @@ def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, 
     jobs = cfg.jobs(errors)
     # the family seeds are points of the searches too (a design no descendant improves on stays on the front)
     seeds = [Design(net, errors[n], proxy_cost(net, cfg.proxy, gate_cost), "seed", 0, errors[n], {"start": n})
-             for n, net in starts.items() if n != "exact"]
+             for n, net in starts.items()]
     results = [*_run_jobs(cfg, jobs, starts, weights, gate_cost, workers, ray_address, progress), seeds]
     # each further round restarts every threshold's CGP from the cheapest design found so far within it
     pool: list[Design] = []
@@ -418,8 +421,11 @@ def synthesize(
                       **({"max_error": _scaled((cfg.max_error,), k)[0]} if cfg.metric == "omse" else {}))
     results = _run_all(cfg, weights, gc, workers or os.cpu_count() or 1, ray_address, progress)
     designs = [d for r in results for d in r]
+    exact = exact_network(cfg.a_bits, cfg.w_bits, cfg.signed).output_values()
     for d in designs:  # one cost for the front: LAC paths are scored by area, CGP by cfg.proxy
         d.cost = proxy_cost(d.network, cfg.proxy, gc)
+        if d.error <= 0 and not np.array_equal(d.network.output_values(), exact):
+            d.error = INEXACT_FLOOR  # no error by the metric (MRED is blind to zero products), but not exact
     front = pareto(designs)
     anchors = cfg.cgp_thresholds() if "cgp" in cfg.methods else []  # each requested error level keeps its best
     if on_front is not None:
