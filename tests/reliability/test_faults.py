@@ -114,6 +114,15 @@ def test_a_run_folder_is_locked_refuses_user_files_and_never_mixes_runs(ckpt, tm
         run(_cfg(ckpt, out, library=str(out / "library")), progress=False)
     with pytest.raises(FamesError, match="is a run's result"):  # its calibrated model taken for the exact one
         run(_cfg(out / "model.pt", tmp_path / "again", quant=None), progress=False)
+    # FamesResult.save keeps the same rules: it replaced a user's model.pt, and mixed two results' files
+    (user / "model.pt").write_text("my own model")
+    with pytest.raises(FamesError, match="holds files fames did not write"):
+        r.save(user)
+    assert (user / "model.pt").read_text() == "my own model"
+    r.save(tmp_path / "saved", per_budget=True)
+    assert (tmp_path / "saved" / "model_R0.7.pt").is_file()
+    r.save(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "model_R0.7.pt").exists() and (tmp_path / "saved" / "model.pt").is_file()
 
 
 def test_the_report_says_when_no_budget_is_within_the_bound(ckpt, tmp_path):
@@ -205,3 +214,22 @@ def test_corrupt_or_missing_stage_files_are_recomputed(ckpt, tmp_path):
     with pytest.warns(UserWarning):
         run(_cfg(ckpt, out), progress=False)
     assert _report_runs(out / "report.json") == before and (out / "model_R0.7.pt").is_file()
+
+
+def test_the_report_names_the_plots_it_wrote_and_a_command_that_reproduces_it(ckpt, tmp_path, capsys):
+    import re
+
+    out = tmp_path / "e"
+    r = run(_cfg(ckpt, out, data={"dataset": "digits", "eval_images": 120}), progress=False)
+    text = (out / "report.md").read_text()
+    plots = re.findall(r"`(fig_\w+\.png)`", text)
+    assert plots and all((out / p).is_file() for p in plots)  # fig_estimator.png was listed, never written
+    command = re.search(r"`fames eval (.+?)`", text).group(1).split()
+    assert "--eval-images" in command  # without it, the whole test split: another accuracy
+    here = os.getcwd()
+    try:
+        os.chdir(out)
+        assert main(["eval", *command]) == 0
+    finally:
+        os.chdir(here)
+    assert f"accuracy {r.accuracy:.2f}%" in capsys.readouterr().out

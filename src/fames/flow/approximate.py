@@ -186,14 +186,19 @@ class FamesResult:
 
         return markdown(self.to_dict())
 
-    def save(self, out: str | Path, per_budget: bool = False) -> list[Path]:
+    def save(self, out: str | Path, per_budget: bool = False, force: bool = False,
+             record: dict[str, Any] | None = None) -> list[Path]:
         """Write the report, plots, ``assignment.json``, ``model.pt`` (headline) and ``library/`` into ``out``
         (every file atomically); with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns the
-        paths written, ``out/report.md`` first."""
+        paths written, ``out/report.md`` first. A folder holding files fames did not write is refused unless
+        ``force``; output files of an earlier result there that this one does not write again are removed;
+        ``run.json`` lists the files (and ``record``, e.g. the content keys of a run's inputs)."""
+        from fames.flow.outdir import check_output, finish_output
         from fames.flow.report import write_report
         from fames.method.assignment import save_assignment
 
         out = Path(out)
+        previous = check_output(out, force)
         out.mkdir(parents=True, exist_ok=True)
         written = [Library(self.library).save(out / "library")]
         rows = [r for r in self.rows if not r.infeasible] if per_budget else []
@@ -204,7 +209,9 @@ class FamesResult:
                     "assignment": f"assignment{suffix}.json"}
             written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,
                                            state_dict=self.states[r.budget], require_arch=False))
-        return write_report(self.to_dict(), out) + written
+        written = write_report(self.to_dict(), out) + written
+        finish_output(out, previous, written, record)
+        return written
 
 
 def headline(result: FamesResult, seed: int) -> dict[str, Any]:

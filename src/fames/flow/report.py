@@ -57,7 +57,7 @@ def _on_validation(report: dict[str, Any]) -> str:
     return " on the validation split" + (f", with a margin of {m:g} standard error(s) of the paired loss" if m else "")
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
     acc = report["accuracy"]
     t = report["timing"]
     lines = [
@@ -69,7 +69,7 @@ def markdown(report: dict[str, Any]) -> str:
          " the most accurate one: ")
         + f"budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
         f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, "
-        + ("" if report.get("test") else f"float {_fmt(acc['float'])}%, ")  # the float model's is a test figure
+        + ("" if report.get("test") or acc["float"] is None else f"float {acc['float']:.2f}%, ")  # a test figure
         + f"before calibration {acc['approx_uncalibrated']:.2f}%).",
         "",
         *_uncertainty(report),
@@ -81,7 +81,8 @@ def markdown(report: dict[str, Any]) -> str:
            + ", ".join(f"{k} {v:,}" for k, v in report["float_macs"]["modules"].items()) + ".", ""]
           if report.get("float_macs") else []),
         f"Estimator {report['estimator']}: Spearman rho between estimated and true loss change "
-        f"{_fmt(report['estimator_spearman'], '.3f')}. Timing: estimate {t['estimate_s']:.2f} s, select "
+        + (f"{report['estimator_spearman']:.3f}" if report.get("estimator_spearman") is not None
+           else "not measured (estimator.validate)") + f". Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s"
         + (f" (of which fine-tuning {t['finetune_s']:.1f} s)" if t.get("finetune_s") else "")
         + f", total {t['total_s']:.1f} s"
@@ -129,14 +130,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Assignment of the headline run", "", "| layer | AppMul |", "|---|---|"]
     for n, v in report["assignment"].items():
         lines.append(f"| {n} | {describe_spec(v)} |")
-    lines += [
-        "",
-        "Plots: `fig_estimator.png`, `fig_pareto.png`, `fig_assignment.png`, `fig_calibration.png`.",
-    ]
-    dataset = (report["config"].get("data") or {}).get("dataset")
-    if dataset:
+    if figures:
+        lines += ["", "Plots: " + ", ".join(f"`{f}`" for f in figures) + "."]
+    data = report["config"].get("data") or {}
+    if data.get("dataset"):
+        subset = f" --eval-images {data['eval_images']}" if data.get("eval_images") else ""
         lines.append("Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
-                     f"--library library --dataset {dataset}` (from this folder).")
+                     f"--library library --dataset {data['dataset']}{subset}` (from this folder).")
     return "\n".join(lines) + "\n"
 
 
@@ -274,7 +274,8 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
                 ax.plot(centers, h["counts"], color=style, label=f"{k} (mean |d| {h['mean_abs']:.3f})")
         ax.set_xlabel("logit difference, approximate - exact quantized")
         ax.set_ylabel("count")
-        ax.set_title("output difference before / after calibration")
+        ax.set_title("output difference before / after calibration" if "calibrated" in d
+                     else "output difference (not calibrated)")
         ax.legend(fontsize=8)
         _save(fig, out / "fig_calibration.png")
         written.append(out / "fig_calibration.png")
@@ -286,4 +287,5 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     out = Path(out)
     atomic_write_json(out / "report.json", report)
     figs = plots(report, out)
-    return [atomic_write_text(out / "report.md", markdown(report)), out / "report.json", *figs]
+    return [atomic_write_text(out / "report.md", markdown(report, [f.name for f in figs])), out / "report.json",
+            *figs]

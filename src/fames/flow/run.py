@@ -5,9 +5,7 @@ run resumes and a changed input is recomputed), and write the report, plots, ass
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,9 @@ from fames.errors import FamesError
 from fames.flow.approximate import FamesResult, approximate_, headline
 from fames.flow.config import RunConfig
 from fames.flow.inputs import load_inputs
+from fames.flow.outdir import check_output
 from fames.flow.stages import Stages
-from fames.io import atomic_write_json, atomic_write_text
+from fames.io import atomic_write_text
 
 
 def as_run_config(cfg: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
@@ -27,9 +26,6 @@ def as_run_config(cfg: RunConfig | dict[str, Any] | str | Path) -> RunConfig:
     if isinstance(cfg, RunConfig):
         return cfg
     return RunConfig.from_file(cfg) if isinstance(cfg, (str, Path)) else RunConfig.from_dict(cfg)
-
-
-MANIFEST = "run.json"  # what the last run in a folder read (content keys) and wrote
 
 
 def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, force: bool = False) -> FamesResult:
@@ -48,7 +44,7 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
         raise FamesError(f"library: {cfg.library} is this run's own output library, which the run replaces with its "
                          "candidates (designs of other widths would be lost): copy it to another folder and name "
                          "that one")
-    previous = _check_output(out, force)
+    check_output(out, force)  # now, not after the work
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / ".fames-run.lock"))
     try:
@@ -75,38 +71,8 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
         result.model_name = cfg.model
         result.config = dataclasses.replace(cfg, seed=(cfg.seeds or [cfg.seed])[0])
         result.timings["total_s"] = time.perf_counter() - t0 + result.timings.get("reused_s", 0.0)
-        written = sorted({p.name for p in result.save(out, per_budget=True)})
-        for name in set(previous) - set(written):  # an earlier run's files this run did not write again
-            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
-        atomic_write_json(out / MANIFEST, {"format": "fames-run", "config": result.to_dict()["config"],
-                                           "inputs": result.keys, "files": written})
+        result.save(out, per_budget=True, force=True, record={"config": result.to_dict()["config"],
+                                                               "inputs": result.keys})
     finally:
         lock.release()
     return result
-
-
-def _ours(name: str) -> bool:
-    """A file name a run writes."""
-    return name in ("report.json", "report.md", "assignment.json", "model.pt", "library") or name.startswith(
-        ("assignment_R", "model_R", "fig_"))
-
-
-def _check_output(out: Path, force: bool) -> list[str]:
-    """The files the previous run in ``out`` wrote; refuse a file, or a folder fames did not write (unless
-    ``force``)."""
-    if out.exists() and not out.is_dir():
-        raise FamesError(f"output {out} is a file; give a folder (new, or one of an earlier fames run)")
-    if not out.is_dir() or all(p.name.startswith(".fames-run.") for p in out.iterdir()):
-        return []
-    manifest = out / MANIFEST
-    try:
-        ours = json.loads(manifest.read_text()).get("format") == "fames-run"
-    except (OSError, ValueError, AttributeError):  # absent, or not fames' (another tool's run.json)
-        ours = False
-    if ours or (out / "stages").is_dir() and not manifest.exists():  # a run's, or one interrupted before its end
-        # every output file a run writes, listed or not (a save interrupted before run.json was written)
-        return sorted(p.name for p in out.iterdir() if _ours(p.name))
-    if force:
-        return []
-    raise FamesError(f"output folder {out} holds files fames did not write (no fames {MANIFEST}); choose a new or "
-                     "empty folder, or pass --force to write into it anyway")
