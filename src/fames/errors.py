@@ -1,5 +1,7 @@
 """Exception types shared by every part of fames."""
 
+import numpy as np
+
 
 class FamesError(Exception):
     """Base class of the errors fames raises for bad input; the message names the problem and the fix."""
@@ -29,6 +31,19 @@ def expect(value: object, types: type | tuple[type, ...], what: str) -> None:
     if not ok:
         names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
         raise ArgumentTypeError(f"{what} must be {names}, not {type(value).__name__} ({value!r:.60})")
+
+
+def integer_fields(obj: object, *names: str) -> None:
+    """Check that the fields ``names`` of the config ``obj`` hold integers (None allowed), converting numpy integers
+    to ``int``; a float, bool or string is a :class:`ConfigError` naming the field (configs built in Python are not
+    type-checked as YAML ones are)."""
+    for name in names:
+        v = getattr(obj, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ConfigError(f"{type(obj).__name__}.{name} must be an integer, not {type(v).__name__} ({v!r:.40})")
+        object.__setattr__(obj, name, int(v))
 
 
 def expect_pair(batch: object, where: str) -> tuple[object, object]:

@@ -30,10 +30,14 @@ def evaluate(
     model: nn.Module, loader: Iterable, progress: bool = True, desc: str = "eval", max_batches: int | None = None,
     per_sample: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 accuracy (%), mean cross-entropy and image count of ``model`` over ``loader`` (eval mode); with
-    ``per_sample`` also ``correct``, 1/0 per image in loader order (for paired comparisons)."""
+    """Top-1 accuracy (%), mean cross-entropy and image count of ``model`` over ``loader`` (eval mode), or over a
+    pair of tensors ``(x, y)``; with ``per_sample`` also ``correct``, 1/0 per image in loader order (for paired
+    comparisons)."""
     expect(model, nn.Module, "evaluate: model")
     from tqdm.auto import tqdm
+
+    if isinstance(loader, (tuple, list)) and len(loader) == 2 and all(isinstance(t, torch.Tensor) for t in loader):
+        loader = [tuple(loader)]  # (x, y): one batch
 
     model.eval()
     dev = next(model.parameters()).device
@@ -46,7 +50,7 @@ def evaluate(
         if max_batches is not None and k >= max_batches:
             break
         x, y = expect_pair(batch, "evaluate")
-        x, y = model_input(x, dtype).to(dev), y.to(dev)
+        x, y = model_input(x, dtype).to(dev), y.to(dev).long()
         out = model(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else \

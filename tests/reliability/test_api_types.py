@@ -175,3 +175,35 @@ def test_bad_batchnorm_statistics_and_infinite_inputs_are_named():
     with pytest.raises(FamesError, match="input 5 of a batch holds NaN or infinite values"):
         fames.approximate_(q, (x, Y), config=fames.FamesConfig(budget=0.9, estimator=fames.EstimatorConfig(
             samples=4, validate=False)), progress=False)
+
+
+def test_user_data_types_and_orders_work_or_are_named():
+    import numpy as np
+
+    import fames
+    from fames.errors import ConfigError
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randint(0, 256, (120, 1, 8, 8), dtype=torch.uint8)  # raw pixels: the quantizers take them as they are
+    y = (torch.arange(120) % 3).to(torch.int32)  # int32 labels passed the check, then the loss refused them
+    fames.quantize(net, "W4A4")
+    fames.calibrate_ptq(net, x.float())
+    cfg = fames.FamesConfig(budget=0.8, estimator=fames.EstimatorConfig(samples=32), calibration=None,
+                            seed=np.int64(1))  # a numpy integer seed: TypeError before
+    r = fames.approximate_(net, (x[:90], y[:90]), "generate", cfg, eval_data=(x[90:], y[90:]), families=["trunc"],
+                           liberty="synthetic", progress=False)
+    assert r.rows and fames.evaluate(net, (x[90:], y[90:]))["accuracy"] == pytest.approx(r.accuracy)
+    with pytest.raises(ConfigError, match="EstimatorConfig.samples must be an integer"):
+        fames.EstimatorConfig(samples=32.0)
+    # a class-sorted loader read only as far as needed: every sample of one class, said
+    order = torch.argsort(y, stable=True)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[order].float(), y[order]), batch_size=10)
+    from fames.flow.sources import as_samples
+
+    with pytest.warns(UserWarning, match="all have label 0: a loader sorted by class"):
+        as_samples(loader, 30)
+    shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.float(), y), batch_size=10, shuffle=True)
+    with pytest.warns(UserWarning, match="shuffles with torch's global random state"):
+        as_samples(shuffled, 30)

@@ -38,7 +38,8 @@ def retrain(
 ) -> RetrainReport:
     """Fine-tune ``model`` in place, AppMuls in the loop (default ``TrainConfig(epochs=5, lr=0.002)``).
 
-    ``loader`` yields ``(x (B, C, H, W), y (B,))`` training batches; ``teacher`` (e.g. the exact model) adds
+    ``loader`` yields ``(x (B, C, H, W), y (B,))`` training batches (a loader, a list, or a generator, read once);
+    ``teacher`` (e.g. the exact model) adds
     distillation when ``cfg.kd_alpha > 0``.
     """
     cfg = cfg or TrainConfig(epochs=5.0, lr=0.002)
@@ -46,6 +47,8 @@ def retrain(
         raise FamesError(f"retraining needs epochs > 0, got {cfg.epochs}")
     if not any(m.mode == "approx" for _, m in qlayers(model)):
         raise FamesError("the model has no layer in approx mode: assign AppMuls before retraining")
+    if not hasattr(loader, "__len__"):  # a generator: read once, passed over every epoch
+        loader = list(loader)
     steps = max(1, int(round(cfg.epochs * len(loader))))  # type: ignore[arg-type]
     t0 = time.perf_counter()
     train(model, loader, cfg, teacher=teacher, progress=progress)

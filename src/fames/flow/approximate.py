@@ -104,7 +104,9 @@ class BudgetRow:
 @dataclass
 class FamesResult:
     """What :func:`approximate_` found: one :class:`BudgetRow` per budget, the headline ``best``, and what the
-    report needs. ``save(out)`` writes report.json/.md, plots, assignment.json, model.pt and library/."""
+    report needs. ``save(out)`` writes report.json/.md, plots, assignment.json, model.pt and library/. Accuracies
+    (rows, ``accuracy``, ``exact_accuracy``) are on the data budgets are judged on: ``eval_data``, or the validation
+    split in the target mode, whose test figures are in ``test``."""
 
     rows: list[BudgetRow]
     best: BudgetRow
@@ -140,7 +142,8 @@ class FamesResult:
 
     @property
     def accuracy(self) -> float:
-        """Accuracy (%) of the headline model on the evaluation data."""
+        """Accuracy (%) of the headline model on the data budgets are judged on: ``eval_data``, or in the target
+        mode (``budget="search"``) the validation split; the test figures of that mode are in ``test``."""
         return float(self.best.accuracy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -500,12 +503,15 @@ def approximate_(
             "paired_difference": paired_difference(ex_test["correct"], got["correct"]).to_dict(),
             "validation": {"images": len(val[1]), "source": validation_source},
         }
-    if sel_cfg.compensation == "control_variate" and best.relative_energy > best.budget + 1e-9:
+    if best.relative_energy > best.budget + 1e-9:  # only a control variate's accumulators can do that
+        why = ("compensation 'control_variate' corrects every approximate layer after selection; with 'auto' the "
+               "ILP weighs the overhead inside the budget" if sel_cfg.compensation == "control_variate" else
+               "the ILP weighed it as estimated on the estimate's samples, the correction fitted after calibration "
+               "costs more")
         warnings.warn(
             f"the control-variate overhead ({100 * best.compensation_overhead_fj / best.exact_energy_fj:.1f}% of the "
-            f"exact energy) comes on top of the budget R = {best.budget:g} (compensation 'control_variate' corrects "
-            f"every approximate layer after selection): the total is {best.relative_energy:.3f} of the exact energy; "
-            "with compensation 'auto' the ILP weighs the overhead inside the budget", stacklevel=2)
+            f"exact energy) takes the total beyond the budget R = {best.budget:g}: {best.relative_energy:.3f} of the "
+            f"exact energy ({why})", stacklevel=2)
     if not within:
         warnings.warn(
             f"no budget keeps the accuracy within {cfg.max_accuracy_loss:g} points of the exact quantized model "

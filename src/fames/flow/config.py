@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from fames.errors import ConfigError, FamesError
+from fames.errors import ConfigError, FamesError, integer_fields
 from fames.method.calibrate import CalibrationConfig
 from fames.method.estimate import ESTIMATOR_NAMES
 from fames.method.estimate.taylor import CURVATURES
@@ -69,6 +69,7 @@ class EstimatorConfig:
     measured_margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
     def __post_init__(self) -> None:
+        integer_fields(self, "samples")
         base = self.kind.removesuffix("+forward")
         _one_of("estimator kind", base, tuple(n for n in ESTIMATOR_NAMES if "+" not in n))
         _one_of("estimator curvature", self.curvature, CURVATURES)
@@ -195,6 +196,7 @@ class FamesConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        integer_fields(self, "seed")
         for key, cls in (("estimator", EstimatorConfig), ("selection", SelectionConfig), ("search", SearchConfig)):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"FamesConfig {key} must be a fames.{cls.__name__}, not "

@@ -118,9 +118,9 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
     over = [r for r in report["runs"] if not r["infeasible"] and r["relative_energy"] > r["budget"] + 1e-9]
     if over:
         lines.append("\nThe relative energy exceeds the budget at R = " + ", ".join(f"{r['budget']:g}" for r in over)
-                     + ": the control-variate correction (`selection.compensation: control_variate`) of every "
-                     "approximate layer comes on top of the budget (its accumulator's energy is in the total); "
-                     "`compensation: auto` weighs it inside the budget.")
+                     + ": the energy of the control-variate corrections (`selection.compensation`) is in the total "
+                     "and takes it beyond the budget (`control_variate` corrects every approximate layer after "
+                     "selection; `auto` weighs an estimate of it inside the budget).")
     for r in report["runs"]:
         if r["infeasible"]:
             lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")

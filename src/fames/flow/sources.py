@@ -8,6 +8,7 @@ images) or evaluation batches, with a content hash for the stage keys.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ def _check_pair(x: Any, y: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0])
         raise FamesError(f"{where}: input {bad} of a batch holds NaN or infinite values; clean the data first")
-    return model_input(x), y
+    return model_input(x), y.long()  # int32/uint8 labels too: the loss takes int64
 
 
 def _batches(data: Any, where: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -132,16 +133,28 @@ def as_samples(data: Any, limit: int) -> Samples:
     """``data`` as :class:`Samples`; an iterable is read up to ``limit`` samples (all of a pair of tensors)."""
     if hasattr(data, "draw") and hasattr(data, "__len__"):
         return data
-    xs, ys, n = [], [], 0
+    sampler = getattr(data, "sampler", None)
+    if isinstance(sampler, torch.utils.data.RandomSampler) and sampler.generator is None \
+            and getattr(data, "generator", None) is None:
+        warnings.warn("data: the loader shuffles with torch's global random state, so which samples fames reads "
+                      "(and its result) depends on it; give the loader generator=torch.Generator().manual_seed(0) "
+                      "for a repeatable run", stacklevel=3)
+    xs, ys, n, cut = [], [], 0, False
     for x, y in _batches(data, "data"):
         xs.append(x)
         ys.append(y)
         n += len(x)
         if n >= limit and not isinstance(data, (tuple, list)):
+            cut = True
             break
     if not xs:
         raise FamesError("data is empty: give at least one (x, y) batch")
-    return TensorSamples(torch.cat(xs), torch.cat(ys))
+    y = torch.cat(ys)
+    if cut and len(labels := y.unique()) == 1:
+        warnings.warn(f"data: the first {n} samples fames reads (estimate, calibration, held-out checks) all have "
+                      f"label {int(labels[0])}: a loader sorted by class (as an image folder is)? Shuffle it "
+                      "(DataLoader(..., shuffle=True, generator=torch.Generator().manual_seed(0)))", stacklevel=3)
+    return TensorSamples(torch.cat(xs), y)
 
 
 def eval_batches(data: Any, batch_size: int = 500) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -52,6 +52,11 @@ class Assignment:
         return max(int(np.abs(m.lut).max()) for m in self.appmuls)
 
 
+def _as_float(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Integer inputs (e.g. uint8 pixels, which the quantizers take as they are) in ``like``'s float type."""
+    return x if x.is_floating_point() else x.to(like.dtype)
+
+
 class QuantLayer(nn.Module):
     """Shared machinery of :class:`QConv2d` and :class:`QLinear`."""
 
@@ -161,7 +166,8 @@ class QuantLayer(nn.Module):
         if self.compensation is not None and self.error_probe is None:
             acc = acc - self.compensation.correction(self, qx, qw, acc).to(acc.dtype)
         sum_x = self.sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
-        return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(x.dtype)
+        return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(
+            x.dtype if x.is_floating_point() else self.weight.dtype)
 
     @torch.no_grad()
     def error_contributions(
@@ -422,7 +428,7 @@ class QConv2d(QuantLayer):
         args = (self.stride, self.padding, self.dilation, self.groups)
         if self.mode == "float" or self.act_quant.observing:
             self.act_quant(x) if self.act_quant.observing else None
-            return F.conv2d(x, self.weight, self.bias, *args)
+            return F.conv2d(_as_float(x, self.weight), self.weight, self.bias, *args)
         if self.mode == "exact":
             return F.conv2d(self.act_quant(x), self.quantized_weight(), self.bias, *args)
         return self._approx(x)
@@ -510,7 +516,7 @@ class QLinear(QuantLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "float" or self.act_quant.observing:
             self.act_quant(x) if self.act_quant.observing else None
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(_as_float(x, self.weight), self.weight, self.bias)
         if self.mode == "exact":
             return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)
         return self._approx(x)

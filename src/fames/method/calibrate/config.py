@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fames.errors import ConfigError, FamesError
+from fames.errors import ConfigError, FamesError, integer_fields
 
 REFERENCES = ("exact", "float")
 OPTIMIZERS = ("adam", "sgd")
@@ -43,6 +43,7 @@ class CalibrationConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        integer_fields(self, "search_samples", "max_values", "epochs", "samples", "batch_size", "seed")
         if not 0 < self.quantile_step < 0.5:
             raise ConfigError(f"quantile_step={self.quantile_step} must be in (0, 0.5)")
         if not 0 < self.quantile_max <= 0.5:
