@@ -33,6 +33,14 @@ def expect(value: object, types: type | tuple[type, ...], what: str) -> None:
         raise ArgumentTypeError(f"{what} must be {names}, not {type(value).__name__} ({value!r:.60})")
 
 
+def check_all(*checks: tuple[bool, str]) -> None:
+    """Raise one :class:`ConfigError` listing the message of every ``(failed, message)`` check that failed (a
+    config's problems at once, not the first only)."""
+    problems = [msg for failed, msg in checks if failed]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def integer_fields(obj: object, *names: str) -> None:
     """Check that the fields ``names`` of the config ``obj`` hold integers (None allowed), converting numpy integers
     to ``int``; a float, bool or string is a :class:`ConfigError` naming the field (configs built in Python are not

@@ -229,3 +229,19 @@ def test_quant_that_differs_from_a_quantized_checkpoint_is_refused_not_ignored(t
     with pytest.raises(FamesError, match="already quantized.*w_bits: 4 in the checkpoint, 8 asked"):
         run(base | {"quant": "W8A8", "output": str(tmp_path / "a")}, progress=False)  # ran W4A4 under a W8A8 label
     assert run(base | {"quant": "W4A4", "output": str(tmp_path / "b")}, progress=False).rows
+
+
+def test_every_problem_of_a_config_and_of_its_inputs_is_named_at_once(tmp_path):
+    from fames.flow.inputs import check_inputs
+
+    bad = {"estimator": {"kind": "taylor-rank2", "curvature": "wrong"},
+           "selection": {"granularity": "channel", "compensation": "maybe", "energy_metric": "area"},
+           "synth": {"metric": "foo", "methods": ["abc"]}, "search": {"resolution": 0.5}}
+    with pytest.raises(FamesError) as e:
+        RunConfig.from_dict(bad)
+    for word in ("taylor-rank2", "'wrong'", "'channel'", "'maybe'", "'area'", "'foo'", "['abc']", "resolution"):
+        assert word in str(e.value)  # only the first bad value of each section was named
+    cfg = RunConfig.from_dict({"library": "generat", "families": ["nosuch"], "liberty": str(tmp_path / "no.lib")})
+    with pytest.raises(FamesError) as e:
+        check_inputs(cfg)
+    assert "'generat'" in str(e.value) and "['nosuch']" in str(e.value) and "no.lib" in str(e.value)

@@ -25,7 +25,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from fames.errors import ConfigError, FamesError, integer_fields
+from fames.appmul.synth.cgp import PROXIES
+from fames.appmul.synth.error import METRICS
+from fames.appmul.synth.library import METHODS
+from fames.errors import ConfigError, FamesError, check_all, integer_fields
 from fames.method.calibrate import CalibrationConfig
 from fames.method.estimate import ESTIMATOR_NAMES
 from fames.method.estimate.taylor import CURVATURES
@@ -40,9 +43,9 @@ Positive = Annotated[int, Field(ge=1)]
 ENERGY_METRICS = ("pdp", "energy")
 
 
-def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} {value!r} is not one of {list(allowed)}")
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> tuple[bool, str]:
+    """A :func:`check_all` check that ``value`` is one of ``allowed``."""
+    return value not in allowed, f"{key} {value!r} is not one of {list(allowed)}"
 
 
 @dataclass
@@ -71,10 +74,9 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         integer_fields(self, "samples")
         base = self.kind.removesuffix("+forward")
-        _one_of("estimator kind", base, tuple(n for n in ESTIMATOR_NAMES if "+" not in n))
-        _one_of("estimator curvature", self.curvature, CURVATURES)
-        if self.samples < 1:
-            raise ConfigError(f"estimator samples={self.samples}: give at least 1 training image")
+        check_all(_one_of("estimator kind", base, tuple(n for n in ESTIMATOR_NAMES if "+" not in n)),
+                  _one_of("estimator curvature", self.curvature, CURVATURES),
+                  (self.samples < 1, f"estimator samples={self.samples}: give at least 1 training image"))
 
 
 @dataclass
@@ -104,12 +106,12 @@ class SelectionConfig:
     layer_fallback: bool = True
 
     def __post_init__(self) -> None:
-        _one_of("granularity", self.granularity, GRANULARITIES)
-        _one_of("energy_metric", self.energy_metric, ENERGY_METRICS)
-        _one_of("compensation", self.compensation, COMPENSATIONS)
-        if self.compensation in ("control_variate", "auto") and self.granularity != "layer":
-            raise ConfigError(f"compensation {self.compensation!r} shares one control variate per layer: it needs "
-                              "granularity 'layer' (compensation 'bias' works at every granularity)")
+        check_all(_one_of("granularity", self.granularity, GRANULARITIES),
+                  _one_of("energy_metric", self.energy_metric, ENERGY_METRICS),
+                  _one_of("compensation", self.compensation, COMPENSATIONS),
+                  (self.compensation in ("control_variate", "auto") and self.granularity in ("filter", "kernel"),
+                   f"compensation {self.compensation!r} shares one control variate per layer: it needs granularity "
+                   "'layer' (compensation 'bias' works at every granularity)"))
 
 
 @dataclass
@@ -164,12 +166,12 @@ class SearchConfig:
     grid: list[Ratio] | None = None
 
     def __post_init__(self) -> None:
-        if not 0.001 <= self.resolution <= 0.1:
-            raise ConfigError(f"search resolution={self.resolution} must lie in [0.001, 0.1]")
-        if self.grid is not None and (not self.grid or any(not 0 < r <= 1 for r in self.grid)):
-            raise ConfigError(f"search grid={self.grid} must be a non-empty list of energy ratios in (0, 1]")
-        if self.validation_images is not None and self.validation_images < 1:
-            raise ConfigError(f"search validation_images={self.validation_images} must be >= 1")
+        check_all((not 0.001 <= self.resolution <= 0.1,
+                   f"search resolution={self.resolution} must lie in [0.001, 0.1]"),
+                  (self.grid is not None and (not self.grid or any(not 0 < r <= 1 for r in self.grid)),
+                   f"search grid={self.grid} must be a non-empty list of energy ratios in (0, 1]"),
+                  (self.validation_images is not None and self.validation_images < 1,
+                   f"search validation_images={self.validation_images} must be >= 1"))
 
 
 @dataclass
@@ -277,9 +279,12 @@ class SynthOptions:
     operands: bool | Literal["layer"] = False
 
     def __post_init__(self) -> None:
-        if self.metric == "omse" and self.operands != "layer":
-            raise ConfigError("synth.metric omse scores one layer's output error: it needs one library per layer, "
-                              "synth.operands: layer")
+        bad = [m for m in self.methods if m not in METHODS]
+        check_all((bool(bad) or not self.methods, f"synth.methods {self.methods} must name some of {list(METHODS)}"),
+                  _one_of("synth.metric", self.metric, METRICS), _one_of("synth.proxy", self.proxy, PROXIES),
+                  (self.metric == "omse" and self.operands != "layer",
+                   "synth.metric omse scores one layer's output error: it needs one library per layer, "
+                   "synth.operands: layer"))
 
 
 @dataclass
@@ -391,6 +396,6 @@ def _known_keys(cls: type, loc: tuple) -> list[str]:
     """Field names of the (nested) config dataclass at ``loc``."""
     types = {"estimator": EstimatorConfig, "selection": SelectionConfig, "calibration": CalibrationConfig,
              "finetune": FinetuneConfig,
-             "data": DataConfig, "search": SearchConfig}
+             "data": DataConfig, "search": SearchConfig, "synth": SynthOptions}
     t = types.get(str(loc[-1]), cls) if loc else cls
     return sorted(f.name for f in fields(t))

@@ -93,20 +93,36 @@ class RunInputs:
 
 
 def check_inputs(cfg: RunConfig) -> None:
-    """What can be checked before any work: the quantization config, the library folder, the liberty."""
+    """What can be checked before any work, every problem at once: the quantization config, the library (folder or
+    keyword), the families, the liberty."""
+    from fames.appmul.families import family_names
     from fames.appmul.library import Library
     from fames.flow.library import is_library_keyword, liberty_path
     from fames.hw.liberty import read_liberty
     from fames.quant import load_config
 
+    problems = []
+
+    def check(fn: Any) -> None:
+        try:
+            fn()
+        except FamesError as e:
+            problems.append(str(e))
+
     if cfg.quant is not None:
-        load_config(cfg.quant)
+        check(lambda: load_config(cfg.quant))
     if not is_library_keyword(cfg.library):
-        if not Path(cfg.library).exists():
-            raise FamesError(f"library: {cfg.library!r} is neither generate, evoapprox, synth, generate+synth nor an "
-                             "existing library folder")
-        Library.load(cfg.library)
-    read_liberty(liberty_path(cfg.liberty))
+        if Path(cfg.library).exists():
+            check(lambda: Library.load(cfg.library))
+        else:
+            problems.append(f"library: {cfg.library!r} is neither generate, evoapprox, synth, generate+synth nor an "
+                            "existing library folder")
+    unknown = [f for f in cfg.families if f != "all" and f not in family_names()]
+    if unknown:
+        problems.append(f"families: {unknown} are not generated families; `fames lib families` lists them")
+    check(lambda: read_liberty(liberty_path(cfg.liberty)))
+    if problems:
+        raise FamesError("; ".join(problems))
 
 
 def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:

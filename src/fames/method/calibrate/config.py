@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fames.errors import ConfigError, FamesError, integer_fields
+from fames.errors import FamesError, check_all, integer_fields
 
 REFERENCES = ("exact", "float")
 OPTIMIZERS = ("adam", "sgd")
@@ -44,20 +44,16 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         integer_fields(self, "search_samples", "max_values", "epochs", "samples", "batch_size", "seed")
-        if not 0 < self.quantile_step < 0.5:
-            raise ConfigError(f"quantile_step={self.quantile_step} must be in (0, 0.5)")
-        if not 0 < self.quantile_max <= 0.5:
-            raise ConfigError(f"quantile_max={self.quantile_max} must be in (0, 0.5]")
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"reference={self.reference!r} is not one of {REFERENCES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
-        if self.samples < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise ConfigError("samples and batch_size must be >= 1 and epochs >= 0")
-        if not 0.0 <= self.kd_alpha <= 1.0:
-            raise ConfigError(f"kd_alpha={self.kd_alpha} must be in [0, 1]")
-        if not 1 <= self.max_values <= 1 << 24:
-            raise ConfigError("max_values must be in 1 .. 2**24 (torch.quantile's limit)")
+        check_all(
+            (not 0 < self.quantile_step < 0.5, f"quantile_step={self.quantile_step} must be in (0, 0.5)"),
+            (not 0 < self.quantile_max <= 0.5, f"quantile_max={self.quantile_max} must be in (0, 0.5]"),
+            (self.reference not in REFERENCES, f"reference={self.reference!r} is not one of {REFERENCES}"),
+            (self.optimizer not in OPTIMIZERS, f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}"),
+            (self.samples < 1 or self.batch_size < 1 or self.epochs < 0,
+             "samples and batch_size must be >= 1 and epochs >= 0"),
+            (not 0.0 <= self.kd_alpha <= 1.0, f"kd_alpha={self.kd_alpha} must be in [0, 1]"),
+            (not 1 <= self.max_values <= 1 << 24, "max_values must be in 1 .. 2**24 (torch.quantile's limit)"),
+        )
 
 
 @dataclass
