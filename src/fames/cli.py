@@ -39,7 +39,9 @@ def _number(kind: type, low: float, strict: bool = False, high: float | None = N
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if v != v or v in (float("inf"), float("-inf")) or v < low or (strict and v == low):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+        if v < low or (strict and v == low):
             raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low:g}")
         if high is not None and v > high:
             raise argparse.ArgumentTypeError(f"{text} must be <= {high:g}")
@@ -52,6 +54,7 @@ def _number(kind: type, low: float, strict: bool = False, high: float | None = N
 DATA_ROOT_HELP = "folder of --dataset (default: $FAMES_DATA, else ../shared/data)"
 DATASET_HELP = "registered dataset (digits, cifar10) or imagefolder:PATH"
 THREADS_HELP = "torch threads (default: all cores)"
+FORCE_HELP = "replace --out even if it is not a fames library (the folder and every file in it are replaced)"
 EXTENDS = "library directory (created, or extended: designs of the same names replaced; written atomically)"
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE = _number(int, 1), _number(float, 0, strict=True), _number(float, 0)
 NON_NEGATIVE_INT = _number(int, 0)
@@ -551,6 +554,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if not args.library:
             raise FamesError("--assignment needs --library DIR (the AppMul library it names)")
+        if saved_with and Path(args.assignment).name != saved_with:
+            print(f"warning: {args.checkpoint} was calibrated with the AppMuls of {saved_with}, not those of "
+                  f"{args.assignment}: the accuracy is of neither reported model (evaluate the model_R*.pt saved with "
+                  "that assignment)", file=sys.stderr)
         substitute(model, load_assignment(args.assignment), Library.load(args.library))
     if args.eval_images is not None:  # the class-stratified subset a run report used (data.eval_images)
         from fames.flow.config import DataConfig
@@ -560,6 +567,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise FamesError("--eval-images takes a class-stratified subset of the test split; drop --split")
         loader = test_loader(DataConfig(dataset=args.dataset, root=args.data_root, batch_size=args.batch_size,
                                         eval_images=args.eval_images))
+        if (have := len(loader.dataset)) < args.eval_images:
+            raise FamesError(f"--eval-images {args.eval_images}: the {args.dataset} test split holds {have} images; "
+                             "give at most that many, or leave the option out for all")
     else:
         from fames.flow.config import DataConfig
         from fames.flow.inputs import dataset_split
@@ -661,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--signedness", choices=list(SIGNEDNESS), default="unsigned",
                    help="operand signedness of the designs (both: unsigned and signed ones in the same library)")
     b.add_argument("--out", required=True, help=EXTENDS)
-    b.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
+    b.add_argument("--force", action="store_true", help=FORCE_HELP)
     b.set_defaults(func=cmd_lib_build)
 
     fam = ls.add_parser("families", help="list the generated families and their definitions")
@@ -674,12 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--src", help="folder with index.csv + luts.npz, or an EvoApproxLib checkout (default: ../shared)")
     e.add_argument("--out", required=True, help=EXTENDS)
-    e.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
+    e.add_argument("--force", action="store_true", help=FORCE_HELP)
     e.set_defaults(func=cmd_lib_import_evoapprox)
 
     im = ls.add_parser(
         "import",
-        help="add designs to a library: text LUTs (`a b product` lines), Verilog (.v) or BLIF (.blif); many files "
+        help="add designs to a library: LUTs (`a w product` lines, a matrix as np.savetxt or np.save writes it), "
+        "Verilog (.v) or BLIF (.blif); many files "
         "at once, a failing file is reported and skipped (exit 1)",
         description="Python: fames.appmul.importers.read_text_lut / import_design",
     )
@@ -712,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--out", required=True, help="library directory (created or extended)")
     im.add_argument("--replace", action="store_true", help="overwrite designs of --out with the same names (default: "
                     "such a file is reported and skipped)")
-    im.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
+    im.add_argument("--force", action="store_true", help=FORCE_HELP)
     im.set_defaults(func=cmd_lib_import)
 
     c = ls.add_parser(
@@ -738,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "EvoApproxLib's own netlists, but larger and slower than ABC's gates; docs/results/hw_cost.md)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the operand stream")
+    c.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the operand stream")
     c.add_argument("--energy", choices=["zero-delay", "glitch", "propagated"], default="zero-delay",
                    help="toggle counts of a zero-delay simulation, of a timing-aware one with the cells' delays "
                    "(glitches included), or transition densities propagated from the inputs' activity (as Design "
@@ -752,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take relative figures against this exact multiplier of the library (e.g. EvoApproxLib's own "
                    "exact netlist) for its widths, instead of ours; it becomes the energy baseline of those widths")
     c.add_argument("--out", help="write the costed library here instead of updating DIR")
-    c.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
+    c.add_argument("--force", action="store_true", help=FORCE_HELP)
     c.set_defaults(func=cmd_lib_cost)
 
     sy = ls.add_parser(
@@ -786,7 +797,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--designs", type=POSITIVE_INT, default=24, help="designs kept, spread over the error axis")
     sy.add_argument("--no-family-starts", action="store_true",
                     help="start every search from the exact multiplier only (default: CGP also improves the "
-                    "families' Pareto-best designs; a family design itself is never written as synthesized)")
+                    "families' Pareto-best designs, which stay points of the front: one that nothing beats is "
+                    "written too, named synth_..._seed_..., its provenance naming the family design)")
     sy.add_argument("--proxy", choices=["pdp", "area"], default="pdp",
                     help="inner-loop cost: switching energy x logic depth (pdp) or the sum of gate areas")
     sy.add_argument("--liberty", help="gate costs from this liberty's smallest cells, and the front chosen on PDP "
@@ -806,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the jobs on Ray: 'auto' (a cluster started by `ray start --head`), 'local' or host:port")
     sy.add_argument("--out", required=True, help="library directory (created, or extended: an earlier synthesis of "
                     "the same widths there is replaced; written atomically)")
-    sy.add_argument("--force", action="store_true", help="replace --out even if it is not a fames library")
+    sy.add_argument("--force", action="store_true", help=FORCE_HELP)
     sy.set_defaults(func=cmd_lib_synth)
 
     s = ls.add_parser("show", help="one row per AppMul: bits, MRED, WCE, area, delay, energy/op, PDP")
@@ -821,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train",
-        help="fine-tune a float model, or quantization-aware training (LSQ + distillation) at given bits",
+        help="fine-tune a float model, or quantization-aware training (LSQ or PACT, + distillation) at given bits",
         description="Python: fames.train.train / fames.train.qat",
     )
     tr.add_argument("--model", required=True,
@@ -843,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--kd", type=NON_NEGATIVE, default=0.5, help="distillation weight from the float model (QAT only)")
     tr.add_argument("--scale-lr-mult", type=POSITIVE_FLOAT, default=1.0, help="lr multiplier of quantizer step sizes")
     tr.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="training images per step")
-    tr.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
+    tr.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of initialisation and data order")
     tr.add_argument("--holdout", type=NON_NEGATIVE_INT, default=None, metavar="N",
                     help="never train on a fixed random N of the training images (recorded in the checkpoint; "
                     "`fames run` in target mode then validates on them). Default: the --init checkpoint's, else 0")
@@ -893,7 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser(
         "demo",
-        help="the whole flow on embedded digits data (a few minutes, no files needed)",
+        help="the whole flow on embedded digits data (about half a minute on 2 cores, no files needed)",
         description="Python: fames.flow.demo.run_demo(out)",
     )
     dm.add_argument("--out", default="fames-demo", help="folder for summary.md and the per-configuration reports")

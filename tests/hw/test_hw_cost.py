@@ -65,7 +65,8 @@ def test_library_relative_costs(synth_lib):
     ref = out[1].cost
     assert out[0].cost.relative["area"] == pytest.approx(out[0].cost.area_um2 / ref.area_um2)
     assert out[0].cost.relative["pdp"] == pytest.approx(out[0].cost.pdp_fj / ref.pdp_fj)
-    assert out[0].cost.note == "from truth table" and out[0].cost.comparable
+    # synthesized from its truth table, a 3x3 design costs 0.6-1.6x its structure: not comparable (2x2 is)
+    assert out[0].cost.note == "from truth table, not comparable" and not out[0].cost.comparable
     assert np.array_equal(out[0].lut, lut) and trunc.cost is None  # inputs untouched
 
 
