@@ -57,7 +57,7 @@ def trace_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> tupl
 
     dev = next(model.parameters()).device
     x = torch.zeros((1, *inputs)) if isinstance(inputs, tuple) else inputs
-    n = x.shape[0]
+    count = x.shape[0]
     total: dict[str, int] = {}
     hooks = []
     for name, m in qlayers(model):
@@ -80,14 +80,14 @@ def trace_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> tupl
             h.remove()
         for m, mode in modes:
             m.mode = mode
-    macs = {k: round(v / n) for k, v in total.items() if v}
+    macs = {k: round(v / count) for k, v in total.items() if v}
     idle = [n for n, _ in qlayers(model) if n not in macs]
     if idle:
-        raise FamesError(f"quantized layers {idle[:5]} do not run in the model's forward (on {n} sample inputs), so "
-                         "they have no MACs: "
-                         "remove them, or let fames.calibrate_ptq put them back in floating point")
+        raise FamesError(f"quantized layers {idle[:5]} do not run in the model's forward (on {count} sample "
+                         "inputs), so they have no MACs: remove them, or let fames.calibrate_ptq put them back in "
+                         "floating point")
     floating = _outside(counter.get_flop_counts(), type(model).__name__, {q for q, _ in qlayers(model)})
-    return macs, {k: round(v / n) for k, v in floating.items()}
+    return macs, {k: round(v / count) for k, v in floating.items()}
 
 
 def _outside(flops: dict[str, dict[object, int]], root: str, quantized: set[str]) -> dict[str, int]:
