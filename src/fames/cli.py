@@ -289,7 +289,7 @@ def _operand_weights(spec: str, args: argparse.Namespace) -> np.ndarray:
 
 def cmd_lib_synth(args: argparse.Namespace) -> int:
     from fames.appmul.library import editing, is_library
-    from fames.appmul.synth.library import SynthConfig, front_table, gate_costs, synthesize
+    from fames.appmul.synth.library import SynthConfig, front_table, gate_costs, synthesize, weighted_config
     from fames.hw.verify import check_design
     from fames.io import atomic_write_text, check_replaceable
 
@@ -321,6 +321,7 @@ def cmd_lib_synth(args: argparse.Namespace) -> int:
             lib.replace(m)
     out = Path(args.out)
     sig = appmuls[0].signature() if appmuls else f"{a_bits}x{w_bits}{'s' if args.signed else 'u'}"
+    cfg = weighted_config(cfg, weights)  # the thresholds (and omse's bound) the searches ran at
     atomic_write_text(out / f"front-{sig}.json", json.dumps({"config": {**vars(cfg), "methods": list(methods)},
                                                              "operands": args.operands, **fronts}, indent=1))
     _plot_front(fronts, [m.provenance for m in appmuls], cfg, out / f"front-{sig}.png")

@@ -407,3 +407,17 @@ def test_the_error_free_design_of_a_library_is_the_exact_multiplier():
     lib = synthesize(SynthConfig(2, 2, True, max_error=20.0, seeds=1, generations=100), workers=1, progress=False)
     assert lib[0].is_exact()
     assert all(m.is_exact() or m.provenance["error"] > 0 for m in lib)
+
+
+def test_the_recorded_config_is_the_one_the_operand_aware_searches_ran_at():
+    from fames.appmul.synth.library import weighted_config
+
+    rng = np.random.default_rng(0)
+    weights = rng.random((8, 8)) * (np.arange(8)[:, None] < 3)  # small activations only, as after a ReLU
+    weights /= weights.sum()
+    cfg = SynthConfig(3, 3, False, metric="mse", max_error=20.0, seeds=1, generations=60, methods=("cgp",))
+    used = weighted_config(cfg, weights)
+    assert used.thresholds != cfg.thresholds  # the grid moved to the weighted metric's scale
+    lib = synthesize(cfg, weights, workers=1, progress=False)
+    ran = {m.provenance["threshold"] for m in lib if m.provenance.get("method") == "cgp"}
+    assert ran and ran <= set(used.cgp_thresholds())  # front-AxW.json recorded cfg's, not these

@@ -252,7 +252,7 @@ def _bounds(designs: Sequence[Design], n: int, max_error: float) -> np.ndarray:
     """``n`` error bounds log-spaced from the smallest nonzero error of ``designs`` up to ``max_error``."""
     errs = [d.error for d in designs if d.error > 0]
     lo = max(min(errs, default=max_error), max_error * 1e-4)
-    return np.geomspace(lo, max_error, max(1, n))
+    return np.geomspace(lo, max_error, n) if n > 1 else np.array([max_error] * n)  # one bound: the loosest
 
 
 def _thin_bounds(designs: Sequence[Design], n: int, max_error: float, anchors: Sequence[float]) -> list[float]:
@@ -271,7 +271,7 @@ def thin(front: Sequence[Design], n: int, max_error: float, anchors: Sequence[fl
         return list(front)
     exact = [d for d in front if d.error <= 0]
     rest = [d for d in front if d.error > 0]
-    if not rest:
+    if not rest or n <= len(exact[:1]):
         return exact[:1]
     chosen: dict[int, Design] = {}
     for b in _thin_bounds(rest, n - len(exact[:1]), max_error, anchors):
@@ -415,10 +415,7 @@ def synthesize(
     (:func:`shortlist`), and the front and its thinning use these real costs.
     """
     gc = gate_cost or GATE_EQUIVALENTS
-    if weights is not None:  # omse has no unit of its own to bound: its bound, too, is mapped from mse
-        k = threshold_scale(cfg, weights)
-        cfg = replace(cfg, thresholds=_scaled(cfg.thresholds, k),
-                      **({"max_error": _scaled((cfg.max_error,), k)[0]} if cfg.metric == "omse" else {}))
+    cfg = weighted_config(cfg, weights)
     results = _run_all(cfg, weights, gc, workers or os.cpu_count() or 1, ray_address, progress)
     designs = [d for r in results for d in r]
     exact = exact_network(cfg.a_bits, cfg.w_bits, cfg.signed).output_values()
@@ -438,6 +435,16 @@ def synthesize(
     real = [replace(d, cost=float(c)) for d, c in zip(cands, cost(made), strict=True)]
     kept = {id(d) for d in thin(pareto(real), cfg.designs, cfg.max_error, anchors)}
     return [m for d, m in zip(real, made, strict=True) if id(d) in kept]
+
+
+def weighted_config(cfg: SynthConfig, weights: np.ndarray | None) -> SynthConfig:
+    """``cfg`` as :func:`synthesize` runs it with operand ``weights``: the CGP thresholds (and for ``omse``, which
+    has no unit of its own to bound, the bound too) mapped by :func:`threshold_scale`; ``cfg`` itself without."""
+    if weights is None:
+        return cfg
+    k = threshold_scale(cfg, weights)
+    return replace(cfg, thresholds=_scaled(cfg.thresholds, k),
+                   **({"max_error": _scaled((cfg.max_error,), k)[0]} if cfg.metric == "omse" else {}))
 
 
 def threshold_scale(cfg: SynthConfig, weights: np.ndarray) -> float:
@@ -487,4 +494,4 @@ def front_table(designs: Sequence[Design]) -> list[dict[str, Any]]:
 
 __all__ = ["DEFAULT_THRESHOLDS", "Design", "METHODS", "SynthConfig", "exact_network", "family_network",
            "front_table", "gate_costs", "pareto", "proxy_cost", "shortlist", "start_networks", "synthesize", "thin",
-           "threshold_scale", "to_appmul"]
+           "threshold_scale", "to_appmul", "weighted_config"]
