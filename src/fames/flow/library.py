@@ -201,8 +201,11 @@ def candidate_appmuls(
                     ms += [m for m in build_family(fam, a, w, sa) if m.name not in {x.name for x in ms}]
         if "synth" in parts:
             have = {np.asarray(m.lut, dtype=np.int64).tobytes() for m in ms}  # the families' functions
+            # a family design the searches started from (method "seed") or another circuit of a family function
+            # ("implementation") is a candidate already when the families are
             ms += [m for m in synthesized_appmuls(widths, liberty, synth, progress, operand_weights)
-                   if "implementation" not in m.provenance or np.asarray(m.lut, dtype=np.int64).tobytes() not in have]
+                   if ("implementation" not in m.provenance and m.provenance.get("method") != "seed")
+                   or np.asarray(m.lut, dtype=np.int64).tobytes() not in have]
     elif isinstance(library, str) and library == "evoapprox":
         ms = [m for m in import_evoapprox() if m.widths in widths]
     elif isinstance(library, (str, Path)):
