@@ -150,12 +150,15 @@ def search_model(name: str, args: argparse.Namespace, out: Path) -> None:
     ck, quant = SEARCH_MODELS[name]
     path = out.with_name(f"{out.stem}_search_{name}.json")
     res = json.loads(path.read_text()) if path.is_file() else {"model": name, "runs": {}}
-    liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
+    from fames.flow.library import liberty_path
+
+    liberty = str(liberty_path(args.liberty))  # a missing path is an error, not the synthetic liberty
     if res["runs"] and res.get("roup_grid", "default") != args.roup_grid:
         raise SystemExit(f"{path} holds runs with the {res.get('roup_grid', 'default')} ROUP grid; pass another --out "
                          f"for --roup-grid {args.roup_grid}")
     res["command"] = recorded_command("granularity.py")
     res["roup_grid"] = args.roup_grid
+    res["liberty"] = Path(liberty).name
     for gran in args.granularities:
         for loss in args.losses:
             comp = args.compensation
@@ -244,7 +247,8 @@ def search_report(searched: dict[str, dict]) -> str:
         "split; a budget counts when its validation loss plus one standard error stays within L), the chosen model "
         "tested once on the 10,000 test images. Library: exact + ROUP (MAx-DNN; "
         + ", ".join(sorted({_GRIDS[r.get("roup_grid", "default")] for r in searched.values()}))
-        + "), NanGate 45 nm PDP. (L) = at that budget the layer-level selection was more accurate on validation and "
+        + "), PDP on " + ", ".join(sorted({r.get("liberty", "nangate45_typ.lib.gz") for r in searched.values()}))
+        + ". (L) = at that budget the layer-level selection was more accurate on validation and "
         "was kept; uncalibrated = without calibration of the selections (`--calibrate` not given), a search of its "
         "own.",
         "",
@@ -308,13 +312,14 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     from fames.baselines import MaxDNNSelector
     from fames.flow.config import RunConfig
     from fames.flow.inputs import prepare
+    from fames.flow.library import liberty_path
     from fames.method.estimate import TaylorEstimator
     from fames.method.problem import apply_choice
     from fames.method.select import ILPSelector, InfeasibleBudget
     from fames.quant import qlayers
     from fames.train import evaluate
 
-    liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
+    liberty = str(liberty_path(args.liberty))  # a missing path is an error, not the synthetic liberty
     cfg = RunConfig.from_dict(
         {
             "model": name,
@@ -334,7 +339,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     x, y = prep.train_images(args.samples)
     cx, cy = prep.train_images(args.calib_samples) if args.calibrate else (None, None)
     print(f"{name}: exact {exact_acc:.2f}%, {len(lib)} candidates", flush=True)
-    res: dict = {"exact_accuracy": exact_acc, "library": [_label(m) for m in cands[layers[0][0]]], "runs": []}
+    res: dict = {"exact_accuracy": exact_acc, "library": [_label(m) for m in cands[layers[0][0]]], "runs": [],
+                 "liberty": Path(liberty).name}
     res["pdp_relative"] = [float(m.cost.relative.get("pdp", 1.0)) for m in cands[layers[0][0]]]
     res["layers"] = [(n, list(layer.group_shape("kernel"))) for n, layer in layers]
     selectors = [ILPSelector(args.ilp_time, args.ilp_gap), MaxDNNSelector()]
@@ -481,7 +487,8 @@ def report(results: dict, out: Path) -> str:
         "Library: the exact signed 8x8 multiplier and `roup` (radix-4 Booth, the P least significant partial "
         "products perforated, the activation operand rounded at bit R) at the family's default grid "
         "P in {0, 1, 2} x R in {0, 2, 4} minus (0, 0) (for 4-bit operands R <= 2, P <= 1), costed with Yosys + ABC "
-        "on NanGate 45 nm; energy per operation = PDP. Energy of a group = its MACs x PDP of its multiplier; "
+        f"on {', '.join(sorted({r.get('liberty', 'nangate45_typ.lib.gz') for r in results.values()}))}; energy per "
+        "operation = PDP. Energy of a group = its MACs x PDP of its multiplier; "
         "energy gain = 1 - energy / exact energy (multipliers only).",
         "",
         'Estimate: rank-1 Taylor on `--samples` training images, `curvature="bound"` for filters and kernels '
@@ -554,7 +561,8 @@ def report(results: dict, out: Path) -> str:
             f"![chosen multiplier per filter]({out.stem}_{name}_filters.png)",
             "",
         ]
-    lines += ["(* ILP stopped at its time limit: best solution found.)", ""]
+    if any(r.get("status") not in (None, "optimal") for res in results.values() for r in res["runs"]):
+        lines += ["(* ILP stopped at its time limit: best solution found.)", ""]
     return "\n".join(lines)
 
 

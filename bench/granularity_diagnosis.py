@@ -96,7 +96,9 @@ def diagnose(name: str, args: argparse.Namespace) -> dict:
     ck, quant = SEARCH_MODELS[name]
     if args.checkpoint:
         ck, quant = args.checkpoint, None
-    liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
+    from fames.flow.library import liberty_path
+
+    liberty = str(liberty_path(args.liberty))  # a missing path is an error, not the synthetic liberty
     lib = {"library": args.library} if args.library else {"families": ["exact", "roup"]}
     cfg = RunConfig.from_dict({
         "model": name, "checkpoint": ck if ck == "default" else str(REPO / ck), "quant": quant,

@@ -118,7 +118,9 @@ def main() -> int:
     if not (REPO.parent / "shared" / "data" / "cifar10").is_dir():
         print("SKIP: ../shared/data/cifar10 is absent (this benchmark needs JPEG CIFAR-10)")
         return 0
-    liberty = args.liberty if Path(args.liberty).is_file() else "synthetic"
+    from fames.flow.library import liberty_path
+
+    liberty = str(liberty_path(args.liberty))  # a missing path is an error, not the synthetic liberty
 
     import torch
 

@@ -25,7 +25,8 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for r in report["runs"]:
         if r["infeasible"]:
             continue
-        names = sorted({v if isinstance(v, str) else "/".join(v["appmuls"]) for v in r["assignment"].values()})
+        # the designs the assignment uses, whatever the layer or group (the per-layer table says where)
+        names = sorted({a for v in r["assignment"].values() for a in ([v] if isinstance(v, str) else v["appmuls"])})
         rows.append(
             {
                 "bits": bits,
