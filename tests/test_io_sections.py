@@ -34,3 +34,18 @@ def test_npz_bytes_round_trips_any_array_name(tmp_path):
     got = st.arrays("estimate", "k", lambda: calls.append(1) or arrays)
     again = st.arrays("estimate", "k", lambda: calls.append(1) or arrays)  # from disk
     assert calls == [1] and all(np.array_equal(again[k], v) for k, v in arrays.items()) and got is arrays
+
+
+def test_a_checked_json_entry_copied_under_another_key_is_not_trusted(tmp_path):
+    import shutil
+
+    import pytest
+
+    from fames.io import read_checked_json, write_checked_json
+
+    write_checked_json(tmp_path / "a1.json", {"pdp_fj": 37.0})
+    write_checked_json(tmp_path / "b2.json", {"pdp_fj": 48.2})
+    assert read_checked_json(tmp_path / "b2.json") == {"pdp_fj": 48.2}
+    shutil.copy(tmp_path / "a1.json", tmp_path / "b2.json")  # another design's cost under this design's key
+    with pytest.warns(UserWarning, match="damaged or was edited"):
+        assert read_checked_json(tmp_path / "b2.json") is None

@@ -154,15 +154,26 @@ def content_hash(*parts: bytes | str, length: int = 16) -> str:
 
 
 def cache_dir() -> Path:
-    """Root of fames' on-disk cache: ``$FAMES_CACHE`` or ``~/.cache/fames``."""
-    root = os.environ.get("FAMES_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fames")
-    return Path(root)
+    """Root of fames' on-disk cache: ``$FAMES_CACHE`` (``~`` expanded) or ``~/.cache/fames`` (without a home folder,
+    one under the system's temporary folder)."""
+    home = os.path.expanduser("~")
+    default = os.path.join(home, ".cache", "fames") if home != "~" else os.path.join(
+        tempfile.gettempdir(), f"fames-cache-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    root = Path(os.path.expanduser(os.environ.get("FAMES_CACHE") or default))
+    if root.exists() and not root.is_dir():
+        raise FamesError(f"FAMES_CACHE={root} is a file: point it at a folder (created when missing) or unset it")
+    return root
+
+
+def _checksum(name: str, obj: Any) -> str:
+    """SHA-256 of a file's name (in a cache, its key) and its data's JSON text."""
+    return hashlib.sha256(f"{name}\n{json.dumps(obj, sort_keys=True)}".encode()).hexdigest()
 
 
 def write_checked_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` atomically with the SHA-256 of its JSON text, so that an edited or damaged file is detected."""
-    text = json.dumps(obj, sort_keys=True)
-    return atomic_write_json(path, {"sha256": hashlib.sha256(text.encode()).hexdigest(), "data": obj})
+    """Write ``obj`` atomically with the SHA-256 of its JSON text and of the file's name, so that an edited or
+    damaged file, or one copied under another name (another cache key), is detected."""
+    return atomic_write_json(path, {"sha256": _checksum(Path(path).name, obj), "data": obj, "v": 2})
 
 
 def read_checked_json(path: str | os.PathLike) -> Any:
@@ -173,9 +184,10 @@ def read_checked_json(path: str | os.PathLike) -> Any:
         return None
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(d, dict) and "sha256" not in d and "data" not in d:
-            return None  # written by an older fames without a checksum: recomputed quietly
-        ok = hashlib.sha256(json.dumps(d["data"], sort_keys=True).encode()).hexdigest() == d["sha256"]
+        if isinstance(d, dict) and d.get("v") != 2 and "data" in d or isinstance(d, dict) and "sha256" not in d \
+                and "data" not in d:
+            return None  # written by an older fames (without a checksum, or one without the name): recomputed quietly
+        ok = _checksum(p.name, d["data"]) == d["sha256"]
     except (OSError, ValueError, TypeError, KeyError):
         ok = False
     if not ok:

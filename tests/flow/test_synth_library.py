@@ -160,3 +160,19 @@ def test_one_library_per_layer_weighted_by_its_own_output_error(tmp_path, monkey
     for m in Library.load(lib):
         check_design(m)  # the renamed module still computes its LUT
     assert synth_operand_weights(model, x, SynthOptions()) is None
+
+
+def test_a_damaged_cached_synthesized_library_is_made_again():
+    from fames.flow.library import synthesized_appmuls
+    from fames.io import cache_dir
+
+    opts = SynthOptions(methods=["cgp"], seeds=1, generations=100, designs=4)
+    first = synthesized_appmuls({(2, 2, False, False)}, "synthetic", opts, progress=False)
+    (entry,) = (cache_dir() / "synth").iterdir()
+    luts = dict(np.load(entry / "luts.npz"))
+    name = next(n for n in luts if not np.array_equal(luts[n], np.outer(np.arange(4), np.arange(4))))
+    luts[name] = luts[name] + 1  # one design's table no longer its circuit's: every later run failed on it
+    np.savez(entry / "luts.npz", **luts)
+    with pytest.warns(UserWarning, match="damaged or was edited: synthesizing it again"):
+        again = synthesized_appmuls({(2, 2, False, False)}, "synthetic", opts, progress=False)
+    assert [(m.name, m.lut.tolist()) for m in again] == [(m.name, m.lut.tolist()) for m in first]

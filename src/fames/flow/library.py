@@ -3,7 +3,9 @@ with the exact multiplier of every width added and every design costed on the li
 
 from __future__ import annotations
 
+import hashlib
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from fames.errors import FamesError
 from fames.hw.cost import cost_appmul, cost_library
 from fames.hw.liberty import read_liberty
 from fames.hw.synthetic import default_synthetic_liberty
+from fames.io import read_checked_json
 from fames.method.problem import check_widths
 
 Widths = tuple[int, int, bool, bool]
@@ -45,7 +48,7 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
 
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
     from fames.hw.cost import liberty_hash
-    from fames.io import cache_dir, content_hash
+    from fames.io import cache_dir, content_hash, write_checked_json
 
     opts = asdict(options) if options is not None else {}
     max_bits = opts.pop("max_bits", 6)
@@ -67,20 +70,47 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
         seen: set[bytes] = set()
         for layer, weights in (entry if isinstance(entry, dict) else {"": entry}).items():
             tag = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
-            where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-3", tag)
-            if not (where / "index.json").is_file():
+            where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-4", tag)
+            lib = _cached_library(where)
+            if lib is None:
                 if layer and progress:
                     print(f"synthesizing {a}x{w} designs for layer {layer}")
                 made = synthesize(cfg, weights, gate_cost=gate_costs(lib_file), progress=progress,
                                   cost=pdp_costs(lib_file))
-                Library(cheapest_implementations(made, lib_file)).save(where, force=True)
-            for m in Library.load(where):
+                lib = Library(cheapest_implementations(made, lib_file))
+                lib.save(where, force=True)
+                write_checked_json(where / _SUMS, _file_sums(where))
+            for m in lib:
                 key = np.asarray(m.lut, dtype=np.int64).tobytes()
                 if key in seen:
                     continue
                 seen.add(key)
                 out.append(for_layer(m, layer) if layer else m)
     return out
+
+
+_SUMS = "sums.json"  # a cached synthesized library's file checksums
+
+
+def _file_sums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of a library folder but the checksum file itself."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != _SUMS}
+
+
+def _cached_library(where: Path) -> Library | None:
+    """The synthesized library cached at ``where``, or None (absent, or damaged or edited since: warned)."""
+    if not where.exists():
+        return None
+    sums = read_checked_json(where / _SUMS)
+    try:
+        if sums is not None and sums == _file_sums(where):
+            return Library.load(where)
+    except (FamesError, OSError):
+        pass
+    warnings.warn(f"the cached synthesized library {where} is incomplete, damaged or was edited: synthesizing it "
+                  "again", stacklevel=3)
+    return None
 
 
 def for_layer(m: AppMul, layer: str) -> AppMul:

@@ -88,7 +88,9 @@ def run_yosys(commands: list[str], workdir: Path, what: str, timeout_s: float = 
         r = subprocess.run(
             [sys.executable, str(_WORKER), script.name],
             cwd=workdir, capture_output=True, text=True, timeout=timeout_s,
-            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+            # TMPDIR: Yosys caches each liberty it converts for ABC (an .scl file per scratch liberty path) under it;
+            # in the scratch folder, that cache goes with it instead of piling up in /tmp (one file per synthesis)
+            env={**os.environ, "PYTHONIOENCODING": "utf-8", "TMPDIR": str(workdir.resolve())},
         )
     except subprocess.TimeoutExpired as e:
         raise HardwareError(f"synthesis of {what} took more than {timeout_s:.0f} s and was stopped") from e

@@ -171,11 +171,14 @@ def write_synthetic_liberty(path: str | os.PathLike) -> Path:
 
 
 def default_synthetic_liberty() -> Path:
-    """The synthetic liberty under the fames cache (written on first use, rewritten if it changed)."""
+    """The synthetic liberty under the fames cache, named by its content (written on first use; rewritten if it was
+    damaged): two fames versions sharing a cache each have their own file, never one rewritten under the other."""
+    import hashlib
+
     from fames.io import cache_dir
 
     text = liberty_text()
-    path = cache_dir() / "liberty" / "fames_synth45.lib"
-    if not path.is_file() or path.read_text() != text:
+    path = cache_dir() / "liberty" / f"fames_synth45-{hashlib.sha256(text.encode()).hexdigest()[:12]}.lib"
+    if not path.is_file() or path.read_bytes() != text.encode():
         atomic_write_text(path, text)
     return path
