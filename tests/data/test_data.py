@@ -119,6 +119,13 @@ def test_cifar10_jpeg(monkeypatch, tmp_path):
     os.utime(copy, (1e9, 1e9))
     assert torch.equal(get_dataset("cifar10", "test", root=copy.parent).images, ds.images)
     assert list((cache_dir() / "data").glob("test_jpeg-*.npy")) == cached
+    # a changed pixel in the decode cache was used as it was: it is decoded again now
+    data = bytearray(cached[0].read_bytes())
+    data[-100] ^= 0xFF
+    cached[0].write_bytes(bytes(data))
+    monkeypatch.setattr(cifar, "_MEMO", {})
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        assert torch.equal(get_dataset("cifar10", "test").images, ds.images)
 
 
 def _write_fake_cifar10(root, n=4):

@@ -10,9 +10,11 @@ Candidate roots: ``root=``, else ``$FAMES_DATA/cifar10``, ``$FAMES_DATA``, ``../
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import torch
 
 from fames.data.memory import Augment, InMemoryImageDataset
 from fames.data.registry import DatasetError, DatasetNotFoundError, default_roots, register_dataset
-from fames.io import atomic_write_bytes, cache_dir, content_hash
+from fames.io import atomic_write_bytes, cache_dir, content_hash, read_checked_json, write_checked_json
 
 __all__ = ["CIFAR10_CLASSES", "decode_jpeg_npz", "load_cifar_arrays"]
 
@@ -55,15 +57,18 @@ def decode_jpeg_npz(path: str | Path, progress: bool = True) -> tuple[np.ndarray
 def _jpeg_cached(path: Path) -> np.ndarray:
     key = content_hash(path.read_bytes())  # by content: a copy provisioned anew (new mtime) reuses its decode
     cache = cache_dir() / "data" / f"{path.stem}-{key}.npy"
+    check = cache.with_suffix(".json")  # the decoded array's SHA-256: a changed pixel is not trusted
     if cache.is_file():
-        try:
-            return np.load(cache)
-        except (OSError, ValueError):
-            pass  # a damaged cache file is rebuilt below
+        data = cache.read_bytes()
+        if (read_checked_json(check) or {}).get("sha256") == hashlib.sha256(data).hexdigest():
+            return np.load(io.BytesIO(data))
+        warnings.warn(f"decoded-image cache {cache} does not match its checksum (damaged, edited or older): "
+                      "decoding again", stacklevel=3)
     x, _ = decode_jpeg_npz(path)
     buf = io.BytesIO()
     np.save(buf, x)
     atomic_write_bytes(cache, buf.getvalue())
+    write_checked_json(check, {"sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
     return x
 
 
