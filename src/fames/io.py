@@ -176,6 +176,18 @@ def write_checked_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_json(path, {"sha256": _checksum(Path(path).name, obj), "data": obj, "v": 2})
 
 
+def write_cache_json(path: str | os.PathLike, obj: Any) -> None:
+    """:func:`write_checked_json` for an entry of the cache: one that cannot be written (a read-only cache) is not
+    kept, with a warning naming ``$FAMES_CACHE``, and the work goes on."""
+    try:
+        write_checked_json(path, obj)
+    except OSError as e:
+        import warnings
+
+        warnings.warn(f"cannot write to the fames cache {cache_dir()} ({e.strerror or e}): results are not cached; "
+                      "make it writable or point FAMES_CACHE at a writable folder", stacklevel=3)
+
+
 def read_checked_json(path: str | os.PathLike) -> Any:
     """The value :func:`write_checked_json` wrote, or None when the file is missing, unreadable or was changed
     since (a warning names the file; the caller recomputes)."""

@@ -102,3 +102,11 @@ def test_the_signed_exact_reference_costs_the_same_in_either_orientation(synth_l
     for a, w in ((2, 6), (3, 5)):
         ab, ba = (cost_appmul(build("exact", x, y, True, True), synth_lib, n_vectors=512) for x, y in ((a, w), (w, a)))
         assert ab.pdp_fj == pytest.approx(ba.pdp_fj, rel=0.05) and ab.area_um2 == pytest.approx(ba.area_um2, rel=0.05)
+
+
+def test_a_cache_that_cannot_be_written_costs_without_caching(synth_lib):
+    (cache_dir() / "hw").parent.mkdir(parents=True, exist_ok=True)
+    (cache_dir() / "hw").write_text("not a folder")  # as a read-only cache for a user who is not root
+    with pytest.warns(UserWarning, match="cannot write to the fames cache"):
+        c = cost_appmul(exact(3, 3, False, False), synth_lib, n_vectors=64)
+    assert c.pdp_fj > 0  # it stopped the command with the path of a temporary file before

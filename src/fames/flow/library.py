@@ -46,6 +46,8 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
     (each design named after its layer; a function found for two layers is kept once)."""
     from dataclasses import asdict
 
+    from filelock import FileLock
+
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
     from fames.hw.cost import liberty_hash
     from fames.io import cache_dir, content_hash, write_checked_json
@@ -71,15 +73,17 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
         for layer, weights in (entry if isinstance(entry, dict) else {"": entry}).items():
             tag = "" if weights is None else content_hash(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
             where = cache_dir() / "synth" / content_hash(repr(cfg), liberty_hash(lib_file), "synth-4", tag)
-            lib = _cached_library(where)
-            if lib is None:
-                if layer and progress:
-                    print(f"synthesizing {a}x{w} designs for layer {layer}")
-                made = synthesize(cfg, weights, gate_cost=gate_costs(lib_file), progress=progress,
-                                  cost=pdp_costs(lib_file))
-                lib = Library(cheapest_implementations(made, lib_file))
-                lib.save(where, force=True)
-                write_checked_json(where / _SUMS, _file_sums(where))
+            where.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{where}.lock"):  # two runs of one synthesis: the second waits, then reads the first's
+                lib = _cached_library(where)
+                if lib is None:
+                    if layer and progress:
+                        print(f"synthesizing {a}x{w} designs for layer {layer}")
+                    made = synthesize(cfg, weights, gate_cost=gate_costs(lib_file), progress=progress,
+                                      cost=pdp_costs(lib_file))
+                    lib = Library(cheapest_implementations(made, lib_file))
+                    lib.save(where, force=True)
+                    write_checked_json(where / _SUMS, _file_sums(where))
             for m in lib:
                 key = np.asarray(m.lut, dtype=np.int64).tobytes()
                 if key in seen:

@@ -30,7 +30,7 @@ from fames.hw.liberty import read_liberty
 from fames.hw.netlist import simulate_lut
 from fames.hw.synth import RECIPE_VERSION, adder_cells_of, liberty_cells_in, lut_to_verilog, synthesize
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
-from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
+from fames.io import cache_dir, content_hash, read_checked_json, write_cache_json
 
 COST_VERSION = f"{RECIPE_VERSION}/sta-1/energy-zd-2"
 RELATIVE_KEYS = {"area": "area_um2", "delay": "delay_ns", "energy": "energy_fj", "power": "power_uw",
@@ -160,7 +160,7 @@ def cost_appmul(
         recipe=recipe,
     )
     if cache:
-        write_checked_json(path, cost.to_dict())
+        write_cache_json(path, cost.to_dict())
     return cost
 
 

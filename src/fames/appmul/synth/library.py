@@ -207,7 +207,7 @@ def run_job(
 ) -> list[Design]:
     """Every design one job passes from ``start`` (picklable: runs in a worker process or a Ray task). Results are
     kept in the fames cache under the job's content key, so an interrupted synthesis resumes where it stopped."""
-    from fames.io import cache_dir, read_checked_json, write_checked_json
+    from fames.io import cache_dir, read_checked_json, write_cache_json
 
     gc = gate_cost or GATE_EQUIVALENTS
     path = cache_dir() / "synth-jobs" / f"{job_key(cfg, job, start, weights, gc)}.json"
@@ -216,7 +216,7 @@ def run_job(
         return [Design(Network(cfg.a_bits, cfg.w_bits, cfg.signed, [tuple(n) for n in d["nodes"]], d["outputs"]),
                        d["error"], d["cost"], d["method"], d["seed"], d["threshold"], d["extra"]) for d in got]
     out = _run_job(cfg, job, start, weights, gc)
-    write_checked_json(path, [{"nodes": d.network.nodes, "outputs": d.network.outputs, "error": d.error,
+    write_cache_json(path, [{"nodes": d.network.nodes, "outputs": d.network.outputs, "error": d.error,
                                "cost": d.cost, "method": d.method, "seed": d.seed, "threshold": d.threshold,
                                "extra": d.extra} for d in out])
     return out

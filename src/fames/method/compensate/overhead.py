@@ -42,7 +42,7 @@ def _cost_unit(verilog: str, top: str, liberty: str, a: np.ndarray, w: np.ndarra
     from fames.hw.energy import energy_per_op
     from fames.hw.synth import synthesize
     from fames.hw.timing import analyze
-    from fames.io import cache_dir, content_hash, read_checked_json, write_checked_json
+    from fames.io import cache_dir, content_hash, read_checked_json, write_cache_json
 
     key = content_hash(verilog, top, liberty_hash(liberty), COST_VERSION, a.tobytes(), w.tobytes(), str(clock_ns))
     path = cache_dir() / "hw" / f"cv-{key}.json"
@@ -55,7 +55,7 @@ def _cost_unit(verilog: str, top: str, liberty: str, a: np.ndarray, w: np.ndarra
     power = e.total_fj / clock_ns
     cost = Cost(area_um2=net.area(), delay_ns=timing.delay_ns, energy_fj=e.total_fj, power_uw=power,
                 pdp_fj=power * timing.delay_ns, clock_ns=clock_ns, cells=len(net.cells), note=top)
-    write_checked_json(path, cost.to_dict())
+    write_cache_json(path, cost.to_dict())
     return cost
 
 
