@@ -332,6 +332,19 @@ def to_appmul(d: Design, cfg: SynthConfig, index: int, tag: str = "") -> AppMul:
     )
 
 
+def _end_with_parent() -> None:
+    """In a worker process: end when the process that started it does (a parent killed with SIGKILL left its
+    workers running the queue). Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    import contextlib
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, float], workers: int,
              ray_address: str | None, progress: bool) -> list[list[Design]]:
 
@@ -384,7 +397,7 @@ def _run_jobs(cfg: SynthConfig, jobs: list, starts: dict[str, Network], weights:
                 out.append(run_job(cfg, j, starts[j[3]], weights, gate_cost))
                 bar.update()
             return out
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_end_with_parent) as pool:
             futs = [pool.submit(run_job, cfg, j, starts[j[3]], weights, gate_cost) for j in jobs]
             out = []
             for f in futs:
