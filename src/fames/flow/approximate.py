@@ -467,7 +467,7 @@ def approximate_(
                          f"exact energy; choose budgets R >= {rows[0].min_ratio:.4f}")
     within = [r for r in feasible if within_bound(r)]
     # none within the bound: the most accurate of the budgets measured (the user asked for approximation), named
-    best = min(within, key=lambda r: r.relative_energy) if within else max(
+    best = min(within, key=lambda r: (r.relative_energy, -r.accuracy)) if within else max(
         feasible, key=lambda r: -math.inf if r.accuracy is None else r.accuracy)
     if searching and coarse is not None:
         # the final choice between granularities on the validation split: the layer-level search (its stages are
