@@ -413,10 +413,8 @@ def _matrix_lut(path: Path, lut: np.ndarray, name: str, a_bits: int | None, w_bi
             raise AppMulError(f"{path}: the matrix has 2^{got} {what} = {got}, but {given} was asked for")
     sa, sw = _matrix_signedness(path, lut, *shape_bits, signed)
     if sa or sw:  # rows and columns follow bit patterns 0..2^(b-1)-1, -2^(b-1)..-1, not values in increasing order
-        shift = tuple((1 << (b - 1)) if sg else 0 for b, sg in zip(shape_bits, (sa, sw), strict=True))
-        by_value = np.roll(lut, (-shift[0], -shift[1]), axis=(0, 1))  # value-ordered rows read back
-        exact = exact_lut(*shape_bits, sa, sw)
-        if np.abs(by_value - exact).mean() * 4 < np.abs(lut - exact).mean():
+        as_is, by_value, shift = _distances(lut, *shape_bits, sa, sw)
+        if by_value * 4 < as_is:
             warnings.warn(f"{path}: its rows and columns look ordered by operand value (the negative values first), "
                           "but a LUT matrix is indexed by bit pattern (0, 1, ..., then the negative values): reorder "
                           f"it with np.roll(lut, {shift}, axis=(0, 1))", stacklevel=3)
@@ -439,18 +437,23 @@ def _matrix_signedness(path: Path, lut: np.ndarray, a_bits: int, w_bits: int,
     if len(options) == 1:
         return options[0]
 
-    def distance(a: bool, w: bool) -> float:
-        exact = exact_lut(a_bits, w_bits, a, w)
-        shift = ((1 << (a_bits - 1)) if a else 0, (1 << (w_bits - 1)) if w else 0)
-        return min(np.abs(lut - exact).mean(), np.abs(np.roll(lut, (-shift[0], -shift[1]), axis=(0, 1)) - exact).mean())
-
-    best = min(options, key=lambda o: distance(*o))
+    best = min(options, key=lambda o: min(_distances(lut, a_bits, w_bits, *o)[:2]))
     if best != (True, True):
         kind = f"{a_bits}{'s' if best[0] else 'u'}x{w_bits}{'s' if best[1] else 'u'}"
         warnings.warn(f"{path}: read as {kind} ({'activation' if best[0] else 'weight'} signed only), the signedness "
                       "under which it is closest to an exact multiplier; give the signedness to choose otherwise "
                       "(--signed, --signed-only a|w; read_text_lut(signed=(a_signed, w_signed)))", stacklevel=4)
     return best
+
+
+def _distances(lut: np.ndarray, a_bits: int, w_bits: int, a_signed: bool, w_signed: bool
+               ) -> tuple[float, float, tuple[int, int]]:
+    """Mean distance of a LUT matrix to the exact table of that signedness, read by bit pattern (as it should be)
+    and read as ordered by operand value (negative values first), and the ``np.roll`` shift between the two."""
+    exact = exact_lut(a_bits, w_bits, a_signed, w_signed)
+    shift = ((1 << (a_bits - 1)) if a_signed else 0, (1 << (w_bits - 1)) if w_signed else 0)
+    by_value = np.roll(lut, (-shift[0], -shift[1]), axis=(0, 1))
+    return float(np.abs(lut - exact).mean()), float(np.abs(by_value - exact).mean()), shift
 
 
 def write_text_lut(m: AppMul, path: str | Path) -> Path:
