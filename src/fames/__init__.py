@@ -26,6 +26,7 @@ _PUBLIC = {
     "FamesResult": "fames.flow.approximate",
     "BudgetRow": "fames.flow.approximate",
     "run": "fames.flow.run",
+    "load_model": "fames.flow.saved",
     "FamesConfig": "fames.flow.config",
     "EstimatorConfig": "fames.flow.config",
     "SelectionConfig": "fames.flow.config",

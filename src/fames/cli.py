@@ -532,34 +532,20 @@ def _update_manifest(manifest: Path, ckpt: Path, arch: str, meta: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
 
     from fames.data import get_loader
-    from fames.train import evaluate, load_model
+    from fames.flow.saved import load_model
+    from fames.quant import qlayers
+    from fames.train import evaluate
 
     _setup_torch(args.threads)
     if args.checkpoint is None and args.model:
         print(f"note: no --checkpoint: {args.model!r} is evaluated with random initial weights", file=sys.stderr)
-    model = load_model(args.model, args.checkpoint)
+    model = load_model(args.checkpoint, args.model, exact=args.exact, library=args.library,
+                       assignment=args.assignment)
+    if (getattr(model, "checkpoint_meta", None) or {}).get("assignment") and not (args.assignment or args.exact) \
+            and any(q.mode == "approx" for _, q in qlayers(model)):  # a run's model.pt, as it was reported
+        print("note: with the AppMuls saved beside the checkpoint (its assignment and library/); --exact puts exact "
+              "multipliers in their place", file=sys.stderr)
     model = channels_last(model)
-    saved_with = (getattr(model, "checkpoint_meta", None) or {}).get("assignment")
-    if saved_with and not args.assignment and not args.exact:  # a run's model.pt: evaluate it as it was reported
-        here = Path(args.checkpoint).parent
-        if (here / saved_with).is_file() and (args.library or (here / "library").is_dir()):
-            args.assignment, args.library = str(here / saved_with), args.library or str(here / "library")
-            print(f"note: with the AppMuls of {args.assignment} ({args.library}), as saved by the run; --exact "
-                  "puts exact multipliers in their place", file=sys.stderr)
-        else:
-            print(f"note: {args.checkpoint} was saved with the AppMuls of {saved_with}, not found beside it: "
-                  "evaluating it on exact multipliers; give --assignment and --library", file=sys.stderr)
-    if args.assignment:
-        from fames.appmul.library import Library
-        from fames.method.assignment import load_assignment, substitute
-
-        if not args.library:
-            raise FamesError("--assignment needs --library DIR (the AppMul library it names)")
-        if saved_with and Path(args.assignment).name != saved_with:
-            print(f"warning: {args.checkpoint} was calibrated with the AppMuls of {saved_with}, not those of "
-                  f"{args.assignment}: the accuracy is of neither reported model (evaluate the model_R*.pt saved with "
-                  "that assignment)", file=sys.stderr)
-        substitute(model, load_assignment(args.assignment), Library.load(args.library))
     if args.eval_images is not None:  # the class-stratified subset a run report used (data.eval_images)
         from fames.flow.config import DataConfig
         from fames.flow.inputs import test_loader

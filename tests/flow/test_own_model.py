@@ -80,6 +80,16 @@ def test_readme_example_on_a_custom_cnn(trained, tmp_path, monkeypatch, capsys):
         assert main(["eval", "--model", f"{__name__}:DepthwiseSeparableCNN", "--checkpoint", "my-run/model.pt",
                      "--dataset", "digits", "--json", *extra]) == 0
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == pytest.approx(want)
+    # ... and in Python: the run's folder loaded into a fresh instance of the user's model, as reported
+    import fames
+
+    again = fames.load_model("my-run", DepthwiseSeparableCNN())
+    assert evaluate(again, test_loader, progress=False)["accuracy"] == pytest.approx(result.accuracy)
+    exact = fames.load_model("my-run/model.pt", DepthwiseSeparableCNN(), exact=True)
+    assert evaluate(exact, test_loader, progress=False)["accuracy"] == pytest.approx(calibrated_exact)
+    (tmp_path / "my-run" / "assignment.json").rename(tmp_path / "elsewhere.json")
+    with pytest.warns(UserWarning, match="loaded on exact multipliers; give assignment= and library="):
+        fames.load_model("my-run", DepthwiseSeparableCNN())
 
 
 def test_train_and_eval_take_the_users_own_model_factory(tmp_path, capsys):

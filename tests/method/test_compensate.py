@@ -335,3 +335,40 @@ def test_forced_control_variate_says_when_its_overhead_breaks_the_budget():
     assert r.best.compensation_overhead_fj > 0 and r.best.relative_energy > 0.7  # the overhead broke the budget ...
     assert len(over) == 1 and f"{r.best.relative_energy:.3f} of the exact energy" in over[0]  # ... and the run says so
     assert "exceeds the budget at R = 0.7" in r.report()  # the report says it too, not only the console
+
+
+def test_a_control_variate_that_loses_accuracy_is_dropped(monkeypatch):
+    """Like a calibration, a correction is kept only if it does not lose held-out accuracy: it costs energy."""
+    import fames
+    import fames.flow.approximate as flow
+
+    torch.manual_seed(0)
+    x = torch.rand(800, 3, 8, 8)
+    y = (x[:, 0].mean((1, 2)) > x[:, 1].mean((1, 2))).long() + 2 * (x[:, 2, :4].mean((1, 2)) > 0.5).long()
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 4))
+    opt = torch.optim.Adam(net.parameters(), 0.03)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval()
+    fames.quantize(net, "W4A4")
+    fames.calibrate_ptq(net, (x, y))
+    real = flow.compensate_model
+
+    def wrecking(model, *args, **kwargs):  # the fitted corrections with a large offset per filter
+        got = real(model, *args, **kwargs)
+        for comp in got.values():
+            comp.alpha = torch.randint(-2**30, 2**30, comp.alpha.shape, dtype=torch.int64)
+        return got
+
+    monkeypatch.setattr(flow, "compensate_model", wrecking)
+    cfg = fames.FamesConfig(budget=0.6, estimator=fames.EstimatorConfig(samples=64), calibration=None,
+                            selection=fames.SelectionConfig(compensation="control_variate"))
+    r = fames.approximate_(net, (x, y), "generate", cfg, liberty="synthetic", progress=False)
+    assert r.best.accuracy_before_compensation > 40  # a model worth guarding (chance: 25%)
+    assert r.best.compensation_kept is False and not r.best.compensated_layers
+    assert r.best.compensation_overhead_fj == 0 and r.best.accuracy == r.best.accuracy_before_compensation
+    assert all(q.compensation is None for _, q in qlayers(net))  # the model handed back holds none
+    assert "were dropped there" in r.report()

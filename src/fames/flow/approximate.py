@@ -79,6 +79,7 @@ class BudgetRow:
     accuracy: float | None = None
     compensated_layers: list[str] = field(default_factory=list)
     compensation_overhead_fj: float = 0.0
+    compensation_kept: bool | None = None  # the control variate's guard (None: no compensation fitted)
     select_s: float = 0.0
     calibrate_s: float = 0.0  # calibration and fine-tuning together
     finetune_s: float = 0.0  # of which fine-tuning
@@ -414,7 +415,8 @@ def approximate_(
     def budget_key_base(sel: Any, estimate: str) -> str:  # a layer-level run of the same settings shares its stages
         if sel.granularity == "layer":  # the fallback to the layer level has nothing to do there
             sel = replace(sel, layer_fallback=True)
-        return content_hash("v2" + ("-live" if sel.compensation == "bias" else ""), estimate, lkey, jkey,
+        return content_hash("v2" + {"bias": "-live", "control_variate": "-guard", "auto": "-guard"}.get(
+                            sel.compensation, ""), estimate, lkey, jkey,
                             _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
                             else "", str(liberty_file), *_finetune_key(cfg, tune))
@@ -788,16 +790,28 @@ class _BudgetContext:
                 acc_c, self.last_correct = acc_u, hits_u
             z_cal = _logits(self.model, m, self.probe)[1]
         overhead: dict[str, float] = {}
-        acc_before_comp = acc_c
+        acc_before_comp, comp_kept = acc_c, None
         comp = cfg.selection.compensation
         if comp != "none":
             names = to_compensate if comp == "auto" else None
             if names is None or names:
-                compensate_model(m, self.calib[0], calibrated=True, layers=names,
-                                 method="bias" if comp == "bias" else "auto")
-                overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0], cfg.selection.energy_metric)
-                acc_c = self.evaluate(m, f"eval R={ratio} compensated")
-                z_cal = _logits(self.model, m, self.probe)[1]
+                hits_before = self.last_correct
+                judge_before = acc_c if self.held_out is None or comp == "bias" else 100 * _accuracy(m, *self.held_out)
+                fitted = compensate_model(m, self.calib[0], calibrated=True, layers=names,
+                                          method="bias" if comp == "bias" else "auto")
+                acc_comp = self.evaluate(m, f"eval R={ratio} compensated")
+                # the guard of calibration, for the control variate (the bias correction is what the estimate and the
+                # selection assumed): kept only if it does not lose held-out accuracy, since it costs energy
+                comp_kept = comp == "bias" or (acc_comp if self.held_out is None
+                                               else 100 * _accuracy(m, *self.held_out)) >= judge_before
+                if comp_kept:
+                    overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0],
+                                              cfg.selection.energy_metric)
+                    acc_c, z_cal = acc_comp, _logits(self.model, m, self.probe)[1]
+                else:
+                    for q in (q for n, q in qlayers(m) if n in fitted):
+                        q.compensation = None
+                    self.last_correct = hits_before
             e += sum(overhead.values())
         held = current_assignment(m)["layers"]
         # layers whose choice is the exact multiplier run in exact mode; list them by name all the same
@@ -810,6 +824,7 @@ class _BudgetContext:
             budget=ratio, relative_energy=e / e_exact, energy_reduction=1 - e / e_exact, energy_fj=e,
             exact_energy_fj=e_exact, accuracy_uncalibrated=acc_u, accuracy_before_compensation=acc_before_comp,
             accuracy=acc_c, compensated_layers=sorted(overhead), compensation_overhead_fj=sum(overhead.values()),
+            compensation_kept=comp_kept,
             select_s=sel.seconds, calibrate_s=calib_s, finetune_s=tune_s, calibration_kept=calib_kept,
             calibration_skipped=skip, beyond_reach=out_of_reach, ilp_status=sel.status, granularity_used=used,
             accuracy_finer=acc_finer,

@@ -122,6 +122,11 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
                      + ": the energy of the control-variate corrections (`selection.compensation`) is in the total "
                      "and takes it beyond the budget (`control_variate` corrects every approximate layer after "
                      "selection; `auto` weighs an estimate of it inside the budget).")
+    dropped = [r for r in report["runs"] if r.get("compensation_kept") is False]
+    if dropped:
+        lines.append("\nThe control-variate corrections lost held-out accuracy at R = "
+                     + ", ".join(f"{r['budget']:g}" for r in dropped)
+                     + " and were dropped there: those rows are the models without them, at no overhead.")
     for r in report["runs"]:
         if r["infeasible"]:
             lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")
