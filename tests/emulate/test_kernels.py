@@ -255,6 +255,23 @@ def test_evoapproxlib_designs_bit_exact():
         _check_conv(am, x, w, 1, 1, 1, 1)
 
 
+def test_integer_factor_terms_beyond_float32_take_the_exact_path():
+    """An integer factorization's terms can be far larger than the products they sum to: LUT = q + d * c with
+    c up to 60,000 has products <= 60,050 (64 of them sum below 2**24) but factor partial sums of 64 * 60,000 * 2; in
+    float32 the stacked path rounded them (364 of 400 sums wrong, by up to 12). The float32 run must be exact."""
+    rng = np.random.default_rng(0)
+    q, d, c = rng.integers(0, 51, 256), rng.integers(0, 2, 256), rng.integers(0, 60001, 256)
+    c[:2] = (0, 1)
+    am = AppMul("dep", 8, 8, False, False, q[:, None] + np.outer(d, c))
+    plan = plan_layer(am)
+    assert plan.integer and plan.term_peak * 64 >= 1 << 24 > int(am.lut.max()) * 64  # the case at stake
+    gen = _gen(7)
+    x, w = codes(8, False, (2, 64, 5, 5), gen), codes(8, False, (8, 64, 1, 1), gen)
+    assert torch.equal(approx_conv2d(x.float(), w.float(), am).double(), reference_conv2d(x, w, am).double())
+    xl, wl = x.permute(0, 2, 3, 1).reshape(-1, 64), w.reshape(8, 64)
+    assert torch.equal(approx_linear(xl.float(), wl.float(), am).double(), reference_linear(xl, wl, am).double())
+
+
 def test_float_factor_plans_stay_exact_in_float32():
     """mul8u_1A0M factors only with float (SVD) factors: summed in float32 they round to the wrong integer (off by
     up to a few units here although every partial sum is below 2**24), so float32 runs take the exact gather."""

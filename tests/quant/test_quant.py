@@ -358,3 +358,35 @@ def test_a_layer_held_under_two_names_and_tied_weights_stay_one_after_quantize()
     assert model.dec.weight is model.enc.weight  # QAT would have trained two copies apart
     calibrate_ptq(model, torch.randn(16, 6))
     assert [n for n, _ in qlayers(model)] == ["enc", "dec"]
+
+
+def test_integer_sums_stay_exact_after_an_in_place_table_edit_and_in_error_sums():
+    """The layer's float32/float64 choice follows the table as it is now (it was cached: an in-place edit to a
+    larger table kept float32, 26 of 32 sums wrong), and error sums of a large-term factorization are exact."""
+    import numpy as np
+
+    from fames.appmul.core import AppMul, exact_lut
+    from fames.emulate.reference import reference_linear
+    from fames.quant import calibrate_ptq, qlayers, quantize
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2048, 4))
+    x = torch.rand(8, 2048)
+    quantize(net, "W8A8")
+    calibrate_ptq(net, (x, torch.zeros(8, dtype=torch.long)))
+    (_, layer), = qlayers(net)
+    am = AppMul("small", 8, 8, layer.signed, layer.signed, np.clip(exact_lut(8, 8, layer.signed), -255, 255))
+    layer.set_assignment(am)
+    assert layer.emulation_dtype == torch.float32
+    am.lut[:] = exact_lut(8, 8, layer.signed) ^ 1
+    qx, qw = layer.operands(x)
+    want = reference_linear(qx.long(), qw.long(), am).double()
+    assert torch.equal(layer.integer(qx, qw, appmul=am).double(), want)
+    const = AppMul("const", 8, 8, False, False, np.full((256, 256), 65535))  # error plan: 1 x 65535 - a x w
+    small = torch.nn.Sequential(torch.nn.Linear(16, 4))
+    quantize(small, QuantConfig(w_bits=8, a_bits=8, weight_scheme="affine"))
+    calibrate_ptq(small, (x[:, :16], torch.zeros(8, dtype=torch.long)))
+    (_, lin), = qlayers(small)
+    qx, qw = lin.operands(x[:, :16])
+    (err,) = lin.error_contributions(x[:, :16], [const], scaled=False)
+    assert torch.equal(err.double(), 65535.0 * 16 - qx.double() @ qw.double().t())

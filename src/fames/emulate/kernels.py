@@ -94,6 +94,14 @@ class EmulationPlan:
     _torch: dict = field(default_factory=dict, repr=False)
 
     @property
+    def term_peak(self) -> float:
+        """Bound of ``|sum over any terms k of U[x, k] V[w, k]|`` over all pairs: the largest partial sum one product
+        contributes on the stacked path (an integer factorization's terms can be far larger than the products)."""
+        if "term_peak" not in self._torch:
+            self._torch["term_peak"] = float((np.abs(self.U).max(0) * np.abs(self.V).max(0)).sum()) if self.r else 0.0
+        return self._torch["term_peak"]
+
+    @property
     def r(self) -> int:
         """Number of stacked terms (input-channel multiplier of the emulating convolution)."""
         return int(self.U.shape[1])
@@ -663,15 +671,16 @@ def choose_method(
     ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as ``LOOKUP_MACS``
     multiply-adds of the convolution), a bit-plane plan ``r``, the int8 plan ``INT8_FIXED_COST`` plus
     ``INT8_PLANE_COST`` per plane (float32 output only, ``allow_int8`` and oneDNN's int8 convolution exact here). A
-    plan with float (SVD) factors uses the gather (or int8) unless ``dtype`` is float64 (float32 sums of
-    non-integer products can round to the wrong integer: measured on mul8u_1A0M in ResNet-20).
+    plan whose float32 sums may round (:func:`_stacked_rounds`: float (SVD) factors, measured on mul8u_1A0M in
+    ResNet-20, or factor terms whose partial sums pass ``2**24``) uses the gather (or int8) unless ``dtype`` is
+    float64. A ``method`` forced by the caller is run as asked.
     """
     O, Cg, kh, kw = w_shape
     Og = O // groups
     gather_ratio = GATHER_ROW_COST / Og + GATHER_FLOAT_COST
     if Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * Og * 4 > GATHER_LLC_BYTES:
         gather_ratio *= GATHER_LLC_PENALTY
-    if _float_factors_round(plan, dtype):
+    if _stacked_rounds(plan, dtype, Cg * kh * kw):
         method, cost = "gather", gather_ratio
     elif plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         method, cost = "conv", float(plan.r)
@@ -808,10 +817,14 @@ def _int8_compute(
     return compute
 
 
-def _float_factors_round(plan: EmulationPlan, dtype: torch.dtype) -> bool:
-    """Whether the plan's float (SVD) factors, summed in ``dtype`` below float64, may round to the wrong integer
-    (measured on mul8u_1A0M); the LUT gather is exact there instead."""
-    return plan.luts is not None and not plan.integer and dtype != torch.float64
+def _stacked_rounds(plan: EmulationPlan, dtype: torch.dtype, fan_in: int) -> bool:
+    """Whether the stacked factor path, summed in ``dtype`` below float64, may round to the wrong integer: float
+    (SVD) factors (measured on mul8u_1A0M), or partial sums of the factor terms beyond ``2**24`` over the ``fan_in``
+    products of an output (an integer factorization's terms can exceed the products they sum to); the LUT gather
+    (exact while the products' sums stay below ``2**24``, which the caller's choice of ``dtype`` ensures) runs
+    instead."""
+    return plan.luts is not None and dtype != torch.float64 and (
+        not plan.integer or plan.term_peak * fan_in >= 1 << 24)
 
 
 def _stacked_tables(
@@ -911,7 +924,7 @@ def approx_linear(
         assert plan is not None
         if plan.exact_only:
             y = x2.to(dtype) @ w_codes.to(dtype).t()
-        elif plan.kind == "gather-only" or _float_factors_round(plan, dtype):
+        elif plan.kind == "gather-only" or _stacked_rounds(plan, dtype, w_codes.shape[1]):
             L = plan.lut_table(x_codes.device, dtype)
             y = _SteLinearFn.apply(x2, w_codes, lambda: _gather_linear(x_idx(), wkey, L, max_chunk_bytes), dtype)
         else:

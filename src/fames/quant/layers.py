@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -46,9 +45,10 @@ class Assignment:
     def names(self) -> list[str]:
         return [self.appmuls[i].name for i in self.index.flatten().tolist()]
 
-    @cached_property
+    @property
     def peak(self) -> int:
-        """The largest product magnitude any of the AppMuls returns."""
+        """The largest product magnitude any of the AppMuls returns (read afresh: a table may be edited in place, as
+        the emulation's plan cache allows; about the cost of that cache's own check)."""
         return max(int(np.abs(m.lut).max()) for m in self.appmuls)
 
 
@@ -189,12 +189,13 @@ class QuantLayer(nn.Module):
                 yield None
                 continue
             plan = error_plan(m)
-            # float32 is exact when the sums stay below 2**24 and the plan's factors are integers; float (SVD) factors
-            # round in float32, so there float32 runs the exact gather (or int8) unless float64 would not gather
-            # either (a few float factor terms in float64 beat the gather)
+            # float32 is exact when the sums stay below 2**24 and the plan's factors are integers whose partial sums
+            # do too; float (SVD) factors round in float32, so there float32 runs the exact gather (or int8) unless
+            # float64 would not gather either (a few float factor terms in float64 beat the gather)
             small = int(np.abs(m.error()).max()) * fan_in < 1 << 24
+            stacked = plan.integer and plan.term_peak * fan_in < 1 << 24
             gathers = qw.dim() == 4 and choose_method(plan, qx.shape, qw.shape, dtype=torch.float64) == "gather"
-            exact32 = small and (plan.integer or gathers)
+            exact32 = small and (stacked or gathers)
             dt = torch.float32 if exact32 else torch.float64
             acc = self.integer(qx, qw, appmul=plan, assign=None, dtype=dt)
             yield acc if scale is None else acc.double() * scale
