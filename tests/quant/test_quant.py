@@ -390,3 +390,46 @@ def test_integer_sums_stay_exact_after_an_in_place_table_edit_and_in_error_sums(
     qx, qw = lin.operands(x[:, :16])
     (err,) = lin.error_contributions(x[:, :16], [const], scaled=False)
     assert torch.equal(err.double(), 65535.0 * 16 - qx.double() @ qw.double().t())
+
+
+def test_quantize_keeps_what_the_forward_computes_when_it_cannot_read_the_graph():
+    """A forward torch.fx cannot trace (a data-dependent branch) with conv -> ReLU -> BN: the BN was folded into the
+    conv by registration order, before the ReLU (off by 0.19 on outputs of 0.38). A Conv2d subclass with its own
+    forward (weight standardization) was replaced by a plain quantized conv. Both now stay as they compute, listed."""
+    import copy
+    import warnings
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Linear(8, 4)
+            self.seq = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))  # traceable on its own: folded
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            if y.mean() > -1:
+                y = self.seq(self.bn(y))
+            return self.fc(y.mean((2, 3)))
+
+    class WSConv2d(nn.Conv2d):
+        def forward(self, x):
+            w = self.weight - self.weight.mean((1, 2, 3), keepdim=True)
+            return F.conv2d(x, w / (w.std((1, 2, 3), keepdim=True) + 1e-5), self.bias, self.stride, self.padding)
+
+    torch.manual_seed(0)
+    net = Block().eval()
+    net.conv = WSConv2d(3, 8, 3, padding=1)
+    for bn in (net.bn, net.seq[1]):
+        with torch.no_grad():
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
+    ref, x = copy.deepcopy(net), torch.randn(16, 3, 8, 8)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        quantize(net, "W8A8")
+    said = " ".join(str(w.message) for w in got)
+    assert "['bn'] are not folded" in said and "conv (WSConv2d)" in said
+    assert isinstance(net.seq[1], nn.Identity) and isinstance(net.bn, nn.BatchNorm2d)
+    assert type(net.conv) is WSConv2d and [n for n, _ in qlayers(net)] == ["fc", "seq.0"]
+    set_mode(net, "float")
+    with torch.no_grad():
+        assert torch.allclose(net(x), ref(x), atol=1e-5)

@@ -54,7 +54,7 @@ class SqueezeNet(nn.Module):
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(self.normalize(x)))), 2)
         for i, fire in enumerate(self.fires):
             y = fire(x)
-            x = x + y if y.shape == x.shape else y
+            x = x + y if self.FIRES[i][0] == 2 * self.FIRES[i][2] else y  # a bypass where widths match
             if i in self.pool_after:
                 x = F.max_pool2d(x, 2)
         x = F.dropout(x, 0.5, self.training)

@@ -19,7 +19,13 @@ from fames.errors import FamesError, expect, expect_pair
 from fames.quant.config import QuantConfig, load_config
 from fames.quant.layers import QConv2d, QLinear, QuantLayer, conv_padding
 
-SUPPORTED = (nn.Conv2d, nn.Linear)
+
+def supported(m: nn.Module) -> bool:
+    """Whether ``m`` is a Conv2d or Linear that computes as its base class does: a subclass with a forward of its own
+    (e.g. weight standardization) stays float, listed, since a quantized layer in its place would lose it."""
+    if isinstance(m, nn.Conv2d):
+        return type(m).forward is nn.Conv2d.forward and type(m)._conv_forward is nn.Conv2d._conv_forward
+    return isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
 PARAMETER_FREE_OK = (nn.BatchNorm2d, nn.BatchNorm1d)
 
 
@@ -47,43 +53,66 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(new_b)
 
 
-def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv, bn) module-name pairs where the BN consumes only that conv's output.
+def _holds_conv_or_bn(m: nn.Module) -> bool:
+    return any(isinstance(c, (nn.Conv2d, nn.BatchNorm2d)) for c in m.modules())
 
-    Found with torch.fx when the model traces; otherwise by registration order (a Conv2d immediately
-    followed by a BatchNorm2d of matching width in the same parent), which holds for the model zoo.
+
+def _traced_pairs(root: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) pairs of ``root``'s forward graph (torch.fx) where the BN consumes only that conv's output; the
+    trace goes into the modules that hold a conv or a BN, the others (padding helpers with shape-dependent code,
+    activations) are leaves. Raises if the forward does not trace."""
+    from torch import fx
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or not _holds_conv_or_bn(m)
+
+    graph = Tracer().trace(root)
+    mods = dict(root.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(mods.get(node.target), nn.BatchNorm2d):
+            src = node.args[0]
+            conv = mods.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+            if isinstance(conv, nn.Conv2d) and supported(conv) and len(src.users) == 1:
+                pairs.append((src.target, node.target))
+    return pairs
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) module-name pairs where the BN consumes only that conv's output, read off the forward's graph.
+
+    A model whose forward does not trace is traced per module that directly holds a conv and a BN; a BN right
+    after a conv in a module that does not trace either is left unfolded (it would be folded into a conv whose
+    output it may not take, e.g. conv -> ReLU -> BN), with a warning naming it.
     """
     try:
-        from torch import fx
-
-        gm = fx.symbolic_trace(model)
-        mods = dict(gm.named_modules())
-        pairs = []
-        for node in gm.graph.nodes:
-            if node.op == "call_module" and isinstance(mods.get(node.target), nn.BatchNorm2d):
-                src = node.args[0]
-                if (
-                    isinstance(src, fx.Node)
-                    and src.op == "call_module"
-                    and isinstance(mods.get(src.target), nn.Conv2d)
-                    and len(src.users) == 1
-                ):
-                    pairs.append((src.target, node.target))
-        return pairs
-    except Exception:  # noqa: BLE001 - untraceable models fall back to the registration order
-        pairs = []
-        for pname, parent in model.named_modules():
-            kids = list(parent.named_children())
-            for (n1, m1), (n2, m2) in zip(kids, kids[1:], strict=False):
-                if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d) and m1.out_channels == m2.num_features:
-                    pre = f"{pname}." if pname else ""
-                    pairs.append((pre + n1, pre + n2))
-        return pairs
+        return _traced_pairs(model)
+    except Exception:  # noqa: BLE001 - a forward with data-dependent code: module by module below
+        pass
+    pairs: set[tuple[str, str]] = set()
+    unverified = []
+    for pname, parent in model.named_modules():
+        kids = list(parent.named_children())
+        if not all(any(isinstance(m, t) for _, m in kids) for t in (nn.Conv2d, nn.BatchNorm2d)):
+            continue
+        pre = f"{pname}." if pname else ""
+        try:
+            pairs.update((pre + c, pre + b) for c, b in _traced_pairs(parent))
+        except Exception:  # noqa: BLE001 - untraceable: its conv -> BN candidates are named below
+            unverified += [pre + n2 for (_, m1), (n2, m2) in zip(kids, kids[1:], strict=False)
+                           if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d)]
+    if unverified:
+        warnings.warn(f"BatchNorm layers {unverified[:6]}{' ...' if len(unverified) > 6 else ''} are not folded into "
+                      "the convolutions before them: their modules' forwards do not trace with torch.fx, so fames "
+                      "cannot tell that each takes only its conv's output; they stay float after the quantized conv "
+                      "(fold them into the convs yourself, or make the forward traceable)", stacklevel=3)
+    return sorted(pairs)
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv2d/Linear (or already quantized) layers in registration order (= forward order in the zoo)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, SUPPORTED + (QuantLayer,))]
+    """Conv2d/Linear (:func:`supported`, or already quantized) layers in registration order (= forward order in the zoo)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayer) or supported(m)]
 
 
 def model_input(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -136,7 +165,7 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
                                  "a diverged run?)")
             fold_bn(model.get_submodule(conv_name), bn)
             _set_module(model, bn_name, nn.Identity())
-    layers = [(n, m) for n, m in quantizable_layers(model) if isinstance(m, SUPPORTED)]
+    layers = [(n, m) for n, m in quantizable_layers(model) if supported(m)]
     padded = [(n, m) for n, m in layers if isinstance(m, nn.Conv2d) and conv_padding(m) is None]
     skip = {n for n, _ in padded}  # other padding: stays float, listed below
     layers = [(n, m) for n, m in layers if n not in skip]
@@ -186,7 +215,7 @@ def float_layers(model: nn.Module, unsupported_only: bool = False) -> list[str]:
         f"{n or '(model)'} ({type(m).__name__})"  # the model's own parameters (e.g. a class token) have no name
         for n, m in model.named_modules()
         if not isinstance(m, (QuantLayer, *PARAMETER_FREE_OK))
-        and not (unsupported_only and isinstance(m, SUPPORTED))
+        and not (unsupported_only and supported(m))
         and any(True for _ in m.parameters(recurse=False))
         and not n.endswith(("act_quant", "weight_quant"))
     ]
