@@ -111,7 +111,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv2d/Linear (:func:`supported`, or already quantized) layers in registration order (= forward order in the zoo)."""
+    """Conv2d/Linear (:func:`supported`) or already quantized layers in registration order (the zoo: forward order)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayer) or supported(m)]
 
 
