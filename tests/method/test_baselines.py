@@ -403,7 +403,9 @@ def test_macs_are_counted_per_inference_on_real_inputs_in_any_layout():
         model = quantize(SeqFirst().eval(), "W4A4")
     tokens = torch.randint(0, 20, (7, 5))  # integer inputs: a batch of zeros of a shape would be floats
     # l1: 5 positions x 16 outputs x 8 inputs per sequence, whatever dimension holds the batch; head: 16 x 3
+    model.train()
     assert trace_macs(model, tokens)[0] == {"l1": 5 * 16 * 8, "head": 48}
+    assert model.training and model.l1.training  # left as the caller had it
 
     class Squeezed(torch.nn.Module):  # drops the batch dimension of a batch of one
         def __init__(self):

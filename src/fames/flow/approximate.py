@@ -53,7 +53,7 @@ from fames.method.energy import MAC_SAMPLES
 from fames.method.estimate import compensated_candidates, make_estimator, true_loss_changes
 from fames.method.finetune import finetune
 from fames.method.problem import ModelProblem, ModelSetup, apply_choice
-from fames.method.select import ILPSelector, InfeasibleBudget
+from fames.method.select import ILPSelector, InfeasibleBudget, feasible_at
 from fames.models import save_checkpoint
 from fames.quant.convert import expect_plain_module, float_layers, qlayers
 from fames.train import check_fits, evaluate
@@ -466,7 +466,7 @@ def approximate_(
     feasible = [r for r in rows if not r.infeasible]
     if not feasible:
         raise FamesError(f"every budget was infeasible: even the cheapest AppMuls use {rows[0].min_ratio:.4f} of the "
-                         f"exact energy; choose budgets R >= {rows[0].min_ratio:.4f}")
+                         f"exact energy; choose budgets R >= {feasible_at(rows[0].min_ratio)}")
     within = [r for r in feasible if within_bound(r)]
     # none within the bound: the most accurate of the budgets measured (the user asked for approximation), named
     best = min(within, key=lambda r: (r.relative_energy, -r.accuracy)) if within else max(

@@ -129,7 +129,7 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
                      + " and were dropped there: those rows are the models without them, at no overhead.")
     for r in report["runs"]:
         if r["infeasible"]:
-            lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.4f}).")
+            lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.6f}).")
         elif (r.get("ilp_status") or "optimal") != "optimal":
             lines.append(f"\nBudget R = {r['budget']:g}: the ILP stopped at its {r['ilp_status']} (best solution "
                          "found is used).")

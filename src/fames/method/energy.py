@@ -69,6 +69,7 @@ def trace_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> tupl
     extra = {getattr(torch.ops.aten, op, None): fn for op, fn in (  # fused CPU kernels the counter does not know
         ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flops), ("mkldnn_rnn_layer", _rnn_layer_flops))}
     counter = FlopCounterMode(display=False, custom_mapping={op: fn for op, fn in extra.items() if op is not None})
+    training = [(m, m.training) for m in model.modules()]
     try:
         for m, _ in modes:
             m.mode = "float"
@@ -80,6 +81,8 @@ def trace_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> tupl
             h.remove()
         for m, mode in modes:
             m.mode = mode
+        for m, was in training:  # as the caller left it
+            m.training = was
     macs = {k: round(v / count) for k, v in total.items() if v}
     idle = [n for n, _ in qlayers(model) if n not in macs]
     if idle:

@@ -73,6 +73,10 @@ def build_problem(
         o = np.asarray(omega[n], dtype=np.float64)
         if o.ndim != 2 or o.shape[1] != len(ms):
             raise FamesError(f"layer {n}: omega has shape {o.shape}, expected (groups, {len(ms)})")
+        if not np.isfinite(o).all():  # inf marks a candidate a group cannot use: an estimate never means that
+            bad = sorted({ms[k].name for k in np.nonzero(~np.isfinite(o))[1]})
+            raise FamesError(f"layer {n}: the estimated loss change of {bad[:4]} is not finite (an overflow or a "
+                             "diverged model?); check the model's loss on the estimate's samples")
         extra = np.zeros(len(ms)) if overhead is None or n not in overhead else np.asarray(overhead[n], float)
         if extra.shape != (len(ms),):
             raise FamesError(f"layer {n}: overhead has shape {extra.shape}, expected ({len(ms)},)")

@@ -7,6 +7,7 @@ Candidates that a group cannot use are given ``omega = inf``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,13 +16,18 @@ import numpy as np
 from fames.errors import FamesError
 
 
+def feasible_at(min_ratio: float, digits: int = 4) -> str:
+    """``min_ratio`` rounded up to ``digits`` decimals: a budget to suggest that is feasible as printed."""
+    return f"{math.ceil(min_ratio * 10**digits - 1e-9) / 10**digits:.{digits}f}"
+
+
 class InfeasibleBudget(FamesError):
     """No assignment meets the energy budget; ``min_ratio`` is the smallest feasible ratio."""
 
     def __init__(self, ratio: float, min_ratio: float) -> None:
         super().__init__(
             f"energy budget R={ratio:.4f} is infeasible: even the cheapest AppMul in every group uses "
-            f"{min_ratio:.4f} of the exact energy; choose R >= {min_ratio:.4f}"
+            f"{min_ratio:.6f} of the exact energy; choose R >= {feasible_at(min_ratio)}"
         )
         self.ratio, self.min_ratio = ratio, min_ratio
 
@@ -53,7 +59,19 @@ class SelectionProblem:
             )
         if np.isnan(self.omega).any() or np.isnan(self.energy).any():
             raise FamesError("selection data contain NaN (estimate or energy); cannot select")
+        if np.isneginf(self.omega).any():
+            raise FamesError("selection data contain an estimate of -inf (an overflow?); +inf marks a candidate a "
+                             "group cannot use, -inf means nothing")
         allowed = np.isfinite(self.omega)
+        bad_e = allowed & ~(np.isfinite(self.energy) & (self.energy >= 0))
+        if bad_e.any():
+            raise FamesError(f"selection data: {int(bad_e.sum())} allowed candidate(s) have a negative or infinite "
+                             "energy; energies are non-negative (e.g. fJ per inference)")
+        if not (np.isfinite(self.exact_energy).all() and (self.exact_energy >= 0).all()
+                and self.exact_energy.sum() > 0):
+            raise FamesError("selection data: the exact energy of the groups must be finite, non-negative and sum to "
+                             f"more than 0 (got a sum of {self.exact_energy.sum()}): the budget is a fraction of it "
+                             "(groups without multiply-accumulates have none)")
         if not allowed.any(1).all():
             bad = [self.group_names[g] if self.group_names else g for g in np.where(~allowed.any(1))[0]]
             raise FamesError(f"groups {bad[:5]} have no allowed candidate (no AppMul of matching widths)")
