@@ -418,3 +418,30 @@ def test_macs_are_counted_per_inference_on_real_inputs_in_any_layout():
     model = quantize(Squeezed().eval(), "W4A4")
     for n in (1, 6):
         assert trace_macs(model, torch.randn(n, 2, 16))[0] == {"fc1": 1024, "fc2": 128}
+
+
+def test_designs_costed_apart_compare_by_their_ratios():
+    """A library mixing EvoApproxLib's published figures with a liberty's (same widths): energies were absolute, the
+    exact reference whichever design came first, so our exact multiplier counted 0.767 of exact (an all-exact model
+    'met' R = 0.8) or EvoApproxLib's designs 0.88-1.30 instead of their own 0.67-0.94."""
+    from fames.appmul.core import AppMul, Cost, exact_lut
+    from fames.method.energy import exact_costs, op_energy
+
+    def costed(name, lut, pdp, rel, source):
+        m = AppMul(name, 8, 8, False, False, lut)
+        m.cost = Cost(pdp_fj=pdp, source=source, relative={"pdp": rel})
+        return m
+
+    exact = exact_lut(8, 8, False)
+    ours = [costed("exact_8x8u", exact, 428.8, 1.0, "synthesis"), costed("t", exact & ~3, 392.1, 0.914, "synthesis")]
+    evo = [costed("evo_exact", exact, 559.1, 1.0, "published"), costed("evo_a", exact & ~7, 376.8, 0.674, "published")]
+    for ms in (ours + evo, evo + ours, evo[1:] + ours):
+        ref = exact_costs(ms)[(8, 8, False, False)]
+        assert {m.name: round(op_energy(m, exact_costs(ms)) / ref, 3) for m in ms} == {
+            m.name: m.cost.relative["pdp"] for m in ms}
+    from fames.method.problem import build_problem
+
+    model = quantize(torch.nn.Sequential(torch.nn.Linear(4, 2)), {"w_bits": 8, "a_bits": 8, "weight_scheme": "affine"})
+    ms = evo + ours
+    p = build_problem(model, {"0": np.zeros((1, 4))}, {"0": ms}, {"0": 8}, exact_costs(ms)).problem
+    assert np.allclose(p.energy[0] / p.exact_energy[0], [m.cost.relative["pdp"] for m in ms])  # our exact: 1.0

@@ -148,12 +148,23 @@ def appmul_op_energy(m: AppMul, metric: str = "pdp") -> tuple[float, float]:
 
 
 def exact_costs(appmuls: list[AppMul], metric: str = "pdp") -> dict[tuple[int, int, bool, bool], float]:
-    """Energy per op (fJ) of the exact multiplier of every widths key present among ``appmuls``."""
+    """Energy per op (fJ) of the exact multiplier of every widths key present among ``appmuls``: an exact design's
+    own cost where there is one (the first), else what the first costed design's relative cost implies."""
     out: dict[tuple[int, int, bool, bool], float] = {}
-    for m in appmuls:
+    for m in sorted(appmuls, key=lambda m: not m.is_exact()):  # stable: exact designs first, in their order
         if m.cost is not None and m.widths not in out and not math.isnan(e := appmul_op_energy(m, metric)[1]):
             out[m.widths] = e
     return out
+
+
+def op_energy(m: AppMul, exact: dict[tuple[int, int, bool, bool], float], metric: str = "pdp") -> float:
+    """Energy per op of ``m`` (fJ) in the units of the reference ``exact[m.widths]`` (:func:`exact_costs`): its cost
+    relative to the exact multiplier of its own costing times that reference, so that designs costed apart (e.g.
+    EvoApproxLib's published figures beside a liberty's) compare by their ratios; its own figure when it was costed
+    with the reference (or is free)."""
+    value, own = appmul_op_energy(m, metric)
+    ref = exact.get(m.widths)
+    return value if ref is None or math.isnan(own) or own == ref else value / own * ref
 
 
 def model_energy(
@@ -175,7 +186,7 @@ def model_energy(
             e = ex
         else:
             idx = a.index.flatten().tolist() or [0]
-            e = sum(macs[name] / len(idx) * appmul_op_energy(a.appmuls[k], metric)[0] for k in idx)
+            e = sum(macs[name] / len(idx) * op_energy(a.appmuls[k], exact, metric) for k in idx)
         per[name] = (e, ex)
         total += e
         exact_total += ex

@@ -20,7 +20,7 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
 from fames.method.compensate import attach
-from fames.method.energy import appmul_op_energy, exact_costs, model_energy, trace_macs
+from fames.method.energy import exact_costs, model_energy, op_energy, trace_macs
 from fames.method.select import SelectionProblem
 from fames.quant.convert import qlayers
 from fames.quant.layers import GRANULARITIES
@@ -80,7 +80,7 @@ def build_problem(
         extra = np.zeros(len(ms)) if overhead is None or n not in overhead else np.asarray(overhead[n], float)
         if extra.shape != (len(ms),):
             raise FamesError(f"layer {n}: overhead has shape {extra.shape}, expected ({len(ms)},)")
-        per_op = np.array([appmul_op_energy(m, metric)[0] for m in ms])
+        per_op = np.array([op_energy(m, exact_cost, metric) for m in ms])
         gm = macs[n] / o.shape[0]
         for g in range(o.shape[0]):
             row_o, row_e = np.full(K, np.inf), np.full(K, np.inf)
