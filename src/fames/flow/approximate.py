@@ -415,7 +415,7 @@ def approximate_(
     def budget_key_base(sel: Any, estimate: str) -> str:  # a layer-level run of the same settings shares its stages
         if sel.granularity == "layer":  # the fallback to the layer level has nothing to do there
             sel = replace(sel, layer_fallback=True)
-        return content_hash("v2" + {"bias": "-live", "control_variate": "-guard", "auto": "-guard"}.get(
+        return content_hash("v3" + {"bias": "-live", "control_variate": "-guard", "auto": "-guard"}.get(
                             sel.compensation, ""), estimate, lkey, jkey,
                             _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
