@@ -234,7 +234,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         best = next(r for r in runs if r["budget"] == report["budget"])
         ax.plot([best["relative_energy"]], [best["accuracy"]], "*", ms=14, label=f"chosen R = {best['budget']:g}")
         lo, hi = t["accuracy_ci95"]
-        ax.errorbar([best["relative_energy"]], [t["accuracy"]], yerr=[[max(0.0, t["accuracy"] - lo)], [max(0.0, hi - t["accuracy"])]],
+        ax.errorbar([best["relative_energy"]], [t["accuracy"]], yerr=[[t["accuracy"] - lo], [hi - t["accuracy"]]],
                     fmt="s", color="tab:red", capsize=4, label=f"test ({t['images']} images, 95%)")
         ax.axhline(report["accuracy"]["exact_quant"] - report["config"]["max_accuracy_loss"], color="k", ls="--",
                    lw=0.8, label="loss bound (validation)")
