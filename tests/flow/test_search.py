@@ -81,6 +81,25 @@ def test_holdout_is_disjoint_and_seeded():
     assert torch.equal(holdout(TensorSamples(x, y), 30, seed=0)[1][0], vx)
 
 
+def test_the_calibration_guard_never_judges_on_the_calibration_images():
+    """Without a validation split the guard judged a calibration on a draw overlapping its own images (198 of 512 in
+    a run, all of them through the Python API); now on the next images of the calibration's seeded order."""
+    import warnings
+
+    from fames.flow.approximate import calibration_draw, guard_draw
+
+    x, y = torch.arange(3000.0).view(3000, 1), torch.arange(3000) % 10
+    cfg = fames.FamesConfig(calibration=fames.CalibrationConfig(samples=512))
+    cx, _ = calibration_draw(TensorSamples(x, y), cfg)
+    gx, _ = guard_draw(TensorSamples(x, y), cfg, len(cx))
+    assert len(gx) == 512 and not set(cx.view(-1).tolist()) & set(gx.view(-1).tolist())
+    with pytest.warns(UserWarning, match="its guard shares them"):
+        guard_draw(TensorSamples(x[:560], y[:560]), cfg, 512)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(guard_draw(TensorSamples(x[:700], y[:700]), cfg, 512)[0]) == 188  # what is left, disjoint
+
+
 def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
     model = _digits_w4a4(epochs=4)
     train_loader = get_loader("digits", "train", 128, shuffle=True, seed=0)

@@ -337,8 +337,11 @@ def approximate_(
     cx, cy = calibration_draw(samples, cfg)
     calib_n = len(cy)
     tune = finetune_draw(samples, cfg)
-    # judges a calibration: the validation split in the target mode, else another draw of training images
-    hx, hy = val if val is not None else samples.draw(calib_n, cfg.seed + 1)
+    # judges a calibration: the validation split in the target mode, else as many training images again, the next
+    # ones of the calibration's own seeded order (a draw is a prefix of it), so never the images it was fitted on
+    judged = cfg.calibration is not None or cfg.finetune is not None or sel_cfg.compensation in ("control_variate",
+                                                                                                "auto")
+    hx, hy = val if val is not None else guard_draw(samples, cfg, calib_n) if judged else (cx[:0], cy[:0])
     test = eval_batches(eval_data)
     judge = eval_batches(val) if val is not None else test  # the images every budget's accuracy is measured on
     probe = _head(judge, PROBE_IMAGES)
@@ -431,15 +434,14 @@ def approximate_(
             model already within the bound before calibration is not calibrated (the search's decision is the
             same)."""
             nonlocal reused_s
-            keys = [content_hash(base, repr(float(ratio)))] + ([lazy_budget_key(base, ratio, cfg)] if lazy else [])
-            for key in keys:
-                row, state = stages.load_json("budget", key), stages.tensors("budget", key)
-                if isinstance(row, dict) and (state is not None or row.get("infeasible")):
-                    reused_s += float(row.get("stage_s") or 0.0)
-                    break
+            # a lazy row has a key of its own, calibrated or not: a rerun's search then reads what the first one did
+            # (it read the calibrated row of the chosen budget, measured after the search, and took another path)
+            key = lazy_budget_key(base, ratio, cfg) if lazy else content_hash(base, repr(float(ratio)))
+            row, state = stages.load_json("budget", key), stages.tensors("budget", key)
+            if isinstance(row, dict) and (state is not None or row.get("infeasible")):
+                reused_s += float(row.get("stage_s") or 0.0)
             else:
                 row, state = ctx.run(ratio, exact["accuracy"] - cfg.max_accuracy_loss if lazy else None)
-                key = keys[-1] if row.get("calibration_skipped") or row.get("beyond_reach") else keys[0]
                 stages.save_json("budget", key, row)
                 if state is not None:
                     stages.save_tensors("budget", key, state)
@@ -453,8 +455,23 @@ def approximate_(
                                       exact["correct"], coarse, tune), budget_key_base(sel_cfg, ekey), states)
 
     def within_bound(r: BudgetRow) -> bool:  # target mode: with search.margin standard errors of the paired loss
+        if not r.infeasible and r.energy_reduction is not None and r.energy_reduction <= 1e-12:
+            return True  # nothing approximated: the exact model itself, whatever the interval of a paired difference
         se = _paired_se(r.paired_difference) if searching else 0.0
         return not r.infeasible and exact["accuracy"] - r.accuracy + cfg.search.margin * se <= cfg.max_accuracy_loss
+
+    def calibrated_within(row: BudgetRow, measure_fn: Any, kept: dict[float, dict[str, torch.Tensor]]) -> BudgetRow:
+        """The chosen ``row``, calibrated after all if the search skipped that (it was within the bound before), when
+        the calibrated model is within the bound too: calibration can change which images are right and so widen
+        the paired interval past the margin; else ``row`` as it was, uncalibrated."""
+        if not row.calibration_skipped:
+            return row
+        before = kept[row.budget]
+        calibrated = measure_fn(row.budget)
+        if within_bound(calibrated) or not within_bound(row):
+            return calibrated
+        kept[row.budget] = before
+        return row
 
     if searching:
         rows = _search(lambda r: measure(r, lazy=True), within_bound, mp.problem.min_ratio(), cfg.search)
@@ -484,14 +501,15 @@ def approximate_(
                                   cfg.search) if not r.infeasible and within_bound(r)]
         layer_best = min(got, key=lambda r: r.relative_energy) if got else None
         if layer_best is not None and (not within or layer_best.relative_energy < best.relative_energy - 1e-12):
-            if layer_best.calibration_skipped:
-                layer_best = measure_layer(layer_best.budget)
+            layer_best = calibrated_within(layer_best, measure_layer, layer_states)
             best = replace(layer_best, granularity_used="layer")
             rows.append(best)
             within.append(best)
             states, mp = {**states, best.budget: layer_states[best.budget]}, coarse
-    if best.calibration_skipped:  # the chosen model is calibrated after all (the guard keeps it within the bound)
-        rows[rows.index(best)] = best = measure(best.budget)
+        else:
+            rows[rows.index(best)] = best = calibrated_within(best, measure, states)
+    else:
+        rows[rows.index(best)] = best = calibrated_within(best, measure, states)
     test_result = None
     if searching:  # the exact model on the test data (before the chosen assignment goes in)
         ex_test = stages.json("exact", content_hash(mkey, tkey, "per-sample"),
@@ -547,9 +565,10 @@ def float_mac_report(model: nn.Module, setup: ModelSetup) -> dict[str, Any]:
 
 
 def lazy_budget_key(base: str, ratio: float, cfg: FamesConfig) -> str:
-    """Stage key of a budget row measured lazily (calibration skipped, or judged beyond reach, before calibrating):
-    both decisions depend on the bound (``max_accuracy_loss``, ``search.margin``) and ``search.calibrate_within``, so
-    they are part of the key (a row skipped under a 4-point bound is no answer under a 1-point one)."""
+    """Stage key of a budget row measured lazily (the search's: calibration skipped, or judged beyond reach, before
+    calibrating, or calibrated when neither): both decisions depend on the bound (``max_accuracy_loss``,
+    ``search.margin``) and ``search.calibrate_within``, so they are part of the key (a row skipped under a 4-point
+    bound is no answer under a 1-point one)."""
     return content_hash(base, repr(float(ratio)), "lazy", repr(cfg.search.calibrate_within),
                         repr(float(cfg.max_accuracy_loss)), repr(float(cfg.search.margin)))
 
@@ -588,6 +607,20 @@ def split_samples(samples: Samples, cfg: FamesConfig, record: Any = None) -> tup
 def calibration_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The calibration images ``(x (N, C, H, W), y (N,))`` of a run: a seeded draw of the training samples."""
     return samples.draw(min(_calibration_count(cfg), len(samples)), cfg.seed)
+
+
+def guard_draw(samples: Samples, cfg: FamesConfig, calib_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images that judge a calibration when there is no validation split, ``(x (M, ...), y (M,))``: up to
+    ``calib_n`` training images after the calibration's in its seeded draw (disjoint from them); data too small for
+    that is judged on a draw the calibration shares, with a warning."""
+    m = min(calib_n, len(samples) - calib_n)
+    if m < min(calib_n, 100):
+        warnings.warn(f"the calibration takes {calib_n} of the {len(samples)} training images, leaving too few to "
+                      "judge it on images it was not fitted on: its guard shares them (give more data, or fewer "
+                      "calibration.samples)", stacklevel=3)
+        return samples.draw(calib_n, cfg.seed + 1)
+    x, y = samples.draw(calib_n + m, cfg.seed)
+    return x[calib_n:], y[calib_n:]
 
 
 def _finetune_count(cfg: FamesConfig) -> int:
