@@ -533,6 +533,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from fames.data import get_loader
     from fames.flow.saved import load_model
+    from fames.flow.stats import wilson_interval
     from fames.quant import qlayers
     from fames.train import evaluate
 
@@ -568,7 +569,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     same = (meta.get("dataset") == args.dataset and args.split == "test" and args.max_batches is None
             and meta.get("eval_images") == args.eval_images and not args.assignment)
     ref = f" (manifest: {meta['accuracy']:.2f}% on the same images)" if same and "accuracy" in meta else ""
-    print(f"accuracy {r['accuracy']:.2f}% loss {r['loss']:.4f} on {r['n']} {args.dataset} {args.split} images{ref}")
+    lo, hi = wilson_interval(round(r["accuracy"] * r["n"] / 100), r["n"])
+    print(f"accuracy {r['accuracy']:.2f}% [95%: {lo:.2f}-{hi:.2f}] loss {r['loss']:.4f} on {r['n']} {args.dataset} "
+          f"{args.split} images{ref}")
     if args.json:
         print(json.dumps(r))
     return 0
@@ -588,15 +591,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     r = run(cfg, force=args.force)
     if r.test:  # target mode: chosen on the validation split, measured once on the test data
         t, pd = r.test, r.test["paired_difference"]
+        lo, hi = t["accuracy_ci95"]
         print(f"R = {r.best.budget:g}: energy reduction {100 * r.energy_reduction:.2f}%; test accuracy "
-              f"{t['accuracy']:.2f}% (exact quantized {t['exact_accuracy']:.2f}%, paired difference "
-              f"{pd['points']:+.2f} points, 95% interval {pd['ci95'][0]:+.2f} to {pd['ci95'][1]:+.2f}); report: "
-              f"{Path(cfg.output) / 'report.md'}")
+              f"{t['accuracy']:.2f}% [95%: {lo:.2f}-{hi:.2f}] on {t['images']} images (exact quantized "
+              f"{t['exact_accuracy']:.2f}%, paired difference {pd['points']:+.2f} points, 95% interval "
+              f"{pd['ci95'][0]:+.2f} to {pd['ci95'][1]:+.2f}); report: {Path(cfg.output) / 'report.md'}")
     else:
         beyond = "" if r.within_bound else f", BEYOND the {cfg.max_accuracy_loss:g}-point bound: no budget is within"
+        b, chosen = r.best, len([x for x in r.rows if not x.infeasible]) > 1
+        lo, hi = b.accuracy_ci95 or (float("nan"), float("nan"))
         print(
-            f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% "
-            f"(exact quantized {r.exact_accuracy:.2f}%{beyond}); report: {Path(cfg.output) / 'report.md'}"
+            f"energy reduction {100 * r.energy_reduction:.2f}% at accuracy {r.accuracy:.2f}% [95%: {lo:.2f}-{hi:.2f}]"
+            f" on {len(r.exact_correct)} images (exact quantized {r.exact_accuracy:.2f}%{beyond})"
+            + ("; the budget was chosen on these same images (optimistic: `budget: search` chooses on a validation "
+               "split and tests once)" if chosen else "") + f"; report: {Path(cfg.output) / 'report.md'}"
         )
     return 0
 

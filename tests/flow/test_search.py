@@ -120,6 +120,11 @@ def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):
         pd = row.paired_difference
         assert pd["points"] == pytest.approx(row.accuracy - r.exact_accuracy)  # the same validation images
         assert f"| {100 * row.energy_reduction:.2f}% | {pd['points']:+.2f} [{pd['ci95'][0]:+.2f}, " in text
+        mark = "yes" if row.within_bound else "no"  # and whether it is within, by the criterion of the choice
+        se = (pd["ci95"][1] - pd["ci95"][0]) / (2 * 1.959963984540054)
+        assert f"{pd['ci95'][1]:+.2f}] | {mark} |" in text
+        assert row.within_bound == (r.exact_accuracy - row.accuracy + se <= 1.0 or row.energy_reduction <= 0)
+    assert r.best.within_bound and "plus 1 standard error(s)" in text
     with pytest.raises(fames.FamesError, match="search.validation_images: Input should be greater than or equal to 1"):
         RunConfig.from_dict({"budget": "search", "search": {"validation_images": 0}})
     from fames.flow.sources import TensorSamples, holdout

@@ -89,6 +89,7 @@ class BudgetRow:
     granularity_used: str | None = None  # "layer" where the layer-level fallback beat the finer selection
     accuracy_finer: float | None = None  # with the fallback: the finer selection's accuracy before calibration
     ilp_status: str | None = None
+    within_bound: bool | None = None  # by the run's criterion (the search's: with its margin of standard errors)
     stage_s: float = 0.0  # wall time of this budget's stage (select, apply, evaluate, calibrate)
     accuracy_ci95: list[float] | None = None  # Wilson interval of ``accuracy`` on the evaluation images
     paired_difference: dict[str, Any] | None = None  # vs the exact quantized model on the same images (points)
@@ -539,6 +540,8 @@ def approximate_(
             f"{best.accuracy:.2f}%; try larger budgets or milder AppMuls (in Python, "
             "fames.quant.set_mode(model, 'exact') undoes it)",
             stacklevel=2)
+    judged = {id(r): replace(r, within_bound=within_bound(r)) for r in rows + [best]}  # as the choice saw them
+    rows, best = [judged[id(r)] for r in rows], judged[id(best)]
     return FamesResult(
         rows=rows, best=best, exact_accuracy=exact["accuracy"], float_accuracy=float_accuracy,
         layers=[{"name": n, "widths": list(m.widths), "macs": setup.macs[n]} for n, m in layers],

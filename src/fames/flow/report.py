@@ -41,6 +41,8 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "relative_energy": r["relative_energy"],
                 "energy_reduction": r["energy_reduction"],
                 "paired_difference": r.get("paired_difference"),
+                "accuracy_ci95": r.get("accuracy_ci95"),
+                "within_bound": r.get("within_bound"),
             }
         )
     return rows
@@ -52,8 +54,10 @@ def paired_text(pd: dict[str, Any] | None) -> str:
 
 
 def _on_validation(report: dict[str, Any]) -> str:
-    if not report.get("test"):
-        return ""
+    if not report.get("test"):  # list mode: where the budget was chosen among several, it was on these images
+        several = len([r for r in report["runs"] if not r["infeasible"]]) > 1
+        return (", chosen on the same images it is measured on: optimistic by selection; `budget: search` chooses "
+                "on a validation split and tests once" if several else "")
     m = (report["config"].get("search") or {}).get("margin") or 0
     return " on the validation split" + (f", with a margin of {m:g} standard error(s) of the paired loss" if m else "")
 
@@ -93,18 +97,24 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
     ]
     rows = table3_rows(report)
     paired = any(r["paired_difference"] for r in rows)  # the target mode: each R judged by its paired loss
+    judged = any(r["within_bound"] is not None for r in rows)
     lines += [
-        "| bits | R | multipliers | accuracy % | before calib. % | rel. accuracy | rel. energy | reduced energy |"
-        + (" paired difference to exact, points [95%] |" if paired else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if paired else ""),
+        "| bits | R | multipliers | accuracy % [95%] | before calib. % | rel. accuracy | rel. energy | reduced energy |"
+        + (" paired difference to exact, points [95%] |" if paired else "") + (" within the bound |" if judged else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if paired else "") + ("---|" if judged else ""),
     ]
     for r in rows:
+        ci = f" [{r['accuracy_ci95'][0]:.1f}, {r['accuracy_ci95'][1]:.1f}]" if r["accuracy_ci95"] else ""
         lines.append(
             f"| {r['bits']} | {r['budget']:g}{' (L)' if r['layer_fallback'] else ''} | {r['multipliers']} | "
-            f"{r['accuracy']:.2f}{'*' if r['calibration_skipped'] else ''}{'+' if r['beyond_reach'] else ''} | "
+            f"{r['accuracy']:.2f}{'*' if r['calibration_skipped'] else ''}{'+' if r['beyond_reach'] else ''}{ci} | "
             f"{r['accuracy_uncalibrated']:.2f} | {_fmt(r['relative_accuracy'], '.4f')} | {r['relative_energy']:.4f} "
             f"| {100 * r['energy_reduction']:.2f}% |" + (f" {paired_text(r['paired_difference'])} |" if paired else "")
+            + (f" {'yes' if r['within_bound'] else 'no'} |" if judged else "")
         )
+    if judged and report.get("test") and (report["config"].get("search") or {}).get("margin"):
+        lines.append(f"\nWithin the bound: the paired validation loss plus {report['config']['search']['margin']:g} "
+                     "standard error(s) of it is at most the bound (`search.margin`).")
     if any(r["calibration_skipped"] for r in rows):
         lines.append("\n\\* within the bound before calibration: the search did not calibrate this R (calibration "
                      "cannot move it out of the bound).")
