@@ -449,6 +449,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FamesError(f"--init {args.init} was trained without {inherited['n']} held-out images; give --holdout "
                          f"{inherited['n']} (or none) so that the validation images stay unseen")
     holdout = holdout_record(len(data), n_hold) if n_hold else None
+    if holdout and inherited and inherited.get("seen_by_init"):  # what the init's own init saw, carried on
+        holdout["seen_by_init"] = inherited["seen_by_init"]
+    if holdout and args.init and not inherited:  # e.g. --init default: weights trained on every training image
+        holdout["seen_by_init"] = str(args.init)
+        print(f"note: --init {args.init} records no held-out images, so it may have been trained on the {n_hold} held "
+              "out now: they are recorded as possibly seen, and a run validating on them says so (train from scratch "
+              "with --holdout for unseen validation images)", file=sys.stderr)
     if holdout:
         data = subset(data, held_out(holdout, len(data))[1])
         print(f"training on {len(data)} images; {n_hold} held out for validation")

@@ -59,3 +59,12 @@ def test_train_holdout_is_recorded_and_inherited(tmp_path):
     assert main([*args, "--init", str(f), "--holdout", "100", "--out", str(tmp_path / "bad.pt")]) == 2
     before = q.read_bytes()  # an existing checkpoint is not replaced without --force
     assert main([*args, "--init", str(f), "--bits", "W4A4", "--out", str(q)]) == 2 and q.read_bytes() == before
+    # an init without a record may have trained on the images held out now: recorded, and said by a run
+    seen = tmp_path / "seen.pt"
+    plain = tmp_path / "plain.pt"
+    assert main([*args, "--out", str(plain)]) == 0
+    assert main([*args, "--init", str(plain), "--holdout", "300", "--out", str(seen)]) == 0
+    assert load_checkpoint_file(seen)[1]["holdout"]["seen_by_init"] == str(plain)
+    again = tmp_path / "again.pt"
+    assert main([*args, "--init", str(seen), "--bits", "W4A4", "--out", str(again)]) == 0
+    assert load_checkpoint_file(again)[1]["holdout"]["seen_by_init"] == str(plain)  # carried on

@@ -282,3 +282,22 @@ def test_lazy_budget_rows_are_keyed_by_their_bound():
     for other in (cfg(max_accuracy_loss=4.0), cfg(search={"margin": 2.0}), cfg(search={"calibrate_within": 5.0})):
         assert lazy_budget_key("b", 0.5, other) != base
     assert lazy_budget_key("b", 0.51, cfg()) != base
+
+
+def test_post_training_quantization_never_sees_the_validation_split(tmp_path, monkeypatch):
+    """A float checkpoint quantized for a search set its activation ranges on 219 of the 300 validation images."""
+    import fames.flow.inputs as inputs
+    from fames.flow.approximate import split_samples
+    from fames.models import create_model, save_checkpoint
+
+    seen = []
+    monkeypatch.setattr(inputs, "calibrate_ptq", lambda model, loader, num_batches: seen.extend(
+        x for i, (x, _) in enumerate(loader) if i < num_batches))
+    ck = save_checkpoint(create_model("digits_cnn"), tmp_path / "f.pt", meta={"quant": None})
+    cfg = RunConfig.from_dict({"model": "digits_cnn", "checkpoint": str(ck), "quant": "W4A4", "budget": "search",
+                               "data": {"dataset": "digits"}, "search": {"validation_images": 300}})
+    got = inputs.load_inputs(cfg, progress=False)
+    vx = split_samples(got.samples, cfg)[1][0]
+    val = {x.numpy().tobytes() for x in vx.contiguous(memory_format=torch.contiguous_format)}
+    used = {x.numpy().tobytes() for b in seen for x in b.contiguous(memory_format=torch.contiguous_format)}
+    assert len(used) >= 1000 and not used & val

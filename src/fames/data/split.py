@@ -34,7 +34,7 @@ def subset(dataset: Any, index: np.ndarray) -> Any:
     return torch.utils.data.Subset(dataset, [int(i) for i in index])
 
 
-def holdout_record(n_total: int, n: int) -> dict[str, int]:
+def holdout_record(n_total: int, n: int) -> dict[str, Any]:
     """The checkpoint metadata of a held-out split (what :func:`held_out` reads back)."""
     holdout_indices(n_total, n)  # validates
     return {"n": int(n), "of": int(n_total), "seed": HOLDOUT_SEED}

@@ -327,7 +327,9 @@ def approximate_(
     if eval_data is None:
         samples, eval_data = _default_eval(samples, cfg)
     validation_source = "" if val is None else (
-        "held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
+        f"held out from the checkpoint's training, but not from that of its --init {record['seen_by_init']}"
+        if record and record.get("seen_by_init") and isinstance(samples, DatasetSamples)
+        else "held out from the checkpoint's training" if record and isinstance(samples, DatasetSamples)
         else "training data the checkpoint may have seen")
     if est_cfg.samples > len(samples):
         raise FamesError(f"the estimate needs estimator.samples={est_cfg.samples} training images but the data holds "

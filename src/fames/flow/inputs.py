@@ -139,10 +139,15 @@ def load_inputs(cfg: RunConfig, progress: bool = True) -> RunInputs:
     if not qlayers(model):
         if cfg.quant is None:
             raise FamesError("the checkpoint is a float model: give 'quant' (e.g. W8A8) to quantize it (PTQ)")
+        from fames.flow.approximate import split_samples
+
         float_acc = evaluate(model, test, progress, "eval float")["accuracy"]
         quantize(model, cfg.quant)
-        calibrate_ptq(model, get_loader(samples.dataset, "train", 128, shuffle=True, seed=cfg.seed,
-                                        channels_last=True), num_batches=8)
+        # the activation ranges never see the validation split the search will judge on
+        ptq = split_samples(samples, cfg, (getattr(model, "checkpoint_meta", None) or {}).get("holdout"))[0]
+        assert isinstance(ptq, DatasetSamples)
+        calibrate_ptq(model, get_loader(ptq.dataset, "train", 128, shuffle=True, seed=cfg.seed, channels_last=True),
+                      num_batches=8)
     else:
         check_same_quantization(model, cfg.quant)
         if cfg.float_checkpoint:
