@@ -301,3 +301,15 @@ def test_post_training_quantization_never_sees_the_validation_split(tmp_path, mo
     val = {x.numpy().tobytes() for x in vx.contiguous(memory_format=torch.contiguous_format)}
     used = {x.numpy().tobytes() for b in seen for x in b.contiguous(memory_format=torch.contiguous_format)}
     assert len(used) >= 1000 and not used & val
+
+
+def test_a_holdout_record_the_data_cannot_honour_is_said(digits_w4a4):
+    model = copy.deepcopy(digits_w4a4)
+    model.checkpoint_meta = {"holdout": {"n": 300, "of": 1437, "seed": 0}}
+    cfg = fames.FamesConfig(budget="search", calibration=None, search=SearchConfig(resolution=0.1,
+                                                                                  validation_images=300),
+                            estimator=fames.EstimatorConfig(samples=64, validate=False))
+    with pytest.warns(UserWarning, match="records 300 held-out training images, but the data is not"):
+        r = fames.approximate_(model, get_loader("digits", "train", 128, shuffle=True, seed=0), config=cfg,
+                               families=["trunc"], progress=False)
+    assert r.test["validation"]["source"] == "training data the checkpoint may have seen"

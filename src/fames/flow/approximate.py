@@ -323,6 +323,12 @@ def approximate_(
     record = (getattr(model, "checkpoint_meta", None) or {}).get("holdout")
     samples: Samples = as_samples(data, limit=max(est_cfg.samples, _calibration_count(cfg), _finetune_count(cfg)) * 2
                                   + PROBE_IMAGES + (_validation_count(cfg, record) if searching else 0))
+    if searching and record and not isinstance(samples, DatasetSamples):
+        warnings.warn(f"the checkpoint records {record.get('n')} held-out training images, but the data is not a "
+                      "registered dataset's train split fames can index: the validation split is a random draw of the "
+                      "data, which the checkpoint may have trained on (the report says so); to validate on the "
+                      "held-out images give data=fames.flow.sources.DatasetSamples(fames.data.get_dataset(NAME, "
+                      "'train')), or use `fames run`", stacklevel=2)
     samples, val = split_samples(samples, cfg, record)
     if eval_data is None:
         samples, eval_data = _default_eval(samples, cfg)
