@@ -515,9 +515,7 @@ def approximate_(
             rows.append(best)
             within.append(best)
             states, mp = {**states, best.budget: layer_states[best.budget]}, coarse
-        else:
-            rows[rows.index(best)] = best = calibrated_within(best, measure, states)
-    else:
+    if mp is not coarse:  # the chosen budget of this granularity's own search or list
         rows[rows.index(best)] = best = calibrated_within(best, measure, states)
     test_result = None
     if searching:  # the exact model on the test data (before the chosen assignment goes in)
