@@ -63,6 +63,33 @@ def test_table_and_candidate_paths_agree(hessian, monkeypatch):
         np.testing.assert_allclose(direct.first[n][0], first, rtol=1e-5)
 
 
+@pytest.mark.parametrize("hessian", ["rank1", "full"])
+def test_both_paths_agree_on_token_inputs(hessian, monkeypatch):
+    """Linear layers on (N, L, features): the per-candidate path summed only a conv's positions and crashed."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 4)
+
+        def forward(self, x):  # (N, L 5, 6)
+            return self.b(torch.relu(self.a(x))).mean(1)
+
+    torch.manual_seed(0)
+    model, x = Tokens().eval(), torch.randn(12, 5, 6)
+    quantize(model, {"w_bits": 4, "a_bits": 4, "first_last": "same"})
+    calibrate_ptq(model, x)
+    y = torch.randint(0, 4, (12,))
+    cands = {n: build_family("all", 4, 4, layer.signed)[1:5] for n, layer in qlayers(model)}
+    got = {}
+    for factor in (10**6, 0):
+        monkeypatch.setattr(TaylorEstimator, "TABLE_FACTOR", factor)
+        got[factor] = TaylorEstimator(hessian, progress=False).estimate(model, x, y, cands)
+    for n in cands:
+        np.testing.assert_allclose(got[0].first[n], got[10**6].first[n], rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(got[0].second[n], got[10**6].second[n], rtol=1e-4, atol=1e-12)
+
+
 def test_filter_first_order_sums_to_layer():
     model, x, y, cands = _model(4)
     lay = TaylorEstimator("rank1", progress=False).estimate(model, x, y, cands)

@@ -293,7 +293,7 @@ class TaylorEstimator:
         for j, d in enumerate(layer.error_contributions(x, cands, scaled=False)):
             if d is None:
                 continue
-            pr = torch.stack([_contract(g, d) for g in gs], 1).sum(2, keepdim=True)  # (S, 1 + C, 1)
+            pr = torch.stack([_contract(g, d) for g in gs], 1)  # (S, 1 + C, 1)
             f[:, :, j], q[:, :, :, j] = pr[:, 0], pr[:, 1:]
         return f, q
 
@@ -348,10 +348,9 @@ def _minus_bias(layer: QuantLayer, grads: list[torch.Tensor], alpha: np.ndarray,
 
 
 def _contract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Per-sample, per-output-channel inner product of two layer outputs ``(S, O, ...)`` -> ``(S, O)`` (float64:
-    ``g`` is float64 and ``d`` is promoted in the same pass)."""
-    prod = g * d
-    return prod.sum((2, 3)) if prod.dim() == 4 else prod
+    """Per-sample inner product of two layer outputs of any shape ``(S, ...)`` (a conv's ``(S, O, H, W)``, a Linear's
+    ``(S, O)`` or ``(S, L, O)``) -> ``(S, 1)`` (float64: ``g`` is float64 and ``d`` is promoted in the same pass)."""
+    return (g * d).flatten(1).sum(1, keepdim=True)
 
 
 def _top_eig(p: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
