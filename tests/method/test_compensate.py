@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fames.appmul.core import AppMul, exact_lut, operand_values
-from fames.appmul.families import build
+from fames.appmul.families import build, build_family
 from fames.errors import FamesError
 from fames.method.compensate import (
     attach,
@@ -372,3 +372,27 @@ def test_a_control_variate_that_loses_accuracy_is_dropped(monkeypatch):
     assert r.best.compensation_overhead_fj == 0 and r.best.accuracy == r.best.accuracy_before_compensation
     assert all(q.compensation is None for _, q in qlayers(net))  # the model handed back holds none
     assert "were dropped there" in r.report()
+
+
+def test_a_correction_with_nothing_to_track_is_zero_not_an_error():
+    """A design that errs only at a weight code the layer never holds (build_family's drum_k3_3x4s at -8 under
+    symmetric weights) raised 'its error does not vary with the activation'; inputs of one activation code (a dead
+    ReLU) made beta NaN. Both have an exact correction: no variate, the constant part in alpha."""
+    am = next(m for m in build_family("all", 3, 4, True) if m.name == "drum_k3_3x4s")
+    assert np.flatnonzero(np.abs(am.error()).sum(0)).tolist() == [8]  # errs at weight code -8 only
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1))
+    quantize(net, {"w_bits": 4, "a_bits": 3, "first_last": "same"})
+    x = torch.randn(16, 3, 6, 6)
+    calibrate_ptq(net, x)
+    (_, layer), = qlayers(net)
+    assert layer.weight_codes().min() > -8  # symmetric weights: the erring code never occurs
+    layer.set_assignment(am)
+    before = net(x)
+    comps = compensate_model(net, x[:8], calibrated=True)
+    assert not comps["0"].beta.any() and not comps["0"].alpha.any()
+    assert torch.equal(net(x), before)  # nothing to correct, nothing changed
+    trunc = build("trunc", 3, 4, True, True, k=2)
+    layer.set_assignment(trunc)
+    comp = fit_offline(layer, np.eye(8)[0] * 100)  # every activation code 0: phi constant
+    assert torch.isfinite(comp.beta.double()).all() and not comp.beta.any()

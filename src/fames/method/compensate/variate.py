@@ -202,13 +202,15 @@ def rank1_model(
     v0[live] = vt[0, live] / np.sqrt(qw[live])
     u = Ec @ (qw * v0) / max(float(qw @ v0**2), 1e-300)  # defined for every code, also unseen ones
     top = float(np.abs(u).max())
-    if top == 0:
-        raise FamesError(f"AppMul {appmul.name!r}: its error does not vary with the activation; nothing to track")
+    if top == 0:  # on these operands the error depends on the weight alone (e.g. it errs only at weight codes the
+        # layer never holds): no variate to track, the mean error (alpha) corrects all of it
+        return ProductModel("rank1", np.zeros(na, dtype=np.int64), np.zeros(nw), ebar, 0.0, pb)
     phi = np.rint(u * ((1 << (pb - 1)) - 1) / top).astype(np.int64)
     m = float(px @ phi)
     c = phi - m
     var = float(px @ c**2)
-    v = (px * c) @ Ec / var
+    # a single activation code (all-zero inputs, a dead ReLU before the layer) leaves phi constant: nothing to track
+    v = (px * c) @ Ec / var if var > 0 else np.zeros(nw)
     return ProductModel("rank1", phi, v, ebar, m, pb)
 
 
