@@ -161,3 +161,21 @@ def test_config_allows_bias_at_every_granularity_and_asks_for_a_taylor_estimate(
         RunConfig.from_dict({"selection": {"compensation": "bias"}, "estimator": {"kind": "l2"}})
     with pytest.raises(FamesError, match="'bias' works at every granularity"):
         RunConfig.from_dict({"selection": {"compensation": "auto", "granularity": "kernel"}})
+
+
+def test_the_offline_bias_weights_codes_by_the_products_they_enter():
+    """A padded 4x4 map: counting each padded element once (not once per window) overweighted the border codes and
+    put the offline alpha 36% off the measured mean accumulated error; per product it is within 2%."""
+    from fames.method.compensate import activation_histogram, fit_bias, fit_bias_calibrated
+    from fames.quant import calibrate_ptq, quantize
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1))
+    quantize(net, {"w_bits": 4, "a_bits": 4, "weight_scheme": "affine", "first_last": "same"})
+    x = torch.relu(torch.randn(256, 16, 4, 4))
+    calibrate_ptq(net, x)
+    (_, layer), = qlayers(net)
+    layer.set_assignment(build("trunc", 4, 4, False, False, k=4))
+    offline = fit_bias(layer, activation_histogram(layer, x)).alpha.double()
+    measured = fit_bias_calibrated(layer, x).alpha.double()
+    assert ((offline - measured).abs() / measured.abs()).max() < 0.02

@@ -261,10 +261,11 @@ def _quantize(layer: QuantLayer, am: AppMul, method: str, phi: np.ndarray, phi_b
 
 
 def activation_histogram(layer: QuantLayer, x: torch.Tensor) -> np.ndarray:
-    """Counts of the layer's (padded) activation codes for input ``x``, indexed by bit pattern."""
-    qx, _ = layer.operands(x)
-    idx = (qx.long() & ((1 << layer.a_bits) - 1)).flatten()
-    return torch.bincount(idx, minlength=1 << layer.a_bits).double().numpy()
+    """Counts of the activation codes the layer multiplies for input ``x``, one per product read (an element counts
+    once per window it falls in, padding included, an element a stride skips not at all), indexed by bit pattern.
+    Counting each padded element once overweighted the borders: the offline bias was 8-36% off the measured mean
+    error on 32x32-4x4 maps."""
+    return layer.code_histogram(x).sum((0, 1, 2)).double().numpy()
 
 
 def weight_histogram(layer: QuantLayer) -> np.ndarray:
