@@ -200,3 +200,21 @@ def test_bad_input():
     assert rep.lwc_history and rep.loss_before != rep.loss_before  # nan: no labels, no CE
     with pytest.raises(FamesError, match="reference"):
         CalibrationConfig(reference="teacher")
+
+
+def test_calibration_leaves_a_layer_kept_float_as_it_is():
+    """A layer set to float mode was searched (its activation range moved), run in exact mode in the reference the
+    others were tuned towards, and clipped by LWC."""
+    from fames.quant import set_mode
+
+    m, x = _mlp(appmul_first=False)
+    set_mode(m, "float", ["0"])
+    before = {k: v.clone() for k, v in m[0].state_dict().items()}
+    cfg = CalibrationConfig(samples=256, epochs=1, batch_size=64, progress=False, search_exact_layers=True)
+    seen = []
+    hook = m[0].register_forward_pre_hook(lambda mod, _inp: seen.append(mod.mode))
+    report = calibrate(m, (x[:256], torch.randint(0, 4, (256,))), cfg)
+    hook.remove()
+    assert set(seen) == {"float"} and m[0].mode == "float"
+    assert all(torch.equal(before[k], v) for k, v in m[0].state_dict().items())
+    assert report.quantiles["0"] is None  # not searched

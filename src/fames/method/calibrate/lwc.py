@@ -70,7 +70,8 @@ class LearnableWeightClipping:
 
     def __init__(self, model: nn.Module, init_logit: float = 4.0, layers: list[str] | None = None) -> None:
         self.model = model
-        ql = qlayers(model) if layers is None else [(n, m) for n, m in qlayers(model) if n in set(layers)]
+        ql = [(n, m) for n, m in qlayers(model) if m.mode != "float"] if layers is None else [
+            (n, m) for n, m in qlayers(model) if n in set(layers)]  # layers kept float are not clipped
         self.clips = nn.ModuleDict({n.replace(".", "/"): _Clip(m, init_logit) for n, m in ql})
         self.names = [n for n, _ in ql]
         self.baked = False

@@ -100,7 +100,7 @@ class QuantileSearch:
         if self.search_samples:  # quantiles and errors from the first samples only
             n = self.search_samples
             data = CalibrationData(data.x[:n], None if data.y is None else data.y[:n])
-        todo = [(n, m) for n, m in ql if self.search_exact_layers or is_approx(m)]
+        todo = [(n, m) for n, m in ql if m.mode != "float" and (self.search_exact_layers or is_approx(m))]
         out = []
         bar = tqdm(
             total=len(todo) * len(self.qs),

@@ -32,7 +32,7 @@ class ReferenceState:
         try:
             for (_, m), st in zip(self.layers, self.saved, strict=True):
                 _load_layer_state(m, st)
-                m.mode = mode
+                m.mode = "float" if st[0] == "float" else mode  # a layer the user keeps float stays float
             yield
         finally:
             for (_, m), st in zip(self.layers, current, strict=True):
