@@ -433,3 +433,45 @@ def test_quantize_keeps_what_the_forward_computes_when_it_cannot_read_the_graph(
     set_mode(net, "float")
     with torch.no_grad():
         assert torch.allclose(net(x), ref(x), atol=1e-5)
+
+
+def test_a_conv_or_bn_called_twice_is_not_folded():
+    """A conv called twice with one call into a BN was folded (the other call changed by 0.99); one BN after two convs
+    made quantize crash. A model whose only layers compute their own forward is named as such."""
+    import copy
+
+    class ConvTwice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc((self.bn(self.conv(x)) + self.conv(x)).mean((2, 3)))
+
+    class SharedBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return (self.bn(self.a(x)) + self.bn(self.b(x))).mean((1, 2, 3))
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 6, 6)
+    for cls in (ConvTwice, SharedBN):
+        net = cls().eval()
+        with torch.no_grad():
+            net.bn.running_mean.uniform_(-1, 1), net.bn.running_var.uniform_(0.5, 2)
+        ref = copy.deepcopy(net)
+        quantize(net, "W8A8")
+        set_mode(net, "float")
+        assert isinstance(net.bn, nn.BatchNorm2d)
+        with torch.no_grad():
+            assert torch.allclose(net(x), ref(x), atol=1e-6)
+
+    class WS(nn.Linear):
+        def forward(self, x):
+            return F.linear(x, self.weight / self.weight.norm(), self.bias)
+
+    with pytest.raises(FamesError, match=r"subclasses with a forward of their own stay float: \['0 \(WS\)'\]"):
+        quantize(nn.Sequential(WS(4, 2)), "W8A8")

@@ -8,6 +8,7 @@ quantizers, and warn (listing them) about layers with parameters that stay float
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,15 @@ def _traced_pairs(root: nn.Module) -> list[tuple[str, str]]:
 
     graph = Tracer().trace(root)
     mods = dict(root.named_modules())
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     pairs = []
     for node in graph.nodes:
         if node.op == "call_module" and isinstance(mods.get(node.target), nn.BatchNorm2d):
             src = node.args[0]
             conv = mods.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
-            if isinstance(conv, nn.Conv2d) and supported(conv) and len(src.users) == 1:
+            # a conv or BN called more than once (weights shared between calls) cannot hold the fold for one call
+            if isinstance(conv, nn.Conv2d) and supported(conv) and len(src.users) == 1 \
+                    and calls[src.target] == calls[node.target] == 1:
                 pairs.append((src.target, node.target))
     return pairs
 
@@ -170,8 +174,11 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
     skip = {n for n, _ in padded}  # other padding: stays float, listed below
     layers = [(n, m) for n, m in layers if n not in skip]
     if not layers:
+        own = [f"{n} ({type(m).__name__})" for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, QuantLayer) and not supported(m)]
         raise FamesError("the model has no Conv2d or Linear layer to quantize (fames replaces nn.Conv2d and nn.Linear "
-                         "modules; layers computed by functional calls such as F.linear(x, weight) are not seen)")
+                         "modules; layers computed by functional calls such as F.linear(x, weight) are not seen"
+                         + (f"; subclasses with a forward of their own stay float: {own[:5]}" if own else "") + ")")
     bad = [n for n, m in layers if any(p is not None and not bool(torch.isfinite(p).all()) for p in (m.weight, m.bias))]
     if bad:
         raise FamesError(f"layers {bad[:5]} hold NaN or infinite weights or biases: check the checkpoint (a diverged "
