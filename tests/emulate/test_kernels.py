@@ -280,7 +280,7 @@ def test_float_factor_plans_stay_exact_in_float32():
     x, w = codes(8, False, (16, 8, 16, 16), gen), codes(8, False, (16, 8, 3, 3), gen)
     assert not plan_layer(am).integer and 255 * 255 * 8 * 9 < 1 << 24
     ref = reference_conv2d(x, w, am).double()
-    assert not torch.equal(approx_conv2d(x.float(), w.float(), am, method="conv").double(), ref)  # what it avoids
+    assert torch.equal(approx_conv2d(x.float(), w.float(), am, method="conv").double(), ref)  # forced: float64 sums
     assert torch.equal(approx_conv2d(x.float(), w.float(), am).double(), ref)
     assert torch.equal(approx_conv2d(x, w, am, dtype=torch.float64, method="conv"), ref)  # float64: rounds exactly
 
