@@ -39,7 +39,8 @@ class ILPSelector:
         om_r, r_r = problem.evaluate(rounded)
         # the loss added above every group's own best candidate: what the choice decides (a constant such as one
         # group's very negative estimate neither loosens the gap nor swamps HiGHS' tolerances)
-        floor = float(np.where(allowed, problem.omega, np.inf).min(1).sum())
+        best = np.where(allowed, problem.omega, np.inf).min(1)  # (G,)
+        floor = float(best.sum())
         if om_r - bound <= self.mip_rel_gap * (om_r - floor):  # within the optimality gap: no search needed
             return Selection(rounded, r_r, ratio, om_r, time.perf_counter() - t0, self.name, "optimal")
         gi, ki = np.nonzero(allowed)  # one variable per allowed, undominated (group, candidate)
@@ -48,7 +49,7 @@ class ILPSelector:
         # choices 6-590% worse than the optimum, reported optimal): energy as a fraction of the exact energy, omega
         # above each group's best in units of its small excesses (a low quantile, so that a group whose excesses are
         # orders of magnitude above the others' does not push theirs below the solver's dual tolerance)
-        c = problem.omega[gi, ki] - np.where(allowed, problem.omega, np.inf).min(1)[gi]
+        c = problem.omega[gi, ki] - best[gi]
         if (c > 0).any():
             c = c / max(float(np.quantile(c[c > 0], 0.1)), float(c.max()) * 1e-9)
         one_per_group = coo_matrix((np.ones(n), (gi, np.arange(n))), shape=(G, n))
