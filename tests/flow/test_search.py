@@ -313,3 +313,14 @@ def test_a_holdout_record_the_data_cannot_honour_is_said(digits_w4a4):
         r = fames.approximate_(model, get_loader("digits", "train", 128, shuffle=True, seed=0), config=cfg,
                                families=["trunc"], progress=False)
     assert r.test["validation"]["source"] == "training data the checkpoint may have seen"
+
+
+def test_a_layer_set_to_float_is_refused_with_the_way_to_keep_it_float(digits_w4a4):
+    """It was selected like the others and came back quantized, and the exact model's figures were not its own."""
+    from fames.quant import qlayers, set_mode
+
+    model = copy.deepcopy(digits_w4a4)
+    first = qlayers(model)[0][0]
+    set_mode(model, "float", [first])
+    with pytest.raises(fames.FamesError, match=rf"\['{first}'\] are quantized but set to float mode.*bits None"):
+        fames.approximate_(model, get_loader("digits", "train", 128, shuffle=True, seed=0), progress=False)

@@ -208,3 +208,13 @@ def test_the_suggested_budget_is_feasible():
             ILPSelector().solve(p, p.min_ratio() / 2)
         suggested = float(str(got.value).rsplit("R >= ", 1)[1])
         ILPSelector().solve(p, suggested)  # not infeasible again
+
+
+@pytest.mark.parametrize("over", [5e-8, 2e-7, 2e-6])
+def test_a_choice_beyond_the_budget_by_the_solvers_tolerance_is_not_taken(over):
+    """The cheapest-loss choice exceeds the budget by ``over`` of the exact energy: HiGHS' feasibility tolerances took
+    it (reported optimal) once the energy row was scaled to fractions of the exact energy."""
+    om = np.array([[0.0, 10.0, np.inf], [0.0, 1.0, 100.0]])
+    en = np.array([[1.0, 0.5, np.inf], [1.0, 2 * over, 0.0]]) * 1e6
+    sel = ILPSelector().solve(SelectionProblem(om, en, np.array([1e6, 1e6])), 0.5)
+    assert sel.ratio <= 0.5 and sel.omega == 11.0

@@ -58,7 +58,7 @@ from fames.models import save_checkpoint
 from fames.quant.convert import expect_plain_module, float_layers, qlayers
 from fames.train import check_fits, evaluate
 
-ESTIMATE_VERSION = "2"  # changes with the estimators' numerics, so that a stored estimate of older code is redone
+ESTIMATE_VERSION = "3"  # changes with the estimators' numerics, so that a stored estimate of older code is redone
 PROBE_IMAGES = 1000  # evaluation images whose logits feed the output-difference histograms
 
 
@@ -317,6 +317,12 @@ def approximate_(
             f"{', ...' if len(approx) > 3 else ''}), e.g. from an earlier fames.approximate_, which also calibrates "
             "in place: start from the exact quantized model (keep a copy.deepcopy(model) before approximating), or "
             "call fames.quant.set_mode(model, 'exact') to take its current state as the exact model")
+    kept_float = [n for n, m in layers if m.mode == "float"]
+    if kept_float:  # the selection would give them multipliers and the exact model's figures would not be theirs
+        raise FamesError(
+            f"layers {kept_float[:5]} are quantized but set to float mode: approximate_ selects for every quantized "
+            "layer; to keep a layer float, leave it out of the quantization (its bits None in the config's "
+            "`layers`), or call fames.quant.set_mode(model, 'exact') to quantize it")
     stages = stages or Stages(None)
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     searching = cfg.searching

@@ -151,8 +151,9 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
     data = report["config"].get("data") or {}
     if data.get("dataset"):
         subset = f" --eval-images {data['eval_images']}" if data.get("eval_images") else ""
-        lines.append("Reproduce the headline accuracy: `fames eval --checkpoint model.pt --assignment assignment.json "
-                     f"--library library --dataset {data['dataset']}{subset}` (from this folder).")
+        what = "test accuracy" if report.get("test") else "headline accuracy"
+        lines.append(f"Reproduce the {what}: `fames eval --checkpoint model.pt --dataset {data['dataset']}{subset}` "
+                     "(from this folder; the AppMuls of assignment.json and library/ come with it).")
     return "\n".join(lines) + "\n"
 
 

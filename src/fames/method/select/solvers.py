@@ -67,7 +67,9 @@ class ILPSelector:
                 bounds=Bounds(0, 1),
                 # HiGHS' absolute gap (1e-6 by default) would end the search early where groups' excesses differ by
                 # orders of magnitude: only the relative gap decides
+                # and its feasibility tolerances (1e-6, 1e-7), on an energy row near 1, let choices exceed the budget
                 options={"time_limit": self.time_limit, "mip_rel_gap": self.mip_rel_gap, "mip_abs_gap": 0.0,
+                         "mip_feasibility_tolerance": 1e-10, "primal_feasibility_tolerance": 1e-10,
                          "disp": self.verbose},
             )
         if res.status not in (0, 1) or (res.status == 0 and res.x is None):
@@ -80,16 +82,19 @@ class ILPSelector:
                 if res.status == 0:
                     raise FamesError("ILP returned an assignment that leaves a group without a multiplier")
                 inc = None  # an incomplete incumbent: the rounding stands
+        why = f"time limit {self.time_limit:g} s"
         if res.status == 0:
             om, r = problem.evaluate(inc)
-            return Selection(inc, r, ratio, om, time.perf_counter() - t0, self.name, "optimal")
-        # time limit: HiGHS' incumbent (if any) or the rounded LP relaxation, whichever estimates less loss
+            if r <= ratio * (1 + 1e-9):
+                return Selection(inc, r, ratio, om, time.perf_counter() - t0, self.name, "optimal")
+            inc, why = None, "HiGHS' choice beyond the budget by its tolerance"  # the rounding, feasible, stands
+        # HiGHS' incumbent (if any) or the rounded LP relaxation, whichever estimates less loss
         choice, how, (om, r) = rounded, "LP rounding", (om_r, r_r)
         if inc is not None and (ev := problem.evaluate(inc))[0] <= om_r:
             choice, how, (om, r) = inc, "HiGHS incumbent", ev
         gap = (om - bound) / max(om - floor, 1e-30)  # relative to the LP bound, which no assignment beats
         return Selection(choice, r, ratio, om, time.perf_counter() - t0, self.name,
-                         f"time limit {self.time_limit:g} s: {how}, gap {100 * gap:.2f}% to the LP bound")
+                         f"{why}: {how}, gap {100 * gap:.2f}% to the LP bound")
 
 
 def lp_rounding(problem: SelectionProblem, ratio: float,
