@@ -46,7 +46,7 @@ from fames.flow.stages import Stages
 from fames.flow.stats import Z95, paired_difference, wilson_interval
 from fames.io import content_hash
 from fames.method.assignment import current_assignment, substitute
-from fames.method.calibrate import calibrate
+from fames.method.calibrate import STALE_CORRECTIONS, calibrate
 from fames.method.compensate import compensate_model, model_overhead
 from fames.method.compensate.bias import set_live
 from fames.method.energy import MAC_SAMPLES
@@ -820,8 +820,10 @@ class _BudgetContext:
             set_live(m, True)  # bias corrections follow the scales calibration changes (refitted below)
             if cfg.calibration is not None:
                 c = cfg.calibration
-                calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]), "seed": cfg.seed,
-                                                        "progress": progress}))
+                with warnings.catch_warnings():  # the corrections are refitted below, after calibration
+                    warnings.filterwarnings("ignore", f".*{STALE_CORRECTIONS}")
+                    calibrate(m, self.calib, c.__class__(**{**asdict(c), "samples": len(self.calib[0]),
+                                                            "seed": cfg.seed, "progress": progress}))
             if cfg.finetune is not None and self.tune is not None:
                 tune_s = finetune(m, self.tune, cfg.finetune, teacher=self.model, seed=cfg.seed, progress=progress)
             self._corrected(m)  # refitted to the calibrated scales before the guard judges
@@ -845,21 +847,24 @@ class _BudgetContext:
             if names is None or names:
                 hits_before = self.last_correct
                 judge_before = acc_c if self.held_out is None or comp == "bias" else 100 * _accuracy(m, *self.held_out)
-                fitted = compensate_model(m, self.calib[0], calibrated=True, layers=names,
-                                          method="bias" if comp == "bias" else "auto")
+                before = {n: q.compensation for n, q in qlayers(m)}  # `auto`: the selection's offline corrections
+                compensate_model(m, self.calib[0], calibrated=True, layers=names,
+                                 method="bias" if comp == "bias" else "auto")
                 acc_comp = self.evaluate(m, f"eval R={ratio} compensated")
                 # the guard of calibration, for the control variate (the bias correction is what the estimate and the
-                # selection assumed): kept only if it does not lose held-out accuracy, since it costs energy
+                # selection assumed): the refit is kept only if it does not lose held-out accuracy, else the model
+                # goes back to what was measured before it
                 comp_kept = comp == "bias" or (acc_comp if self.held_out is None
                                                else 100 * _accuracy(m, *self.held_out)) >= judge_before
                 if comp_kept:
-                    overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0],
-                                              cfg.selection.energy_metric)
                     acc_c, z_cal = acc_comp, _logits(self.model, m, self.probe)[1]
                 else:
-                    for q in (q for n, q in qlayers(m) if n in fitted):
-                        q.compensation = None
+                    for n, q in qlayers(m):
+                        q.compensation = before[n]
                     self.last_correct = hits_before
+                if any(q.compensation is not None for _, q in qlayers(m)):
+                    overhead = model_overhead(m, self.setup.macs, self.liberty, self.calib[0],
+                                              cfg.selection.energy_metric)
             e += sum(overhead.values())
         held = current_assignment(m)["layers"]
         # layers whose choice is the exact multiplier run in exact mode; list them by name all the same

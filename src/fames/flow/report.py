@@ -134,9 +134,10 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
                      "selection; `auto` weighs an estimate of it inside the budget).")
     dropped = [r for r in report["runs"] if r.get("compensation_kept") is False]
     if dropped:
-        lines.append("\nThe control-variate corrections lost held-out accuracy at R = "
+        lines.append("\nThe control-variate corrections fitted after calibration lost held-out accuracy at R = "
                      + ", ".join(f"{r['budget']:g}" for r in dropped)
-                     + " and were dropped there: those rows are the models without them, at no overhead.")
+                     + " and were not kept there: those rows are the models as measured before them (with "
+                     "`compensation: auto`, the offline corrections the selection chose; else none).")
     for r in report["runs"]:
         if r["infeasible"]:
             lines.append(f"\nBudget R = {r['budget']:g}: infeasible (smallest feasible R = {r['min_ratio']:.6f}).")

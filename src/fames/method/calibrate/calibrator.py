@@ -48,6 +48,7 @@ is the driver.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -75,6 +76,9 @@ def _ce(model: nn.Module, data: CalibrationData, batch_size: int) -> tuple[float
         loss += F.cross_entropy(out, yb, reduction="sum").item()
         correct += int((out.argmax(1) == yb).sum())
     return loss / len(data), 100.0 * correct / len(data)
+
+
+STALE_CORRECTIONS = "hold corrections fitted before this calibration changed their operands' scales"
 
 
 class FamesCalibrator:
@@ -156,6 +160,11 @@ class FamesCalibrator:
             t3 = time.perf_counter()
         finally:
             model.train(was_training)
+        stale = [n for n, m in ql if m.compensation is not None and not getattr(m.compensation, "live", False)]
+        if stale:  # a control variate's beta/alpha were fitted to the codes before the scales moved
+            warnings.warn(f"layers {stale[:5]}{' ...' if len(stale) > 5 else ''} {STALE_CORRECTIONS}: refit them "
+                          "(fames.method.compensate.compensate_model(model, x, calibrated=True)) before using the "
+                          "model", stacklevel=3)
         return CalibrationReport(
             layers=layers,
             samples=len(cd),
