@@ -91,13 +91,22 @@ def test_the_calibration_guard_never_judges_on_the_calibration_images():
     x, y = torch.arange(3000.0).view(3000, 1), torch.arange(3000) % 10
     cfg = fames.FamesConfig(calibration=fames.CalibrationConfig(samples=512))
     cx, _ = calibration_draw(TensorSamples(x, y), cfg)
-    gx, _ = guard_draw(TensorSamples(x, y), cfg, len(cx))
+    gx, _ = guard_draw(TensorSamples(x, y), cfg, cx)
     assert len(gx) == 512 and not set(cx.view(-1).tolist()) & set(gx.view(-1).tolist())
     with pytest.warns(UserWarning, match="its guard shares them"):
-        guard_draw(TensorSamples(x[:560], y[:560]), cfg, 512)
+        guard_draw(TensorSamples(x[:560], y[:560]), cfg, cx)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(guard_draw(TensorSamples(x[:700], y[:700]), cfg, 512)[0]) == 188  # what is left, disjoint
+        small = TensorSamples(x[:700], y[:700])
+        assert len(guard_draw(small, cfg, calibration_draw(small, cfg)[0])[0]) == 188  # what is left, disjoint
+
+    class Reshuffling(TensorSamples):  # a user's Samples: every draw its own order
+        def draw(self, n, seed):
+            return super().draw(n, seed + n)
+
+    odd = Reshuffling(x, y)
+    with pytest.warns(UserWarning, match="does not begin its larger draws with its smaller ones"):
+        guard_draw(odd, cfg, calibration_draw(odd, cfg)[0])
 
 
 def test_search_on_digits_chooses_on_validation_and_tests_once(tmp_path):

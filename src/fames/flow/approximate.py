@@ -350,13 +350,12 @@ def approximate_(
     x, y = samples.draw(est_cfg.samples, cfg.seed)
     check_fits(model, x[:2], y[:2])
     cx, cy = calibration_draw(samples, cfg)
-    calib_n = len(cy)
     tune = finetune_draw(samples, cfg)
     # judges a calibration: the validation split in the target mode, else as many training images again, the next
     # ones of the calibration's own seeded order (a draw is a prefix of it), so never the images it was fitted on
     judged = cfg.calibration is not None or cfg.finetune is not None or sel_cfg.compensation in ("control_variate",
                                                                                                 "auto")
-    hx, hy = val if val is not None else guard_draw(samples, cfg, calib_n) if judged else (cx[:0], cy[:0])
+    hx, hy = val if val is not None else guard_draw(samples, cfg, cx) if judged else (cx[:0], cy[:0])
     test = eval_batches(eval_data)
     judge = eval_batches(val) if val is not None else test  # the images every budget's accuracy is measured on
     probe = _head(judge, PROBE_IMAGES)
@@ -624,10 +623,12 @@ def calibration_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, 
     return samples.draw(min(_calibration_count(cfg), len(samples)), cfg.seed)
 
 
-def guard_draw(samples: Samples, cfg: FamesConfig, calib_n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images that judge a calibration when there is no validation split, ``(x (M, ...), y (M,))``: up to
-    ``calib_n`` training images after the calibration's in its seeded draw (disjoint from them); data too small for
-    that is judged on a draw the calibration shares, with a warning."""
+def guard_draw(samples: Samples, cfg: FamesConfig, calib_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images that judge a calibration when there is no validation split, ``(x (M, ...), y (M,))``: up to as many
+    training images as the calibration's ``calib_x`` (its seeded draw), the next ones of the same draw, so disjoint
+    from them; data too small for that, or a ``Samples`` whose larger draw does not begin with its smaller one (the
+    built-in ones do), is judged on images the calibration may share, with a warning."""
+    calib_n = len(calib_x)
     m = min(calib_n, len(samples) - calib_n)
     if m < min(calib_n, 100):
         warnings.warn(f"the calibration takes {calib_n} of the {len(samples)} training images, leaving too few to "
@@ -635,6 +636,9 @@ def guard_draw(samples: Samples, cfg: FamesConfig, calib_n: int) -> tuple[torch.
                       "calibration.samples)", stacklevel=3)
         return samples.draw(calib_n, cfg.seed + 1)
     x, y = samples.draw(calib_n + m, cfg.seed)
+    if not torch.equal(x[:calib_n], calib_x):
+        warnings.warn(f"{type(samples).__name__}.draw(n, seed) does not begin its larger draws with its smaller ones, "
+                      "so the images that judge the calibration may include the calibration's own", stacklevel=3)
     return x[calib_n:], y[calib_n:]
 
 
