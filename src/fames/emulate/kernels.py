@@ -671,7 +671,7 @@ def choose_method(
     ``r (1 + LOOKUP_MACS / (O/groups * kh * kw / stride**2))`` (a lookup costs about as much as ``LOOKUP_MACS``
     multiply-adds of the convolution), a bit-plane plan ``r``, the int8 plan ``INT8_FIXED_COST`` plus
     ``INT8_PLANE_COST`` per plane (float32 output only, ``allow_int8`` and oneDNN's int8 convolution exact here). A
-    plan whose float32 sums may round (:func:`_stacked_rounds`: float (SVD) factors, measured on mul8u_1A0M in
+    plan whose float32 sums may round (:func:`stacked_rounds`: float (SVD) factors, measured on mul8u_1A0M in
     ResNet-20, or factor terms whose partial sums pass ``2**24``) uses the gather (or int8) unless ``dtype`` is
     float64 (a ``method="conv"`` forced by the caller then sums in float64).
     """
@@ -680,7 +680,7 @@ def choose_method(
     gather_ratio = GATHER_ROW_COST / Og + GATHER_FLOAT_COST
     if Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * Og * 4 > GATHER_LLC_BYTES:
         gather_ratio *= GATHER_LLC_PENALTY
-    if _stacked_rounds(plan, dtype, Cg * kh * kw):
+    if plan.luts is not None and stacked_rounds(plan, dtype, Cg * kh * kw):
         method, cost = "gather", gather_ratio
     elif plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         method, cost = "conv", float(plan.r)
@@ -775,7 +775,7 @@ def approx_conv2d(
         def compute() -> torch.Tensor:
             return _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
     else:  # factors whose float32 sums may round (a forced method) are summed in float64, exact
-        sum_dt = torch.float64 if _stacked_rounds(plan, dtype, w_codes[0].numel()) else dtype
+        sum_dt = torch.float64 if stacked_rounds(plan, dtype, w_codes[0].numel()) else dtype
         U, V, sh, const = _stacked_tables(plan, x_codes.device, sum_dt, wkey)
 
         def compute() -> torch.Tensor:
@@ -818,14 +818,13 @@ def _int8_compute(
     return compute
 
 
-def _stacked_rounds(plan: EmulationPlan, dtype: torch.dtype, fan_in: int) -> bool:
+def stacked_rounds(plan: EmulationPlan, dtype: torch.dtype, fan_in: int) -> bool:
     """Whether the stacked factor path, summed in ``dtype`` below float64, may round to the wrong integer: float
     (SVD) factors (measured on mul8u_1A0M), or partial sums of the factor terms beyond ``2**24`` over the ``fan_in``
-    products of an output (an integer factorization's terms can exceed the products they sum to); the LUT gather
-    (exact while the products' sums stay below ``2**24``, which the caller's choice of ``dtype`` ensures) runs
-    instead."""
-    return plan.luts is not None and dtype != torch.float64 and (
-        not plan.integer or plan.term_peak * fan_in >= 1 << 24)
+    products of an output (an integer factorization's terms can exceed the products they sum to). The kernels then
+    take the LUT gather (exact while the products' sums stay below ``2**24``, which the caller's choice of ``dtype``
+    ensures) or sum the factors in float64."""
+    return dtype != torch.float64 and (not plan.integer or plan.term_peak * fan_in >= 1 << 24)
 
 
 def _stacked_tables(
@@ -931,7 +930,7 @@ def approx_linear(
         else:
             # factors whose float32 sums may round are summed in float64 (exact; the result, an integer sum of
             # products below 2**24, is exact in dtype again): 1.5-3x the float32 time where the gather took 10-70x
-            sum_dt = torch.float64 if _stacked_rounds(plan, dtype, w_codes.shape[1]) else dtype
+            sum_dt = torch.float64 if stacked_rounds(plan, dtype, w_codes.shape[1]) else dtype
             U, V, sh, const = _stacked_tables(plan, x_codes.device, sum_dt, wkey)
 
             def compute() -> torch.Tensor:

@@ -353,9 +353,9 @@ def approximate_(
     tune = finetune_draw(samples, cfg)
     # judges a calibration: the validation split in the target mode, else as many training images again, the next
     # ones of the calibration's own seeded order (a draw is a prefix of it), so never the images it was fitted on
-    judged = cfg.calibration is not None or cfg.finetune is not None or sel_cfg.compensation in ("control_variate",
-                                                                                                "auto")
-    hx, hy = val if val is not None else guard_draw(samples, cfg, cx) if judged else (cx[:0], cy[:0])
+    guarded = cfg.calibration is not None or cfg.finetune is not None or sel_cfg.compensation in ("control_variate",
+                                                                                                 "auto")
+    hx, hy = val if val is not None else guard_draw(samples, cfg, cx) if guarded else (cx[:0], cy[:0])
     test = eval_batches(eval_data)
     judge = eval_batches(val) if val is not None else test  # the images every budget's accuracy is measured on
     probe = _head(judge, PROBE_IMAGES)
@@ -811,6 +811,7 @@ class _BudgetContext:
         e, e_exact, per_layer = self.setup.energy(m)
         z_exact, z_unc = _logits(self.model, m, self.probe)
         acc_c, calib_s, tune_s, z_cal, calib_kept = acc_u, 0.0, 0.0, None, False
+        held_acc = None  # held-out accuracy (%) of m as it stands, once measured
         margin = cfg.search.margin * _paired_se(paired_difference(self.exact_correct, hits_u).to_dict())
         # a step that can raise accuracy, when some layer is approximate (R = 1 can keep every layer exact)
         recovers = (cfg.calibration is not None or cfg.finetune is not None) and any(
@@ -836,12 +837,14 @@ class _BudgetContext:
                 acc_c = self.evaluate(m, f"eval R={ratio} calibrated")
                 calib_kept = acc_c >= acc_before
             else:
-                calib_kept = 100 * _accuracy(m, *self.held_out) >= acc_before
+                held_acc = 100 * _accuracy(m, *self.held_out)
+                calib_kept = held_acc >= acc_before
                 if calib_kept:
                     acc_c = self.evaluate(m, f"eval R={ratio} calibrated")
             if not calib_kept:  # undo a calibration that loses held-out accuracy
                 m.load_state_dict(before)
                 acc_c, self.last_correct = acc_u, hits_u
+                held_acc = None if self.held_out is None else acc_before
             z_cal = _logits(self.model, m, self.probe)[1]
         overhead: dict[str, float] = {}
         acc_before_comp, comp_kept = acc_c, None
@@ -850,7 +853,8 @@ class _BudgetContext:
             names = to_compensate if comp == "auto" else None
             if names is None or names:
                 hits_before = self.last_correct
-                judge_before = acc_c if self.held_out is None or comp == "bias" else 100 * _accuracy(m, *self.held_out)
+                judge_before = acc_c if self.held_out is None or comp == "bias" else held_acc if held_acc is not None \
+                    else 100 * _accuracy(m, *self.held_out)
                 before = {n: q.compensation for n, q in qlayers(m)}  # `auto`: the selection's offline corrections
                 compensate_model(m, self.calib[0], calibrated=True, layers=names,
                                  method="bias" if comp == "bias" else "auto")

@@ -13,16 +13,6 @@ from fames.errors import FamesError
 from fames.method.assignment import load_assignment, substitute
 
 
-def saved_appmuls(checkpoint: str | Path, meta: dict) -> tuple[Path, Path] | None:
-    """``(assignment, library)`` a run saved beside its ``checkpoint`` (``meta["assignment"]`` names the file),
-    or None when the checkpoint names none or they are not there."""
-    name = meta.get("assignment")
-    here = Path(checkpoint).parent
-    if not isinstance(name, str) or not (here / name).is_file() or not (here / "library").is_dir():
-        return None
-    return here / name, here / "library"
-
-
 def load_model(checkpoint: str | Path | None, model: str | nn.Module | None = None, *, exact: bool = False,
                library: str | Path | Library | None = None, assignment: str | Path | None = None,
                num_classes: int | None = None) -> nn.Module:
@@ -54,10 +44,10 @@ def load_model(checkpoint: str | Path | None, model: str | nn.Module | None = No
         m = load_zoo_model(model, checkpoint, num_classes)
     meta = getattr(m, "checkpoint_meta", None) or {}
     saved_with = meta.get("assignment")
-    if saved_with and assignment is None and not exact:
-        found = saved_appmuls(checkpoint, meta) if library is None else (Path(checkpoint).parent / saved_with, library)
-        if found is not None and Path(found[0]).is_file():
-            assignment, library = found
+    if saved_with and assignment is None and not exact:  # a run's model: the assignment and library beside it
+        here = Path(checkpoint).parent
+        if (here / saved_with).is_file() and (library is not None or (here / "library").is_dir()):
+            assignment, library = here / saved_with, library if library is not None else here / "library"
         else:
             warnings.warn(f"{checkpoint} was saved with the AppMuls of {saved_with}, not found beside it (with its "
                           "library/): it is loaded on exact multipliers; give assignment= and library= (in the CLI "

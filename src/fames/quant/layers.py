@@ -23,7 +23,7 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.emulate.decompose import decompose_table
 from fames.emulate.int8 import window_sums
-from fames.emulate.kernels import approx_conv2d, approx_linear, choose_method, error_plan, lut_plan
+from fames.emulate.kernels import approx_conv2d, approx_linear, choose_method, error_plan, lut_plan, stacked_rounds
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
 
@@ -193,7 +193,7 @@ class QuantLayer(nn.Module):
             # do too; float (SVD) factors round in float32, so there float32 runs the exact gather (or int8) unless
             # float64 would not gather either (a few float factor terms in float64 beat the gather)
             small = int(np.abs(m.error()).max()) * fan_in < 1 << 24
-            stacked = plan.integer and plan.term_peak * fan_in < 1 << 24
+            stacked = not stacked_rounds(plan, torch.float32, fan_in)
             gathers = qw.dim() == 4 and choose_method(plan, qx.shape, qw.shape, dtype=torch.float64) == "gather"
             exact32 = small and (stacked or gathers)
             dt = torch.float32 if exact32 else torch.float64
