@@ -241,6 +241,12 @@ def test_every_problem_of_a_config_and_of_its_inputs_is_named_at_once(tmp_path):
         RunConfig.from_dict(bad)
     for word in ("taylor-rank2", "'wrong'", "'channel'", "'maybe'", "'area'", "'foo'", "['abc']", "resolution"):
         assert word in str(e.value)  # only the first bad value of each section was named
+    # a wrong type in a section no longer hides that section's (or the config's) bad values
+    with pytest.raises(FamesError) as e:
+        RunConfig.from_dict({"estimator": {"samples": "many", "kind": "bogus"}, "calibration": {"epochs": "x",
+                             "quantile_step": 0.7}, "seed": "s", "budget": [0.5, 0.5]})
+    for word in ("estimator.samples", "'bogus'", "calibration.epochs", "quantile_step=0.7", "seed:", "twice"):
+        assert word in str(e.value)
     cfg = RunConfig.from_dict({"library": "generat", "families": ["nosuch"], "liberty": str(tmp_path / "no.lib")})
     with pytest.raises(FamesError) as e:
         check_inputs(cfg)

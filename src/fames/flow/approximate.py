@@ -615,7 +615,15 @@ def split_samples(samples: Samples, cfg: FamesConfig, record: Any = None) -> tup
     R is held out (from the checkpoint's held-out images when ``record`` names them); nothing else is drawn from it."""
     if not cfg.searching:
         return samples, None
-    return holdout(samples, _validation_count(cfg, record), cfg.seed, record)
+    n = _validation_count(cfg, record)
+    need = max(cfg.estimator.samples, _calibration_count(cfg), _finetune_count(cfg))
+    if cfg.search.validation_images is None and not record and len(samples) - n < need:
+        # the default would leave too little to estimate and calibrate on: what they leave, at least a fifth
+        n = min(n, max(len(samples) // 5, len(samples) - need, 1))
+        warnings.warn(f"the search validates on {n} of the {len(samples)} training images given, not the default "
+                      f"{DEFAULT_VALIDATION_IMAGES}: on so few, one standard error of the paired loss is large and the "
+                      "search is conservative; give more data or set search.validation_images", stacklevel=3)
+    return holdout(samples, n, cfg.seed, record)
 
 
 def calibration_draw(samples: Samples, cfg: FamesConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -331,10 +331,11 @@ class RunConfig(FamesConfig):
         if d.get("calibration") is False:
             d["calibration"] = None
         try:
-            text = json.dumps(d, allow_nan=True, default=str)
-            return TypeAdapter(cls).validate_json(text)
+            return TypeAdapter(cls).validate_json(json.dumps(d, allow_nan=True, default=str))
         except ValidationError as e:
-            problems = [_problem(cls, err) for err in _one_branch_per_union(e.errors())]
+            errors = _one_branch_per_union(e.errors())
+            problems = [_problem(cls, err) for err in errors]
+            problems += [p for p in _checks_behind(cls, d, errors) if p not in problems]
             raise FamesError(f"{where} has {len(problems)} problem(s): " + "; ".join(problems)) from None
         except (TypeError, ValueError) as e:
             raise FamesError(f"{where}: {e}") from None
@@ -392,10 +393,40 @@ def _is_branch(part: str) -> bool:
     return part in {"float", "int", "str", "bool", "none"} or "[" in part or "-" in part
 
 
+SECTIONS = {"estimator": EstimatorConfig, "selection": SelectionConfig, "calibration": CalibrationConfig,
+            "finetune": FinetuneConfig, "data": DataConfig, "search": SearchConfig, "synth": SynthOptions}
+
+
 def _known_keys(cls: type, loc: tuple) -> list[str]:
     """Field names of the (nested) config dataclass at ``loc``."""
-    types = {"estimator": EstimatorConfig, "selection": SelectionConfig, "calibration": CalibrationConfig,
-             "finetune": FinetuneConfig,
-             "data": DataConfig, "search": SearchConfig, "synth": SynthOptions}
-    t = types.get(str(loc[-1]), cls) if loc else cls
+    t = SECTIONS.get(str(loc[-1]), cls) if loc else cls
     return sorted(f.name for f in fields(t))
+
+
+def _checks_behind(cls: type, d: dict[str, Any], errors: list[dict[str, Any]]) -> list[str]:
+    """The value checks (``__post_init__``) that pydantic skipped in the config and in each section because one of
+    their fields failed: run again on what is left without the failing keys, so that a type error does not hide
+    the other problems of its section."""
+    from pydantic import TypeAdapter, ValidationError
+
+    failing: dict[str, set[str]] = {}  # section ("" = top level) -> its failing keys
+    for err in errors:
+        loc = [str(p) for p in err["loc"] if not _is_branch(str(p))]
+        if loc:
+            failing.setdefault("", set()).add(loc[0])
+        if len(loc) > 1:
+            failing.setdefault(loc[0], set()).add(loc[1])
+    out = []
+    for section, keys in failing.items():
+        t, part = (cls, d) if not section else (SECTIONS.get(section), d.get(section))
+        if t is None or not isinstance(part, dict):
+            continue
+        rest = {k: v for k, v in part.items() if k not in keys}
+        try:
+            TypeAdapter(t).validate_json(json.dumps(rest, allow_nan=True, default=str))
+        except ValidationError as e:
+            out += [_problem(cls, {**err, "loc": (section, *err["loc"]) if section else err["loc"]})
+                    for err in e.errors()]
+        except (TypeError, ValueError):
+            continue
+    return out
