@@ -67,19 +67,12 @@ def check_same_quantization(model: nn.Module, quant: Any) -> None:
     saved = getattr(model, "fames_quant_config", None)
     if quant is None or not saved:
         return
-    from fames.quant import load_config
+    from fames.quant.config import differences
 
-    keys = ("w_bits", "a_bits", "weight_scheme", "first_last")
-
-    def widths(d: dict[str, Any]) -> dict[str, Any]:
-        return {**{k: d.get(k) for k in keys}, "layers": {n: v for n, v in (d.get("layers") or {}).items()
-                                                          if v != "float"}}
-
-    want, have = widths(load_config(quant).to_dict()), widths(saved)
-    if want != have:
-        diff = ", ".join(f"{k}: {have[k]} in the checkpoint, {want[k]} asked" for k in want if want[k] != have[k])
+    if diff := differences(saved, quant):
+        said = ", ".join(f"{k}: {have} in the checkpoint, {want} asked" for k, (have, want) in diff.items())
         raise FamesError(f"the checkpoint is already quantized, and {quant!r} (quant: in a run config, --bits of fames "
-                         f"train) asks for other settings ({diff}): quantize a float checkpoint, or leave it out")
+                         f"train) asks for other settings ({said}): quantize a float checkpoint, or leave it out")
 
 
 @dataclass

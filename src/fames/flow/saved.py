@@ -27,6 +27,7 @@ def load_model(checkpoint: str | Path | None, model: str | nn.Module | None = No
     """
     from fames.models import load_checkpoint_file, load_state_dict_checked
     from fames.quant import qlayers, quantize
+    from fames.quant.config import differences
     from fames.train import load_model as load_zoo_model
 
     if checkpoint is not None and Path(checkpoint).is_dir():
@@ -37,6 +38,11 @@ def load_model(checkpoint: str | Path | None, model: str | nn.Module | None = No
         sd, meta = load_checkpoint_file(checkpoint)
         if meta.get("quant") and not qlayers(model):
             quantize(model, meta["quant"])
+        elif meta.get("quant") and (have := getattr(model, "fames_quant_config", None)) and (
+                diff := differences(have, meta["quant"])):
+            said = ", ".join(f"{k}: {have} in the model, {want} in the checkpoint" for k, (have, want) in diff.items())
+            raise FamesError(f"the model given is quantized otherwise than {checkpoint} ({said}): it would run at its "
+                             "own widths; give the float model (load_model quantizes it as the checkpoint was)")
         load_state_dict_checked(model, sd, source=str(checkpoint))
         model.checkpoint_meta = meta
         m = model.eval()

@@ -25,7 +25,10 @@ FORMAT = "fames-assignment"
 
 
 def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -> nn.Module:
-    """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``."""
+    """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``, except
+    those given only exact designs: they run in ``exact`` mode, as :func:`~fames.method.problem.apply_choice` leaves
+    them (the exact quantized model's own float computation, which can round differently from emulating the exact
+    LUT's integers, so a reloaded model would not give the reported outputs otherwise)."""
     expect(model, nn.Module, "substitute: model")
     expect(library, Library, "substitute: library")
     layers = dict(qlayers(model))
@@ -39,11 +42,14 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
     for name, s in spec.items():
         layer = layers[name]
         if isinstance(s, str):
-            layer.set_assignment(_lookup(library, s, name))
+            m = _lookup(library, s, name)
+            layer.clear_assignment() if m.is_exact() else layer.set_assignment(m)
         elif isinstance(s, dict):
             ms = [_lookup(library, n, name) for n in s.get("appmuls", [])]
             gran = s.get("granularity", "filter")
-            if gran == "layer" and len(ms) == 1:
+            if ms and all(m.is_exact() for m in ms) and s.get("compensation") is None:
+                layer.clear_assignment()
+            elif gran == "layer" and len(ms) == 1:
                 layer.set_assignment(ms[0])
             elif gran in ("filter", "kernel") and "index" in s:
                 layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), gran)

@@ -97,7 +97,7 @@ def build_problem(
 
 def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.Module:
     """Put the AppMuls of ``choice (G,)`` into ``model`` in place (with their corrections, if any); a layer
-    whose choice is exact everywhere runs in exact mode (same integers as emulating the exact LUT, without the
+    whose choice is exact everywhere runs in exact mode (the exact quantized model's own computation, without the
     emulation cost)."""
     choice = np.asarray(choice)
     if choice.shape != (len(mp.groups),):

@@ -99,6 +99,17 @@ class QuantConfig:
         return "mixed(" + ",".join(sorted({"float" if v is None else str(v) for v in self.layers.values()})) + ")"
 
 
+def differences(have: Any, want: Any) -> dict[str, tuple[Any, Any]]:
+    """What quantizes differently in two configs (names, dicts, files or QuantConfigs): ``{key: (have's, want's)}``
+    over the widths, weight scheme and first/last rule and the per-layer widths (layers named float ignored)."""
+    def widths(d: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: d.get(k) for k in ("w_bits", "a_bits", "weight_scheme", "first_last")},
+                "layers": {n: v for n, v in (d.get("layers") or {}).items() if v != "float"}}
+
+    a, b = widths(load_config(have).to_dict()), widths(load_config(want).to_dict())
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
 def _check_bits(b: Any, what: str) -> None:
     if not isinstance(b, int) or isinstance(b, bool) or not 2 <= b <= 8:
         raise FamesError(f"{what}={b!r}: bit widths must be integers from 2 to 8")
