@@ -1,6 +1,9 @@
 """Public Python functions given an argument of the wrong type raise a FamesError naming it, never a bare
 TypeError/AttributeError from deep inside."""
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -195,7 +198,7 @@ def test_user_data_types_and_orders_work_or_are_named():
     r = fames.approximate_(net, (x[:90], y[:90]), "generate", cfg, eval_data=(x[90:], y[90:]), families=["trunc"],
                            liberty="synthetic", progress=False)
     assert r.rows and fames.evaluate(net, (x[90:], y[90:]))["accuracy"] == pytest.approx(r.accuracy)
-    with pytest.raises(ConfigError, match="EstimatorConfig.samples must be an integer"):
+    with pytest.raises(ConfigError, match="EstimatorConfig.samples=32.0: Input should be a valid integer"):
         fames.EstimatorConfig(samples=32.0)
     # a class-sorted loader read only as far as needed: every sample of one class, said
     order = torch.argsort(y, stable=True)
@@ -207,3 +210,22 @@ def test_user_data_types_and_orders_work_or_are_named():
     shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.float(), y), batch_size=10, shuffle=True)
     with pytest.warns(UserWarning, match="shuffles with torch's global random state"):
         as_samples(shuffled, 30)
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: fames.SearchConfig(margin=float("nan")), "margin=nan"),  # the search ended at R = 1, no saving
+    (lambda: fames.SearchConfig(margin=-5), "margin=-5"),  # loosened the bound
+    (lambda: fames.SearchConfig(validation_images=1.5), "validation_images=1.5"),
+    (lambda: fames.EstimatorConfig(forward_above=float("nan")), "forward_above=nan"),  # turned +forward off
+    (lambda: fames.SelectionConfig(stop_at_loss="no"), "stop_at_loss='no'"),  # read as true
+    (lambda: fames.FamesConfig(seed=None), "seed=None"),
+    (lambda: fames.FamesConfig(max_accuracy_loss="1"), "max_accuracy_loss='1'"),
+    (lambda: fames.CalibrationConfig(lr=-1.0), "lr=-1.0"),  # failed after the estimate, "internal error"
+    (lambda: fames.quant.QuantConfig(percentile=200.0), "percentile=200"),
+    (lambda: fames.quant.QuantConfig(fold_bn="no"), "fold_bn='no'"),
+    (lambda: fames.RunConfig(output=None), "output=None"),
+])
+def test_configs_built_in_python_are_checked_like_yaml_ones(make, word):
+    with pytest.raises(FamesError, match=re.escape(word)):
+        make()
+    assert fames.FamesConfig(seed=np.int64(3)).seed == 3 and type(fames.FamesConfig(seed=np.int64(3)).seed) is int

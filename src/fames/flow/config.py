@@ -28,7 +28,7 @@ from pydantic import Field
 from fames.appmul.synth.cgp import PROXIES
 from fames.appmul.synth.error import METRICS
 from fames.appmul.synth.library import METHODS
-from fames.errors import ConfigError, FamesError, check_all, integer_fields
+from fames.errors import ConfigError, FamesError, check_all, check_fields
 from fames.method.calibrate import CalibrationConfig
 from fames.method.estimate import ESTIMATOR_NAMES
 from fames.method.estimate.taylor import CURVATURES
@@ -72,7 +72,7 @@ class EstimatorConfig:
     measured_margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
     def __post_init__(self) -> None:
-        integer_fields(self, "samples")
+        check_fields(self)
         base = self.kind.removesuffix("+forward")
         check_all(_one_of("estimator kind", base, tuple(n for n in ESTIMATOR_NAMES if "+" not in n)),
                   _one_of("estimator curvature", self.curvature, CURVATURES),
@@ -106,6 +106,7 @@ class SelectionConfig:
     layer_fallback: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_all(_one_of("granularity", self.granularity, GRANULARITIES),
                   _one_of("energy_metric", self.energy_metric, ENERGY_METRICS),
                   _one_of("compensation", self.compensation, COMPENSATIONS),
@@ -128,6 +129,7 @@ class DataConfig:
     eval_images: Positive | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.batch_size < 1:
             raise ConfigError(f"data batch_size={self.batch_size} must be >= 1")
         if self.eval_images is not None and self.eval_images < 1:
@@ -161,11 +163,12 @@ class SearchConfig:
     __pydantic_config__ = STRICT
     resolution: Annotated[float, Field(ge=0.001, le=0.1)] = 0.01
     validation_images: Positive | None = None
-    calibrate_within: Annotated[float, Field(ge=0)] = 30.0
-    margin: Annotated[float, Field(ge=0)] = 1.0
+    calibrate_within: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     grid: list[Ratio] | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_all((not 0.001 <= self.resolution <= 0.1,
                    f"search resolution={self.resolution} must lie in [0.001, 0.1]"),
                   (self.grid is not None and (not self.grid or any(not 0 < r <= 1 for r in self.grid)),
@@ -198,7 +201,7 @@ class FamesConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        integer_fields(self, "seed")
+        check_fields(self)
         for key, cls in (("estimator", EstimatorConfig), ("selection", SelectionConfig), ("search", SearchConfig)):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"FamesConfig {key} must be a fames.{cls.__name__}, not "
@@ -269,7 +272,7 @@ class SynthOptions:
     max_bits: Annotated[int, Field(ge=2, le=8)] = 6
     methods: list[str] = field(default_factory=lambda: ["lac", "cgp"])
     metric: str = "mred"
-    max_error: Annotated[float, Field(gt=0)] = 20.0
+    max_error: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 20.0
     seeds: Positive = 2
     generations: Positive = 20000
     designs: Positive = 24
@@ -279,6 +282,7 @@ class SynthOptions:
     operands: bool | Literal["layer"] = False
 
     def __post_init__(self) -> None:
+        check_fields(self)
         bad = [m for m in self.methods if m not in METHODS]
         check_all((bool(bad) or not self.methods, f"synth.methods {self.methods} must name some of {list(METHODS)}"),
                   _one_of("synth.metric", self.metric, METRICS), _one_of("synth.proxy", self.proxy, PROXIES),

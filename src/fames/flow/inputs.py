@@ -28,11 +28,12 @@ from fames.train import evaluate, load_model
 def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
     """The model of a run: zoo name or ``package.module:factory`` (see :func:`fames.train.load_model`), with weights
     from ``checkpoint`` (fames ``.pt`` float or quantized, a plain ``state_dict``, ``default`` or None)."""
+    m = load_model(model, checkpoint)  # an unknown model is refused before any warning
     if ":" not in model and checkpoint is None:
         warnings.warn(f"no checkpoint given: {model!r} runs with random initial weights, so its accuracies mean "
                       "nothing; set `checkpoint:` to a file, or `default` for the zoo's reference weights",
                       stacklevel=2)
-    return load_model(model, checkpoint)
+    return m
 
 
 def dataset_split(data: DataConfig, split: str) -> Dataset:

@@ -42,14 +42,12 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
     for name, s in spec.items():
         layer = layers[name]
         if isinstance(s, str):
-            m = _lookup(library, s, name)
-            layer.clear_assignment() if m.is_exact() else layer.set_assignment(m)
+            ms = [_lookup(library, s, name)]
+            layer.set_assignment(ms[0])
         elif isinstance(s, dict):
             ms = [_lookup(library, n, name) for n in s.get("appmuls", [])]
             gran = s.get("granularity", "filter")
-            if ms and all(m.is_exact() for m in ms) and s.get("compensation") is None:
-                layer.clear_assignment()
-            elif gran == "layer" and len(ms) == 1:
+            if gran == "layer" and len(ms) == 1:
                 layer.set_assignment(ms[0])
             elif gran in ("filter", "kernel") and "index" in s:
                 layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), gran)
@@ -67,6 +65,8 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
                 attach(layer, (BiasCorrection if rec.get("method") == BIAS else Compensation).from_dict(rec))
         else:
             raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
+        if all(m.is_exact() for m in ms) and layer.compensation is None:
+            layer.clear_assignment()
     return model
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fames.errors import ConfigError, FamesError, integer_fields
+from fames.errors import ConfigError, FamesError, check_fields
 from fames.train import TrainConfig, train
 
 
@@ -43,7 +43,7 @@ class FinetuneConfig:
     weight_decay: float = 5e-4
 
     def __post_init__(self) -> None:
-        integer_fields(self, "samples", "batch_size")
+        check_fields(self)
         if self.samples < 1 or self.batch_size < 1:
             raise ConfigError(f"finetune samples={self.samples} and batch_size={self.batch_size} must be >= 1")
         if not self.epochs > 0 or not self.lr > 0:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fames.errors import FamesError
+from fames.errors import FamesError, check_fields
 from fames.io import read_config_file, read_json
 
 WEIGHT_SCHEMES = ("symmetric", "affine")
@@ -57,8 +57,11 @@ class QuantConfig:
     act_qat: str = "lsq"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         _check_bits(self.w_bits, "w_bits")
         _check_bits(self.a_bits, "a_bits")
+        if not 0 < self.percentile <= 100:
+            raise FamesError(f"quantization percentile={self.percentile} must lie in (0, 100] (e.g. 99.99)")
         for key, val, allowed in (
             ("weight_scheme", self.weight_scheme, WEIGHT_SCHEMES),
             ("first_last", self.first_last, FIRST_LAST),

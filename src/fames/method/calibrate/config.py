@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fames.errors import FamesError, check_all, integer_fields
+from fames.errors import FamesError, check_all, check_fields
 
 REFERENCES = ("exact", "float")
 OPTIMIZERS = ("adam", "sgd")
@@ -43,7 +44,7 @@ class CalibrationConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        integer_fields(self, "search_samples", "max_values", "epochs", "samples", "batch_size", "seed")
+        check_fields(self)
         check_all(
             (not 0 < self.quantile_step < 0.5, f"quantile_step={self.quantile_step} must be in (0, 0.5)"),
             (not 0 < self.quantile_max <= 0.5, f"quantile_max={self.quantile_max} must be in (0, 0.5]"),
@@ -53,6 +54,10 @@ class CalibrationConfig:
              "samples and batch_size must be >= 1 and epochs >= 0"),
             (not 0.0 <= self.kd_alpha <= 1.0, f"kd_alpha={self.kd_alpha} must be in [0, 1]"),
             (not 1 <= self.max_values <= 1 << 24, "max_values must be in 1 .. 2**24 (torch.quantile's limit)"),
+            (not (self.lr > 0 and self.act_scale_lr > 0 and self.kd_temperature > 0) or not all(map(math.isfinite, (
+                self.lr, self.act_scale_lr, self.kd_temperature, self.init_logit))),
+             f"lr={self.lr}, act_scale_lr={self.act_scale_lr} and kd_temperature={self.kd_temperature} must be finite "
+             f"and > 0, init_logit={self.init_logit} finite (no weight clipping: lwc: false)"),
         )
 
 
