@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -475,3 +477,79 @@ def test_a_conv_or_bn_called_twice_is_not_folded():
 
     with pytest.raises(FamesError, match=r"subclasses with a forward of their own stay float: \['0 \(WS\)'\]"):
         quantize(nn.Sequential(WS(4, 2)), "W8A8")
+
+
+def test_first_and_last_are_the_layers_the_forward_calls_first_and_last():
+    class OutOfOrder(nn.Module):  # declared body, stem, head: the forward runs stem first
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(4, 4, 3, padding=1)
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.body(torch.relu(self.stem(x))).mean((2, 3)))
+
+    model = quantize(OutOfOrder(), {"w_bits": 4, "a_bits": 4, "first_last": "8bit"})
+    assert {n: m.w_bits for n, m in qlayers(model)} == {"body": 4, "stem": 8, "head": 8}  # was body 8, stem 4
+
+
+@pytest.mark.parametrize("bn", [nn.BatchNorm2d(4, affine=False), nn.BatchNorm2d(4, track_running_stats=False)])
+def test_batchnorms_without_affine_parameters_or_running_statistics(bn):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), bn, nn.ReLU()).eval()
+    if bn.track_running_stats:
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 2, 6, 6)
+    want = model(x)
+    quantize(model, "W8A8")  # crashed with a TypeError on both
+    set_mode(model, "float")
+    assert torch.allclose(model(x), want, atol=1e-5)  # folded (running statistics) or left as it is (batch ones)
+    assert isinstance(model[1], nn.Identity) == bn.track_running_stats
+
+
+def test_a_linear_tied_to_an_embedding_stays_tied_and_quantizing_twice_is_named():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(10, 6), nn.Linear(6, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, t):
+            return self.head(self.emb(t).mean(1))
+
+    model = quantize(Tied(), "W8A8")
+    assert model.head.weight is model.emb.weight  # QAT trained the two copies apart
+    with pytest.raises(FamesError, match="already quantized .*quantize the float model"):
+        quantize(model, "W4A4")  # said "no Conv2d or Linear layer to quantize"
+
+
+def test_attention_fast_path_neither_skips_quantized_layers_nor_hides_its_multiplies():
+    from fames.method.energy import trace_macs
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(8, 16)
+            self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):  # (N, T, 8)
+            return self.head(self.enc(self.inp(x)).mean(1))
+
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(True)
+    try:
+        with pytest.warns(UserWarning, match="fast path is turned off"):
+            model = quantize(Encoder().eval(), "W8A8")
+        x = torch.randn(16, 12, 8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calibrate_ptq(model, x)
+        # the fused path computed with linear1/linear2's float weights, so calibration put them back in float
+        assert {"enc.linear1", "enc.linear2"} <= {n for n, m in qlayers(model) if m.mode == "exact"}
+        _, floating = trace_macs(model, x)
+        T, E = 12, 16  # in-projection, Q K^T and A V, out-projection: 0 on the fast path
+        assert floating["enc.self_attn"] == T * E * 3 * E + 2 * T * T * E + T * E * E
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)

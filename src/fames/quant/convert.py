@@ -46,34 +46,52 @@ def _set_module_everywhere(root: nn.Module, old: nn.Module, new: nn.Module) -> N
 
 @torch.no_grad()
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold an eval-mode BatchNorm into ``conv`` (weight and bias rewritten)."""
-    inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    """Fold an eval-mode BatchNorm (with running statistics; affine or not) into ``conv`` (weight and bias
+    rewritten)."""
+    inv = 1 / torch.sqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        inv = bn.weight * inv
     conv.weight.mul_(inv.view(-1, 1, 1, 1))
     b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    new_b = (b - bn.running_mean) * inv + bn.bias
+    new_b = (b - bn.running_mean) * inv + (bn.bias if bn.bias is not None else 0)
     conv.bias = nn.Parameter(new_b)
 
 
-def _holds_conv_or_bn(m: nn.Module) -> bool:
-    return any(isinstance(c, (nn.Conv2d, nn.BatchNorm2d)) for c in m.modules())
-
-
-def _traced_pairs(root: nn.Module) -> list[tuple[str, str]]:
-    """(conv, bn) pairs of ``root``'s forward graph (torch.fx) where the BN consumes only that conv's output; the
-    trace goes into the modules that hold a conv or a BN, the others (padding helpers with shape-dependent code,
-    activations) are leaves. Raises if the forward does not trace."""
+def _trace(root: nn.Module, kinds: tuple[type, ...]) -> Any:
+    """``root``'s forward graph (torch.fx) traced into the modules that hold a module of ``kinds``, the others
+    (padding helpers with shape-dependent code, activations) and ``kinds`` themselves leaves. Raises if the forward
+    does not trace."""
     from torch import fx
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) or not _holds_conv_or_bn(m)
+            return isinstance(m, kinds) or not any(isinstance(c, kinds) for c in m.modules())
 
-    graph = Tracer().trace(root)
+    return Tracer().trace(root)
+
+
+def _call_order(model: nn.Module) -> list[str] | None:
+    """Names of the Conv2d/Linear modules in the order the forward first calls them; None if it does not trace."""
+    try:
+        graph = _trace(model, (nn.Conv2d, nn.Linear))
+    except Exception:  # noqa: BLE001 - a forward with data-dependent code
+        return None
+    return list(dict.fromkeys(node.target for node in graph.nodes if node.op == "call_module"))
+
+
+def _traced_pairs(root: nn.Module) -> list[tuple[str, str]]:
+    """(conv, bn) pairs of ``root``'s forward graph where the BN consumes only that conv's output and normalizes
+    by running statistics (one that uses batch statistics in eval cannot be folded). Raises if the forward does
+    not trace."""
+    from torch import fx
+
+    graph = _trace(root, (nn.Conv2d, nn.BatchNorm2d))
     mods = dict(root.named_modules())
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     pairs = []
     for node in graph.nodes:
-        if node.op == "call_module" and isinstance(mods.get(node.target), nn.BatchNorm2d):
+        if node.op == "call_module" and isinstance(bn := mods.get(node.target), nn.BatchNorm2d) \
+                and bn.running_var is not None:
             src = node.args[0]
             conv = mods.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
             # a conv or BN called more than once (weights shared between calls) cannot hold the fold for one call
@@ -105,7 +123,8 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
             pairs.update((pre + c, pre + b) for c, b in _traced_pairs(parent))
         except Exception:  # noqa: BLE001 - untraceable: its conv -> BN candidates are named below
             unverified += [pre + n2 for (_, m1), (n2, m2) in zip(kids, kids[1:], strict=False)
-                           if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d)]
+                           if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d)
+                           and m2.running_var is not None]
     if unverified:
         warnings.warn(f"BatchNorm layers {unverified[:6]}{' ...' if len(unverified) > 6 else ''} are not folded into "
                       "the convolutions before them: their modules' forwards do not trace with torch.fx, so fames "
@@ -151,6 +170,11 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
     """
     expect_plain_module(model, "quantize")
     cfg = load_config(config)
+    if done := qlayers(model):
+        raise FamesError(f"the model is already quantized ({len(done)} quantized layers, e.g. {done[0][0]}: "
+                         f"W{done[0][1].w_bits}A{done[0][1].a_bits}): quantize the float model (a fresh instance, "
+                         "or a copy.deepcopy kept from before), or fames.quant.set_mode(model, 'float') to run it in "
+                         "float")
     model.eval()
     other = sorted({str(t.dtype).removeprefix("torch.") for t in [*model.parameters(), *model.buffers()]
                     if t.is_floating_point() and t.dtype != torch.float32})
@@ -188,24 +212,46 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
         raise FamesError(
             f"per-layer bit widths name layers the model does not have: {unknown}; layers are: {[n for n, _ in layers]}"
         )
-    tied: dict[int, nn.Parameter] = {}  # a weight two layers share (weight tying) stays shared
-    for k, (name, m) in enumerate(layers):
-        position = "first" if k == 0 else "last" if k == len(layers) - 1 else "middle"
-        bits = cfg.bits_for(name, position)
+    positions = _positions([n for n, _ in layers], model, cfg.first_last != "same")
+    for name, m in layers:
+        bits = cfg.bits_for(name, positions.get(name, "middle"))
         if bits is None:
             continue
         q = (QConv2d if isinstance(m, nn.Conv2d) else QLinear)(m, bits.w_bits, bits.a_bits, cfg.signed)
         q.to(m.weight.device)
-        if id(m.weight) in tied and tied[id(m.weight)].shape == q.weight.shape:
-            q.weight = tied[id(m.weight)]
-        tied.setdefault(id(m.weight), q.weight)
+        for key in ("weight", "bias"):  # the same parameters: weights tied to other modules stay tied
+            if isinstance(getattr(m, key), nn.Parameter):
+                setattr(q, key, getattr(m, key))
         q.weight_quant.init_from_weight(q.weight, "mse" if cfg.calibration == "mse" else "minmax")
         q.act_quant.learning = cfg.act_qat
         _set_module_everywhere(model, m, q)
     _warn_unsupported(model, [f"{n} (Conv2d with padding_mode={m.padding_mode!r}, padding={m.padding!r})"
                               for n, m in padded])
     model.fames_quant_config = cfg.to_dict()
+    attention = [n for n, m in model.named_modules()
+                 if isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))]
+    if attention and torch.backends.mha.get_fastpath_enabled():
+        torch.backends.mha.set_fastpath_enabled(False)
+        warnings.warn(f"{attention[0]} ({len(attention)} attention module(s)): PyTorch's fused attention fast path is "
+                      "turned off for this process (torch.backends.mha.set_fastpath_enabled(False)): in eval mode "
+                      "without gradients it computes with the float weights of quantized projection layers, and its "
+                      "multiplies would go uncounted", stacklevel=2)
     return model
+
+
+def _positions(names: list[str], model: nn.Module, needed: bool) -> dict[str, str]:
+    """``{name: "first" | "last"}`` for the layers the forward calls first and last (``first_last``); registration
+    order, with a warning naming them, when the forward does not trace."""
+    if not needed or not names:
+        return {}
+    order = _call_order(model)
+    called = [n for n in order if n in set(names)] if order is not None else []
+    if not called:
+        called = names
+        warnings.warn(f"first_last: the forward does not trace with torch.fx, so the first and last layers are "
+                      f"taken in the order the modules are registered: {names[0]} and {names[-1]}; if the forward "
+                      "calls others first or last, name them in `layers` instead", stacklevel=3)
+    return {called[-1]: "last", called[0]: "first"}
 
 
 def _match(name: str, pattern: str) -> bool:
