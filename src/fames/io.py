@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,16 +121,36 @@ def check_replaceable(
 
 def repair_directory(path: str | os.PathLike) -> None:
     """Finish an interrupted :func:`atomic_directory` swap: a missing ``path`` gets back its newest complete
-    scratch copy, else the previous version it was about to replace."""
+    scratch copy, else the previous version it was about to replace; scratch that killed writers left goes."""
     path = Path(path)
-    if path.exists() or not path.parent.is_dir():
+    if not path.parent.is_dir():
         return
-    done = [t for t in path.parent.glob(f".{path.name}.*.tmp") if (t / COMPLETE).is_file()]
-    olds = list(path.parent.glob(f".{path.name}.old.*"))
-    for cands in (done, olds):
-        if cands:
-            os.replace(max(cands, key=lambda p: p.stat().st_mtime_ns), path)
-            return
+    if not path.exists():
+        done = [t for t in path.parent.glob(f".{path.name}.*.tmp") if (t / COMPLETE).is_file()]
+        olds = list(path.parent.glob(f".{path.name}.old.*"))
+        for cands in (done, olds):
+            if cands:
+                os.replace(max(cands, key=lambda p: p.stat().st_mtime_ns), path)
+                break
+    remove_stale_scratch(path.parent, f"{path.name}.")
+
+
+STALE_SCRATCH_S = 600.0  # scratch of an atomic write untouched this long was left by a killed process
+
+
+def remove_stale_scratch(folder: str | os.PathLike, prefix: str = "") -> None:
+    """Remove the scratch files and folders of atomic writes into ``folder`` (``.<prefix>*.tmp``, ``.<prefix>*.old.*``)
+    that a killed process left (untouched for :data:`STALE_SCRATCH_S`; a live writer's are younger)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for p in [*folder.glob(f".{prefix}*.tmp"), *folder.glob(f".{prefix}*.old.*")]:
+        try:
+            if now - p.stat().st_mtime > STALE_SCRATCH_S:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile
+            continue
 
 
 def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:

@@ -30,11 +30,11 @@ def saved_run(tmp_path_factory):
                                     eval_data=(x[160:], y[160:]), progress=False)
     out = tmp_path_factory.mktemp("run")
     result.save(out)
-    return model, out, x[160:]
+    return model, out, x[160:], result
 
 
 def test_a_reloaded_run_computes_the_reported_outputs_bit_for_bit(saved_run):
-    model, out, x = saved_run
+    model, out, x, _ = saved_run
     modes = {n: m.mode for n, m in qlayers(model)}
     assert "exact" in modes.values() and "approx" in modes.values()  # both kinds of layer are exercised
     loaded = fames.load_model(out, small_net())
@@ -46,7 +46,37 @@ def test_a_reloaded_run_computes_the_reported_outputs_bit_for_bit(saved_run):
 
 @pytest.mark.parametrize("other", ["W4A4", {"w_bits": 8, "a_bits": 8, "weight_scheme": "affine"}])
 def test_a_model_quantized_otherwise_than_the_checkpoint_is_refused(saved_run, other):
-    _, out, _ = saved_run
+    _, out, _, _ = saved_run
     with pytest.raises(FamesError, match="quantized otherwise than .*give the float model"):
         fames.load_model(out, fames.quantize(small_net(), other))  # it ran at its own widths: 10% accuracy
     assert fames.load_model(out, fames.quantize(small_net(), "W8A8"))  # the same quantization is welcome
+
+
+def test_a_save_cut_short_leaves_an_incomplete_folder_not_two_results_mixed(saved_run, tmp_path, monkeypatch):
+    import json
+    import os
+    import shutil
+
+    import fames.flow.report
+
+    _, out, _, result = saved_run
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    scratch = folder / ".library.k1ll3d.tmp"  # a write killed long ago
+    scratch.mkdir()
+    os.utime(scratch, (1, 1))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fames.flow.report, "write_report", killed)
+    with pytest.raises(KeyboardInterrupt):
+        result.save(folder)
+    assert json.loads((folder / "run.json").read_text())["complete"] is False
+    assert not (folder / "report.json").exists() and not scratch.exists()  # the old report described the old run
+    with pytest.raises(FamesError, match="cut short"):
+        fames.load_model(folder, small_net())
+    monkeypatch.undo()
+    result.save(folder)  # saving again completes it
+    assert "complete" not in json.loads((folder / "run.json").read_text())
+    assert fames.load_model(folder, small_net())

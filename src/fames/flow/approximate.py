@@ -198,13 +198,14 @@ class FamesResult:
         paths written, ``out/report.md`` first. A folder holding files fames did not write is refused unless
         ``force``; output files of an earlier result there that this one does not write again are removed;
         ``run.json`` lists the files (and ``record``, e.g. the content keys of a run's inputs)."""
-        from fames.flow.outdir import check_output, finish_output
+        from fames.flow.outdir import check_output, finish_output, start_output
         from fames.flow.report import write_report
         from fames.method.assignment import save_assignment
 
         out = Path(out)
         previous = check_output(out, force)
         out.mkdir(parents=True, exist_ok=True)
+        start_output(out, previous)
         written = [Library(self.library).save(out / "library")]
         rows = [r for r in self.rows if not r.infeasible] if per_budget else []
         for suffix, r in [(f"_R{r.budget:g}", r) for r in rows] + [("", self.best)]:

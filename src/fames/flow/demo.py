@@ -32,14 +32,18 @@ def train_digits(out: Path, progress: bool = True) -> dict[str, Path]:
     from fames.models import create_model, save_checkpoint
     from fames.train import TrainConfig, evaluate, qat, train
 
-    torch.manual_seed(0)
     data = get_dataset("digits", "train", augment=True)
     record = holdout_record(len(data), HOLDOUT)
-    tl = get_loader(subset(data, held_out(record, len(data))[1]), "train", 64, seed=0)
+
+    def fresh() -> Any:  # each training draws as in a run from scratch, whichever checkpoints are on disk already
+        torch.manual_seed(0)
+        return get_loader(subset(data, held_out(record, len(data))[1]), "train", 64, seed=0)
+
     test = get_loader("digits", "test", 500)
     meta = {"accuracy": None, "dataset": "digits", "holdout": record}
     paths = {"float": out / "digits_float.pt"}
     if not paths["float"].is_file():
+        tl = fresh()
         model = create_model("digits_cnn")
         train(model, tl, TrainConfig(epochs=10, lr=0.05, seed=0), progress=progress)
         acc = evaluate(model, test, progress=False)["accuracy"]
@@ -51,6 +55,7 @@ def train_digits(out: Path, progress: bool = True) -> dict[str, Path]:
             continue
         from fames.train import load_model
 
+        tl = fresh()
         model = load_model("digits_cnn", paths["float"])
         qat(model, qcfg, tl, TrainConfig(epochs=4, lr=0.01, seed=0), progress=progress)
         acc = evaluate(model, test, progress=False)["accuracy"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fames.errors import FamesError
-from fames.io import atomic_write_json
+from fames.io import atomic_write_json, remove_stale_scratch
 
 MANIFEST = "run.json"  # what the last result in a folder read (content keys, with fames run) and wrote
 FORMAT = "fames-run"
@@ -42,6 +42,29 @@ def check_output(out: Path, force: bool) -> list[str]:
         return []
     raise FamesError(f"output folder {out} holds files fames did not write (no fames {MANIFEST}); choose a new or "
                      "empty folder, or pass --force (force=True) to write into it anyway")
+
+
+def start_output(out: Path, previous: list[str]) -> None:
+    """Before a result is written into ``out``: ``run.json`` says a save is under way and the ``previous`` result's
+    files go, so that a save cut short (killed) leaves an incomplete folder, never one mixing two results; scratch
+    files of writes killed earlier are cleared."""
+    remove_stale_scratch(out)
+    if not previous:
+        return
+    atomic_write_json(out / MANIFEST, {"format": FORMAT, "complete": False, "files": []})
+    for name in previous:
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
+
+
+def check_complete(folder: Path) -> None:
+    """Refuse a run folder whose last save was cut short (its ``run.json`` says so)."""
+    try:
+        incomplete = json.loads((folder / MANIFEST).read_text()).get("complete") is False
+    except (OSError, ValueError, AttributeError):
+        return
+    if incomplete:
+        raise FamesError(f"{folder}: the last save into it was cut short (run.json), so its files are partial; run "
+                         "it again (fames run resumes from its stages) or save the result again")
 
 
 def finish_output(out: Path, previous: list[str], written: list[Path], record: dict[str, Any] | None = None) -> None:

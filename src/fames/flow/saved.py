@@ -10,6 +10,7 @@ from torch import nn
 
 from fames.appmul.library import Library
 from fames.errors import FamesError
+from fames.flow.outdir import check_complete
 from fames.method.assignment import load_assignment, substitute
 
 
@@ -32,6 +33,8 @@ def load_model(checkpoint: str | Path | None, model: str | nn.Module | None = No
 
     if checkpoint is not None and Path(checkpoint).is_dir():
         checkpoint = Path(checkpoint) / "model.pt"
+    if checkpoint is not None:
+        check_complete(Path(checkpoint).parent)
     if isinstance(model, nn.Module):
         if checkpoint is None:
             raise FamesError("load_model: give the checkpoint to load into the model")
