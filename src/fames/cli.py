@@ -53,7 +53,7 @@ def _number(kind: type, low: float, strict: bool = False, high: float | None = N
 
 DATA_ROOT_HELP = "folder of --dataset (default: $FAMES_DATA, else ../shared/data)"
 DATASET_HELP = "registered dataset (digits, cifar10) or imagefolder:PATH"
-THREADS_HELP = "torch threads (default: all cores)"
+THREADS_HELP = "torch threads (default: $OMP_NUM_THREADS if set, else all cores; results depend on it, see the report)"
 FORCE_HELP = "replace --out even if it is not a fames library (the folder and every file in it are replaced)"
 EXTENDS = "library directory (created, or extended: designs of the same names replaced; written atomically)"
 POSITIVE_INT, POSITIVE_FLOAT, NON_NEGATIVE = _number(int, 1), _number(float, 0, strict=True), _number(float, 0)
@@ -397,7 +397,8 @@ def cmd_hw_liberty(args: argparse.Namespace) -> int:
 def _setup_torch(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(threads or (int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,7 +37,7 @@ def evaluate(
     expect(model, nn.Module, "evaluate: model")
     from tqdm.auto import tqdm
 
-    if isinstance(loader, (tuple, list)) and len(loader) == 2 and all(isinstance(t, torch.Tensor) for t in loader):
+    if isinstance(loader, (tuple, list)) and len(loader) == 2 and all(isinstance(t, ARRAYS) for t in loader):
         loader = [tuple(loader)]  # (x, y): one batch
 
     model.eval()
@@ -49,9 +50,15 @@ def evaluate(
     for k, batch in enumerate(tqdm(loader, desc=desc, total=total_batches, disable=not progress, leave=False)):
         if max_batches is not None and k >= max_batches:
             break
-        x, y = expect_pair(batch, "evaluate")
-        x, y = model_input(x, dtype).to(dev), y.to(dev).long()
-        out = model(x)
+        x, y = checked_batch(*expect_pair(batch, "evaluate"), "evaluate", dtype)
+        x, y = x.to(dev), y.to(dev)
+        try:
+            out = model(x)
+        except RuntimeError as e:  # torch's own: shapes, channels, dtypes (an error of the first batch: the data's)
+            if k:
+                raise
+            raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
+                             f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else \
                 f"a tensor of shape {tuple(out.shape)}"
@@ -79,17 +86,34 @@ def evaluate(
     return res
 
 
+ARRAYS = (torch.Tensor, np.ndarray)
+
+
+def checked_batch(x: Any, y: Any, where: str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x (N, ...) as the model's input dtype, y (N,) int64)`` of one batch, numpy arrays taken as tensors; labels
+    that are not integer class indices (one-hot, soft, fractional) and NaN/inf inputs are refused by name."""
+    x, y = (torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in (x, y))
+    if isinstance(y, (list, tuple)):
+        y = torch.as_tensor(y)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise FamesError(f"{where}: batches must be (x, y) pairs of tensors, got ({type(x).__name__}, "
+                         f"{type(y).__name__}); wrap your data so that it yields (inputs, integer labels)")
+    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.shape[0] != x.shape[0]:
+        raise FamesError(f"{where}: labels must be integer class indices of shape (N,) matching x {tuple(x.shape)}, "
+                         f"got {y.dtype} {tuple(y.shape)}" + ("; one-hot or soft labels: pass y.argmax(1)"
+                                                              if y.dim() == 2 else ""))
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0])
+        raise FamesError(f"{where}: input {bad} of a batch holds NaN or infinite values; clean the data first")
+    return model_input(x, dtype), y.long()  # int32/uint8 labels too: the loss takes int64
+
+
 def check_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """One forward of the few samples ``x (n, ...)``, ``y (n,)``: raise a :class:`FamesError` naming the problem when
     the data does not fit the model (shapes, channels), the model does not return logits ``(n, classes)``, holds
     NaN/inf, or the labels lie outside its classes."""
     try:
         evaluate(model, [(x, y)], False)
-    except FamesError:
-        raise
-    except RuntimeError as e:  # torch's own: shapes, channels, dtypes
-        raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
-                         f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e
     except TypeError as e:  # its forward wants more than the one input tensor fames passes
         raise FamesError(f"fames calls model(x) with one input tensor, and its forward says: {e}; wrap the model in an "
                          "nn.Module whose forward(x) supplies the rest") from e

@@ -124,6 +124,12 @@ def test_npy_lut_and_value_ordered_signed_matrices(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(AppMulError, match="not a numpy .npy array"):
         read_text_lut(tmp_path / "junk.npy")
+    np.save(tmp_path / "u8.npy", exact_lut(8, 8, False, False).astype(np.uint8))  # products wrapped mod 256
+    with pytest.raises(AppMulError, match="uint8 cannot hold every 8x8 product .*int32"):
+        read_text_lut(tmp_path / "u8.npy")  # imported as an 8x8u design with a worst-case error of 65024
+    signed16 = exact_lut(8, 8, True, True).astype(np.int16)  # fits: signed x signed 8x8 products need 16 bits
+    np.save(tmp_path / "s16.npy", signed16)
+    assert read_text_lut(tmp_path / "s16.npy", signed=True).is_exact()
 
 
 def test_mixed_signedness_luts_hex_values_and_number_overflow(tmp_path):

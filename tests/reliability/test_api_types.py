@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fames
@@ -114,6 +115,18 @@ def test_evaluate_names_out_of_range_labels_and_non_finite_weights():
         net[0].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(FamesError, match=r"hold NaN/inf: \['0.weight'\]"):
         fames.evaluate(net, [(X, Y)], progress=False)
+
+
+def test_evaluate_refuses_labels_that_are_not_class_indices_and_takes_numpy_and_lists():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 10)).eval()
+    for y, why in ((Y.float() + 0.5, "float32"), (F.one_hot(Y, 10), "y.argmax"), (Y[:, None], "y.argmax")):
+        with pytest.raises(FamesError, match=f"labels must be integer class indices.*{why}"):
+            fames.evaluate(net, [(X, y)], progress=False)  # fractional labels were truncated to other classes
+    want = fames.evaluate(net, [(X, Y)], progress=False)["accuracy"]
+    assert fames.evaluate(net, (X.numpy(), Y.numpy()), progress=False)["accuracy"] == want
+    assert fames.evaluate(net, [(X, Y.tolist())], progress=False)["accuracy"] == want
+    with pytest.raises(FamesError, match=r"cannot run on the data's inputs of shape \(1, 4, 4\)"):
+        fames.evaluate(net, [(X[:, :1], Y)], progress=False)  # a raw torch RuntimeError
 
 
 class _Unused(nn.Module):
@@ -229,3 +242,11 @@ def test_configs_built_in_python_are_checked_like_yaml_ones(make, word):
     with pytest.raises(FamesError, match=re.escape(word)):
         make()
     assert fames.FamesConfig(seed=np.int64(3)).seed == 3 and type(fames.FamesConfig(seed=np.int64(3)).seed) is int
+
+
+def test_evaluation_images_that_are_training_images_are_counted():
+    from fames.flow.sources import eval_batches, shared_images
+
+    x = torch.rand(40, 3, 4, 4)
+    assert shared_images(eval_batches((x[20:], torch.zeros(20, dtype=torch.long))), [x[:20]]) == 0
+    assert shared_images(eval_batches((x[10:30], torch.zeros(20, dtype=torch.long))), [x[:15], x[25:28]]) == 8

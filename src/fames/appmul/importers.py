@@ -336,6 +336,15 @@ def read_text_lut(
             raise AppMulError(f"{path}: a LUT array is 2-D, (2^a_bits, 2^w_bits), this one has shape {lut.shape}")
         if lut.dtype.kind not in "iuf":
             raise AppMulError(f"{path}: a LUT array holds integer products; this one's dtype is {lut.dtype}")
+        if lut.dtype.kind in "iu":  # a dtype too narrow for the products has wrapped them: no way to tell
+            a, w = (max(int(n - 1).bit_length(), 1) for n in lut.shape)
+            need = (1 << (a + w - 2)) if (sa, sw) == (True, True) else ((1 << a) - 1) * ((1 << w) - 1)
+            if np.iinfo(lut.dtype).max < need:
+                raise AppMulError(f"{path}: its dtype {lut.dtype} cannot hold every {a}x{w} product (up to {need}"
+                                  f"{' unsigned' if (sa, sw) != (True, True) else ''}), so wrapped products would "
+                                  "pass for approximations: save the table as int32 (np.save(path, "
+                                  "lut.astype(np.int32)))" + ("" if (sa, sw) == (True, True) else
+                                                              ", or import a signed x signed table with --signed"))
         return _matrix_lut(path, lut, name or sanitize_name(stem), a_bits, w_bits, (sa, sw))
     rows: list[list[int]] = []
     width = 0  # fields per line: 3 for `a b product` lines, 2^w_bits for a matrix

@@ -40,6 +40,7 @@ from fames.flow.sources import (
     batches_hash,
     eval_batches,
     holdout,
+    shared_images,
     tensors_hash,
 )
 from fames.flow.stages import Stages
@@ -358,6 +359,10 @@ def approximate_(
                                                                                                  "auto")
     hx, hy = val if val is not None else guard_draw(samples, cfg, cx) if guarded else (cx[:0], cy[:0])
     test = eval_batches(eval_data)
+    if shared := shared_images(test, [x, cx]):
+        warnings.warn(f"{shared} of the evaluation images are among the estimate's and calibration's training images "
+                      "(eval_data the same data as data?): the accuracies are measured on images fitted to and look "
+                      "better than they are; give held-out images as eval_data", stacklevel=2)
     judge = eval_batches(val) if val is not None else test  # the images every budget's accuracy is measured on
     probe = _head(judge, PROBE_IMAGES)
     model.eval()

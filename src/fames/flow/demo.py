@@ -113,6 +113,7 @@ def run_demo(out: str | Path = "fames-demo", progress: bool = True) -> dict[str,
             f"[{lo:.1f}, {hi:.1f}] | {paired_text(t['paired_difference'])} | {r['estimator_spearman']:.3f} | "
             f"{label}/report.md |"
         )
-    lines.append(f"\nTotal {time.perf_counter() - t0:.0f} s.")
+    lines.append(f"\nTotal {time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} torch thread(s) (training and "
+                 "calibration repeat exactly at the same count; another count rounds their sums otherwise).")
     summary = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     return {"summary": summary, "reports": reports}

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from fames.errors import FamesError, expect_pair
-from fames.quant import model_input
+from fames.train import ARRAYS, checked_batch
 
 
 class Samples(Protocol):
@@ -27,29 +27,15 @@ class Samples(Protocol):
     def __len__(self) -> int: ...
 
 
-def _check_pair(x: Any, y: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise FamesError(f"{where}: batches must be (x, y) pairs of tensors, got ({type(x).__name__}, "
-                         f"{type(y).__name__}); wrap your data so that it yields (inputs, integer labels)")
-    if y.dim() != 1 or y.is_floating_point() or y.shape[0] != x.shape[0]:
-        raise FamesError(f"{where}: labels must be integers of shape (N,) matching x {tuple(x.shape)}, got "
-                         f"{y.dtype} {tuple(y.shape)}" + ("; one-hot or soft labels: pass y.argmax(1)" if y.dim() == 2
-                                                          else ""))
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0])
-        raise FamesError(f"{where}: input {bad} of a batch holds NaN or infinite values; clean the data first")
-    return model_input(x), y.long()  # int32/uint8 labels too: the loss takes int64
-
-
 def _batches(data: Any, where: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        yield _check_pair(data[0], data[1], where)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, ARRAYS) for t in data):
+        yield checked_batch(data[0], data[1], where)
         return
     if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
         raise FamesError(f"{where}: give a DataLoader (or iterable) of (x, y) batches or a pair of tensors (x, y), "
                          f"not {type(data).__name__}")
     for b in data:
-        yield _check_pair(*expect_pair(b, where), where)
+        yield checked_batch(*expect_pair(b, where), where)
 
 
 def _check_count(n: int, have: int, what: str) -> None:
@@ -62,7 +48,7 @@ class TensorSamples:
     """Samples held as tensors ``x (N, ...)``, ``y (N,)``; a draw is a seeded random subset."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = _check_pair(x, y, "data")
+        self.x, self.y = checked_batch(x, y, "data")
         if len(self.x) == 0:
             raise FamesError("data is empty: give at least one (x, y) sample")
 
@@ -159,13 +145,23 @@ def as_samples(data: Any, limit: int) -> Samples:
 
 def eval_batches(data: Any, batch_size: int = 500) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Evaluation data as a list of ``(x, y)`` batches (a pair of tensors is cut into ``batch_size`` pieces)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = _check_pair(data[0], data[1], "eval_data")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, ARRAYS) for t in data):
+        x, y = checked_batch(data[0], data[1], "eval_data")
         return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     out = list(_batches(data, "eval_data"))
     if not out:
         raise FamesError("eval_data is empty: give at least one (x, y) batch")
     return out
+
+
+def shared_images(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], others: list[torch.Tensor]) -> int:
+    """How many images of ``batches`` are also among the images ``others`` (tensors ``(n, ...)``), by content."""
+    def keys(x: torch.Tensor) -> set[bytes]:
+        flat = x.detach().float().contiguous().reshape(len(x), -1).numpy()
+        return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat}
+
+    seen = set().union(*(keys(t) for t in others))
+    return sum(len(keys(x) & seen) for x, _ in batches)
 
 
 def batches_hash(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> str:
