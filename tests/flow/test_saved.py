@@ -80,3 +80,24 @@ def test_a_save_cut_short_leaves_an_incomplete_folder_not_two_results_mixed(save
     result.save(folder)  # saving again completes it
     assert "complete" not in json.loads((folder / "run.json").read_text())
     assert fames.load_model(folder, small_net())
+
+
+def test_an_assignment_refuses_a_library_whose_design_was_replaced(saved_run, tmp_path):
+    import dataclasses
+    import json
+    import shutil
+
+    from fames.appmul.library import Library
+
+    _, out, _, _ = saved_run
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    used = next(n for n in json.loads((folder / "assignment.json").read_text())["tables"] if "exact" not in n)
+    lib = Library.load(folder / "library")
+    m = lib[used]
+    lut = m.lut.copy()
+    lut[1, 1] += 1
+    lib.replace(dataclasses.replace(m, lut=lut, cost=None))  # e.g. `fames lib import --replace` into the run's library
+    lib.save(folder / "library", force=True)
+    with pytest.raises(FamesError, match=f"{used}.*not the design this assignment was saved with"):
+        fames.load_model(folder, small_net())  # loaded the new table: 95.28% against the reported 96.11%

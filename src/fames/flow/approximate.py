@@ -207,11 +207,11 @@ class FamesResult:
         previous = check_output(out, force)
         out.mkdir(parents=True, exist_ok=True)
         start_output(out, previous)
-        written = [Library(self.library).save(out / "library")]
+        written = [(lib := Library(self.library)).save(out / "library")]
         rows = [r for r in self.rows if not r.infeasible] if per_budget else []
         for suffix, r in [(f"_R{r.budget:g}", r) for r in rows] + [("", self.best)]:
             written.append(save_assignment({"format": "fames-assignment", "layers": r.assignment},
-                                           out / f"assignment{suffix}.json"))
+                                           out / f"assignment{suffix}.json", lib))
             meta = {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": r.accuracy,
                     "assignment": f"assignment{suffix}.json"}
             written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,

@@ -18,7 +18,7 @@ from torch import nn
 
 from fames.appmul.library import Library
 from fames.errors import FamesError, expect
-from fames.io import atomic_write_json, read_json
+from fames.io import atomic_write_json, content_hash, read_json
 from fames.quant.convert import qlayers
 
 FORMAT = "fames-assignment"
@@ -36,16 +36,17 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
     if not isinstance(spec, dict):
         raise FamesError(f"an assignment maps layer names to AppMuls ({{'layers': {{name: spec}}}}), got "
                          f"{type(spec).__name__}")
+    tables = assignment.get("tables", {}) if isinstance(assignment, dict) and "layers" in assignment else {}
     unknown = [n for n in spec if n not in layers]
     if unknown:
         raise FamesError(f"assignment names layers the model does not have: {unknown}; layers: {list(layers)}")
     for name, s in spec.items():
         layer = layers[name]
         if isinstance(s, str):
-            ms = [_lookup(library, s, name)]
+            ms = [_lookup(library, s, name, tables)]
             layer.set_assignment(ms[0])
         elif isinstance(s, dict):
-            ms = [_lookup(library, n, name) for n in s.get("appmuls", [])]
+            ms = [_lookup(library, n, name, tables) for n in s.get("appmuls", [])]
             gran = s.get("granularity", "filter")
             if gran == "layer" and len(ms) == 1:
                 layer.set_assignment(ms[0])
@@ -70,10 +71,14 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
     return model
 
 
-def _lookup(library: Library, name: str, layer: str) -> Any:
+def _lookup(library: Library, name: str, layer: str, tables: dict[str, str]) -> Any:
     if name not in library:
         raise FamesError(f"layer {layer}: AppMul {name!r} is not in the library ({len(library)} AppMuls); an "
                          "assignment a run wrote names the designs of that run's own library, RUN/library")
+    if name in tables and table_key(library[name]) != tables[name]:
+        raise FamesError(f"layer {layer}: AppMul {name!r} of the library is not the design this assignment was saved "
+                         "with (its table was replaced since): the model would not compute what was reported; use "
+                         "the run's own library as it was saved")
     return library[name]
 
 
@@ -119,7 +124,20 @@ def describe_spec(spec: Any) -> str:
     return f"{sum(counts)} {unit}: " + ", ".join(f"{n} x{c}" for c, n in used) + tail
 
 
-def save_assignment(assignment: dict[str, Any], path: str | Path) -> Path:
+def table_key(m: Any) -> str:
+    """Content key of an AppMul's table (widths, signedness and every product)."""
+    import numpy as np
+
+    return content_hash(repr(m.widths), np.ascontiguousarray(m.lut, dtype=np.int64).tobytes())
+
+
+def save_assignment(assignment: dict[str, Any], path: str | Path, library: Library | None = None) -> Path:
+    """Write an assignment file; with ``library``, the content key of every design it names too (``tables``), so
+    that loading it against a library whose design of that name was replaced is refused."""
+    if library is not None:
+        names = {n for spec in assignment["layers"].values()
+                 for n in ([spec] if isinstance(spec, str) else spec.get("appmuls", []))}
+        assignment = {**assignment, "tables": {n: table_key(library[n]) for n in sorted(names) if n in library}}
     return atomic_write_json(path, assignment)
 
 
