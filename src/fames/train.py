@@ -284,11 +284,11 @@ def load_model(arch: str | None, checkpoint: str | Path | None, num_classes: int
     A quantized checkpoint (``meta.quant`` set) is re-quantized with its config before loading, so the
     returned model is ready to evaluate (exact mode).
     """
-    from fames.models import create_model, load_checkpoint_file, load_state_dict_checked, resolve_import
+    from fames.models import call_factory, create_model, load_checkpoint_file, load_state_dict_checked
     from fames.quant import quantize
 
     if arch is not None and ":" in arch:  # package.module:factory, called without arguments
-        model = resolve_import(arch, "model")()
+        model = call_factory(arch, "model")
         if not isinstance(model, nn.Module):
             raise FamesError(f"model {arch!r} returned {type(model).__name__}, not a torch.nn.Module")
         if checkpoint is None:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul
 from fames.emulate import approx_conv2d, approx_linear, plan_layer
+from fames.emulate.kernels import cached_plan
 from fames.emulate.reference import product_counts_grad, reference_conv2d, reference_linear
 
 from .conftest_shared import evo_appmul
@@ -253,6 +254,20 @@ def test_evoapproxlib_designs_bit_exact():
         x = codes(8, am.a_signed, (2, 4, 6, 6), gen)
         w = codes(8, am.w_signed, (4, 4, 3, 3), gen)
         _check_conv(am, x, w, 1, 1, 1, 1)
+
+
+def test_int8_blocks_whose_partial_sums_pass_float32_integers_are_not_taken():
+    """mul8u_1A0M in a 3x3 conv of 31 channels: its sums stay below 2**24 (float32 layer), but the int8 path's blocks
+    accumulate partial sums beyond it: with every activation and weight code at once, 512 of 65,536 outputs came
+    out 1 too low."""
+    am = evo_appmul("mul8u_1A0M")
+    C, fan = 31, 31 * 9
+    assert int(np.abs(am.lut).max()) * fan < 1 << 24 and cached_plan(am).int8.rounds(fan)
+    xs = torch.arange(256.).view(-1, 1, 1, 1).expand(256, C, 3, 3).contiguous()  # image n: every code n
+    y = approx_conv2d(xs, xs, am).reshape(256, 256).double()  # filter o: every code o
+    assert torch.equal(y, torch.as_tensor(am.lut.astype(np.int64)).double() * fan)
+    with pytest.raises(ValueError, match="may round here"):
+        approx_conv2d(xs[:2], xs, am, method="int8")
 
 
 def test_integer_factor_terms_beyond_float32_take_the_exact_path():

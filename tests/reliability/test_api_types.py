@@ -250,3 +250,14 @@ def test_evaluation_images_that_are_training_images_are_counted():
     x = torch.rand(40, 3, 4, 4)
     assert shared_images(eval_batches((x[20:], torch.zeros(20, dtype=torch.long))), [x[:20]]) == 0
     assert shared_images(eval_batches((x[10:30], torch.zeros(20, dtype=torch.long))), [x[:15], x[25:28]]) == 8
+
+
+def _raising_factory():
+    raise RuntimeError("factory failed inside")
+
+
+def test_an_error_inside_the_users_model_factory_is_named_as_theirs():
+    from fames.train import load_model
+
+    with pytest.raises(FamesError, match="model factory .*_raising_factory' raised RuntimeError: factory failed inside"):
+        load_model(f"{__name__}:_raising_factory", None)  # was "fames: internal error ... please report it"

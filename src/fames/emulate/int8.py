@@ -22,6 +22,7 @@ partial sum (of a block, and over the blocks in order) stays below ``2**24`` (th
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -74,6 +75,29 @@ class Int8Plan:
         for t in keep:
             groups.setdefault(self.scales[t], []).append(t)
         return groups
+
+    @functools.cached_property
+    def partial_peaks(self) -> tuple[int, int]:
+        """Largest ``|partial sum|`` of one product over the terms in the order the blocks accumulate (largest scale
+        first, then the constant), ``(any, multiples of 256)``: float32 holds a sum of ``fan_in`` such partials
+        exactly below ``2**24`` (``2**32`` for multiples of 256)."""
+        order = [t for _, ts in sorted(self._groups(tuple(range(self.terms))).items(), reverse=True) for t in ts]
+        acc = np.zeros((self.U.shape[0], self.V.shape[0]), np.int64)
+        peaks = [0, 0]
+        for t in order:
+            acc += self.scales[t] * np.outer(self.U[:, t].astype(np.int64), self.V[:, t].astype(np.int64))
+            k = int(bool((acc % 256 == 0).all()))
+            peaks[k] = max(peaks[k], int(np.abs(acc).max()))
+        if self.const is not None:
+            peaks[0] = max(peaks[0], int(np.abs(acc + self.const[None, :]).max()))
+        return peaks[0], peaks[1]
+
+    def rounds(self, fan_in: int) -> bool:
+        """Whether the float32 sums of the blocks over ``fan_in`` products may round to another integer: a partial
+        sum can pass ``2**24`` although the layer's final sums stay below it (mul8u_1A0M, fan-in 279: 512 of
+        65,536 outputs 1 too low)."""
+        peak, peak256 = self.partial_peaks
+        return peak * fan_in >= 1 << 24 or peak256 * fan_in >= 1 << 32
 
     def cost(self) -> float:
         """Estimated time in multiples of the float32 exact convolution."""

@@ -699,6 +699,7 @@ def choose_method(
         and p8 is not None
         and dtype == torch.float32
         and p8.cost() < cost
+        and not p8.rounds(Cg * kh * kw)
         and int8_available()
     ):
         return "int8"
@@ -767,6 +768,9 @@ def approx_conv2d(
         if dtype != torch.float32 or x_codes.device.type != "cpu":
             raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
                              f"{x_codes.device} (use method='auto', or dtype=torch.float32 on the CPU)")
+        if plan.int8 is not None and plan.int8.rounds(w_codes[0].numel()):
+            raise ValueError("method='int8': the float32 sums of its blocks may round here (partial sums beyond 2**24 "
+                             "over this fan-in); use method='auto'")
         compute8 = _int8_compute(x_codes, wkey, plan, conv_args, max_chunk_bytes)
         return _SteConvFn.apply(x_codes, w_codes, compute8, conv_args, dtype)
     if method == "gather":

@@ -325,6 +325,10 @@ def approximate_(
             f"layers {kept_float[:5]} are quantized but set to float mode: approximate_ selects for every quantized "
             "layer; to keep a layer float, leave it out of the quantization (its bits None in the config's "
             "`layers`), or call fames.quant.set_mode(model, 'exact') to quantize it")
+    families = (families,) if isinstance(families, str) else tuple(families)  # "trunc" is one family
+    if not families:
+        raise FamesError("families=() leaves no generated design; name families (fames lib families lists them) or "
+                         "leave the argument out for all")
     stages = stages or Stages(None)
     est_cfg, sel_cfg, cal_cfg = cfg.estimator, cfg.selection, cfg.calibration
     searching = cfg.searching

@@ -20,7 +20,7 @@ from fames.flow.config import DataConfig, RunConfig
 from fames.flow.sources import DatasetSamples
 from fames.method.energy import MAC_SAMPLES
 from fames.method.problem import ModelProblem, ModelSetup
-from fames.models import resolve_import
+from fames.models import call_factory
 from fames.quant import calibrate_ptq, qlayers, quantize
 from fames.train import evaluate, load_model
 
@@ -40,7 +40,7 @@ def dataset_split(data: DataConfig, split: str) -> Dataset:
     """Split ``split`` of the run's dataset (registered name, ``imagefolder:PATH`` or ``package.module:factory``)."""
     spec = data.dataset
     if ":" in spec and spec.partition(":")[0] not in list_datasets():  # not `imagefolder:PATH`
-        ds = resolve_import(spec, "dataset")(split)
+        ds = call_factory(spec, "dataset", split)
         if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
             raise FamesError(f"dataset {spec!r}: factory(split) must return a Dataset of (x, label), got "
                              f"{type(ds).__name__}")

@@ -245,10 +245,10 @@ def candidate_appmuls(
     elif isinstance(library, (str, Path)):
         ms = [m for m in Library.load(library) if m.widths in widths]
     elif isinstance(library, (Library, list, tuple)):
-        ms = [m for m in library if m.widths in widths]
         bad = [type(m).__name__ for m in library if not isinstance(m, AppMul)]
         if bad:
             raise FamesError(f"library: a list of AppMuls was expected, it holds {sorted(set(bad))}")
+        ms = [m for m in library if m.widths in widths]
     else:
         raise FamesError(f"library must be 'generate', 'evoapprox', a directory, a Library or a list of AppMuls, not "
                          f"{type(library).__name__}")

@@ -205,6 +205,10 @@ def cost_library(
     for m in appmuls:
         expect(m, AppMul, "cost_library: every AppMul")
     expect(liberty_path, (str, os.PathLike), "cost_library: liberty_path")
+    if str(liberty_path) == "synthetic":  # as everywhere else: the project's own liberty
+        from fames.hw.synthetic import default_synthetic_liberty
+
+        liberty_path = default_synthetic_liberty()
     import concurrent.futures as cf
 
     from tqdm.auto import tqdm

@@ -8,6 +8,7 @@ from fames.models import cifar_resnet, digits, mobilenetv2, resnet8, squeezenet,
 from fames.models.layers import InputScale, Normalize, PadChannelShortcut, TFSamePad2d
 from fames.models.registry import (
     CheckpointError,
+    call_factory,
     create_model,
     list_models,
     load_checkpoint_file,
@@ -24,6 +25,7 @@ __all__ = [
     "Normalize",
     "PadChannelShortcut",
     "TFSamePad2d",
+    "call_factory",
     "create_model",
     "list_models",
     "load_checkpoint_file",

@@ -275,3 +275,17 @@ def resolve_import(spec: str, what: str) -> Any:
     if obj is None:
         raise FamesError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}")
     return obj
+
+
+def call_factory(spec: str, what: str, *args: Any) -> Any:
+    """Call the user's factory ``package.module:factory`` with ``args``; an exception inside it is a
+    :class:`FamesError` naming the factory (it is the user's code, not an internal error of fames)."""
+    factory = resolve_import(spec, what)
+    try:
+        return factory(*args)
+    except FamesError:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything the user's code raises
+        raise FamesError(f"{what} factory {spec!r} raised {type(e).__name__}: {e} (the error is in that code; "
+                         "--debug shows its traceback)") from e
+
