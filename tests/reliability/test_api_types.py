@@ -259,5 +259,5 @@ def _raising_factory():
 def test_an_error_inside_the_users_model_factory_is_named_as_theirs():
     from fames.train import load_model
 
-    with pytest.raises(FamesError, match="model factory .*_raising_factory' raised RuntimeError: factory failed inside"):
+    with pytest.raises(FamesError, match="factory .*_raising_factory' raised RuntimeError: factory failed inside"):
         load_model(f"{__name__}:_raising_factory", None)  # was "fames: internal error ... please report it"

@@ -201,7 +201,6 @@ class FamesConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_fields(self)
         for key, cls in (("estimator", EstimatorConfig), ("selection", SelectionConfig), ("search", SearchConfig)):
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(f"FamesConfig {key} must be a fames.{cls.__name__}, not "
@@ -221,6 +220,7 @@ class FamesConfig:
                 raise ConfigError(f"energy budget {r!r} must be a number in (0, 1] (fraction of the exact energy)")
         if len(set(self.budgets)) != len(self.budgets):
             raise ConfigError(f"budget {self.budgets} lists a ratio twice; give each once")
+        check_fields(self)  # after the budget's own checks, which say more than pydantic's union message
         if not math.isfinite(self.max_accuracy_loss) or self.max_accuracy_loss < 0:
             raise ConfigError(f"max_accuracy_loss={self.max_accuracy_loss} must be a finite number of points >= 0")
         if self.estimator.kind.endswith("+forward") and self.selection.granularity != "layer":
