@@ -553,3 +553,20 @@ def test_attention_fast_path_neither_skips_quantized_layers_nor_hides_its_multip
         assert floating["enc.self_attn"] == T * E * 3 * E + 2 * T * T * E + T * E * E
     finally:
         torch.backends.mha.set_fastpath_enabled(before)
+
+
+def test_a_batch_whose_sums_stay_below_float32_integers_runs_in_float32_with_the_same_outputs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 8, 3, padding=1))
+    quantize(model, {"w_bits": 8, "a_bits": 8, "weight_scheme": "affine"})
+    calibrate_ptq(model, torch.rand(8, 64, 6, 6) * 4)
+    q = model[0]
+    q.set_assignment(AppMul("near", 8, 8, False, False, np.clip(exact_lut(8, 8) - 1, 0, None)))
+    assert q.emulation_dtype == torch.float64  # 65,024 x 576 taps: the worst case passes 2**24
+    small, big = torch.rand(4, 64, 6, 6) * 0.3, torch.full((4, 64, 6, 6), 4.0)  # low codes; every code at the top
+    assert q.batch_dtype(q.operands(small)[0]) == torch.float32 and q.batch_dtype(q.operands(big)[0]) == torch.float64
+    for x in (small, big):
+        y = q(x)
+        q.emulation_dtype = torch.float64  # forced: the worst case's float64 emulation
+        assert torch.equal(q(x), y)
+        q.emulation_dtype = None

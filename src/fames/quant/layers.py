@@ -102,6 +102,19 @@ class QuantLayer(nn.Module):
     def emulation_dtype(self, dtype: torch.dtype | None) -> None:
         self._emulation_dtype = dtype
 
+    def batch_dtype(self, qx: torch.Tensor) -> torch.dtype:
+        """:attr:`emulation_dtype`, except that a layer whose worst case needs float64 emulates the batch of codes
+        ``qx`` in float32 (6-20x faster) when its sums provably stay exact there: no partial sum of an output passes
+        the sum over its taps of ``max_w |LUT[x_tap, w]|``, which must stay below ``2**24`` (unsigned W8A8 layers
+        of 32+ channels: float64 by the worst case, float32 on real activations)."""
+        dt = self.emulation_dtype
+        a = self.assignment
+        if dt != torch.float64 or self._emulation_dtype is not None or a is None or self.error_probe is not None:
+            return dt
+        rows = np.max([np.abs(m.lut).max(1) for m in a.appmuls], axis=0)  # by activation bit pattern
+        peak = torch.as_tensor(rows, dtype=torch.float64, device=qx.device)[qx.long() % (1 << self.a_bits)]
+        return torch.float32 if float(self.tap_sums(peak, torch.float64).max()) < 1 << 24 else dt
+
     @property
     def widths(self) -> tuple[int, int, bool, bool]:
         """Widths an AppMul of this layer must have: ``(a_bits, w_bits, a_signed, w_signed)``."""
@@ -162,7 +175,8 @@ class QuantLayer(nn.Module):
 
     def _approx(self, x: torch.Tensor) -> torch.Tensor:
         qx, qw = self.operands(x)
-        acc = self.integer(qx, qw, **self.emulation_args(x.device))
+        acc = self.integer(qx, qw, **self.emulation_args(x.device), dtype=self.batch_dtype(qx))
+        acc = acc.to(self.emulation_dtype)  # exact integers either way: the rest as for any batch
         if self.compensation is not None and self.error_probe is None:
             acc = acc - self.compensation.correction(self, qx, qw, acc).to(acc.dtype)
         sum_x = self.sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
@@ -456,8 +470,12 @@ class QConv2d(QuantLayer):
         """Window sums of the activation codes per group, ``(N, groups, Ho, Wo)``, broadcast over each group's
         outputs: ``(N, 1, Ho, Wo)`` for an ordinary convolution (channels summed first, then one box filter:
         ``1 / O`` of a ones-weight convolution's work)."""
+        return self.tap_sums(qx, self.emulation_dtype)
+
+    def tap_sums(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Sums of ``v (N, C, H, W)`` (padded, as the codes) over each output's taps, per group, in ``dtype``."""
         args = (self.stride, (0, 0), self.dilation, self.groups)  # qx is padded already
-        return window_sums(qx, self.kernel_size, args, self.out_channels, self.emulation_dtype)
+        return window_sums(v, self.kernel_size, args, self.out_channels, dtype)
 
     def patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Padded activation codes ``(N, C, H, W)`` -> ``(N, groups, C/groups * kh * kw, positions)`` long."""
@@ -534,7 +552,11 @@ class QLinear(QuantLayer):
         return F.linear(qx.to(dt), qw.to(dt))
 
     def sum_x(self, qx: torch.Tensor, qw: torch.Tensor) -> torch.Tensor:
-        return qx.to(self.emulation_dtype).sum(-1, keepdim=True)
+        return self.tap_sums(qx, self.emulation_dtype)
+
+    def tap_sums(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Sums of ``v (..., in)`` over each output's inputs, ``(..., 1)`` in ``dtype``."""
+        return v.to(dtype).sum(-1, keepdim=True)
 
     def patches(self, qx: torch.Tensor) -> torch.Tensor:
         """Activation codes ``(N, ..., in)`` -> ``(N, 1, in, positions)`` long (positions = the middle dims)."""
