@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul
 from fames.emulate import approx_conv2d, approx_linear, plan_layer
-from fames.emulate.kernels import cached_plan
+from fames.emulate.kernels import cached_plan, choose_method
 from fames.emulate.reference import product_counts_grad, reference_conv2d, reference_linear
 
 from .conftest_shared import evo_appmul
@@ -452,3 +452,12 @@ def test_empty_bit_planes_are_skipped_and_stay_exact(widths):
             assert torch.equal(y.double(), ref)
     xl, wl = torch.randint(0, top + 1, (5, 13), generator=g).double(), codes(wb, sw, (7, 13), g)
     assert torch.equal(approx_linear(xl, wl, am).double(), reference_linear(xl, wl, am).double())
+
+
+def test_cost_model_gathers_wide_pointwise_convs_and_keeps_depthwise_off_int8():
+    am = random_appmul(8, 8, True, True, seed=3)
+    plan = cached_plan(am)
+    # a 1x1 conv of 1,024 inputs: its 134 MB of gather tables were refused, stacked ran 1,120-1,411x the exact conv
+    assert choose_method(plan, (64, 1024, 8, 8), (64, 1024, 1, 1), 1, 1, torch.float64) == "gather"
+    # depthwise: the int8 planes' packing outweighs the tiny convolution (382-894x against the gather's 66-123x)
+    assert choose_method(plan, (64, 64, 16, 16), (64, 1, 3, 3), 64, 1, torch.float32) != "int8"

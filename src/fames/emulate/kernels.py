@@ -62,7 +62,7 @@ GATHER_FLOAT_COST = 2.0
 GATHER_LLC_BYTES = 32 << 20
 GATHER_LLC_PENALTY = 2.3
 LOOKUP_MACS = 50.0  # one activation-term lookup costs about this many convolution multiply-adds (measured)
-GATHER_MAX_TABLE_BYTES = 1 << 27
+GATHER_MAX_TABLE_BYTES = 1 << 29  # a 1x1 conv of 1,024 inputs (134 MB) gathers: 68-237x where stacked took 1,120-1,411x
 
 
 @dataclass
@@ -699,6 +699,7 @@ def choose_method(
         and p8 is not None
         and dtype == torch.float32
         and p8.cost() < cost
+        and Cg > 1  # depthwise: the planes' packing outweighs a convolution this small (382-894x, gather 66-123x)
         and not p8.rounds(Cg * kh * kw)
         and int8_available()
     ):
