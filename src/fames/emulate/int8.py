@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, reduce
 from math import gcd
@@ -77,27 +77,37 @@ class Int8Plan:
         return groups
 
     @functools.cached_property
-    def partial_peaks(self) -> tuple[int, int]:
-        """Largest ``|partial sum|`` of one product over the terms in the order the blocks accumulate (largest scale
-        first, then the constant), ``(any, multiples of 256)``: float32 holds a sum of ``fan_in`` such partials
-        exactly below ``2**24`` (``2**32`` for multiples of 256)."""
+    def partial_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per activation index, the largest ``|partial sum|`` of its products over the terms in the order the blocks
+        accumulate (largest scale first, then the constant), ``(any, multiples of 256)``, each ``(2**a_bits,)``
+        int64: float32 holds a sum of such partials exactly below ``2**24`` (``2**32`` for multiples of 256)."""
         order = [t for _, ts in sorted(self._groups(tuple(range(self.terms))).items(), reverse=True) for t in ts]
         acc = np.zeros((self.U.shape[0], self.V.shape[0]), np.int64)
-        peaks = [0, 0]
+        rows = [np.zeros(self.U.shape[0], np.int64), np.zeros(self.U.shape[0], np.int64)]
         for t in order:
             acc += self.scales[t] * np.outer(self.U[:, t].astype(np.int64), self.V[:, t].astype(np.int64))
             k = int(bool((acc % 256 == 0).all()))
-            peaks[k] = max(peaks[k], int(np.abs(acc).max()))
+            rows[k] = np.maximum(rows[k], np.abs(acc).max(1))
         if self.const is not None:
-            peaks[0] = max(peaks[0], int(np.abs(acc + self.const[None, :]).max()))
-        return peaks[0], peaks[1]
+            rows[0] = np.maximum(rows[0], np.abs(acc + self.const[None, :]).max(1))
+        return rows[0], rows[1]
 
     def rounds(self, fan_in: int) -> bool:
-        """Whether the float32 sums of the blocks over ``fan_in`` products may round to another integer: a partial
-        sum can pass ``2**24`` although the layer's final sums stay below it (mul8u_1A0M, fan-in 279: 512 of
-        65,536 outputs 1 too low)."""
-        peak, peak256 = self.partial_peaks
-        return peak * fan_in >= 1 << 24 or peak256 * fan_in >= 1 << 32
+        """Whether the float32 sums of the blocks over ``fan_in`` products may round to another integer for some
+        input: a partial sum can pass ``2**24`` although the layer's final sums stay below it (mul8u_1A0M, fan-in
+        279: 512 of 65,536 outputs 1 too low); :func:`rounds_on` then checks the batch at hand."""
+        rows, rows256 = self.partial_rows
+        return int(rows.max()) * fan_in >= 1 << 24 or int(rows256.max()) * fan_in >= 1 << 32
+
+    def rounds_on(self, x_index: torch.Tensor, tap_sums: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Whether the blocks' float32 sums may round on the activations ``x_index`` (table indices): the sum over an
+        output's taps (``tap_sums`` of a float64 tensor shaped like ``x_index``) of each activation's largest
+        partial sum reaches ``2**24`` (``2**32`` for multiples of 256)."""
+        for rows, limit in zip(self.partial_rows, (1 << 24, 1 << 32), strict=True):
+            peak = torch.as_tensor(rows, dtype=torch.float64, device=x_index.device)[x_index.long()]
+            if float(tap_sums(peak).max()) >= limit:
+                return True
+        return False
 
     def cost(self) -> float:
         """Estimated time in multiples of the float32 exact convolution."""

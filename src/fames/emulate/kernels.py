@@ -35,7 +35,15 @@ import torch.nn.functional as F
 
 from fames.appmul.core import AppMul, operand_values
 from fames.emulate.decompose import Factors, decompose_table
-from fames.emulate.int8 import INT8_CHUNK_BYTES, Int8Plan, conv_output_hw, int8_available, int8_conv, lower
+from fames.emulate.int8 import (
+    INT8_CHUNK_BYTES,
+    Int8Plan,
+    conv_output_hw,
+    int8_available,
+    int8_conv,
+    lower,
+    window_sums,
+)
 
 __all__ = [
     "EmulationPlan",
@@ -700,7 +708,6 @@ def choose_method(
         and dtype == torch.float32
         and p8.cost() < cost
         and Cg > 1  # depthwise: the planes' packing outweighs a convolution this small (382-894x, gather 66-123x)
-        and not p8.rounds(Cg * kh * kw)
         and int8_available()
     ):
         return "int8"
@@ -765,13 +772,15 @@ def approx_conv2d(
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     if method == "auto":
         method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, x_codes.device.type == "cpu")
+        if method == "int8" and _int8_rounds(plan, x_codes, w_codes.shape, conv_args):
+            method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False)
     if method == "int8":
         if dtype != torch.float32 or x_codes.device.type != "cpu":
             raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
                              f"{x_codes.device} (use method='auto', or dtype=torch.float32 on the CPU)")
-        if plan.int8 is not None and plan.int8.rounds(w_codes[0].numel()):
-            raise ValueError("method='int8': the float32 sums of its blocks may round here (partial sums beyond 2**24 "
-                             "over this fan-in); use method='auto'")
+        if plan.int8 is not None and _int8_rounds(plan, x_codes, w_codes.shape, conv_args):
+            raise ValueError("method='int8': the float32 sums of its blocks may round on these inputs (partial sums "
+                             "beyond 2**24); use method='auto'")
         compute8 = _int8_compute(x_codes, wkey, plan, conv_args, max_chunk_bytes)
         return _SteConvFn.apply(x_codes, w_codes, compute8, conv_args, dtype)
     if method == "gather":
@@ -793,6 +802,17 @@ def approx_conv2d(
             return (y if plan.integer else torch.round(y)).to(dtype)
 
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
+
+
+def _int8_rounds(plan: EmulationPlan, x_codes: torch.Tensor, w_shape: Sequence[int], conv_args: tuple) -> bool:
+    """Whether the int8 path's float32 block sums may round on this batch: only where the worst case over the
+    layer's fan-in allows it (:meth:`~fames.emulate.int8.Int8Plan.rounds`), the batch's own bound is checked."""
+    p8 = plan.int8
+    O, _, kh, kw = w_shape
+    if not p8.rounds(int(np.prod(w_shape[1:]))):
+        return False
+    index = x_codes.long() & ((1 << plan.a_bits) - 1)  # table indices: the bit patterns, as int8_conv reads them
+    return p8.rounds_on(index, lambda v: window_sums(v, (kh, kw), conv_args, O, torch.float64))
 
 
 def _int8_compute(
