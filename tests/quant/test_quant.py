@@ -288,6 +288,8 @@ def test_models_and_inputs_of_other_float_types_run_in_float32(dtype):
     got = evaluate(m, [(x.to(dtype), y)], progress=False, per_sample=True)
     want = evaluate(m, [(x, y)], progress=False, per_sample=True)
     assert got == want  # ... and evaluates as the same values in float32 do
+    with torch.no_grad():  # called directly, outside fames' functions: crashed on the dtype mismatch
+        assert torch.equal(m(x.to(dtype)), m(x))
 
 
 def test_quantize_names_functional_layers():

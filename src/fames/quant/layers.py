@@ -57,6 +57,12 @@ def _as_float(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x if x.is_floating_point() else x.to(like.dtype)
 
 
+def _same_float(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Floating inputs of another precision (a half or double batch into a model fames converted to float32) in
+    ``like``'s float type; integer inputs as they are."""
+    return x.to(like.dtype) if x.is_floating_point() and x.dtype != like.dtype else x
+
+
 class QuantLayer(nn.Module):
     """Shared machinery of :class:`QConv2d` and :class:`QLinear`."""
 
@@ -441,6 +447,7 @@ class QConv2d(QuantLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (self.stride, self.padding, self.dilation, self.groups)
+        x = _same_float(x, self.weight)
         if self.mode == "float" or self.act_quant.observing:
             self.act_quant(x) if self.act_quant.observing else None
             return F.conv2d(_as_float(x, self.weight), self.weight, self.bias, *args)
@@ -533,6 +540,7 @@ class QLinear(QuantLayer):
         return _copy_parameters(self, nn.Linear(self.in_features, self.out_features, bias=self.bias is not None))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _same_float(x, self.weight)
         if self.mode == "float" or self.act_quant.observing:
             self.act_quant(x) if self.act_quant.observing else None
             return F.linear(_as_float(x, self.weight), self.weight, self.bias)
