@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, reduce
 from math import gcd
@@ -95,19 +95,9 @@ class Int8Plan:
     def rounds(self, fan_in: int) -> bool:
         """Whether the float32 sums of the blocks over ``fan_in`` products may round to another integer for some
         input: a partial sum can pass ``2**24`` although the layer's final sums stay below it (mul8u_1A0M, fan-in
-        279: 512 of 65,536 outputs 1 too low); :func:`rounds_on` then checks the batch at hand."""
+        279: 512 of 65,536 outputs 1 too low); the kernels then check the batch at hand."""
         rows, rows256 = self.partial_rows
         return int(rows.max()) * fan_in >= 1 << 24 or int(rows256.max()) * fan_in >= 1 << 32
-
-    def rounds_on(self, x_index: torch.Tensor, tap_sums: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-        """Whether the blocks' float32 sums may round on the activations ``x_index`` (table indices): the sum over an
-        output's taps (``tap_sums`` of a float64 tensor shaped like ``x_index``) of each activation's largest
-        partial sum reaches ``2**24`` (``2**32`` for multiples of 256)."""
-        for rows, limit in zip(self.partial_rows, (1 << 24, 1 << 32), strict=True):
-            peak = torch.as_tensor(rows, dtype=torch.float64, device=x_index.device)[x_index.long()]
-            if float(tap_sums(peak).max()) >= limit:
-                return True
-        return False
 
     def cost(self) -> float:
         """Estimated time in multiples of the float32 exact convolution."""

@@ -102,6 +102,14 @@ class EmulationPlan:
     _torch: dict = field(default_factory=dict, repr=False)
 
     @property
+    def term_rows(self) -> np.ndarray:
+        """Per activation index, the bound of ``|sum over any terms k of U[x, k] V[w, k]|`` over the weights,
+        ``(2**a_bits,)`` float64 (:attr:`term_peak` is its largest entry or less)."""
+        if "term_rows" not in self._torch:
+            self._torch["term_rows"] = np.abs(self.U) @ np.abs(self.V).max(0) if self.r else np.zeros(len(self.U))
+        return self._torch["term_rows"]
+
+    @property
     def term_peak(self) -> float:
         """Bound of ``|sum over any terms k of U[x, k] V[w, k]|`` over all pairs: the largest partial sum one product
         contributes on the stacked path (an integer factorization's terms can be far larger than the products)."""
@@ -666,6 +674,7 @@ def choose_method(
     stride: IntPair = 1,
     dtype: torch.dtype = torch.float32,
     allow_int8: bool = True,
+    stacked_exact: bool = False,
 ) -> str:
     """``"int8"`` (uint8 planes x int8 weights, :mod:`fames.emulate.int8`), ``"conv"`` (stacked float factors:
     ``r`` times the exact convolution's work plus, unless the plan uses bit planes, one table lookup per
@@ -688,7 +697,7 @@ def choose_method(
     gather_ratio = GATHER_ROW_COST / Og + GATHER_FLOAT_COST
     if Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * Og * 4 > GATHER_LLC_BYTES:
         gather_ratio *= GATHER_LLC_PENALTY
-    if plan.luts is not None and stacked_rounds(plan, dtype, Cg * kh * kw):
+    if plan.luts is not None and not stacked_exact and stacked_rounds(plan, dtype, Cg * kh * kw):
         method, cost = "gather", gather_ratio
     elif plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
         method, cost = "conv", float(plan.r)
@@ -770,10 +779,15 @@ def approx_conv2d(
     elif plan.r == 0:  # every product is 0
         y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
+    fan_in = w_codes[0].numel()
+    # integer factors whose worst case may round in dtype, but whose partial sums stay exact on this batch
+    batch_exact = plan.integer and stacked_rounds(plan, dtype, fan_in) and not _rounds_on(
+        plan.term_rows, x_codes, plan.a_bits, w_codes.shape, conv_args, 1 << 24)
     if method == "auto":
-        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, x_codes.device.type == "cpu")
+        cpu = x_codes.device.type == "cpu"
+        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, cpu, batch_exact)
         if method == "int8" and _int8_rounds(plan, x_codes, w_codes.shape, conv_args):
-            method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False)
+            method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False, batch_exact)
     if method == "int8":
         if dtype != torch.float32 or x_codes.device.type != "cpu":
             raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
@@ -789,7 +803,7 @@ def approx_conv2d(
         def compute() -> torch.Tensor:
             return _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
     else:  # factors whose float32 sums may round (a forced method) are summed in float64, exact
-        sum_dt = torch.float64 if stacked_rounds(plan, dtype, w_codes[0].numel()) else dtype
+        sum_dt = torch.float64 if stacked_rounds(plan, dtype, fan_in) and not batch_exact else dtype
         U, V, sh, const = _stacked_tables(plan, x_codes.device, sum_dt, wkey)
 
         def compute() -> torch.Tensor:
@@ -804,15 +818,24 @@ def approx_conv2d(
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
 
 
+def _rounds_on(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, w_shape: Sequence[int], conv_args: tuple,
+               limit: int) -> bool:
+    """Whether some output's sum over its taps of ``rows`` (a bound per activation table index, ``(2**a_bits,)``)
+    reaches ``limit`` on the activation codes ``x_codes (N, C, H, W)`` of a convolution of weights ``w_shape``."""
+    O, _, kh, kw = w_shape
+    index = x_codes.long() & ((1 << a_bits) - 1)  # table indices: the bit patterns, as the kernels read them
+    peak = torch.as_tensor(rows, dtype=torch.float64, device=x_codes.device)[index]
+    return float(window_sums(peak, (kh, kw), conv_args, O, torch.float64).max()) >= limit
+
+
 def _int8_rounds(plan: EmulationPlan, x_codes: torch.Tensor, w_shape: Sequence[int], conv_args: tuple) -> bool:
     """Whether the int8 path's float32 block sums may round on this batch: only where the worst case over the
     layer's fan-in allows it (:meth:`~fames.emulate.int8.Int8Plan.rounds`), the batch's own bound is checked."""
     p8 = plan.int8
-    O, _, kh, kw = w_shape
     if not p8.rounds(int(np.prod(w_shape[1:]))):
         return False
-    index = x_codes.long() & ((1 << plan.a_bits) - 1)  # table indices: the bit patterns, as int8_conv reads them
-    return p8.rounds_on(index, lambda v: window_sums(v, (kh, kw), conv_args, O, torch.float64))
+    return any(_rounds_on(rows, x_codes, plan.a_bits, w_shape, conv_args, limit)
+               for rows, limit in zip(p8.partial_rows, (1 << 24, 1 << 32), strict=True))
 
 
 def _int8_compute(
