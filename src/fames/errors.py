@@ -56,8 +56,8 @@ def check_fields(obj: object) -> None:
     problems = []
     for name, adapter in _field_adapters(type(obj)).items():
         v = getattr(obj, name)
-        if isinstance(v, np.generic):
-            v = v.item()
+        if isinstance(v, (np.generic, tuple)):  # numpy scalars and tuples as the Python ones YAML gives
+            v = v.item() if isinstance(v, np.generic) else list(v)
             object.__setattr__(obj, name, v)
         try:
             adapter.validate_python(v, strict=True)

@@ -55,7 +55,7 @@ def evaluate(
         try:
             out = model(x)
         except RuntimeError as e:  # torch's own: shapes, channels, dtypes (an error of the first batch: the data's)
-            if k:
+            if k or not any(w in str(e).lower() for w in ("shape", "size", "channel", "dimension", "dtype", "type")):
                 raise
             raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
                              f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e

@@ -130,6 +130,10 @@ def test_npy_lut_and_value_ordered_signed_matrices(tmp_path):
     signed16 = exact_lut(8, 8, True, True).astype(np.int16)  # fits: signed x signed 8x8 products need 16 bits
     np.save(tmp_path / "s16.npy", signed16)
     assert read_text_lut(tmp_path / "s16.npy", signed=True).is_exact()
+    with pytest.warns(UserWarning, match="would also have wrapped unsigned products"):
+        assert read_text_lut(tmp_path / "s16.npy").is_exact()  # inferred: accepted, the doubt said
+    np.save(tmp_path / "s8.npy", exact_lut(4, 4, True, True).astype(np.int8))
+    assert read_text_lut(tmp_path / "s8.npy").is_exact()  # a signed 4x4 table fits int8 (-56..64)
 
 
 def test_mixed_signedness_luts_hex_values_and_number_overflow(tmp_path):

@@ -492,8 +492,14 @@ def test_first_and_last_are_the_layers_the_forward_calls_first_and_last():
         def forward(self, x):
             return self.head(self.body(torch.relu(self.stem(x))).mean((2, 3)))
 
-    model = quantize(OutOfOrder(), {"w_bits": 4, "a_bits": 4, "first_last": "8bit"})
+    with pytest.warns(UserWarning, match="calls stem first and head last"):
+        model = quantize(OutOfOrder(), {"w_bits": 4, "a_bits": 4, "first_last": "8bit"})
     assert {n: m.w_bits for n, m in qlayers(model)} == {"body": 4, "stem": 8, "head": 8}  # was body 8, stem 4
+    assert model.fames_quant_config["first_last_layers"] == ["stem", "head"]  # a saved config says which
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = quantize(OutOfOrder(), model.fames_quant_config)  # what loading a checkpoint does
+    assert {n: m.w_bits for n, m in qlayers(again)} == {"body": 4, "stem": 8, "head": 8}
 
 
 @pytest.mark.parametrize("bn", [nn.BatchNorm2d(4, affine=False), nn.BatchNorm2d(4, track_running_stats=False)])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fames.appmul.core import AppMul, Cost, exact_lut, operand_values, sanitize_name
+from fames.appmul.core import AppMul, Cost, exact_lut, operand_values, output_range, sanitize_name
 from fames.errors import AppMulError
 
 EVO_CITE = (
@@ -336,15 +336,6 @@ def read_text_lut(
             raise AppMulError(f"{path}: a LUT array is 2-D, (2^a_bits, 2^w_bits), this one has shape {lut.shape}")
         if lut.dtype.kind not in "iuf":
             raise AppMulError(f"{path}: a LUT array holds integer products; this one's dtype is {lut.dtype}")
-        if lut.dtype.kind in "iu":  # a dtype too narrow for the products has wrapped them: no way to tell
-            a, w = (max(int(n - 1).bit_length(), 1) for n in lut.shape)
-            need = (1 << (a + w - 2)) if (sa, sw) == (True, True) else ((1 << a) - 1) * ((1 << w) - 1)
-            if np.iinfo(lut.dtype).max < need:
-                raise AppMulError(f"{path}: its dtype {lut.dtype} cannot hold every {a}x{w} product (up to {need}"
-                                  f"{' unsigned' if (sa, sw) != (True, True) else ''}), so wrapped products would "
-                                  "pass for approximations: save the table as int32 (np.save(path, "
-                                  "lut.astype(np.int32)))" + ("" if (sa, sw) == (True, True) else
-                                                              ", or import a signed x signed table with --signed"))
         return _matrix_lut(path, lut, name or sanitize_name(stem), a_bits, w_bits, (sa, sw))
     rows: list[list[int]] = []
     width = 0  # fields per line: 3 for `a b product` lines, 2^w_bits for a matrix
@@ -421,6 +412,18 @@ def _matrix_lut(path: Path, lut: np.ndarray, name: str, a_bits: int | None, w_bi
         if given is not None and given != got:
             raise AppMulError(f"{path}: the matrix has 2^{got} {what} = {got}, but {given} was asked for")
     sa, sw = _matrix_signedness(path, lut, *shape_bits, signed)
+    if lut.dtype.kind in "iu":  # an .npy array in a dtype too narrow for the products has wrapped them
+        lo, hi = output_range(*shape_bits, sa, sw)
+        info = np.iinfo(lut.dtype)
+        if info.min > lo or info.max < hi:
+            raise AppMulError(f"{path}: its dtype {lut.dtype} cannot hold every {shape_bits[0]}x{shape_bits[1]} "
+                              f"product ({lo}..{hi}), so wrapped products would pass for approximations: save the "
+                              "table as int32 (np.save(path, lut.astype(np.int32)))")
+        u_hi = output_range(*shape_bits, False, False)[1]
+        if (sa or sw) and None in signed and info.max < u_hi:
+            warnings.warn(f"{path}: read as signed from its negative values, but its dtype {lut.dtype} would also "
+                          f"have wrapped unsigned products (up to {u_hi}) into negative ones: if the table is "
+                          "unsigned, save it as int32; give the signedness to silence this", stacklevel=3)
     if sa or sw:  # rows and columns follow bit patterns 0..2^(b-1)-1, -2^(b-1)..-1, not values in increasing order
         as_is, by_value, shift = _distances(lut, *shape_bits, sa, sw)
         if by_value * 4 < as_is:

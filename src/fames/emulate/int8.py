@@ -77,27 +77,20 @@ class Int8Plan:
         return groups
 
     @functools.cached_property
-    def partial_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per activation index, the largest ``|partial sum|`` of its products over the terms in the order the blocks
-        accumulate (largest scale first, then the constant), ``(any, multiples of 256)``, each ``(2**a_bits,)``
-        int64: float32 holds a sum of such partials exactly below ``2**24`` (``2**32`` for multiples of 256)."""
-        order = [t for _, ts in sorted(self._groups(tuple(range(self.terms))).items(), reverse=True) for t in ts]
-        acc = np.zeros((self.U.shape[0], self.V.shape[0]), np.int64)
-        rows = [np.zeros(self.U.shape[0], np.int64), np.zeros(self.U.shape[0], np.int64)]
-        for t in order:
-            acc += self.scales[t] * np.outer(self.U[:, t].astype(np.int64), self.V[:, t].astype(np.int64))
-            k = int(bool((acc % 256 == 0).all()))
-            rows[k] = np.maximum(rows[k], np.abs(acc).max(1))
-        if self.const is not None:
-            rows[0] = np.maximum(rows[0], np.abs(acc + self.const[None, :]).max(1))
-        return rows[0], rows[1]
+    def partial_rows(self) -> np.ndarray:
+        """Per activation index, ``sum_t scale_t |U[x, t]| max_w |V[w, t]| + max |const|`` ``(2**a_bits,)`` float64:
+        a bound of every value the path forms from one product (a block's int32 sum, which oneDNN turns into
+        float32 on its own, and the running total of the blocks, whatever the blocking and the planes kept), so
+        float32 holds a sum of ``fan_in`` of them exactly below ``2**24``."""
+        terms = np.asarray(self.scales, np.float64) * np.abs(self.V).astype(np.float64).max(0)
+        const = float(np.abs(self.const).max()) if self.const is not None and self.const.size else 0.0
+        return np.abs(self.U).astype(np.float64) @ terms + const
 
     def rounds(self, fan_in: int) -> bool:
         """Whether the float32 sums of the blocks over ``fan_in`` products may round to another integer for some
-        input: a partial sum can pass ``2**24`` although the layer's final sums stay below it (mul8u_1A0M, fan-in
-        279: 512 of 65,536 outputs 1 too low); the kernels then check the batch at hand."""
-        rows, rows256 = self.partial_rows
-        return int(rows.max()) * fan_in >= 1 << 24 or int(rows256.max()) * fan_in >= 1 << 32
+        input: a block or a running total can pass ``2**24`` although the layer's final sums stay below it
+        (mul8u_1A0M, fan-in 279: 512 of 65,536 outputs 1 too low); the kernels then check the batch at hand."""
+        return float(self.partial_rows.max()) * fan_in >= 1 << 24
 
     def cost(self) -> float:
         """Estimated time in multiples of the float32 exact convolution."""

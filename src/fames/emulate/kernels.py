@@ -834,8 +834,7 @@ def _int8_rounds(plan: EmulationPlan, x_codes: torch.Tensor, w_shape: Sequence[i
     p8 = plan.int8
     if not p8.rounds(int(np.prod(w_shape[1:]))):
         return False
-    return any(_rounds_on(rows, x_codes, plan.a_bits, w_shape, conv_args, limit)
-               for rows, limit in zip(p8.partial_rows, (1 << 24, 1 << 32), strict=True))
+    return _rounds_on(p8.partial_rows, x_codes, plan.a_bits, w_shape, conv_args, 1 << 24)
 
 
 def _int8_compute(
@@ -957,7 +956,7 @@ def approx_linear(
     else:
         assert plan is not None
         O, K = w_codes.shape
-        if plan.exact_only:
+        if plan.exact_only or not len(x2):  # no rows: an empty product
             y = x2.to(dtype) @ w_codes.to(dtype).t()
         elif plan.kind == "gather-only" or choose_method(plan, (1, K, len(x2), 1), (O, K, 1, 1), 1, 1, dtype,
                                                          x2.device.type == "cpu") != "conv":

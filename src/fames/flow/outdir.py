@@ -49,9 +49,7 @@ def start_output(out: Path, previous: list[str]) -> None:
     files go, so that a save cut short (killed) leaves an incomplete folder, never one mixing two results; scratch
     files of writes killed earlier are cleared."""
     remove_stale_scratch(out)
-    if not previous:
-        return
-    atomic_write_json(out / MANIFEST, {"format": FORMAT, "complete": False, "files": []})
+    atomic_write_json(out / MANIFEST, {"format": FORMAT, "complete": False, "files": []})  # a first save too
     for name in previous:
         shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
 

@@ -40,7 +40,9 @@ class QuantConfig:
       or ``affine`` (unsigned codes with a per-channel zero point; the AppMul is unsigned x unsigned).
       Activations use the same code domain, per tensor, with their own zero point.
     * ``layers``: per-layer overrides (name or pattern -> ``{"w_bits", "a_bits"}``, ``"W4A8"`` or ``"float"``).
-    * ``first_last``: ``same`` (as configured), ``8bit`` (first and last layer at W8A8) or ``float``.
+    * ``first_last``: ``same`` (as configured), ``8bit`` (first and last layer at W8A8) or ``float``; the first and
+      last are the layers the forward calls first and last, and ``quantize`` records their names in
+      ``first_last_layers`` so that the saved config quantizes the same layers again.
     * ``calibration``: PTQ activation range method; ``percentile`` uses ``percentile`` (e.g. 99.99).
     * ``act_qat``: how QAT learns activation ranges: ``lsq`` (learned step size) or ``pact`` (learned clipping
       bounds that get gradient only from clipped values, Choi et al. 2018).
@@ -55,6 +57,7 @@ class QuantConfig:
     percentile: float = 99.99
     fold_bn: bool = True
     act_qat: str = "lsq"
+    first_last_layers: list[str] | None = None  # what `first_last` resolved to, recorded by quantize
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,10 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
         raise FamesError(
             f"per-layer bit widths name layers the model does not have: {unknown}; layers are: {[n for n, _ in layers]}"
         )
-    positions = _positions([n for n, _ in layers], model, cfg.first_last != "same")
+    positions = _positions([n for n, _ in layers], model, cfg.first_last != "same", cfg.first_last_layers)
+    if positions:
+        first, last = (next(n for n, p in positions.items() if p == k) for k in ("first", "last"))
+        cfg = replace(cfg, first_last_layers=[first, last])
     for name, m in layers:
         bits = cfg.bits_for(name, positions.get(name, "middle"))
         if bits is None:
@@ -239,11 +243,18 @@ def quantize(model: nn.Module, config: QuantConfig | dict[str, Any] | str | Path
     return model
 
 
-def _positions(names: list[str], model: nn.Module, needed: bool) -> dict[str, str]:
-    """``{name: "first" | "last"}`` for the layers the forward calls first and last (``first_last``); registration
-    order, with a warning naming them, when the forward does not trace."""
+def _positions(names: list[str], model: nn.Module, needed: bool, recorded: list[str] | None) -> dict[str, str]:
+    """``{name: "first" | "last"}`` for the layers the forward calls first and last (``first_last``), or the ones
+    a saved config ``recorded``; registration order, with a warning naming them, when the forward does not trace."""
     if not needed or not names:
         return {}
+    if recorded:
+        missing = [n for n in recorded if n not in names]
+        if missing:
+            raise FamesError(f"the quantization config records {missing} as the first/last layers (first_last), but "
+                             f"the model's quantizable layers are {names[:8]}...: is it the model the config was saved "
+                             "for?")
+        return {recorded[1]: "last", recorded[0]: "first"}
     order = _call_order(model)
     called = [n for n in order if n in set(names)] if order is not None else []
     if not called:
@@ -251,6 +262,10 @@ def _positions(names: list[str], model: nn.Module, needed: bool) -> dict[str, st
         warnings.warn(f"first_last: the forward does not trace with torch.fx, so the first and last layers are "
                       f"taken in the order the modules are registered: {names[0]} and {names[-1]}; if the forward "
                       "calls others first or last, name them in `layers` instead", stacklevel=3)
+    elif (called[0], called[-1]) != (names[0], names[-1]):
+        warnings.warn(f"first_last: the forward calls {called[0]} first and {called[-1]} last, which get its widths; "
+                      f"a config saved before 2026-12-06 without first_last_layers was applied to {names[0]} and "
+                      f"{names[-1]} (the registration order) when it was saved", stacklevel=3)
     return {called[-1]: "last", called[0]: "first"}
 
 

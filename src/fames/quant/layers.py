@@ -115,7 +115,8 @@ class QuantLayer(nn.Module):
         of 32+ channels: float64 by the worst case, float32 on real activations)."""
         dt = self.emulation_dtype
         a = self.assignment
-        if dt != torch.float64 or self._emulation_dtype is not None or a is None or self.error_probe is not None:
+        if dt != torch.float64 or self._emulation_dtype is not None or a is None or self.error_probe is not None \
+                or not qx.numel():
             return dt
         rows = np.max([np.abs(m.lut).max(1) for m in a.appmuls], axis=0)  # by activation bit pattern
         peak = torch.as_tensor(rows, dtype=torch.float64, device=qx.device)[qx.long() % (1 << self.a_bits)]
