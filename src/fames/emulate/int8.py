@@ -22,7 +22,6 @@ partial sum (of a block, and over the blocks in order) stays below ``2**24`` (th
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Sequence
@@ -76,21 +75,38 @@ class Int8Plan:
             groups.setdefault(self.scales[t], []).append(t)
         return groups
 
-    @functools.cached_property
-    def partial_rows(self) -> np.ndarray:
-        """Per activation index, ``sum_t scale_t |U[x, t]| max_w |V[w, t]| + max |const|`` ``(2**a_bits,)`` float64:
-        a bound of every value the path forms from one product (a block's int32 sum, which oneDNN turns into
-        float32 on its own, and the running total of the blocks, whatever the blocking and the planes kept), so
-        float32 holds a sum of ``fan_in`` of them exactly below ``2**24``."""
-        terms = np.asarray(self.scales, np.float64) * np.abs(self.V).astype(np.float64).max(0)
-        const = float(np.abs(self.const).max()) if self.const is not None and self.const.size else 0.0
-        return np.abs(self.U).astype(np.float64) @ terms + const
+    def kept(self, top: int) -> tuple[int, ...]:
+        """The terms whose planes can be non-zero for table indices below ``top`` (a power of two): those a batch
+        whose largest index is below it needs (the others are left out, exactly)."""
+        return tuple(t for t, mask in enumerate(self.masks) if mask < top) or (0,) * bool(self.terms)
+
+    def partial_rows(self, keep: tuple[int, ...]) -> np.ndarray:
+        """Per activation index, the largest ``|value|`` the path forms from one product with the terms ``keep``,
+        ``(2**a_bits,)`` float64: each block's own int32 sum (oneDNN turns it into float32 before scaling it) and the
+        running total after each block (the constant joins the last), over the weights; float32 holds a sum of such
+        values exactly below ``2**24``."""
+        key = ("rows", keep)
+        if key not in self._packed:
+            acc = np.zeros((self.U.shape[0], self.V.shape[0]), np.int64)
+            rows = np.zeros(self.U.shape[0], np.int64)
+            for scale, ts in sorted(self._groups(keep).items(), reverse=True):  # the order of :meth:`packed`
+                off = 0
+                for w in _blocks(len(ts)):
+                    part = ts[off : off + w]
+                    block = self.U[:, part].astype(np.int64) @ self.V[:, part].astype(np.int64).T
+                    acc += scale * block
+                    rows = np.maximum(rows, np.maximum(np.abs(block).max(1), np.abs(acc).max(1)))
+                    off += w
+            if self.const is not None:
+                rows = np.maximum(rows, np.abs(acc + self.const[None, :]).max(1))
+            self._packed[key] = rows.astype(np.float64)
+        return self._packed[key]
 
     def rounds(self, fan_in: int) -> bool:
         """Whether the float32 sums of the blocks over ``fan_in`` products may round to another integer for some
         input: a block or a running total can pass ``2**24`` although the layer's final sums stay below it
         (mul8u_1A0M, fan-in 279: 512 of 65,536 outputs 1 too low); the kernels then check the batch at hand."""
-        return float(self.partial_rows.max()) * fan_in >= 1 << 24
+        return float(self.partial_rows(tuple(range(self.terms))).max()) * fan_in >= 1 << 24
 
     def cost(self) -> float:
         """Estimated time in multiples of the float32 exact convolution."""
@@ -407,8 +423,7 @@ def int8_conv(
     if index_mask is not None:
         xi.bitwise_and_(index_mask)
     # planes of monomials with a bit above the batch's largest index are zero: left out (exact)
-    top = 1 << int(xi.max()).bit_length() if xi.numel() else 1
-    keep = tuple(t for t, mask in enumerate(plan.masks) if mask < top) or (0,) * bool(plan.terms)  # KEEP_PLANE < 0
+    keep = plan.kept(1 << int(xi.max()).bit_length() if xi.numel() else 1)  # KEEP_PLANE < 0: always kept
     if not keep:  # no plane: the weight-only term (bias) and the row term are all
         y = torch.zeros(N, *conv_output_hw((H, W), (kh, kw), conv_args), O).permute(0, 3, 1, 2)
         if bias is not None:

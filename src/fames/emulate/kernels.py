@@ -60,6 +60,7 @@ IntPair = int | tuple[int, int]
 # vs 2.6x exact for W4A4 ResNet-20 at 256 MB chunks)
 DEFAULT_CHUNK_BYTES = 1 << 24
 GATHER_MIN_R = 2  # up to this many looked-up terms the stacked convolution always wins
+LINEAR_STACKED_MAX_R = 8  # a Linear of up to this many terms stays a stacked matrix product (small layers)
 # gather path / exact convolution, per output pixel: one looked-up row of O/groups floats per (input channel, tap)
 # against O/groups multiply-adds: about GATHER_ROW_COST / (O/groups) + GATHER_FLOAT_COST, times GATHER_LLC_PENALTY
 # when the layer's table (float32) outgrows GATHER_LLC_BYTES (measured 2026-12-04, 8-bit EvoApproxLib tables,
@@ -818,14 +819,31 @@ def approx_conv2d(
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
 
 
-def _rounds_on(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, w_shape: Sequence[int], conv_args: tuple,
-               limit: int) -> bool:
+def sums_may_pass(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, fan_in: int, limit: int,
+                  tap_sums: Callable[[torch.Tensor], torch.Tensor], span: tuple[int, int] | None = None) -> bool:
     """Whether some output's sum over its taps of ``rows`` (a bound per activation table index, ``(2**a_bits,)``)
-    reaches ``limit`` on the activation codes ``x_codes (N, C, H, W)`` of a convolution of weights ``w_shape``."""
+    may reach ``limit`` on the activation codes ``x_codes``; ``tap_sums`` sums a float32 tensor shaped like the
+    codes over each output's taps. First the cheap test (the largest bound among the codes present, times
+    ``fan_in``: one pass over the codes), then the sums, in float32 (int32 indices: a quarter of the int64 pass's
+    time) against ``limit`` less a margin far above their rounding (2**-10 relative; fan-ins below 2**13).
+    ``span``: the codes' ``(min, max)`` when the caller has them."""
+    if not x_codes.numel():
+        return False
+    lo, hi = span or (int(v) for v in torch.aminmax(x_codes.detach()))
+    if float(rows[np.arange(lo, hi + 1) & ((1 << a_bits) - 1)].max()) * fan_in < limit:
+        return False
+    index = x_codes.detach().to(torch.int32).bitwise_and_((1 << a_bits) - 1)  # the bit patterns, as the kernels
+    table = torch.as_tensor(rows, dtype=torch.float32, device=x_codes.device)
+    peak = torch.index_select(table, 0, index.reshape(-1)).view(x_codes.shape)
+    return float(tap_sums(peak).max()) >= limit * (1 - 2**-10)
+
+
+def _rounds_on(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, w_shape: Sequence[int], conv_args: tuple,
+               limit: int, span: tuple[int, int] | None = None) -> bool:
+    """:func:`sums_may_pass` for a convolution of weights ``w_shape`` (``conv_args`` as in it)."""
     O, _, kh, kw = w_shape
-    index = x_codes.long() & ((1 << a_bits) - 1)  # table indices: the bit patterns, as the kernels read them
-    peak = torch.as_tensor(rows, dtype=torch.float64, device=x_codes.device)[index]
-    return float(window_sums(peak, (kh, kw), conv_args, O, torch.float64).max()) >= limit
+    return sums_may_pass(rows, x_codes, a_bits, int(np.prod(w_shape[1:])), limit,
+                         lambda v: window_sums(v, (kh, kw), conv_args, O, torch.float32), span)
 
 
 def _int8_rounds(plan: EmulationPlan, x_codes: torch.Tensor, w_shape: Sequence[int], conv_args: tuple) -> bool:
@@ -834,7 +852,13 @@ def _int8_rounds(plan: EmulationPlan, x_codes: torch.Tensor, w_shape: Sequence[i
     p8 = plan.int8
     if not p8.rounds(int(np.prod(w_shape[1:]))):
         return False
-    return _rounds_on(p8.partial_rows, x_codes, plan.a_bits, w_shape, conv_args, 1 << 24)
+    if not x_codes.numel():
+        return False
+    lo, hi = (int(v) for v in torch.aminmax(x_codes.detach()))
+    # the planes int8_conv keeps: below its largest table index's power of two (a negative code's bit pattern
+    # has the top bit set)
+    rows = p8.partial_rows(p8.kept(1 << plan.a_bits if lo < 0 else 1 << hi.bit_length()))
+    return _rounds_on(rows, x_codes, plan.a_bits, w_shape, conv_args, 1 << 24, (lo, hi))
 
 
 def _int8_compute(
@@ -958,8 +982,8 @@ def approx_linear(
         O, K = w_codes.shape
         if plan.exact_only or not len(x2):  # no rows: an empty product
             y = x2.to(dtype) @ w_codes.to(dtype).t()
-        elif plan.kind == "gather-only" or choose_method(plan, (1, K, len(x2), 1), (O, K, 1, 1), 1, 1, dtype,
-                                                         x2.device.type == "cpu") != "conv":
+        elif plan.kind == "gather-only" or plan.r > LINEAR_STACKED_MAX_R and choose_method(
+                plan, (1, K, len(x2), 1), (O, K, 1, 1), 1, 1, dtype, x2.device.type == "cpu") != "conv":
             # as a 1x1 convolution over the rows (batch 1, the rows as positions), for its gather and int8 paths:
             # a high-rank table took 200-2,300x the exact product stacked, 100-5,500x by direct gathers
             y = approx_conv2d(x2.t()[None, :, :, None], w_codes[:, :, None, None], appmul, assign=assign,

@@ -23,7 +23,15 @@ from torch import nn
 from fames.appmul.core import AppMul
 from fames.emulate.decompose import decompose_table
 from fames.emulate.int8 import window_sums
-from fames.emulate.kernels import approx_conv2d, approx_linear, choose_method, error_plan, lut_plan, stacked_rounds
+from fames.emulate.kernels import (
+    approx_conv2d,
+    approx_linear,
+    choose_method,
+    error_plan,
+    lut_plan,
+    stacked_rounds,
+    sums_may_pass,
+)
 from fames.errors import AppMulError, FamesError
 from fames.quant.quantizer import Quantizer
 
@@ -119,8 +127,9 @@ class QuantLayer(nn.Module):
                 or not qx.numel():
             return dt
         rows = np.max([np.abs(m.lut).max(1) for m in a.appmuls], axis=0)  # by activation bit pattern
-        peak = torch.as_tensor(rows, dtype=torch.float64, device=qx.device)[qx.long() % (1 << self.a_bits)]
-        return torch.float32 if float(self.tap_sums(peak, torch.float64).max()) < 1 << 24 else dt
+        exceeds = sums_may_pass(rows.astype(np.float64), qx, self.a_bits, self.weight[0].numel(), 1 << 24,
+                                lambda v: self.tap_sums(v, torch.float32))
+        return dt if exceeds else torch.float32
 
     @property
     def widths(self) -> tuple[int, int, bool, bool]:
