@@ -825,8 +825,8 @@ def sums_may_pass(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, fan_in: 
     may reach ``limit`` on the activation codes ``x_codes``; ``tap_sums`` sums a float32 tensor shaped like the
     codes over each output's taps. First the cheap test (the largest bound among the codes present, times
     ``fan_in``: one pass over the codes), then the sums, in float32 (int32 indices: a quarter of the int64 pass's
-    time) against ``limit`` less a margin far above their rounding (2**-10 relative; fan-ins below 2**13).
-    ``span``: the codes' ``(min, max)`` when the caller has them."""
+    time) against ``limit`` less twice the worst rounding of a float32 sum of ``fan_in`` non-negative terms
+    (``fan_in * 2**-24`` relative). ``span``: the codes' ``(min, max)`` when the caller has them."""
     if not x_codes.numel():
         return False
     lo, hi = span or (int(v) for v in torch.aminmax(x_codes.detach()))
@@ -835,7 +835,7 @@ def sums_may_pass(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, fan_in: 
     index = x_codes.detach().to(torch.int32).bitwise_and_((1 << a_bits) - 1)  # the bit patterns, as the kernels
     table = torch.as_tensor(rows, dtype=torch.float32, device=x_codes.device)
     peak = torch.index_select(table, 0, index.reshape(-1)).view(x_codes.shape)
-    return float(tap_sums(peak).max()) >= limit * (1 - 2**-10)
+    return float(tap_sums(peak).max()) >= limit * (1 - min(0.5, fan_in * 2**-23))
 
 
 def _rounds_on(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, w_shape: Sequence[int], conv_args: tuple,
