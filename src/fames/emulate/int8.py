@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, reduce
 from math import gcd
@@ -404,8 +404,10 @@ def int8_conv(
     conv_args: tuple,
     max_bytes: int,
     bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``sum_t conv(U[X, t], V[W, t]) (+ row term) + bias`` -> float32 ``(N, O, H', W')`` (channels_last).
+    may_round: Callable[[tuple[int, ...], int, torch.Tensor], bool] | None = None,
+) -> torch.Tensor | None:
+    """``sum_t conv(U[X, t], V[W, t]) (+ row term) + bias`` -> float32 ``(N, O, H', W')`` (channels_last), or None
+    when ``may_round(terms kept, top, table indices (N, H, W, C) int32)`` says its float32 sums may round there.
 
     ``x_codes``: ``(N, C, H, W)`` integer-valued activation codes (float); ``index_mask``: ``2**a_bits - 1`` for
     signed codes (table index = value mod ``2**a_bits``), else None; ``wkey``: ``(O, Cg, kh, kw)`` rows of
@@ -423,7 +425,10 @@ def int8_conv(
     if index_mask is not None:
         xi.bitwise_and_(index_mask)
     # planes of monomials with a bit above the batch's largest index are zero: left out (exact)
-    keep = plan.kept(1 << int(xi.max()).bit_length() if xi.numel() else 1)  # KEEP_PLANE < 0: always kept
+    top = 1 << int(xi.max()).bit_length() if xi.numel() else 1
+    keep = plan.kept(top)  # KEEP_PLANE < 0: always kept
+    if may_round is not None and may_round(keep, top, xi):
+        return None
     if not keep:  # no plane: the weight-only term (bias) and the row term are all
         y = torch.zeros(N, *conv_output_hw((H, W), (kh, kw), conv_args), O).permute(0, 3, 1, 2)
         if bias is not None:

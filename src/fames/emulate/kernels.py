@@ -784,26 +784,26 @@ def approx_conv2d(
     # integer factors whose worst case may round in dtype, but whose partial sums stay exact on this batch
     batch_exact = plan.integer and stacked_rounds(plan, dtype, fan_in) and not _rounds_on(
         plan.term_rows, x_codes, plan.a_bits, w_codes.shape, conv_args, 1 << 24)
+    cpu, asked = x_codes.device.type == "cpu", method
     if method == "auto":
-        cpu = x_codes.device.type == "cpu"
         method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, cpu, batch_exact)
-        if method == "int8" and _int8_rounds(plan, x_codes, w_codes.shape, conv_args):
-            method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False, batch_exact)
-    if method == "int8":
-        if dtype != torch.float32 or x_codes.device.type != "cpu":
-            raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
-                             f"{x_codes.device} (use method='auto', or dtype=torch.float32 on the CPU)")
-        if plan.int8 is not None and _int8_rounds(plan, x_codes, w_codes.shape, conv_args):
-            raise ValueError("method='int8': the float32 sums of its blocks may round on these inputs (partial sums "
-                             "beyond 2**24); use method='auto'")
-        compute8 = _int8_compute(x_codes, wkey, plan, conv_args, max_chunk_bytes)
-        return _SteConvFn.apply(x_codes, w_codes, compute8, conv_args, dtype)
-    if method == "gather":
-        L = plan.lut_table(x_codes.device, dtype)
 
-        def compute() -> torch.Tensor:
-            return _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
-    else:  # factors whose float32 sums may round (a forced method) are summed in float64, exact
+    def other() -> Callable[[], torch.Tensor]:  # the path taken where the int8 path's sums may round
+        if asked == "auto":
+            return build(choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False, batch_exact))
+        raise ValueError("method='int8': the float32 sums of its blocks may round on these inputs (partial sums "
+                         "beyond 2**24); use method='auto'")
+
+    def build(method: str) -> Callable[[], torch.Tensor]:
+        if method == "int8":
+            if dtype != torch.float32 or not cpu:
+                raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
+                                 f"{x_codes.device} (use method='auto', or dtype=torch.float32 on the CPU)")
+            return _int8_compute(x_codes, wkey, plan, w_codes.shape, conv_args, max_chunk_bytes, other)
+        if method == "gather":
+            L = plan.lut_table(x_codes.device, dtype)
+            return lambda: _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
+        # factors whose float32 sums may round (a forced method) are summed in float64, exact
         sum_dt = torch.float64 if stacked_rounds(plan, dtype, fan_in) and not batch_exact else dtype
         U, V, sh, const = _stacked_tables(plan, x_codes.device, sum_dt, wkey)
 
@@ -816,6 +816,9 @@ def approx_conv2d(
                 _add_border(y, _constant_bias(const, x_codes.shape, conv_args) - bias.view(1, -1, 1, 1))
             return (y if plan.integer else torch.round(y)).to(dtype)
 
+        return compute
+
+    compute = build(method)
     return _SteConvFn.apply(x_codes, w_codes, compute, conv_args, dtype)
 
 
@@ -846,26 +849,13 @@ def _rounds_on(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, w_shape: Se
                          lambda v: window_sums(v, (kh, kw), conv_args, O, torch.float32), span)
 
 
-def _int8_rounds(plan: EmulationPlan, x_codes: torch.Tensor, w_shape: Sequence[int], conv_args: tuple) -> bool:
-    """Whether the int8 path's float32 block sums may round on this batch: only where the worst case over the
-    layer's fan-in allows it (:meth:`~fames.emulate.int8.Int8Plan.rounds`), the batch's own bound is checked."""
-    p8 = plan.int8
-    if not p8.rounds(int(np.prod(w_shape[1:]))):
-        return False
-    if not x_codes.numel():
-        return False
-    lo, hi = (int(v) for v in torch.aminmax(x_codes.detach()))
-    # the planes int8_conv keeps: below its largest table index's power of two (a negative code's bit pattern
-    # has the top bit set)
-    rows = p8.partial_rows(p8.kept(1 << plan.a_bits if lo < 0 else 1 << hi.bit_length()))
-    return _rounds_on(rows, x_codes, plan.a_bits, w_shape, conv_args, 1 << 24, (lo, hi))
-
-
 def _int8_compute(
-    x_codes: torch.Tensor, wkey: torch.Tensor, plan: EmulationPlan, conv_args: tuple, max_bytes: int
+    x_codes: torch.Tensor, wkey: torch.Tensor, plan: EmulationPlan, w_shape: Sequence[int], conv_args: tuple,
+    max_bytes: int, fallback: Callable[[], Callable[[], torch.Tensor]],
 ) -> Callable[[], torch.Tensor]:
     """The int8 path's forward: planes x int8 weights (:func:`fames.emulate.int8.int8_conv`), the weight-only term
-    as bias plus its border correction."""
+    as bias plus its border correction; where its float32 sums may round on the batch (checked inside the kernel,
+    on its own table indices, only when the worst case over the fan-in allows it), ``fallback()``'s path."""
     p8 = plan.int8
     if p8 is None or not int8_available():
         raise ValueError(
@@ -876,12 +866,22 @@ def _int8_compute(
     if p8.const is not None:
         const = F.embedding(wkey, torch.as_tensor(p8.const, dtype=torch.float32, device=wkey.device)[:, None])
         const = const.squeeze(-1)
+    O, _, kh, kw = w_shape
+    fan_in = int(np.prod(w_shape[1:]))
+
+    def may_round(keep: tuple[int, ...], top: int, xi: torch.Tensor) -> bool:  # xi: (N, H, W, C) table indices
+        return sums_may_pass(p8.partial_rows(keep), xi, plan.a_bits, fan_in, 1 << 24,
+                             lambda v: window_sums(v.permute(0, 3, 1, 2), (kh, kw), conv_args, O, torch.float32),
+                             (0, top - 1))
 
     def compute() -> torch.Tensor:
         bias = None if const is None else const.sum((1, 2, 3))
         mask = (1 << plan.a_bits) - 1 if plan.a_signed else None
         chunk = INT8_CHUNK_BYTES if max_bytes == DEFAULT_CHUNK_BYTES else max_bytes  # larger default: buffers reused
-        y = int8_conv(x_codes.detach(), mask, wkey, p8, conv_args, chunk, bias)
+        y = int8_conv(x_codes.detach(), mask, wkey, p8, conv_args, chunk, bias,
+                      may_round if p8.rounds(fan_in) else None)
+        if y is None:
+            return fallback()()
         if const is not None:
             _add_border(y, _constant_bias(const, x_codes.shape, conv_args) - bias.view(1, -1, 1, 1))
         return y
