@@ -465,3 +465,10 @@ def test_cost_model_gathers_wide_pointwise_convs_and_keeps_depthwise_off_int8():
     assert choose_method(plan, (64, 1024, 8, 8), (64, 1024, 1, 1), 1, 1, torch.float64) == "gather"
     # depthwise: the int8 planes' packing outweighs the tiny convolution (382-894x against the gather's 66-123x)
     assert choose_method(plan, (64, 64, 16, 16), (64, 1, 3, 3), 64, 1, torch.float32) != "int8"
+
+
+def test_an_empty_batch_gives_an_empty_output():
+    am = random_appmul(8, 8, True, True, seed=5)
+    x, w = torch.zeros(0, 4, 6, 6), torch.ones(3, 4, 3, 3)
+    assert approx_conv2d(x, w, am, padding=1).shape == (0, 3, 6, 6)  # the int8 path's chunk loop raised
+    assert approx_linear(torch.zeros(2, 0, 4), torch.ones(3, 4), am).shape == (2, 0, 3)

@@ -773,7 +773,7 @@ def approx_conv2d(
         exact = F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
         return exact + _stacked_conv(xi, wkey, U, V, *conv_args, max_chunk_bytes)
     assert plan is not None
-    if plan.exact_only:
+    if plan.exact_only or not len(x_codes):  # (an empty batch: an empty output of the right shape)
         return F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
     if plan.kind == "gather-only":
         method = "gather"
