@@ -261,3 +261,13 @@ def test_an_error_inside_the_users_model_factory_is_named_as_theirs():
 
     with pytest.raises(FamesError, match="factory .*_raising_factory' raised RuntimeError: factory failed inside"):
         load_model(f"{__name__}:_raising_factory", None)  # was "fames: internal error ... please report it"
+
+
+def test_a_quantized_state_dict_into_a_float_model_is_named_as_such():
+    from fames.models import load_state_dict_checked
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2))
+
+    with pytest.raises(FamesError, match="holds a quantized model's state .*quantize the model the same way first"):
+        load_state_dict_checked(net(), fames.quantize(net(), "W8A8").state_dict(), "sd.pt")  # "Wrong model?"

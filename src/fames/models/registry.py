@@ -228,6 +228,12 @@ def load_state_dict_checked(
         if shapes:
             parts.append(f"shape mismatches: {few(shapes)}")
         what = f"architecture {arch!r}" if arch else type(model).__name__
+        quantizer = (".act_quant.", ".weight_quant.")
+        if unexpected and all(any(q in k for q in quantizer) for k in unexpected):
+            raise CheckpointError(
+                f"{source} holds a quantized model's state (its unexpected keys are all quantizer parameters: "
+                f"{few(unexpected)}) and {what} is a float one: quantize the model the same way first "
+                "(fames.quantize), or load it with fames.load_model, which does so from a fames checkpoint")
         raise CheckpointError(
             f"{source} does not fit {what}: " + "; ".join(parts)
             + ". Wrong model for this checkpoint (--model, or model: in a run config)"
