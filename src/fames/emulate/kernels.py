@@ -25,6 +25,7 @@ float32 accumulation rounding (exact whenever partial sums stay below ``2**24``)
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -781,16 +782,24 @@ def approx_conv2d(
         y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     fan_in = w_codes[0].numel()
-    # integer factors whose worst case may round in dtype, but whose partial sums stay exact on this batch
-    batch_exact = plan.integer and stacked_rounds(plan, dtype, fan_in) and not _rounds_on(
-        plan.term_rows, x_codes, plan.a_bits, w_codes.shape, conv_args, 1 << 24)
+
+    @functools.cache
+    def batch_exact() -> bool:  # integer factors whose worst case may round in dtype, but exact on this batch
+        return plan.integer and stacked_rounds(plan, dtype, fan_in) and not _rounds_on(
+            plan.term_rows, x_codes, plan.a_bits, w_codes.shape, conv_args, 1 << 24)
+
     cpu, asked = x_codes.device.type == "cpu", method
     if method == "auto":
-        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, cpu, batch_exact)
+        method = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, cpu)
+        # the stacked path where only its worst case kept it out: checked on the batch only when it would be chosen
+        alt = choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, cpu, True)
+        if alt != method and (alt != "conv" or batch_exact()):
+            method = alt
 
     def other() -> Callable[[], torch.Tensor]:  # the path taken where the int8 path's sums may round
         if asked == "auto":
-            return build(choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False, batch_exact))
+            return build(choose_method(plan, x_codes.shape, w_codes.shape, groups, stride, dtype, False,
+                                       batch_exact()))
         raise ValueError("method='int8': the float32 sums of its blocks may round on these inputs (partial sums "
                          "beyond 2**24); use method='auto'")
 
@@ -804,7 +813,7 @@ def approx_conv2d(
             L = plan.lut_table(x_codes.device, dtype)
             return lambda: _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
         # factors whose float32 sums may round (a forced method) are summed in float64, exact
-        sum_dt = torch.float64 if stacked_rounds(plan, dtype, fan_in) and not batch_exact else dtype
+        sum_dt = torch.float64 if stacked_rounds(plan, dtype, fan_in) and not batch_exact() else dtype
         U, V, sh, const = _stacked_tables(plan, x_codes.device, sum_dt, wkey)
 
         def compute() -> torch.Tensor:
@@ -835,7 +844,9 @@ def sums_may_pass(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, fan_in: 
     lo, hi = span or (int(v) for v in torch.aminmax(x_codes.detach()))
     if float(rows[np.arange(lo, hi + 1) & ((1 << a_bits) - 1)].max()) * fan_in < limit:
         return False
-    index = x_codes.detach().to(torch.int32).bitwise_and_((1 << a_bits) - 1)  # the bit patterns, as the kernels
+    index = x_codes.detach()  # table indices already (the int8 kernel's), or codes: their bit patterns
+    if index.dtype != torch.int32 or lo < 0 or hi >> a_bits:
+        index = index.to(torch.int32).bitwise_and((1 << a_bits) - 1)
     table = torch.as_tensor(rows, dtype=torch.float32, device=x_codes.device)
     peak = torch.index_select(table, 0, index.reshape(-1)).view(x_codes.shape)
     return float(tap_sums(peak).max()) >= limit * (1 - min(0.5, fan_in * 2**-23))
@@ -866,10 +877,10 @@ def _int8_compute(
     if p8.const is not None:
         const = F.embedding(wkey, torch.as_tensor(p8.const, dtype=torch.float32, device=wkey.device)[:, None])
         const = const.squeeze(-1)
-    O, _, kh, kw = w_shape
     fan_in = int(np.prod(w_shape[1:]))
 
     def may_round(keep: tuple[int, ...], top: int, xi: torch.Tensor) -> bool:  # xi: (N, H, W, C) table indices
+        O, _, kh, kw = w_shape
         return sums_may_pass(p8.partial_rows(keep), xi, plan.a_bits, fan_in, 1 << 24,
                              lambda v: window_sums(v.permute(0, 3, 1, 2), (kh, kw), conv_args, O, torch.float32),
                              (0, top - 1))
