@@ -106,18 +106,16 @@ class EmulationPlan:
     @property
     def term_rows(self) -> np.ndarray:
         """Per activation index, the bound of ``|sum over any terms k of U[x, k] V[w, k]|`` over the weights,
-        ``(2**a_bits,)`` float64 (:attr:`term_peak` is its largest entry or less)."""
+        ``sum_k |U[x, k]| max_w |V[w, k]|``, ``(2**a_bits,)`` float64 (an integer factorization's terms can be far
+        larger than the products they sum to)."""
         if "term_rows" not in self._torch:
             self._torch["term_rows"] = np.abs(self.U) @ np.abs(self.V).max(0) if self.r else np.zeros(len(self.U))
         return self._torch["term_rows"]
 
     @property
     def term_peak(self) -> float:
-        """Bound of ``|sum over any terms k of U[x, k] V[w, k]|`` over all pairs: the largest partial sum one product
-        contributes on the stacked path (an integer factorization's terms can be far larger than the products)."""
-        if "term_peak" not in self._torch:
-            self._torch["term_peak"] = float((np.abs(self.U).max(0) * np.abs(self.V).max(0)).sum()) if self.r else 0.0
-        return self._torch["term_peak"]
+        """The largest partial sum one product contributes on the stacked path: the largest of :attr:`term_rows`."""
+        return float(self.term_rows.max()) if self.r else 0.0
 
     @property
     def r(self) -> int:
