@@ -405,6 +405,7 @@ def int8_conv(
     max_bytes: int,
     bias: torch.Tensor | None = None,
     may_round: Callable[[tuple[int, ...], int, torch.Tensor], bool] | None = None,
+    tap_sums: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """``sum_t conv(U[X, t], V[W, t]) (+ row term) + bias`` -> float32 ``(N, O, H', W')`` (channels_last), or None
     when ``may_round(terms kept, top, table indices (N, H, W, C) int32)`` says its float32 sums may round there.
@@ -412,14 +413,22 @@ def int8_conv(
     ``x_codes``: ``(N, C, H, W)`` integer-valued activation codes (float); ``index_mask``: ``2**a_bits - 1`` for
     signed codes (table index = value mod ``2**a_bits``), else None; ``wkey``: ``(O, Cg, kh, kw)`` rows of
     ``plan.V``; ``max_bytes``: bound of a chunk's planes; ``bias``: float32 ``(O,)``. The caller adds
-    ``plan.const``. Each block of packed planes is one ``index_select`` whose output is the convolution's input as
-    it is (channel-major ``(channel, plane)`` bytes, so every group keeps its channels together); the blocks
-    accumulate through oneDNN's sum post-op (measured: 7% slower than one convolution of all planes stacked,
-    against 80% for copying the blocks into one input). Indices and planes live in reused scratch buffers.
+    ``plan.const``. ``tap_sums()``: the codes' sums over each output's taps (:func:`window_sums`), where the caller
+    has them, for the row term of a plan without offset. Each block of packed planes is one ``index_select`` whose
+    output is the convolution's input as it is (channel-major ``(channel, plane)`` bytes, so every group keeps its
+    channels together); the blocks accumulate through oneDNN's sum post-op (measured: 7% slower than one
+    convolution of all planes stacked, against 80% for copying the blocks into one input). Indices and planes live
+    in reused scratch buffers.
     """
     stride, padding, dilation, groups = conv_args
     O, Cg, kh, kw = wkey.shape
     N, C, H, W = x_codes.shape
+
+    def row_sums() -> torch.Tensor:
+        if tap_sums is not None and not plan.offset:
+            return tap_sums()
+        return window_sums(x_codes, (kh, kw), conv_args, O, offset=plan.offset)
+
     xi = _buffer("index", (N, H, W, C), torch.int32)
     xi.copy_(x_codes.permute(0, 2, 3, 1))  # float -> int32 table indices, NHWC
     if index_mask is not None:
@@ -434,7 +443,7 @@ def int8_conv(
         if bias is not None:
             y += bias.view(1, -1, 1, 1)
         if plan.row:
-            y.add_(window_sums(x_codes, (kh, kw), conv_args, O, offset=plan.offset), alpha=plan.row)
+            y.add_(row_sums(), alpha=plan.row)
         return y
     tables, V = plan.packed(keep)
     wt = F.embedding(wkey, V)  # (O, Cg, kh, kw, T) int32
@@ -458,7 +467,7 @@ def int8_conv(
         outs.append(y)
     y = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
     if plan.row:  # row * (plane 0 summed over the taps), the same for every output channel of a group
-        y.add_(window_sums(x_codes, (kh, kw), conv_args, O, offset=plan.offset), alpha=plan.row)
+        y.add_(row_sums(), alpha=plan.row)
     return y
 
 

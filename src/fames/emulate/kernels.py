@@ -738,6 +738,7 @@ def approx_conv2d(
     error_table: torch.Tensor | Sequence[torch.Tensor] | None = None,
     method: str = "auto",
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    x_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Emulated integer convolution ``sum_i LUT[x_i, w_i]``, shape ``(N, O, H', W')`` in ``dtype``.
 
@@ -754,6 +755,10 @@ def approx_conv2d(
     ``assign``) used as the error table instead of the AppMul's; the output is
     ``conv(X, W) + sum_i E[x_i, w_i]`` and is differentiable w.r.t. ``error_table`` (the counting-matrix
     gradient) as well as (straight-through) the codes.
+
+    ``x_sums``: the sums of ``x_codes`` over each output's taps as :func:`fames.emulate.int8.window_sums` gives
+    them, ``(N, 1 or O, H', W')``, when the caller has them (a layer with a weight zero point does): the int8 path's
+    row term and the per-batch bounds of unsigned codes use them instead of summing again.
     """
     if x_codes.dim() != 4 or w_codes.dim() != 4:
         raise ValueError(f"expected x (N, C, H, W) and w (O, C/groups, kh, kw), got {x_codes.shape}, {w_codes.shape}")
@@ -782,9 +787,18 @@ def approx_conv2d(
     fan_in = w_codes[0].numel()
 
     @functools.cache
+    def tap_sums() -> torch.Tensor:  # the codes' sums over each output's taps
+        if x_sums is not None:
+            return x_sums.detach().to(torch.float32)
+        return window_sums(x_codes.detach(), tuple(w_codes.shape[2:]), conv_args, w_codes.shape[0], torch.float32)
+
+    def code_sums() -> float:
+        return float(tap_sums().max())
+
+    @functools.cache
     def batch_exact() -> bool:  # integer factors whose worst case may round in dtype, but exact on this batch
         return plan.integer and stacked_rounds(plan, dtype, fan_in) and not _rounds_on(
-            plan.term_rows, x_codes, plan.a_bits, w_codes.shape, conv_args, 1 << 24)
+            plan.term_rows, x_codes, plan.a_bits, w_codes.shape, conv_args, 1 << 24, code_sums)
 
     cpu, asked = x_codes.device.type == "cpu", method
     if method == "auto":
@@ -806,7 +820,7 @@ def approx_conv2d(
             if dtype != torch.float32 or not cpu:
                 raise ValueError(f"method='int8' computes float32 sums on the CPU; got dtype={dtype}, device "
                                  f"{x_codes.device} (use method='auto', or dtype=torch.float32 on the CPU)")
-            return _int8_compute(x_codes, wkey, plan, w_codes.shape, conv_args, max_chunk_bytes, other)
+            return _int8_compute(x_codes, wkey, plan, w_codes.shape, conv_args, max_chunk_bytes, other, tap_sums)
         if method == "gather":
             L = plan.lut_table(x_codes.device, dtype)
             return lambda: _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
@@ -830,18 +844,26 @@ def approx_conv2d(
 
 
 def sums_may_pass(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, fan_in: int, limit: int,
-                  tap_sums: Callable[[torch.Tensor], torch.Tensor], span: tuple[int, int] | None = None) -> bool:
+                  tap_sums: Callable[[torch.Tensor], torch.Tensor], span: tuple[int, int] | None = None,
+                  code_sums: Callable[[], float] | None = None) -> bool:
     """Whether some output's sum over its taps of ``rows`` (a bound per activation table index, ``(2**a_bits,)``)
     may reach ``limit`` on the activation codes ``x_codes``; ``tap_sums`` sums a float32 tensor shaped like the
     codes over each output's taps. First the cheap test (the largest bound among the codes present, times
-    ``fan_in``: one pass over the codes), then the sums, in float32 (int32 indices: a quarter of the int64 pass's
-    time) against ``limit`` less twice the worst rounding of a float32 sum of ``fan_in`` non-negative terms
-    (``fan_in * 2**-24`` relative). ``span``: the codes' ``(min, max)`` when the caller has them."""
+    ``fan_in``: one pass over the codes); then, where the indices are the codes' values (``lo >= 0``) and the caller
+    gives ``code_sums`` (the largest sum of the codes over an output's taps, which a layer with a weight zero point
+    computes anyway), the line above ``rows`` (:func:`_line_above`) times it; then the sums of ``rows`` themselves,
+    in float32 (int32 indices: a quarter of the int64 pass's time) against ``limit`` less twice the worst rounding of
+    a float32 sum of ``fan_in`` non-negative terms (``fan_in * 2**-24`` relative). ``span``: the codes' ``(min,
+    max)`` when the caller has them."""
     if not x_codes.numel():
         return False
     lo, hi = span or (int(v) for v in torch.aminmax(x_codes.detach()))
     if float(rows[np.arange(lo, hi + 1) & ((1 << a_bits) - 1)].max()) * fan_in < limit:
         return False
+    if code_sums is not None and 0 <= lo <= hi < 1 << a_bits:
+        slope, floor = _line_above(rows[lo : hi + 1], lo)
+        if (slope * code_sums() + floor * fan_in) * (1 + 1e-9) < limit:  # (the slope's division may round)
+            return False
     index = x_codes.detach()  # table indices already (the int8 kernel's), or codes: their bit patterns
     if index.dtype != torch.int32 or lo < 0 or hi >> a_bits:
         index = index.to(torch.int32).bitwise_and((1 << a_bits) - 1)
@@ -850,21 +872,32 @@ def sums_may_pass(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, fan_in: 
     return float(tap_sums(peak).max()) >= limit * (1 - min(0.5, fan_in * 2**-23))
 
 
+def _line_above(seg: np.ndarray, lo: int) -> tuple[float, float]:
+    """``(slope, floor)``, both >= 0, with ``seg[x - lo] <= floor + slope * x`` for every ``x`` in ``lo ..
+    lo + len(seg) - 1`` (``seg >= 0``): the floor is the value at 0 (0 when 0 is not in the range), the slope the
+    steepest rise from it. Summed over an output's taps it bounds the sum of ``seg`` by ``slope * (sum of the codes)
+    + floor * taps``: tight for a multiplier, whose largest product grows about linearly with the activation."""
+    floor = float(seg[0]) if lo == 0 else 0.0
+    x = np.arange(lo, lo + len(seg), dtype=np.float64)
+    return float(np.max((seg[x > 0] - floor) / x[x > 0], initial=0.0)), floor
+
+
 def _rounds_on(rows: np.ndarray, x_codes: torch.Tensor, a_bits: int, w_shape: Sequence[int], conv_args: tuple,
-               limit: int, span: tuple[int, int] | None = None) -> bool:
+               limit: int, code_sums: Callable[[], float] | None = None) -> bool:
     """:func:`sums_may_pass` for a convolution of weights ``w_shape`` (``conv_args`` as in it)."""
     O, _, kh, kw = w_shape
     return sums_may_pass(rows, x_codes, a_bits, int(np.prod(w_shape[1:])), limit,
-                         lambda v: window_sums(v, (kh, kw), conv_args, O, torch.float32), span)
+                         lambda v: window_sums(v, (kh, kw), conv_args, O, torch.float32), code_sums=code_sums)
 
 
 def _int8_compute(
     x_codes: torch.Tensor, wkey: torch.Tensor, plan: EmulationPlan, w_shape: Sequence[int], conv_args: tuple,
-    max_bytes: int, fallback: Callable[[], Callable[[], torch.Tensor]],
+    max_bytes: int, fallback: Callable[[], Callable[[], torch.Tensor]], tap_sums: Callable[[], torch.Tensor],
 ) -> Callable[[], torch.Tensor]:
     """The int8 path's forward: planes x int8 weights (:func:`fames.emulate.int8.int8_conv`), the weight-only term
     as bias plus its border correction; where its float32 sums may round on the batch (checked inside the kernel,
-    on its own table indices, only when the worst case over the fan-in allows it), ``fallback()``'s path."""
+    on its own table indices, only when the worst case over the fan-in allows it), ``fallback()``'s path.
+    ``tap_sums()``: the codes' sums over each output's taps, float32 (for unsigned codes, the table indices)."""
     p8 = plan.int8
     if p8 is None or not int8_available():
         raise ValueError(
@@ -881,14 +914,14 @@ def _int8_compute(
         O, _, kh, kw = w_shape
         return sums_may_pass(p8.partial_rows(keep), xi, plan.a_bits, fan_in, 1 << 24,
                              lambda v: window_sums(v.permute(0, 3, 1, 2), (kh, kw), conv_args, O, torch.float32),
-                             (0, top - 1))
+                             (0, top - 1), None if plan.a_signed else lambda: float(tap_sums().max()))
 
     def compute() -> torch.Tensor:
         bias = None if const is None else const.sum((1, 2, 3))
         mask = (1 << plan.a_bits) - 1 if plan.a_signed else None
         chunk = INT8_CHUNK_BYTES if max_bytes == DEFAULT_CHUNK_BYTES else max_bytes  # larger default: buffers reused
         y = int8_conv(x_codes.detach(), mask, wkey, p8, conv_args, chunk, bias,
-                      may_round if p8.rounds(fan_in) else None)
+                      may_round if p8.rounds(fan_in) else None, None if p8.offset else tap_sums)
         if y is None:
             return fallback()()
         if const is not None:
@@ -970,11 +1003,12 @@ def approx_linear(
     dtype: torch.dtype = torch.float32,
     error_table: torch.Tensor | Sequence[torch.Tensor] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    x_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Emulated integer matrix product ``sum_k LUT[x[n, k], w[o, k]]``, shape ``(..., O)`` in ``dtype``.
 
-    ``x_codes``: ``(..., K)``, ``w_codes``: ``(O, K)``; ``assign``: scalar, ``(O,)`` or ``(O, K)``. Other
-    arguments as :func:`approx_conv2d`.
+    ``x_codes``: ``(..., K)``, ``w_codes``: ``(O, K)``; ``assign``: scalar, ``(O,)`` or ``(O, K)``; ``x_sums``:
+    ``x_codes.sum(-1, keepdim=True)`` when the caller has it. Other arguments as :func:`approx_conv2d`.
     """
     if w_codes.dim() != 2 or x_codes.shape[-1] != w_codes.shape[1]:
         raise ValueError(f"expected x (..., K) and w (O, K), got {tuple(x_codes.shape)}, {tuple(w_codes.shape)}")
@@ -996,7 +1030,8 @@ def approx_linear(
             # as a 1x1 convolution over the rows (batch 1, the rows as positions), for its gather and int8 paths:
             # a high-rank table took 200-2,300x the exact product stacked, 100-5,500x by direct gathers
             y = approx_conv2d(x2.t()[None, :, :, None], w_codes[:, :, None, None], appmul, assign=assign,
-                              dtype=dtype, max_chunk_bytes=max_chunk_bytes)[0, :, :, 0].t()
+                              dtype=dtype, max_chunk_bytes=max_chunk_bytes,
+                              x_sums=None if x_sums is None else x_sums.reshape(1, 1, -1, 1))[0, :, :, 0].t()
         else:
             # factors whose float32 sums may round are summed in float64 (exact; the result, an integer sum of
             # products below 2**24, is exact in dtype again): 1.5-3x the float32 time where the gather took 10-70x

@@ -116,19 +116,21 @@ class QuantLayer(nn.Module):
     def emulation_dtype(self, dtype: torch.dtype | None) -> None:
         self._emulation_dtype = dtype
 
-    def batch_dtype(self, qx: torch.Tensor) -> torch.dtype:
+    def batch_dtype(self, qx: torch.Tensor, sum_x: torch.Tensor | None = None) -> torch.dtype:
         """:attr:`emulation_dtype`, except that a layer whose worst case needs float64 emulates the batch of codes
         ``qx`` in float32 (6-20x faster) when its sums provably stay exact there: no partial sum of an output passes
         the sum over its taps of ``max_w |LUT[x_tap, w]|``, which must stay below ``2**24`` (unsigned W8A8 layers
-        of 32+ channels: float64 by the worst case, float32 on real activations)."""
+        of 32+ channels: float64 by the worst case, float32 on real activations). ``sum_x``: :meth:`sum_x` of
+        ``qx`` when the caller has it (it bounds that sum for unsigned codes at no further cost)."""
         dt = self.emulation_dtype
         a = self.assignment
         if dt != torch.float64 or self._emulation_dtype is not None or a is None or self.error_probe is not None \
                 or not qx.numel():
             return dt
         rows = np.max([np.abs(m.lut).max(1) for m in a.appmuls], axis=0)  # by activation bit pattern
+        sums = (lambda: sum_x) if sum_x is not None else (lambda: self.tap_sums(qx, torch.float32))
         exceeds = sums_may_pass(rows.astype(np.float64), qx, self.a_bits, self.weight[0].numel(), 1 << 24,
-                                lambda v: self.tap_sums(v, torch.float32))
+                                lambda v: self.tap_sums(v, torch.float32), code_sums=lambda: float(sums().detach().max()))
         return dt if exceeds else torch.float32
 
     @property
@@ -191,11 +193,11 @@ class QuantLayer(nn.Module):
 
     def _approx(self, x: torch.Tensor) -> torch.Tensor:
         qx, qw = self.operands(x)
-        acc = self.integer(qx, qw, **self.emulation_args(x.device), dtype=self.batch_dtype(qx))
+        sum_x = self.sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
+        acc = self.integer(qx, qw, **self.emulation_args(x.device), dtype=self.batch_dtype(qx, sum_x), x_sums=sum_x)
         acc = acc.to(self.emulation_dtype)  # exact integers either way: the rest as for any batch
         if self.compensation is not None and self.error_probe is None:
             acc = acc - self.compensation.correction(self, qx, qw, acc).to(acc.dtype)
-        sum_x = self.sum_x(qx, qw) if bool((self.weight_quant.zero_point != 0).any()) else None
         return self._combine(acc, sum_x, qw, qw[0].numel(), self.VIEW).to(
             x.dtype if x.is_floating_point() else self.weight.dtype)
 
