@@ -472,3 +472,35 @@ def test_an_empty_batch_gives_an_empty_output():
     x, w = torch.zeros(0, 4, 6, 6), torch.ones(3, 4, 3, 3)
     assert approx_conv2d(x, w, am, padding=1).shape == (0, 3, 6, 6)  # the int8 path's chunk loop raised
     assert approx_linear(torch.zeros(2, 0, 4), torch.ones(3, 4), am).shape == (2, 0, 3)
+
+
+def test_the_line_bound_of_unsigned_codes_is_never_below_the_sums_it_bounds():
+    """:func:`sums_may_pass` may answer "cannot pass" from the codes' own tap sums times a line above the table's
+    row bounds, without the per-tap lookup; that answer must hold for every output (random rows and codes)."""
+    from fames.emulate.int8 import window_sums
+    from fames.emulate.kernels import sums_may_pass
+
+    rng = np.random.default_rng(0)
+    conv_args = ((1, 1), (1, 1), (1, 1), 1)
+    decided = 0
+    for trial in range(300):
+        rows = rng.integers(0, 70000, 256).astype(np.float64)
+        if trial % 2:  # a multiplier's row bounds: about linear in the activation
+            rows = np.arange(256) * 255.0 + rng.integers(0, 300, 256)
+        x = torch.from_numpy(rng.integers(0, int(rng.integers(1, 257)), (2, 16, 5, 5))).float()
+        true_peak = float(window_sums(torch.from_numpy(rows)[x.long()].float(), (3, 3), conv_args, 4).max())
+        limit = int(true_peak * rng.uniform(0.5, 3.0)) + 1
+
+        def tap_sums(v):
+            raise AssertionError("the line bound should decide")
+
+        def code_sums():
+            return float(window_sums(x, (3, 3), conv_args, 4).max())
+
+        try:
+            passes = sums_may_pass(rows, x, 8, 144, limit, tap_sums, code_sums=code_sums)
+        except AssertionError:
+            continue
+        decided += 1
+        assert passes or true_peak < limit
+    assert decided > 50
