@@ -120,3 +120,20 @@ def test_metrics_histogram_and_rank():
     assert numerical_rank(np.zeros((4, 4))) == 0
     with pytest.raises(AppMulError, match="histogram"):
         error_metrics(m, np.ones((4, 4)))
+
+
+def test_hand_edited_library_faults_are_named_and_never_answered_by_replacing_the_library(tmp_path):
+    from fames.appmul.library import editing
+
+    ms = [_trunc(k=1), _trunc(k=2)]
+    ms[0].cost = Cost(area_um2=10.5, delay_ns=0.3)
+    d = Library(ms).save(tmp_path / "lib")
+    idx = json.loads((d / "index.json").read_text())
+    idx["appmuls"][0]["cost"]["area_um2"] = "12.5"  # crashed `fames lib show` (a format code on a string)
+    (d / "index.json").write_text(json.dumps(idx))
+    with pytest.raises(AppMulError, match=r"cost of AppMul 't1_4x4False' does not read: Cost.area_um2"):
+        Library.load(d)
+    (d / "index.json").write_text(json.dumps(idx)[:40])  # damaged: adding to it advised --force, which wiped it
+    with pytest.raises(AppMulError, match="not valid JSON.*repair or restore it: --force would replace"), editing(d):
+        pass
+    assert {"index.json", "luts.npz"} <= {p.name for p in d.iterdir()}

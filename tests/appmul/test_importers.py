@@ -102,6 +102,11 @@ def test_text_lut_as_a_matrix_or_with_float_formatted_integers(tmp_path):
     (tmp_path / "h.txt").write_text("0 0 0 0\n0 1 2 3\n0 2 4.5 6\n0 3 6 9\n")
     with pytest.raises(AppMulError, match="h.txt:3: non-integer field"):
         read_text_lut(tmp_path / "h.txt")
+    # records with one column too many (a, w, approx, exact: 256 x 4) imported as an 8x2 matrix, silently
+    (tmp_path / "c.csv").write_text("a,w,approx,exact\n" + "".join(f"{a},{w},{a * w >> 1 << 1},{a * w}\n"
+                                                                   for a in range(16) for w in range(16)))
+    with pytest.raises(AppMulError, match="4 fields per line under a header, and the first two columns look like"):
+        read_text_lut(tmp_path / "c.csv")
 
 
 def test_npy_lut_and_value_ordered_signed_matrices(tmp_path):
@@ -134,6 +139,10 @@ def test_npy_lut_and_value_ordered_signed_matrices(tmp_path):
         assert read_text_lut(tmp_path / "s16.npy").is_exact()  # inferred: accepted, the doubt said
     np.save(tmp_path / "s8.npy", exact_lut(4, 4, True, True).astype(np.int8))
     assert read_text_lut(tmp_path / "s8.npy").is_exact()  # a signed 4x4 table fits int8 (-56..64)
+    # unsigned products wrapped by int16 were read as an 8sx8u design of MRED 3.9%: they read back exactly mod 2^16
+    np.save(tmp_path / "u16.npy", exact_lut(8, 8, False, False).astype(np.int16))
+    with pytest.raises(AppMulError, match=r"int16 wrapped unsigned products .* 2\^16 it is 0.0 from an unsigned"):
+        read_text_lut(tmp_path / "u16.npy")
 
 
 def test_mixed_signedness_luts_hex_values_and_number_overflow(tmp_path):

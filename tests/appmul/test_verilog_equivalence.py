@@ -165,8 +165,15 @@ def test_import_takes_widths_and_signedness_from_the_port_declarations(tmp_path)
     assert import_design(plain, signed=True, ports=None).is_exact()
     v, sv = np.arange(8), np.r_[0:4, -4:0]
     off = np.abs(np.multiply.outer(sv, sv) % 64 - np.multiply.outer(v, v)).mean()  # 6-bit patterns read unsigned
-    with pytest.warns(UserWarning, match=rf"off by {off:.1f} on average; read as two's complement, by 0.0: a signed"):
+    with pytest.warns(UserWarning, match=rf"off by {off:.1f} on average; read with two's complement, by 0.0: import "
+                                         r"it with --signed \(signed=True\)"):
         assert not import_design(plain, ports=None).is_exact()  # the user is told, not left with a wrong table
+    # one operand in two's complement behind plain ports: was taken as unsigned without a word
+    plain.write_text("module plain(input [2:0] a, input [2:0] w, output [5:0] y);\n"
+                     "  assign y = $signed(a) * $signed({1'b0, w});\nendmodule\n")
+    with pytest.warns(UserWarning, match=r"activation operand in two's complement, by 0.0: .* --signed-only a"):
+        import_design(plain, ports=None)
+    assert import_design(plain, signed=(True, False), ports=None).is_exact()
 
 
 def test_import_reads_files_that_start_with_a_byte_order_mark(tmp_path):

@@ -494,7 +494,7 @@ def test_the_line_bound_of_unsigned_codes_is_never_below_the_sums_it_bounds():
         def tap_sums(v):
             raise AssertionError("the line bound should decide")
 
-        def code_sums():
+        def code_sums(x=x):
             return float(window_sums(x, (3, 3), conv_args, 4).max())
 
         try:

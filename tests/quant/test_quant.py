@@ -601,3 +601,22 @@ def test_affine_zero_point_terms_are_added_as_integers_before_scaling(w_bits, a_
     integer = qx @ qw.T - zw * qx.sum(1, keepdim=True) - zx * qw.sum(1) + fan_in * zx * zw
     truth = sx * sw * integer + q.bias.double()
     assert float((y - truth).abs().max()) <= 4 * 2**-24 * float(truth.abs().max())
+
+
+def test_an_exact_layer_name_wins_over_first_last_and_patterns_and_conflicting_patterns_are_refused():
+    """`first_last: 8bit` overrode the widths a `layers` entry gave the first layer by name, and of two patterns
+    matching one layer the first listed won, silently."""
+    from fames.quant.config import differences
+
+    cfg = QuantConfig(w_bits=4, a_bits=4, first_last="8bit", layers={"0": "W2A2", "4": "float", "c*": "W3A5"})
+    assert str(cfg.bits_for("0", "first")) == "W2A2" and cfg.bits_for("4", "last") is None
+    assert str(cfg.bits_for("conv", "last")) == "W8A8" and str(cfg.bits_for("conv")) == "W3A5"
+    for order in ({"conv*": "W2A8", "conv_a": "W6A3"}, {"conv_a": "W6A3", "conv*": "W2A8"}):
+        assert str(QuantConfig(layers=order).bits_for("conv_a")) == "W6A3"
+    with pytest.raises(FamesError, match="matches patterns with different settings"):
+        QuantConfig(layers={"conv*": "W2A8", "c*": "W3A3"}).bits_for("conv_b")
+    assert str(QuantConfig(layers={"conv*": "W2A8", "c*": "W2A8"}).bits_for("conv_b")) == "W2A8"
+    # a config asking for a layer in float is not a checkpoint that quantized it; a checkpoint's own float record of a
+    # layer the forward never ran is no difference
+    assert differences("W4A4", {"w_bits": 4, "a_bits": 4, "layers": {"x": "float"}})
+    assert not differences({"w_bits": 4, "a_bits": 4, "layers": {"x": "float"}}, "W4A4")

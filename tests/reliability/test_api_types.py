@@ -271,3 +271,14 @@ def test_a_quantized_state_dict_into_a_float_model_is_named_as_such():
 
     with pytest.raises(FamesError, match="holds a quantized model's state .*quantize the model the same way first"):
         load_state_dict_checked(net(), fames.quantize(net(), "W8A8").state_dict(), "sd.pt")  # "Wrong model?"
+
+
+def test_a_design_of_other_widths_in_an_assignment_names_its_layer():
+    from fames.appmul.library import Library
+    from fames.errors import AppMulError
+
+    model = fames.quantize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)), "W4A4")
+    lib = Library(build_family("trunc", 2, 2, True))
+    name = next(m.name for m in lib)
+    with pytest.raises(AppMulError, match=r"layer '2': AppMul .* but this layer multiplies 4-bit"):
+        substitute(model, {"layers": {"2": name}}, lib)

@@ -302,6 +302,14 @@ def _int_table(rows: list[list[int]], path: Path) -> np.ndarray:
                           "most 8-bit operands") from None
 
 
+def _operand_grid(a: np.ndarray, w: np.ndarray) -> bool:
+    """Whether the columns ``a`` and ``w`` hold every pair of their (at least two) distinct values exactly once: the
+    operand columns of `a w product` records. A multiplier's matrix never does (its first column, the products with
+    weight 0, is constant)."""
+    na, nw = len(np.unique(a)), len(np.unique(w))
+    return na > 1 and nw > 1 and na * nw == len(a) == len(np.unique(np.stack([a, w], 1), axis=0))
+
+
 def read_text_lut(
     path: str | Path,
     name: str | None = None,
@@ -339,12 +347,14 @@ def read_text_lut(
         return _matrix_lut(path, lut, name or sanitize_name(stem), a_bits, w_bits, (sa, sw))
     rows: list[list[int]] = []
     width = 0  # fields per line: 3 for `a b product` lines, 2^w_bits for a matrix
+    header = False
     for ln, line in enumerate(read_text_file(path, "text LUT").splitlines(), 1):
         s = line.split("#", 1)[0].strip()
         if not s:
             continue
         parts = re.split(r"[,\s;]+", s)
         if not rows and not any(_is_number(p) for p in parts):  # a header line
+            header = True
             continue
         try:
             vals = [_int_field(p) for p in parts]
@@ -358,6 +368,11 @@ def read_text_lut(
     if not rows:
         raise AppMulError(f"{path}: no `a b product` lines or matrix rows found")
     arr = _int_table(rows, path)
+    if width > 3 and _operand_grid(arr[:, 0], arr[:, 1]):
+        raise AppMulError(f"{path}: {width} fields per line{' under a header' if header else ''}, and the first two "
+                          "columns look like operands (every pair of their values once): a LUT of `a w product` lines "
+                          "has exactly three fields; keep the operand columns and the product column (a header-less "
+                          f"matrix of 2^a_bits rows of 2^w_bits products is the other form)")
     if width > 3:
         return _matrix_lut(path, arr, name or sanitize_name(stem), a_bits, w_bits, (sa, sw))
     sa = bool((arr[:, 0] < 0).any()) if sa is None else bool(sa)
@@ -421,6 +436,15 @@ def _matrix_lut(path: Path, lut: np.ndarray, name: str, a_bits: int | None, w_bi
                               "table as int32 (np.save(path, lut.astype(np.int32)))")
         u_hi = output_range(*shape_bits, False, False)[1]
         if (sa or sw) and None in signed and info.max < u_hi:
+            unwrapped = lut.astype(np.int64) % (1 << (8 * lut.dtype.itemsize))  # as unsigned products before wrapping
+            d_u = float(np.abs(unwrapped - exact_lut(*shape_bits)).mean())
+            d_s = min(_distances(lut, *shape_bits, sa, sw)[:2])
+            if d_u * 4 < d_s or d_u == d_s == 0:
+                raise AppMulError(f"{path}: its dtype {lut.dtype} wrapped unsigned products into negative values: "
+                                  f"read back modulo 2^{8 * lut.dtype.itemsize} it is {d_u:.1f} from an unsigned "
+                                  f"multiplier on average, {d_s:.1f} read as signed; save the table as int32 "
+                                  "(np.save(path, lut.astype(np.int32)) before the products wrap), or give the "
+                                  "signedness to read it as it is")
             warnings.warn(f"{path}: read as signed from its negative values, but its dtype {lut.dtype} would also "
                           f"have wrapped unsigned products (up to {u_hi}) into negative ones: if the table is "
                           "unsigned, save it as int32; give the signedness to silence this", stacklevel=3)
@@ -592,16 +616,21 @@ def import_design(
 
 
 def _warn_if_signed(y: np.ndarray, a_bits: int, w_bits: int, path: Path) -> None:
-    """Warn when the products ``y`` (bit patterns, AppMul index order) are far closer to a two's-complement
-    multiplier's than to an unsigned one's, as EvoApproxLib's ``mul8s_*`` (ports declared without ``signed``)."""
+    """Warn when the products ``y`` (bit patterns, AppMul index order) are far closer to a multiplier with one or
+    both operands in two's complement than to an unsigned one's, as EvoApproxLib's ``mul8s_*`` (ports declared
+    without ``signed``) or ``$signed(a) * $signed({1'b0, w})`` behind plain ports."""
     n = a_bits + w_bits
-    unsigned_err = np.abs(y - exact_lut(a_bits, w_bits).ravel()).mean()
     ys = np.where(y >= (1 << (n - 1)), y - (1 << n), y)
-    signed_err = np.abs(ys - exact_lut(a_bits, w_bits, True, True).ravel()).mean()
-    if signed_err * 4 < unsigned_err:
-        warnings.warn(f"{path}: read as unsigned, its products are off by {unsigned_err:.1f} on average; read as two's "
-                      f"complement, by {signed_err:.1f}: a signed multiplier? Import it with --signed (signed=True)",
-                      stacklevel=3)
+    unsigned_err = np.abs(y - exact_lut(a_bits, w_bits).ravel()).mean()
+    fixes = {(True, True): "--signed (signed=True)", (True, False): "--signed-only a (signed=(True, False))",
+             (False, True): "--signed-only w (signed=(False, True))"}
+    errs = {k: np.abs(ys - exact_lut(a_bits, w_bits, *k).ravel()).mean() for k in fixes}
+    best = min(errs, key=errs.get)
+    if errs[best] * 4 < unsigned_err:
+        what = "two's complement" if best == (True, True) else f"the {'activation' if best[0] else 'weight'} " \
+                                                              "operand in two's complement"
+        warnings.warn(f"{path}: read as unsigned, its products are off by {unsigned_err:.1f} on average; read with "
+                      f"{what}, by {errs[best]:.1f}: import it with {fixes[best]}", stacklevel=3)
 
 
 _ESCAPED_OR_PLAIN = r"(?:\\(\S+)|([A-Za-z_][\w$]*))"  # a Verilog identifier: \escaped-name or plain

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fames.appmul.core import AppMul, Cost
-from fames.errors import AppMulError, ArgumentTypeError, expect
+from fames.errors import AppMulError, ArgumentTypeError, FamesError, check_fields, expect
 from fames.io import COMPLETE, atomic_directory, check_replaceable, npz_bytes, read_json, repair_directory
 
 FORMAT = "fames-appmul-library"
@@ -165,7 +165,9 @@ class Library:
                     raise AppMulError(f"{index_file}: the Verilog of AppMul {name!r} is given as {e['verilog']!r}, "
                                       "outside the library folder; a library's Verilog is verilog/<top>.v")
                 if not vf.is_file():
-                    raise AppMulError(f"{vf}: Verilog of AppMul {name!r} is missing")
+                    raise AppMulError(f"{vf}: Verilog of AppMul {name!r} is missing; restore it, or remove the "
+                                      f"entry's \"verilog\" key from {index_file} to keep {name!r} as a table only "
+                                      "(its cost then needs its Verilog again), or its whole entry to drop it")
                 verilog = vf.read_text()
             try:
                 m = _entry_appmul(e, name, luts[name], lut_file, verilog)
@@ -189,9 +191,23 @@ def _entry_appmul(e: dict, name: str, lut: np.ndarray, lut_file: Path, verilog: 
         verilog=verilog,
         top=e.get("top"),
         structural=bool(e.get("structural", verilog is not None)),
-        cost=Cost.from_dict(e["cost"]) if e.get("cost") else None,
+        cost=_entry_cost(e["cost"], name) if e.get("cost") else None,
         provenance=e.get("provenance") or {},
     )
+
+
+def _entry_cost(d: object, name: str) -> Cost:
+    """The cost record of one index.json entry, every field checked (a hand-edited ``"area_um2": "12.5"`` crashed
+    ``fames lib show``)."""
+    if not isinstance(d, dict):
+        raise AppMulError(f"the cost of AppMul {name!r} is {type(d).__name__}, not a mapping of its figures")
+    try:
+        cost = Cost.from_dict(d)
+        check_fields(cost)
+    except (TypeError, FamesError) as e:
+        raise AppMulError(f"the cost of AppMul {name!r} does not read: {e}; correct it, or remove its \"cost\" key "
+                          "and cost the library again (fames lib cost)") from None
+    return cost
 
 
 def _checked_lut(arr: np.ndarray, name: str, where: Path) -> np.ndarray:
@@ -216,6 +232,12 @@ def editing(path: str | Path, force: bool = False) -> Iterator[Library]:
     from filelock import FileLock, Timeout
 
     path = Path(path)
+    if not force and (path / "luts.npz").is_file() and not is_library(path):  # a library, damaged: say so
+        try:
+            Library.load(path)
+        except AppMulError as e:
+            raise AppMulError(f"{e}; repair or restore it: --force would replace the whole folder, its designs "
+                              "included") from None
     check_replaceable(path, is_library, force, "library")  # before any work, not at the save
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path.parent / f".{path.name}.lock"))

@@ -20,7 +20,10 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per feasible budget: bits, multipliers, accuracy, relative accuracy, energy."""
     exact = report["accuracy"]["exact_quant"]
     q = report.get("quant") or {}
-    bits = f"W{q.get('w_bits')}A{q.get('a_bits')}" + ("+mixed" if q.get("layers") else "") if q else "?"
+    bits = "?"
+    if q:
+        first_last = {"8bit": " (first/last W8A8)", "float": " (first/last float)"}.get(q.get("first_last"), "")
+        bits = f"W{q.get('w_bits')}A{q.get('a_bits')}" + ("+mixed" if q.get("layers") else "") + first_last
     rows = []
     for r in report["runs"]:
         if r["infeasible"]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -185,7 +185,7 @@ def _default_reference(a_bits: int, w_bits: int, a_signed: bool, w_signed: bool)
 
 
 def cost_library(
-    appmuls: list[AppMul],
+    appmuls: Iterable[AppMul],
     liberty_path: str | os.PathLike,
     reference: Callable[[int, int, bool, bool], AppMul] | None = None,
     progress: bool = True,
@@ -198,9 +198,12 @@ def cost_library(
     ``reference(a_bits, w_bits, a_signed, w_signed) -> AppMul`` gives the exact design (it must be exact; default:
     ``fames.appmul.families.build("exact", ...)``); it is costed by the same recipe and keyword
     arguments ``kw`` (those of :func:`cost_appmul`); ``jobs`` designs are costed at once (default: CPU count).
-    Returns new AppMul objects, in the input order. With a ``failures`` dict, a design that fails synthesis or
-    verification is recorded there (name -> error) and left out; without, the first failure raises.
+    Returns new AppMul objects, in the input order (``appmuls``: a list, a :class:`fames.Library` or any iterable of
+    AppMuls). With a ``failures`` dict, a design that fails synthesis or verification is recorded there (name ->
+    error) and left out; without, the first failure raises.
     """
+    if not isinstance(appmuls, (str, bytes, os.PathLike)) and isinstance(appmuls, Iterable):
+        appmuls = list(appmuls)
     expect(appmuls, (list, tuple), "cost_library: appmuls")
     for m in appmuls:
         expect(m, AppMul, "cost_library: every AppMul")

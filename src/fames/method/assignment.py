@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fames.appmul.library import Library
-from fames.errors import FamesError, expect
+from fames.errors import AppMulError, FamesError, expect
 from fames.io import atomic_write_json, content_hash, read_json
 from fames.quant.convert import qlayers
 
@@ -41,34 +41,41 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
     if unknown:
         raise FamesError(f"assignment names layers the model does not have: {unknown}; layers: {list(layers)}")
     for name, s in spec.items():
-        layer = layers[name]
-        if isinstance(s, str):
-            ms = [_lookup(library, s, name, tables)]
-            layer.set_assignment(ms[0])
-        elif isinstance(s, dict):
-            ms = [_lookup(library, n, name, tables) for n in s.get("appmuls", [])]
-            gran = s.get("granularity", "filter")
-            if gran == "layer" and len(ms) == 1:
-                layer.set_assignment(ms[0])
-            elif gran in ("filter", "kernel") and "index" in s:
-                layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), gran)
-            else:
-                raise FamesError(
-                    f"assignment of layer {name}: keys {sorted(s)} with granularity {gran!r} and {len(ms)} AppMul(s) is"
-                    " neither {'granularity': 'layer', 'appmuls': [one name]} "
-                    "nor {'granularity': 'filter'|'kernel', 'appmuls': [...], 'index': [...]}"
-                )
-            if s.get("compensation") is not None:
-                from fames.method.compensate import BiasCorrection, Compensation, attach
-                from fames.method.compensate.bias import METHOD as BIAS
-
-                rec = s["compensation"]
-                attach(layer, (BiasCorrection if rec.get("method") == BIAS else Compensation).from_dict(rec))
-        else:
-            raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
-        if all(m.is_exact() for m in ms) and layer.compensation is None:
-            layer.clear_assignment()
+        try:
+            _assign_one(layers[name], name, s, library, tables)
+        except AppMulError as e:  # a design of other widths: which layer it was given to
+            raise AppMulError(f"layer {name!r}: {e}") from None
     return model
+
+
+def _assign_one(layer: nn.Module, name: str, s: Any, library: Library, tables: dict[str, str]) -> None:
+    """:func:`substitute` for one layer ``name`` and its spec ``s``."""
+    if isinstance(s, str):
+        ms = [_lookup(library, s, name, tables)]
+        layer.set_assignment(ms[0])
+    elif isinstance(s, dict):
+        ms = [_lookup(library, n, name, tables) for n in s.get("appmuls", [])]
+        gran = s.get("granularity", "filter")
+        if gran == "layer" and len(ms) == 1:
+            layer.set_assignment(ms[0])
+        elif gran in ("filter", "kernel") and "index" in s:
+            layer.set_assignment(ms, torch.as_tensor(s["index"], dtype=torch.long), gran)
+        else:
+            raise FamesError(
+                f"assignment of layer {name}: keys {sorted(s)} with granularity {gran!r} and {len(ms)} AppMul(s) is"
+                " neither {'granularity': 'layer', 'appmuls': [one name]} "
+                "nor {'granularity': 'filter'|'kernel', 'appmuls': [...], 'index': [...]}"
+            )
+        if s.get("compensation") is not None:
+            from fames.method.compensate import BiasCorrection, Compensation, attach
+            from fames.method.compensate.bias import METHOD as BIAS
+
+            rec = s["compensation"]
+            attach(layer, (BiasCorrection if rec.get("method") == BIAS else Compensation).from_dict(rec))
+    else:
+        raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
+    if all(m.is_exact() for m in ms) and layer.compensation is None:
+        layer.clear_assignment()
 
 
 def _lookup(library: Library, name: str, layer: str, tables: dict[str, str]) -> Any:

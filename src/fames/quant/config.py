@@ -81,38 +81,41 @@ class QuantConfig:
         return self.weight_scheme == "symmetric"
 
     def bits_for(self, name: str, position: str = "middle") -> LayerBits | None:
-        """Widths of layer ``name``; ``position`` is ``first``, ``last`` or ``middle``. None means float."""
-        if any(b is None and (p == name or fnmatch.fnmatchcase(name, p)) for p, b in self.layers.items()):
+        """Widths of layer ``name``; ``position`` is ``first``, ``last`` or ``middle``. None means float.
+
+        Precedence: a ``layers`` entry naming the layer exactly; then patterns naming it float; then ``first_last``
+        for the first and last layer; then the other patterns; then ``w_bits``/``a_bits``. Patterns that match the
+        layer with different settings are refused (their order in the mapping would decide)."""
+        if name in self.layers:
+            return self.layers[name]
+        matched = {p: b for p, b in self.layers.items() if fnmatch.fnmatchcase(name, p)}
+        if len(set(matched.values())) > 1:
+            found = ", ".join(f"{p!r}: {'float' if b is None else b}" for p, b in matched.items())
+            raise FamesError(f"layer {name!r} matches patterns with different settings ({found}); name the layer "
+                             "exactly in `layers` (an exact name wins) or make the patterns disjoint")
+        if None in matched.values():
             return None  # named float
-        if position in ("first", "last"):
-            if self.first_last == "float":
-                return None
-            if self.first_last == "8bit":
-                return LayerBits(8, 8)
-        for pattern, bits in self.layers.items():
-            if pattern == name or fnmatch.fnmatchcase(name, pattern):
-                return bits
-        return LayerBits(self.w_bits, self.a_bits)
+        if position in ("first", "last") and self.first_last != "same":
+            return None if self.first_last == "float" else LayerBits(8, 8)
+        return next(iter(matched.values()), LayerBits(self.w_bits, self.a_bits))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = {k: "float" if v is None else str(v) for k, v in self.layers.items()}
         return d
 
-    def label(self) -> str:
-        if not self.layers:
-            return f"W{self.w_bits}A{self.a_bits}"
-        return "mixed(" + ",".join(sorted({"float" if v is None else str(v) for v in self.layers.values()})) + ")"
-
 
 def differences(have: Any, want: Any) -> dict[str, tuple[Any, Any]]:
     """What quantizes differently in two configs (names, dicts, files or QuantConfigs): ``{key: (have's, want's)}``
-    over the widths, weight scheme and first/last rule and the per-layer widths (layers named float ignored)."""
-    def widths(d: dict[str, Any]) -> dict[str, Any]:
-        return {**{k: d.get(k) for k in ("w_bits", "a_bits", "weight_scheme", "first_last")},
-                "layers": {n: v for n, v in (d.get("layers") or {}).items() if v != "float"}}
+    over the widths, weight scheme and first/last rule and the per-layer settings, float included (a checkpoint
+    with a layer at W4A4 is not what a config naming it float asks for); ``have``'s float entries that ``want`` does
+    not name are left out (layers the forward never ran, recorded float by :func:`calibrate_ptq`)."""
+    def widths(d: dict[str, Any], keep: Any = None) -> dict[str, Any]:
+        layers = {n: v for n, v in (d.get("layers") or {}).items() if keep is None or v != "float" or n in keep}
+        return {**{k: d.get(k) for k in ("w_bits", "a_bits", "weight_scheme", "first_last")}, "layers": layers}
 
-    a, b = widths(load_config(have).to_dict()), widths(load_config(want).to_dict())
+    b = widths(load_config(want).to_dict())
+    a = widths(load_config(have).to_dict(), b["layers"])
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
