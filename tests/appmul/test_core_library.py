@@ -137,3 +137,16 @@ def test_hand_edited_library_faults_are_named_and_never_answered_by_replacing_th
     with pytest.raises(AppMulError, match="not valid JSON.*repair or restore it: --force would replace"), editing(d):
         pass
     assert {"index.json", "luts.npz"} <= {p.name for p in d.iterdir()}
+
+
+def test_a_design_wrong_on_zero_products_says_so_although_its_mred_is_zero():
+    """MRED leaves out the pairs whose exact product is 0 (EvoApproxLib's definition), the most frequent ones after
+    a ReLU: a synthesized 2x2s design wrong only there showed MRED 0.000% and nothing else."""
+    from fames.appmul.summary import appmul_row
+
+    lut = exact_lut(2, 2, True, True).copy()
+    lut[0, 2] = -8  # 0 x (-2)
+    row = appmul_row(AppMul("z", 2, 2, True, True, lut))
+    assert row["mred_pct"] == 0 and row["zero_product_errors"] == 1
+    assert "wrong on 1 of 7 zero products (not in MRED)" in row["note"]
+    assert appmul_row(AppMul("e", 2, 2, True, True, exact_lut(2, 2, True, True)))["zero_product_errors"] == 0

@@ -196,3 +196,14 @@ def test_appmul_refuses_what_would_break_a_library_later(tmp_path):
     (tmp_path / "L" / "index.json").write_text(json.dumps(index))
     with pytest.raises(AppMulError, match="outside the library folder"):
         Library.load(tmp_path / "L")
+
+
+def test_signed_records_written_as_bit_patterns_and_npz_archives_get_their_fix_named(tmp_path):
+    (tmp_path / "s.txt").write_text("".join(f"{a} {w} {(a - 16 * (a > 7)) * (w - 16 * (w > 7))}\n"
+                                            for a in range(16) for w in range(16)))
+    for kw in ({"signed": True}, {"a_bits": 4, "w_bits": 4, "signed": True}):
+        with pytest.raises(AppMulError, match=r"signed column\(s\) a/w hold no negative one: bit patterns\?"):
+            read_text_lut(tmp_path / "s.txt", **kw)
+    np.savez(tmp_path / "l.npz", lut=exact_lut(4, 4))
+    with pytest.raises(AppMulError, match=r"\.npz archive holds several arrays: save the one LUT with np.save"):
+        read_text_lut(tmp_path / "l.npz")

@@ -122,6 +122,16 @@ def test_import_finds_the_top_module_when_it_is_not_named_after_the_file(tmp_pat
     assert import_design(two, 2, 2, top="m1").is_exact()
     with pytest.raises(AppMulError, match=r"no module 'm3'.*\['m1', 'm2'\]"):
         import_design(two, 2, 2, top="m3")
+    # a multiplier and its testbench: the testbench (no ports, instantiated by none) was taken as the top and the
+    # import blamed its $display for "sequential logic"
+    tb = tmp_path / "with_tb.v"
+    tb.write_text("module mymul(input [1:0] a, input [1:0] w, output [3:0] y); assign y = a * w; endmodule\n"
+                  "module tb; reg [1:0] a, w; wire [3:0] y; mymul u(.a(a), .w(w), .y(y));\n"
+                  "  initial begin a = 1; w = 2; #1 $display(\"%d\", y); end\nendmodule\n")
+    assert import_design(tb, 2, 2).is_exact()
+    tb.write_text(tb.read_text() + two.read_text())
+    with pytest.raises(AppMulError, match=r"\['tb'\] have no ports \(a testbench\?\).*\['mymul', 'm1', 'm2'\]"):
+        import_design(tb, 2, 2)
 
 
 def test_import_reads_include_files_next_to_the_design(tmp_path):

@@ -253,12 +253,14 @@ def read_text_file(path: Path, what: str) -> str:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
             raise AppMulError(f"{path}: a damaged gzip file ({e})") from None
+    npz = "; a numpy .npz archive holds several arrays: save the one LUT with np.save(path.npy, lut)" \
+        if data[:2] == b"PK" else ""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text)") from None
+        raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text){npz}") from None
     if "\x00" in text:
-        raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text)")
+        raise AppMulError(f"{path} is not a text file (a {what} is UTF-8 text){npz}")
     return text
 
 
@@ -381,12 +383,17 @@ def read_text_lut(
     w_bits = w_bits or _infer_width(arr[:, 1], sw)
     a_bits, w_bits = max(a_bits, 2), max(w_bits, 2)
     av, wv = operand_values(a_bits, sa), operand_values(w_bits, sw)
+    # signed operands written as bit patterns (0..15 for 4 bits) instead of values (-8..7)
+    patterns = [c for c, sg in ((0, sa), (1, sw)) if sg and arr[:, c].min() >= 0]
+    hint = (f"; operands of `a w product` lines are values (negative for signed), and the signed column(s) "
+            f"{'/'.join('aw'[c] for c in patterns)} hold no negative one: bit patterns? Write values (pattern - "
+            "2^bits for the patterns of the top half)" if patterns else "")
     for col, vals, bits, sg in ((0, av, a_bits, sa), (1, wv, w_bits, sw)):
         bad = (arr[:, col] < vals.min()) | (arr[:, col] > vals.max())
         if bad.any():
             raise AppMulError(
                 f"{path}: operand {'aw'[col]}={arr[bad][0, col]} does not fit {bits} "
-                f"{'signed' if sg else 'unsigned'} bits"
+                f"{'signed' if sg else 'unsigned'} bits{hint}"
             )
     ai = arr[:, 0] % (1 << a_bits)
     wi = arr[:, 1] % (1 << w_bits)
@@ -399,7 +406,7 @@ def read_text_lut(
         i, j = np.argwhere(seen == 0)[0]
         raise AppMulError(
             f"{path}: {(seen == 0).sum()} operand pairs missing, e.g. ({av[i]}, {wv[j]}); "
-            f"a {a_bits}x{w_bits} LUT needs all {seen.size} pairs"
+            f"a {a_bits}x{w_bits} LUT needs all {seen.size} pairs{hint}"
         )
     lut = np.zeros_like(seen)
     lut[ai, wi] = arr[:, 2]
@@ -668,6 +675,13 @@ def top_module(source: str, fmt: str, path: Path, top: str | None = None, stem: 
 
     used = {m for m in names if uses(m) > 1}
     roots = [m for m in names if m not in used]
+    # a module without ports (`module tb;`) is a testbench, not a multiplier: its design is among the others
+    bare = {m for m in names if fmt != "blif" and re.search(rf"\bmodule\s+\\?{re.escape(m)}\s*(\(\s*\))?\s*;", text)}
+    if bare and len(ported := [m for m in roots if m not in bare] or [m for m in names if m not in bare]) == 1:
+        return ported[0]
+    if bare & set(roots):
+        raise AppMulError(f"{path}: module(s) {sorted(bare & set(roots))} have no ports (a testbench?); of the modules "
+                          f"with ports, {[m for m in names if m not in bare]}, name the multiplier with --top")
     if len(roots) == 1:
         return roots[0]
     if stem in roots:

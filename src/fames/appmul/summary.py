@@ -30,6 +30,12 @@ def appmul_row(m: AppMul) -> dict[str, Any]:
     """Name, widths, error metrics and cost of ``m`` as a flat dict (units in the keys)."""
     met = error_metrics(m)
     c = m.cost
+    exact = m.exact()
+    zero_wrong = int(((exact == 0) & (m.lut != exact)).sum())  # pairs MRED leaves out, frequent after a ReLU
+    note = c.note if c else "not costed"
+    if zero_wrong:
+        note = f"{note}; " * bool(note) + f"wrong on {zero_wrong} of {int((exact == 0).sum())} zero products " \
+                                          "(not in MRED)"
     return {
         "name": m.name,
         "bits": m.signature(),
@@ -50,7 +56,8 @@ def appmul_row(m: AppMul) -> dict[str, Any]:
         "pdp_fj": c.pdp_fj if c else None,
         "pdp_rel": c.relative.get("pdp") if c else None,
         "cost_source": c.source if c else None,
-        "note": (c.note if c else "not costed"),
+        "zero_product_errors": zero_wrong,
+        "note": note,
     }
 
 
