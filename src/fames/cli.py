@@ -115,6 +115,8 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
 def cmd_lib_import(args: argparse.Namespace) -> int:
     import concurrent.futures as cf
 
+    import numpy as np
+
     from fames.appmul.importers import design_kind, import_design, read_text_lut
     from fames.appmul.library import editing
 
@@ -165,6 +167,13 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
             if m.name in lib and not args.replace:
                 failed[f] = (f"{args.out} already holds a different design named {m.name!r}; pass --replace to "
                              "overwrite it, or rename the file (the name is the file's stem)")
+                continue
+            old = lib.get(m.name)
+            if old is not None and old.widths == m.widths and m.a_bits == m.w_bits and not args.ports \
+                    and np.array_equal(old.lut, m.lut.T):
+                failed[f] = (f"its table is the transpose of the design {m.name!r} it would replace: its operands "
+                             "were read in the other order (the first input port is taken as the activation); "
+                             "name them with --ports (e.g. --ports B A O for EvoApproxLib's netlists)")
                 continue
             lib.replace(m)
             source[m.name] = f
@@ -716,8 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         default=None,
         metavar=("A", "W", "Y"),
-        help="names of the activation, weight and product ports (default: detected in a module with two inputs "
-        "and one output)",
+        help="names of the activation, weight and product ports (default: ports a, w, y, else those of a module "
+        "with two inputs and one output, the first input as the activation; EvoApproxLib's netlists, whose tables "
+        "index B first: --ports B A O)",
     )
     im.add_argument("--liberty", help="the .lib(.gz) whose cells a mapped netlist instantiates: the cells are kept as "
                     "mapped, so `fames lib cost` with that liberty costs the netlist as it is")

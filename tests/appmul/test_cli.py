@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from fames.appmul.core import AppMul, exact_lut
 from fames.appmul.library import Library
 from fames.cli import main
 
@@ -360,3 +361,19 @@ def test_commands_changing_one_library_at_once_lose_nothing(tmp_path, monkeypatc
     monkeypatch.undo()
     assert main(["lib", "build", "--family", "trunc", "--bits", "3", "3", "--out", str(d)]) == 0
     assert all(m.cost is not None for m in Library.load(d) if m.name.startswith("trunc"))
+
+
+def test_a_design_replaced_by_its_transpose_is_refused(tmp_path, capsys):
+    """EvoApproxLib's tables index B first; replacing one by its own netlist read A-first gave the transpose,
+    silently (6,144 entries of mul8u_12YX)."""
+    lut = exact_lut(3, 3) + np.triu(np.ones((8, 8), dtype=np.int64))  # not symmetric
+    d = tmp_path / "lib"
+    Library([AppMul("m", 3, 3, False, False, lut)]).save(d)
+    rows = "\n".join(f"      6'd{8 * a + w}: y = 6'd{lut[w, a]};" for a in range(8) for w in range(8))
+    v = tmp_path / "m.v"
+    v.write_text("module m(input [2:0] a, input [2:0] w, output reg [5:0] y);\n  always @* case ({a, w})\n"
+                 f"{rows}\n    endcase\nendmodule\n")
+    assert main(["lib", "import", str(v), "--out", str(d), "--replace"]) == 2
+    assert "is the transpose of the design 'm' it would replace" in capsys.readouterr().err
+    assert main(["lib", "import", str(v), "--out", str(d), "--replace", "--ports", "w", "a", "y"]) == 0
+    assert np.array_equal(Library.load(d)["m"].lut, lut)

@@ -72,6 +72,10 @@ class Library:
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
+    def get(self, name: str, default: AppMul | None = None) -> AppMul | None:
+        """The AppMul named ``name``, or ``default`` when the library has none of that name."""
+        return self._items.get(name, default)
+
     @property
     def names(self) -> list[str]:
         return list(self._items)
