@@ -130,7 +130,15 @@ def cost_appmul(
             return replace(Cost.from_dict(cached), recipe=recipe, comparable=comparable, note=note)
         except (ValueError, TypeError, KeyError):
             pass
-    netlist = synthesize(verilog, top, liberty_path, adder_cells=adder_cells)
+    try:
+        netlist = synthesize(verilog, top, liberty_path, adder_cells=adder_cells)
+    except HardwareError as e:
+        mapped = appmul.provenance.get("cells_of")
+        if mapped is None or mapped == Path(liberty_path).name or "is neither defined" not in str(e):
+            raise
+        raise HardwareError(f"{appmul.name!r} was imported as a netlist of {mapped}'s cells: cost it with that "
+                            f"liberty, or import it again with --remap to re-synthesise it for any liberty "
+                            f"({e})") from None
     if check:
         got = simulate_lut(netlist, *appmul.widths)
         if not np.array_equal(got, appmul.lut.astype(np.int64)):
