@@ -272,6 +272,25 @@ def test_int8_blocks_whose_partial_sums_pass_float32_integers_are_not_taken():
     assert torch.equal(approx_conv2d(low, xs, am, method="int8"), approx_conv2d(low, xs, am, method="gather"))
 
 
+def test_cached_packed_weights_and_gather_tables_follow_weights_edited_in_place():
+    """The int8 path's packed weights and the gather path's tables are kept between calls (packing was 40% of a
+    batch-1 forward); weights changed in place between calls must not be served the old ones."""
+    from fames.emulate.int8 import PACKED_WEIGHTS, int8_available
+
+    am = evo_appmul("mul8u_12KA")
+    gen = _gen(3)
+    x, w = codes(8, False, (2, 16, 6, 6), gen).float(), codes(8, False, (8, 16, 3, 3), gen).float()
+    for method in ("int8", "gather") if int8_available() else ("gather",):
+        PACKED_WEIGHTS.clear()
+        first = approx_conv2d(x, w, am, method=method)
+        kept = len(PACKED_WEIGHTS._entries)
+        assert torch.equal(approx_conv2d(x, w, am, method=method), first) and len(PACKED_WEIGHTS._entries) == kept
+        other = w.flip(0).clone()
+        w.copy_(other)  # the same tensor, other weights
+        assert torch.equal(approx_conv2d(x, w, am, method=method).double(), reference_conv2d(x, other, am).double())
+        w.copy_(other.flip(0))
+
+
 def test_integer_factor_terms_beyond_float32_take_the_exact_path():
     """An integer factorization's terms can be far larger than the products they sum to: LUT = q + d * c with
     c up to 60,000 has products <= 60,050 (64 of them sum below 2**24) but factor partial sums of 64 * 60,000 * 2; in

@@ -38,6 +38,7 @@ from fames.appmul.core import AppMul, operand_values
 from fames.emulate.decompose import Factors, decompose_table
 from fames.emulate.int8 import (
     INT8_CHUNK_BYTES,
+    PACKED_WEIGHTS,
     Int8Plan,
     conv_output_hw,
     int8_available,
@@ -45,6 +46,7 @@ from fames.emulate.int8 import (
     lower,
     window_sums,
 )
+from fames.emulate.memo import KeyedCache
 
 __all__ = [
     "EmulationPlan",
@@ -524,38 +526,27 @@ class _SteLinearFn(torch.autograd.Function):
         return gx, gw, None, None
 
 
-_GATHER_TABLES: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
 GATHER_CACHE_BYTES = 1 << 29  # per-layer gather tables kept between calls (an eval or calibration reuses them)
+_GATHER_TABLES = KeyedCache(GATHER_CACHE_BYTES)
 
 
 def _gather_table(L: torch.Tensor, wkey: torch.Tensor, G: int) -> torch.Tensor:
     """The gather path's table: row ``(c * kk + k) * (A + 1) + x`` holds ``L[x, wkey[o, c, k]]`` for the outputs
     of the group of input channel ``c`` (row ``A`` of each block zero), ``(G * Cg * kk * (A + 1), O / G)``.
 
-    Building it costs up to ~100 ms for a 64 x 64 x 3 x 3 layer at 8 bits, so tables are cached (least recently
-    used first out, at most ``GATHER_CACHE_BYTES``) per LUT tensor and weight keys, checked for equality on a hit.
-    The key holds a checksum of the weight keys, so layers of one shape and AppMul keep a table each (keyed by shape
-    alone they evicted each other on every call: 20% of a ResNet-20 forward, measured).
+    Building it costs up to ~100 ms for a 64 x 64 x 3 x 3 layer at 8 bits, so tables are cached per LUT tensor and
+    weight keys (:class:`fames.emulate.memo.KeyedCache`, at most ``GATHER_CACHE_BYTES``).
     """
     O, Cg, kh, kw = wkey.shape
     A, KK, Og = L.shape[0], kh * kw, O // G
-    flat = wkey.reshape(-1)
-    checksum = int((flat * torch.arange(1, flat.numel() + 1, device=flat.device)).sum())
-    key = (id(L), G, tuple(wkey.shape), wkey.device.type, checksum)
-    hit = _GATHER_TABLES.get(key)
-    if hit is not None and hit[0] is L and torch.equal(hit[1], wkey):
-        _GATHER_TABLES.move_to_end(key)
-        return hit[2]
-    T = L[:, wkey.reshape(O, Cg * KK)]  # (A, O, Cg*KK)
-    T = T.reshape(A, G, Og, Cg * KK).permute(1, 3, 0, 2)  # (G, Cg*KK, A, Og)
-    T = F.pad(T, (0, 0, 0, 1)).reshape(G * Cg * KK * (A + 1), Og)
-    if not T.requires_grad:
-        _GATHER_TABLES[key] = (L, wkey.clone(), T)
-        total = sum(t.numel() * t.element_size() for _, _, t in _GATHER_TABLES.values())
-        while total > GATHER_CACHE_BYTES and len(_GATHER_TABLES) > 1:
-            _, _, old = _GATHER_TABLES.popitem(last=False)[1]
-            total -= old.numel() * old.element_size()
-    return T
+
+    def make() -> tuple[torch.Tensor, int]:
+        T = L[:, wkey.reshape(O, Cg * KK)]  # (A, O, Cg*KK)
+        T = T.reshape(A, G, Og, Cg * KK).permute(1, 3, 0, 2)  # (G, Cg*KK, A, Og)
+        T = F.pad(T, (0, 0, 0, 1)).reshape(G * Cg * KK * (A + 1), Og)
+        return T, T.numel() * T.element_size()
+
+    return _GATHER_TABLES.get(L, wkey, (G,), make)
 
 
 def _gather_conv(
@@ -906,8 +897,11 @@ def _int8_compute(
         )
     const = None
     if p8.const is not None:
-        const = F.embedding(wkey, torch.as_tensor(p8.const, dtype=torch.float32, device=wkey.device)[:, None])
-        const = const.squeeze(-1)
+        def weight_only() -> tuple[torch.Tensor, int]:
+            c = F.embedding(wkey, torch.as_tensor(p8.const, dtype=torch.float32, device=wkey.device)[:, None])
+            return c.squeeze(-1), 4 * wkey.numel()
+
+        const = PACKED_WEIGHTS.get(p8, wkey, ("const",), weight_only)
     fan_in = int(np.prod(w_shape[1:]))
 
     def may_round(keep: tuple[int, ...], top: int, xi: torch.Tensor) -> bool:  # xi: (N, H, W, C) table indices
