@@ -90,7 +90,7 @@ def test_a_run_folder_is_locked_refuses_user_files_and_never_mixes_runs(ckpt, tm
     with FileLock(str(out / ".fames-run.lock")), pytest.raises(FamesError, match="in use by another fames run"):
         run(_cfg(ckpt, out), progress=False)
     run(_cfg(ckpt, out, budget=[0.7, 0.5]), progress=False)
-    assert (out / "model_R0.5.pt").is_file()
+    assert (out / "model_R0.5.pt").is_file() and not (out / ".fames-run.pid").exists()  # (the holder's pid goes)
     r = run(_cfg(ckpt, out), progress=False)  # config B after A: A's extra budget files go
     assert not (out / "model_R0.5.pt").exists() and (out / "model_R0.7.pt").is_file()
     manifest = json.loads((out / "run.json").read_text())

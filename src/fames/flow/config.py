@@ -235,6 +235,10 @@ class FamesConfig:
                                                                                   "taylor-full"):
             raise ConfigError(f"compensation 'bias' is estimated by the Taylor model of the corrected error: use "
                               f"estimator kind first-order, taylor-rank1 or taylor-full, not {self.estimator.kind!r}")
+        if self.selection.compensation == "auto" and self.estimator.kind in ("l2", "mre"):
+            raise ConfigError(f"compensation 'auto' estimates every candidate with and without its control variate by "
+                              f"the Taylor model: use a Taylor estimator kind (e.g. taylor-rank1), not "
+                              f"{self.estimator.kind!r}")
 
     @property
     def searching(self) -> bool:

@@ -136,8 +136,13 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
                      "and takes it beyond the budget (`control_variate` corrects every approximate layer after "
                      "selection; `auto` weighs an estimate of it inside the budget).")
     dropped = [r for r in report["runs"] if r.get("compensation_kept") is False]
-    if dropped:
-        lines.append("\nThe control-variate corrections fitted after calibration lost held-out accuracy at R = "
+    if dropped and report["config"]["selection"].get("compensation") == "bias":
+        lines.append("\nThe bias corrections lost accuracy on the guard images at R = "
+                     + ", ".join(f"{r['budget']:g}" for r in dropped)
+                     + " (the same assignment did better without them) and were not kept there.")
+    elif dropped:
+        lines.append("\nThe control-variate corrections fitted after calibration lost held-out accuracy, or their "
+                     "accumulators took the energy beyond the budget, at R = "
                      + ", ".join(f"{r['budget']:g}" for r in dropped)
                      + " and were not kept there: those rows are the models as measured before them (with "
                      "`compensation: auto`, the offline corrections the selection chose; else none).")

@@ -74,5 +74,6 @@ def run(cfg: RunConfig | dict[str, Any] | str | Path, progress: bool = True, for
         result.save(out, per_budget=True, force=True, record={"config": result.to_dict()["config"],
                                                                "inputs": result.keys})
     finally:
+        (out / ".fames-run.pid").unlink(missing_ok=True)  # (the lock file stays: removing it would race a waiter)
         lock.release()
     return result

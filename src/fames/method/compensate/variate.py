@@ -400,6 +400,10 @@ def compensate_model(
         names = [n for n, m in ql.items() if m.mode == "approx" and m.assignment is not None]
         names = [n for n in names if not all(a.is_exact() for a in ql[n].assignment.appmuls)]
     else:
+        unknown = [n for n in layers if n not in ql]
+        if unknown:
+            raise FamesError(f"compensate_model: no quantized layer named {unknown[:5]}; the model's quantized layers "
+                             f"are {list(ql)[:8]}{'...' if len(ql) > 8 else ''}")
         names = [n for n in ql if n in set(layers)]
     for n in names:
         ql[n].compensation = None
