@@ -65,8 +65,10 @@ def cmd_lib_build(args: argparse.Namespace) -> int:
     from fames.appmul.arith import structure
     from fames.appmul.families import FAMILIES, build_family
 
-    if args.family != "all" and args.family not in FAMILIES:
-        raise FamesError(f"unknown family {args.family!r}; choose one of: all, {', '.join(FAMILIES)}")
+    name, _, grid = args.family.partition(":")  # `roup:full`: every parameter set of the family
+    if name != "all" and name not in FAMILIES or grid not in ("", "full"):
+        raise FamesError(f"unknown family {args.family!r}; choose one of: all, {', '.join(FAMILIES)} (NAME:full for "
+                         "every parameter set of a family, e.g. roup:full)")
     signs = (True,) if args.signed else SIGNEDNESS[args.signedness]
     made = []
     with structure(args.structure):
@@ -417,7 +419,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fames.data import dataset_hash, get_dataset, get_loader, held_out, holdout_record, subset
+    from fames.data import dataset_hash, get_dataset, get_loader, held_out, holdout_record, list_datasets, subset
     from fames.flow.inputs import check_same_quantization
     from fames.io import content_hash
     from fames.models import save_checkpoint
@@ -430,6 +432,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FamesError(f"--out {args.out} exists: training would replace it; choose another file, or pass --force")
     if args.manifest:
         _read_manifest(Path(args.manifest))  # likewise
+    if ":" in args.dataset and args.dataset.partition(":")[0] not in (known := list_datasets()):
+        raise FamesError(f"--dataset {args.dataset}: fames train takes a registered dataset ({', '.join(known)}) or "
+                         "imagefolder:PATH; to train on a Dataset of your own, call fames.train.train or "
+                         "fames.train.qat from Python (fames run and fames eval take package.module:factory)")
     _setup_torch(args.threads)
     torch.manual_seed(args.seed)
     data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
@@ -564,6 +570,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("note: with the AppMuls saved beside the checkpoint (its assignment and library/); --exact puts exact "
               "multipliers in their place", file=sys.stderr)
     model = channels_last(model)
+    recorded = (getattr(model, "checkpoint_meta", None) or {}).get("dataset")
+    args.dataset = args.dataset or recorded  # the images the checkpoint was trained on (a CIFAR-10 model took digits)
+    if args.dataset is None:
+        raise FamesError("--dataset is needed: the checkpoint does not record the dataset it was trained on (digits, "
+                         "cifar10, imagefolder:PATH or package.module:factory)")
+    if recorded and args.dataset != recorded:
+        print(f"note: the checkpoint was trained on {recorded}; evaluating on {args.dataset}", file=sys.stderr)
     if args.eval_images is not None:  # the class-stratified subset a run report used (data.eval_images)
         from fames.flow.config import DataConfig
         from fames.flow.inputs import test_loader
@@ -694,7 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="import EvoApproxLib (table folder like ../shared/evoapproxlib, or a git checkout of C models)",
         description="Python: fames.appmul.importers.import_evoapprox(src)",
     )
-    e.add_argument("--src", help="folder with index.csv + luts.npz, or an EvoApproxLib checkout (default: ../shared)")
+    e.add_argument("--src", help="folder with index.csv + luts.npz, or an EvoApproxLib checkout (default: "
+                   "../shared/evoapproxlib)")
     e.add_argument("--out", required=True, help=EXTENDS)
     e.add_argument("--force", action="store_true", help=FORCE_HELP)
     e.set_defaults(func=cmd_lib_import_evoapprox)
@@ -852,7 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True,
                     help="zoo architecture (fames.models.list_models()) or package.module:factory")
     tr.add_argument("--init", default=None, help="initial weights: 'default' (zoo), a .pt checkpoint or a path")
-    tr.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    tr.add_argument("--dataset", required=True, help=DATASET_HELP)
     tr.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     tr.add_argument("--bits", default=None, help="QAT: 'W4A4' or a JSON/YAML quantization config; omit for float")
     tr.add_argument(
@@ -886,7 +900,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None, help="zoo architecture or package.module:factory (needed unless "
                     "--checkpoint is a fames .pt of a zoo model)")
     ev.add_argument("--checkpoint", default=None, help="a .pt checkpoint, 'default' or a weights path")
-    ev.add_argument("--dataset", default="digits", help=DATASET_HELP)
+    ev.add_argument("--dataset", default=None, help=DATASET_HELP + ", or package.module:factory (default: the one the "
+                    "checkpoint records)")
     ev.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     ev.add_argument("--split", default="test", help="dataset split to evaluate (test or train)")
     ev.add_argument("--exact", action="store_true",

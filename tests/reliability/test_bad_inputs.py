@@ -528,10 +528,12 @@ add("plot-out-existing-folder",
 
 # --------------------------------------------------------------------------- fames train
 def _train(tmp: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "digits_cnn", "--out", str(tmp / "c.pt"), *extra]
+    return ["train", "--model", "digits_cnn", "--dataset", "digits", "--out", str(tmp / "c.pt"), *extra]
 
 
 add("train-epochs-negative", lambda tmp, a: _train(tmp, "--epochs", "-1"))
+add("train-dataset-factory", ["train", "--model", "digits_cnn", "--dataset", "mymodels:digits_ds", "--out", "c.pt"],
+    notes="a package.module:factory dataset (fames run and eval take one) said 'unknown dataset'")
 add("train-epochs-0-float", lambda tmp, a: _train(tmp, "--epochs", "0"),
     notes="float training for 0 epochs saves the untrained init (for QAT, --epochs 0 = PTQ could be legitimate)")
 add("train-epochs-nan", lambda tmp, a: _train(tmp, "--epochs", "nan"))

@@ -219,6 +219,8 @@ def import_evoapprox_checkout(root: str | Path, cc: str | None = None, jobs: int
 
 def import_evoapprox(src: str | Path | None = None) -> list[AppMul]:
     """EvoApproxLib from a table folder (index.csv + luts.npz) or from a git checkout (C models)."""
+    if src is not None and (Path(src) / "evoapproxlib" / "index.csv").is_file():
+        src = Path(src) / "evoapproxlib"  # the shared folder itself (../shared): its evoapproxlib/ subfolder
     if src is not None and not (Path(src) / "index.csv").is_file():
         if not Path(src).is_dir():
             raise AppMulError(f"{src}: no such directory (an EvoApproxLib table folder or git checkout)")

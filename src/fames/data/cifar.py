@@ -134,7 +134,7 @@ def load_cifar_arrays(
         if not Path(root).exists() and not download:
             raise DatasetNotFoundError(
                 f"{kind} root {root} does not exist; pass an existing folder with --data-root (holding "
-                f"{split}_jpeg.npz or the python pickle batches), or download=True / --download"
+                f"{split}_jpeg.npz or the python pickle batches), or get_dataset(..., download=True) in Python"
             )
     else:
         candidates = default_roots(kind)
@@ -170,7 +170,7 @@ def load_cifar_arrays(
     want = f"{split}_jpeg.npz or cifar-10-batches-py/" if kind == "cifar10" else "cifar-100-python/"
     raise DatasetNotFoundError(
         f"{kind} {split} data not found (looked for {want} in: {tried}). Fix: pass --data-root DIR (root=), "
-        f"set FAMES_DATA, or use download=True / --download (needs torchvision and internet)"
+        f"set FAMES_DATA, or get_dataset(..., download=True) in Python (needs torchvision and internet)"
     )
 
 

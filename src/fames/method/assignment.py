@@ -38,6 +38,10 @@ def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -
                          f"{type(spec).__name__}")
     tables = assignment.get("tables", {}) if isinstance(assignment, dict) and "layers" in assignment else {}
     unknown = [n for n in spec if n not in layers]
+    if unknown and not layers:
+        raise FamesError(f"the model has no quantized layers, so an assignment (of {unknown[:5]}...) cannot go in: "
+                         "give the quantized checkpoint of the run (its model.pt), or quantize the model first "
+                         "(fames.quantize) with the run's quantization config")
     if unknown:
         raise FamesError(f"assignment names layers the model does not have: {unknown}; layers: {list(layers)}")
     for name, s in spec.items():

@@ -129,8 +129,10 @@ def check_widths(widths: set[tuple[int, int, bool, bool]], appmuls: list[AppMul]
     missing = sorted(widths - {m.widths for m in appmuls})
     if missing:
         shown = [f"{a}x{w} {'signed' if s else 'unsigned'}" for a, w, s, _ in missing]
+        builds = sorted({f"fames lib build --bits {a} {w}{' --signed' if s else ''}" for a, w, s, _ in missing})
         raise FamesError(f"{source} has no AppMul for the layer widths {shown}; add designs of these widths "
-                         "(fames lib build --bits A W) or use library='generate'")
+                         f"({'; '.join(builds)}: signed for symmetric weights, unsigned for affine ones) or use "
+                         "library='generate'")
 
 
 @dataclass

@@ -148,7 +148,8 @@ def load_checkpoint_file(path: str | Path, arch: str | None = None) -> tuple[dic
     """Read a checkpoint file into ``(state_dict, meta)``; see the module docstring for accepted formats."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (check the path given to --pretrained)")
+        raise CheckpointError(f"checkpoint {path} does not exist (check the path: `checkpoint:` of a run config, "
+                              "--checkpoint/--init on the command line, or the pretrained= argument)")
     spec = _REGISTRY.get(arch) if arch else None
     suffix = path.suffix.lower()
     if spec is not None and suffix in spec.converters:
