@@ -572,7 +572,7 @@ def approximate_(
                  "reused_s": reused_s}, model=model,
         liberty=str(liberty), within_bound=bool(within), states=states,
         keys={"model": mkey, "candidates": lkey, "samples": skey, "eval": tkey}, exact_correct=exact["correct"],
-        test=test_result,
+        test=test_result, model_name=type(model).__name__,  # (`fames run` names it after its config's model)
     )
 
 

@@ -23,7 +23,10 @@ def table3_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     bits = "?"
     if q:
         first_last = {"8bit": " (first/last W8A8)", "float": " (first/last float)"}.get(q.get("first_last"), "")
-        bits = f"W{q.get('w_bits')}A{q.get('a_bits')}" + ("+mixed" if q.get("layers") else "") + first_last
+        layers = q.get("layers") or {}
+        n_float = sum(v == "float" for v in layers.values())  # (layers the forward never ran are recorded float)
+        bits = f"W{q.get('w_bits')}A{q.get('a_bits')}" + ("+mixed" if len(layers) > n_float else "") \
+            + (f"+{n_float} float" if n_float else "") + first_last
     rows = []
     for r in report["runs"]:
         if r["infeasible"]:
