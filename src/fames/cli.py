@@ -63,12 +63,8 @@ NON_NEGATIVE_INT = _number(int, 0)
 # --------------------------------------------------------------------------- lib
 def cmd_lib_build(args: argparse.Namespace) -> int:
     from fames.appmul.arith import structure
-    from fames.appmul.families import FAMILIES, build_family
+    from fames.appmul.families import build_family
 
-    name, _, grid = args.family.partition(":")  # `roup:full`: every parameter set of the family
-    if name != "all" and name not in FAMILIES or grid not in ("", "full"):
-        raise FamesError(f"unknown family {args.family!r}; choose one of: all, {', '.join(FAMILIES)} (NAME:full for "
-                         "every parameter set of a family, e.g. roup:full)")
     signs = (True,) if args.signed else SIGNEDNESS[args.signedness]
     made = []
     with structure(args.structure):
@@ -172,7 +168,7 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
                 continue
             old = lib.get(m.name)
             if old is not None and old.widths == m.widths and m.a_bits == m.w_bits and not args.ports \
-                    and np.array_equal(old.lut, m.lut.T):
+                    and np.array_equal(old.lut, m.lut.T) and not np.array_equal(old.lut, m.lut):
                 failed[f] = (f"its table is the transpose of the design {m.name!r} it would replace: its operands "
                              "were read in the other order (the first input port is taken as the activation); "
                              "name them with --ports (e.g. --ports B A O for EvoApproxLib's netlists)")
@@ -584,7 +580,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.split != "test":
             raise FamesError("--eval-images takes a class-stratified subset of the test split; drop --split")
         loader = test_loader(DataConfig(dataset=args.dataset, root=args.data_root, batch_size=args.batch_size,
-                                        eval_images=args.eval_images))
+                                        eval_images=args.eval_images, channels=args.channels))
         if (have := len(loader.dataset)) < args.eval_images:
             raise FamesError(f"--eval-images {args.eval_images}: the {args.dataset} test split holds {have} images; "
                              "give at most that many, or leave the option out for all")
@@ -592,7 +588,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from fames.flow.config import DataConfig
         from fames.flow.inputs import dataset_split
 
-        ds = dataset_split(DataConfig(dataset=args.dataset, root=args.data_root), args.split)
+        ds = dataset_split(DataConfig(dataset=args.dataset, root=args.data_root, channels=args.channels), args.split)
         loader = get_loader(ds, args.split, args.batch_size, channels_last=True)
     r = evaluate(model, loader, max_batches=args.max_batches)
     meta = getattr(model, "checkpoint_meta", {}) or {}
@@ -902,6 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default=None, help="a .pt checkpoint, 'default' or a weights path")
     ev.add_argument("--dataset", default=None, help=DATASET_HELP + ", or package.module:factory (default: the one the "
                     "checkpoint records)")
+    ev.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                    help="an imagefolder's images as 3 (RGB, default) or 1 (grayscale) channels")
     ev.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     ev.add_argument("--split", default="test", help="dataset split to evaluate (test or train)")
     ev.add_argument("--exact", action="store_true",

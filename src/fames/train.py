@@ -58,7 +58,9 @@ def evaluate(
             if k or not any(w in str(e).lower() for w in ("shape", "size", "channel", "dimension", "dtype", "type")):
                 raise
             raise FamesError(f"the model cannot run on the data's inputs of shape {tuple(x.shape[1:])} (a batch of "
-                             f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model") from e
+                             f"{len(x)}): {str(e).splitlines()[0]}; check that the data fits the model (an image "
+                             "folder's channels: `data: {channels: 1}` of a run config, --channels of fames "
+                             "eval)") from e
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else \
                 f"a tensor of shape {tuple(out.shape)}"

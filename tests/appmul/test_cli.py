@@ -28,7 +28,7 @@ def test_lib_build_cost_show_plot(tmp_path, capsys):
 
 def test_lib_errors_are_clear(tmp_path, capsys):
     assert main(["lib", "build", "--family", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown family" in capsys.readouterr().err
+    assert "unknown AppMul family 'nope'" in capsys.readouterr().err
     assert main(["lib", "show", str(tmp_path / "missing")]) == 2
     assert "not a library directory" in capsys.readouterr().err
     d = tmp_path / "lib"
@@ -377,6 +377,13 @@ def test_a_design_replaced_by_its_transpose_is_refused(tmp_path, capsys):
     assert "is the transpose of the design 'm' it would replace" in capsys.readouterr().err
     assert main(["lib", "import", str(v), "--out", str(d), "--replace", "--ports", "w", "a", "y"]) == 0
     assert np.array_equal(Library.load(d)["m"].lut, lut)
+    # a symmetric table is its own transpose: another netlist of the same function replaces it
+    head = "module e(input [2:0] a, input [2:0] w, output [5:0] y);\n"
+    (tmp_path / "e.v").write_text(head + "  assign y = a * w;\nendmodule\n")
+    assert main(["lib", "import", str(tmp_path / "e.v"), "--out", str(d)]) == 0
+    (tmp_path / "e.v").write_text(head + "  assign y = (w[0] ? a : 0) + (w[1] ? a << 1 : 0) + (w[2] ? a << 2 : 0);\n"
+                                  "endmodule\n")
+    assert main(["lib", "import", str(tmp_path / "e.v"), "--out", str(d), "--replace"]) == 0
 
 
 def test_lib_build_takes_a_full_grid_and_eval_reads_the_dataset_its_checkpoint_records(tmp_path, capsys):
@@ -391,7 +398,7 @@ def test_lib_build_takes_a_full_grid_and_eval_reads_the_dataset_its_checkpoint_r
     assert main(["lib", "build", "--family", "roup:full", "--bits", "4", "4", "--signed", "--out", out]) == 0
     assert len(Library.load(tmp_path / "l")) == len(build_family("roup:full", 4, 4, True)) > 1
     assert main(["lib", "build", "--family", "roup:half", "--bits", "4", "4", "--out", str(tmp_path / "m")]) == 2
-    assert "NAME:full for every parameter set" in capsys.readouterr().err
+    assert "the only grid suffix is ':full'" in capsys.readouterr().err
     ckpt = str(tmp_path / "c.pt")
     assert main(["train", "--model", "digits_cnn", "--dataset", "digits", "--epochs", "0.05", "--out", ckpt]) == 0
     capsys.readouterr()

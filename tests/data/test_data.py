@@ -217,12 +217,13 @@ def test_imagefolder(tmp_path):
     assert xb.shape == (6, 3, 8, 8) and sorted(yb.tolist()) == [0, 0, 0, 1, 1, 1]
     gray = get_dataset("imagefolder", "test", root=tmp_path, channels=1, image_size=4)
     assert gray[0][0].shape == (1, 4, 4)
-    # a folder of grayscale images gives one channel without asking (a one-channel model could not use one)
-    for f in (tmp_path / "train").rglob("*.png"):
-        (g := tmp_path / "gray" / f.parent.name).mkdir(parents=True, exist_ok=True)
-        Image.open(f).convert("L").save(g / f.name)
-    assert get_dataset("imagefolder", "any", root=tmp_path / "gray")[0][0].shape == (1, 8, 8)
-    assert get_dataset("imagefolder", "any", root=tmp_path / "gray", channels=3)[0][0].shape == (3, 8, 8)
+    # a run config and `fames eval` choose one channel too (a one-channel model could not use an image folder)
+    from fames.flow.config import DataConfig
+    from fames.flow.inputs import dataset_split
+
+    assert dataset_split(DataConfig(dataset=f"imagefolder:{tmp_path}", channels=1), "test")[0][0].shape == (1, 8, 8)
+    with pytest.raises(FamesError, match="channels applies to imagefolder"):
+        dataset_split(DataConfig(dataset="digits", channels=1), "test")
     assert len(get_dataset("imagefolder", "any", root=tmp_path / "train")) == 6  # no split folder: root itself
     assert len(dataset_hash("imagefolder", "test", root=tmp_path)) == 16
     # "imagefolder:PATH", the spelling the command line documents, is the dataset with its folder

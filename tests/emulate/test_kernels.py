@@ -276,18 +276,27 @@ def test_cached_packed_weights_and_gather_tables_follow_weights_edited_in_place(
     """The int8 path's packed weights and the gather path's tables are kept between calls (packing was 40% of a
     batch-1 forward); weights changed in place between calls must not be served the old ones."""
     from fames.emulate.int8 import PACKED_WEIGHTS, int8_available
+    from fames.emulate.kernels import _GATHER_TABLES
 
     am = evo_appmul("mul8u_12KA")
     gen = _gen(3)
     x, w = codes(8, False, (2, 16, 6, 6), gen).float(), codes(8, False, (8, 16, 3, 3), gen).float()
-    for method in ("int8", "gather") if int8_available() else ("gather",):
-        PACKED_WEIGHTS.clear()
+    for method, cache in (("int8", PACKED_WEIGHTS), ("gather", _GATHER_TABLES)):
+        if method == "int8" and not int8_available():
+            continue
+        cache.clear()
         first = approx_conv2d(x, w, am, method=method)
-        kept = len(PACKED_WEIGHTS._entries)
-        assert torch.equal(approx_conv2d(x, w, am, method=method), first) and len(PACKED_WEIGHTS._entries) == kept
+        kept = len(cache._entries)
+        assert kept and torch.equal(approx_conv2d(x, w, am, method=method), first) and len(cache._entries) == kept
         other = w.flip(0).clone()
         w.copy_(other)  # the same tensor, other weights
         assert torch.equal(approx_conv2d(x, w, am, method=method).double(), reference_conv2d(x, other, am).double())
+        # an edit that keeps the lookup key's checksum (+1, -2, +1 on three consecutive codes): the entry is checked
+        same_sum = other.clone().view(-1)
+        i = int(torch.nonzero((same_sum[:-2] < 254) & (same_sum[1:-1] > 1) & (same_sum[2:] < 254))[0])
+        same_sum[i : i + 3] += torch.tensor([1.0, -2.0, 1.0])
+        w.copy_(same_sum.view_as(w))
+        assert torch.equal(approx_conv2d(x, w, am, method=method).double(), reference_conv2d(x, w, am).double())
         w.copy_(other.flip(0))
 
 

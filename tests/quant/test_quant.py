@@ -603,9 +603,9 @@ def test_affine_zero_point_terms_are_added_as_integers_before_scaling(w_bits, a_
     assert float((y - truth).abs().max()) <= 4 * 2**-24 * float(truth.abs().max())
 
 
-def test_an_exact_layer_name_wins_over_first_last_and_patterns_and_conflicting_patterns_are_refused():
+def test_an_exact_layer_name_wins_over_first_last_and_patterns_and_conflicting_patterns_are_said():
     """`first_last: 8bit` overrode the widths a `layers` entry gave the first layer by name, and of two patterns
-    matching one layer the first listed won, silently."""
+    matching one layer the first listed won, silently (it still does, saved configs rely on it, with a warning)."""
     from fames.quant.config import differences
 
     cfg = QuantConfig(w_bits=4, a_bits=4, first_last="8bit", layers={"0": "W2A2", "4": "float", "c*": "W3A5"})
@@ -613,10 +613,28 @@ def test_an_exact_layer_name_wins_over_first_last_and_patterns_and_conflicting_p
     assert str(cfg.bits_for("conv", "last")) == "W8A8" and str(cfg.bits_for("conv")) == "W3A5"
     for order in ({"conv*": "W2A8", "conv_a": "W6A3"}, {"conv_a": "W6A3", "conv*": "W2A8"}):
         assert str(QuantConfig(layers=order).bits_for("conv_a")) == "W6A3"
-    with pytest.raises(FamesError, match="matches patterns with different settings"):
-        QuantConfig(layers={"conv*": "W2A8", "c*": "W3A3"}).bits_for("conv_b")
+    with pytest.warns(UserWarning, match="matches patterns with different widths .* the first listed applies"):
+        assert str(QuantConfig(layers={"conv*": "W2A8", "c*": "W3A3"}).bits_for("conv_b")) == "W2A8"
     assert str(QuantConfig(layers={"conv*": "W2A8", "c*": "W2A8"}).bits_for("conv_b")) == "W2A8"
     # a config asking for a layer in float is not a checkpoint that quantized it; a checkpoint's own float record of a
     # layer the forward never ran is no difference
     assert differences("W4A4", {"w_bits": 4, "a_bits": 4, "layers": {"x": "float"}})
     assert not differences({"w_bits": 4, "a_bits": 4, "layers": {"x": "float"}}, "W4A4")
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "affine"])
+def test_an_images_output_does_not_depend_on_its_batch_mates(scheme):
+    """A layer whose worst case needs float64 emulates a batch in float32 when that batch allows it: the output of
+    an image must not change with the other images of its batch (it did by 1 ulp in 146 of 288 elements, signed)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(128, 8, 3, padding=1))
+    quantize(model, {"w_bits": 8, "a_bits": 8, "weight_scheme": scheme})
+    signed = scheme == "symmetric"
+    data = torch.randn if signed else torch.rand  # (affine: codes from 0, as after a ReLU)
+    calibrate_ptq(model, data(16, 128, 6, 6))
+    q = model[0]
+    q.set_assignment(AppMul("ex", 8, 8, signed, signed, exact_lut(8, 8, signed, signed)))
+    small, big = data(1, 128, 6, 6) * 0.05, data(1, 128, 6, 6) * 50
+    assert q.batch_dtype(q.operands(small)[0]) != q.batch_dtype(q.operands(torch.cat([small, big]))[0])
+    with torch.no_grad():
+        assert torch.equal(q(small)[0], q(torch.cat([small, big]))[0])

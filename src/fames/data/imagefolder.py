@@ -31,8 +31,7 @@ def find_images(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
 
 
 class ImageFolderDataset(Dataset):
-    """Images decoded per item to float32 ``(C, H, W)`` in [0, 1] (RGB, or L for ``channels=1``; ``channels=None``:
-    1 when the first image is grayscale, else 3).
+    """Images decoded per item to float32 ``(C, H, W)`` in [0, 1] (RGB, or L for ``channels=1``).
 
     ``image_size=(H, W)`` resizes (bilinear); otherwise images keep their size, and a folder of mixed sizes is
     brought to the first image's (with a warning). ``augment`` applies random crop
@@ -43,7 +42,7 @@ class ImageFolderDataset(Dataset):
         self,
         root: str | Path,
         image_size: tuple[int, int] | int | None = None,
-        channels: int | None = None,
+        channels: int = 3,
         augment: Augment | None = None,
         split: str = "",
     ) -> None:
@@ -53,11 +52,6 @@ class ImageFolderDataset(Dataset):
             raise DatasetError(f"no images under {self.root}: expected class subfolders holding image files "
                                f"({', '.join(IMAGE_EXTENSIONS)})")
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else image_size
-        if channels is None:  # a folder of grayscale images feeds a one-channel model
-            from PIL import Image
-
-            with Image.open(self.items[0][0]) as im:
-                channels = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
         if channels not in (1, 3):
             raise DatasetError(f"channels must be 1 or 3, not {channels}")
         self.channels = channels
@@ -135,12 +129,12 @@ def imagefolder(
     root: str | Path | None = None,
     augment: bool = False,
     image_size: tuple[int, int] | int | None = None,
-    channels: int | None = None,
+    channels: int = 3,
     in_memory: bool = False,
     **_: Any,
 ) -> Dataset:
-    """``root/<split>/<class>/*`` if that folder exists, else ``root/<class>/*``; grayscale images give one channel,
-    others three (``channels`` to choose).
+    """``root/<split>/<class>/*`` if that folder exists, else ``root/<class>/*``; ``channels``: 3 (RGB) or 1
+    (grayscale, for a one-channel model; ``data.channels`` of a run config, ``--channels`` on the command line).
 
     Augmentation: random crop with padding size//8 + horizontal flip. ``in_memory=True`` decodes all images
     once (fast batched loading).

@@ -120,13 +120,15 @@ class DataConfig:
     """Where ``fames run`` takes its images: ``dataset`` is a registered name (``digits``, ``cifar10``, ...),
     ``imagefolder:PATH`` (one sub-folder per class under ``PATH/train`` and ``PATH/test``) or
     ``package.module:factory`` (``factory(split)`` returns a Dataset of ``(x (C, H, W), label)``);
-    ``root``: the dataset's folder; ``eval_images``: a class-stratified test subset (None = the whole split)."""
+    ``root``: the dataset's folder; ``eval_images``: a class-stratified test subset (None = the whole split);
+    ``channels``: an image folder's images as 3 (RGB, the default) or 1 (grayscale) channels."""
 
     __pydantic_config__ = STRICT
     dataset: str = "digits"
     root: str | None = None
     batch_size: Positive = 500
     eval_images: Positive | None = None
+    channels: Literal[1, 3] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)

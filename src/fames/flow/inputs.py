@@ -39,13 +39,15 @@ def load_run_model(model: str, checkpoint: str | None) -> nn.Module:
 def dataset_split(data: DataConfig, split: str) -> Dataset:
     """Split ``split`` of the run's dataset (registered name, ``imagefolder:PATH`` or ``package.module:factory``)."""
     spec = data.dataset
+    if data.channels is not None and spec.partition(":")[0] != "imagefolder":
+        raise FamesError(f"data channels applies to imagefolder datasets, not to {spec!r} (its images have their own)")
     if ":" in spec and spec.partition(":")[0] not in list_datasets():  # not `imagefolder:PATH`
         ds = call_factory(spec, "dataset", split)
         if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
             raise FamesError(f"dataset {spec!r}: factory(split) must return a Dataset of (x, label), got "
                              f"{type(ds).__name__}")
         return ds
-    return get_dataset(spec, split, root=data.root)
+    return get_dataset(spec, split, root=data.root, **({} if data.channels is None else {"channels": data.channels}))
 
 
 def test_loader(data: DataConfig, seed: int = 0):  # type: ignore[no-untyped-def]

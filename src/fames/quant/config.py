@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -84,19 +85,19 @@ class QuantConfig:
         """Widths of layer ``name``; ``position`` is ``first``, ``last`` or ``middle``. None means float.
 
         Precedence: a ``layers`` entry naming the layer exactly; then patterns naming it float; then ``first_last``
-        for the first and last layer; then the other patterns; then ``w_bits``/``a_bits``. Patterns that match the
-        layer with different settings are refused (their order in the mapping would decide)."""
+        for the first and last layer; then the first pattern listed that matches (with a warning when later ones
+        would give other widths); then ``w_bits``/``a_bits``."""
         if name in self.layers:
             return self.layers[name]
         matched = {p: b for p, b in self.layers.items() if fnmatch.fnmatchcase(name, p)}
-        if len(set(matched.values())) > 1:
-            found = ", ".join(f"{p!r}: {'float' if b is None else b}" for p, b in matched.items())
-            raise FamesError(f"layer {name!r} matches patterns with different settings ({found}); name the layer "
-                             "exactly in `layers` (an exact name wins) or make the patterns disjoint")
         if None in matched.values():
             return None  # named float
         if position in ("first", "last") and self.first_last != "same":
             return None if self.first_last == "float" else LayerBits(8, 8)
+        if len(set(matched.values())) > 1:
+            found = ", ".join(f"{p!r}: {b}" for p, b in matched.items())
+            warnings.warn(f"layer {name!r} matches patterns with different widths ({found}): the first listed applies; "
+                          "name the layer exactly in `layers` (an exact name wins) to say which", stacklevel=3)
         return next(iter(matched.values()), LayerBits(self.w_bits, self.a_bits))
 
     def to_dict(self) -> dict[str, Any]:

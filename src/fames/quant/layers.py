@@ -389,18 +389,20 @@ class QuantLayer(nn.Module):
         ``y = s (acc + c - z_w sum_x) + b`` with ``c = K z_x z_w - z_x sum_w`` per output channel. With a weight zero
         point (affine weights, ``sum_x`` given) the bracket, a sum of integers up to 2**8 times the result, is added up
         first and exactly (in float32 where every partial sum provably stays below ``2**24`` on this batch, else in
-        float64), then scaled once in float32, so the output depends on that integer alone, not on the dtype the
-        batch was emulated in: scaled before they were added, the terms cancelled in float32 rounding (38x the error
-        of the fake-quantized float layer, W2A2 Linear of fan-in 4,096). Without one (symmetric weights, whose
+        float64), then scaled once in float32 (float64 for a float64 model), so the output depends on that integer
+        alone, not on the dtype the batch was emulated in: scaled before they were added, the terms cancelled in
+        float32 rounding (38x the error of the fake-quantized float layer, W2A2 Linear of fan-in 4,096). Without one
+        (symmetric weights, whose
         activations' zero point is a few codes) ``s c`` joins the bias and the accumulator is scaled in one fused
-        multiply-add, in its own dtype."""
+        multiply-add, in the layer's :attr:`emulation_dtype`."""
         sx, zx = self.act_quant.params(0)
         sw, zw = self.weight_quant.scale.abs().clamp_min(1e-12), self.weight_quant.zero_point
         c = None
         if bool(zx != 0):  # float64: exact integers
             sum_w = qw.reshape(qw.shape[0], -1).sum(1).double()
             c = fan_in * zx.double() * zw.double() - zx.double() * sum_w
-        if sum_x is None:
+        if sum_x is None:  # in the layer's dtype whatever the batch's: an image's output is that of its own codes
+            acc = acc.to(self.emulation_dtype)
             dt = acc.dtype
             scale = sx.to(dt) * sw.to(dt)
             shift = torch.zeros_like(scale) if self.bias is None else self.bias.to(dt)
@@ -416,7 +418,7 @@ class QuantLayer(nn.Module):
         t = torch.addcmul(acc.to(dt), sum_x.to(dt), -zw.to(dt).view(view))  # a new tensor (not the kernel's output)
         if c is not None:
             t.add_(c.to(dt).view(view))
-        out = torch.float32
+        out = torch.promote_types(torch.float32, self.weight.dtype)  # (a float64 model keeps its precision)
         scale = (sx.to(out) * sw.to(out)).view(view)
         shift = torch.zeros_like(scale) if self.bias is None else self.bias.to(out).view(view)
         return torch.addcmul(shift, t.to(out), scale)
