@@ -871,39 +871,47 @@ class _BudgetContext:
             names = to_compensate if comp == "auto" else None
             if names is None or names:
                 hits_before = self.last_correct
+                # the guard's images: held out (measured here, before the refit, unless calibration just did), else
+                # the evaluation images (acc_c)
                 judge_before = acc_c if self.held_out is None or comp == "bias" else held_acc if held_acc is not None \
                     else 100 * _accuracy(m, *self.held_out)
                 before = {n: q.compensation for n, q in qlayers(m)}  # `auto`: the selection's offline corrections
                 compensate_model(m, self.calib[0], calibrated=True, layers=names,
                                  method="bias" if comp == "bias" else "auto")
-                acc_comp = self.evaluate(m, f"eval R={ratio} compensated")
 
-                def guard_accuracy() -> float:  # on the held-out images, else the evaluation images just measured
-                    return acc_comp if self.held_out is None else 100 * _accuracy(m, *self.held_out)
+                def guard() -> float:  # accuracy on the guard's images as the model stands
+                    return (100 * _accuracy(m, *self.held_out) if self.held_out is not None
+                            else self.evaluate(m, f"eval R={ratio} compensation guard"))
 
                 if comp == "bias":
                     # no hardware cost, but it can lose: the estimate assumed it, so it stays unless the same
                     # assignment does better without it (a W3A5 layer's correction took a model from 99.3% to 88%)
-                    with_it, acc_with, hits_with = guard_accuracy(), acc_comp, self.last_correct
+                    with_it, hits_with = guard(), self.last_correct
                     fitted = {n: q.compensation for n, q in qlayers(m)}
                     for _, q in qlayers(m):
                         q.compensation = None
-                    acc_comp = self.evaluate(m, f"eval R={ratio} without bias correction")
-                    comp_kept = with_it >= guard_accuracy()
+                    without = guard()
+                    comp_kept = with_it >= without
                     if comp_kept:
                         for n, q in qlayers(m):
                             q.compensation = fitted[n]
-                        acc_comp, self.last_correct = acc_with, hits_with
-                    acc_c, z_cal = acc_comp, _logits(self.model, m, self.probe)[1]
+                    if self.held_out is None:  # the guard measured the evaluation images themselves
+                        acc_c, self.last_correct = (with_it, hits_with) if comp_kept else (without, self.last_correct)
+                    else:
+                        acc_c = self.evaluate(m, f"eval R={ratio} {'compensated' if comp_kept else 'uncorrected'}")
+                    z_cal = _logits(self.model, m, self.probe)[1]
                 else:
-                    # the guard of calibration: the refit is kept only if it does not lose held-out accuracy and its
-                    # accumulators' energy stays within the budget, else the model goes back to what was measured
-                    # before it (a correction costing 78% of the exact energy made R = 0.7 a 1.18 row, the headline)
+                    # the guard of calibration: the refit is kept only if its accumulators' energy stays within the
+                    # budget (a correction costing 78% of the exact energy made R = 0.7 a 1.18 row, the headline) and
+                    # it does not lose accuracy on the guard's images, else the model goes back to what was measured
+                    # before it
                     fits = e + sum(model_overhead(m, self.setup.macs, self.liberty, self.calib[0],
                                                   cfg.selection.energy_metric).values()) <= ratio * e_exact * (1 + 1e-9)
-                    comp_kept = fits and guard_accuracy() >= judge_before
+                    now = guard() if fits else None
+                    comp_kept = fits and now >= judge_before
                     if comp_kept:
-                        acc_c, z_cal = acc_comp, _logits(self.model, m, self.probe)[1]
+                        acc_c = now if self.held_out is None else self.evaluate(m, f"eval R={ratio} compensated")
+                        z_cal = _logits(self.model, m, self.probe)[1]
                 if not comp_kept and comp != "bias":
                     for n, q in qlayers(m):
                         q.compensation = before[n]
