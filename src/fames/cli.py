@@ -566,7 +566,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("note: with the AppMuls saved beside the checkpoint (its assignment and library/); --exact puts exact "
               "multipliers in their place", file=sys.stderr)
     model = channels_last(model)
-    recorded = (getattr(model, "checkpoint_meta", None) or {}).get("dataset")
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    recorded = meta.get("dataset") or meta.get("run_dataset")  # trained on, or (a run's model.pt) run on
     args.dataset = args.dataset or recorded  # the images the checkpoint was trained on (a CIFAR-10 model took digits)
     if args.dataset is None:
         raise FamesError("--dataset is needed: the checkpoint does not record the dataset it was trained on (digits, "
@@ -591,7 +592,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ds = dataset_split(DataConfig(dataset=args.dataset, root=args.data_root, channels=args.channels), args.split)
         loader = get_loader(ds, args.split, args.batch_size, channels_last=True)
     r = evaluate(model, loader, max_batches=args.max_batches)
-    meta = getattr(model, "checkpoint_meta", {}) or {}
     same = (meta.get("dataset") == args.dataset and args.split == "test" and args.max_batches is None
             and meta.get("eval_images") == args.eval_images and not args.assignment)
     ref = f" (manifest: {meta['accuracy']:.2f}% on the same images)" if same and "accuracy" in meta else ""

@@ -43,6 +43,8 @@ def test_run_end_to_end_report_and_resume(float_ckpt, tmp_path, capsys):
                  "--library", str(out / "library"), "--dataset", "digits", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["accuracy"] == pytest.approx(r["accuracy"]["approx"])
+    assert main(["eval", "--checkpoint", str(out / "model.pt"), "--json"]) == 0  # the dataset the run recorded
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == pytest.approx(res["accuracy"])
     # resume: the stages are reused and give the same result
     r2 = run(_cfg(float_ckpt, out), progress=False).to_dict()
     assert r2["runs"] == r["runs"] and r2["assignment"] == r["assignment"]

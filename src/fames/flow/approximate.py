@@ -214,6 +214,8 @@ class FamesResult:
                                            out / f"assignment{suffix}.json", lib))
             meta = {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": r.accuracy,
                     "assignment": f"assignment{suffix}.json"}
+            if (data := getattr(self.config, "data", None)) is not None:  # a `fames run`: `fames eval` defaults to it
+                meta["run_dataset"] = data.dataset
             written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,
                                            state_dict=self.states[r.budget], require_arch=False))
         written = write_report(self.to_dict(), out) + written
