@@ -1,6 +1,7 @@
 """Stages of `fames run` are keyed by the content of what they read, not by the config text."""
 
 import os
+import re
 
 import pytest
 
@@ -116,3 +117,45 @@ def test_a_library_costed_on_another_liberty_is_costed_on_the_runs(tmp_path):
     assert "library (other45)" in other.read_text()
     ms = candidate_appmuls(str(lib_dir), {(4, 4, True, True)}, other, progress=False)
     assert {m.cost.liberty for m in ms} == {"other45"}  # the run's liberty, as its report says
+
+
+def test_a_liberty_of_the_same_name_but_other_cells_is_costed_again(tmp_path):
+    """Costs were matched to the run's liberty by its library name: an edited copy or another corner of one library
+    (same name, other cells) was taken for the one the library was costed on."""
+    from fames.hw.synthetic import default_synthetic_liberty
+
+    lib_dir = tmp_path / "lib"
+    Library(candidate_appmuls("generate", {(4, 4, True, True)}, "synthetic", ["trunc"], progress=False)).save(lib_dir)
+    edited = tmp_path / "edited.lib"
+    text = default_synthetic_liberty().read_text()
+    edited.write_text(re.sub(r"area : ([0-9.]+);", lambda m: f"area : {2 * float(m.group(1))};", text))
+    before = {m.name: m.cost.area_um2 for m in Library.load(lib_dir)}
+    ms = candidate_appmuls(str(lib_dir), {(4, 4, True, True)}, edited, progress=False)
+    assert {m.cost.liberty for m in ms} == {"fames_synth45"}  # the same name ...
+    assert all(m.cost.area_um2 != before[m.name] for m in ms)  # ... other cells: costed again
+
+
+def test_a_models_code_is_in_its_key():
+    """Two models of the same parameters but another forward (average for max pooling) shared their cached figures."""
+    import torch
+    from torch import nn
+
+    from fames.flow.approximate import model_key
+
+    class MaxNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return torch.amax(self.conv(x), (2, 3))
+
+    class AvgNet(MaxNet):
+        def forward(self, x):
+            return self.conv(x).mean((2, 3))
+
+    torch.manual_seed(0)
+    a, b, c = MaxNet(), AvgNet(), MaxNet()
+    b.load_state_dict(a.state_dict())
+    c.load_state_dict(a.state_dict())
+    assert model_key(a) != model_key(b) and model_key(a) == model_key(c)

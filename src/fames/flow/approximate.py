@@ -15,6 +15,7 @@ the model's tensors, the candidates' tables and costs, the images, and the confi
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import time
@@ -45,6 +46,7 @@ from fames.flow.sources import (
 )
 from fames.flow.stages import Stages
 from fames.flow.stats import Z95, paired_difference, wilson_interval
+from fames.hw.cost import liberty_hash
 from fames.io import content_hash
 from fames.method.assignment import current_assignment, substitute
 from fames.method.calibrate import STALE_CORRECTIONS, calibrate
@@ -248,10 +250,21 @@ def _config_dict(cfg: FamesConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- keys
 def model_key(model: nn.Module) -> str:
-    """Content key of a model: every tensor of its state dict and its quantization config."""
+    """Content key of a model: every tensor of its state dict, its quantization config and its code: the module tree
+    as printed and the source of every module class outside torch (a model differing only in its forward, e.g.
+    average for max pooling, was served the other's figures from the cache)."""
     sd = model.state_dict()
+    code = [repr(model), torch.__version__]
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: (c.__module__, c.__qualname__)):
+        code.append(f"{cls.__module__}.{cls.__qualname__}")
+        if not cls.__module__.startswith("torch."):
+            try:
+                code.append(inspect.getsource(cls))
+            except (OSError, TypeError):  # no source kept (a notebook cell, exec): the methods' bytecode
+                code += [f"{k}:{f.__code__.co_code.hex()}:{[c for c in f.__code__.co_consts if not inspect.iscode(c)]}"
+                         for k, f in sorted(vars(cls).items()) if hasattr(f, "__code__")]
     return content_hash(tensors_hash(*sd.values()), json.dumps(list(sd)),
-                        json.dumps(getattr(model, "fames_quant_config", None), sort_keys=True, default=str))
+                        json.dumps(getattr(model, "fames_quant_config", None), sort_keys=True, default=str), *code)
 
 
 def appmuls_key(appmuls: list[AppMul], costs: bool = True) -> str:
@@ -448,7 +461,7 @@ def approximate_(
                             sel.compensation, ""), estimate, lkey, jkey,
                             _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
-                            else "", str(liberty_file), *_finetune_key(cfg, tune))
+                            else "", liberty_hash(liberty_file) if liberty_file else "", *_finetune_key(cfg, tune))
 
     budgets = sorted(cfg.budgets, reverse=True) if sel_cfg.stop_at_loss else cfg.budgets
     rows: list[BudgetRow] = []

@@ -17,8 +17,7 @@ from fames.appmul.families import build, build_family
 from fames.appmul.importers import import_evoapprox
 from fames.appmul.library import Library
 from fames.errors import FamesError
-from fames.hw.cost import cost_appmul, cost_library
-from fames.hw.liberty import read_liberty
+from fames.hw.cost import cost_appmul, cost_library, liberty_hash
 from fames.hw.synthetic import default_synthetic_liberty
 from fames.io import read_checked_json
 from fames.method.problem import check_widths
@@ -49,7 +48,6 @@ def synthesized_appmuls(widths: set[Widths], liberty: str | Path, options: Any =
     from filelock import FileLock
 
     from fames.appmul.synth.library import SynthConfig, gate_costs, synthesize
-    from fames.hw.cost import liberty_hash
     from fames.io import cache_dir, content_hash, write_checked_json
 
     opts = asdict(options) if options is not None else {}
@@ -260,9 +258,11 @@ def candidate_appmuls(
         ms.insert(0, build("exact", *key))
     ms = _unique_names(ms)
     lib_file = liberty_path(liberty)
-    own = read_liberty(lib_file).name
-    # one liberty for all but published figures: the run's (a library costed on another one is costed again)
-    if generated or any(m.cost is None or (m.cost.source != "published" and m.cost.liberty != own) for m in ms):
+    own = liberty_hash(lib_file)
+    # one liberty for all but published figures: the run's (a library costed on another one is costed again; by
+    # content: a liberty of the same name but other cells was taken for the run's)
+    if generated or any(m.cost is None or (m.cost.source != "published" and m.cost.recipe.get("liberty_sha256") != own)
+                        for m in ms):
         need = [m for m in ms if m.cost is None or m.cost.source != "published"]
         done = {m.name: m for m in cost_library(need, lib_file, progress=progress)}
         ms = [done.get(m.name, m) for m in ms]

@@ -122,7 +122,8 @@ def cost_appmul(
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
     # what a reader of the figures needs to reproduce them (not the design's own widths, table or histogram)
-    recipe = {"version": COST_VERSION, **{k: v for k, v in params.items() if k not in ("widths", "lut", "check")}}
+    recipe = {"version": COST_VERSION, **{k: v for k, v in params.items() if k not in ("widths", "lut", "check")},
+              "liberty_sha256": lib_hash}  # liberties of one name (corners, edited copies) are told apart
     path = cache_dir() / "hw" / f"{key}.json"
     cached = read_checked_json(path) if cache else None  # an edited or damaged entry is recomputed
     if cached is not None:
