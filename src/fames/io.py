@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -30,12 +31,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary write would make it (mkstemp's file is private: 0600)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's file-creation mask (read once: setting it is the only way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
@@ -91,6 +101,7 @@ def atomic_directory(
     check_replaceable(path, replaceable, force, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # (mkdtemp's folder is private: 0700)
     try:
         yield tmp
         (tmp / COMPLETE).touch()

@@ -233,3 +233,17 @@ def test_the_report_names_the_plots_it_wrote_and_a_command_that_reproduces_it(ck
     finally:
         os.chdir(here)
     assert f"accuracy {r.accuracy:.2f}%" in capsys.readouterr().out
+
+
+def test_atomic_writes_make_files_and_folders_as_an_ordinary_write_would(tmp_path):
+    """Reports, models and libraries were written private (0600 / 0700: mkstemp's and mkdtemp's modes)."""
+    import os
+
+    from fames.io import atomic_directory, atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)  # (read, as it stands)
+    f = atomic_write_text(tmp_path / "report.md", "x")
+    with atomic_directory(tmp_path / "lib") as d:
+        (d / "a").write_text("y")
+    assert f.stat().st_mode & 0o777 == 0o666 & ~mask and (tmp_path / "lib").stat().st_mode & 0o777 == 0o777 & ~mask
