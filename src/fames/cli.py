@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -981,6 +982,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:  # noqa: BLE001 - an internal error: one line, the traceback kept in a file
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the machine's, not ours
+            where = f" writing {e.filename}" if e.filename else ""  # (no file is left half-written: writes are atomic)
+            print(f"fames: error: {e.strerror}{where}: free some space (or choose another output folder, or "
+                  "FAMES_CACHE for the cache) and rerun the same command to resume", file=sys.stderr)
+            return 2
         if args.debug:
             raise
         import tempfile

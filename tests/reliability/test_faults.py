@@ -247,3 +247,17 @@ def test_atomic_writes_make_files_and_folders_as_an_ordinary_write_would(tmp_pat
     with atomic_directory(tmp_path / "lib") as d:
         (d / "a").write_text("y")
     assert f.stat().st_mode & 0o777 == 0o666 & ~mask and (tmp_path / "lib").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_full_disk_is_the_users_error_to_fix_not_an_internal_one(monkeypatch, capsys):
+    import errno
+
+    import fames.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "out/report.md")
+
+    monkeypatch.setattr(cli, "cmd_lib_show", full)
+    assert cli.main(["lib", "show", "somewhere"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device writing out/report.md: free some space" in err[0]
