@@ -26,7 +26,7 @@ class KeyedCache:
         of 0 bytes or more than ``max_bytes`` is not kept; nor is one that requires grad)."""
         flat = keys.reshape(-1)
         checksum = int((flat * torch.arange(1, flat.numel() + 1, device=flat.device)).sum())
-        key = (id(owner), extra, tuple(keys.shape), keys.device.type, checksum)
+        key = (id(owner), extra, tuple(keys.shape), str(keys.device), checksum)
         hit = self._entries.get(key)
         if hit is not None and hit[0] is owner and torch.equal(hit[1], keys):
             self._entries.move_to_end(key)
