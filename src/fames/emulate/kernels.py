@@ -792,8 +792,9 @@ def approx_conv2d(
         return F.conv2d(x_codes.to(dtype), w_codes.to(dtype), None, *conv_args)
     if plan.kind == "gather-only":
         method = "gather"
-    elif plan.r == 0:  # every product is 0
-        y = F.conv2d(x_codes.detach().to(dtype), torch.zeros_like(w_codes, dtype=dtype), None, *conv_args)
+    elif plan.r == 0:  # every product is 0 (not a convolution by zero weights: 0.25 s of a 0.5 s forward, measured)
+        hw = conv_output_hw(tuple(x_codes.shape[2:]), tuple(w_codes.shape[2:]), conv_args)
+        y = torch.zeros(len(x_codes), *hw, w_codes.shape[0], dtype=dtype, device=x_codes.device).permute(0, 3, 1, 2)
         return _SteConvFn.apply(x_codes, w_codes, lambda: y, conv_args, dtype)
     fan_in = w_codes[0].numel()
 
