@@ -343,6 +343,7 @@ def _end_with_parent() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the workers)
 
 
 def _run_all(cfg: SynthConfig, weights: np.ndarray | None, gate_cost: dict[int, float], workers: int,
@@ -397,13 +398,21 @@ def _run_jobs(cfg: SynthConfig, jobs: list, starts: dict[str, Network], weights:
                 out.append(run_job(cfg, j, starts[j[3]], weights, gate_cost))
                 bar.update()
             return out
-        with ProcessPoolExecutor(max_workers=workers, initializer=_end_with_parent) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_end_with_parent)
+        try:
             futs = [pool.submit(run_job, cfg, j, starts[j[3]], weights, gate_cost) for j in jobs]
             out = []
             for f in futs:
                 out.append(f.result())
                 bar.update()
-            return out
+        except BaseException:  # Ctrl-C, a failed job: stop now (the pool's exit ran the whole queue first: 46 of
+            procs = list((getattr(pool, "_processes", None) or {}).values())  # 48 jobs after a Ctrl-C; what finished
+            pool.shutdown(wait=False, cancel_futures=True)  # is in the job cache)
+            for proc in procs:
+                proc.terminate()
+            raise
+        pool.shutdown()
+        return out
     finally:
         bar.close()
 
