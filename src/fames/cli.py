@@ -435,7 +435,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "fames.train.qat from Python (fames run and fames eval take package.module:factory)")
     _setup_torch(args.threads)
     torch.manual_seed(args.seed)
-    data = get_dataset(args.dataset, "train", root=args.data_root, augment=True)
+    ds_kw = {} if args.channels is None else {"channels": args.channels}  # (image folders)
+    data = get_dataset(args.dataset, "train", root=args.data_root, augment=True, **ds_kw)
     n_classes = len(data.classes) if hasattr(data, "classes") else 10
     model = load_model(args.model, args.init, num_classes=None if args.init else n_classes)
     x0, y0 = data[0]
@@ -475,7 +476,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     tl = get_loader(data, "train", args.batch_size, seed=args.seed, channels_last=True)
     # an interrupted run of the same command resumes from this file (what it depends on is its key)
     same = {k: v for k, v in vars(args).items() if k not in ("func", "threads", "force", "manifest", "debug")}
-    train_hash = dataset_hash(args.dataset, "train", root=args.data_root)
+    train_hash = dataset_hash(args.dataset, "train", root=args.data_root, **ds_kw)
     inputs = [json.dumps(same, sort_keys=True, default=str), train_hash]
     inputs += [Path(f).read_bytes() for f in (args.init, args.bits) if f and Path(f).is_file()]  # their contents
     resume = Resume(Path(args.out).with_name(Path(args.out).name + ".partial"), content_hash(*inputs))
@@ -502,14 +503,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(model, tl, cfg, resume=resume)
         quant = None
     seconds = time.time() - t0
-    test = get_loader(args.dataset, "test", 500, root=args.data_root, channels_last=True)
+    test = get_loader(args.dataset, "test", 500, root=args.data_root, channels_last=True, **ds_kw)
     acc = evaluate(model, test)
     meta = {
         "quant": quant,
         "num_classes": n_classes,
         "dataset": args.dataset,
         "data_hash": train_hash,
-        "test_hash": dataset_hash(args.dataset, "test", root=args.data_root),
+        "test_hash": dataset_hash(args.dataset, "test", root=args.data_root, **ds_kw),
         "accuracy": acc["accuracy"],
         "test_loss": acc["loss"],
         "command": command_line(),
@@ -560,8 +561,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _setup_torch(args.threads)
     if args.checkpoint is None and args.model:
         print(f"note: no --checkpoint: {args.model!r} is evaluated with random initial weights", file=sys.stderr)
+    run_meta: dict = {}
+    if args.checkpoint is not None and args.model is None:  # a run's model.pt names its model and images
+        from fames.models import load_checkpoint_file
+
+        run_meta = load_checkpoint_file(args.checkpoint)[1]
+        args.model = run_meta.get("run_model")
     model = load_model(args.checkpoint, args.model, exact=args.exact, library=args.library,
                        assignment=args.assignment)
+    args.channels = args.channels or run_meta.get("run_channels")
     if (getattr(model, "checkpoint_meta", None) or {}).get("assignment") and not (args.assignment or args.exact) \
             and any(q.mode == "approx" for _, q in qlayers(model)):  # a run's model.pt, as it was reported
         print("note: with the AppMuls saved beside the checkpoint (its assignment and library/); --exact puts exact "
@@ -864,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zoo architecture (fames.models.list_models()) or package.module:factory")
     tr.add_argument("--init", default=None, help="initial weights: 'default' (zoo), a .pt checkpoint or a path")
     tr.add_argument("--dataset", required=True, help=DATASET_HELP)
+    tr.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                    help="an imagefolder's images as 3 (RGB, default) or 1 (grayscale) channels")
     tr.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     tr.add_argument("--bits", default=None, help="QAT: 'W4A4' or a JSON/YAML quantization config; omit for float")
     tr.add_argument(

@@ -405,6 +405,8 @@ def test_compensation_mistakes_are_named_before_any_work():
     net = fames.quantize(nn.Sequential(nn.Conv2d(3, 4, 3)), "W4A4")
     with pytest.raises(FamesError, match=r"no quantized layer named \['typo'\]"):
         compensate_model(net, torch.rand(2, 3, 6, 6), layers=["typo"])
+    with pytest.raises(FamesError, match="compensation method 'biass' is not one of"):
+        compensate_model(net, torch.rand(2, 3, 6, 6), method="biass")  # (no approximate layer to fit: said anyway)
 
 
 def test_a_correction_with_nothing_to_track_is_zero_not_an_error():

@@ -620,6 +620,9 @@ def test_an_exact_layer_name_wins_over_first_last_and_patterns_and_conflicting_p
     # layer the forward never ran is no difference
     assert differences("W4A4", {"w_bits": 4, "a_bits": 4, "layers": {"x": "float"}})
     assert not differences({"w_bits": 4, "a_bits": 4, "layers": {"x": "float"}}, "W4A4")
+    fl = {"w_bits": 4, "a_bits": 4, "first_last": "float", "first_last_layers": ["0", "4"]}
+    assert not differences(fl, {**fl, "layers": {"4": "float"}})  # already float in the checkpoint: the same
+    assert differences(fl, {**fl, "layers": {"2": "float"}})
 
 
 @pytest.mark.parametrize("scheme", ["symmetric", "affine"])

@@ -217,7 +217,7 @@ class FamesResult:
             meta = {"quant": getattr(self.model, "fames_quant_config", None), "accuracy": r.accuracy,
                     "assignment": f"assignment{suffix}.json"}
             if (data := getattr(self.config, "data", None)) is not None:  # a `fames run`: `fames eval` defaults to it
-                meta["run_dataset"] = data.dataset
+                meta.update(run_dataset=data.dataset, run_model=self.config.model, run_channels=data.channels)
             written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,
                                            state_dict=self.states[r.budget], require_arch=False))
         written = write_report(self.to_dict(), out) + written

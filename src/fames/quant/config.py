@@ -115,8 +115,13 @@ def differences(have: Any, want: Any) -> dict[str, tuple[Any, Any]]:
         layers = {n: v for n, v in (d.get("layers") or {}).items() if keep is None or v != "float" or n in keep}
         return {**{k: d.get(k) for k in ("w_bits", "a_bits", "weight_scheme", "first_last")}, "layers": layers}
 
+    have_d = load_config(have).to_dict()
     b = widths(load_config(want).to_dict())
-    a = widths(load_config(have).to_dict(), b["layers"])
+    a = widths(have_d, b["layers"])
+    if have_d.get("first_last") == "float":  # naming float a first/last layer the checkpoint left float: the same
+        for n in have_d.get("first_last_layers") or []:
+            if b["layers"].get(n) == "float" and n not in a["layers"]:
+                del b["layers"][n]
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 

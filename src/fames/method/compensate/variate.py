@@ -395,6 +395,8 @@ def compensate_model(
     from fames.method.compensate.bias import fit_bias, fit_bias_calibrated
     from fames.quant.convert import qlayers
 
+    if method not in (BIAS, "auto", *METHODS):  # (said even when no layer is there to fit)
+        raise FamesError(f"compensation method {method!r} is not one of {METHODS}, 'auto' or {BIAS!r}")
     ql = dict(qlayers(model))
     if layers is None:
         names = [n for n, m in ql.items() if m.mode == "approx" and m.assignment is not None]
