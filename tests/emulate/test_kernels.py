@@ -319,6 +319,24 @@ def test_integer_factor_terms_beyond_float32_take_the_exact_path():
     assert torch.equal(approx_conv2d(low.float(), w.float(), am).double(), reference_conv2d(low, w, am).double())
 
 
+@pytest.mark.parametrize("name", ["mul8u_874", "mul8u_12KA", "mul8u_1SX", "trunc_k5_8x8u"])
+def test_float64_stacked_sums_in_exact_float32_channel_groups(name):
+    """A stacked convolution summed in float64 took 10x its float32 time per term (mul8u_1SX's 64-channel layers:
+    41x the exact convolution); it now sums channel groups whose float32 sums are exact and adds them in float64
+    (4.2x). Same integers as the reference."""
+    from fames.emulate.kernels import _float32_parts
+
+    from fames.appmul.families import build
+
+    am = build("trunc", 8, 8, False, False, k=5) if name.startswith("trunc") else evo_appmul(name)
+    plan = cached_plan(am)
+    gen = _gen(11)
+    x, w = codes(8, False, (3, 64, 6, 6), gen), codes(8, False, (8, 64, 3, 3), gen)
+    assert plan.integer and len(_float32_parts(plan, w.shape, 1)) > 1  # the path under test
+    y = approx_conv2d(x.float(), w.float(), am, padding=1, dtype=torch.float64, method="conv")
+    assert y.dtype == torch.float64 and torch.equal(y, reference_conv2d(x, w, am, padding=1).double())
+
+
 def test_float_factor_plans_stay_exact_in_float32():
     """mul8u_1A0M factors only with float (SVD) factors: summed in float32 they round to the wrong integer (off by
     up to a few units here although every partial sum is below 2**24), so float32 runs take the exact gather."""

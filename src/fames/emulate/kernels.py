@@ -73,6 +73,9 @@ GATHER_ROW_COST = 80.0
 GATHER_FLOAT_COST = 2.0
 GATHER_LLC_BYTES = 32 << 20
 GATHER_LLC_PENALTY = 2.3
+# a float64 gather against the stacked path's float32 channel groups (_float32_parts): 88-97x against 3.7-23x the
+# float32 convolution, 64 x 64 x 3 x 3 at 10 x 10, 200 images, EvoApproxLib r = 2-16 (measured 2026-12-06)
+GATHER_FLOAT64_PENALTY = 10.0
 LOOKUP_MACS = 50.0  # one activation-term lookup costs about this many convolution multiply-adds (measured)
 GATHER_MAX_TABLE_BYTES = 1 << 29  # a 1x1 conv of 1,024 inputs (134 MB) gathers: 68-237x where stacked took 1,120-1,411x
 
@@ -708,6 +711,8 @@ def choose_method(
     gather_ratio = GATHER_ROW_COST / Og + GATHER_FLOAT_COST
     if Cg * groups * kh * kw * ((1 << plan.a_bits) + 1) * Og * 4 > GATHER_LLC_BYTES:
         gather_ratio *= GATHER_LLC_PENALTY
+    if dtype == torch.float64 and _float32_parts(plan, w_shape, groups):  # the stacked sums stay float32 (parts)
+        gather_ratio *= GATHER_FLOAT64_PENALTY
     if plan.luts is not None and not stacked_exact and stacked_rounds(plan, dtype, Cg * kh * kw):
         method, cost = "gather", gather_ratio
     elif plan.luts is None or plan.shifts is not None or plan.r <= GATHER_MIN_R:
@@ -838,13 +843,21 @@ def approx_conv2d(
             return lambda: _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
         # factors whose float32 sums may round (a forced method) are summed in float64, exact
         sum_dt = torch.float64 if stacked_rounds(plan, dtype, fan_in) and not batch_exact() else dtype
-        U, V, sh, const = _stacked_tables(plan, x_codes.device, sum_dt, wkey)
+        parts = _float32_parts(plan, w_codes.shape, groups) if sum_dt == torch.float64 else []
+        U, V, sh, const = _stacked_tables(plan, x_codes.device, torch.float32 if parts else sum_dt, wkey)
+        if parts and const is not None:
+            const = const.double()
 
         def compute() -> torch.Tensor:
             xi = x_idx(sh is not None)
             Ul, Vl, shl = _live_planes(xi, U, V, sh, a_bits)
             bias = None if const is None else const.sum((1, 2, 3))  # the constant term of an output all taps reach
-            y = _stacked_conv(xi, wkey, Ul, Vl, *conv_args, max_chunk_bytes, shl, a_bits, bias)
+            if parts:  # float32 sums of channel groups, each exact, added in float64 (a float64 convolution: 10x)
+                y = sum(_stacked_conv(xi[:, a:b], wkey[:, a:b], Ul, Vl, *conv_args, max_chunk_bytes, shl, a_bits
+                                      ).double() for a, b in parts)
+                y = y if bias is None else y + bias.view(1, -1, 1, 1)
+            else:
+                y = _stacked_conv(xi, wkey, Ul, Vl, *conv_args, max_chunk_bytes, shl, a_bits, bias)
             if const is not None:  # outputs whose taps fall on padding get less (only at the borders)
                 _add_border(y, _constant_bias(const, x_codes.shape, conv_args) - bias.view(1, -1, 1, 1))
             return (y if plan.integer else torch.round(y)).to(dtype)
@@ -945,6 +958,22 @@ def _int8_compute(
         return y
 
     return compute
+
+
+def _float32_parts(plan: EmulationPlan, w_shape: Sequence[int], groups: int) -> list[tuple[int, int]]:
+    """Input-channel ranges ``[(start, end)]`` whose stacked float32 sums stay exact (the plan's largest term
+    ``term_peak`` times the range's taps below ``2**24``, :func:`stacked_rounds`' bound), for a convolution that would
+    otherwise be summed in float64; ``[]`` where there is no such split (float factors, grouped convolutions, a
+    single channel's taps already too many, or one range: the whole)."""
+    _, C, kh, kw = w_shape
+    if not plan.integer or groups != 1 or plan.term_peak <= 0:
+        return []
+    per = int(((1 << 24) - 1) // (plan.term_peak * kh * kw))
+    if per < 1 or per >= C:
+        return []
+    n = -(-C // per)  # as few ranges as can be, of about equal width
+    size = -(-C // n)
+    return [(a, min(C, a + size)) for a in range(0, C, size)]
 
 
 def stacked_rounds(plan: EmulationPlan, dtype: torch.dtype, fan_in: int) -> bool:
