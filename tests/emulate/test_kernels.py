@@ -324,9 +324,8 @@ def test_float64_stacked_sums_in_exact_float32_channel_groups(name):
     """A stacked convolution summed in float64 took 10x its float32 time per term (mul8u_1SX's 64-channel layers:
     41x the exact convolution); it now sums channel groups whose float32 sums are exact and adds them in float64
     (4.2x). Same integers as the reference."""
-    from fames.emulate.kernels import _float32_parts
-
     from fames.appmul.families import build
+    from fames.emulate.kernels import _float32_parts
 
     am = build("trunc", 8, 8, False, False, k=5) if name.startswith("trunc") else evo_appmul(name)
     plan = cached_plan(am)
