@@ -981,6 +981,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     if argv is None:  # the console program (tests pass argv and keep Python's warning machinery)
         warnings.showwarning = _one_line_warning
+        if not sys.stderr.isatty():  # a log file: a progress line every 30 s, not hundreds of KB of redrawn bars
+            os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         return args.func(args)
     except (FamesError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
