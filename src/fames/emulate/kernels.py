@@ -841,7 +841,8 @@ def approx_conv2d(
         if method == "gather":
             L = plan.lut_table(x_codes.device, dtype)
             return lambda: _gather_conv(x_idx(), wkey, L, *conv_args, max_chunk_bytes)
-        # factors whose float32 sums may round (a forced method) are summed in float64, exact
+        # factors whose float32 sums may round (a forced method) are summed in float64, exact: as float32 channel
+        # groups that are each exact, where the plan allows (_float32_parts)
         sum_dt = torch.float64 if stacked_rounds(plan, dtype, fan_in) and not batch_exact() else dtype
         parts = _float32_parts(plan, w_codes.shape, groups) if sum_dt == torch.float64 else []
         U, V, sh, const = _stacked_tables(plan, x_codes.device, torch.float32 if parts else sum_dt, wkey)
