@@ -128,9 +128,11 @@ def main() -> int:
                     help="probability that an operand bit flips between consecutive operations: 0.5 = independent "
                     "uniform operands (fames' default stream), 0.1 = the default toggle rate of Synopsys' vector-free "
                     "power analysis, which the published figures appear to use (docs/results/hw_cost.md)")
-    ap.add_argument("--mappings", nargs="+", default=["gates"], choices=["gates", "adders"],
+    ap.add_argument("--mappings", nargs="+", default=["gates"], choices=["gates", "adders", "kept"],
                     help="adders = map full and half adders to the liberty's adder cells before ABC maps the rest "
-                    "(fames lib cost --adder-cells); gates = ABC maps everything (the default recipe)")
+                    "(fames lib cost --adder-cells); gates = ABC re-synthesises and maps everything (the default "
+                    "recipe); kept = the netlist's own gates mapped without restructuring, smallest cell of each "
+                    "function (fames lib cost --keep-structure)")
     ap.add_argument("--wire-loads", nargs="+", default=["none"], choices=["none", "liberty"],
                     help="liberty = add the liberty's default wire-load capacitance per net fanout (NanGate: "
                     "5K_hvratio_1_1; gscl45nm names none), as Design Compiler does before layout")
@@ -163,22 +165,23 @@ def main() -> int:
     with open(SHARED / "evoapproxlib" / "index.csv", encoding="utf-8") as f:
         pub = {r["name"]: r for r in csv.DictReader(f)}
     files = sorted(src.glob("*.v"))
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(), cf.ThreadPoolExecutor() as ex:
-        warnings.simplefilter("ignore")  # the constant-zero design imports with a warning
-        designs = list(ex.map(lambda p: import_design(p, 8, 8, False, top=p.stem, ports=None), files))
-    import_s = time.perf_counter() - t0
-    names = [m.name for m in designs]
-    extra: list[str] = []
-    if args.extra_netlists:
-        found = {p.stem: p for p in sorted(Path(args.extra_netlists).rglob("*.v"))}
-        todo = [n for n, r in pub.items() if r["folder"].startswith("multiplers/8x8") and n not in names and n in found]
+    found = {p.stem: p for p in sorted(Path(args.extra_netlists).rglob("*.v"))} if args.extra_netlists else {}
+    extra = [n for n, r in pub.items() if r["folder"].startswith("multiplers/8x8") and n in found
+             and n not in {p.stem for p in files}]
+
+    def load(paths: list[Path], keep: bool) -> list:
+        """Import ``paths`` in one batch (``keep``: gates kept as written)."""
         with warnings.catch_warnings(), cf.ThreadPoolExecutor() as ex:
-            warnings.simplefilter("ignore")
-            designs += list(ex.map(lambda n: import_design(found[n], 8, 8, pub[n]["signed"] == "True", top=n,
-                                                           ports=None), todo))
-        extra = todo
-        names += todo
+            warnings.simplefilter("ignore")  # the constant-zero design imports with a warning
+            return list(ex.map(lambda p: import_design(p, 8, 8, p.stem in pub and pub[p.stem]["signed"] == "True",
+                                                       top=p.stem, ports=None, keep_structure=keep), paths))
+
+    t0 = time.perf_counter()
+    designs = load(files, False)
+    import_s = time.perf_counter() - t0
+    designs += load([found[n] for n in extra], False)
+    kept = load(files + [found[n] for n in extra], True) if "kept" in args.mappings else designs  # mapping "kept"
+    names = [m.name for m in designs]
     near = [n for n in names if float(pub[n]["calc_mred_pct"]) < args.near_exact]
     subsets = [("all", names), ("near-exact", near)]
     if extra:
@@ -195,8 +198,10 @@ def main() -> int:
              f"{len(near)} designs. `input_nets`: how switching of nets no cell drives counts (all = pin loads and "
              "output-port loads they reach directly; pins = cell input pins only; none = left to the upstream "
              "driver); `toggle`: input toggle rate per operation (0.5: independent uniform operands); `wire`: the "
-             "liberty's default wire-load model added per net fanout (liberty) or not (none); `mapping`: ABC maps "
-             "all logic (gates) or full and half adders go to the liberty's adder cells first (adders). Spearman "
+             "liberty's default wire-load model added per net fanout (liberty) or not (none); `mapping`: ABC "
+             "re-synthesises and maps all logic (gates), full and half adders go to the liberty's adder cells first "
+             "(adders), or the netlist's own gates are mapped without restructuring to the smallest cell of each "
+             "function (kept). Spearman "
              "rho / Pearson r of logs against the published values.", "",
              "| liberty | energy | input_nets | output load fF | toggle | wire | mapping | subset | power | delay | "
              "area | PDP | small designs: power fames/published |",
@@ -205,17 +210,28 @@ def main() -> int:
                 for en in args.energy for ol in args.output_loads for md in args.input_nets for wl in args.wire_loads
                 for mp in args.mappings]
     default: dict[str, dict] = {}  # "liberty, toggle rate[, wire][, mapping]" -> design -> Cost, default recipe else
+    targets: dict[tuple, dict[str, tuple[float, float, float]]] = {}  # recipe -> liberty -> PDP rho all, near, small
+    with cf.ThreadPoolExecutor() as ex:  # "small": at most 6 cells under the default recipe of either liberty
+        small = sorted({n for lp in libs.values() for n, c in zip(names, ex.map(lambda m, lp=lp: cost_appmul(m, lp),
+                                                                                designs), strict=True)
+                        if (c.cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0}, key=names.index)
     for lname, lpath, mode, oload, energy, rate, wire, mapping in variants:
         with cf.ThreadPoolExecutor() as ex:
             costs = dict(zip(names, ex.map(
                 lambda m, lp=lpath, md=mode, ol=oload, en=energy, tr=rate, wl=wire, mp=mapping: cost_appmul(
                     m, lp, input_nets=md, output_load_ff=ol, activity=en, stream="uniform" if tr == 0.5 else "toggle",
-                    toggle_rate=tr, wire_load=wl, adder_cells=mp == "adders"), designs), strict=True))
+                    toggle_rate=tr, wire_load=wl, adder_cells=mp == "adders",
+                    structure="keep" if mp == "kept" else "resynthesise"), kept if mapping == "kept" else designs),
+                strict=True))
         if (mode, oload, energy) == (INPUT_NETS_DEFAULT, OUTPUT_LOAD_FF, "zero-delay"):
             default[f"{lname}, toggle {rate:g}" + (f", wire {wire}" if len(args.wire_loads) > 1 else "")
                     + (f", {mapping}" if len(args.mappings) > 1 else "")] = costs
-        small = [n for n in names if (costs[n].cells or 0) <= 6 and float(pub[n]["pwr_mW"]) > 0]
-        ratio = ", ".join(f"{n} {costs[n].power_uw * 1e-3 / float(pub[n]['pwr_mW']):.1f}x" for n in small)
+        ratios = {n: costs[n].power_uw * 1e-3 / float(pub[n]["pwr_mW"]) for n in small}
+        ratio = ", ".join(f"{n} {v:.1f}x" for n, v in ratios.items())
+        pdp = [correlations([costs[n].pdp_fj for n in sel], [float(pub[n]["pdp_pJ"]) for n in sel])[0]
+               for sel in (names, near)]
+        targets.setdefault((energy, mode, oload, rate, wire, mapping), {})[lname] = (
+            *pdp, max(max(ratios.values(), default=1.0), 1.0 / min(ratios.values(), default=1.0)))
         for subset, sel in subsets:
             cells = []
             for _, ours_key, pub_key, scale in QUANTITIES:
@@ -228,6 +244,18 @@ def main() -> int:
                          + " | ".join(cells)
                          + f" | {ratio if subset == 'all' else ''} |")
         print(*lines[-len(subsets):], sep="\n", flush=True)
+
+    lines += ["", f"Issue 17's targets per recipe: PDP Spearman on all {len(names)} >= 0.98, on the {len(near)} "
+              f"near-exact >= {args.target:g}, power of the designs of <= 6 cells under the default recipe "
+              f"({', '.join(small)}) within 3x of published (the worst ratio either way), under every liberty:", "",
+              "| energy | input_nets | output load fF | toggle | wire | mapping | "
+              + " | ".join(f"{ln}: PDP all / near-exact / small" for ln in libs) + " | all met |",
+              "|---|---|---|---|---|---|" + "---|" * len(libs) + "---|"]
+    for (energy, mode, oload, rate, wire, mapping), per in targets.items():
+        met = all(a >= 0.98 and b >= args.target and sm <= 3.0 for a, b, sm in per.values())
+        lines.append(f"| {energy} | {mode} | {oload:g} | {rate:g} | {wire} | {mapping} | "
+                     + " | ".join(f"{a:.3f} / {b:.3f} / {sm:.2f}x" for a, b, sm in per.values())
+                     + f" | {'yes' if met else 'no'} |")
 
     if default:
         import numpy as np

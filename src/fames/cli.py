@@ -131,17 +131,17 @@ def cmd_lib_import(args: argparse.Namespace) -> int:
         raise FamesError("--signed makes both operands two's complement, --signed-only one of them: give one")
     signed = {"a": (True, False), "w": (False, True)}[args.signed_only] if args.signed_only else args.signed or None
     luts = [f for f in args.files if design_kind(Path(f))[0] in ("text", "npy")]
-    for opt in ("top", "ports", "liberty"):
+    for opt in ("top", "ports", "liberty", "keep_structure"):
         if getattr(args, opt) and luts:
-            raise FamesError(f"--{opt} applies to Verilog/BLIF designs, but {luts[0]} is a LUT file (by its suffix; "
-                             "a design is .v, .sv or .blif, optionally .gz)")
+            raise FamesError(f"--{opt.replace('_', '-')} applies to Verilog/BLIF designs, but {luts[0]} is a LUT "
+                             "file (by its suffix; a design is .v, .sv or .blif, optionally .gz)")
 
     def one(f: str):  # noqa: ANN202 - an AppMul
         p = Path(f)
         if f not in luts:
             return import_design(p, a_bits, w_bits, signed, top=args.top,
                                  ports=tuple(args.ports) if args.ports else None, liberty=args.liberty,
-                                 remap=args.remap)
+                                 remap=args.remap, keep_structure=args.keep_structure)
         return read_text_lut(p, a_bits=a_bits, w_bits=w_bits, signed=signed)
 
     failed: dict[str, str] = {}
@@ -225,6 +225,7 @@ def cmd_lib_cost(args: argparse.Namespace) -> int:
         output_load_ff=args.output_load,
         wire_load=args.wire_load,
         adder_cells=args.adder_cells,
+        structure="keep" if args.keep_structure else "resynthesise",
         **({"stream": "toggle", "toggle_rate": args.toggle_rate} if args.toggle_rate is not None else {}),
         hold=args.hold,
         n_vectors=args.vectors,
@@ -752,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "mapped, so `fames lib cost` with that liberty costs the netlist as it is")
     im.add_argument("--remap", action="store_true", help="with --liberty: replace the cells by their functions, "
                     "so the design is re-synthesised like any other (and can be costed with any liberty)")
+    im.add_argument("--keep-structure", action="store_true", help="keep the design's gates as written (no logic "
+                    "optimisation at import), for `fames lib cost --keep-structure`, which costs each netlist as it "
+                    "stands")
     im.add_argument("--out", required=True, help="library directory (created or extended)")
     im.add_argument("--replace", action="store_true", help="overwrite designs of --out with the same names (default: "
                     "such a file is reported and skipped)")
@@ -779,6 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--adder-cells", action="store_true",
                    help="map full and half adders to the liberty's adder cells before ABC maps the rest (closer to "
                    "EvoApproxLib's own netlists, but larger and slower than ABC's gates; docs/results/hw_cost.md)")
+    c.add_argument("--keep-structure", action="store_true",
+                   help="cost each design as the gate netlist it is: its gates mapped without restructuring, with "
+                   "the smallest cell of each function (default: re-synthesised by Yosys + ABC; how each ranks "
+                   "published figures: docs/results/hw_cost.md)")
     c.add_argument("--vectors", type=_number(int, 2), default=4096, help="operand pairs simulated for energy")
     c.add_argument("--clock-ns", type=POSITIVE_FLOAT, default=1.0, help="clock period for power and leakage (ns)")
     c.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the operand stream")

@@ -406,3 +406,31 @@ def test_lib_build_takes_a_full_grid_and_eval_reads_the_dataset_its_checkpoint_r
     torch.save(create_model("digits_cnn").state_dict(), tmp_path / "plain.pt")  # records no dataset
     assert main(["eval", "--model", "digits_cnn", "--checkpoint", str(tmp_path / "plain.pt")]) == 2
     assert "--dataset is needed: the checkpoint does not record" in capsys.readouterr().err
+
+
+def test_lib_import_and_cost_keep_a_netlists_structure(tmp_path, capsys):
+    """A 4x4 design whose product bit 0 is the parity of its inputs written as a chain of XORs: imported and costed
+    with --keep-structure it keeps the chain (seven XORs deep); re-synthesised it is balanced (three deep)."""
+    from fames.hw.synthetic import default_synthetic_liberty
+
+    lib_file = str(default_synthetic_liberty())
+    src = tmp_path / "par.v"
+    src.write_text("module par(input [3:0] a, input [3:0] w, output [7:0] y);\n"
+                   "  assign y[0] = ((((((a[0] ^ a[1]) ^ a[2]) ^ a[3]) ^ w[0]) ^ w[1]) ^ w[2]) ^ w[3];\n"
+                   "  assign y[7:1] = 7'b0;\nendmodule\n")
+    kept, plain = tmp_path / "kept", tmp_path / "plain"
+    assert main(["lib", "import", str(src), "--bits", "4", "4", "--keep-structure", "--out", str(kept)]) == 0
+    assert main(["lib", "import", str(src), "--bits", "4", "4", "--out", str(plain)]) == 0
+    assert Library.load(kept)["par"].provenance["structure"] == "as written"
+    assert "structure" not in Library.load(plain)["par"].provenance
+    assert np.array_equal(Library.load(kept)["par"].lut, Library.load(plain)["par"].lut)
+    assert main(["lib", "cost", str(kept), "--liberty", lib_file, "--keep-structure", "--vectors", "256"]) == 0
+    assert main(["lib", "cost", str(plain), "--liberty", lib_file, "--vectors", "256"]) == 0
+    ck, cp = Library.load(kept)["par"].cost, Library.load(plain)["par"].cost
+    assert ck.recipe["structure"] == "keep" and "structure" not in cp.recipe
+    assert ck.delay_ns > 1.5 * cp.delay_ns  # 7 levels of XOR against 3 (about 1.9x)
+    # a LUT file has no gates to keep
+    lut = tmp_path / "t.txt"
+    lut.write_text("\n".join(f"{a} {w} {a * w}" for a in range(4) for w in range(4)))
+    assert main(["lib", "import", str(lut), "--bits", "2", "2", "--keep-structure", "--out", str(kept)]) == 2
+    assert "--keep-structure applies to Verilog/BLIF designs" in capsys.readouterr().err

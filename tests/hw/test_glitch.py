@@ -34,15 +34,43 @@ def test_static_hazard_pulse_counted_or_rejected(n_buffers):
     assert vals[y].sum() == 0  # zero-delay: the output never moves
     changes = int((a[1:] != a[:-1]).sum())
     xor = next(i for i, c in enumerate(nl.cells) if c.type == "XOR2_X1")
-    d = pin_delays(nl, nl.liberty, t, 1.0)[xor]
+    d = pin_delays(nl, nl.liberty, t, 1.0)[xor]["Z"]
     # the B input changes later by the buffers' delays plus its own pin delay; the pulse passes when its width
     # reaches the XOR's smallest pin delay
     arrival_b = 0 if n_buffers == 0 else sum(
-        pin_delays(nl, nl.liberty, t, 1.0)[i]["A"] for i, c in enumerate(nl.cells) if c.type == "BUF_X1")
+        pin_delays(nl, nl.liberty, t, 1.0)[i]["Z"]["A"] for i, c in enumerate(nl.cells) if c.type == "BUF_X1")
     width = abs(arrival_b + d["B"] - d["A"])
     expect = 2 * changes if width >= min(d.values()) else 0
     assert tog[y] == expect
     assert tog[nl.inputs["a"][0]] == changes
+
+
+def test_each_output_of_a_full_adder_has_its_own_delays():
+    """FA_X1's sum S (about 83 ps under NanGate) then XOR with a[0] delayed by ten inverters: the two paths to the XOR
+    differ by less than its smallest pin delay, so no glitch passes. Timed with the carry's delays (about 50 ps), the
+    sum would seem to arrive early and pulses would pass (1.0 toggles per operation instead of 0.5)."""
+    from tests.hw.hw_helpers import shared_liberty
+
+    lib = read_liberty(shared_liberty("nangate45_typ.lib.gz"))
+    cells = {"fa": {"type": "FA_X1", "connections": {"A": [2], "B": [4], "CI": [3], "S": [6], "CO": [7]}}}
+    prev = 2
+    for k in range(10):
+        cells[f"i{k}"] = {"type": "INV_X1", "connections": {"A": [prev], "ZN": [10 + k]}}
+        prev = 10 + k
+    cells["x"] = {"type": "XOR2_X1", "connections": {"A": [6], "B": [prev], "Z": [8]}}
+    mod = {"ports": {"a": {"direction": "input", "bits": [2, 3]}, "w": {"direction": "input", "bits": [4, 5]},
+                     "y": {"direction": "output", "bits": [8, 7]}}, "cells": cells, "netnames": {}}
+    nl = Netlist.from_yosys_json({"modules": {"fa10": mod}}, "fa10", lib)
+    t = analyze(nl)
+    fa = pin_delays(nl, lib, t, 1.0)[0]
+    assert fa["S"]["A"] > 1.3 * fa["CO"]["A"]
+    rng = np.random.default_rng(0)
+    a, w = rng.integers(0, 4, 2000), rng.integers(0, 4, 2000)
+    vals = nl.net_values({"a": a, "w": w})
+    tog = glitch_toggles(nl, lib, vals, t)
+    zd = (vals[:, 1:] != vals[:, :-1]).sum(axis=1)
+    y0, y1 = nl.outputs["y"]
+    assert tog[y0] == zd[y0] and tog[y1] == zd[y1]
 
 
 def test_no_skew_no_glitch_and_zero_delay_agrees():

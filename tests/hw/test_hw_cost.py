@@ -75,6 +75,11 @@ def test_wide_table_only_design_not_comparable(synth_lib):
     m = AppMul("t52", 5, 2, False, False, lut)
     c = cost_appmul(m, synth_lib, n_vectors=64)
     assert not c.comparable and c.note == "from truth table, not comparable"
+    # a table has no gate structure to keep: it is re-synthesised, and its recipe says so
+    k = cost_appmul(m, synth_lib, n_vectors=64, structure="keep")
+    assert k == c and "structure" not in k.recipe
+    with pytest.raises(HardwareError, match="unknown structure"):
+        cost_appmul(m, synth_lib, n_vectors=64, structure="as-is")
 
 
 def test_an_interrupted_costing_drops_its_queue(monkeypatch, tmp_path):

@@ -121,3 +121,52 @@ def test_adder_cells_need_a_full_adder_in_the_liberty(synth_lib):
         pytest.skip("the synthetic liberty has a full adder")
     with pytest.raises(HardwareError, match="no full-adder cell"):
         synthesize(mult_verilog(3, 3, False, False), "mul", synth_lib, adder_cells=True)
+
+
+CHAIN = """module chain(input [7:0] a, input [7:0] w, output [15:0] y);
+  assign y[0] = ((((((((((((((a[0] ^ a[1]) ^ a[2]) ^ a[3]) ^ a[4]) ^ a[5]) ^ a[6]) ^ a[7]) ^ w[0]) ^ w[1]) ^ w[2])
+                ^ w[3]) ^ w[4]) ^ w[5]) ^ w[6]) ^ w[7];
+  assign y[15:1] = 15'b0;
+endmodule
+"""
+
+
+def _depth(nl: Netlist) -> int:
+    """Cells on the longest path from an input to an output."""
+    level: dict[int, int] = {}
+    for idx in nl.order:
+        c = nl.cells[idx]
+        d = 1 + max((level.get(n, 0) for n in c.inputs.values()), default=0)
+        for n in c.outputs.values():
+            level[n] = d
+    return max(level.get(n, 0) for bits in nl.outputs.values() for n in bits)
+
+
+def test_keep_structure_maps_the_gates_as_written(synth_lib):
+    """A 16-input parity written as a chain of XORs: re-synthesis balances it into a tree (depth 4 of 2-input gates),
+    keep-structure maps the chain as it stands (depth 15); both compute the same function."""
+    tree = synthesize(CHAIN, "chain", synth_lib)
+    chain = synthesize(CHAIN, "chain", synth_lib, structure="keep")
+    assert np.array_equal(simulate_lut(chain, 8, 8, False, False), simulate_lut(tree, 8, 8, False, False))
+    assert _depth(tree) <= 5 < 15 <= _depth(chain)
+    with pytest.raises(HardwareError, match="unknown structure"):
+        synthesize(CHAIN, "chain", synth_lib, structure="flat")
+
+
+@pytest.mark.parametrize(("lib_name", "small", "large"), [
+    ("nangate45_typ.lib.gz", {"AND2_X1", "INV_X1", "XOR2_X1"}, {"AND2_X2", "INV_X4", "BUF_X2", "CLKBUF_X1"}),
+    ("gscl45nm.lib.gz", {"AND2X1", "INVX1", "XOR2X1"}, {"AND2X2", "INVX2", "BUFX4"}),
+])
+def test_keep_structure_uses_only_the_smallest_cell_of_each_function(lib_name, small, large):
+    """Without timing constraints nothing calls for a larger drive; gscl45nm's tables start at 100 fF, so re-synthesis
+    of a multiplier there picks X2 cells that keep-structure must not."""
+    from fames.hw.liberty import read_liberty
+    from tests.hw.hw_helpers import shared_liberty
+
+    path = shared_liberty(lib_name)
+    larger = set(read_liberty(path).larger_drives())
+    assert large <= larger and not small & larger
+    for signs in [(False, False), (True, True)]:
+        nl = synthesize(mult_verilog(4, 4, *signs), "mul", path, structure="keep")
+        assert not {c.type for c in nl.cells} & larger
+        assert np.array_equal(simulate_lut(nl, 4, 4, *signs), exact_lut(4, 4, *signs))

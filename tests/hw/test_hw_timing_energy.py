@@ -151,3 +151,20 @@ def test_wire_load_adds_to_every_net_load(synth_lib):
 def test_a_default_wire_load_without_its_group_is_reported(synth_lib):
     with pytest.raises(HardwareError, match="no wire_load group has that name"):
         _with_wire_load(synth_lib, 'default_wire_load : "missing" ;\n')
+
+
+def test_an_input_slew_is_its_drivers_transition_even_below_the_ideal_edge():
+    """NanGate's BUF_X1 driving one inverter pin switches in about 5 ps, faster than the 10 ps ideal edge that feeds
+    it: the input net's slew is the buffer's own transition, not floored at that edge."""
+    from fames.hw.timing import DRIVER_INPUT_SLEW_NS
+    from tests.hw.hw_helpers import shared_liberty
+
+    lib = read_liberty(shared_liberty("nangate45_typ.lib.gz"))
+    rep = analyze(_chain(1, lib))
+    a = 2
+    arcs = next(iter(lib.cells["BUF_X1"].outputs.values())).arcs
+    load = lib.cells["INV_X1"].inputs["A"].cap_ff
+    want = [max(getattr(arc, t).at(DRIVER_INPUT_SLEW_NS, load) for arc in arcs)
+            for t in ("rise_transition", "fall_transition")]
+    assert max(want) < DRIVER_INPUT_SLEW_NS
+    assert rep.slew_ns[a] == pytest.approx(max(want), rel=1e-9)

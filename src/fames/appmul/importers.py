@@ -523,13 +523,16 @@ def import_design(
     name: str | None = None,
     liberty: str | os.PathLike | None = None,
     remap: bool = False,
+    keep_structure: bool = False,
 ) -> AppMul:
     """Import a combinational multiplier from Verilog (``.v``/``.sv``) or BLIF (``.blif``).
 
-    The design is synthesized to generic gates, simulated on all input pairs to obtain its LUT, and
-    re-emitted as structural Verilog with the fames port convention, so that it can be costed by
-    synthesis. ``ports`` names the activation, weight and product ports of the design; None detects them in a
-    module with exactly two inputs and one output (inputs matched to the widths, else in declaration order; the
+    The design is synthesized to generic gates (Yosys ``synth``, whose ABC pass optimises the logic; with
+    ``keep_structure`` only elaborated, ``synth -noabc``, so the gates stay as written), simulated on all input pairs
+    to obtain its LUT, and re-emitted as structural Verilog with the fames port convention, so that it can be costed
+    by synthesis (re-synthesised, or mapped as it stands with ``fames lib cost --keep-structure``).
+    ``ports`` names the activation, weight and product ports of the design; None detects them in a module with
+    exactly two inputs and one output (inputs matched to the widths, else in declaration order; the
     choice is kept in ``provenance["ports"]``: EvoApproxLib's 8x8 tables index their axis 0 by port ``B``, so
     ``("B", "A", "O")`` reproduces a table's orientation from its Verilog).
     ``a_bits``/``w_bits`` default to the widths of the activation and weight ports. ``signed`` None takes each
@@ -562,7 +565,7 @@ def import_design(
 
         mapped = bool(liberty_cells_in(source, read_liberty(liberty)))
     netlist = synthesize(source, top, liberty, fmt=fmt, mapping="generic" if remap else "keep",
-                         include_dirs=(path.parent,))
+                         include_dirs=(path.parent,), structure="keep" if keep_structure else "resynthesise")
     pa, pw, py = ports or _detect_ports(netlist.inputs, netlist.outputs, a_bits, w_bits, path, top)
     for p in (pa, pw):
         if p not in netlist.inputs:
@@ -619,6 +622,7 @@ def import_design(
         structural=True,
         provenance={"family": "imported", "source": str(path), "format": fmt, "top": top,
                     "ports": {"activation": pa, "weight": pw, "product": py},
+                    **({"structure": "as written"} if keep_structure else {}),
                     **({"cells_of": Path(liberty).name, "mapping": "re-synthesised" if remap else "as imported"}
                        if mapped else {})},
     )

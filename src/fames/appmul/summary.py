@@ -11,18 +11,24 @@ from fames.appmul.core import AppMul
 from fames.appmul.metrics import error_metrics
 from fames.errors import AppMulError
 
+
+def _sig(v: float) -> str:
+    """One decimal from 100 up, else four significant digits (a one-gate design's PDP is 0.04 fJ, not 0.0)."""
+    return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4g}"
+
+
 COLUMNS = [
-    ("name", "name", "{}"),
-    ("bits", "bits", "{}"),
-    ("family", "family", "{}"),
-    ("mred_pct", "MRED%", "{:.3f}"),
-    ("wce", "WCE", "{:.0f}"),
-    ("area_um2", "area um2", "{:.1f}"),
-    ("delay_ns", "delay ns", "{:.3f}"),
-    ("energy_fj", "E/op fJ", "{:.1f}"),
-    ("pdp_fj", "PDP fJ", "{:.1f}"),
-    ("pdp_rel", "PDP/exact", "{:.3f}"),
-    ("note", "note", "{}"),
+    ("name", "name", "{}".format),
+    ("bits", "bits", "{}".format),
+    ("family", "family", "{}".format),
+    ("mred_pct", "MRED%", "{:.3f}".format),
+    ("wce", "WCE", "{:.0f}".format),
+    ("area_um2", "area um2", _sig),
+    ("delay_ns", "delay ns", "{:.3f}".format),
+    ("energy_fj", "E/op fJ", _sig),
+    ("pdp_fj", "PDP fJ", _sig),
+    ("pdp_rel", "PDP/exact", "{:.3f}".format),
+    ("note", "note", "{}".format),
 ]
 
 
@@ -55,6 +61,7 @@ def appmul_row(m: AppMul) -> dict[str, Any]:
         "energy_fj": c.energy_fj if c else None,
         "pdp_fj": c.pdp_fj if c else None,
         "pdp_rel": c.relative.get("pdp") if c else None,
+        "reference": c.recipe.get("reference") if c else None,
         "cost_source": c.source if c else None,
         "zero_product_errors": zero_wrong,
         "note": note,
@@ -62,13 +69,16 @@ def appmul_row(m: AppMul) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Fixed-width text table of :func:`appmul_row` rows."""
+    """Fixed-width text table of :func:`appmul_row` rows, and the design each width's ``PDP/exact`` is relative to."""
     cells = [[h for _, h, _ in COLUMNS]]
     for r in rows:
-        cells.append(["-" if r.get(k) is None else f.format(r[k]) for k, _, f in COLUMNS])
+        cells.append(["-" if r.get(k) is None else f(r[k]) for k, _, f in COLUMNS])
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    refs = dict.fromkeys(f"{r['bits']} against {r['reference']}" for r in rows if r.get("reference"))
+    if refs:
+        lines.append("PDP/exact: " + "; ".join(refs))
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ from fames.hw.synth import RECIPE_VERSION, adder_cells_of, liberty_cells_in, lut
 from fames.hw.timing import OUTPUT_LOAD_FF, analyze
 from fames.io import cache_dir, content_hash, read_checked_json, write_cache_json
 
-COST_VERSION = f"{RECIPE_VERSION}/sta-1/energy-zd-2"
+COST_VERSION = f"{RECIPE_VERSION}/sta-2/energy-zd-2"  # sta-2: an input slew is its driver's transition
 RELATIVE_KEYS = {"area": "area_um2", "delay": "delay_ns", "energy": "energy_fj", "power": "power_uw",
                  "pdp": "pdp_fj"}
 # a design known only by its LUT is synthesized from the truth table; measured on our exact multipliers, that costs
@@ -92,6 +92,7 @@ def cost_appmul(
     toggle_rate: float = 0.1,
     wire_load: str = "none",
     adder_cells: bool = False,
+    structure: str = "resynthesise",
 ) -> Cost:
     """Cost one AppMul with the liberty at ``liberty_path`` (see the module docstring for the recipe).
 
@@ -102,12 +103,18 @@ def cost_appmul(
     energy; ``activity``: how toggles are counted (:func:`fames.hw.energy.energy_per_op`); ``wire_load``:
     ``"liberty"`` adds the liberty's default wire-load capacitance to every net, for timing and energy
     (:func:`fames.hw.timing.net_loads`); ``adder_cells``: map full and half adders to the liberty's adder cells before
-    ABC maps the rest (:func:`fames.hw.synth.synthesize`; not the default, see docs/results/hw_cost.md).
+    ABC maps the rest (:func:`fames.hw.synth.synthesize`; not the default, see docs/results/hw_cost.md);
+    ``structure="keep"``: map a structural design's own gates without restructuring them, with the smallest cell of
+    each function (:func:`fames.hw.synth.synthesize`; a design known only by its table has no structure to keep and
+    is re-synthesised, and its recipe says so).
     """
     if clock_ns <= 0:
         raise HardwareError(f"clock_ns must be positive (got {clock_ns})")
     lib_hash = liberty_hash(liberty_path)
     verilog, top, comparable, note = design_of(appmul)
+    if structure not in ("resynthesise", "keep"):
+        raise HardwareError(f"unknown structure {structure!r}; use 'resynthesise' or 'keep'")
+    structure = structure if appmul.verilog is not None and appmul.structural else "resynthesise"
     kept = liberty_cells_in(verilog, read_liberty(liberty_path))  # a netlist mapped to these cells: costed as mapped
     params = {
         "widths": list(appmul.widths), "stream": stream, "hold": int(hold), "n_vectors": int(n_vectors),
@@ -118,6 +125,7 @@ def cost_appmul(
         "activity": activity, **({"toggle_rate": float(toggle_rate)} if stream == "toggle" else {}),
         **({"wire_load": wire_load} if wire_load != "none" else {}),
         **({"adder_cells": True} if adder_cells else {}),
+        **({"structure": structure} if structure != "resynthesise" else {}),
         **({"kept_cells": kept} if kept else {}),
     }
     key = content_hash(verilog, top, lib_hash, COST_VERSION, json.dumps(params, sort_keys=True))
@@ -132,7 +140,7 @@ def cost_appmul(
         except (ValueError, TypeError, KeyError):
             pass
     try:
-        netlist = synthesize(verilog, top, liberty_path, adder_cells=adder_cells)
+        netlist = synthesize(verilog, top, liberty_path, adder_cells=adder_cells, structure=structure)
     except HardwareError as e:
         mapped = appmul.provenance.get("cells_of")
         if mapped is None or mapped == Path(liberty_path).name or "is neither defined" not in str(e):

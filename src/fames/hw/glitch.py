@@ -19,21 +19,25 @@ from fames.hw.netlist import CONST0, CONST1, Netlist
 from fames.hw.timing import TimingReport
 
 
-def pin_delays(netlist: Netlist, lib: Liberty, timing: TimingReport, resolution_ps: float) -> list[dict[str, int]]:
-    """Per cell, per input pin: the delay to the cell's output in units of ``resolution_ps`` (>= 1)."""
-    out: list[dict[str, int]] = []
+def pin_delays(netlist: Netlist, lib: Liberty, timing: TimingReport,
+               resolution_ps: float) -> list[dict[str, dict[str, int]]]:
+    """Per cell, per output pin, per input pin: the delay from the input to that output (its arcs at the output's
+    own load) in units of ``resolution_ps`` (>= 1). A full adder's sum and carry have their own delays."""
+    out: list[dict[str, dict[str, int]]] = []
     for c in netlist.cells:
         cell = lib.cells[c.type]
-        onet = next(iter(c.outputs.values()))
-        op = next(iter(cell.outputs.values()))
-        load = float(timing.load_ff[onet])
-        d: dict[str, int] = {}
-        for pin, inet in c.inputs.items():
-            vals = [t.at(float(timing.slew_ns[inet]), load) for a in op.arcs if a.related_pin == pin
-                    for t in (a.cell_rise, a.cell_fall) if t is not None]
-            ns = float(np.mean(vals)) if vals else 0.0  # mean of the rise and fall delays of the pin's arcs
-            d[pin] = max(1, round(max(0.0, ns) * 1000.0 / resolution_ps))
-        out.append(d)
+        per_out: dict[str, dict[str, int]] = {}
+        for opin, onet in c.outputs.items():
+            op = cell.outputs[opin]
+            load = float(timing.load_ff[onet])
+            d: dict[str, int] = {}
+            for pin, inet in c.inputs.items():
+                vals = [t.at(float(timing.slew_ns[inet]), load) for a in op.arcs if a.related_pin == pin
+                        for t in (a.cell_rise, a.cell_fall) if t is not None]
+                ns = float(np.mean(vals)) if vals else 0.0  # mean of the rise and fall delays of the pin's arcs
+                d[pin] = max(1, round(max(0.0, ns) * 1000.0 / resolution_ps))
+            per_out[opin] = d
+        out.append(per_out)
     return out
 
 
@@ -62,19 +66,19 @@ def glitch_toggles(netlist: Netlist, lib: Liberty, values: np.ndarray, timing: T
     for ci in netlist.order:
         c = netlist.cells[ci]
         fns = netlist.cell_functions(c.type)
-        d = delays[ci]
-        shifted = {pin: times[inet] + d[pin] for pin, inet in c.inputs.items()}  # type: ignore[operator]
-        cand = np.unique(np.concatenate([np.zeros(0, np.int64), *shifted.values()]))
-        # input values at every candidate time (row 0: before any change)
-        env = {}
-        for pin, inet in c.inputs.items():
-            rows = np.concatenate([[0], np.searchsorted(shifted[pin], cand, side="right")])
-            env[pin] = waves[inet][rows]  # type: ignore[index]
-        env["__0__"] = np.zeros((len(cand) + 1, steps), bool)
-        env["__1__"] = np.ones((len(cand) + 1, steps), bool)
-        width = min(d.values()) if d else 1
-        for pin, onet in c.outputs.items():
-            raw = np.broadcast_to(np.asarray(fns[pin](env), dtype=bool), (len(cand) + 1, steps))
+        for opin, onet in c.outputs.items():
+            d = delays[ci][opin]
+            shifted = {pin: times[inet] + d[pin] for pin, inet in c.inputs.items()}  # type: ignore[operator]
+            cand = np.unique(np.concatenate([np.zeros(0, np.int64), *shifted.values()]))
+            # input values at every candidate time (row 0: before any change)
+            env = {}
+            for pin, inet in c.inputs.items():
+                rows = np.concatenate([[0], np.searchsorted(shifted[pin], cand, side="right")])
+                env[pin] = waves[inet][rows]  # type: ignore[index]
+            env["__0__"] = np.zeros((len(cand) + 1, steps), bool)
+            env["__1__"] = np.ones((len(cand) + 1, steps), bool)
+            width = min(d.values()) if d else 1
+            raw = np.broadcast_to(np.asarray(fns[opin](env), dtype=bool), (len(cand) + 1, steps))
             wave = _reject_pulses(raw, cand, width)
             times[onet], waves[onet] = cand, wave
             toggles[onet] = int((wave[1:] != wave[:-1]).sum())

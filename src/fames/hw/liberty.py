@@ -531,6 +531,16 @@ class Liberty:
                 found[kind] = (best.name, pins)
         return found
 
+    def larger_drives(self) -> list[str]:
+        """Usable cells that are not the smallest-area cell of their function (same inputs, same output truth tables):
+        the drive-strength variants (``AND2X2``, ``INV_X4``, ...), sorted by name."""
+        groups: dict[tuple, list[Cell]] = {}
+        for c in self.cells.values():
+            if c.dont_use or not c.outputs:
+                continue
+            groups.setdefault((len(c.inputs), tuple(sorted(c.truth(o) for o in c.outputs))), []).append(c)
+        return sorted(c.name for cs in groups.values() for c in sorted(cs, key=lambda c: (c.area, c.name))[1:])
+
     def inverter(self) -> Cell | None:
         return self.find((1, 0), 1)
 

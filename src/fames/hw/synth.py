@@ -8,6 +8,12 @@ With a liberty::
     opt_clean
     write_json netlist.json
 
+``structure="keep"`` replaces the last two synthesis steps by ``synth -flatten -noabc -top TOP`` and ``abc -liberty
+LIB -script keep.abc -dont_use ...`` (``strash; map``: ABC's cut-based mapper covers the design's own AND-inverter
+structure, without the restructuring passes of the default script (``fraig``, ``dc2``, ``dch``), and only the smallest
+cell of each function is allowed): the design costed close to the netlist it is rather than as its function (local
+covering may still choose other cells than the written gates, e.g. AOI/OAI pairs for an XOR under NanGate).
+
 A design that already instantiates cells of the liberty (a netlist mapped by another tool) keeps them as they are:
 ``read_liberty -lib LIB`` declares them first, and ABC maps only the logic around them (``mapping="keep"`` leaves
 that logic as Yosys gates; ``mapping="generic"`` replaces the cells by their functions instead, so the netlist can be
@@ -45,28 +51,38 @@ _WORKER = Path(__file__).with_name("_yosys_worker.py")
 
 
 MappingMode = Literal["liberty", "keep", "generic"]
+Structure = Literal["resynthesise", "keep"]
+KEEP_SCRIPT = "keep.abc"  # ABC script of structure="keep": cover the design's own AND-inverter graph, no restructuring
+_KEEP_ABC = "strash\nmap\n"
 _NOT_IN_DESIGN = re.compile(r"Module `\\?([^']+)' referenced in module `\\?([^']+)'.* is not part of the design")
 
 
 def recipe(top: str, liberty_file: str | None, fmt: str = "verilog", adders_map: str | None = None,
-           cells: Literal["none", "keep", "generic"] = "none", include_dirs: tuple[str, ...] = ()) -> list[str]:
+           cells: Literal["none", "keep", "generic"] = "none", include_dirs: tuple[str, ...] = (),
+           structure: Structure = "resynthesise", dont_use: tuple[str, ...] = ()) -> list[str]:
     """The Yosys commands of the fixed recipe (file names relative to the scratch directory); with ``adders_map``
     (a techmap file of ``$fa`` to the liberty's adder cells) every full and half adder Yosys finds is mapped to those
     cells before ABC maps the rest. ``cells``: how the design's instances of the liberty's cells are read (``keep``:
     as black boxes that stay as they are; ``generic``: as their functions; ``none``: the design names none), and
     ``liberty_file`` is the ABC target only when ``cells`` is not ``generic``; ``include_dirs``: where Verilog
-    `` `include`` files are looked up."""
+    `` `include`` files are looked up. ``structure="keep"`` keeps the design's own gate structure: no generic ABC
+    pass in ``synth`` (``-noabc``) and, with a liberty, ABC's structural mapper (``strash; map``, script
+    ``keep.abc``) with the cells ``dont_use`` names barred."""
     incs = "".join(f" -I{d}" for d in include_dirs)
     read = f"read_verilog -sv{incs} design.v" if fmt == "verilog" else "read_blif -wideports design.blif"
     cmds = []
     if cells != "none":
         cmds.append(f"read_liberty {'-lib' if cells == 'keep' else '-ignore_miss_func'} cells.lib")
         read = read.replace("read_verilog", "read_verilog -overwrite")  # the design's own modules win over cells
-    cmds += [read, f"synth -flatten -top {top}"]
+    cmds += [read, f"synth -flatten -top {top}" + (" -noabc" if structure == "keep" else "")]
     if adders_map is not None:
         cmds += ["extract_fa", f"techmap -map {adders_map}"]
     if liberty_file is not None and cells != "generic":
-        cmds.append(f"abc -liberty {liberty_file}")
+        if structure == "keep":
+            barred = "".join(f" -dont_use {c}" for c in dont_use)
+            cmds.append(f"abc -liberty {liberty_file} -script {KEEP_SCRIPT}{barred}")
+        else:
+            cmds.append(f"abc -liberty {liberty_file}")
     cmds += ["opt_clean", "write_json netlist.json"]
     return cmds
 
@@ -137,6 +153,7 @@ def synthesize(
     adder_cells: bool = False,
     mapping: MappingMode = "liberty",
     include_dirs: tuple[str | os.PathLike, ...] = (),
+    structure: Structure = "resynthesise",
 ) -> Netlist:
     """Synthesise ``source`` (Verilog or BLIF text) with top module ``top`` by the fixed recipe.
 
@@ -145,7 +162,11 @@ def synthesize(
     rest as Yosys internal gates; ``mapping="generic"`` replaces them by their functions, so that everything is Yosys
     internal gates (as without a liberty). ``adder_cells``: map full and half adders to the liberty's adder cells
     first (an option; the default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). ``include_dirs``:
-    folders searched for Verilog `` `include`` files (e.g. the design file's own). Raises
+    folders searched for Verilog `` `include`` files (e.g. the design file's own). ``structure="keep"``: the
+    design's gates are not restructured (``synth -noabc``) and, with a liberty, ABC's cut-based mapper covers them
+    as they stand, with only the smallest cell of each function (:meth:`Liberty.larger_drives` barred: without
+    timing constraints there is no reason to upsize, and libraries characterized from 100 fF up, like OSU
+    FreePDK45's, make larger cells look faster at small loads); the default re-synthesises them. Raises
     :class:`HardwareError` naming the module for unparsable/unsynthesisable input, a cell the design instantiates but
     neither defines nor finds in the liberty, or a liberty without a full-adder cell when ``adder_cells`` asks for one.
     """
@@ -153,6 +174,8 @@ def synthesize(
         raise HardwareError(f"unknown design format {fmt!r}; use 'verilog' or 'blif'")
     if mapping not in ("liberty", "keep", "generic"):
         raise HardwareError(f"unknown mapping {mapping!r}; use 'liberty', 'keep' or 'generic'")
+    if structure not in ("resynthesise", "keep"):
+        raise HardwareError(f"unknown structure {structure!r}; use 'resynthesise' or 'keep'")
     lib = read_liberty(liberty) if liberty is not None else None
     cells = adder_cells_of(liberty) if liberty is not None and adder_cells and mapping == "liberty" else {}
     named = lib is not None and bool(liberty_cells_in(source, lib))
@@ -167,6 +190,10 @@ def synthesize(
             (work / "cells.lib").write_bytes(raw)
             lib_file = "cells.lib" if mapping == "liberty" else None
         adders_map = None
+        dont_use: tuple[str, ...] = ()
+        if structure == "keep" and lib_file is not None:
+            (work / KEEP_SCRIPT).write_text(_KEEP_ABC, encoding="utf-8")
+            dont_use = tuple(lib.larger_drives())
         if cells:
             (work / "adders.v").write_text(adders_techmap(cells), encoding="utf-8")
             adders_map = "adders.v"
@@ -176,7 +203,8 @@ def synthesize(
             for k, d in enumerate(include_dirs):  # linked under plain names: Yosys cannot quote a path with spaces
                 (work / f"inc{k}").symlink_to(Path(d).resolve(), target_is_directory=True)
                 incs.append(f"inc{k}")
-            run_yosys(recipe(top, lib_file, fmt, adders_map, how, tuple(incs)), work, f"module {top!r}")
+            run_yosys(recipe(top, lib_file, fmt, adders_map, how, tuple(incs), structure, dont_use), work,
+                      f"module {top!r}")
         except HardwareError as e:
             m = _NOT_IN_DESIGN.search(str(e))
             if m is None:

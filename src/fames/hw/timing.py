@@ -95,13 +95,14 @@ def input_drive(netlist: Netlist, load_ff: float) -> tuple[list[float], list[flo
     if drv is None:
         return arr, sl
     out = next(iter(drv.outputs.values()))
+    got: list[list[float]] = [[], []]  # the driver's output transitions (its own, not floored by the ideal edge's)
     for arc in out.arcs:
         for e, d, t in ((RISE, arc.cell_rise, arc.rise_transition), (FALL, arc.cell_fall, arc.fall_transition)):
             if d is not None:
                 arr[e] = max(arr[e], d.at(DRIVER_INPUT_SLEW_NS, load_ff))
             if t is not None:
-                sl[e] = max(sl[e], t.at(DRIVER_INPUT_SLEW_NS, load_ff))
-    return arr, sl
+                got[e].append(t.at(DRIVER_INPUT_SLEW_NS, load_ff))
+    return arr, [max(g) if g else s for g, s in zip(got, sl, strict=True)]
 
 
 def analyze(
