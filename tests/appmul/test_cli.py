@@ -429,7 +429,15 @@ def test_lib_import_and_cost_keep_a_netlists_structure(tmp_path, capsys):
     ck, cp = Library.load(kept)["par"].cost, Library.load(plain)["par"].cost
     assert ck.recipe["structure"] == "keep" and "structure" not in cp.recipe
     assert ck.delay_ns > 1.5 * cp.delay_ns  # 7 levels of XOR against 3 (about 1.9x)
-    # a LUT file has no gates to keep
+    # a design optimised at import keeps that netlist: said, with the fix
+    with pytest.warns(UserWarning, match="optimised by Yosys/ABC when imported"):
+        assert main(["lib", "cost", str(plain), "--liberty", lib_file, "--keep-structure", "--vectors", "256"]) == 0
+    # a LUT file has no gates to keep, nor a BLIF's tables
+    blif = tmp_path / "p.blif"
+    blif.write_text(".model p\n.inputs a[0] w[0]\n.outputs y[0] y[1]\n.names a[0] w[0] y[0]\n11 1\n"
+                    ".names y[1]\n.end\n")
+    assert main(["lib", "import", str(blif), "--bits", "1", "1", "--keep-structure", "--out", str(kept)]) == 2
+    assert "BLIF" in capsys.readouterr().err
     lut = tmp_path / "t.txt"
     lut.write_text("\n".join(f"{a} {w} {a * w}" for a in range(4) for w in range(4)))
     assert main(["lib", "import", str(lut), "--bits", "2", "2", "--keep-structure", "--out", str(kept)]) == 2

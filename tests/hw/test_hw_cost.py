@@ -82,6 +82,16 @@ def test_wide_table_only_design_not_comparable(synth_lib):
         cost_appmul(m, synth_lib, n_vectors=64, structure="as-is")
 
 
+def test_a_table_design_is_compared_with_a_reference_costed_like_it(synth_lib):
+    """With structure="keep" the exact reference keeps its gates while a table-only design is re-synthesised: its
+    relative figures are taken against the reference re-synthesised too (an exact 2x2 table stays at the ratio the
+    default recipe gives it, not 0.66)."""
+    t = AppMul("t22", 2, 2, False, False, exact_lut(2, 2))
+    plain = cost_library([t], synth_lib, progress=False, n_vectors=64)[0].cost
+    kept = cost_library([t], synth_lib, progress=False, n_vectors=64, structure="keep")[0].cost
+    assert kept.relative == plain.relative and "structure" not in kept.recipe
+
+
 def test_an_interrupted_costing_drops_its_queue(monkeypatch, tmp_path):
     import fames.hw.cost as hc
     from fames.appmul.families import build_family

@@ -556,6 +556,9 @@ def import_design(
         raise AppMulError(f"{path}: no such design file")
     kind, stem = design_kind(path)
     fmt = "blif" if kind == "blif" else "verilog"
+    if keep_structure and fmt == "blif":
+        raise AppMulError(f"{path}: a BLIF file's .names tables are read as look-up tables (no gates to keep); import "
+                          "it without --keep-structure, or as structural Verilog")
     source = read_text_file(path, "design")
     top = top_module(source, fmt, path, top, stem)
     mapped = False

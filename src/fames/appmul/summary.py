@@ -14,7 +14,7 @@ from fames.errors import AppMulError
 
 def _sig(v: float) -> str:
     """One decimal from 100 up, else four significant digits (a one-gate design's PDP is 0.04 fJ, not 0.0)."""
-    return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4g}"
+    return f"{v:.1f}" if abs(v) >= 100 else f"{v:#.4g}"
 
 
 COLUMNS = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import lru_cache
@@ -266,13 +267,24 @@ def cost_library(
             for f in futs:
                 f.cancel()
             raise
-    refs = dict(zip(keys, costs[: len(keys)], strict=True))
-    ref_names = {k: d.name for k, d in zip(keys, designs, strict=False)}
+    refs = {(k, c.recipe.get("structure")): c for k, c in zip(keys, costs[: len(keys)], strict=True)}
+    ref_designs = dict(zip(keys, designs, strict=False))
     out: list[AppMul] = []
     for m, c in zip(appmuls, costs[len(keys) :], strict=True):
         if c is None:
             continue
-        c.relative = relative_cost(c, refs[m.widths])
-        c.recipe = {**c.recipe, "reference": ref_names[m.widths]}
+        # a design known only by its table has no structure to keep: it is compared with the reference re-synthesised
+        key = (m.widths, c.recipe.get("structure"))
+        if key not in refs:
+            refs[key] = cost_appmul(ref_designs[m.widths], liberty_path, **{**kw, "structure": "resynthesise"})
+        c.relative = relative_cost(c, refs[key])
+        c.recipe = {**c.recipe, "reference": ref_designs[m.widths].name}
         out.append(m.with_cost(c))
+    optimised = [m.name for m in out if kw.get("structure") == "keep" and m.provenance.get("family") == "imported"
+                 and m.provenance.get("structure") != "as written" and m.cost.recipe.get("structure") == "keep"]
+    if optimised:
+        warnings.warn(f"{len(optimised)} design(s) ({', '.join(optimised[:5])}{', ...' * (len(optimised) > 5)}) were "
+                      "optimised by Yosys/ABC when imported: --keep-structure keeps that optimised netlist, not the "
+                      "source's gates; import them again with --keep-structure (and --replace) for the gates as "
+                      "written", stacklevel=2)
     return out

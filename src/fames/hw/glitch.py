@@ -2,12 +2,13 @@
 liberty delays and inertial pulse rejection.
 
 For each of the N-1 transitions of an operand stream, all at once (numpy over transitions): a primary input switches
-at its arrival time (the input driver's delay, from static timing); a cell's output may change at every time one
-of its inputs changes plus that input's pin-to-output delay (the mean of the rise and fall NLDM delays at the
-input net's slew and the output net's load, rounded to ``resolution_ps``); its value there is the cell function of
-the inputs as they are then. A pulse (a change undone by the next change of the same net) shorter than the cell's
-smallest pin delay is rejected (inertial delay), as the cell would not pass it. Every remaining change counts:
-glitches included, so that array multipliers' spurious transitions cost what they cost in silicon.
+at its arrival time (the input driver's delay, from static timing); each output of a cell may change at every time
+one of its inputs changes plus that input's delay to this output (the mean of the rise and fall NLDM delays of its
+arcs at the input net's slew and this output net's load, rounded to ``resolution_ps``: a full adder's sum and carry
+have their own); its value there is the output's function of the inputs as they are then. A pulse (a change undone by
+the next change of the same net) shorter than the output's smallest pin delay is rejected (inertial delay), as the
+cell would not pass it. Every remaining change counts: glitches included, so that array multipliers' spurious
+transitions cost what they cost in silicon.
 """
 
 from __future__ import annotations

@@ -326,7 +326,7 @@ def truth_table(tree_or_text: tuple | str, inputs: list[str]) -> tuple[int, ...]
     """Output of the function for every input combination (input 0 = most significant bit)."""
     f = compile_function(tree_or_text)
     k = len(inputs)
-    rows = np.array(list(itertools.product([False, True], repeat=k)), dtype=bool).reshape(-1, k)
+    rows = np.array(list(itertools.product([False, True], repeat=k)), dtype=bool).reshape(2**k, k)  # k = 0: tie cell
     env: dict[str, Any] = {name: rows[:, i] for i, name in enumerate(inputs)}
     env["__0__"] = np.zeros(len(rows), dtype=bool)
     env["__1__"] = np.ones(len(rows), dtype=bool)

@@ -8,7 +8,7 @@ With a liberty::
     opt_clean
     write_json netlist.json
 
-``structure="keep"`` replaces the last two synthesis steps by ``synth -flatten -noabc -top TOP`` and ``abc -liberty
+``structure="keep"`` replaces ``synth`` and ``abc`` above by ``synth -flatten -noabc -top TOP`` and ``abc -liberty
 LIB -script keep.abc -dont_use ...`` (``strash; map``: ABC's cut-based mapper covers the design's own AND-inverter
 structure, without the restructuring passes of the default script (``fraig``, ``dc2``, ``dch``), and only the smallest
 cell of each function is allowed): the design costed close to the netlist it is rather than as its function (local
@@ -162,13 +162,14 @@ def synthesize(
     rest as Yosys internal gates; ``mapping="generic"`` replaces them by their functions, so that everything is Yosys
     internal gates (as without a liberty). ``adder_cells``: map full and half adders to the liberty's adder cells
     first (an option; the default recipe leaves all mapping to ABC, see docs/results/hw_cost.md). ``include_dirs``:
-    folders searched for Verilog `` `include`` files (e.g. the design file's own). ``structure="keep"``: the
-    design's gates are not restructured (``synth -noabc``) and, with a liberty, ABC's cut-based mapper covers them
-    as they stand, with only the smallest cell of each function (:meth:`Liberty.larger_drives` barred: without
-    timing constraints there is no reason to upsize, and libraries characterized from 100 fF up, like OSU
-    FreePDK45's, make larger cells look faster at small loads); the default re-synthesises them. Raises
-    :class:`HardwareError` naming the module for unparsable/unsynthesisable input, a cell the design instantiates but
-    neither defines nor finds in the liberty, or a liberty without a full-adder cell when ``adder_cells`` asks for one.
+    folders searched for Verilog `` `include`` files (e.g. the design file's own). ``structure="keep"``: the design's
+    gates are not restructured (``synth -noabc``) and, with a liberty, ABC's cut-based mapper covers them as they
+    stand, with only the smallest cell of each function (:meth:`Liberty.larger_drives` barred: without timing
+    constraints there is no reason to upsize, and libraries whose tables start far above a pin's load, like OSU
+    FreePDK45's at 100 fF for most cells, make larger cells look faster at small loads); the default re-synthesises
+    them. Raises :class:`HardwareError` naming the module for unparsable/unsynthesisable input, a cell the design
+    instantiates but neither defines nor finds in the liberty, or a liberty without a full-adder cell when
+    ``adder_cells`` asks for one.
     """
     if fmt not in ("verilog", "blif"):
         raise HardwareError(f"unknown design format {fmt!r}; use 'verilog' or 'blif'")

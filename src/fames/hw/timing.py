@@ -102,7 +102,7 @@ def input_drive(netlist: Netlist, load_ff: float) -> tuple[list[float], list[flo
                 arr[e] = max(arr[e], d.at(DRIVER_INPUT_SLEW_NS, load_ff))
             if t is not None:
                 got[e].append(t.at(DRIVER_INPUT_SLEW_NS, load_ff))
-    return arr, [max(g) if g else s for g, s in zip(got, sl, strict=True)]
+    return arr, [max(0.0, *g) if g else s for g, s in zip(got, sl, strict=True)]  # extrapolated below 0: clamped
 
 
 def analyze(
