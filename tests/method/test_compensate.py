@@ -304,6 +304,10 @@ def test_run_with_compensation(tmp_path, mode):
         assert (one["compensated_layers"] and one["compensation_overhead_fj"] > 0) or (
             one["compensation_kept"] is False and one["compensation_overhead_fj"] == 0)
     assert one["accuracy_before_compensation"] >= 0 and 0 <= one["accuracy"] <= 100
+    # the layers' energies, each with its correction's accumulators, add up to the total
+    per = one["per_layer_energy"]
+    assert sum(v["energy_fj"] for v in per.values()) == pytest.approx(one["energy_fj"], rel=1e-9)
+    assert sum(v.get("compensation_fj", 0.0) for v in per.values()) == pytest.approx(one["compensation_overhead_fj"])
     # the saved model + assignment (with its corrections) reproduce the reported accuracy, as `fames eval` does
     from fames.appmul.library import Library
     from fames.method.assignment import load_assignment, substitute

@@ -521,7 +521,7 @@ def approximate_(
 
     feasible = [r for r in rows if not r.infeasible]
     if not feasible:
-        raise FamesError(f"every budget was infeasible: even the cheapest AppMuls use {rows[0].min_ratio:.4f} of the "
+        raise FamesError(f"every budget was infeasible: even the cheapest AppMuls use {rows[0].min_ratio:.6f} of the "
                          f"exact energy; choose budgets R >= {feasible_at(rows[0].min_ratio)}")
     within = [r for r in feasible if within_bound(r)]
     # none within the bound: the most accurate of the budgets measured (the user asked for approximation), named
@@ -767,8 +767,10 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor], assignment: dict[
     approx = {}
     for n, layer in qlayers(model):
         spec = assignment.get(n)
-        if spec is None or (isinstance(spec, str) and names[spec].is_exact()):
+        if spec is None:
             layer.clear_assignment()
+        elif isinstance(spec, str) and names[spec].is_exact():
+            layer.clear_assignment(names[spec])
         else:
             approx[n] = spec
     substitute(model, {"layers": approx}, Library(list(names.values())))
@@ -954,7 +956,10 @@ class _BudgetContext:
             calibration_skipped=skip, beyond_reach=out_of_reach, ilp_status=sel.status, granularity_used=used,
             accuracy_finer=acc_finer,
             assignment=assignment,
-            per_layer_energy={n: {"energy_fj": v[0], "exact_fj": v[1]} for n, v in per_layer.items()},
+            # a layer's energy includes its correction's accumulators, as the total does
+            per_layer_energy={n: {"energy_fj": v[0] + overhead.get(n, 0.0), "exact_fj": v[1],
+                                  **({"compensation_fj": overhead[n]} if n in overhead else {})}
+                              for n, v in per_layer.items()},
             output_difference=diffs,
             accuracy_ci95=list(wilson_interval(int(sum(self.last_correct)), len(self.last_correct))),
             paired_difference=paired_difference(self.exact_correct, self.last_correct).to_dict(),

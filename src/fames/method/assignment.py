@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import AppMulError, FamesError, expect
 from fames.io import atomic_write_json, content_hash, read_json
@@ -78,8 +79,15 @@ def _assign_one(layer: nn.Module, name: str, s: Any, library: Library, tables: d
             attach(layer, (BiasCorrection if rec.get("method") == BIAS else Compensation).from_dict(rec))
     else:
         raise FamesError(f"assignment of layer {name}: expected an AppMul name or a dict, got {s!r}")
-    if all(m.is_exact() for m in ms) and layer.compensation is None:
-        layer.clear_assignment()
+    if (exact := exact_stand_in(ms)) is not None and layer.compensation is None:
+        layer.clear_assignment(exact)
+
+
+def exact_stand_in(appmuls: list[AppMul]) -> AppMul | None:
+    """The one exact design a layer's groups all use (the layer then runs in exact mode, its energy that design's),
+    else None (several designs, or an approximate one: the layer emulates them)."""
+    names = {m.name for m in appmuls}
+    return appmuls[0] if len(names) == 1 and appmuls[0].is_exact() else None
 
 
 def _lookup(library: Library, name: str, layer: str, tables: dict[str, str]) -> Any:

@@ -42,8 +42,9 @@ def _rnn_layer_flops(x: tuple[int, ...], w_ih: tuple[int, ...], w_hh: tuple[int,
 def trace_macs(model: nn.Module, inputs: torch.Tensor | tuple[int, ...]) -> tuple[dict[str, int], dict[str, int]]:
     """``(quantized, floating)`` multiply-accumulates per inference, counted on the sample batch ``inputs (N, ...)``
     (real data: token ids, data-dependent paths) and divided by ``N``; a shape ``(C, H, W)`` counts on one input of
-    zeros. Any layout works (sequence-first ``(T, N, C)``, a batch dimension squeezed away): a layer's count is its
-    output elements times its fan-in, summed over the batch.
+    zeros; the model's input must hold its samples along dimension 0. Inside the model any layout works (a layer
+    seeing ``(T, N, C)``, a batch dimension squeezed away): a layer's count is its output elements times its fan-in,
+    summed over the batch.
 
     ``quantized[layer]``: every quantized layer (a layer the forward calls more than once counts every call).
     ``floating[module]``: what the forward multiplies outside them, in floating point, per innermost module that
@@ -172,8 +173,9 @@ def model_energy(
 ) -> tuple[float, float, dict[str, tuple[float, float]]]:
     """``(energy, exact energy, per layer (energy, exact))`` in fJ per inference for the current assignment.
 
-    Layers in exact mode use the exact multiplier (energy per op from ``exact``, see :func:`exact_costs`);
-    approx layers their assigned AppMul(s) per group.
+    Layers in exact mode use the exact multiplier (energy per op from ``exact``, see :func:`exact_costs`; or their
+    ``exact_design``'s, an exact design chosen in the reference's stead); approx layers their assigned AppMul(s) per
+    group.
     """
     total = exact_total = 0.0
     per: dict[str, tuple[float, float]] = {}
@@ -182,8 +184,8 @@ def model_energy(
             raise FamesError(f"layer {name}: no costed AppMul of widths {layer.widths} to take the exact cost from")
         ex = macs[name] * exact[layer.widths]
         a = layer.assignment
-        if layer.mode != "approx" or a is None:
-            e = ex
+        if layer.mode != "approx" or a is None:  # the exact multiplier: the reference, or the exact design chosen
+            e = ex if layer.exact_design is None else macs[name] * op_energy(layer.exact_design, exact, metric)
         else:
             idx = a.index.flatten().tolist() or [0]
             e = sum(macs[name] / len(idx) * op_energy(a.appmuls[k], exact, metric) for k in idx)

@@ -19,6 +19,7 @@ from torch import nn
 
 from fames.appmul.core import AppMul
 from fames.errors import FamesError
+from fames.method.assignment import exact_stand_in
 from fames.method.compensate import attach
 from fames.method.energy import exact_costs, model_energy, op_energy, trace_macs
 from fames.method.select import SelectionProblem
@@ -111,8 +112,8 @@ def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.M
         if any(k < 0 or k >= len(ms) for k in ks):
             raise FamesError(f"layer {n}: choice {ks} outside its {len(ms)} candidates")
         comp = mp.compensations[n][ks[0]] if n in mp.compensations else None
-        if all(ms[k].is_exact() for k in ks):
-            layers[n].clear_assignment()
+        if (exact := exact_stand_in([ms[k] for k in ks])) is not None:
+            layers[n].clear_assignment(exact)
         elif mp.granularity == "layer":
             layers[n].set_assignment(ms[ks[0]])
             if comp is not None:

@@ -83,6 +83,9 @@ class QuantLayer(nn.Module):
         self.weight_quant = Quantizer(w_bits, signed, per_channel=True, channels=out_channels, symmetric=signed)
         self.mode = "exact"
         self.assignment: Assignment | None = None
+        # the exact design the hardware uses where this layer runs in exact mode (None: the reference exact multiplier
+        # of its widths); energy figures charge it, the forward is the exact one either way
+        self.exact_design: AppMul | None = None
         self._emulation_dtype: torch.dtype | None = None  # None: float32 where its sums are exact, else float64
         # Estimation hook: a (differentiable) error table used instead of the assignment (counting gradient).
         self.error_probe: torch.Tensor | None = None
@@ -170,11 +173,18 @@ class QuantLayer(nn.Module):
             raise FamesError(f"assignment index out of range 0..{len(ms) - 1}")
         self.assignment = Assignment(ms, index, granularity)
         self.mode = "approx"
+        self.exact_design = None
         self.compensation = None  # a correction is fitted to one AppMul: never carry it over to another
 
-    def clear_assignment(self) -> None:
+    def clear_assignment(self, exact: AppMul | None = None) -> None:
+        """Back to exact mode; ``exact``: the exact design (of this layer's widths) the hardware uses here, when it is
+        not the reference exact multiplier (e.g. a faster exact structure): energy figures charge its cost."""
+        if exact is not None and (not exact.is_exact() or exact.widths != self.widths):
+            raise AppMulError(f"{exact.name!r} ({exact.signature()}) is not an exact multiplier of this layer's "
+                              f"widths {self.widths}")
         self.assignment = None
         self.mode = "exact"
+        self.exact_design = exact
         self.compensation = None
 
     # ------------------------------------------------------------------ integer pieces
