@@ -101,3 +101,79 @@ def test_an_assignment_refuses_a_library_whose_design_was_replaced(saved_run, tm
     lib.save(folder / "library", force=True)
     with pytest.raises(FamesError, match=f"{used}.*not the design this assignment was saved with"):
         fames.load_model(folder, small_net())  # loaded the new table: 95.28% against the reported 96.11%
+
+
+def test_the_hardware_handoff_recomputes_every_layer_without_fames(saved_run):
+    """From hardware.json, hardware.npz and the library's tables alone (numpy), each quantized layer's output is
+    what the model computes: codes, ports, padding and zero-point terms as the file states them."""
+    import json
+
+    import numpy as np
+
+    model, out, x, _ = saved_run
+    hw = json.loads((out / "hardware.json").read_text())
+    arrays = np.load(out / "hardware.npz")
+    lib = fames.Library.load(out / "library")
+    assert hw["format"] == "fames-hardware" and hw["without_circuit"] == [] and "padding" in hw["conventions"]
+    seen, outs = {}, {}
+
+    def keep(name):
+        def hook(mod, inputs, output):
+            seen[name], outs[name] = inputs[0], output
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in qlayers(model)]
+    with torch.no_grad():
+        model(x[:3])
+    for h in hooks:
+        h.remove()
+    assert set(hw["layers"]) == set(seen)
+    for name, rec in hw["layers"].items():
+        (design,) = rec["appmuls"]
+        m = lib[design["name"]]
+        assert (out / design["verilog"]).is_file() and rec["mode"] == ("exact" if m.is_exact() else "approx")
+        act = rec["act"]
+        xin = seen[name].double().numpy()
+        qx = np.clip(np.round(xin / act["scale"]) + act["zero_point"], act["qmin"], act["qmax"]).astype(np.int64)
+        qw = arrays[f"{name}/weight_codes"].astype(np.int64)
+        sw, zw = arrays[f"{name}/weight_scale"], arrays[f"{name}/weight_zero_point"]
+        mask_a, mask_w = (1 << rec["a_bits"]) - 1, (1 << rec["w_bits"]) - 1
+        lut = m.lut.astype(np.int64)
+        if rec["kind"] == "QConv2d":  # stride 1, square padding in this model
+            p = rec["padding"][0]
+            qx = np.pad(qx, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=act["zero_point"])
+            k = qw.shape[-1]
+            h, w = qx.shape[2] - k + 1, qx.shape[3] - k + 1
+            taps = np.stack([qx[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)], axis=2)
+            taps = taps.reshape(qx.shape[0], -1, h, w)  # (N, C*k*k, H, W), channel-major like the weight
+            wf = qw.reshape(qw.shape[0], -1)
+            acc = lut[(taps[:, None] & mask_a), (wf[None, :, :, None, None] & mask_w)].sum(axis=2)
+            sum_x, bshape = taps.sum(axis=1)[:, None], (1, -1, 1, 1)
+        else:
+            wf = qw
+            acc = lut[(qx[:, None, :] & mask_a), (wf[None] & mask_w)].sum(axis=2)
+            sum_x, bshape = qx.sum(axis=1)[:, None], (1, -1)
+        kk = wf.shape[1]
+        zwb, swb = zw.reshape(bshape), sw.reshape(bshape)
+        bracket = acc - zwb * sum_x - act["zero_point"] * wf.sum(axis=1).reshape(bshape) + kk * act["zero_point"] * zwb
+        y = act["scale"] * swb * bracket + (arrays[f"{name}/bias"].reshape(bshape) if rec["bias"] else 0.0)
+        got = outs[name].double().numpy()
+        step = act["scale"] * swb  # one accumulator LSB in output units
+        assert np.all(np.abs(y - got) <= 0.05 * step + 1e-6 * np.abs(got)), name
+
+
+def test_designs_without_a_circuit_are_named(saved_run):
+    from fames.appmul.core import AppMul, exact_lut
+    from fames.appmul.families import build
+    from fames.flow.handoff import without_circuit
+    from fames.flow.report import markdown
+
+    table = AppMul("table_only", 4, 4, False, False, exact_lut(4, 4))
+    built = build("trunc", 4, 4, False, False, k=2)
+    spec = {"l1": "table_only", "l2": {"granularity": "filter", "appmuls": [built.name, "table_only"], "index": [0]}}
+    assert without_circuit(spec, [table, built]) == ["table_only"]
+    assert without_circuit({"l2": built.name}, [table, built]) == []
+    report = saved_run[3].to_dict()
+    assert report["without_circuit"] == [] and "without a circuit" not in markdown(report)
+    assert "Designs chosen without a circuit** (known only by their table" in markdown(
+        {**report, "without_circuit": ["table_only"]})

@@ -33,6 +33,7 @@ from fames.appmul.core import AppMul
 from fames.appmul.library import Library
 from fames.errors import FamesError
 from fames.flow.config import DEFAULT_VALIDATION_IMAGES, FamesConfig, SearchConfig
+from fames.flow.handoff import without_circuit
 from fames.flow.library import candidate_appmuls, liberty_path, synth_operand_weights
 from fames.flow.sources import (
     DatasetSamples,
@@ -160,6 +161,7 @@ class FamesResult:
             "quant": getattr(self.model, "fames_quant_config", None),
             "layers": self.layers,
             "float_layers": float_layers(self.model),
+            "without_circuit": without_circuit(b.assignment, self.library),
             "float_macs": self.float_macs,
             "library": {"size": len(self.library), "liberty": self.liberty,
                         "energy_metric": self.config.selection.energy_metric},
@@ -196,14 +198,16 @@ class FamesResult:
 
     def save(self, out: str | Path, per_budget: bool = False, force: bool = False,
              record: dict[str, Any] | None = None) -> list[Path]:
-        """Write the report, plots, ``assignment.json``, ``model.pt`` (headline) and ``library/`` into ``out``
-        (every file atomically); with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns the
-        paths written, ``out/report.md`` first. A folder holding files fames did not write is refused unless
-        ``force``; output files of an earlier result there that this one does not write again are removed;
-        ``run.json`` lists the files (and ``record``, e.g. the content keys of a run's inputs)."""
+        """Write the report, plots, ``assignment.json``, ``model.pt`` (headline), ``library/`` and the hand-off for
+        hardware (``hardware.json``, ``hardware.npz``: :mod:`fames.flow.handoff`) into ``out`` (every file
+        atomically); with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns the paths written,
+        ``out/report.md`` first. A folder holding files fames did not write is refused unless ``force``; output files
+        of an earlier result there that this one does not write again are removed; ``run.json`` lists the files (and
+        ``record``, e.g. the content keys of a run's inputs)."""
+        from fames.flow.handoff import write_handoff
         from fames.flow.outdir import check_output, finish_output, start_output
         from fames.flow.report import write_report
-        from fames.method.assignment import save_assignment
+        from fames.method.assignment import save_assignment, substitute
 
         out = Path(out)
         previous = check_output(out, force)
@@ -220,6 +224,16 @@ class FamesResult:
                 meta.update(run_dataset=data.dataset, run_model=self.config.model, run_channels=data.channels)
             written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,
                                            state_dict=self.states[r.budget], require_arch=False))
+        # the headline as hardware builds it: per layer its design(s), quantization parameters and weight codes
+        head = copy.deepcopy(self.model)
+        head.load_state_dict(self.states[self.best.budget])
+        substitute(head, {"layers": self.best.assignment}, lib)
+        written += write_handoff(head, self.best.assignment, lib, out, self.best.per_layer_energy,
+                                 self.config.selection.energy_metric)
+        if missing := without_circuit(self.best.assignment, self.library):
+            warnings.warn(f"the headline uses {', '.join(missing)}, known only by their tables: no Verilog to build "
+                          "them, and costs synthesized from the truth tables; import their Verilog (fames lib import) "
+                          "to build and cost them like the others", stacklevel=2)
         written = write_report(self.to_dict(), out) + written
         finish_output(out, previous, written, record)
         return written

@@ -1,0 +1,121 @@
+"""What a hardware engineer needs to build a result: ``hardware.json`` (conventions, per layer its multiplier(s),
+widths, quantization parameters, correction) and ``hardware.npz`` (per layer its integer weight codes and per-channel
+scales), written beside ``model.pt`` by :meth:`fames.flow.approximate.FamesResult.save`.
+
+The integer model the emulation reproduces bit for bit (:mod:`fames.quant.layers`) is stated in the file itself, so
+that the layer outputs can be recomputed without fames: codes, which port is which, padding, zero-point terms,
+corrections and their rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from fames.appmul.core import AppMul
+from fames.appmul.library import Library
+from fames.io import atomic_write_bytes, atomic_write_json
+from fames.quant.convert import float_layers, qlayers
+
+FORMAT = "fames-hardware"
+CONVENTIONS = {
+    "activation_code": "q_x = clamp(round(x / act.scale) + act.zero_point, act.qmin, act.qmax), one scale and zero "
+                       "point per layer; signed codes are two's complement",
+    "weight_code": "q_w = clamp(round(w / s_w[o]) + z_w[o], weight.qmin, weight.qmax) per output channel o; the "
+                   "codes themselves are in hardware.npz (<layer>/weight_codes, shaped like the weight)",
+    "product": "every product of an activation code and a weight code goes through the layer's AppMul: Verilog "
+               "port a = the activation code, w = the weight code, y = the product (a_bits + w_bits bits, two's "
+               "complement when either operand is signed), i.e. y = LUT[q_x][q_w] of the library",
+    "padding": "a padded position holds the activation code of real zero (act.zero_point) and goes through the "
+               "AppMul like any other tap",
+    "accumulator": "acc[o] = sum over the K taps of output o of AppMul(q_x, q_w), exact in integers",
+    "correction": "bias correction: acc[o] - alpha[o] (integer accumulator LSBs); control variate: acc[o] - "
+                  "floor((beta[o] * V + alpha[o] + h) / 2^frac) with h = 2^(frac-1) if frac > 0 else 0 (round half "
+                  "up), V = sum over the K taps of output o's window of phi[q_x mod 2^a_bits] (phi indexed by the "
+                  "activation code's bit pattern, two's complement for signed codes; the same V for every filter "
+                  "of a group), beta and alpha integers with frac fractional bits",
+    "output": "y[o] = act.scale * s_w[o] * (acc[o] - z_w[o] * sum q_x - act.zero_point * sum q_w[o] + K * "
+              "act.zero_point * z_w[o]) + bias[o], the zero-point terms exact (z_w = 0 for symmetric weights)",
+    "exact_layers": "a layer whose appmuls are all exact runs the exact multiplier (mode exact)",
+}
+
+
+def spec_names(spec: Any) -> list[str]:
+    """AppMul names an assignment spec (a name, or a dict with ``appmuls``) uses."""
+    return [spec] if isinstance(spec, str) else list(spec.get("appmuls", [])) if isinstance(spec, dict) else []
+
+
+def without_circuit(assignment: dict[str, Any], library: list[AppMul]) -> list[str]:
+    """Names of the assigned designs that have no Verilog (known only by their table), sorted."""
+    by_name = {m.name: m for m in library}
+    used = {n for spec in assignment.values() for n in spec_names(spec)}
+    return sorted(n for n in used if n in by_name and by_name[n].verilog is None)
+
+
+def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, AppMul],
+                  verilog: dict[str, str | None], energy: dict[str, float] | None) -> dict[str, Any]:
+    qa, qw = layer.act_quant, layer.weight_quant
+    rec: dict[str, Any] = {
+        "kind": type(layer).__name__, "weight_shape": list(layer.weight.shape),
+        "a_bits": layer.a_bits, "w_bits": layer.w_bits, "signed": layer.signed, "mode": layer.mode,
+        "act": {"scale": float(qa.params(1)[0]), "zero_point": int(qa.zero_point.item()),
+                "qmin": qa.qrange[0], "qmax": qa.qrange[1]},
+        "weight": {"qmin": qw.qrange[0], "qmax": qw.qrange[1], "symmetric": qw.symmetric},
+        "bias": layer.bias is not None,
+    }
+    if hasattr(layer, "stride"):
+        rec.update(stride=list(layer.stride), padding=list(layer.padding), dilation=list(layer.dilation),
+                   groups=layer.groups)
+    names = spec_names(spec)
+    rec["appmuls"] = [{"name": n, "signature": by_name[n].signature(), "verilog": verilog.get(n)} for n in names
+                      if n in by_name]
+    if isinstance(spec, dict):
+        rec["granularity"] = spec.get("granularity", "layer")
+        if "index" in spec:
+            rec["index"] = f"{name}/index"
+        if spec.get("compensation") is not None:
+            rec["compensation"] = spec["compensation"]
+    else:
+        rec["granularity"] = "layer"
+    if energy is not None:
+        rec["energy"] = energy
+    return rec
+
+
+def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library, out: str | Path,
+                  per_layer_energy: dict[str, dict[str, float]] | None = None,
+                  energy_metric: str = "pdp") -> list[Path]:
+    """Write ``out/hardware.json`` and ``out/hardware.npz`` for ``model`` as it stands (its headline assignment in
+    place; ``assignment``: that assignment's spec per layer, names of ``library``); returns the two paths."""
+    out = Path(out)
+    by_name = {m.name: m for m in library}
+    verilog = {m.name: (f"library/verilog/{m.top}.v" if m.verilog is not None else None) for m in library}
+    arrays: dict[str, np.ndarray] = {}
+    layers: dict[str, Any] = {}
+    for name, layer in qlayers(model):
+        if layer.mode == "float":
+            continue
+        spec = assignment.get(name)
+        layers[name] = _layer_record(name, layer, spec, by_name, verilog,
+                                     (per_layer_energy or {}).get(name))
+        s, z = layer.weight_quant.params(layer.weight.dim())
+        arrays[f"{name}/weight_codes"] = layer.weight_codes().detach().cpu().numpy().astype(np.int16)
+        arrays[f"{name}/weight_scale"] = s.detach().cpu().reshape(-1).numpy().astype(np.float64)
+        arrays[f"{name}/weight_zero_point"] = z.detach().cpu().reshape(-1).numpy().astype(np.int64)
+        if layer.bias is not None:
+            arrays[f"{name}/bias"] = layer.bias.detach().cpu().numpy().astype(np.float64)
+        if isinstance(spec, dict) and "index" in spec:
+            arrays[f"{name}/index"] = np.asarray(spec["index"], dtype=np.int64)
+    doc = {"format": FORMAT, "version": 1, "conventions": CONVENTIONS,
+           "energy": f"per layer, MACs x the AppMul's {energy_metric} per operation (fJ per inference), correction "
+                     "accumulators included",
+           "layers": layers, "float_layers": float_layers(model),
+           "without_circuit": without_circuit(assignment, list(library))}
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return [atomic_write_json(out / "hardware.json", doc), atomic_write_bytes(out / "hardware.npz", buf.getvalue())]
