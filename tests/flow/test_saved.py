@@ -1,6 +1,8 @@
 """``fames.load_model``: a saved run comes back computing exactly what was reported."""
 
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,7 +175,24 @@ def test_designs_without_a_circuit_are_named(saved_run):
     spec = {"l1": "table_only", "l2": {"granularity": "filter", "appmuls": [built.name, "table_only"], "index": [0]}}
     assert without_circuit(spec, [table, built]) == ["table_only"]
     assert without_circuit({"l2": built.name}, [table, built]) == []
-    report = saved_run[3].to_dict()
+    # the hand-off gives it a truth-table module
+    import dataclasses
+    import json
+
+    from fames.flow.handoff import write_handoff
+
+    model, out, _, result = saved_run
+    name, spec = next((n, sp) for n, sp in result.best.assignment.items() if isinstance(sp, str))
+    lib = fames.Library.load(out / "library")
+    table_twin = dataclasses.replace(lib[spec], name="twin", verilog=None, top=None, structural=False)
+    written = write_handoff(model, {**result.best.assignment, name: "twin"}, fames.Library([*lib, table_twin]),
+                            tmp_path := Path(tempfile.mkdtemp()))
+    rec = json.loads((tmp_path / "hardware.json").read_text())
+    assert rec["without_circuit"] == ["twin"] and tmp_path / "hardware_tables" / "twin.v" in written
+    assert rec["layers"][name]["appmuls"] == [{"name": "twin", "signature": table_twin.signature(),
+                                               "verilog": "hardware_tables/twin.v", "from_table": True}]
+    assert "case" in (tmp_path / "hardware_tables" / "twin.v").read_text()
+    report = result.to_dict()
     assert report["without_circuit"] == [] and "without a circuit" not in markdown(report)
     assert "Designs chosen without a circuit** (known only by their table" in markdown(
         {**report, "without_circuit": ["table_only"]})

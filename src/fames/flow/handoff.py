@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fames.appmul.core import AppMul
+from fames.appmul.core import AppMul, sanitize_name
 from fames.appmul.library import Library
-from fames.io import atomic_write_bytes, atomic_write_json
+from fames.hw.synth import lut_to_verilog
+from fames.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fames.quant.convert import float_layers, qlayers
 
 FORMAT = "fames-hardware"
+TABLES = "hardware_tables"  # truth-table Verilog of the designs known only by their tables
 CONVENTIONS = {
     "activation_code": "q_x = clamp(round(x / act.scale) + act.zero_point, act.qmin, act.qmax), one scale and zero "
                        "point per layer; signed codes are two's complement",
@@ -40,6 +42,8 @@ CONVENTIONS = {
     "output": "y[o] = act.scale * s_w[o] * (acc[o] - z_w[o] * sum q_x - act.zero_point * sum q_w[o] + K * "
               "act.zero_point * z_w[o]) + bias[o], the zero-point terms exact (z_w = 0 for symmetric weights)",
     "exact_layers": "a layer whose appmuls are all exact runs the exact multiplier (mode exact)",
+    "from_table": "a design known only by its table (from_table) gets a truth-table module in hardware_tables/: "
+                  "a ROM of its products, not an optimised circuit",
 }
 
 
@@ -70,8 +74,8 @@ def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, App
         rec.update(stride=list(layer.stride), padding=list(layer.padding), dilation=list(layer.dilation),
                    groups=layer.groups)
     names = spec_names(spec)
-    rec["appmuls"] = [{"name": n, "signature": by_name[n].signature(), "verilog": verilog.get(n)} for n in names
-                      if n in by_name]
+    rec["appmuls"] = [{"name": n, "signature": by_name[n].signature(), "verilog": verilog.get(n),
+                       **({"from_table": True} if by_name[n].verilog is None else {})} for n in names if n in by_name]
     if isinstance(spec, dict):
         rec["granularity"] = spec.get("granularity", "layer")
         if "index" in spec:
@@ -93,6 +97,12 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
     out = Path(out)
     by_name = {m.name: m for m in library}
     verilog = {m.name: (f"library/verilog/{m.top}.v" if m.verilog is not None else None) for m in library}
+    written: list[Path] = []
+    for name in without_circuit(assignment, list(library)):  # a truth-table module stands in (a ROM, not a circuit)
+        m = by_name[name]
+        top = sanitize_name(m.name)
+        written.append(atomic_write_text(out / TABLES / f"{top}.v", lut_to_verilog(m, top)))
+        verilog[name] = f"{TABLES}/{top}.v"
     arrays: dict[str, np.ndarray] = {}
     layers: dict[str, Any] = {}
     for name, layer in qlayers(model):
@@ -118,4 +128,5 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    return [atomic_write_json(out / "hardware.json", doc), atomic_write_bytes(out / "hardware.npz", buf.getvalue())]
+    return [atomic_write_json(out / "hardware.json", doc), atomic_write_bytes(out / "hardware.npz", buf.getvalue()),
+            *written]
