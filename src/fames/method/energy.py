@@ -185,7 +185,8 @@ def model_energy(
         ex = macs[name] * exact[layer.widths]
         a = layer.assignment
         if layer.mode != "approx" or a is None:  # the exact multiplier: the reference, or the exact design chosen
-            e = ex if layer.exact_design is None else macs[name] * op_energy(layer.exact_design, exact, metric)
+            stand_in = getattr(layer, "exact_design", None)  # (a layer pickled before the attribute: the reference)
+            e = ex if stand_in is None else macs[name] * op_energy(stand_in, exact, metric)
         else:
             idx = a.index.flatten().tolist() or [0]
             e = sum(macs[name] / len(idx) * op_energy(a.appmuls[k], exact, metric) for k in idx)
