@@ -134,6 +134,9 @@ def test_the_hardware_handoff_recomputes_every_layer_without_fames(saved_run):
         (design,) = rec["appmuls"]
         m = lib[design["name"]]
         assert (out / design["verilog"]).is_file() and rec["mode"] == ("exact" if m.is_exact() else "approx")
+        assert f"module {design['top']}" in (out / design["verilog"]).read_text()
+        k_taps = int(np.prod(arrays[f"{name}/weight_codes"].shape[1:]))
+        assert rec["fan_in"] == k_taps and 2 ** (rec["acc_bits"] - 1) > k_taps * np.abs(m.lut).max()
         act = rec["act"]
         xin = seen[name].double().numpy()
         qx = np.clip(np.round(xin / act["scale"]) + act["zero_point"], act["qmin"], act["qmax"]).astype(np.int64)
@@ -190,7 +193,8 @@ def test_designs_without_a_circuit_are_named(saved_run):
     rec = json.loads((tmp_path / "hardware.json").read_text())
     assert rec["without_circuit"] == ["twin"] and tmp_path / "hardware_tables" / "twin.v" in written
     assert rec["layers"][name]["appmuls"] == [{"name": "twin", "signature": table_twin.signature(),
-                                               "verilog": "hardware_tables/twin.v", "from_table": True}]
+                                               "verilog": "hardware_tables/twin.v", "top": "twin",
+                                               "from_table": True}]
     assert "case" in (tmp_path / "hardware_tables" / "twin.v").read_text()
     report = result.to_dict()
     assert report["without_circuit"] == [] and "without a circuit" not in markdown(report)

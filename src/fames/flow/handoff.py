@@ -24,24 +24,47 @@ from fames.quant.convert import float_layers, qlayers
 FORMAT = "fames-hardware"
 TABLES = "hardware_tables"  # truth-table Verilog of the designs known only by their tables
 CONVENTIONS = {
+    "scope": "the headline model of the run (model.pt with assignment.json), its quantized layers by module name; "
+             "between them everything is float (batch norm folded into the bias, ReLU, pooling, and the next "
+             "layer's activation codes taken from the float output); float_layers lists the layers with parameters "
+             "that stay in float, as 'name (Type)'",
     "activation_code": "q_x = clamp(round(x / act.scale) + act.zero_point, act.qmin, act.qmax), one scale and zero "
-                       "point per layer; signed codes are two's complement",
+                       "point per layer, x / act.scale computed in float32 and rounded half to even; signed codes "
+                       "are two's complement",
     "weight_code": "q_w = clamp(round(w / s_w[o]) + z_w[o], weight.qmin, weight.qmax) per output channel o; the "
-                   "codes themselves are in hardware.npz (<layer>/weight_codes, shaped like the weight)",
-    "product": "every product of an activation code and a weight code goes through the layer's AppMul: Verilog "
-               "port a = the activation code, w = the weight code, y = the product (a_bits + w_bits bits, two's "
-               "complement when either operand is signed), i.e. y = LUT[q_x][q_w] of the library",
+                   "codes themselves are in hardware.npz (<layer>/weight_codes, shaped like the weight: (O, C/groups, "
+                   "kh, kw) or (O, in_features))",
+    "taps": "the K taps of output o are its weight's entries in that layout, channel-major (c, i, j); K = "
+            "C/groups * kh * kw (in_features for a Linear); a grouped convolution's taps cover only its group's "
+            "input channels; stride, padding [ph, pw] (both sides) and dilation as in PyTorch",
     "padding": "a padded position holds the activation code of real zero (act.zero_point) and goes through the "
                "AppMul like any other tap",
-    "accumulator": "acc[o] = sum over the K taps of output o of AppMul(q_x, q_w), exact in integers",
-    "correction": "bias correction: acc[o] - alpha[o] (integer accumulator LSBs); control variate: acc[o] - "
-                  "floor((beta[o] * V + alpha[o] + h) / 2^frac) with h = 2^(frac-1) if frac > 0 else 0 (round half "
-                  "up), V = sum over the K taps of output o's window of phi[q_x mod 2^a_bits] (phi indexed by the "
-                  "activation code's bit pattern, two's complement for signed codes; the same V for every filter "
-                  "of a group), beta and alpha integers with frac fractional bits",
-    "output": "y[o] = act.scale * s_w[o] * (acc[o] - z_w[o] * sum q_x - act.zero_point * sum q_w[o] + K * "
-              "act.zero_point * z_w[o]) + bias[o], the zero-point terms exact (z_w = 0 for symmetric weights)",
-    "exact_layers": "a layer whose appmuls are all exact runs the exact multiplier (mode exact)",
+    "product": "every product of an activation code and a weight code goes through the AppMul assigned to that tap: "
+               "Verilog module `top` in the file `verilog`, port a = the activation code, w = the weight code, y = "
+               "the product (a_bits + w_bits bits, two's complement when either operand is signed); its table is "
+               "library/luts.npz[name], int32 of shape (2^a_bits, 2^w_bits) indexed by the codes' bit patterns: "
+               "y = lut[q_x mod 2^a_bits][q_w mod 2^w_bits]",
+    "groups": "granularity layer: one AppMul for every tap; filter: index (O,) in hardware.npz (<layer>/index) "
+              "names, for output o, the position in this layer's `appmuls` list of the AppMul of all its taps; "
+              "kernel: index (O, C/groups) (Linear: (O, in_features)), one AppMul per output and input channel, for "
+              "all kh * kw taps of that channel",
+    "accumulator": "acc[o] = sum over the K taps of AppMul(q_x, q_w), exact in integers (acc_bits: a two's "
+                   "complement width that holds K times the largest |product|)",
+    "correction": "in the layer's `compensation` record, applied to acc before the output formula. method 'bias' "
+                  "(bias correction): acc[o] - alpha[o] (integer accumulator LSBs). Any other method ('perforation', "
+                  "'rank1') is a control variate: acc[o] - floor((beta[o] * V + alpha[o] + h) / 2^frac) with h = "
+                  "2^(frac-1) if frac > 0 else 0 (round half up), V = sum over the K taps of output o of "
+                  "phi[q_x mod 2^a_bits] (the same V for every filter of a group), beta and alpha integers with frac "
+                  "fractional bits; the record's own `appmuls` list is sorted by name, it is not what `index` "
+                  "refers to",
+    "output": "y[o] = act.scale * s_w[o] * (acc[o] - z_w[o] * S_x - act.zero_point * S_w[o] + K * act.zero_point * "
+              "z_w[o]) + bias[o], with acc after the correction, S_x = the sum of the K activation codes of output o "
+              "(padded taps included), S_w[o] = the sum of its K weight codes; the zero-point terms are exact (z_w = "
+              "0 for symmetric weights); fames scales in float32, so its float outputs may differ from this by "
+              "about 1e-4 of an accumulator LSB",
+    "exact_layers": "a layer whose appmuls are all exact runs the exact multiplier (mode exact; fames computes it "
+                    "as a float convolution of the dequantized codes, equal to the integer formula to float32 "
+                    "rounding)",
     "from_table": "a design known only by its table (from_table) gets a truth-table module in hardware_tables/: "
                   "a ROM of its products, not an optimised circuit",
 }
@@ -75,7 +98,12 @@ def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, App
                    groups=layer.groups)
     names = spec_names(spec)
     rec["appmuls"] = [{"name": n, "signature": by_name[n].signature(), "verilog": verilog.get(n),
+                       "top": sanitize_name(by_name[n].name) if by_name[n].verilog is None else by_name[n].top,
                        **({"from_table": True} if by_name[n].verilog is None else {})} for n in names if n in by_name]
+    fan_in = int(np.prod(layer.weight.shape[1:]))
+    peak = max((int(np.abs(by_name[n].lut).max()) for n in names if n in by_name), default=0)
+    rec["fan_in"] = fan_in
+    rec["acc_bits"] = (fan_in * peak).bit_length() + 1
     if isinstance(spec, dict):
         rec["granularity"] = spec.get("granularity", "layer")
         if "index" in spec:
