@@ -110,7 +110,8 @@ class BudgetRow:
 @dataclass
 class FamesResult:
     """What :func:`approximate_` found: one :class:`BudgetRow` per budget, the headline ``best``, and what the
-    report needs. ``save(out)`` writes report.json/.md, plots, assignment.json, model.pt and library/. Accuracies
+    report needs. ``save(out)`` writes report.json/.md, plots, assignment.json, model.pt, library/ and the hand-off
+    for hardware (hardware.json, hardware.npz, hardware_tables/). Accuracies
     (rows, ``accuracy``, ``exact_accuracy``) are on the data budgets are judged on: ``eval_data``, or the validation
     split in the target mode, whose test figures are in ``test``."""
 
@@ -199,15 +200,15 @@ class FamesResult:
     def save(self, out: str | Path, per_budget: bool = False, force: bool = False,
              record: dict[str, Any] | None = None) -> list[Path]:
         """Write the report, plots, ``assignment.json``, ``model.pt`` (headline), ``library/`` and the hand-off for
-        hardware (``hardware.json``, ``hardware.npz``: :mod:`fames.flow.handoff`) into ``out`` (every file
-        atomically); with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns the paths written,
-        ``out/report.md`` first. A folder holding files fames did not write is refused unless ``force``; output files
-        of an earlier result there that this one does not write again are removed; ``run.json`` lists the files (and
-        ``record``, e.g. the content keys of a run's inputs)."""
+        hardware (``hardware.json``, ``hardware.npz``, ``hardware_tables/``: :mod:`fames.flow.handoff`) into ``out``
+        (every file atomically); with ``per_budget`` also ``model_R*.pt`` and ``assignment_R*.json``. Returns the
+        paths written, ``out/report.md`` first. A folder holding files fames did not write is refused unless
+        ``force``; output files of an earlier result there that this one does not write again are removed;
+        ``run.json`` lists the files (and ``record``, e.g. the content keys of a run's inputs)."""
         from fames.flow.handoff import write_handoff
         from fames.flow.outdir import check_output, finish_output, start_output
         from fames.flow.report import write_report
-        from fames.method.assignment import save_assignment, substitute
+        from fames.method.assignment import save_assignment
 
         out = Path(out)
         previous = check_output(out, force)
@@ -225,15 +226,13 @@ class FamesResult:
             written.append(save_checkpoint(self.model, out / f"model{suffix}.pt", meta=meta,
                                            state_dict=self.states[r.budget], require_arch=False))
         # the headline as hardware builds it: per layer its design(s), quantization parameters and weight codes
-        head = copy.deepcopy(self.model)
-        head.load_state_dict(self.states[self.best.budget])
-        substitute(head, {"layers": self.best.assignment}, lib)
+        restore(head := copy.deepcopy(self.model), self.states[self.best.budget], self.best.assignment, lib)
         written += write_handoff(head, self.best.assignment, lib, out, self.best.per_layer_energy,
                                  self.config.selection.energy_metric)
         if missing := without_circuit(self.best.assignment, self.library):
             warnings.warn(f"the headline uses {', '.join(missing)}, known only by their tables: no Verilog to build "
-                          "them, and costs synthesized from the truth tables; import their Verilog (fames lib import) "
-                          "to build and cost them like the others", stacklevel=2)
+                          "them (hardware_tables/ holds truth-table modules) and no costs of a circuit; import their "
+                          "Verilog (fames lib import) to build and cost them like the others", stacklevel=2)
         written = write_report(self.to_dict(), out) + written
         finish_output(out, previous, written, record)
         return written
@@ -471,7 +470,7 @@ def approximate_(
         if sel.granularity == "layer":  # the fallback to the layer level has nothing to do there
             sel = replace(sel, layer_fallback=True)
         guard = {"bias": "-live-guard", "control_variate": "-guard-energy", "auto": "-guard-energy"}
-        return content_hash("v3" + guard.get(
+        return content_hash("v4" + guard.get(  # v4: exact stand-ins' energy, corrections in per-layer energy
                             sel.compensation, ""), estimate, lkey, jkey,
                             _fields_key(sel, cal_cfg, cfg.seed),
                             tensors_hash(cx, cy, hx, hy) if cal_cfg is not None or sel.compensation != "none"
@@ -565,7 +564,8 @@ def approximate_(
     if searching:  # the exact model on the test data (before the chosen assignment goes in)
         ex_test = stages.json("exact", content_hash(mkey, tkey, "per-sample"),
                               lambda: evaluate(model, test, progress, "eval exact (test)", per_sample=True))
-    _restore(model, states[best.budget], best.assignment, mp)
+    restore(model, states[best.budget], best.assignment,
+            Library(list({m.name: m for ms in mp.candidates.values() for m in ms}.values())))
     if searching:  # the chosen model, once, on the test data
         got = evaluate(model, test, progress, "eval chosen (test)", per_sample=True)
         test_result = {
@@ -773,21 +773,15 @@ def _validation(model, x, y, cands, omega, stages, key, progress):  # type: igno
                       "layer": [n for n in cands for _ in cands[n]]}
 
 
-def _restore(model: nn.Module, state: dict[str, torch.Tensor], assignment: dict[str, Any], mp: ModelProblem) -> None:
-    """Put a budget's calibrated tensors and AppMuls into ``model``; layers assigned the exact multiplier run in
-    exact mode (same integers, no emulation cost)."""
+def restore(model: nn.Module, state: dict[str, torch.Tensor], assignment: dict[str, Any], library: Library) -> None:
+    """Put a budget's calibrated tensors and AppMuls (names of ``library``) into ``model``; a layer assigned one exact
+    design runs in exact mode (same integers, no emulation cost), a layer the assignment leaves out the reference
+    exact multiplier."""
     model.load_state_dict(state)
-    names = {m.name: m for ms in mp.candidates.values() for m in ms}
-    approx = {}
     for n, layer in qlayers(model):
-        spec = assignment.get(n)
-        if spec is None:
+        if n not in assignment:
             layer.clear_assignment()
-        elif isinstance(spec, str) and names[spec].is_exact():
-            layer.clear_assignment(names[spec])
-        else:
-            approx[n] = spec
-    substitute(model, {"layers": approx}, Library(list(names.values())))
+    substitute(model, {"layers": assignment}, library)
 
 
 @dataclass

@@ -62,9 +62,9 @@ CONVENTIONS = {
               "(padded taps included), S_w[o] = the sum of its K weight codes; the zero-point terms are exact (z_w = "
               "0 for symmetric weights); fames scales in float32, so its float outputs may differ from this by "
               "about 1e-4 of an accumulator LSB",
-    "exact_layers": "a layer whose appmuls are all exact runs the exact multiplier (mode exact; fames computes it "
-                    "as a float convolution of the dequantized codes, equal to the integer formula to float32 "
-                    "rounding)",
+    "exact_layers": "a layer given one exact design for all its taps runs the exact multiplier (mode exact; fames "
+                    "computes it as a float convolution of the dequantized codes, equal to the integer formula to "
+                    "float32 rounding); one mixing several exact designs emulates them (mode approx)",
     "from_table": "a design known only by its table (from_table) gets a truth-table module in hardware_tables/: "
                   "a ROM of its products, not an optimised circuit",
 }
@@ -82,13 +82,13 @@ def without_circuit(assignment: dict[str, Any], library: list[AppMul]) -> list[s
     return sorted(n for n in used if n in by_name and by_name[n].verilog is None)
 
 
-def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, AppMul],
-                  verilog: dict[str, str | None], energy: dict[str, float] | None) -> dict[str, Any]:
+def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, AppMul], verilog: dict[str, str | None],
+                  table_tops: dict[str, str], energy: dict[str, float] | None) -> dict[str, Any]:
     qa, qw = layer.act_quant, layer.weight_quant
     rec: dict[str, Any] = {
         "kind": type(layer).__name__, "weight_shape": list(layer.weight.shape),
         "a_bits": layer.a_bits, "w_bits": layer.w_bits, "signed": layer.signed, "mode": layer.mode,
-        "act": {"scale": float(qa.params(1)[0]), "zero_point": int(qa.zero_point.item()),
+        "act": {"scale": float(qa.params(1)[0].detach()), "zero_point": int(qa.zero_point.item()),
                 "qmin": qa.qrange[0], "qmax": qa.qrange[1]},
         "weight": {"qmin": qw.qrange[0], "qmax": qw.qrange[1], "symmetric": qw.symmetric},
         "bias": layer.bias is not None,
@@ -98,7 +98,7 @@ def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, App
                    groups=layer.groups)
     names = spec_names(spec)
     rec["appmuls"] = [{"name": n, "signature": by_name[n].signature(), "verilog": verilog.get(n),
-                       "top": sanitize_name(by_name[n].name) if by_name[n].verilog is None else by_name[n].top,
+                       "top": table_tops.get(n, by_name[n].top),
                        **({"from_table": True} if by_name[n].verilog is None else {})} for n in names if n in by_name]
     fan_in = int(np.prod(layer.weight.shape[1:]))
     peak = max((int(np.abs(by_name[n].lut).max()) for n in names if n in by_name), default=0)
@@ -126,10 +126,16 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
     by_name = {m.name: m for m in library}
     verilog = {m.name: (f"library/verilog/{m.top}.v" if m.verilog is not None else None) for m in library}
     written: list[Path] = []
+    tops = {m.top for m in library if m.verilog is not None}
+    table_tops: dict[str, str] = {}
     for name in without_circuit(assignment, list(library)):  # a truth-table module stands in (a ROM, not a circuit)
-        m = by_name[name]
-        top = sanitize_name(m.name)
-        written.append(atomic_write_text(out / TABLES / f"{top}.v", lut_to_verilog(m, top)))
+        top = base = f"table_{sanitize_name(name)}"
+        k = 1
+        while top in tops:  # module names stay unique (two names can sanitize alike)
+            k, top = k + 1, f"{base}_{k}"
+        tops.add(top)
+        table_tops[name] = top
+        written.append(atomic_write_text(out / TABLES / f"{top}.v", lut_to_verilog(by_name[name], top)))
         verilog[name] = f"{TABLES}/{top}.v"
     arrays: dict[str, np.ndarray] = {}
     layers: dict[str, Any] = {}
@@ -137,7 +143,7 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
         if layer.mode == "float":
             continue
         spec = assignment.get(name)
-        layers[name] = _layer_record(name, layer, spec, by_name, verilog,
+        layers[name] = _layer_record(name, layer, spec, by_name, verilog, table_tops,
                                      (per_layer_energy or {}).get(name))
         s, z = layer.weight_quant.params(layer.weight.dim())
         arrays[f"{name}/weight_codes"] = layer.weight_codes().detach().cpu().numpy().astype(np.int16)

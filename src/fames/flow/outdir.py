@@ -20,8 +20,8 @@ FORMAT = "fames-run"
 
 def is_output_file(name: str) -> bool:
     """A file name a result writes."""
-    return name in ("report.json", "report.md", "assignment.json", "model.pt", "library") or name.startswith(
-        ("assignment_R", "model_R", "fig_"))
+    return name in ("report.json", "report.md", "assignment.json", "model.pt", "library", "hardware.json",
+                    "hardware.npz", "hardware_tables") or name.startswith(("assignment_R", "model_R", "fig_"))
 
 
 def check_output(out: Path, force: bool) -> list[str]:

@@ -87,12 +87,12 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
         *_seeds(report),
         *([f"Layers computed in floating point (no AppMul, outside the energy figures): "
            f"{', '.join(report['float_layers'])}.", ""] if report.get("float_layers") else []),
-        *([f"**Designs chosen without a circuit** (known only by their table; no Verilog to build, and a cost "
-           f"synthesized from the truth table): {', '.join(report['without_circuit'])}. Import their Verilog "
-           "(`fames lib import`) to build them and cost them like the others.", ""]
+        *([f"**Designs chosen without a circuit** (known only by their table; no Verilog to build, and no cost of "
+           f"a circuit): {', '.join(report['without_circuit'])}. Import their Verilog (`fames lib import`) to "
+           "build them and cost them like the others.", ""]
           if report.get("without_circuit") else []),
-        "Hand-off for hardware: `hardware.json` (conventions, per layer its AppMul(s) and their Verilog, widths, "
-        "quantization parameters, corrections) and `hardware.npz` (weight codes and scales).", "",
+        "A saved result holds the hand-off for hardware: `hardware.json` (conventions, per layer its AppMul(s) and "
+        "their Verilog, widths, quantization parameters, corrections), `hardware.npz` (weight codes and scales).", "",
         *([f"Multiply-accumulates in floating point outside the quantized layers (no AppMul, outside the energy "
            f"figures): {100 * report['float_macs']['share']:.1f}% of the model's; per inference: "
            + ", ".join(f"{k} {v:,}" for k, v in report["float_macs"]["modules"].items()) + ".", ""]

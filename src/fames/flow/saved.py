@@ -69,4 +69,7 @@ def load_model(checkpoint: str | Path | None, model: str | nn.Module | None = No
                           "the accuracy is of neither reported model (load the model_R*.pt saved with that "
                           "assignment)", stacklevel=2)
         substitute(m, load_assignment(assignment), library if isinstance(library, Library) else Library.load(library))
+    elif exact:  # a model given already approximated: back to the exact multipliers, as asked
+        for _, layer in qlayers(m):
+            layer.clear_assignment()
     return m

@@ -26,10 +26,11 @@ FORMAT = "fames-assignment"
 
 
 def substitute(model: nn.Module, assignment: dict[str, Any], library: Library) -> nn.Module:
-    """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``, except
-    those given only exact designs: they run in ``exact`` mode, as :func:`~fames.method.problem.apply_choice` leaves
-    them (the exact quantized model's own float computation, which can round differently from emulating the exact
-    LUT's integers, so a reloaded model would not give the reported outputs otherwise)."""
+    """Assign AppMuls (by name from ``library``) to the named quantized layers; they switch to ``approx``, except those
+    given one exact design (for every group): they run in ``exact`` mode, charged that design's energy, as
+    :func:`~fames.method.problem.apply_choice` leaves them (the exact quantized model's own float computation, which
+    can round differently from emulating the exact LUT's integers, so a reloaded model would not give the reported
+    outputs otherwise)."""
     expect(model, nn.Module, "substitute: model")
     expect(library, Library, "substitute: library")
     layers = dict(qlayers(model))
@@ -102,10 +103,13 @@ def _lookup(library: Library, name: str, layer: str, tables: dict[str, str]) -> 
 
 
 def current_assignment(model: nn.Module) -> dict[str, Any]:
-    """The assignment held by a model's approx-mode layers, in the file format."""
+    """The assignment held by a model's approx-mode layers and its exact-mode layers that stand for an exact design
+    other than the reference (:meth:`QuantLayer.clear_assignment`), in the file format."""
     out: dict[str, Any] = {}
     for name, layer in qlayers(model):
         a = layer.assignment
+        if layer.mode == "exact" and getattr(layer, "exact_design", None) is not None:
+            out[name] = layer.exact_design.name
         if a is None or layer.mode != "approx":
             continue
         comp = getattr(layer, "compensation", None)

@@ -98,8 +98,8 @@ def build_problem(
 
 def apply_choice(model: nn.Module, mp: ModelProblem, choice: np.ndarray) -> nn.Module:
     """Put the AppMuls of ``choice (G,)`` into ``model`` in place (with their corrections, if any); a layer
-    whose choice is exact everywhere runs in exact mode (the exact quantized model's own computation, without the
-    emulation cost)."""
+    whose groups all chose one exact design runs in exact mode (the exact quantized model's own computation, without
+    the emulation cost; charged that design's energy), one mixing exact designs emulates them."""
     choice = np.asarray(choice)
     if choice.shape != (len(mp.groups),):
         raise FamesError(f"choice has shape {choice.shape}, the problem has {len(mp.groups)} groups")

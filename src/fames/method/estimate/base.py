@@ -69,7 +69,7 @@ def check_granularity(granularity: str) -> None:
 def layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
     """Run with every quantized layer in exact mode (e = 0) and float64 emulation; restore afterwards."""
     ql = qlayers(model)
-    saved = [(m.mode, m.assignment, m._emulation_dtype) for _, m in ql]
+    saved = [(m.mode, m.assignment, m._emulation_dtype, m.exact_design, m.compensation) for _, m in ql]
     was_training = model.training
     model.eval()
     try:
@@ -77,8 +77,8 @@ def layer_states(model: nn.Module) -> Iterator[list[tuple[str, QuantLayer]]]:
             m.mode, m.emulation_dtype = "exact", torch.float64
         yield ql
     finally:
-        for (_, m), (mode, a, dt) in zip(ql, saved, strict=True):
-            m.mode, m.assignment, m._emulation_dtype = mode, a, dt
+        for (_, m), (mode, a, dt, ex, comp) in zip(ql, saved, strict=True):
+            m.mode, m.assignment, m._emulation_dtype, m.exact_design, m.compensation = mode, a, dt, ex, comp
             m.error_probe, m.gather_only = None, False
         model.train(was_training)
 
