@@ -9,13 +9,14 @@ corrections and their rounding.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from fames.appmul.core import AppMul, sanitize_name
+from fames.appmul.core import AppMul, exact_lut, sanitize_name
 from fames.appmul.library import Library
 from fames.hw.synth import lut_to_verilog
 from fames.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -101,7 +102,8 @@ def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, App
                        "top": table_tops.get(n, by_name[n].top),
                        **({"from_table": True} if by_name[n].verilog is None else {})} for n in names if n in by_name]
     fan_in = int(np.prod(layer.weight.shape[1:]))
-    peak = max((int(np.abs(by_name[n].lut).max()) for n in names if n in by_name), default=0)
+    tables = [by_name[n].lut for n in names if n in by_name] or [exact_lut(*layer.widths)]  # none: the reference
+    peak = max(int(np.abs(t).max()) for t in tables)
     rec["fan_in"] = fan_in
     rec["acc_bits"] = (fan_in * peak).bit_length() + 1
     if isinstance(spec, dict):
@@ -120,8 +122,9 @@ def _layer_record(name: str, layer: nn.Module, spec: Any, by_name: dict[str, App
 def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library, out: str | Path,
                   per_layer_energy: dict[str, dict[str, float]] | None = None,
                   energy_metric: str = "pdp") -> list[Path]:
-    """Write ``out/hardware.json`` and ``out/hardware.npz`` for ``model`` as it stands (its headline assignment in
-    place; ``assignment``: that assignment's spec per layer, names of ``library``); returns the two paths."""
+    """Write ``out/hardware.json``, ``out/hardware.npz`` and, for designs known only by their tables,
+    ``out/hardware_tables/*.v`` for ``model`` as it stands (its headline assignment in place; ``assignment``: that
+    assignment's spec per layer, names of ``library``); returns the paths written."""
     out = Path(out)
     by_name = {m.name: m for m in library}
     verilog = {m.name: (f"library/verilog/{m.top}.v" if m.verilog is not None else None) for m in library}
@@ -158,8 +161,6 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
                      "accumulators included",
            "layers": layers, "float_layers": float_layers(model),
            "without_circuit": without_circuit(assignment, list(library))}
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return [atomic_write_json(out / "hardware.json", doc), atomic_write_bytes(out / "hardware.npz", buf.getvalue()),
