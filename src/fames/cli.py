@@ -997,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fames: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fames: interrupted; rerun the same command to resume", file=sys.stderr)
+        print("\nfames: interrupted; rerun the same command to resume", file=sys.stderr)  # off a progress bar's line
         return 130
     except BrokenPipeError:
         return 0

@@ -202,3 +202,16 @@ def test_designs_without_a_circuit_are_named(saved_run, tmp_path):
     assert report["without_circuit"] == [] and "without a circuit" not in markdown(report)
     assert "Designs chosen without a circuit** (known only by their table" in markdown(
         {**report, "without_circuit": ["table_only"]})
+
+
+def test_an_undone_calibration_is_said_in_the_report(saved_run, tmp_path):
+    from fames.flow.report import markdown, plots
+
+    report = saved_run[3].to_dict()  # run without calibration: nothing undone
+    assert "alibration undone" not in markdown(report)
+    calibrated = {**report, "config": {**report["config"], "calibration": {"samples": 64}}}
+    runs = [{**r, "calibration_kept": False, "calibrate_s": 2.0} for r in report["runs"]]
+    text = markdown({**calibrated, "runs": runs})
+    assert "calibration undone: it lost held-out accuracy" in text and "Calibration undone at R = 0.9" in text
+    assert "alibration undone" not in markdown({**calibrated, "runs": [{**r, "calibration_kept": True} for r in runs]})
+    assert (tmp_path / "fig_calibration.png") in plots({**calibrated, "runs": runs}, tmp_path)

@@ -149,9 +149,11 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
         layers[name] = _layer_record(name, layer, spec, by_name, verilog, table_tops,
                                      (per_layer_energy or {}).get(name))
         s, z = layer.weight_quant.params(layer.weight.dim())
-        arrays[f"{name}/weight_codes"] = layer.weight_codes().detach().cpu().numpy().astype(np.int16)
+        lo, hi = layer.weight_quant.qrange
+        arrays[f"{name}/weight_codes"] = layer.weight_codes().detach().cpu().numpy().astype(
+            np.int8 if lo >= -128 and hi <= 127 else np.uint8 if lo >= 0 and hi <= 255 else np.int16)
         arrays[f"{name}/weight_scale"] = s.detach().cpu().reshape(-1).numpy().astype(np.float64)
-        arrays[f"{name}/weight_zero_point"] = z.detach().cpu().reshape(-1).numpy().astype(np.int64)
+        arrays[f"{name}/weight_zero_point"] = z.detach().cpu().reshape(-1).numpy().astype(np.int32)
         if layer.bias is not None:
             arrays[f"{name}/bias"] = layer.bias.detach().cpu().numpy().astype(np.float64)
         if isinstance(spec, dict) and "index" in spec:

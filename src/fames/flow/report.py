@@ -68,9 +68,21 @@ def _on_validation(report: dict[str, Any]) -> str:
     return " on the validation split" + (f", with a margin of {m:g} standard error(s) of the paired loss" if m else "")
 
 
+def _headline_row(report: dict[str, Any]) -> dict[str, Any]:
+    return next((r for r in report["runs"] if r["budget"] == report["budget"] and not r["infeasible"]), {})
+
+
+def _undone(report: dict[str, Any], r: dict[str, Any]) -> bool:
+    """A budget whose calibration ran and was undone (it lost accuracy on the images it is judged on)."""
+    return (bool(report["config"].get("calibration")) and not r.get("infeasible") and r.get("calibration_kept") is False
+            and not r.get("calibration_skipped") and not r.get("beyond_reach"))
+
+
 def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
     acc = report["accuracy"]
     t = report["timing"]
+    calibrations = [r.get("calibrate_s") or 0.0 for r in report["runs"] if not r["infeasible"]]
+    undone = [r["budget"] for r in report["runs"] if _undone(report, r)]
     lines = [
         f"# fames run: {report['model']}",
         "",
@@ -81,7 +93,9 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
         + f"budget R = {report['budget']}, **energy reduction {100 * report['energy_reduction']:.2f}%**, "
         f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, "
         + ("" if report.get("test") or acc["float"] is None else f"float {acc['float']:.2f}%, ")  # a test figure
-        + f"before calibration {acc['approx_uncalibrated']:.2f}%).",
+        + f"before calibration {acc['approx_uncalibrated']:.2f}%"
+        + ("; calibration undone: it lost held-out accuracy" if _undone(report, _headline_row(report)) else "")
+        + ").",
         "",
         *_uncertainty(report),
         *_seeds(report),
@@ -101,6 +115,8 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
         + (f"{report['estimator_spearman']:.3f}" if report.get("estimator_spearman") is not None
            else "not measured (estimator.validate)") + f". Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s"
+        + (f" (the headline budget's; all {len(calibrations)} budgets {sum(calibrations):.1f} s)"
+           if len(calibrations) > 1 else "")
         + (f" (of which fine-tuning {t['finetune_s']:.1f} s)" if t.get("finetune_s") else "")
         + f", total {t['total_s']:.1f} s"
         + (f" on {t['threads']} torch thread(s) (calibration repeats exactly at the same count)" if "threads" in t
@@ -130,6 +146,9 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
     if any(r["calibration_skipped"] for r in rows):
         lines.append("\n\\* within the bound before calibration: the search did not calibrate this R (calibration "
                      "cannot move it out of the bound).")
+    if undone:
+        lines.append("\nCalibration undone at R = " + ", ".join(f"{b:g}" for b in undone) + ": it lost accuracy on "
+                     "the held-out images it is judged on, so those rows are the models before it.")
     if any(r["beyond_reach"] for r in rows):
         within = report["config"]["search"]["calibrate_within"]
         lines.append(f"\n\\+ more than {within:g} points below the bound before calibration: judged beyond it "
@@ -300,7 +319,9 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         ax.set_title(f"chosen AppMul per layer (R = {best['budget']:g})")
         _save(fig, out / "fig_assignment.png")
         written.append(out / "fig_assignment.png")
-        d = best["output_difference"]
+        d = dict(best["output_difference"])
+        if _undone(report, best):  # the "calibrated" model is the uncalibrated one
+            d.pop("calibrated", None)
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for k, style in (("uncalibrated", "tab:red"), ("calibrated", "tab:blue")):
             if k in d:
@@ -310,6 +331,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlabel("logit difference, approximate - exact quantized")
         ax.set_ylabel("count")
         ax.set_title("output difference before / after calibration" if "calibrated" in d
+                     else "output difference (calibration undone)" if _undone(report, best)
                      else "output difference (not calibrated)")
         ax.legend(fontsize=8)
         _save(fig, out / "fig_calibration.png")

@@ -261,7 +261,7 @@ def cost_library(
                     if failures is None or i < len(keys):  # a reference must cost
                         raise
                     failures[designs[i].name] = str(e)
-                bar.set_postfix_str(designs[i].name[:30])
+                bar.set_postfix_str(designs[i].name[:30], refresh=False)  # drawn at the bar's own interval
                 bar.update()
         except BaseException:  # Ctrl-C or an error: only the designs being costed finish, the queue is dropped
             for f in futs:
