@@ -212,6 +212,6 @@ def test_an_undone_calibration_is_said_in_the_report(saved_run, tmp_path):
     calibrated = {**report, "config": {**report["config"], "calibration": {"samples": 64}}}
     runs = [{**r, "calibration_kept": False, "calibrate_s": 2.0} for r in report["runs"]]
     text = markdown({**calibrated, "runs": runs})
-    assert "calibration undone: it lost held-out accuracy" in text and "Calibration undone at R = 0.9" in text
+    assert "calibration undone: it lost accuracy where it is judged" in text and "Calibration undone at R = 0.9" in text
     assert "alibration undone" not in markdown({**calibrated, "runs": [{**r, "calibration_kept": True} for r in runs]})
     assert (tmp_path / "fig_calibration.png") in plots({**calibrated, "runs": runs}, tmp_path)

@@ -94,7 +94,8 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
         f"accuracy {acc['approx']:.2f}% (exact quantized {acc['exact_quant']:.2f}%, "
         + ("" if report.get("test") or acc["float"] is None else f"float {acc['float']:.2f}%, ")  # a test figure
         + f"before calibration {acc['approx_uncalibrated']:.2f}%"
-        + ("; calibration undone: it lost held-out accuracy" if _undone(report, _headline_row(report)) else "")
+        + ("; calibration undone: it lost accuracy where it is judged" if _undone(report, _headline_row(report))
+           else "")
         + ").",
         "",
         *_uncertainty(report),
