@@ -102,9 +102,10 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
         *_seeds(report),
         *([f"Layers computed in floating point (no AppMul, outside the energy figures): "
            f"{', '.join(report['float_layers'])}.", ""] if report.get("float_layers") else []),
-        *([f"**Designs chosen without a circuit** (known only by their table; no Verilog to build, and no cost of "
-           f"a circuit): {', '.join(report['without_circuit'])}. Import their Verilog (`fames lib import`) to "
-           "build them and cost them like the others.", ""]
+        *([f"**Designs chosen without a circuit** (known only by their table; no Verilog of a circuit, only a "
+           f"truth-table module in `hardware_tables/`, and no cost of a circuit): "
+           f"{', '.join(report['without_circuit'])}. Import their Verilog (`fames lib import`) to build them and cost "
+           "them like the others.", ""]
           if report.get("without_circuit") else []),
         "A saved result holds the hand-off for hardware: `hardware.json` (conventions, per layer its AppMul(s) and "
         "their Verilog, widths, quantization parameters, corrections), `hardware.npz` (weight codes and scales).", "",

@@ -286,5 +286,5 @@ def cost_library(
         warnings.warn(f"{len(optimised)} design(s) ({', '.join(optimised[:5])}{', ...' * (len(optimised) > 5)}) were "
                       "optimised by Yosys/ABC when imported: --keep-structure keeps that optimised netlist, not the "
                       "source's gates; import them again with --keep-structure (and --replace) for the gates as "
-                      "written", stacklevel=2)
+                      "written (a BLIF source as structural Verilog: its tables have no gates to keep)", stacklevel=2)
     return out
