@@ -208,6 +208,7 @@ def test_an_undone_calibration_is_said_in_the_report(saved_run, tmp_path):
     from fames.flow.report import markdown, plots
 
     report = saved_run[3].to_dict()  # run without calibration: nothing undone
+    assert report["timing"]["calibrate_all_s"] == pytest.approx(sum(r["calibrate_s"] for r in report["runs"]))
     assert "alibration undone" not in markdown(report)
     calibrated = {**report, "config": {**report["config"], "calibration": {"samples": 64}}}
     runs = [{**r, "calibration_kept": False, "calibrate_s": 2.0} for r in report["runs"]]

@@ -117,7 +117,8 @@ def markdown(report: dict[str, Any], figures: list[str] | None = None) -> str:
         + (f"{report['estimator_spearman']:.3f}" if report.get("estimator_spearman") is not None
            else "not measured (estimator.validate)") + f". Timing: estimate {t['estimate_s']:.2f} s, select "
         f"{t['select_s']:.3f} s, calibrate {t['calibrate_s']:.2f} s"
-        + (f" (the headline budget's; all {len(calibrations)} budgets {sum(calibrations):.1f} s)"
+        + (f" (the headline budget's; all {len(calibrations)} budgets "
+           f"{t.get('calibrate_all_s', sum(calibrations)):.1f} s)"
            if len(calibrations) > 1 else "")
         + (f" (of which fine-tuning {t['finetune_s']:.1f} s)" if t.get("finetune_s") else "")
         + f", total {t['total_s']:.1f} s"
