@@ -20,6 +20,7 @@ from fames.appmul.core import AppMul, exact_lut, sanitize_name
 from fames.appmul.library import Library
 from fames.hw.synth import lut_to_verilog
 from fames.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fames.method.assignment import spec_names
 from fames.quant.convert import float_layers, qlayers
 
 FORMAT = "fames-hardware"
@@ -69,11 +70,6 @@ CONVENTIONS = {
     "from_table": "a design known only by its table (from_table) gets a truth-table module in hardware_tables/: "
                   "a ROM of its products, not an optimised circuit",
 }
-
-
-def spec_names(spec: Any) -> list[str]:
-    """AppMul names an assignment spec (a name, or a dict with ``appmuls``) uses."""
-    return [spec] if isinstance(spec, str) else list(spec.get("appmuls", [])) if isinstance(spec, dict) else []
 
 
 def without_circuit(assignment: dict[str, Any], library: list[AppMul]) -> list[str]:
@@ -131,7 +127,8 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
     written: list[Path] = []
     tops = {m.top for m in library if m.verilog is not None}
     table_tops: dict[str, str] = {}
-    for name in without_circuit(assignment, list(library)):  # a truth-table module stands in (a ROM, not a circuit)
+    missing = without_circuit(assignment, list(library))
+    for name in missing:  # a truth-table module stands in (a ROM, not a circuit)
         top = base = f"table_{sanitize_name(name)}"
         k = 1
         while top in tops:  # module names stay unique (two names can sanitize alike)
@@ -162,7 +159,7 @@ def write_handoff(model: nn.Module, assignment: dict[str, Any], library: Library
            "energy": f"per layer, MACs x the AppMul's {energy_metric} per operation (fJ per inference), correction "
                      "accumulators included",
            "layers": layers, "float_layers": float_layers(model),
-           "without_circuit": without_circuit(assignment, list(library))}
+           "without_circuit": missing}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return [atomic_write_json(out / "hardware.json", doc), atomic_write_bytes(out / "hardware.npz", buf.getvalue()),

@@ -282,7 +282,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
         e, a = [r["relative_energy"] for r in runs], [r["accuracy"] for r in runs]
         ax.plot(e, a, "o", label="searched R (validation)")
-        best = next(r for r in runs if r["budget"] == report["budget"])
+        best = _headline_row(report)
         ax.plot([best["relative_energy"]], [best["accuracy"]], "*", ms=14, label=f"chosen R = {best['budget']:g}")
         lo, hi = t["accuracy_ci95"]
         ax.errorbar([best["relative_energy"]], [t["accuracy"]], yerr=[[t["accuracy"] - lo], [hi - t["accuracy"]]],
@@ -307,7 +307,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         _save(fig, out / "fig_pareto.png")
         written.append(out / "fig_pareto.png")
-        best = next(r for r in runs if r["budget"] == report["budget"])
+        best = _headline_row(report)
         names = list(best["per_layer_energy"])
         rel = [best["per_layer_energy"][n]["energy_fj"] / best["per_layer_energy"][n]["exact_fj"] for n in names]
         fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 4))

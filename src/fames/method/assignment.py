@@ -154,12 +154,16 @@ def table_key(m: Any) -> str:
     return content_hash(repr(m.widths), np.ascontiguousarray(m.lut, dtype=np.int64).tobytes())
 
 
+def spec_names(spec: Any) -> list[str]:
+    """AppMul names a layer's assignment spec (a name, or a dict with ``appmuls``) uses."""
+    return [spec] if isinstance(spec, str) else list(spec.get("appmuls", [])) if isinstance(spec, dict) else []
+
+
 def save_assignment(assignment: dict[str, Any], path: str | Path, library: Library | None = None) -> Path:
     """Write an assignment file; with ``library``, the content key of every design it names too (``tables``), so
     that loading it against a library whose design of that name was replaced is refused."""
     if library is not None:
-        names = {n for spec in assignment["layers"].values()
-                 for n in ([spec] if isinstance(spec, str) else spec.get("appmuls", []))}
+        names = {n for spec in assignment["layers"].values() for n in spec_names(spec)}
         assignment = {**assignment, "tables": {n: table_key(library[n]) for n in sorted(names) if n in library}}
     return atomic_write_json(path, assignment)
 
